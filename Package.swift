@@ -1,0 +1,21 @@
+// swift-tools-version:6.0
+// libhla: Higher-order Linear Attention engine, shipped as the C-ABI shared library libhla.so.
+import PackageDescription
+
+let package = Package(
+    name: "libhla",
+    products: [
+        .library(name: "hla", type: .dynamic, targets: ["HLA"]),
+    ],
+    targets: [
+        // OpenBLAS through its CBLAS header, found by pkg-config (Debian: libopenblas-dev).
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        // The C types of the ABI (config struct, status and option enums, handles).
+        .target(name: "CHLA", path: "Sources/CHLA"),
+        // The engine and its C entry points.
+        .target(name: "HLA", dependencies: ["CBLAS", "CHLA"], path: "Sources/HLA",
+                swiftSettings: [.unsafeFlags(["-Ounchecked", "-wmo"])]),
+        .testTarget(name: "HLATests", dependencies: ["HLA"], path: "Tests/HLATests"),
+    ]
+)

@@ -1,0 +1,9 @@
+/* Private helpers of libhla.so written in C (not part of the public header). */
+#ifndef HLA_PRIVATE_H
+#define HLA_PRIVATE_H
+#include "hla_types.h"
+
+__attribute__((visibility("hidden"))) void hla_private_set_error(const char *message);
+__attribute__((visibility("hidden"))) const char *hla_private_get_error(void);
+
+#endif

@@ -1,0 +1,95 @@
+import CHLA
+
+/// Which operator (SPEC.md §2).
+enum OpKind: Int32, Sendable {
+    case hla2 = 0, ahla = 1, hla3 = 2
+    var name: String { ["hla2", "ahla", "hla3"][Int(rawValue)] }
+}
+
+/// A validated configuration: every field checked, every size product known not to overflow.
+struct Config: Equatable, Sendable {
+    var op: OpKind
+    var dtype: Int32
+    var masked: Bool
+    var normalize: Bool
+    var batch: Int
+    var heads: Int
+    var kvHeads: Int
+    var dk: Int
+    var dv: Int
+    var scale: Double
+    var decay: Double
+    var ridge: Double
+    var eps: Double
+    var chunkSize: Int  // 0 = automatic
+
+    /// Width of the value rows the kernels carry: the values plus a column of ones when normalizing.
+    var dvp: Int { dv + (normalize ? 1 : 0) }
+    /// Query heads per kv head.
+    var group: Int { heads / kvHeads }
+    /// Largest dimension accepted for any single size (keeps every derived product far from overflow
+    /// once the products below are checked).
+    static let maxDim = 1 << 24
+
+    static func defaults() -> hla_config {
+        hla_config(op: HLA_OP_HLA2.rawValue.asInt32, dtype: HLA_FLOAT32.rawValue.asInt32, masked: 1, normalize: 0,
+                   batch: 1, heads: 1, kv_heads: 0, dk: 64, dv: 64,
+                   scale: 1.0, decay: 1.0, ridge: 0.0, eps: 1e-6, chunk_size: 0)
+    }
+
+    init(_ c: hla_config) throws(HLAError) {
+        guard let op = OpKind(rawValue: c.op) else { throw .invalid("config.op = \(c.op) is not an hla_op (0 hla2, 1 ahla, 2 hla3)") }
+        guard c.dtype == 0 || c.dtype == 1 else { throw .invalid("config.dtype = \(c.dtype) is not an hla_dtype (0 float32, 1 float64)") }
+        guard c.masked == 0 || c.masked == 1 else { throw .invalid("config.masked = \(c.masked) must be 0 or 1") }
+        guard c.normalize == 0 || c.normalize == 1 else { throw .invalid("config.normalize = \(c.normalize) must be 0 or 1") }
+        func dim(_ v: Int64, _ name: String) throws(HLAError) -> Int {
+            guard v >= 1 else { throw .invalid("config.\(name) = \(v) must be >= 1") }
+            guard v <= Int64(Config.maxDim) else { throw .overflow("config.\(name) = \(v) exceeds the supported maximum \(Config.maxDim)") }
+            return Int(v)
+        }
+        let batch = try dim(c.batch, "batch")
+        let heads = try dim(c.heads, "heads")
+        let kvHeads: Int
+        if c.kv_heads == 0 { kvHeads = heads } else { kvHeads = try dim(c.kv_heads, "kv_heads") }
+        guard heads % kvHeads == 0 else { throw .invalid("config.heads = \(heads) is not a multiple of config.kv_heads = \(kvHeads)") }
+        let dk = try dim(c.dk, "dk")
+        let dv = try dim(c.dv, "dv")
+        guard c.scale.isFinite else { throw .invalid("config.scale = \(c.scale) must be finite") }
+        guard c.decay.isFinite, c.decay > 0, c.decay <= 1 else { throw .invalid("config.decay = \(c.decay) must lie in (0, 1]") }
+        guard c.eps.isFinite, c.eps > 0 else { throw .invalid("config.eps = \(c.eps) must be finite and > 0") }
+        guard c.ridge.isFinite, c.ridge >= 0 else { throw .invalid("config.ridge = \(c.ridge) must be finite and >= 0") }
+        if c.ridge != 0 && op != .hla2 { throw .invalid("config.ridge = \(c.ridge) is only defined for op hla2, not \(op.name)") }
+        guard c.chunk_size >= 0, c.chunk_size <= 4096 else { throw .invalid("config.chunk_size = \(c.chunk_size) must lie in [0, 4096] (0 = automatic)") }
+        self.op = op; self.dtype = c.dtype; self.masked = c.masked == 1; self.normalize = c.normalize == 1
+        self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.dk = dk; self.dv = dv
+        self.scale = c.scale; self.decay = c.decay; self.ridge = c.ridge; self.eps = c.eps
+        self.chunkSize = Int(c.chunk_size)
+        // Every size the engine forms is bounded by these products; check them once here.
+        let d = max(dk, dv + 1)
+        let perHead = try checkedMul(try checkedMul(d, d, "dk·dv"), 8, "state per head")
+        let heads2 = try checkedMul(batch, heads, "batch·heads")
+        _ = try checkedMul(try checkedMul(perHead, heads2, "state size"), 8, "state bytes")
+    }
+
+    /// The configuration back in its C form (chunk size as given).
+    var c: hla_config {
+        hla_config(op: op.rawValue, dtype: dtype, masked: masked ? 1 : 0, normalize: normalize ? 1 : 0,
+                   batch: Int64(batch), heads: Int64(heads), kv_heads: Int64(kvHeads), dk: Int64(dk), dv: Int64(dv),
+                   scale: scale, decay: decay, ridge: ridge, eps: eps, chunk_size: Int64(chunkSize))
+    }
+
+    /// Whether a state or segment of configuration `other` can be used with this one (chunk size aside).
+    func compatible(_ other: Config) -> Bool {
+        var a = self, b = other
+        a.chunkSize = 0; b.chunkSize = 0
+        return a == b
+    }
+
+    /// Human-readable description for mismatch messages.
+    var summary: String {
+        "op=\(op.name) dtype=\(dtype == 0 ? "float32" : "float64") masked=\(masked) normalize=\(normalize) " +
+        "B=\(batch) H=\(heads) Hkv=\(kvHeads) dk=\(dk) dv=\(dv) scale=\(scale) decay=\(decay) ridge=\(ridge) eps=\(eps)"
+    }
+}
+
+extension UInt32 { var asInt32: Int32 { Int32(bitPattern: self) } }

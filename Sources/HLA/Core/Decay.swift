@@ -1,0 +1,72 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Powers γ^k for k = 0...maxPower, computed in double (pow) and rounded once to T.
+struct Powers<T: HLAFloat> {
+    let gamma: Double
+    let table: RawBuffer<T>
+
+    init(_ gamma: Double, upTo maxPower: Int) throws(HLAError) {
+        self.gamma = gamma
+        table = try RawBuffer<T>.allocate(maxPower + 1)
+        for k in 0...maxPower { table.base[k] = T(gamma == 1 ? 1 : pow(gamma, Double(k))) }
+    }
+    @inline(__always) subscript(_ k: Int) -> T { table.base[k] }
+    func free() { table.free() }
+
+    /// γ^n for any n ≥ 0 (segments longer than the table).
+    static func power(_ gamma: Double, _ n: Int) -> T { T(gamma == 1 ? 1 : pow(gamma, Double(n))) }
+}
+
+/// In-place masks and scalings of dense row-major matrices used by the chunk kernels.
+enum Mask {
+    /// M[r][i] ← M[r][i] · γ^{p·(r−i)} for i ≤ r, 0 for i > r (n × n, leading dimension ld).
+    @inline(__always)
+    static func lowerDecay<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ n: Int, _ ld: Int, _ pw: Powers<T>, _ p: Int) {
+        for r in 0..<n {
+            let row = m + r * ld
+            for i in 0...r { row[i] *= pw[p * (r - i)] }
+            for i in (r + 1)..<max(n, r + 1) { row[i] = 0 }
+        }
+    }
+    /// M[i][j] ← M[i][j] · γ^{p·(j−i)} for i ≤ j, 0 for i > j (n × n).
+    @inline(__always)
+    static func upperDecay<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ n: Int, _ ld: Int, _ pw: Powers<T>, _ p: Int) {
+        for i in 0..<n {
+            let row = m + i * ld
+            for j in 0..<i { row[j] = 0 }
+            for j in i..<n { row[j] *= pw[p * (j - i)] }
+        }
+    }
+    /// Rows r of an n × cols matrix scaled by s(r).
+    @inline(__always)
+    static func scaleRows<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ n: Int, _ cols: Int, _ ld: Int, _ s: (Int) -> T) {
+        for r in 0..<n {
+            let f = s(r)
+            if f == 1 { continue }
+            let row = m + r * ld
+            for j in 0..<cols { row[j] *= f }
+        }
+    }
+    /// Scaled copy: dst[r][j] = s(r) · src[r][j].
+    @inline(__always)
+    static func scaledCopy<T: HLAFloat>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, _ n: Int, _ cols: Int,
+                                        _ s: (Int) -> T) {
+        for r in 0..<n {
+            let f = s(r)
+            for j in 0..<cols { dst[r * cols + j] = src[r * cols + j] * f }
+        }
+    }
+    /// y ← a·y (count elements).
+    @inline(__always)
+    static func scale<T: HLAFloat>(_ y: UnsafeMutablePointer<T>, _ count: Int, _ a: T) {
+        if a == 1 { return }
+        for i in 0..<count { y[i] *= a }
+    }
+    /// y ← a·x + b·y.
+    @inline(__always)
+    static func axpby<T: HLAFloat>(_ y: UnsafeMutablePointer<T>, _ x: UnsafePointer<T>, _ count: Int, _ a: T, _ b: T) {
+        for i in 0..<count { y[i] = a * x[i] + b * y[i] }
+    }
+}

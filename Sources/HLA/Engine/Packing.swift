@@ -1,0 +1,37 @@
+/// Moving one unit's tokens between the caller's strided tensors and the dense blocks the kernels use.
+struct IO<T: HLAFloat> {
+    let q: Strided<T>, k: Strided<T>, v: Strided<T>
+    let out: Strided<T>?
+
+    /// K (n × dk), V (n × dvp, ones column when normalizing), Q (group × n × dk, scaled) of tokens
+    /// t0..<t0+n of unit (b, g).
+    @inline(__always)
+    func pack(_ c: Config, b: Int, g: Int, t0: Int, n: Int,
+              K: UnsafeMutablePointer<T>, V: UnsafeMutablePointer<T>, Q: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dv = c.dv, dvp = c.dvp, group = c.group
+        k.gather(b, g, t0, n, dk, into: K, ld: dk)
+        v.gather(b, g, t0, n, dv, into: V, ld: dvp)
+        if c.normalize { for r in 0..<n { V[r * dvp + dv] = 1 } }
+        let s = T(c.scale)
+        for j in 0..<group { q.gather(b, g * group + j, t0, n, dk, into: Q + j * n * dk, ld: dk, mul: s) }
+    }
+
+    /// Write numerators O (group × n × dvp) as outputs, dividing by the ones column plus eps when normalizing.
+    @inline(__always)
+    func unpack(_ c: Config, b: Int, g: Int, t0: Int, n: Int, O: UnsafePointer<T>) {
+        guard let out else { return }
+        let dv = c.dv, dvp = c.dvp, group = c.group, eps = T(c.eps), sd = out.sd
+        for j in 0..<group {
+            let h = g * group + j
+            for r in 0..<n {
+                let src = O + (j * n + r) * dvp, dst = out.at(b, t0 + r, h)
+                if c.normalize {
+                    let inv = 1 / (src[dv] + eps)
+                    for x in 0..<dv { dst[x * sd] = src[x] * inv }
+                } else {
+                    for x in 0..<dv { dst[x * sd] = src[x] }
+                }
+            }
+        }
+    }
+}

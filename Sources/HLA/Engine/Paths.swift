@@ -1,0 +1,217 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The execution paths of SPEC.md §4 over whole tensors: each runs the operator's kernels on every
+/// (batch, kv head) unit, units in parallel.
+enum Paths {
+    /// Chunk length used when the configuration asks for the automatic choice.
+    static func chunkLength(_ c: Config) -> Int { c.chunkSize > 0 ? c.chunkSize : 64 }
+
+    /// Per-worker dense buffers for chunks of up to n tokens.
+    struct Work<T: HLAFloat> {
+        let buffer: RawBuffer<T>
+        let per: Int, n: Int, dk: Int, dvp: Int, group: Int, scratch: Int
+
+        init<Op: Operator>(_ op: Op.Type, _ c: Config, n: Int, workers: Int, extra: Int = 0) throws(HLAError) {
+            self.n = n; dk = c.dk; dvp = c.dvp; group = c.group
+            scratch = Op.chunkScratch(c, n: n) + Op.stepScratch(c) + extra
+            var p = try checkedMul(n, c.dk + c.dvp, "chunk buffers")
+            p = try checkedAdd(p, try checkedMul(try checkedMul(c.group, n, "chunk buffers"), c.dk + c.dvp, "chunk buffers"), "chunk buffers")
+            p = try checkedAdd(p, scratch + 64, "chunk buffers")
+            per = p
+            buffer = try RawBuffer<T>.allocate(try checkedMul(per, workers, "chunk buffers"))
+        }
+        func K(_ w: Int) -> UnsafeMutablePointer<T> { buffer.base + w * per }
+        func V(_ w: Int) -> UnsafeMutablePointer<T> { K(w) + n * dk }
+        func Q(_ w: Int) -> UnsafeMutablePointer<T> { V(w) + n * dvp }
+        func O(_ w: Int) -> UnsafeMutablePointer<T> { Q(w) + group * n * dk }
+        func scratch(_ w: Int) -> Scratch<T> {
+            let o = O(w) + group * n * dvp
+            let aligned = o + ((16 - (Int(bitPattern: o) / MemoryLayout<T>.stride) % 16) % 16)
+            return Scratch(aligned, scratch)
+        }
+        func free() { buffer.free() }
+    }
+
+    /// Chunked: for each unit, chunk after chunk, outputs from the carry then carry advanced.
+    static func chunked<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
+                                                   carry: UnsafeMutablePointer<T>) throws(HLAError) {
+        let n0 = min(chunkLength(c), nT), units = c.batch * c.kvHeads, workers = workerCount(units)
+        let layout = Layout.state(c)
+        let work = try Work<T>(op, c, n: n0, workers: workers)
+        defer { work.free() }
+        let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
+        defer { pw.free() }
+        parallelFor(units) { i, w in
+            let b = i / c.kvHeads, g = i % c.kvHeads
+            let unit = layout.unit(carry, b: b, g: g)
+            var t0 = 0
+            while t0 < nT {
+                let n = min(n0, nT - t0)
+                io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                var s = work.scratch(w)
+                Op.chunk(c, pw, unit, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), O: work.O(w), scratch: &s)
+                io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
+                t0 += n
+            }
+        }
+    }
+
+    /// Serial: token after token through the streaming recurrence (also the body of `hla_state_step`).
+    static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
+                                                  carry: UnsafeMutablePointer<T>) throws(HLAError) {
+        let units = c.batch * c.kvHeads
+        // Threads only pay off when a call carries enough arithmetic.
+        let flops = units * nT * c.group * (c.dk * c.dk + 2 * c.dk * c.dvp)
+        let parallel = flops >= 1 << 18
+        let workers = workerCount(units, parallel: parallel)
+        let layout = Layout.state(c)
+        let stepScratch = Op.stepScratch(c)
+        let per = c.dk + c.dvp + c.group * (c.dk + c.dvp) + stepScratch
+        let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
+        defer { buf.free() }
+        parallelFor(units, parallel: parallel) { i, w in
+            let b = i / c.kvHeads, g = i % c.kvHeads
+            let unit = layout.unit(carry, b: b, g: g)
+            let K = buf.base + w * per, V = K + c.dk, Q = V + c.dvp, O = Q + c.group * c.dk, tmp = O + c.group * c.dvp
+            for t in 0..<nT {
+                io.pack(c, b: b, g: g, t0: t, n: 1, K: K, V: V, Q: Q)
+                Op.step(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp)
+                io.unpack(c, b: b, g: g, t0: t, n: 1, O: O)
+            }
+        }
+    }
+
+    /// Elements of one unit in summary layout (kv blocks then the group's query-head blocks).
+    static func unitElements(_ c: Config) -> Int {
+        let l = Layout.summary(c)
+        return l.kvTotal + c.group * l.qTotal
+    }
+    static func unitView<T>(_ base: UnsafeMutablePointer<T>, _ c: Config) -> Unit<T> {
+        let l = Layout.summary(c)
+        return Unit(kv: base, q: base + l.kvTotal, qStride: l.qTotal, group: c.group)
+    }
+
+    /// Scan: summaries of every chunk, an exclusive scan of `combine` from the initial carry giving each
+    /// chunk's carry-in, then every chunk's outputs from its own carry-in. (Within one call the chunks of a
+    /// unit run in order; across units in parallel. `hla_summarize`/`hla_segment_combine` expose the same
+    /// algebra for segments processed anywhere.)
+    static func scan<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
+                                                carry: UnsafeMutablePointer<T>) throws(HLAError) {
+        let n0 = min(chunkLength(c), nT), units = c.batch * c.kvHeads, workers = workerCount(units)
+        let chunks = (nT + n0 - 1) / n0
+        let ue = unitElements(c)
+        let layout = Layout.state(c)
+        let work = try Work<T>(op, c, n: n0, workers: workers)
+        defer { work.free() }
+        let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
+        defer { pw.free() }
+        // Per worker: the carry-in of every chunk of its current unit, and one chunk summary.
+        let perWorker = try checkedMul(chunks + 2, ue, "scan carries")
+        let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
+        defer { carries.free() }
+        parallelFor(units) { i, w in
+            let b = i / c.kvHeads, g = i % c.kvHeads
+            let unit = layout.unit(carry, b: b, g: g)
+            let mine = carries.base + w * perWorker
+            let summary = unitView(mine + (chunks + 1) * ue, c)
+            // carry-in of chunk 0: the initial state
+            let c0 = unitView(mine, c)
+            copyUnit(from: unit, to: c0, c)
+            var t0 = 0
+            for ch in 0..<chunks {
+                let n = min(n0, nT - t0)
+                io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                for x in 0..<ue { summary.kv[x] = 0 }
+                var s = work.scratch(w)
+                Op.summarize(c, pw, summary, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
+                // carry-in of chunk ch + 1 = carry-in of chunk ch · summary of chunk ch
+                let next = unitView(mine + (ch + 1) * ue, c), prev = unitView(mine + ch * ue, c)
+                for x in 0..<ue { next.kv[x] = prev.kv[x] }
+                var s2 = work.scratch(w)
+                Op.combine(c, next, nA: t0, summary, nB: n, full: false, scratch: &s2)
+                t0 += n
+            }
+            t0 = 0
+            for ch in 0..<chunks {
+                let n = min(n0, nT - t0)
+                io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                var s = work.scratch(w)
+                Op.chunk(c, pw, unitView(mine + ch * ue, c), n: n, K: work.K(w), V: work.V(w), Q: work.Q(w),
+                         O: work.O(w), scratch: &s)
+                io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
+                t0 += n
+            }
+            // final carry: the scan's last prefix
+            copyUnit(from: unitView(mine + chunks * ue, c), to: unit, c)
+        }
+    }
+
+    /// Copy the state blocks of a unit between layouts.
+    static func copyUnit<T>(from a: Unit<T>, to b: Unit<T>, _ c: Config) {
+        let st = Layout.state(c)
+        for x in 0..<st.kvTotal { b.kv[x] = a.kv[x] }
+        for j in 0..<c.group {
+            let s = a.head(j), d = b.head(j)
+            for x in 0..<st.qTotal { d[x] = s[x] }
+        }
+    }
+
+    /// Summary of nT tokens (segment layout) into zeroed `dst`.
+    static func summarize<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
+                                                     dst: UnsafeMutablePointer<T>) throws(HLAError) {
+        let n0 = min(chunkLength(c), nT), units = c.batch * c.kvHeads, workers = workerCount(units)
+        let layout = Layout.summary(c)
+        let ue = unitElements(c)
+        let work = try Work<T>(op, c, n: n0, workers: workers, extra: ue + 16)
+        defer { work.free() }
+        let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
+        defer { pw.free() }
+        parallelFor(units) { i, w in
+            let b = i / c.kvHeads, g = i % c.kvHeads
+            let acc = layout.unit(dst, b: b, g: g)
+            var s0 = work.scratch(w)
+            let tmp = unitView(s0.take(ue), c)
+            var t0 = 0
+            while t0 < nT {
+                let n = min(n0, nT - t0)
+                io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                for x in 0..<ue { tmp.kv[x] = 0 }
+                var s = s0
+                Op.summarize(c, pw, tmp, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
+                if t0 == 0 {
+                    copySummary(from: tmp, to: acc, c)
+                } else {
+                    var s2 = s0
+                    Op.combine(c, acc, nA: t0, tmp, nB: n, full: true, scratch: &s2)
+                }
+                t0 += n
+            }
+        }
+    }
+
+    static func copySummary<T>(from a: Unit<T>, to b: Unit<T>, _ c: Config) {
+        let l = Layout.summary(c)
+        for x in 0..<l.kvTotal { b.kv[x] = a.kv[x] }
+        for j in 0..<c.group {
+            let s = a.head(j), d = b.head(j)
+            for x in 0..<l.qTotal { d[x] = s[x] }
+        }
+    }
+
+    /// a ← a · b for every unit of two segments (summary layout).
+    static func combine<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, a: UnsafeMutablePointer<T>, nA: Int,
+                                                   b: UnsafeMutablePointer<T>, nB: Int) throws(HLAError) {
+        let units = c.batch * c.kvHeads
+        let layout = Layout.summary(c)
+        let need = Op.chunkScratch(c, n: 1) + 64
+        let buf = try RawBuffer<T>.allocate(need)
+        defer { buf.free() }
+        for i in 0..<units {
+            let bb = i / c.kvHeads, g = i % c.kvHeads
+            var s = Scratch(buf.base, need)
+            Op.combine(c, layout.unit(a, b: bb, g: g), nA: nA, layout.unit(b, b: bb, g: g), nB: nB, full: true, scratch: &s)
+        }
+    }
+}

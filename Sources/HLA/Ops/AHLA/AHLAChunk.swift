@@ -1,0 +1,51 @@
+/// ahla chunked form. With A = Q Kᵀ, D[τ][i] = γ^{τ-i} (i ≤ τ), Γ = diag(γ^{n-i}), rows τ = 1..n:
+///   masked:   Y = (A ⊙ D) V + diag(γ^τ) Q P0,   O = (A ⊙ D) Y + diag(γ^τ) Q E0,
+///             E ← γⁿ E0 + Kᵀ Γ Y;
+///   unmasked: X = diag(γ^τ) Q R0 + (A ⊙ D) Q,   O = diag(γ^τ) X P0 + ((X Kᵀ) ⊙ D) V,
+///             R ← γⁿ R0 + Kᵀ Γ Q;
+///   both:     P ← γⁿ P0 + Kᵀ Γ V.
+extension AHLA {
+    static func chunkScratch(_ c: Config, n: Int) -> Int {
+        Scratch<Double>.need([n * n, n * n, n * max(c.dk, c.dvp), n * c.dk, n * c.dvp, n * c.dvp, n * c.dk])
+    }
+
+    static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                   K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                   O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp
+        let A = scratch.take(n * n), W = scratch.take(n * n), Y = scratch.take(n * max(dk, dvp))
+        let Kd = scratch.take(n * dk), Vd = scratch.take(n * dvp), T2 = scratch.take(n * dvp)
+        let Qd = scratch.take(n * dk)
+        let P0 = u.kv, gn = pw[n]
+        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)
+            Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
+            if c.masked {
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
+                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp)         // Y
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
+                Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
+                T.gemm(false, false, n, dvp, n, 1, A, n, Y, dvp, 1, Oh, dvp)        // O
+                Mask.scaledCopy(T2, Y, n, dvp) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, T2, dvp, gn, st, dvp)     // E
+            } else {
+                let X = Y
+                T.gemm(false, false, n, dk, dk, 1, Qh, dk, st, dk, 0, X, dk)
+                Mask.scaleRows(X, n, dk, dk) { pw[$0 + 1] }
+                T.gemm(false, false, n, dk, n, 1, A, n, Qh, dk, 1, X, dk)           // X
+                T.gemm(false, true, n, n, dk, 1, X, dk, K, dk, 0, W, n)
+                Mask.lowerDecay(W, n, n, pw, 1)
+                T.gemm(false, false, n, dvp, dk, 1, X, dk, P0, dvp, 0, Oh, dvp)
+                Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
+                T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp)        // O
+                Mask.scaledCopy(Qd, Qh, n, dk) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dk, n, 1, K, dk, Qd, dk, gn, st, dk)        // R
+            }
+        }
+        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
+        T.gemm(true, false, dk, dvp, n, 1, K, dk, Vd, dvp, gn, P0, dvp)             // P
+    }
+}

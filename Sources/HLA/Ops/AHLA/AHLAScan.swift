@@ -1,0 +1,43 @@
+/// ahla segment summaries and combine (SPEC.md §3.3). For A then B (ρ = γ^{n_B}):
+///   P = ρ P_A + P_B;  masked: E = ρ E_A + E_B + ρ R⁰_B P_A,  R⁰ = R⁰_A + R⁰_B (no attenuation:
+///   the weight γ^{t-j} of a pair with j in A and i in B does not depend on i);
+///   unmasked: R = ρ R_A + R_B.
+extension AHLA {
+    static func summarize<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                       K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                       scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp
+        let A = scratch.take(n * n), Y = scratch.take(n * dvp), Kd = scratch.take(n * dk)
+        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, u.kv, dvp)            // P = Kᵀ Γ V
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, st = u.head(j)
+            if c.masked {
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)
+                Mask.lowerDecay(A, n, n, pw, 1)
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp)          // Y = (A ⊙ D) V
+                T.gemm(true, false, dk, dvp, n, 1, Kd, dk, Y, dvp, 0, st, dvp)       // E = Kᵀ Γ Y
+                T.gemm(true, false, dk, dk, n, 1, K, dk, Qh, dk, 0, st + dk * dvp, dk) // R⁰ = Kᵀ Q
+            } else {
+                T.gemm(true, false, dk, dk, n, 1, Kd, dk, Qh, dk, 0, st, dk)         // R = Kᵀ Γ Q
+            }
+        }
+    }
+
+    static func combine<T: HLAFloat>(_ c: Config, _ a: Unit<T>, nA: Int, _ b: Unit<T>, nB: Int, full: Bool,
+                                     scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp
+        let rho = Powers<T>.power(c.decay, nB)
+        for j in 0..<a.group {
+            let sa = a.head(j), sb = b.head(j)
+            if c.masked {
+                Mask.axpby(sa, sb, dk * dvp, 1, rho)
+                T.gemm(false, false, dk, dvp, dk, rho, sb + dk * dvp, dk, a.kv, dvp, 1, sa, dvp)
+                if full { Mask.axpby(sa + dk * dvp, sb + dk * dvp, dk * dk, 1, 1) }
+            } else {
+                Mask.axpby(sa, sb, dk * dk, 1, rho)
+            }
+        }
+        Mask.axpby(a.kv, b.kv, dk * dvp, 1, rho)
+    }
+}

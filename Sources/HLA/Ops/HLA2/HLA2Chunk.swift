@@ -1,0 +1,67 @@
+/// hla2 chunked form: a chunk of n tokens from the carry (S0, U0 | C0) as dense n × n products.
+///
+/// With A = Q Kᵀ, D[τ][i] = γ^{τ-i} (i ≤ τ), B = K Qᵀ (masked: kept for i ≤ j only), rows τ = 1..n:
+///   O = [((A ⊙ D) B + diag(γ^τ) Q S0 Qᵀ + λ Q Qᵀ) ⊙ D] V
+///       + masked:   diag(γ^{2τ}) Q U0
+///       + unmasked: diag(γ^τ) [diag(γ^τ) Q S0 C0 + (A ⊙ D) K C0]
+///       + λ diag(γ^τ) Q C0.
+/// Carry: S ← γⁿ S0 + Kᵀ Γ K,  C ← γⁿ C0 + Qᵀ Γ V,  U ← γ²ⁿ U0 + γⁿ S0 (Qᵀ Γ V) + Kᵀ Γ B Γ V,
+/// with Γ = diag(γ^{n-i}).
+extension HLA2 {
+    static func chunkScratch(_ c: Config, n: Int) -> Int {
+        Scratch<Double>.need([n * n, n * n, n * n, n * c.dk, n * c.dk, n * c.dvp, n * c.dvp, n * c.dvp, c.dk * c.dvp])
+    }
+
+    static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                   K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                   O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
+        let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
+        let QS = scratch.take(n * dk), Kd = scratch.take(n * dk)
+        let Vd = scratch.take(n * dvp), Tm = scratch.take(n * dvp), T2 = scratch.take(n * dvp)
+        let Cc = scratch.take(dk * dvp)
+        let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
+        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
+        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
+            let C0 = st + cOffset(c)
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)               // A = Q Kᵀ
+            for i in 0..<n { for x in 0..<n { B[i * n + x] = (c.masked && i > x) ? 0 : A[x * n + i] } }
+            Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
+            T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n)                   // (A ⊙ D) B
+            T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)           // Q S0
+            Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                             // diag(γ^τ) Q S0
+            T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n)
+            if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n) }
+            Mask.lowerDecay(W, n, n, pw, 1)
+            T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 0, Oh, dvp)            // O = W V
+            if c.masked {
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, T2, dvp)    // Q U0
+                Mask.scaleRows(T2, n, dvp, dvp) { pw[2 * ($0 + 1)] }
+                Mask.axpby(Oh, T2, n * dvp, 1, 1)
+            } else {
+                T.gemm(false, false, n, dvp, dk, 1, K, dk, C0, dvp, 0, Tm, dvp)     // K C0
+                T.gemm(false, false, n, dvp, dk, 1, QS, dk, C0, dvp, 0, T2, dvp)    // diag(γ^τ) Q S0 C0
+                T.gemm(false, false, n, dvp, n, 1, A, n, Tm, dvp, 1, T2, dvp)       // + (A ⊙ D) K C0
+                Mask.scaleRows(T2, n, dvp, dvp) { pw[$0 + 1] }
+                Mask.axpby(Oh, T2, n * dvp, 1, 1)
+            }
+            if lam != 0 {
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, C0, dvp, 0, T2, dvp)    // Q C0
+                Mask.scaleRows(T2, n, dvp, dvp) { lam * pw[$0 + 1] }
+                Mask.axpby(Oh, T2, n * dvp, 1, 1)
+            }
+            // Carry of this head (uses the old S0).
+            T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, 0, Cc, dvp)         // Qᵀ Γ V
+            if c.masked {
+                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp)       // B Γ V
+                Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, g2n, st, dvp)    // γ²ⁿ U0 + Kᵀ Γ B Γ V
+                T.gemm(false, false, dk, dvp, dk, gn, S0, dk, Cc, dvp, 1, st, dvp)  // + γⁿ S0 Cc
+            }
+            if !c.masked || lam != 0 { Mask.axpby(C0, Cc, dk * dvp, 1, gn) }
+        }
+        T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S ← γⁿ S0 + Kᵀ Γ K
+    }
+}

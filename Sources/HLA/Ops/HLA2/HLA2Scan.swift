@@ -1,0 +1,43 @@
+/// hla2 segment summaries and their combine (SPEC.md §3.2, corrected decay rule).
+///
+/// A summary of n tokens holds S, U (masked) and C of those tokens alone. For A then B (ρ = γ^{n_B}):
+///   S = ρ S_A + S_B,   C = ρ C_A + C_B,   U = ρ² U_A + U_B + ρ S_A C_B.
+/// (The paper's printed ρ_B G_A + G_B + S_B ρ_B C_A disagrees with the serial recurrence when γ < 1.)
+extension HLA2 {
+    static func summarize<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                       K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                       scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp
+        let B = scratch.take(n * n), Kd = scratch.take(n * dk), Vd = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
+        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
+        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, 0, u.kv, dk)                // S = Kᵀ Γ K
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, st = u.head(j)
+            T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, 0, st + cOffset(c), dvp)   // C = Qᵀ Γ V
+            if c.masked {
+                T.gemm(false, true, n, n, dk, 1, K, dk, Qh, dk, 0, B, n)             // B = K Qᵀ, i ≤ j
+                for i in 0..<n { for x in 0..<i { B[i * n + x] = 0 } }
+                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp)
+                Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, 0, st, dvp)      // U = Kᵀ Γ B Γ V
+            }
+        }
+    }
+
+    static func combine<T: HLAFloat>(_ c: Config, _ a: Unit<T>, nA: Int, _ b: Unit<T>, nB: Int, full: Bool,
+                                     scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp, m = dk * dvp
+        let rho = Powers<T>.power(c.decay, nB)
+        let keepC = !c.masked || c.ridge != 0 || full
+        for j in 0..<a.group {
+            let sa = a.head(j), sb = b.head(j), off = cOffset(c)
+            if c.masked {
+                Mask.axpby(sa, sb, m, 1, rho * rho)                                  // ρ² U_A + U_B
+                T.gemm(false, false, dk, dvp, dk, rho, a.kv, dk, sb + off, dvp, 1, sa, dvp)  // + ρ S_A C_B
+            }
+            if keepC { Mask.axpby(sa + off, sb + off, m, 1, rho) }
+        }
+        Mask.axpby(a.kv, b.kv, dk * dk, 1, rho)
+    }
+}

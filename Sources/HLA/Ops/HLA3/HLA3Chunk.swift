@@ -1,0 +1,71 @@
+/// hla3 chunked form. With A = Q Kᵀ, D_p[τ][u] = γ^{p(τ-u)} (u ≤ τ), Bᵗ[a][u] = (k_a·q_u) γ^{u-a} (a ≤ u),
+/// rows τ = 1..n:
+///   masked:   Y = (A ⊙ D_1) V + diag(γ^τ) Q P0                         (y_u = P_uᵀ q_u)
+///             M = [A Bᵗ + Q S0 Qᵀ diag(γ^u)] ⊙ D_3,   O = M Y + diag(γ^{3τ}) Q W0,
+///             W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y;
+///   unmasked: X1 = diag(γ^τ) Q S0 + (A ⊙ D_1) K,  X2 = diag(γ^τ) X1 S^Q_0 + ((X1 Qᵀ) ⊙ D_1) Q,
+///             O = diag(γ^τ) X2 P0 + ((X2 Kᵀ) ⊙ D_1) V,  S^Q ← γⁿ S^Q_0 + Qᵀ Γ Q;
+///   both:     S ← γⁿ S0 + Kᵀ Γ K,  P ← γⁿ P0 + Kᵀ Γ V   (Γ = diag(γ^{n-u})).
+extension HLA3 {
+    static func chunkScratch(_ c: Config, n: Int) -> Int {
+        let d = max(c.dk, c.dvp)
+        return Scratch<Double>.need([n * n, n * n, n * n, n * d, n * d, n * d, n * d, n * c.dk, c.dk * d, c.dk * d])
+    }
+
+    static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                   K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                   O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
+        let A = scratch.take(n * n), Bt = scratch.take(n * n), M = scratch.take(n * n)
+        let Y = scratch.take(n * d), X1 = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
+        let Kd = scratch.take(n * dk), Tq = scratch.take(dk * d)
+        let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n], g3n = pw[3 * n]
+        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)                // A = Q Kᵀ
+            if c.masked {
+                for a in 0..<n { for x in 0..<n { Bt[a * n + x] = A[x * n + a] } }
+                Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
+                T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n)              // A Bᵗ
+                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
+                Mask.scaledCopy(X2, Qh, n, dk) { pw[$0 + 1] }                        // diag(γ^u) Q
+                T.gemm(false, true, n, n, dk, 1, X1, dk, X2, dk, 1, M, n)           // + Q S0 Qᵀ diag(γ^u)
+                Mask.lowerDecay(M, n, n, pw, 3)
+                Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
+                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp)         // Y
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
+                Mask.scaleRows(Oh, n, dvp, dvp) { pw[3 * ($0 + 1)] }
+                T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp)        // O
+                // W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y
+                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
+                T.gemm(true, false, dk, dvp, n, 1, Qh, dk, T2, dvp, 0, Tq, dvp)
+                T.gemm(false, false, dk, dvp, dk, 1, S0, dk, Tq, dvp, g3n, st, dvp)
+                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
+                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, X2, dvp)
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
+            } else {
+                Mask.lowerDecay(A, n, n, pw, 1)
+                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)
+                Mask.scaleRows(X1, n, dk, dk) { pw[$0 + 1] }
+                T.gemm(false, false, n, dk, n, 1, A, n, K, dk, 1, X1, dk)           // X1
+                T.gemm(false, true, n, n, dk, 1, X1, dk, Qh, dk, 0, M, n)
+                Mask.lowerDecay(M, n, n, pw, 1)
+                T.gemm(false, false, n, dk, dk, 1, X1, dk, st, dk, 0, X2, dk)
+                Mask.scaleRows(X2, n, dk, dk) { pw[$0 + 1] }
+                T.gemm(false, false, n, dk, n, 1, M, n, Qh, dk, 1, X2, dk)          // X2
+                T.gemm(false, true, n, n, dk, 1, X2, dk, K, dk, 0, M, n)
+                Mask.lowerDecay(M, n, n, pw, 1)
+                T.gemm(false, false, n, dvp, dk, 1, X2, dk, P0, dvp, 0, Oh, dvp)
+                Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
+                T.gemm(false, false, n, dvp, n, 1, M, n, V, dvp, 1, Oh, dvp)        // O
+                Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, gn, st, dk)       // S^Q
+            }
+        }
+        T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, gn, P0, dvp)             // P
+        T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S
+    }
+}

@@ -1,0 +1,74 @@
+/// hla3 segment summaries and combine (docs/hla3.md). For A (n_A tokens) then B (n_B), ρ = γ^{n_B},
+/// ρ_A = γ^{n_A}, and T = Q2_B P_A + X_B:
+///   S = ρ S_A + S_B,  P = ρ P_A + P_B,
+///   W = ρ³ W_A + W_B + S_A T + Z_B P_A,
+///   Q2 = ρ³ Q2_A + ρ_A² Q2_B,  X = ρ³ X_A + ρ_A T,  Z = ρ³ Z_A + ρ_A (S_A Q2_B + Z_B).
+/// Unmasked: S, P and S^Q each combine as ρ·A + B. Summary size 3dk² + 3dk·dv per head, not O(d³·dv).
+extension HLA3 {
+    static func summarize<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                       K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                       scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp
+        let A = scratch.take(n * n), Bt = scratch.take(n * n), Y = scratch.take(n * dvp)
+        let T2 = scratch.take(n * max(dk, dvp)), T3 = scratch.take(n * max(dk, dvp)), Kd = scratch.take(n * dk)
+        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, 0, u.kv, dk)               // S
+        T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, u.kv + dk * dk, dvp)  // P
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, st = u.head(j)
+            if c.masked {
+                let W = st, Q2 = st + dk * dvp, X = Q2 + dk * dk, Z = X + dk * dvp
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)
+                for a in 0..<n { for x in 0..<n { Bt[a * n + x] = A[x * n + a] } }
+                Mask.upperDecay(Bt, n, n, pw, 1)
+                Mask.lowerDecay(A, n, n, pw, 1)
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp)          // Y = (A ⊙ D) V
+                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
+                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, T3, dvp)
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, T3, dvp, 0, W, dvp)        // W
+                Mask.scaledCopy(T2, Qh, n, dk) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
+                T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, 0, Q2, dk)         // Q2
+                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
+                T.gemm(true, false, dk, dvp, n, 1, Qh, dk, T2, dvp, 0, X, dvp)       // X
+                Mask.scaledCopy(T2, Qh, n, dk) { pw[3 * (n - 1 - $0) + $0 + 1] }
+                T.gemm(false, false, n, dk, n, 1, Bt, n, T2, dk, 0, T3, dk)
+                T.gemm(true, false, dk, dk, n, 1, K, dk, T3, dk, 0, Z, dk)           // Z
+            } else {
+                Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, 0, st, dk)         // S^Q
+            }
+        }
+    }
+
+    static func combine<T: HLAFloat>(_ c: Config, _ a: Unit<T>, nA: Int, _ b: Unit<T>, nB: Int, full: Bool,
+                                     scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp
+        let rho = Powers<T>.power(c.decay, nB), rho3 = rho * rho * rho
+        let SA = a.kv, PA = a.kv + dk * dk
+        if c.masked {
+            let rhoA = Powers<T>.power(c.decay, nA)
+            let Tm = scratch.take(dk * dvp), Tz = scratch.take(dk * dk)
+            for j in 0..<a.group {
+                let sa = a.head(j), sb = b.head(j)
+                let Wa = sa, Q2a = sa + dk * dvp, Xa = Q2a + dk * dk, Za = Xa + dk * dvp
+                let Wb = sb, Q2b = sb + dk * dvp, Xb = Q2b + dk * dk, Zb = Xb + dk * dvp
+                T.gemm(false, false, dk, dvp, dk, 1, Q2b, dk, PA, dvp, 0, Tm, dvp)
+                Mask.axpby(Tm, Xb, dk * dvp, 1, 1)                                  // T = Q2_B P_A + X_B
+                Mask.axpby(Wa, Wb, dk * dvp, 1, rho3)
+                T.gemm(false, false, dk, dvp, dk, 1, SA, dk, Tm, dvp, 1, Wa, dvp)
+                T.gemm(false, false, dk, dvp, dk, 1, Zb, dk, PA, dvp, 1, Wa, dvp)   // W
+                if full {
+                    Mask.axpby(Xa, Tm, dk * dvp, rhoA, rho3)                         // X
+                    T.gemm(false, false, dk, dk, dk, 1, SA, dk, Q2b, dk, 0, Tz, dk)
+                    Mask.axpby(Tz, Zb, dk * dk, 1, 1)
+                    Mask.axpby(Za, Tz, dk * dk, rhoA, rho3)                          // Z
+                    Mask.axpby(Q2a, Q2b, dk * dk, rhoA * rhoA, rho3)                 // Q2
+                }
+            }
+        } else {
+            for j in 0..<a.group { Mask.axpby(a.head(j), b.head(j), dk * dk, 1, rho) }
+        }
+        Mask.axpby(SA, b.kv, dk * dk, 1, rho)
+        Mask.axpby(PA, b.kv + dk * dk, dk * dvp, 1, rho)
+    }
+}

@@ -1,0 +1,108 @@
+/// One operator of SPEC.md §2 in its three views: the streaming recurrence (`step`), the chunked form
+/// (`chunk`) and the segment summary with its associative `combine`; plus the brute-force `reference`.
+/// Each operator lives in its own folder, one file per view.
+///
+/// Kernels work on one *unit*: a (batch, kv head) pair with the `group` query heads that read it.
+/// Inputs arrive packed and dense: keys K (n × dk), values V (n × dvp, a column of ones appended when
+/// normalizing), queries Q (group × n × dk, already scaled). Kernels write numerators (n × dvp per head).
+protocol Operator {
+    /// Block sizes (elements) of the streaming state: per kv head, and per query head.
+    static func stateBlocks(_ c: Config) -> (kv: [Int], q: [Int])
+    /// Extra per-query-head blocks a segment summary carries after the state blocks.
+    static func summaryExtraBlocks(_ c: Config) -> [Int]
+
+    /// Consume one token: k (dk), v (dvp), q (group × dk); write out (group × dvp).
+    static func step<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                  q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
+    /// Scratch elements `step` needs.
+    static func stepScratch(_ c: Config) -> Int
+
+    /// Outputs of n tokens from the carry in `u`, then advance the carry past them.
+    static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                   K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                   O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>)
+    /// Summary (state and extra blocks, summary layout) of n tokens from an empty prefix, into zeroed `u`.
+    static func summarize<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                       K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                       scratch: inout Scratch<T>)
+    /// a ← a · b (a of nA tokens, then b of nB). With `full` false, `a` holds only state blocks and only
+    /// those are updated (the carry-in of what follows).
+    static func combine<T: HLAFloat>(_ c: Config, _ a: Unit<T>, nA: Int, _ b: Unit<T>, nB: Int, full: Bool,
+                                     scratch: inout Scratch<T>)
+    /// Scratch elements `chunk`, `summarize` and `combine` need for chunks of n tokens.
+    static func chunkScratch(_ c: Config, n: Int) -> Int
+
+    /// Brute force: the T × T coefficient matrix M (row-major, double) with numerator_t = Σ_j M[t][j] v_j,
+    /// from the scaled queries and keys of one head (T × dk each, double). `ref` holds the Gram matrix
+    /// G[t][i] = q_t·k_i, the decay powers and a row of scratch.
+    static func referenceCoefficients(_ c: Config, _ ref: ReferenceWork, m: UnsafeMutablePointer<Double>)
+}
+
+func operatorType(_ k: OpKind) -> any Operator.Type {
+    switch k {
+    case .hla2: return HLA2.self
+    case .ahla: return AHLA.self
+    case .hla3: return HLA3.self
+    }
+}
+
+/// Pointers to one unit of a state or summary: the kv blocks, and the per-query-head blocks of the
+/// group's first head (the next head's start `qStride` elements later).
+struct Unit<T: HLAFloat> {
+    let kv: UnsafeMutablePointer<T>
+    let q: UnsafeMutablePointer<T>
+    let qStride: Int
+    let group: Int
+    @inline(__always) func head(_ j: Int) -> UnsafeMutablePointer<T> { q + j * qStride }
+}
+
+/// Where each block of a state (or summary) lives in its flat storage:
+/// [kv blocks of (b, g) for all b, g] then [q blocks of (b, h) for all b, h].
+struct Layout: Equatable {
+    let kvBlocks: [Int]
+    let qBlocks: [Int]
+    let batch: Int, heads: Int, kvHeads: Int
+    var kvTotal: Int { kvBlocks.reduce(0, +) }
+    var qTotal: Int { qBlocks.reduce(0, +) }
+    var kvRegion: Int { batch * kvHeads * kvTotal }
+    var elements: Int { kvRegion + batch * heads * qTotal }
+    func kvOffset(_ i: Int) -> Int { kvBlocks[..<i].reduce(0, +) }
+    func qOffset(_ i: Int) -> Int { qBlocks[..<i].reduce(0, +) }
+
+    static func state(_ c: Config) -> Layout {
+        let b = operatorType(c.op).stateBlocks(c)
+        return Layout(kvBlocks: b.kv, qBlocks: b.q, batch: c.batch, heads: c.heads, kvHeads: c.kvHeads)
+    }
+    static func summary(_ c: Config) -> Layout {
+        let op = operatorType(c.op)
+        let b = op.stateBlocks(c)
+        return Layout(kvBlocks: b.kv, qBlocks: b.q + op.summaryExtraBlocks(c), batch: c.batch, heads: c.heads,
+                      kvHeads: c.kvHeads)
+    }
+
+    /// Unit (b, g) of storage `base`.
+    func unit<T>(_ base: UnsafeMutablePointer<T>, b: Int, g: Int) -> Unit<T> {
+        let group = heads / kvHeads
+        return Unit(kv: base + (b * kvHeads + g) * kvTotal,
+                    q: base + kvRegion + (b * heads + g * group) * qTotal,
+                    qStride: qTotal, group: group)
+    }
+}
+
+/// Inputs and scratch of one head's brute-force evaluation (all double, row-major).
+struct ReferenceWork {
+    let T: Int, dk: Int
+    let q: UnsafeMutablePointer<Double>     // T × dk, scaled
+    let k: UnsafeMutablePointer<Double>     // T × dk
+    let gram: UnsafeMutablePointer<Double>  // T × T, gram[t][i] = q_t · k_i
+    let gp: UnsafeMutablePointer<Double>    // gp[e] = γ^e for e in 0...3T
+    let row: UnsafeMutablePointer<Double>   // T scratch
+    static func elements(T: Int, dk: Int) -> Int { 2 * T * dk + T * T + 3 * T + 1 + T }
+
+    @inline(__always) func g(_ t: Int, _ i: Int) -> Double { gram[t * T + i] }
+    @inline(__always) func qq(_ t: Int, _ j: Int) -> Double {
+        var s = 0.0
+        for a in 0..<dk { s += q[t * dk + a] * q[j * dk + a] }
+        return s
+    }
+}
