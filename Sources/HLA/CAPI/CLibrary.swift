@@ -1,11 +1,11 @@
 import CHLA
 
-/// Version of the library, "MAJOR.MINOR.PATCH" (static storage, never freed).
+/// Version of the library, MAJOR.MINOR.PATCH (static storage, never freed).
 @c public func hla_version() -> UnsafePointer<CChar> {
     UnsafeRawPointer(("0.1.0" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
-/// Constant name of a status code, e.g. "HLA_ERR_NULL_POINTER"; "HLA_ERR_UNKNOWN" for any other value.
+/// Constant name of a status code, e.g. HLA_ERR_NULL_POINTER; HLA_ERR_UNKNOWN for any other value.
 @c public func hla_status_string(_ status: hla_status) -> UnsafePointer<CChar> {
     let s: StaticString
     switch status {
@@ -22,8 +22,8 @@ import CHLA
     return UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
-/// Message of the calling thread's most recent failed call ("" if none), naming the function and the
-/// argument. Owned by the library; valid until the same thread's next failing call.
+/// Message of the most recent failed call of the calling thread (an empty string if none), naming the function and the
+/// argument. Owned by the library; valid until the next failing call on the same thread.
 @c public func hla_last_error() -> UnsafePointer<CChar> {
     hla_private_get_error()
 }

@@ -18,7 +18,7 @@ import CHLA
     }
 }
 
-/// Summary *result of segment a followed by segment b (associative: (a·b)·c = a·(b·c); not commutative).
+/// Summary *result of segment a followed by segment b (associative: (a b) c = a (b c); not commutative).
 /// Both must have the same configuration. a and b are unchanged.
 @c public func hla_segment_combine(_ a: UnsafePointer<hla_segment>?, _ b: UnsafePointer<hla_segment>?,
                                    _ result: UnsafeMutablePointer<UnsafeMutablePointer<hla_segment>?>?) -> hla_status {
@@ -40,7 +40,7 @@ import CHLA
     destroyHandle(segment.map { UnsafeMutableRawPointer($0) }, tag: segmentTag)
 }
 
-/// Copy the segment's configuration into *result (chunk_size is 0).
+/// Copy the configuration of the segment into *result (chunk_size is 0).
 @c public func hla_segment_get_config(_ segment: UnsafePointer<hla_segment>?,
                                       _ result: UnsafeMutablePointer<hla_config>?) -> hla_status {
     guarded("hla_segment_get_config") { () throws(HLAError) in
@@ -72,14 +72,14 @@ import CHLA
 
 /// Serialize a segment; same protocol as hla_state_serialize.
 @c public func hla_segment_serialize(_ segment: UnsafePointer<hla_segment>?, _ buffer: UnsafeMutableRawPointer?,
-                                     _ capacity: Int, _ written: UnsafeMutablePointer<Int>?) -> hla_status {
+                                     _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) -> hla_status {
     guarded("hla_segment_serialize") { () throws(HLAError) in
         try serialize(try object(segment, tag: segmentTag, name: "segment"), buffer, capacity, written)
     }
 }
 
 /// New segment *result from serialized bytes; same checks as hla_state_deserialize.
-@c public func hla_segment_deserialize(_ buffer: UnsafeRawPointer?, _ size: Int,
+@c public func hla_segment_deserialize(_ buffer: UnsafeRawPointer?, _ size: UInt,
                                        _ result: UnsafeMutablePointer<UnsafeMutablePointer<hla_segment>?>?) -> hla_status {
     guarded("hla_segment_deserialize") { () throws(HLAError) in
         guard let result else { throw .null("result") }
@@ -90,7 +90,7 @@ import CHLA
 }
 
 /// New state *result holding the prefix statistics after the segment: the carry-in for the tokens that
-/// follow it (pass it as `initial` to hla_forward, or step it).
+/// follow it (pass it as initial to hla_forward, or step it).
 @c public func hla_state_from_segment(_ segment: UnsafePointer<hla_segment>?,
                                       _ result: UnsafeMutablePointer<UnsafeMutablePointer<hla_state>?>?) -> hla_status {
     guarded("hla_state_from_segment") { () throws(HLAError) in

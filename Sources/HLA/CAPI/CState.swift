@@ -35,7 +35,7 @@ import CHLA
     }
 }
 
-/// Copy the state's configuration into *result (chunk_size is 0).
+/// Copy the configuration of the state into *result (chunk_size is 0).
 @c public func hla_state_get_config(_ state: UnsafePointer<hla_state>?,
                                     _ result: UnsafeMutablePointer<hla_config>?) -> hla_status {
     guarded("hla_state_get_config") { () throws(HLAError) in
@@ -56,7 +56,7 @@ import CHLA
     }
 }
 
-/// Tokens consumed since creation or reset (a state made from a segment counts the segment's tokens).
+/// Tokens consumed since creation or reset (a state made from a segment counts the tokens of the segment).
 @c public func hla_state_tokens(_ state: UnsafePointer<hla_state>?, _ result: UnsafeMutablePointer<Int64>?) -> hla_status {
     guarded("hla_state_tokens") { () throws(HLAError) in
         let s = try object(state, tag: stateTag, name: "state")
@@ -69,15 +69,15 @@ import CHLA
 /// query it. HLA_ERR_BUFFER_TOO_SMALL if capacity is smaller. The bytes are versioned, little-endian,
 /// carry the configuration and a checksum.
 @c public func hla_state_serialize(_ state: UnsafePointer<hla_state>?, _ buffer: UnsafeMutableRawPointer?,
-                                   _ capacity: Int, _ written: UnsafeMutablePointer<Int>?) -> hla_status {
+                                   _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) -> hla_status {
     guarded("hla_state_serialize") { () throws(HLAError) in
         try serialize(try object(state, tag: stateTag, name: "state"), buffer, capacity, written)
     }
 }
 
-/// New state *result from `size` serialized bytes; HLA_ERR_CORRUPT on truncation, any changed byte,
+/// New state *result from size serialized bytes; HLA_ERR_CORRUPT on truncation, any changed byte,
 /// another version or an invalid configuration.
-@c public func hla_state_deserialize(_ buffer: UnsafeRawPointer?, _ size: Int,
+@c public func hla_state_deserialize(_ buffer: UnsafeRawPointer?, _ size: UInt,
                                      _ result: UnsafeMutablePointer<UnsafeMutablePointer<hla_state>?>?) -> hla_status {
     guarded("hla_state_deserialize") { () throws(HLAError) in
         guard let result else { throw .null("result") }
@@ -87,17 +87,17 @@ import CHLA
     }
 }
 
-/// Consume one token for every (batch, head): q [B,H,Dk], k [B,Hkv,Dk], v [B,Hkv,Dv] in the state's dtype;
-/// out [B,H,Dv] receives the outputs. Strides: 3 element strides each, or NULL for C-contiguous.
-/// O(dk² + dk·dv) per head (O(dk·dv) for masked ahla); no allocation proportional to tokens seen.
+/// Consume one token for every (batch, head): q [B,H,Dk], k [B,Hkv,Dk], v [B,Hkv,Dv] in the dtype of the state;
+/// output [B,H,Dv] receives the outputs. Strides: 3 element strides each, or NULL for C-contiguous.
+/// O(dk^2 + dk*dv) per head (O(dk*dv) for masked ahla); no allocation proportional to tokens seen.
 @c public func hla_state_step(_ state: UnsafeMutablePointer<hla_state>?,
                               _ q: UnsafeRawPointer?, _ q_strides: UnsafePointer<Int64>?,
                               _ k: UnsafeRawPointer?, _ k_strides: UnsafePointer<Int64>?,
                               _ v: UnsafeRawPointer?, _ v_strides: UnsafePointer<Int64>?,
-                              _ out: UnsafeMutableRawPointer?, _ out_strides: UnsafePointer<Int64>?) -> hla_status {
+                              _ output: UnsafeMutableRawPointer?, _ output_strides: UnsafePointer<Int64>?) -> hla_status {
     guarded("hla_state_step") { () throws(HLAError) in
         let s = try object(state, tag: stateTag, name: "state")
         try Engine.step(s, Engine.Tensors(q: q, qs: q_strides, k: k, ks: k_strides, v: v, vs: v_strides,
-                                          out: out, os: out_strides, needsOut: true))
+                                          out: output, os: output_strides, needsOut: true))
     }
 }

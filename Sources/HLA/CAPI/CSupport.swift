@@ -57,20 +57,20 @@ func tokens(_ n: Int64) throws(HLAError) -> Int {
     return Int(n)
 }
 
-func serialize(_ s: Stats, _ buffer: UnsafeMutableRawPointer?, _ capacity: Int, _ written: UnsafeMutablePointer<Int>?) throws(HLAError) {
+func serialize(_ s: Stats, _ buffer: UnsafeMutableRawPointer?, _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) throws(HLAError) {
     guard let written else { throw .null("written") }
     let need = Serial.size(s)
-    written.pointee = need
+    written.pointee = UInt(need)
     if buffer == nil && capacity == 0 { return }
     guard let buffer else { throw .null("buffer") }
-    guard capacity >= need else {
+    guard capacity >= UInt(need) else {
         throw HLAError(status: HLA_ERR_BUFFER_TOO_SMALL, message: "buffer of \(capacity) bytes, \(need) needed")
     }
     Serial.write(s, to: buffer.assumingMemoryBound(to: UInt8.self))
 }
 
-func deserialize(_ buffer: UnsafeRawPointer?, _ size: Int, kind: Stats.Kind) throws(HLAError) -> Stats {
+func deserialize(_ buffer: UnsafeRawPointer?, _ size: UInt, kind: Stats.Kind) throws(HLAError) -> Stats {
     guard let buffer else { throw .null("buffer") }
-    guard size >= 0 else { throw .invalid("size = \(size) must be >= 0") }
-    return try Serial.read(buffer.assumingMemoryBound(to: UInt8.self), size, expect: kind)
+    guard size <= UInt(Int.max / 2) else { throw .corrupt("size = \(size) is not the size of any serialized object") }
+    return try Serial.read(buffer.assumingMemoryBound(to: UInt8.self), Int(size), expect: kind)
 }
