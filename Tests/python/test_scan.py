@@ -1,0 +1,128 @@
+"""Segments: summarize / combine (associative, with decay) and carry-ins from segments."""
+import pickle
+
+import numpy as np
+import pytest
+
+import bruteforce as bf
+import hla
+from common import DTYPES, OPS, assert_close, cast, make, options, seed_of
+
+B, H, HKV, DK, DV = 2, 2, 1, 4, 3
+
+
+def opts_for(op, masked=True, normalize=False):
+    return options(op, masked, normalize, 0.85, 0.3 if op == "hla2" else 0.0, scale=DK ** -0.5)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_three_segments_associative_and_carry_in(op, masked, normalize):
+    cuts = (7, 12, 20)          # A = [0,7), B = [7,12), C = [12,20), tail = [20,26)
+    T = 26
+    q, k, v = make(B, T, H, HKV, DK, DV, seed_of("scan3", op, masked, normalize))
+    opts = opts_for(op, masked, normalize)
+    want, kappa = bf.evaluate(q, k, v, with_condition=True, **opts)
+    for dtype in DTYPES:
+        qc, kc, vc = cast((q, k, v), dtype)
+        bounds = (0,) + cuts
+        A, Bs, C = (hla.summarize(qc[:, s:e], kc[:, s:e], vc[:, s:e], chunk_size=3, **opts)
+                    for s, e in zip(bounds[:-1], bounds[1:]))
+        assert (A.length, Bs.length, C.length) == (7, 5, 8)
+        left = hla.combine(hla.combine(A, Bs), C)
+        right = hla.combine(A, hla.combine(Bs, C))
+        assert left.length == right.length == 20
+        whole = hla.summarize(qc[:, :20], kc[:, :20], vc[:, :20], **opts)
+        tail = slice(20, T)
+        outs = {}
+        for name, carry in (("(AB)C", left), ("A(BC)", right), ("whole", whole),
+                            ("state", hla.state_from_segment(left)),
+                            ("bytes", hla.Segment.from_bytes(left.to_bytes())),
+                            ("pickle", pickle.loads(pickle.dumps(right)))):
+            for path in ("chunked", "serial", "scan"):
+                o, fin = hla.forward(qc[:, tail], kc[:, tail], vc[:, tail], initial_state=carry,
+                                     path=path, chunk_size=4, output_final_state=True, **opts)
+                assert_close(o, want[:, tail], dtype, kappa, "carry %s, %s" % (name, path))
+                assert fin.tokens == T
+                outs[name, path] = o
+        # carry-ins that start each segment: the exclusive scan
+        for s, carry in ((7, A), (12, hla.combine(A, Bs))):
+            o, _ = hla.forward(qc[:, s:], kc[:, s:], vc[:, s:], initial_state=carry, **opts)
+            assert_close(o, want[:, s:], dtype, kappa, "carry into %d" % s)
+        st = hla.state_from_segment(left)
+        assert st.tokens == 20
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_combine_is_not_commutative(op):
+    """a then b differs from b then a (catches a combine that ignores the order/decay)."""
+    q, k, v = make(1, 10, 1, 1, 3, 3, seed_of("noncomm", op))
+    opts = opts_for(op)
+    a = hla.summarize(q[:, :4], k[:, :4], v[:, :4], **opts)
+    b = hla.summarize(q[:, 4:], k[:, 4:], v[:, 4:], **opts)
+    tail = make(1, 3, 1, 1, 3, 3, 99)
+    o1, _ = hla.forward(*tail, initial_state=hla.combine(a, b), **opts)
+    o2, _ = hla.forward(*tail, initial_state=hla.combine(b, a), **opts)
+    assert bf.rel_err(o1, o2) > 1e-6
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_many_single_token_segments(op):
+    """A scan over T one-token segments (every carry-in) reproduces the outputs token by token."""
+    T = 9
+    q, k, v = make(1, T, 2, 2, 3, 2, seed_of("tok", op))
+    opts = opts_for(op)
+    want = bf.evaluate(q, k, v, **opts)
+    segs = [hla.summarize(q[:, t:t + 1], k[:, t:t + 1], v[:, t:t + 1], **opts) for t in range(T)]
+    carry = None
+    for t in range(T):
+        o, _ = hla.forward(q[:, t:t + 1], k[:, t:t + 1], v[:, t:t + 1], initial_state=carry,
+                           **opts)
+        assert bf.rel_err(o, want[:, t:t + 1]) < 1e-10
+        carry = segs[t] if carry is None else hla.combine(carry, segs[t])
+    assert carry.length == T
+    # a balanced tree gives the same carry as the left fold
+    tree = segs
+    while len(tree) > 1:
+        tree = [hla.combine(tree[i], tree[i + 1]) if i + 1 < len(tree) else tree[i]
+                for i in range(0, len(tree), 2)]
+    extra = make(1, 4, 2, 2, 3, 2, 5)
+    o1, _ = hla.forward(*extra, initial_state=carry, **opts)
+    o2, _ = hla.forward(*extra, initial_state=tree[0], **opts)
+    assert bf.rel_err(o1, o2) < 1e-10
+
+
+def test_segment_interface():
+    q, k, v = make(2, 5, 4, 2, 3, 6, 1)
+    s = hla.summarize(q, k, v, op="hla3", masked=False, decay=0.5, scale=0.5)
+    assert (s.op, s.batch, s.heads, s.kv_heads, s.dk, s.dv, s.length) == ("hla3", 2, 4, 2, 3, 6, 5)
+    assert s.dtype == np.float64 and s.masked is False and s.decay == 0.5 and s.scale == 0.5
+    assert s.nbytes > 0
+    assert repr(s).startswith("hla.Segment(") and "length=5" in repr(s)
+    b = s.to_bytes()
+    assert hla.Segment.from_bytes(b).to_bytes() == b
+    with pytest.raises(TypeError):
+        hla.Segment()
+    with pytest.raises(AttributeError):
+        s.length = 3
+    # segment summaries are constant-size too
+    q2, k2, v2 = make(2, 30, 4, 2, 3, 6, 2)
+    s2 = hla.summarize(q2, k2, v2, op="hla3", masked=False, decay=0.5, scale=0.5)
+    assert s2.nbytes == s.nbytes and len(s2.to_bytes()) == len(b)
+
+
+def test_combine_rejects_mismatch():
+    q, k, v = make(1, 4, 1, 1, 2, 2, 3)
+    a = hla.summarize(q, k, v)
+    with pytest.raises(ValueError, match="decay"):
+        hla.combine(a, hla.summarize(q, k, v, decay=0.5))
+    with pytest.raises(ValueError, match="op"):
+        hla.combine(a, hla.summarize(q, k, v, op="ahla"))
+    with pytest.raises(TypeError):
+        hla.combine(a, hla.summarize(*cast((q, k, v), np.float32)))
+    with pytest.raises(TypeError, match="b"):
+        hla.combine(a, 1)
+    with pytest.raises(TypeError, match="a"):
+        hla.combine(hla.State(batch=1, heads=1, dk=2, dv=2), a)
+    assert hla.combine(a, a).length == 8
