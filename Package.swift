@@ -15,7 +15,7 @@ let package = Package(
         .target(name: "CHLA", path: "Sources/CHLA"),
         // The engine and its C entry points.
         .target(name: "HLA", dependencies: ["CBLAS", "CHLA"], path: "Sources/HLA",
-                swiftSettings: [.unsafeFlags(["-Ounchecked", "-wmo"])]),
+                swiftSettings: [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]),
         .testTarget(name: "HLATests", dependencies: ["HLA"], path: "Tests/HLATests"),
     ]
 )
