@@ -1,4 +1,5 @@
-/// The operations behind the C entry points, after argument validation: dtype and operator dispatch.
+/// The operations behind the C entry points, after argument validation. Dispatch on (operator, dtype)
+/// is an explicit switch so that every kernel is specialised for its concrete operator and element type.
 enum Engine {
     /// The caller's tensors of one call (raw pointers and optional element strides).
     struct Tensors {
@@ -17,22 +18,54 @@ enum Engine {
         let v = try Strided<T>.make(t.v, name: "v", dims: (c.batch, tt, c.kvHeads, c.dv), strides: readStrides(t.vs, rank: rank))
         var out: Strided<T>? = nil
         if t.needsOut {
-            out = try Strided<T>.make(t.out.map { UnsafeRawPointer($0) }, name: "out", dims: (c.batch, tt, c.heads, c.dv),
+            out = try Strided<T>.make(t.out.map { UnsafeRawPointer($0) }, name: "output", dims: (c.batch, tt, c.heads, c.dv),
                                       strides: readStrides(t.os, rank: rank))
         }
         return IO(q: q, k: k, v: v, out: out)
     }
 
     static func forward(_ c: Config, nT: Int, path: Int32, _ t: Tensors, initial: Stats?, final: Stats?) throws(HLAError) {
-        switch c.dtype {
-        case 0: try forwardT(operatorType(c.op), Float.self, c, nT: nT, path: path, t, initial: initial, final: final)
-        default: try forwardT(operatorType(c.op), Double.self, c, nT: nT, path: path, t, initial: initial, final: final)
-        }
+        try dispatch(c, ForwardJob(c: c, nT: nT, path: path, t: t, initial: initial, final: final))
     }
 
-    private static func forwardT<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type, _ c: Config, nT: Int, path: Int32,
-                                                           _ t: Tensors, initial: Stats?, final: Stats?) throws(HLAError) {
-        let io = try io(T.self, c, nT: nT, rank: 4, t)
+    static func step(_ s: Stats, _ t: Tensors) throws(HLAError) {
+        try dispatch(s.cfg, StepJob(s: s, t: t))
+    }
+
+    static func summarize(_ c: Config, nT: Int, _ t: Tensors) throws(HLAError) -> Stats {
+        try dispatch(c, SummarizeJob(c: c, nT: nT, t: t))
+    }
+
+    static func combine(_ a: Stats, _ b: Stats) throws(HLAError) -> Stats {
+        try dispatch(a.cfg, CombineJob(a: a, b: b))
+    }
+
+    static func reference(_ c: Config, nT: Int, _ t: Tensors) throws(HLAError) {
+        try dispatch(c, ReferenceJob(c: c, nT: nT, t: t))
+    }
+}
+
+/// A job generic over the operator and the element type.
+protocol Job {
+    associatedtype Result
+    func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ t: T.Type) throws(HLAError) -> Result
+}
+
+func dispatch<J: Job>(_ c: Config, _ job: J) throws(HLAError) -> J.Result {
+    switch (c.op, c.dtype) {
+    case (.hla2, 0): return try job.run(HLA2.self, Float.self)
+    case (.hla2, _): return try job.run(HLA2.self, Double.self)
+    case (.ahla, 0): return try job.run(AHLA.self, Float.self)
+    case (.ahla, _): return try job.run(AHLA.self, Double.self)
+    case (.hla3, 0): return try job.run(HLA3.self, Float.self)
+    case (.hla3, _): return try job.run(HLA3.self, Double.self)
+    }
+}
+
+struct ForwardJob: Job {
+    let c: Config, nT: Int, path: Int32, t: Engine.Tensors, initial: Stats?, final: Stats?
+    func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type) throws(HLAError) {
+        let io = try Engine.io(T.self, c, nT: nT, rank: 4, t)
         // Work in the final state's memory when there is one; else in a scratch state.
         let carry: Stats
         if let final { carry = final } else { carry = try Stats(.state, c) }
@@ -49,51 +82,41 @@ enum Engine {
         }
         carry.tokens += nT
     }
+}
 
-    static func step(_ s: Stats, _ t: Tensors) throws(HLAError) {
-        switch s.cfg.dtype {
-        case 0: try stepT(operatorType(s.cfg.op), Float.self, s, t)
-        default: try stepT(operatorType(s.cfg.op), Double.self, s, t)
-        }
-    }
-
-    private static func stepT<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type, _ s: Stats, _ t: Tensors) throws(HLAError) {
-        let io = try io(T.self, s.cfg, nT: 1, rank: 3, t)
+struct StepJob: Job {
+    let s: Stats, t: Engine.Tensors
+    func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type) throws(HLAError) {
+        let io = try Engine.io(T.self, s.cfg, nT: 1, rank: 3, t)
         try Paths.serial(op, s.cfg, nT: 1, io: io, carry: s.typed(T.self))
         s.tokens += 1
     }
+}
 
-    static func summarize(_ c: Config, nT: Int, _ t: Tensors) throws(HLAError) -> Stats {
-        switch c.dtype {
-        case 0: return try summarizeT(operatorType(c.op), Float.self, c, nT: nT, t)
-        default: return try summarizeT(operatorType(c.op), Double.self, c, nT: nT, t)
-        }
-    }
-
-    private static func summarizeT<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type, _ c: Config, nT: Int,
-                                                             _ t: Tensors) throws(HLAError) -> Stats {
-        let io = try io(T.self, c, nT: nT, rank: 4, t)
+struct SummarizeJob: Job {
+    let c: Config, nT: Int, t: Engine.Tensors
+    func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type) throws(HLAError) -> Stats {
+        let io = try Engine.io(T.self, c, nT: nT, rank: 4, t)
         let seg = try Stats(.segment, c)
         try Paths.summarize(op, c, nT: nT, io: io, dst: seg.typed(T.self))
         seg.tokens = nT
         return seg
     }
+}
 
-    static func combine(_ a: Stats, _ b: Stats) throws(HLAError) -> Stats {
+struct CombineJob: Job {
+    let a: Stats, b: Stats
+    func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type) throws(HLAError) -> Stats {
         let r = try a.copy()
-        let nA = a.tokens
-        switch a.cfg.dtype {
-        case 0: try Paths.combine(operatorType(a.cfg.op), a.cfg, a: r.typed(Float.self), nA: nA, b: b.typed(Float.self), nB: b.tokens)
-        default: try Paths.combine(operatorType(a.cfg.op), a.cfg, a: r.typed(Double.self), nA: nA, b: b.typed(Double.self), nB: b.tokens)
-        }
+        try Paths.combine(op, a.cfg, a: r.typed(T.self), nA: a.tokens, b: b.typed(T.self), nB: b.tokens)
         r.tokens = a.tokens + b.tokens
         return r
     }
+}
 
-    static func reference(_ c: Config, nT: Int, _ t: Tensors) throws(HLAError) {
-        switch c.dtype {
-        case 0: try ReferencePath.run(operatorType(c.op), c, nT: nT, io: io(Float.self, c, nT: nT, rank: 4, t))
-        default: try ReferencePath.run(operatorType(c.op), c, nT: nT, io: io(Double.self, c, nT: nT, rank: 4, t))
-        }
+struct ReferenceJob: Job {
+    let c: Config, nT: Int, t: Engine.Tensors
+    func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type) throws(HLAError) {
+        try ReferencePath.run(op, c, nT: nT, io: Engine.io(T.self, c, nT: nT, rank: 4, t))
     }
 }
