@@ -418,6 +418,15 @@ static void test_basics(void)
     d.scale = 0.0;
     d.chunk_size = 1000000;
     EXPECT(hla_config_validate(&d), HLA_OK, NULL, "validate(hla2 ridge=3 MQA scale=0)");
+    {   /* hla.h: "New zeroed state for *cfg (chunk_size is ignored)" */
+        hla_state *s = NULL;
+        d = c;
+        d.dk = 4;
+        d.dv = 4;
+        d.chunk_size = 5000;
+        EXPECT(hla_state_create(&d, &s), HLA_OK, NULL, "state_create(chunk_size=5000; chunk_size is ignored)");
+        hla_state_destroy(s);
+    }
     d = c;
     d.op = HLA_OP_HLA3;
     d.kv_heads = 1;
