@@ -123,11 +123,11 @@ struct CondBound {
         q.v = [Double](repeating: 1, count: p.s.B * p.s.T * p.s.Hkv)
         return q
     }
-    func ratio(_ got: [Double], _ ref: [Double]) -> Double {
+    func ratio(_ got: [Double], _ ref: [Double], tokens: Range<Int>? = nil) -> Double {
         let s = p.s
         let numMax = num.map(abs).max()!, denMax = den.map(abs).max()!
         var worst = 0.0
-        for b in 0..<s.B { for t in 0..<s.T { for h in 0..<s.H {
+        for b in 0..<s.B { for t in tokens ?? 0..<s.T { for h in 0..<s.H {
             let d = abs(den[(b * s.T + t) * s.H + h] + eps)
             for x in 0..<s.dv {
                 let i = p.oi(b, t, h, x)
