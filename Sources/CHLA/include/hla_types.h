@@ -55,7 +55,8 @@ typedef struct hla_config {
     double decay;       /* gamma in (0, 1]; default 1.0 */
     double ridge;       /* lambda >= 0, hla2 only; default 0.0 */
     double eps;         /* > 0, used when normalize = 1; default 1e-6 */
-    int64_t chunk_size; /* chunk length of hla_forward, 0 = automatic (default) */
+    int64_t chunk_size; /* >= 0: chunk length of hla_forward/hla_summarize, 0 = automatic
+                           (default); values above 1024 act as 1024; states ignore it */
 } hla_config;
 
 /* Streaming state: constant-size prefix statistics of every (batch, head). A handle made by

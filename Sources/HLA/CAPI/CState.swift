@@ -7,7 +7,10 @@ import CHLA
     guarded("hla_state_create") { () throws(HLAError) in
         guard let result else { throw .null("result") }
         result.pointee = nil
-        let s = try Stats(.state, try config(cfg))
+        guard let cfg else { throw .null("cfg") }
+        var c = cfg.pointee
+        c.chunk_size = 0   // a state has no chunk length
+        let s = try Stats(.state, try Config(c))
         result.pointee = try makeHandle(s, tag: stateTag).assumingMemoryBound(to: hla_state.self)
     }
 }

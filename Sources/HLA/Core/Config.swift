@@ -30,6 +30,8 @@ struct Config: Equatable, Sendable {
     /// Largest dimension accepted for any single size (keeps every derived product far from overflow
     /// once the products below are checked).
     static let maxDim = 1 << 24
+    /// Longest chunk the chunked and scan paths use; a larger chunk_size acts as this.
+    static let maxChunk = 1024
 
     static func defaults() -> hla_config {
         hla_config(op: HLA_OP_HLA2.rawValue.asInt32, dtype: HLA_FLOAT32.rawValue.asInt32, masked: 1, normalize: 0,
@@ -59,11 +61,12 @@ struct Config: Equatable, Sendable {
         guard c.eps.isFinite, c.eps > 0 else { throw .invalid("config.eps = \(c.eps) must be finite and > 0") }
         guard c.ridge.isFinite, c.ridge >= 0 else { throw .invalid("config.ridge = \(c.ridge) must be finite and >= 0") }
         if c.ridge != 0 && op != .hla2 { throw .invalid("config.ridge = \(c.ridge) is only defined for op hla2, not \(op.name)") }
-        guard c.chunk_size >= 0, c.chunk_size <= 4096 else { throw .invalid("config.chunk_size = \(c.chunk_size) must lie in [0, 4096] (0 = automatic)") }
+        guard c.chunk_size >= 0 else { throw .invalid("config.chunk_size = \(c.chunk_size) must be >= 0 (0 = automatic)") }
         self.op = op; self.dtype = c.dtype; self.masked = c.masked == 1; self.normalize = c.normalize == 1
         self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.dk = dk; self.dv = dv
         self.scale = c.scale; self.decay = c.decay; self.ridge = c.ridge; self.eps = c.eps
-        self.chunkSize = Int(c.chunk_size)
+        // Chunks longer than maxChunk only cost memory (n × n blocks); the result is the same.
+        self.chunkSize = Int(min(c.chunk_size, Int64(Config.maxChunk)))
         // Every size the engine forms is bounded by these products; check them once here.
         let d = max(dk, dv + 1)
         let perHead = try checkedMul(try checkedMul(d, d, "dk·dv"), 8, "state per head")

@@ -70,3 +70,14 @@ enum Mask {
         for i in 0..<count { y[i] = a * x[i] + b * y[i] }
     }
 }
+
+/// y = M x for a symmetric n × n matrix M, swept by rows (y += M[b, :] x_b) so the inner loop is a
+/// vectorisable axpy rather than a sequential dot-product reduction.
+@inline(__always)
+func symv<T: HLAFloat>(_ m: UnsafePointer<T>, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int) {
+    for a in 0..<n { y[a] = 0 }
+    for b in 0..<n {
+        let row = m + b * n, xb = x[b]
+        for a in 0..<n { y[a] += row[a] * xb }
+    }
+}

@@ -18,12 +18,7 @@ extension HLA2 {
             if c.masked {
                 // z = S_t q_t;  U ← γ² U + z vᵀ;  out = Uᵀ q
                 let z = tmp
-                for a in 0..<dk {
-                    let row = S + a * dk
-                    var s: T = 0
-                    for b in 0..<dk { s += row[b] * qh[b] }
-                    z[a] = s
-                }
+                symv(S, qh, z, dk)
                 for a in 0..<dk {
                     let row = st + a * dvp, za = z[a], qa = qh[a]
                     for x in 0..<dvp { let nv = g2 * row[x] + za * v[x]; row[x] = nv; oh[x] += qa * nv }
@@ -38,12 +33,8 @@ extension HLA2 {
             } else {
                 // C ← γ C + q vᵀ;  out = Cᵀ (S q + λ q)
                 let w = tmp
-                for a in 0..<dk {
-                    let row = S + a * dk
-                    var s: T = 0
-                    for b in 0..<dk { s += row[b] * qh[b] }
-                    w[a] = s + lam * qh[a]
-                }
+                symv(S, qh, w, dk)
+                if lam != 0 { for a in 0..<dk { w[a] += lam * qh[a] } }
                 for a in 0..<dk {
                     let row = st + a * dvp, qa = qh[a], wa = w[a]
                     for x in 0..<dvp { let nv = g * row[x] + qa * v[x]; row[x] = nv; oh[x] += wa * nv }

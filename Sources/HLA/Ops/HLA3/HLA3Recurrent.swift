@@ -15,12 +15,7 @@ extension HLA3 {
         for j in 0..<u.group {
             let qh = q + j * dk, oh = out + j * dvp, st = u.head(j)
             for x in 0..<dvp { oh[x] = 0 }
-            for a in 0..<dk {
-                let row = S + a * dk
-                var s: T = 0
-                for b in 0..<dk { s += row[b] * qh[b] }
-                z[a] = s                                                   // z = S_t q_t
-            }
+            symv(S, qh, z, dk)                                            // z = S_t q_t
             if c.masked {
                 // y = P_tᵀ q_t;  W ← γ³ W + z yᵀ;  out = Wᵀ q
                 for x in 0..<dvp { y[x] = 0 }
@@ -34,11 +29,10 @@ extension HLA3 {
                 }
             } else {
                 // S^Q ← γ S^Q + q qᵀ;  w = S^Q z;  out = Pᵀ w
-                for a in 0..<dk {
-                    let row = st + a * dk, qa = qh[a]
-                    var s: T = 0
-                    for b in 0..<dk { let nv = g * row[b] + qa * qh[b]; row[b] = nv; s += nv * z[b] }
-                    w[a] = s
+                for x in 0..<dk { w[x] = 0 }
+                for a in 0..<dk {                                          // w = S^Q z (S^Q symmetric)
+                    let row = st + a * dk, qa = qh[a], za = z[a]
+                    for b in 0..<dk { let nv = g * row[b] + qa * qh[b]; row[b] = nv; w[b] += za * nv }
                 }
                 for a in 0..<dk {
                     let row = P + a * dvp, wa = w[a]
