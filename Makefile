@@ -2,7 +2,9 @@
 PREFIX ?= /usr/local
 SWIFT ?= swift
 PYTHON ?= python3
-SWIFT_FLAGS = -c release -Xswiftc -static-stdlib
+# Release build: Swift runtime linked statically; AVX2/FMA code (HLA_TARGET_CPU= for a generic x86-64 build).
+HLA_TARGET_CPU ?= haswell
+SWIFT_FLAGS = -c release -Xswiftc -static-stdlib $(if $(HLA_TARGET_CPU),-Xswiftc -target-cpu -Xswiftc $(HLA_TARGET_CPU))
 LIBDIR := $(CURDIR)/.build/release
 LIB := $(LIBDIR)/libhla.so
 export LIBHLA_LIBDIR := $(LIBDIR)
@@ -11,10 +13,14 @@ export LIBHLA_LIBDIR := $(LIBDIR)
 
 all: lib python
 
-deps:
+# System and Python packages (apt-get, pip), installed once per machine.
+DEPS_STAMP := build/.deps-installed
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): .ci/deps.sh
 	bash .ci/deps.sh
+	mkdir -p build && touch $@
 
-lib:
+lib: $(DEPS_STAMP)
 	$(SWIFT) build $(SWIFT_FLAGS) --product hla
 
 header: lib
@@ -27,8 +33,9 @@ python: lib
 	cd bindings/python && $(PYTHON) setup.py -q build_ext --inplace
 
 test: all check-header test-swift test-c test-python
+	@echo "make test: all suites passed"
 
-test-swift:
+test-swift: $(DEPS_STAMP)
 	$(SWIFT) test -c debug
 
 test-c: lib
