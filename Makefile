@@ -24,10 +24,10 @@ lib: $(DEPS_STAMP)
 	$(SWIFT) build $(SWIFT_FLAGS) --product hla
 
 header: lib
-	$(PYTHON) tools/genheader.py --write
+	$(PYTHON) .ci/genheader.py --write
 
 check-header: lib
-	$(PYTHON) tools/genheader.py --check
+	$(PYTHON) .ci/genheader.py --check
 
 python: lib
 	cd bindings/python && $(PYTHON) setup.py -q build_ext --inplace
@@ -48,7 +48,7 @@ install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libhla.so
 	install -m 644 include/hla.h $(DESTDIR)$(PREFIX)/include/hla.h
-	sed -e 's|@PREFIX@|$(PREFIX)|g' tools/hla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/hla.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' include/hla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/hla.pc
 
 demo: all
 	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) run

@@ -1,5 +1,5 @@
 /* Types of the libhla C ABI. This block is copied verbatim into include/hla.h by
- * tools/genheader.py; the function declarations there are generated from the Swift sources. */
+ * .ci/genheader.py; the function declarations there are generated from the Swift sources. */
 #ifndef HLA_TYPES_H
 #define HLA_TYPES_H
 
