@@ -155,6 +155,30 @@ final class HLA3IdentityTests: XCTestCase {
         XCTAssertLessThanOrEqual(relErr(W0, summary(h, 0..<11).W), 1e-12)
     }
 
+    /// The unmasked chunked form: X1 = diag(γ^τ) Q S0 + (A ⊙ D_1) K (rows q_τᵀ S_τ),
+    /// X2 = diag(γ^τ) X1 S^Q_0 + ((X1 Qᵀ) ⊙ D_1) Q (rows q_τᵀ S_τ S^Q_τ), O = diag(γ^τ) X2 P0 + ((X2 Kᵀ) ⊙ D_1) V.
+    func testUnmaskedChunkedForm() {
+        let (p, h) = setup(11, seed: 12)
+        var S0 = M.zeros(4, 4), P0 = M.zeros(4, 3), SQ0 = M.zeros(4, 4)
+        var out: [Double] = []
+        var t0 = 0
+        while t0 < h.T {
+            let n = min(4, h.T - t0), r = t0..<(t0 + n)
+            let Q = M(n, 4, r.flatMap { h.q[$0].a }), K = M(n, 4, r.flatMap { h.k[$0].a }), V = M(n, 3, r.flatMap { h.v[$0].a })
+            func d1(_ x: M) -> M { var m = x; for i in 0..<n { for j in 0..<n { m[i, j] = j <= i ? x[i, j] * pw(i - j) : 0 } }; return m }
+            func diag(_ f: (Int) -> Double) -> M { var d = M.zeros(n, n); for i in 0..<n { d[i, i] = f(i + 1) }; return d }
+            let Dg = diag { self.pw($0) }
+            let X1: M = Dg * Q * S0 + d1(Q * K.T) * K
+            let X2: M = Dg * X1 * SQ0 + d1(X1 * Q.T) * Q
+            let O: M = Dg * X2 * P0 + d1(X2 * K.T) * V
+            out += O.a
+            let Gm = diag { self.pw(n - $0) }
+            S0 = pw(n) * S0 + K.T * Gm * K; P0 = pw(n) * P0 + K.T * Gm * V; SQ0 = pw(n) * SQ0 + Q.T * Gm * Q
+            t0 += n
+        }
+        XCTAssertLessThanOrEqual(relErr(out, truth(p, masked: false, decay: g)), 1e-12)
+    }
+
     /// Why Theorem 7.1 fails (γ = 1): G⁽¹⁾, G⁽²⁾, G⁽³⁾ remove the triples whose strict maximum is a, u, c
     /// respectively, so S^K S^Q P − G⁽¹⁾ − G⁽²⁾ − G⁽³⁾ keeps the triples whose maximum is attained twice;
     /// it differs from the masked sum by (triples a = c > u) − (triples with u the strict maximum).
