@@ -291,6 +291,7 @@ final class Worst: @unchecked Sendable {
     private var table: [String: Double] = [:]
     private let lock = NSLock()
     func note(_ key: String, _ e: Double) { lock.lock(); table[key] = max(table[key] ?? 0, e); lock.unlock() }
+    func value(_ key: String) -> Double? { lock.lock(); defer { lock.unlock() }; return table[key] }
     func report(_ title: String) {
         lock.lock(); defer { lock.unlock() }
         print("== \(title)")
