@@ -39,7 +39,7 @@ final class PathParityTests: XCTestCase {
                     for path in 0..<4 {
                         let e64 = relErr(outs64[path], ref64), e32 = relErr(outs32[path], ref32)
                         let name = Self.pathNames[path]
-                        parityWorst.note("\(o.opName) float64 \(name)", e64)
+                        parityWorst.note("\(o.opName) float64 \(name)\(o.normalize ? " normalized" : "")", e64)
                         XCTAssertLessThanOrEqual(e64, 1e-10, "float64 \(name) \(o) \(s)")
                         if let cond {
                             let r = cond.ratio(outs32[path], ref32)
