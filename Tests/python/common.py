@@ -79,6 +79,6 @@ def all_outputs(q, k, v, chunk_size=64, **opts):
 WORST = {}
 
 
-def record(op, dtype, path, err):
-    key = (op, np.dtype(dtype).name, path)
+def record(op, dtype, path, err, normalize=False):
+    key = (op, np.dtype(dtype).name, path, "normalized" if normalize else "raw")
     WORST[key] = max(WORST.get(key, 0.0), err)

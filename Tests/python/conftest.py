@@ -10,5 +10,5 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.write_sep("-", "worst relative max-norm errors vs the numpy brute force (float64 sums)")
-    for (op, dtype, path), err in sorted(common.WORST.items()):
-        tr.write_line("  %-5s %-8s %-10s %.2e" % (op, dtype, path, err))
+    for (op, dtype, path, kind), err in sorted(common.WORST.items()):
+        tr.write_line("  %-5s %-8s %-10s %-10s %.2e" % (op, dtype, path, kind, err))

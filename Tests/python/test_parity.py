@@ -35,7 +35,7 @@ def test_parity_grid(op, masked, normalize, decay, ridge, H, Hkv):
         for name, o in got.items():
             assert o.dtype == dtype and o.shape == (B, T, H, dv) and o.flags.c_contiguous
             err = assert_close(o, want, dtype, kappa, "%s %s" % (np.dtype(dtype).name, name))
-            record(op, dtype, name, err)
+            record(op, dtype, name, err, normalize)
 
 
 @pytest.mark.parametrize("op", OPS)
