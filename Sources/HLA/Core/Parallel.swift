@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CBLAS
+import Synchronization
 
 /// Worker threads available to the engine: HLA_NUM_THREADS if set (>= 1), else the online cores.
 let hlaThreadCount: Int = {
@@ -14,23 +15,16 @@ let hlaThreadCount: Int = {
 /// its products are small, so BLAS threads would only oversubscribe the cores.
 let blasSingleThreaded: Void = { openblas_set_num_threads(1) }()
 
-private final class TaskBox: @unchecked Sendable {
-    let body: (Int, Int) -> Void
-    let worker: Int, workers: Int, count: Int
-    init(_ body: @escaping (Int, Int) -> Void, _ worker: Int, _ workers: Int, _ count: Int) {
-        self.body = body; self.worker = worker; self.workers = workers; self.count = count
-    }
-    func run() { var i = worker; while i < count { body(i, worker); i += workers } }
-}
-
 /// Number of workers `parallelFor(count, ...)` uses (so callers can size per-worker scratch).
 func workerCount(_ count: Int, parallel: Bool = true) -> Int {
     parallel ? max(1, min(hlaThreadCount, count)) : 1
 }
 
-/// Run body(index, worker) for index in 0..<count on `workerCount(count, parallel:)` threads (the
+/// Run body(index, worker) for index in 0..<count on `workerCount(count, parallel:)` workers (the
 /// caller's thread is worker 0). Static round-robin partition: worker w runs the indices ≡ w mod workers,
 /// so per-worker scratch needs no locking. `body` must only touch data owned by its index.
+/// Uses the persistent pool when it is free; when another host thread holds it, runs the workers'
+/// shares on freshly created threads instead (same partition, same results).
 func parallelFor(_ count: Int, parallel: Bool = true, _ body: @escaping (Int, Int) -> Void) {
     _ = blasSingleThreaded
     let workers = workerCount(count, parallel: parallel)
@@ -38,20 +32,123 @@ func parallelFor(_ count: Int, parallel: Bool = true, _ body: @escaping (Int, In
         for i in 0..<count { body(i, 0) }
         return
     }
+    let job = PoolJob(body, workers: workers, count: count)
+    if ThreadPool.shared.run(job) { return }
     var threads: [pthread_t] = []
     for w in 1..<workers {
-        let box = Unmanaged.passRetained(TaskBox(body, w, workers, count))
+        let box = Unmanaged.passRetained(Share(job, w))
         var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let b = Unmanaged<TaskBox>.fromOpaque(arg!).takeRetainedValue()
-            b.run()
+        if pthread_create(&tid, nil, { arg in
+            Unmanaged<Share>.fromOpaque(arg!).takeRetainedValue().run()
             return nil
-        }, box.toOpaque())
-        if rc == 0 { threads.append(tid) } else {
-            // No thread: run that worker's share here.
-            box.takeRetainedValue().run()
+        }, box.toOpaque()) == 0 {
+            threads.append(tid)
+        } else {
+            box.takeRetainedValue().run()   // no thread: run that share here
         }
     }
-    TaskBox(body, 0, workers, count).run()
+    job.runShare(0)
     for t in threads { pthread_join(t, nil) }
+}
+
+private final class PoolJob: @unchecked Sendable {
+    let body: (Int, Int) -> Void
+    let workers: Int, count: Int
+    init(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int) {
+        self.body = body; self.workers = workers; self.count = count
+    }
+    func runShare(_ w: Int) { var i = w; while i < count { body(i, w); i += workers } }
+}
+
+private final class Share: @unchecked Sendable {
+    let job: PoolJob, worker: Int
+    init(_ job: PoolJob, _ worker: Int) { self.job = job; self.worker = worker }
+    func run() { job.runShare(worker) }
+}
+
+/// A persistent pool of hlaThreadCount − 1 threads, so a streaming step pays a hand-off, not a thread
+/// creation. Between jobs a worker spins on the job counter for a short while (a decoding loop posts the
+/// next step within microseconds), then sleeps on a condition variable. One job at a time; a caller that
+/// finds the pool busy (another host thread) falls back to its own threads. Re-created in a forked child.
+private final class ThreadPool: @unchecked Sendable {
+    static let shared = ThreadPool()
+    static let spinLimit = 20_000
+
+    private let generation = Atomic<Int>(0)   // bumped once per posted job
+    private let pending = Atomic<Int>(0)      // pool threads that have not finished the current job
+    private let sleepers = Atomic<Int>(0)     // pool threads blocked on `wake`
+    private var job: PoolJob? = nil           // published by the release of `generation`
+    private var started = 0
+    private var pid: pid_t = 0
+    // Heap-allocated so their addresses never change (pthread objects must not move).
+    private let busy = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)  // held by the job's caller
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)  // pairs with `wake`
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    private init() {
+        pthread_mutex_init(busy, nil); pthread_mutex_init(lock, nil); pthread_cond_init(wake, nil)
+    }
+
+    /// Run `job` on the pool (worker 0 on the caller). False if the pool is busy or cannot start threads.
+    func run(_ j: PoolJob) -> Bool {
+        guard pthread_mutex_trylock(busy) == 0 else { return false }
+        defer { pthread_mutex_unlock(busy) }
+        if pid != getpid() {            // first use, or a forked child: the parent's threads are not here
+            pid = getpid(); started = 0
+        }
+        while started < hlaThreadCount - 1 {
+            let ctx = Unmanaged.passRetained(WorkerContext(self, started + 1, generation.load(ordering: .sequentiallyConsistent)))
+            var tid = pthread_t()
+            if pthread_create(&tid, nil, { arg in
+                let c = Unmanaged<WorkerContext>.fromOpaque(arg!).takeRetainedValue()
+                c.pool.loop(c.index, from: c.generation)
+                return nil
+            }, ctx.toOpaque()) != 0 {
+                ctx.release()
+                break
+            }
+            pthread_detach(tid)
+            started += 1
+        }
+        guard started >= j.workers - 1 else { return false }
+        job = j
+        pending.store(started, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(lock); pthread_cond_broadcast(wake); pthread_mutex_unlock(lock)
+        }
+        j.runShare(0)
+        var spins = 0
+        while pending.load(ordering: .acquiring) > 0 {
+            spins += 1
+            if spins > ThreadPool.spinLimit { sched_yield() }
+        }
+        job = nil
+        return true
+    }
+
+    fileprivate func loop(_ index: Int, from generation0: Int) {
+        var seen = generation0
+        while true {
+            var g = generation.load(ordering: .acquiring)
+            var spins = 0
+            while g == seen && spins < ThreadPool.spinLimit { spins += 1; g = generation.load(ordering: .acquiring) }
+            if g == seen {
+                pthread_mutex_lock(lock)
+                sleepers.add(1, ordering: .sequentiallyConsistent)
+                while generation.load(ordering: .sequentiallyConsistent) == seen { pthread_cond_wait(wake, lock) }
+                sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                pthread_mutex_unlock(lock)
+                g = generation.load(ordering: .acquiring)
+            }
+            seen = g
+            if let j = job, index < j.workers { j.runShare(index) }
+            pending.subtract(1, ordering: .releasing)
+        }
+    }
+}
+
+private final class WorkerContext {
+    let pool: ThreadPool, index: Int, generation: Int
+    init(_ pool: ThreadPool, _ index: Int, _ generation: Int) { self.pool = pool; self.index = index; self.generation = generation }
 }

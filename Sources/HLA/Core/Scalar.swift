@@ -1,7 +1,7 @@
 import CBLAS
 
 /// The element types of the engine (float32 and float64), with the dense products they need.
-public protocol HLAFloat: BinaryFloatingPoint, Sendable {
+public protocol HLAFloat: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
     /// Row-major C[m×n] = alpha · op(A) · op(B) + beta · C through CBLAS.
     static func gemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
                      _ alpha: Self, _ a: UnsafePointer<Self>, _ lda: Int,

@@ -1,4 +1,6 @@
-/// ahla streaming step: O(dk·dv) per token and head masked (O(dk² + dk·dv) unmasked).
+/// ahla streaming step: O(dk·dv) per token and head masked, O(dk² + dk·dv) unmasked.
+///   P ← γP + k vᵀ (per kv head);  masked: y = Pᵀ q, E ← γE + k yᵀ, o = Eᵀ q;
+///   unmasked: R ← γR + k qᵀ, w = Rᵀ q, o = Pᵀ w.
 extension AHLA {
     static func stepScratch(_ c: Config) -> Int { max(c.dk, c.dvp) }
 
@@ -6,38 +8,17 @@ extension AHLA {
                                   q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp, g = T(c.decay)
         let P = u.kv
-        // P ← γ P + k vᵀ
-        for a in 0..<dk {
-            let row = P + a * dvp, ka = k[a]
-            for x in 0..<dvp { row[x] = g * row[x] + ka * v[x] }
-        }
+        Vec.rank1(P, dk, dvp, dvp, g, k, v)
         for j in 0..<u.group {
             let qh = q + j * dk, oh = out + j * dvp, st = u.head(j)
-            for x in 0..<dvp { oh[x] = 0 }
             if c.masked {
-                // y = Pᵀ q;  E ← γ E + k yᵀ;  out = Eᵀ q
                 let y = tmp
-                for x in 0..<dvp { y[x] = 0 }
-                for a in 0..<dk {
-                    let row = P + a * dvp, qa = qh[a]
-                    for x in 0..<dvp { y[x] += qa * row[x] }
-                }
-                for a in 0..<dk {
-                    let row = st + a * dvp, ka = k[a], qa = qh[a]
-                    for x in 0..<dvp { let nv = g * row[x] + ka * y[x]; row[x] = nv; oh[x] += qa * nv }
-                }
+                Vec.gemvT(P, dk, dvp, dvp, qh, y)
+                Vec.rank1Project(st, dk, dvp, dvp, g, k, y, qh, oh)
             } else {
-                // R ← γ R + k qᵀ;  w = Rᵀ q;  out = Pᵀ w
                 let w = tmp
-                for m in 0..<dk { w[m] = 0 }
-                for a in 0..<dk {
-                    let row = st + a * dk, ka = k[a], qa = qh[a]
-                    for m in 0..<dk { let nv = g * row[m] + ka * qh[m]; row[m] = nv; w[m] += qa * nv }
-                }
-                for a in 0..<dk {
-                    let row = P + a * dvp, wa = w[a]
-                    for x in 0..<dvp { oh[x] += wa * row[x] }
-                }
+                Vec.rank1Project(st, dk, dk, dk, g, k, qh, qh, w)
+                Vec.gemvT(P, dk, dvp, dvp, w, oh)
             }
         }
     }
