@@ -58,3 +58,7 @@ clean:
 	rm -rf .build build bindings/python/build bindings/python/hla/*.so
 	$(MAKE) -C Tests/c clean
 	$(MAKE) -C examples/c clean
+
+bench: all
+	$(PYTHON) -m pip install -q matplotlib threadpoolctl
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/bench/bench.py --out docs
