@@ -63,8 +63,8 @@ enum Paths {
                                                   carry: UnsafeMutablePointer<T>) throws(HLAError) {
         let units = c.batch * c.kvHeads
         // Threads only pay off when a call carries enough arithmetic.
-        let flops = units * nT * c.group * (c.dk * c.dk + 2 * c.dk * c.dvp)
-        let parallel = flops >= 1 << 18
+        let flops = units &* nT &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp)
+        let parallel = flops < 0 || flops >= 1 << 18
         let workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
         let stepScratch = Op.stepScratch(c)
