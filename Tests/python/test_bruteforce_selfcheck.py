@@ -145,3 +145,20 @@ def test_normalize_is_value_free_sum(op):
 def test_scale_multiplies_queries():
     q, k, v = data(seed=8, T=5)
     close(bf.evaluate(q, k, v, op="hla3", scale=0.5), bf.evaluate(q * 0.5, k, v, op="hla3"))
+
+
+def test_hla2_paper_decayed_update_is_wrong():
+    """SPEC erratum 2: the printed G_t = g G_{t-1} + k k^T C_{t-1} disagrees with the sums when
+    g < 1 (so the parity tests with decay 0.9 would catch an engine built on it)."""
+    q, k, v = data(seed=9, B=1, H=1, Hkv=1)
+    g = 0.8
+    o = bf.evaluate(q, k, v, op="hla2", decay=g)[0, :, 0]
+    Q, K, V = q[0, :, 0], k[0, :, 0], v[0, :, 0]
+    S, C, G = np.zeros((3, 3)), np.zeros((3, 4)), np.zeros((3, 4))
+    wrong = np.zeros_like(o)
+    for t in range(len(Q)):
+        G = g * G + np.outer(K[t], K[t]) @ C
+        S = g * S + np.outer(K[t], K[t])
+        C = g * C + np.outer(Q[t], V[t])
+        wrong[t] = Q[t] @ (S @ C - G)
+    assert bf.rel_err(wrong, o) > 1e-2

@@ -1,4 +1,8 @@
-"""Property-based tests (hypothesis) over random shapes and options."""
+"""Property-based tests (hypothesis) over random shapes and options.
+
+HLA_HYPOTHESIS_SCALE=N multiplies the number of examples (e.g. 20 for a long stress run)."""
+import os
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -8,6 +12,11 @@ import hla
 from common import OPS, PATHS, assert_close, cast, make
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SCALE = float(os.environ.get("HLA_HYPOTHESIS_SCALE", "1"))
+
+
+def examples(n):
+    return max(1, int(n * SCALE))
 
 
 @st.composite
@@ -34,7 +43,7 @@ def problems(draw, max_t=24, max_t_hla3=14):
 CHUNKS = st.sampled_from([0, 1, 2, 3, 5, 8, 64])
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(problems(), CHUNKS, st.sampled_from(PATHS), st.sampled_from([np.float32, np.float64]))
 def test_forward_matches_bruteforce(problem, chunk_size, path, dtype):
     shape, opts = problem
@@ -44,7 +53,7 @@ def test_forward_matches_bruteforce(problem, chunk_size, path, dtype):
     assert_close(o, want, dtype, kappa, "%s chunk %d" % (path, chunk_size))
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=examples(80), **SETTINGS)
 @given(problems(max_t=40, max_t_hla3=40), st.data())
 def test_split_anywhere_continues(problem, data):
     """Splitting the sequence at random points, each piece through a random path and chunk
@@ -70,7 +79,7 @@ def test_split_anywhere_continues(problem, data):
     assert_close(np.concatenate(outs, axis=1), whole, np.float64, kappa, "split %s" % cuts)
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=examples(80), **SETTINGS)
 @given(problems(max_t=30, max_t_hla3=30), st.data())
 def test_random_segment_trees(problem, data):
     """Segments of a random partition, combined in a random bracketing, are a carry-in equal to
