@@ -89,10 +89,15 @@ ext = Extension(
                         "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
 )
 
+with open(os.path.join(HERE, "README.md")) as f:
+    long_description = f.read()
+
 setup(
     name="hla",
     version="0.1.0",
     description="Higher-order Linear Attention (HLA): Python bindings of libhla",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
     packages=["hla"],
     ext_modules=[ext],
     install_requires=["numpy"],

@@ -801,42 +801,71 @@ State_reset(StateObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Serialization without holding the object's lock across Python allocations (an allocation
+ * may run the garbage collector and arbitrary finalizers, which might use the same object). */
+typedef hla_status (*serialize_fn)(const void *handle, void *buffer, size_t capacity,
+                                   size_t *written);
+
+static hla_status
+serialize_state(const void *h, void *buffer, size_t capacity, size_t *written)
+{
+    return hla_state_serialize((const hla_state *)h, buffer, capacity, written);
+}
+
+static hla_status
+serialize_segment(const void *h, void *buffer, size_t capacity, size_t *written)
+{
+    return hla_segment_serialize((const hla_segment *)h, buffer, capacity, written);
+}
+
+static PyObject *
+serialize_handle(const void *h, PyThread_type_lock lock, serialize_fn fn, const char *what)
+{
+    size_t need = 0, written = 0;
+    PyObject *b;
+    call_result r;
+    int attempt;
+
+    lock_acquire(lock);
+    capture(&r, fn(h, NULL, 0, &need));
+    lock_release(lock);
+    for (attempt = 0; attempt < 4; attempt++) {
+        if (r.status != HLA_OK && r.status != HLA_ERR_BUFFER_TOO_SMALL) {
+            return raise_status(what, &r);
+        }
+        if (need > (size_t)PY_SSIZE_T_MAX) {
+            return PyErr_NoMemory();
+        }
+        b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)need);
+        if (b == NULL) {
+            return NULL;
+        }
+        written = 0;
+        lock_acquire(lock);
+        Py_BEGIN_ALLOW_THREADS
+        capture(&r, fn(h, PyBytes_AS_STRING(b), need, &written));
+        Py_END_ALLOW_THREADS
+        lock_release(lock);
+        if (r.status == HLA_OK && written == need) {
+            return b;
+        }
+        Py_DECREF(b);
+        if (r.status == HLA_OK) {
+            PyErr_Format(PyExc_RuntimeError, "%s: wrote %zu bytes, announced %zu", what, written,
+                         need);
+            return NULL;
+        }
+        need = written;   /* HLA_ERR_BUFFER_TOO_SMALL: retry with the size now required */
+    }
+    PyErr_Format(PyExc_RuntimeError, "%s: the serialized size keeps changing", what);
+    return NULL;
+}
+
 static PyObject *
 State_to_bytes(StateObject *self, PyObject *Py_UNUSED(ignored))
 {
-    size_t need = 0, written = 0;
-    PyObject *b = NULL;
-    call_result r;
-    lock_acquire(self->lock);
-    capture(&r, hla_state_serialize(self->handle, NULL, 0, &need));
-    if (r.status != HLA_OK && r.status != HLA_ERR_BUFFER_TOO_SMALL) {
-        lock_release(self->lock);
-        return raise_status("State.to_bytes: hla_state_serialize", &r);
-    }
-    if (need > (size_t)PY_SSIZE_T_MAX) {
-        lock_release(self->lock);
-        return PyErr_NoMemory();
-    }
-    b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)need);
-    if (b == NULL) {
-        lock_release(self->lock);
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    capture(&r, hla_state_serialize(self->handle, PyBytes_AS_STRING(b), need, &written));
-    Py_END_ALLOW_THREADS
-    lock_release(self->lock);
-    if (r.status != HLA_OK) {
-        Py_DECREF(b);
-        return raise_status("State.to_bytes: hla_state_serialize", &r);
-    }
-    if (written != need) {
-        Py_DECREF(b);
-        PyErr_Format(PyExc_RuntimeError, "hla_state_serialize wrote %zu bytes, announced %zu",
-                     written, need);
-        return NULL;
-    }
-    return b;
+    return serialize_handle(self->handle, self->lock, serialize_state,
+                            "State.to_bytes: hla_state_serialize");
 }
 
 /* Borrow a contiguous byte buffer from a bytes-like object. */
@@ -1067,39 +1096,8 @@ Segment_get_nbytes(SegmentObject *self, void *Py_UNUSED(closure))
 static PyObject *
 Segment_to_bytes(SegmentObject *self, PyObject *Py_UNUSED(ignored))
 {
-    size_t need = 0, written = 0;
-    PyObject *b;
-    call_result r;
-    lock_acquire(self->lock);
-    capture(&r, hla_segment_serialize(self->handle, NULL, 0, &need));
-    if (r.status != HLA_OK && r.status != HLA_ERR_BUFFER_TOO_SMALL) {
-        lock_release(self->lock);
-        return raise_status("Segment.to_bytes: hla_segment_serialize", &r);
-    }
-    if (need > (size_t)PY_SSIZE_T_MAX) {
-        lock_release(self->lock);
-        return PyErr_NoMemory();
-    }
-    b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)need);
-    if (b == NULL) {
-        lock_release(self->lock);
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    capture(&r, hla_segment_serialize(self->handle, PyBytes_AS_STRING(b), need, &written));
-    Py_END_ALLOW_THREADS
-    lock_release(self->lock);
-    if (r.status != HLA_OK) {
-        Py_DECREF(b);
-        return raise_status("Segment.to_bytes: hla_segment_serialize", &r);
-    }
-    if (written != need) {
-        Py_DECREF(b);
-        PyErr_Format(PyExc_RuntimeError, "hla_segment_serialize wrote %zu bytes, announced %zu",
-                     written, need);
-        return NULL;
-    }
-    return b;
+    return serialize_handle(self->handle, self->lock, serialize_segment,
+                            "Segment.to_bytes: hla_segment_serialize");
 }
 
 static PyObject *
