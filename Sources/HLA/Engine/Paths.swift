@@ -5,8 +5,14 @@ import Glibc
 /// The execution paths of SPEC.md §4 over whole tensors: each runs the operator's kernels on every
 /// (batch, kv head) unit, units in parallel.
 enum Paths {
-    /// Chunk length used when the configuration asks for the automatic choice.
-    static func chunkLength(_ c: Config) -> Int { c.chunkSize > 0 ? c.chunkSize : 64 }
+    /// Chunk length used when the configuration asks for the automatic choice: per token the chunked
+    /// form costs O(n·d) in the n × n products and O(d²) in the carry, and the carry's d³/n terms are
+    /// gone, so the shortest chunk that keeps the products BLAS-efficient wins. Measured on AVX2/AVX-512
+    /// (docs/benchmarks.md): 32 for head sizes up to 96, 64 above.
+    static func chunkLength(_ c: Config) -> Int {
+        if c.chunkSize > 0 { return c.chunkSize }
+        return max(c.dk, c.dvp) <= 96 ? 32 : 64
+    }
 
     /// Per-worker dense buffers for chunks of up to n tokens.
     struct Work<T: HLAFloat> {

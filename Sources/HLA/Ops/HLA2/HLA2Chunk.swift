@@ -6,10 +6,10 @@
 ///       + unmasked: diag(γ^τ) [diag(γ^τ) Q S0 C0 + (A ⊙ D) K C0]
 ///       + λ diag(γ^τ) Q C0.
 /// Carry: S ← γⁿ S0 + Kᵀ Γ K,  C ← γⁿ C0 + Qᵀ Γ V,  U ← γ²ⁿ U0 + γⁿ S0 (Qᵀ Γ V) + Kᵀ Γ B Γ V,
-/// with Γ = diag(γ^{n-i}).
+/// with Γ = diag(γ^{n-i}); the middle term is formed as (diag(γ^τ) Q S0)ᵀ diag(γ^{2(n-τ)}) V, reusing the cross-term product.
 extension HLA2 {
     static func chunkScratch(_ c: Config, n: Int) -> Int {
-        Scratch<Double>.need([n * n, n * n, n * n, n * c.dk, n * c.dk, n * c.dvp, n * c.dvp, n * c.dvp, c.dk * c.dvp])
+        Scratch<Double>.need([n * n, n * n, n * n, n * c.dk, n * c.dk, n * c.dvp, n * c.dvp, n * c.dvp])
     }
 
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
@@ -19,7 +19,6 @@ extension HLA2 {
         let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
         let QS = scratch.take(n * dk), Kd = scratch.take(n * dk)
         let Vd = scratch.take(n * dvp), Tm = scratch.take(n * dvp), T2 = scratch.take(n * dvp)
-        let Cc = scratch.take(dk * dvp)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
         Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
@@ -53,14 +52,18 @@ extension HLA2 {
                 Mask.axpby(Oh, T2, n * dvp, 1, 1)
             }
             // Carry of this head (uses the old S0).
-            T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, 0, Cc, dvp)         // Qᵀ Γ V
             if c.masked {
                 T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp)       // B Γ V
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, g2n, st, dvp)    // γ²ⁿ U0 + Kᵀ Γ B Γ V
-                T.gemm(false, false, dk, dvp, dk, gn, S0, dk, Cc, dvp, 1, st, dvp)  // + γⁿ S0 Cc
+                // + γⁿ S0 Qᵀ Γ V = (diag(γ^τ) Q S0)ᵀ diag(γ^{2(n-τ)}) V (S0 symmetric; τ = 1..n), reusing
+                // the cross-term product: n·dk·dv multiply-adds instead of dk²·dv
+                Mask.scaledCopy(Tm, V, n, dvp) { pw[2 * (n - 1 - $0)] }
+                T.gemm(true, false, dk, dvp, n, 1, QS, dk, Tm, dvp, 1, st, dvp)
             }
-            if !c.masked || lam != 0 { Mask.axpby(C0, Cc, dk * dvp, 1, gn) }
+            if !c.masked || lam != 0 {
+                T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
+            }
         }
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S ← γⁿ S0 + Kᵀ Γ K
     }

@@ -18,7 +18,7 @@ extension HLA3 {
         let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
         let A = scratch.take(n * n), Bt = scratch.take(n * n), M = scratch.take(n * n)
         let Y = scratch.take(n * d), X1 = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
-        let Kd = scratch.take(n * dk), Tq = scratch.take(dk * d)
+        let Kd = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n], g3n = pw[3 * n]
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
         for j in 0..<u.group {
@@ -40,9 +40,9 @@ extension HLA3 {
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[3 * ($0 + 1)] }
                 T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp)        // O
                 // W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y
+                // S0 Qᵀ diag(·) Y = (Q S0)ᵀ diag(·) Y (S0 symmetric; Q S0 is already in X1)
                 Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
-                T.gemm(true, false, dk, dvp, n, 1, Qh, dk, T2, dvp, 0, Tq, dvp)
-                T.gemm(false, false, dk, dvp, dk, 1, S0, dk, Tq, dvp, g3n, st, dvp)
+                T.gemm(true, false, dk, dvp, n, 1, X1, dk, T2, dvp, g3n, st, dvp)
                 Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
                 T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, X2, dvp)
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
