@@ -94,12 +94,17 @@ def load():
     return "%.2f / %.2f / %.2f" % os.getloadavg()
 
 
-def interleaved(fns, reps, warmup=1):
+def interleaved(fns, reps, warmup=1, budget=None, max_reps=31):
     """Time every callable of `fns` (name -> fn) `reps` times, alternating them round by round so
-    each sees the same machine conditions. Returns name -> median seconds."""
+    each sees the same machine conditions. Returns name -> median seconds. With `budget` (seconds),
+    fast calls get more repetitions (up to max_reps) so a round of them takes about that long."""
+    t0 = time.perf_counter()
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    if budget and warmup:
+        per_round = (time.perf_counter() - t0) / warmup
+        reps = max(reps, min(max_reps, int(budget / max(per_round, 1e-9))))
     times = {k: [] for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
@@ -357,7 +362,7 @@ def scaling_section(R, a):
     R.p("Time per token should be flat in T (the carry is O(d²) per head). Peak memory: a fresh process per "
         "(op, T) (examples/bench/memprobe.py) makes the inputs, resets VmHWM (/proc/self/clear_refs), runs one "
         "forward and reports VmHWM − VmRSS(before) − output bytes = memory the call used beyond its inputs "
-        "and output. Repetitions: %d at T ≤ 16k, fewer above (median). Load before: %s." % (a.reps, load()))
+        "and output. Repetitions: %d (more for short T, up to about 1 s per point), 3 above T = 16k (median). Load before: %s." % (a.reps, load()))
     R.p()
     res = {}
     rows = []
@@ -366,11 +371,10 @@ def scaling_section(R, a):
         res[op] = {}
         for T in Ts:
             q, k, v = inputs(T, H, H, d, d, seed=3)
-            reps = a.reps if T <= 16384 else max(2, a.reps // 2)
-            if T <= 2048:
-                reps = a.reps * 3
+            reps = a.reps if T <= 16384 else 3
             tm = interleaved({"lib": lambda op=op, q=q, k=k, v=v: hla.forward(q, k, v, op=op, scale=d ** -0.5,
-                                                                              chunk_size=n)}, reps)["lib"]
+                                                                              chunk_size=n)}, reps,
+                             budget=1.0)["lib"]
             del q, k, v
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
             out = subprocess.run([sys.executable, os.path.join(HERE, "memprobe.py"), op, str(T), str(H), str(d),
@@ -399,8 +403,8 @@ def crossover_section(R, a):
     R.p("## Crossover with causal softmax attention (B=1, H=%d, dk=dv=%d, float32)" % (H, d))
     R.p()
     R.p("Softmax peer (d): numpy, query blocks of 256 rows against all earlier keys (never T x T), "
-        "max-subtracted exp, the faster of default and one BLAS thread, %s. HLA: libhla chunked, chunk %d. Time per forward, %d interleaved "
-        "repetitions, median; sequence lengths double until every HLA operator is faster for two lengths. "
+        "max-subtracted exp, the faster of default and one BLAS thread, %s. HLA: libhla chunked, chunk %d. Time per forward, at least %d interleaved "
+        "repetitions (more for short T, up to about 1 s per length), median; sequence lengths double until every HLA operator is faster for two lengths. "
         "Load before: %s." % ("torch SDPA not importable" if not a.has_torch else "torch SDPA", n, a.xreps, load()))
     R.p()
     s = d ** -0.5
@@ -414,7 +418,7 @@ def crossover_section(R, a):
                "softmax1": one_thread(lambda q=q, k=k, v=v: peers.softmax_attention(q, k, v, s))}
         for op in OPS:
             fns[op] = lambda op=op, q=q, k=k, v=v: hla.forward(q, k, v, op=op, scale=s, chunk_size=n)
-        tm = interleaved(fns, a.xreps)
+        tm = interleaved(fns, a.xreps, budget=1.0)
         tm["softmax"], thr = best_np(tm, "softmax")
         res[T] = tm
         rows.append([T, "%s (%s)" % (fmt_t(tm["softmax"]), "all threads" if thr == "all" else "1 thread"), "%.1f" % (peers.softmax_flops(1, T, H, d, d) / tm["softmax"] / 1e9)]
@@ -563,7 +567,7 @@ def main(argv=None):
     global hla
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "docs"), help="directory of benchmarks.md and bench/*.png")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--T", type=int, default=16384)
     ap.add_argument("--quick", action="store_true", help="small sizes (checks the script, not the library)")
     ap.add_argument("--numpy-native-blas", action="store_true",
@@ -615,7 +619,7 @@ def main(argv=None):
         "OpenBLAS single-threaded inside libhla" % (
             hla.library_version(), hla.__version__, commit,
             " (uncommitted changes in %d source files at run time)" % len(dirty) if dirty else ""))
-    R.p("- Load average (1/5/15 min) at start: %s (2 cores: > 2 means other work competed for the CPU)" % load0)
+    R.p("- Load average (1/5/15 min) at start: %s (2 cores; the load average also counts this benchmark's own threads, up to 2, so sustained values above 2 mean other work competed for the CPU; each section prints the load before and after)" % load0)
     R.p()
     R.p("## Hardware rates measured in this run")
     R.p()
