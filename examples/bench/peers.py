@@ -30,10 +30,9 @@ def gemm_list(op, n, dk, dv):
             ("W += (Q S0) Q^T", n * n * dk, None),
             ("O = W V", n * n * dv, None),
             ("Q U0", n * dk * dv, None),
-            ("Cc = Q^T G V", dk * dv * n, None),
             ("B G V", n * n * dv, None),
             ("U += K^T (B G V)", dk * dv * n, None),
-            ("U += S0 Cc", dk * dk * dv, None),
+            ("U += (Q S0)^T G2 V", dk * dv * n, None),
             ("S += K^T G K", None, dk * dk * n),
         ]
     if op == "ahla":
@@ -56,8 +55,7 @@ def gemm_list(op, n, dk, dv):
             ("Y += (A.D1) V", n * dv * n, None),
             ("Q W0", n * dv * dk, None),
             ("O += M Y", n * dv * n, None),
-            ("Tq = Q^T Y", dk * dv * n, None),
-            ("W += S0 Tq", dk * dv * dk, None),
+            ("W += (Q S0)^T G Y", dk * dv * n, None),
             ("B^t Y", n * dv * n, None),
             ("W += K^T (B^t Y)", dk * dv * n, None),
             ("P += K^T G V", None, dk * dv * n),
@@ -77,9 +75,9 @@ def macs_per_chunk(op, n, dk, dv, group=1):
 def macs_formula(op):
     """The closed form of macs_per_chunk per query head (group g), as text."""
     return {
-        "hla2": "n^3 + n^2 (2 dk + 2 dv) + n dk^2 + 3 n dk dv + dk^2 dv  [+ n dk^2 per kv head]",
+        "hla2": "n^3 + n^2 (2 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk^2 per kv head]",
         "ahla": "n^2 (dk + 2 dv) + 3 n dk dv  [+ n dk dv per kv head]",
-        "hla3": "n^3 + n^2 (2 dk + 3 dv) + n dk^2 + 4 n dk dv + dk^2 dv  [+ n dk dv + n dk^2 per kv head]",
+        "hla3": "n^3 + n^2 (2 dk + 3 dv) + n dk^2 + 4 n dk dv  [+ n dk dv + n dk^2 per kv head]",
     }[op]
 
 
@@ -140,13 +138,14 @@ def _hla2(Q, K, V, O, n, tri, triu):
         A = Qc @ Kt                                   # q_t . k_i
         Bm = A.swapaxes(-1, -2) * Lt                  # k_i . q_j, i <= j
         W = (A * L) @ Bm
-        W += (Qc @ S) @ Qt
+        QS = Qc @ S
+        W += QS @ Qt
         W *= L
         Oc = W @ Vc
         Oc += Qc @ U
         O[:, :, t0:t0 + m] = Oc
         U += Kt @ (Bm @ Vc)
-        U += S @ (Qt @ Vc)
+        U += QS.swapaxes(-1, -2) @ Vc                 # S0 Q^T V = (Q S0)^T V, S0 symmetric
         S += Kt @ Kc
 
 
@@ -184,14 +183,15 @@ def _hla3(Q, K, V, O, n, tri, triu):
         A = Qc @ Kt
         Bt = A.swapaxes(-1, -2) * Lt                  # k_a . q_u, a <= u
         M = A @ Bt
-        M += (Qc @ S) @ Qt
+        QS = Qc @ S
+        M += QS @ Qt
         M *= L
         Y = (A * L) @ Vc
         Y += Qc @ P
         Oc = M @ Y
         Oc += Qc @ W
         O[:, :, t0:t0 + m] = Oc
-        W += S @ (Qt @ Y)
+        W += QS.swapaxes(-1, -2) @ Y                  # S0 Q^T Y = (Q S0)^T Y
         W += Kt @ (Bt @ Y)
         P += Kt @ Vc
         S += Kt @ Kc
