@@ -64,13 +64,20 @@ enum Paths {
         }
     }
 
+    /// Whether a streaming call of about `work` multiply-adds is worth handing to the pool. Measured on the
+    /// 2-core reference VM: a hand-off costs from a few to tens of microseconds (more when the scheduler
+    /// puts both threads on one core), while a step of 64 heads at d = 64 is only 25-60 µs of work and is
+    /// mostly bound by streaming its state through the cache; threads pay off from about 4M multiply-adds.
+    static func worthThreads(_ work: Int) -> Bool { work < 0 || work >= 1 << 22 }
+
     /// Serial: token after token through the streaming recurrence (also the body of `hla_state_step`).
     static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
                                                   carry: UnsafeMutablePointer<T>) throws(HLAError) {
         let units = c.batch * c.kvHeads
-        // Threads only pay off when a call carries enough arithmetic.
-        let flops = units &* nT &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp)
-        let parallel = flops < 0 || flops >= 1 << 18
+        if nT == 1 && units < hlaThreadCount && c.batch * c.heads > units {
+            return try stepByHead(op, c, io: io, carry: carry)
+        }
+        let parallel = worthThreads(units &* nT &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
         let workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
         let stepScratch = Op.stepScratch(c)
@@ -85,6 +92,47 @@ enum Paths {
                 io.pack(c, b: b, g: g, t0: t, n: 1, K: K, V: V, Q: Q)
                 Op.step(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp)
                 io.unpack(c, b: b, g: g, t0: t, n: 1, O: O)
+            }
+        }
+    }
+
+    /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): the kv
+    /// blocks advance on the caller's thread, then the query heads run in parallel.
+    static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, io: IO<T>,
+                                                      carry: UnsafeMutablePointer<T>) throws(HLAError) {
+        let units = c.batch * c.kvHeads, items = c.batch * c.heads
+        let parallel = worthThreads(items &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
+        let workers = workerCount(items, parallel: parallel)
+        let layout = Layout.state(c)
+        let kvWidth = c.dk + c.dvp
+        let per = c.dk + c.dvp + Op.stepScratch(c)
+        let buf = try RawBuffer<T>.allocate(try checkedAdd(try checkedMul(units, kvWidth, "step buffers"),
+                                                           try checkedMul(per, workers, "step buffers"), "step buffers"))
+        defer { buf.free() }
+        let kvBase = buf.base, workBase = buf.base + units * kvWidth
+        for i in 0..<units {
+            let b = i / c.kvHeads, g = i % c.kvHeads
+            let K = kvBase + i * kvWidth, V = K + c.dk
+            io.k.gather(b, g, 0, 1, c.dk, into: K, ld: c.dk)
+            io.v.gather(b, g, 0, 1, c.dv, into: V, ld: c.dvp)
+            if c.normalize { V[c.dv] = 1 }
+            Op.stepKV(c, layout.unit(carry, b: b, g: g), k: K, v: V)
+        }
+        let scale = T(c.scale), eps = T(c.eps)
+        parallelFor(items, parallel: parallel) { i, w in
+            let b = i / c.heads, h = i % c.heads, g = h / c.group, j = h % c.group
+            let K = kvBase + (b * c.kvHeads + g) * kvWidth, V = K + c.dk
+            let q = workBase + w * per, o = q + c.dk, tmp = o + c.dvp
+            io.q.gather(b, h, 0, 1, c.dk, into: q, ld: c.dk, mul: scale)
+            Op.stepHead(c, layout.unit(carry, b: b, g: g), j, k: K, v: V, q: q, out: o, tmp: tmp)
+            if let out = io.out {
+                let dst = out.at(b, 0, h), sd = out.sd
+                if c.normalize {
+                    let inv = 1 / (o[c.dv] + eps)
+                    for x in 0..<c.dv { dst[x * sd] = o[x] * inv }
+                } else {
+                    for x in 0..<c.dv { dst[x * sd] = o[x] }
+                }
             }
         }
     }

@@ -11,10 +11,13 @@ protocol Operator {
     /// Extra per-query-head blocks a segment summary carries after the state blocks.
     static func summaryExtraBlocks(_ c: Config) -> [Int]
 
-    /// Consume one token: k (dk), v (dvp), q (group × dk); write out (group × dvp).
-    static func step<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
-                                  q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
-    /// Scratch elements `step` needs.
+    /// Consume one token, first half: advance the kv-head blocks of the unit with k (dk), v (dvp).
+    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>)
+    /// Consume one token, second half, for query head j of the unit (after `stepKV`): q (dk) → out (dvp).
+    /// Reads the kv blocks only, so the heads of one unit can run on different threads.
+    static func stepHead<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                      q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
+    /// Scratch elements `stepHead` needs.
     static func stepScratch(_ c: Config) -> Int
 
     /// Outputs of n tokens from the carry in `u`, then advance the carry past them.
@@ -38,6 +41,16 @@ protocol Operator {
     static func referenceCoefficients(_ c: Config, _ ref: ReferenceWork, m: UnsafeMutablePointer<Double>)
 }
 
+extension Operator {
+    /// Consume one token: k (dk), v (dvp), q (group × dk); write out (group × dvp).
+    @inline(__always)
+    static func step<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                  q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        stepKV(c, u, k: k, v: v)
+        for j in 0..<u.group { stepHead(c, u, j, k: k, v: v, q: q + j * c.dk, out: out + j * c.dvp, tmp: tmp) }
+    }
+}
+
 func operatorType(_ k: OpKind) -> any Operator.Type {
     switch k {
     case .hla2: return HLA2.self
@@ -58,29 +71,27 @@ struct Unit<T: HLAFloat> {
 
 /// Where each block of a state (or summary) lives in its flat storage:
 /// [kv blocks of (b, g) for all b, g] then [q blocks of (b, h) for all b, h].
+/// Only plain integers: kernels on several threads read it without touching any reference count.
 struct Layout: Equatable {
-    let kvBlocks: [Int]
-    let qBlocks: [Int]
+    let kvTotal: Int      // elements of the kv blocks of one kv head
+    let qTotal: Int       // elements of the blocks of one query head
     let batch: Int, heads: Int, kvHeads: Int
-    var kvTotal: Int { kvBlocks.reduce(0, +) }
-    var qTotal: Int { qBlocks.reduce(0, +) }
     var kvRegion: Int { batch * kvHeads * kvTotal }
     var elements: Int { kvRegion + batch * heads * qTotal }
-    func kvOffset(_ i: Int) -> Int { kvBlocks[..<i].reduce(0, +) }
-    func qOffset(_ i: Int) -> Int { qBlocks[..<i].reduce(0, +) }
 
     static func state(_ c: Config) -> Layout {
         let b = operatorType(c.op).stateBlocks(c)
-        return Layout(kvBlocks: b.kv, qBlocks: b.q, batch: c.batch, heads: c.heads, kvHeads: c.kvHeads)
+        return Layout(kvTotal: b.kv.reduce(0, +), qTotal: b.q.reduce(0, +), batch: c.batch, heads: c.heads, kvHeads: c.kvHeads)
     }
     static func summary(_ c: Config) -> Layout {
         let op = operatorType(c.op)
         let b = op.stateBlocks(c)
-        return Layout(kvBlocks: b.kv, qBlocks: b.q + op.summaryExtraBlocks(c), batch: c.batch, heads: c.heads,
-                      kvHeads: c.kvHeads)
+        return Layout(kvTotal: b.kv.reduce(0, +), qTotal: (b.q + op.summaryExtraBlocks(c)).reduce(0, +),
+                      batch: c.batch, heads: c.heads, kvHeads: c.kvHeads)
     }
 
     /// Unit (b, g) of storage `base`.
+    @inline(__always)
     func unit<T>(_ base: UnsafeMutablePointer<T>, b: Int, g: Int) -> Unit<T> {
         let group = heads / kvHeads
         return Unit(kv: base + (b * kvHeads + g) * kvTotal,

@@ -4,22 +4,20 @@
 extension AHLA {
     static func stepScratch(_ c: Config) -> Int { max(c.dk, c.dvp) }
 
-    static func step<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
-                                  q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>) {
+        Vec.rank1(u.kv, c.dk, c.dvp, c.dvp, T(c.decay), k, v)               // P ← γP + k vᵀ
+    }
+
+    static func stepHead<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                      q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp, g = T(c.decay)
-        let P = u.kv
-        Vec.rank1(P, dk, dvp, dvp, g, k, v)
-        for j in 0..<u.group {
-            let qh = q + j * dk, oh = out + j * dvp, st = u.head(j)
-            if c.masked {
-                let y = tmp
-                Vec.gemvT(P, dk, dvp, dvp, qh, y)
-                Vec.rank1Project(st, dk, dvp, dvp, g, k, y, qh, oh)
-            } else {
-                let w = tmp
-                Vec.rank1Project(st, dk, dk, dk, g, k, qh, qh, w)
-                Vec.gemvT(P, dk, dvp, dvp, w, oh)
-            }
+        let P = u.kv, st = u.head(j)
+        if c.masked {
+            Vec.gemvT(P, dk, dvp, dvp, q, tmp)                               // y = Pᵀ q
+            Vec.rank1Project(st, dk, dvp, dvp, g, k, tmp, q, out)            // E ← γE + k yᵀ, o = Eᵀ q
+        } else {
+            Vec.rank1Project(st, dk, dk, dk, g, k, q, q, tmp)                // R ← γR + k qᵀ, w = Rᵀ q
+            Vec.gemvT(P, dk, dvp, dvp, tmp, out)                             // o = Pᵀ w
         }
     }
 }

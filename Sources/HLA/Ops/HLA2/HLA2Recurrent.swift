@@ -4,23 +4,21 @@
 extension HLA2 {
     static func stepScratch(_ c: Config) -> Int { c.dk + c.dvp }
 
-    static func step<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
-                                  q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
-        let dk = c.dk, dvp = c.dvp
-        let g = T(c.decay), lam = T(c.ridge)
-        let S = u.kv
-        Vec.rank1(S, dk, dk, dk, g, k, k)
-        let z = tmp
-        for j in 0..<u.group {
-            let qh = q + j * dk, oh = out + j * dvp, st = u.head(j)
-            Vec.gemvT(S, dk, dk, dk, qh, z)                                  // z = S q (S symmetric)
-            if c.masked {
-                Vec.rank1Project(st, dk, dvp, dvp, g * g, z, v, qh, oh)
-                if lam != 0 { Vec.rank1Project(st + cOffset(c), dk, dvp, dvp, g, qh, v, qh, oh, a: lam, b: 1) }
-            } else {
-                if lam != 0 { for a in 0..<dk { z[a] += lam * qh[a] } }
-                Vec.rank1Project(st, dk, dvp, dvp, g, qh, v, z, oh)
-            }
+    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>) {
+        Vec.rank1(u.kv, c.dk, c.dk, c.dk, T(c.decay), k, k)                  // S ← γS + k kᵀ
+    }
+
+    static func stepHead<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                      q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay), lam = T(c.ridge)
+        let S = u.kv, st = u.head(j), z = tmp
+        Vec.gemvT(S, dk, dk, dk, q, z)                                       // z = S q (S symmetric)
+        if c.masked {
+            Vec.rank1Project(st, dk, dvp, dvp, g * g, z, v, q, out)
+            if lam != 0 { Vec.rank1Project(st + cOffset(c), dk, dvp, dvp, g, q, v, q, out, a: lam, b: 1) }
+        } else {
+            if lam != 0 { for a in 0..<dk { z[a] += lam * q[a] } }
+            Vec.rank1Project(st, dk, dvp, dvp, g, q, v, z, out)
         }
     }
 }
