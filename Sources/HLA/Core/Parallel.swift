@@ -20,8 +20,7 @@ func workerCount(_ count: Int, parallel: Bool = true) -> Int {
     parallel ? max(1, min(hlaThreadCount, count)) : 1
 }
 
-/// Run body(index, worker) for index in 0..<count on `workerCount(count, parallel:)` workers (the
-/// caller's thread is worker 0). Static round-robin partition: worker w runs the indices ≡ w mod workers,
+/// Run body(index, worker) for index in 0..<count on `workerCount(count, parallel:)` workers. Static round-robin partition: worker w runs the indices ≡ w mod workers,
 /// so per-worker scratch needs no locking. `body` must only touch data owned by its index.
 /// Uses the persistent pool when it is free; when another host thread holds it, runs the workers'
 /// shares on freshly created threads instead (same partition, same results).
@@ -66,10 +65,12 @@ private final class Share: @unchecked Sendable {
     func run() { job.runShare(worker) }
 }
 
-/// A persistent pool of hlaThreadCount − 1 threads, so a streaming step pays a hand-off, not a thread
-/// creation. Between jobs a worker spins on the job counter for a short while (a decoding loop posts the
-/// next step within microseconds), then sleeps on a condition variable. One job at a time; a caller that
-/// finds the pool busy (another host thread) falls back to its own threads. Re-created in a forked child.
+/// A persistent pool of hlaThreadCount threads. The caller posts a job and sleeps until the pool has run
+/// every share of it: sleeping (rather than computing share 0 itself) leaves its core free, so the
+/// scheduler can place the woken workers on all cores at once instead of queueing one behind the caller.
+/// Between jobs a worker spins on the job counter for a short while, then sleeps on a condition
+/// variable. One job at a time; a caller that finds the pool busy (another host thread) falls back to its
+/// own threads. Re-created lazily in a forked child.
 private final class ThreadPool: @unchecked Sendable {
     static let shared = ThreadPool()
     static let spinLimit = 20_000
@@ -77,27 +78,30 @@ private final class ThreadPool: @unchecked Sendable {
     private let generation = Atomic<Int>(0)   // bumped once per posted job
     private let pending = Atomic<Int>(0)      // pool threads that have not finished the current job
     private let sleepers = Atomic<Int>(0)     // pool threads blocked on `wake`
+    private let waiting = Atomic<Int>(0)      // 1 while the caller is (about to be) blocked on `finished`
     private var job: PoolJob? = nil           // published by the release of `generation`
     private var started = 0
     private var pid: pid_t = 0
     // Heap-allocated so their addresses never change (pthread objects must not move).
     private let busy = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)  // held by the job's caller
-    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)  // pairs with `wake`
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)  // pairs with both conds
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     private init() {
-        pthread_mutex_init(busy, nil); pthread_mutex_init(lock, nil); pthread_cond_init(wake, nil)
+        pthread_mutex_init(busy, nil); pthread_mutex_init(lock, nil)
+        pthread_cond_init(wake, nil); pthread_cond_init(finished, nil)
     }
 
-    /// Run `job` on the pool (worker 0 on the caller). False if the pool is busy or cannot start threads.
+    /// Run every share of `job` on the pool. False if the pool is busy or cannot start its threads.
     func run(_ j: PoolJob) -> Bool {
         guard pthread_mutex_trylock(busy) == 0 else { return false }
         defer { pthread_mutex_unlock(busy) }
         if pid != getpid() {            // first use, or a forked child: the parent's threads are not here
             pid = getpid(); started = 0
         }
-        while started < hlaThreadCount - 1 {
-            let ctx = Unmanaged.passRetained(WorkerContext(self, started + 1, generation.load(ordering: .sequentiallyConsistent)))
+        while started < hlaThreadCount {
+            let ctx = Unmanaged.passRetained(WorkerContext(self, started, generation.load(ordering: .sequentiallyConsistent)))
             var tid = pthread_t()
             if pthread_create(&tid, nil, { arg in
                 let c = Unmanaged<WorkerContext>.fromOpaque(arg!).takeRetainedValue()
@@ -110,18 +114,21 @@ private final class ThreadPool: @unchecked Sendable {
             pthread_detach(tid)
             started += 1
         }
-        guard started >= j.workers - 1 else { return false }
+        guard started >= j.workers else { return false }
         job = j
         pending.store(started, ordering: .sequentiallyConsistent)
         generation.add(1, ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
             pthread_mutex_lock(lock); pthread_cond_broadcast(wake); pthread_mutex_unlock(lock)
         }
-        j.runShare(0)
         var spins = 0
-        while pending.load(ordering: .acquiring) > 0 {
-            spins += 1
-            if spins > ThreadPool.spinLimit { sched_yield() }
+        while pending.load(ordering: .acquiring) > 0 && spins < 2_000 { spins += 1 }
+        if pending.load(ordering: .acquiring) > 0 {
+            pthread_mutex_lock(lock)
+            waiting.store(1, ordering: .sequentiallyConsistent)
+            while pending.load(ordering: .sequentiallyConsistent) > 0 { pthread_cond_wait(finished, lock) }
+            waiting.store(0, ordering: .sequentiallyConsistent)
+            pthread_mutex_unlock(lock)
         }
         job = nil
         return true
@@ -143,7 +150,10 @@ private final class ThreadPool: @unchecked Sendable {
             }
             seen = g
             if let j = job, index < j.workers { j.runShare(index) }
-            pending.subtract(1, ordering: .releasing)
+            if pending.subtract(1, ordering: .sequentiallyConsistent).newValue == 0,
+               waiting.load(ordering: .sequentiallyConsistent) == 1 {
+                pthread_mutex_lock(lock); pthread_cond_signal(finished); pthread_mutex_unlock(lock)
+            }
         }
     }
 }
