@@ -153,7 +153,8 @@ hla_status hla_state_serialize(const hla_state *state, void *buffer, size_t capa
 hla_status hla_state_deserialize(const void *buffer, size_t size, hla_state **result);
 
 /* Consume one token for every (batch, head): q [B,H,Dk], k [B,Hkv,Dk], v [B,Hkv,Dv] in the dtype of the state;
- * output [B,H,Dv] receives the outputs. Strides: 3 element strides each, or NULL for C-contiguous.
+ * output [B,H,Dv] (not overlapping the inputs) receives the outputs. Strides: 3 element strides each,
+ * or NULL for C-contiguous.
  * O(dk^2 + dk<em>dv) per head (O(dk</em>dv) for masked ahla); no allocation proportional to tokens seen. */
 hla_status hla_state_step(hla_state *state, const void *q, const int64_t *q_strides, const void *k,
                           const int64_t *k_strides, const void *v, const int64_t *v_strides,
@@ -164,7 +165,8 @@ hla_status hla_state_step(hla_state *state, const void *q, const int64_t *q_stri
  * fused QKV buffers are read in place). initial may be NULL (zero prefix) or a state of the same
  * configuration (chunk_size aside), read only. final_state may be NULL or a state of the same
  * configuration that receives the state after the last token; it may be the same handle as initial.
- * On failure output and final_state are unspecified (final_state remains a valid state). */
+ * output must not overlap q, k or v. On failure output and final_state are unspecified (final_state
+ * remains a valid state). */
 hla_status hla_forward(const hla_config *cfg, int64_t T, int32_t path, const void *q,
                        const int64_t *q_strides, const void *k, const int64_t *k_strides,
                        const void *v, const int64_t *v_strides, void *output,

@@ -5,7 +5,8 @@ import CHLA
 /// fused QKV buffers are read in place). initial may be NULL (zero prefix) or a state of the same
 /// configuration (chunk_size aside), read only. final_state may be NULL or a state of the same
 /// configuration that receives the state after the last token; it may be the same handle as initial.
-/// On failure output and final_state are unspecified (final_state remains a valid state).
+/// output must not overlap q, k or v. On failure output and final_state are unspecified (final_state
+/// remains a valid state).
 @c public func hla_forward(_ cfg: UnsafePointer<hla_config>?, _ T: Int64, _ path: Int32,
                            _ q: UnsafeRawPointer?, _ q_strides: UnsafePointer<Int64>?,
                            _ k: UnsafeRawPointer?, _ k_strides: UnsafePointer<Int64>?,

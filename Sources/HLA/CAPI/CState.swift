@@ -91,7 +91,8 @@ import CHLA
 }
 
 /// Consume one token for every (batch, head): q [B,H,Dk], k [B,Hkv,Dk], v [B,Hkv,Dv] in the dtype of the state;
-/// output [B,H,Dv] receives the outputs. Strides: 3 element strides each, or NULL for C-contiguous.
+/// output [B,H,Dv] (not overlapping the inputs) receives the outputs. Strides: 3 element strides each,
+/// or NULL for C-contiguous.
 /// O(dk^2 + dk*dv) per head (O(dk*dv) for masked ahla); no allocation proportional to tokens seen.
 @c public func hla_state_step(_ state: UnsafeMutablePointer<hla_state>?,
                               _ q: UnsafeRawPointer?, _ q_strides: UnsafePointer<Int64>?,
