@@ -3,6 +3,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# In CI (CI=true) hypothesis draws the same examples every run, so a landing never depends on luck;
+# locally each run explores new ones (and replays any failure from its example database).
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
 
 def pytest_terminal_summary(terminalreporter):
     common = sys.modules.get("common")
