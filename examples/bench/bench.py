@@ -374,7 +374,7 @@ def scaling_section(R, a):
     R.p("Time per token should be flat in T (the carry is O(d²) per head). Peak memory: a fresh process per "
         "(op, T) (examples/bench/memprobe.py) makes the inputs, resets VmHWM (/proc/self/clear_refs), runs one "
         "forward and reports VmHWM − VmRSS(before) − output bytes = memory the call used beyond its inputs "
-        "and output. Repetitions: %d (more for short T, up to about 1 s per point), 3 above T = 16k (median). Load before: %s." % (a.reps, load()))
+        "and output. Repetitions: %d (more for short T, up to about 1 s per point), 5 above T = 16k (median). Load before: %s." % (a.reps, load()))
     R.p()
     res = {}
     rows = []
@@ -383,7 +383,7 @@ def scaling_section(R, a):
         res[op] = {}
         for T in Ts:
             q, k, v = inputs(T, H, H, d, d, seed=3)
-            reps = a.reps if T <= 16384 else 3
+            reps = a.reps if T <= 16384 else 5
             tm = interleaved({"lib": lambda op=op, q=q, k=k, v=v: hla.forward(q, k, v, op=op, scale=d ** -0.5,
                                                                               chunk_size=n)}, reps,
                              budget=1.0)["lib"]
