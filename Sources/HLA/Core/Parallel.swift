@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CBLAS
 import Synchronization
+import CHLA
 
 /// Worker threads available to the engine: HLA_NUM_THREADS if set (>= 1), else the online cores.
 let hlaThreadCount: Int = {
@@ -65,15 +66,25 @@ private final class Share: @unchecked Sendable {
     func run() { job.runShare(worker) }
 }
 
-/// A persistent pool of hlaThreadCount threads. The caller posts a job and sleeps until the pool has run
-/// every share of it: sleeping (rather than computing share 0 itself) leaves its core free, so the
-/// scheduler can place the woken workers on all cores at once instead of queueing one behind the caller.
-/// Between jobs a worker spins on the job counter for a short while, then sleeps on a condition
-/// variable. One job at a time; a caller that finds the pool busy (another host thread) falls back to its
-/// own threads. Re-created lazily in a forked child.
+/// A persistent pool of hlaThreadCount − 1 threads; the caller runs share 0 of every job itself. Worker i
+/// is pinned to one of the process's allowed CPUs other than the one the caller ran on when the pool
+/// started, so the caller and the workers never queue behind each other on one core (the scheduler keeps
+/// an unpinned caller where it is, and moves it if it must). Between jobs a worker spins on the job
+/// counter for a short while (a decoding loop posts the next step within microseconds), then sleeps on a
+/// condition variable; the caller likewise spins briefly for the workers to finish, then sleeps. One job
+/// at a time; a caller that finds the pool busy (another host thread) falls back to its own threads.
+/// Re-created lazily in a forked child.
 private final class ThreadPool: @unchecked Sendable {
     static let shared = ThreadPool()
-    static let spinLimit = 20_000
+    /// How long a thread polls before it sleeps: longer than the gap between the steps of a decoding
+    /// loop, short enough not to hold a core for long once the host stops calling.
+    static let spinNanoseconds: UInt64 = 200_000
+
+    @inline(__always) static func now() -> UInt64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
+    }
 
     private let generation = Atomic<Int>(0)   // bumped once per posted job
     private let pending = Atomic<Int>(0)      // pool threads that have not finished the current job
@@ -93,36 +104,63 @@ private final class ThreadPool: @unchecked Sendable {
         pthread_cond_init(wake, nil); pthread_cond_init(finished, nil)
     }
 
-    /// Run every share of `job` on the pool. False if the pool is busy or cannot start its threads.
+    /// CPUs this process may run on, the caller's current one last.
+    private func cpuOrder() -> [Int32] {
+        var cpus = [Int32](repeating: -1, count: 1024)
+        let n = Int(hla_private_allowed_cpus(&cpus, 1024))
+        return Array(cpus.prefix(max(n, 0)))
+    }
+
+    /// Run `job` on the pool (share 0 on the caller). False if the pool is busy or cannot start threads.
     func run(_ j: PoolJob) -> Bool {
         guard pthread_mutex_trylock(busy) == 0 else { return false }
         defer { pthread_mutex_unlock(busy) }
-        if pid != getpid() {            // first use, or a forked child: the parent's threads are not here
-            pid = getpid(); started = 0
-        }
-        while started < hlaThreadCount {
-            let ctx = Unmanaged.passRetained(WorkerContext(self, started, generation.load(ordering: .sequentiallyConsistent)))
-            var tid = pthread_t()
-            if pthread_create(&tid, nil, { arg in
-                let c = Unmanaged<WorkerContext>.fromOpaque(arg!).takeRetainedValue()
-                c.pool.loop(c.index, from: c.generation)
-                return nil
-            }, ctx.toOpaque()) != 0 {
-                ctx.release()
-                break
+        if pid != getpid() {
+            // First use, or a forked child: the parent's threads are not here, and the condition variables
+            // may still count the parent's sleeping workers as waiters (a broadcast would then wait for
+            // them forever). Only this thread exists in a fresh child, so re-initialise everything.
+            if pid != 0 {
+                pthread_mutex_init(lock, nil); pthread_cond_init(wake, nil); pthread_cond_init(finished, nil)
             }
-            pthread_detach(tid)
-            started += 1
+            pid = getpid(); started = 0; job = nil
+            sleepers.store(0, ordering: .sequentiallyConsistent)
+            waiting.store(0, ordering: .sequentiallyConsistent)
+            pending.store(0, ordering: .sequentiallyConsistent)
         }
-        guard started >= j.workers else { return false }
+        if started < hlaThreadCount - 1 {
+            let cpus = cpuOrder()
+            while started < hlaThreadCount - 1 {
+                let cpu: Int32 = cpus.isEmpty || cpus.count < hlaThreadCount ? -1 : cpus[started % cpus.count]
+                let ctx = Unmanaged.passRetained(WorkerContext(self, started + 1, cpu,
+                                                               generation.load(ordering: .sequentiallyConsistent)))
+                var tid = pthread_t()
+                if pthread_create(&tid, nil, { arg in
+                    let c = Unmanaged<WorkerContext>.fromOpaque(arg!).takeRetainedValue()
+                    if c.cpu >= 0 { _ = hla_private_pin_self(c.cpu) }
+                    c.pool.loop(c.index, from: c.generation)
+                    return nil
+                }, ctx.toOpaque()) != 0 {
+                    ctx.release()
+                    break
+                }
+                pthread_detach(tid)
+                started += 1
+            }
+        }
+        guard started >= j.workers - 1 else { return false }
         job = j
         pending.store(started, ordering: .sequentiallyConsistent)
         generation.add(1, ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
             pthread_mutex_lock(lock); pthread_cond_broadcast(wake); pthread_mutex_unlock(lock)
         }
+        j.runShare(0)
+        let until = ThreadPool.now() &+ ThreadPool.spinNanoseconds
         var spins = 0
-        while pending.load(ordering: .acquiring) > 0 && spins < 2_000 { spins += 1 }
+        while pending.load(ordering: .acquiring) > 0 {
+            spins &+= 1
+            if spins & 255 == 0 && ThreadPool.now() > until { break }
+        }
         if pending.load(ordering: .acquiring) > 0 {
             pthread_mutex_lock(lock)
             waiting.store(1, ordering: .sequentiallyConsistent)
@@ -138,8 +176,13 @@ private final class ThreadPool: @unchecked Sendable {
         var seen = generation0
         while true {
             var g = generation.load(ordering: .acquiring)
+            let until = ThreadPool.now() &+ ThreadPool.spinNanoseconds
             var spins = 0
-            while g == seen && spins < ThreadPool.spinLimit { spins += 1; g = generation.load(ordering: .acquiring) }
+            while g == seen {
+                spins &+= 1
+                if spins & 255 == 0 && ThreadPool.now() > until { break }
+                g = generation.load(ordering: .acquiring)
+            }
             if g == seen {
                 pthread_mutex_lock(lock)
                 sleepers.add(1, ordering: .sequentiallyConsistent)
@@ -159,6 +202,8 @@ private final class ThreadPool: @unchecked Sendable {
 }
 
 private final class WorkerContext {
-    let pool: ThreadPool, index: Int, generation: Int
-    init(_ pool: ThreadPool, _ index: Int, _ generation: Int) { self.pool = pool; self.index = index; self.generation = generation }
+    let pool: ThreadPool, index: Int, cpu: Int32, generation: Int
+    init(_ pool: ThreadPool, _ index: Int, _ cpu: Int32, _ generation: Int) {
+        self.pool = pool; self.index = index; self.cpu = cpu; self.generation = generation
+    }
 }

@@ -65,10 +65,9 @@ enum Paths {
     }
 
     /// Whether a streaming call of about `work` multiply-adds is worth handing to the pool. Measured on the
-    /// 2-core reference VM: a hand-off costs from a few to tens of microseconds (more when the scheduler
-    /// puts both threads on one core), while a step of 64 heads at d = 64 is only 25-60 µs of work and is
-    /// mostly bound by streaming its state through the cache; threads pay off from about 4M multiply-adds.
-    static func worthThreads(_ work: Int) -> Bool { work < 0 || work >= 1 << 22 }
+    /// 2-core reference VM (hla2, d = 64, one step, hot pool): 2 heads 1.6 vs 1.4 µs, 4 heads 2.5 vs 2.6,
+    /// 8 heads 4.0 vs 4.7, 32 heads 13.1 vs 19.3 (two threads vs one), so from about 64k multiply-adds.
+    static func worthThreads(_ work: Int) -> Bool { work < 0 || work >= 1 << 16 }
 
     /// Serial: token after token through the streaming recurrence (also the body of `hla_state_step`).
     static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
