@@ -3,7 +3,6 @@ import Glibc
 #endif
 import CBLAS
 import Synchronization
-import CHLA
 
 /// Worker threads available to the engine: HLA_NUM_THREADS if set (>= 1), else the online cores.
 let hlaThreadCount: Int = {
@@ -66,12 +65,10 @@ private final class Share: @unchecked Sendable {
     func run() { job.runShare(worker) }
 }
 
-/// A persistent pool of hlaThreadCount − 1 threads; the caller runs share 0 of every job itself. Worker i
-/// is pinned to one of the process's allowed CPUs other than the one the caller ran on when the pool
-/// started, so the caller and the workers never queue behind each other on one core (the scheduler keeps
-/// an unpinned caller where it is, and moves it if it must). Between jobs a worker spins on the job
-/// counter for a short while (a decoding loop posts the next step within microseconds), then sleeps on a
-/// condition variable; the caller likewise spins briefly for the workers to finish, then sleeps. One job
+/// A persistent pool of hlaThreadCount − 1 threads; the caller runs share 0 of every job itself. Between
+/// jobs a worker polls the job counter for 200 µs (a decoding loop posts the next step within
+/// microseconds, so a hot worker picks it up at once and stays on its own core), then sleeps on a
+/// condition variable; the caller likewise polls briefly for the workers to finish, then sleeps. One job
 /// at a time; a caller that finds the pool busy (another host thread) falls back to its own threads.
 /// Re-created lazily in a forked child.
 private final class ThreadPool: @unchecked Sendable {
@@ -104,13 +101,6 @@ private final class ThreadPool: @unchecked Sendable {
         pthread_cond_init(wake, nil); pthread_cond_init(finished, nil)
     }
 
-    /// CPUs this process may run on, the caller's current one last.
-    private func cpuOrder() -> [Int32] {
-        var cpus = [Int32](repeating: -1, count: 1024)
-        let n = Int(hla_private_allowed_cpus(&cpus, 1024))
-        return Array(cpus.prefix(max(n, 0)))
-    }
-
     /// Run `job` on the pool (share 0 on the caller). False if the pool is busy or cannot start threads.
     func run(_ j: PoolJob) -> Bool {
         guard pthread_mutex_trylock(busy) == 0 else { return false }
@@ -127,25 +117,19 @@ private final class ThreadPool: @unchecked Sendable {
             waiting.store(0, ordering: .sequentiallyConsistent)
             pending.store(0, ordering: .sequentiallyConsistent)
         }
-        if started < hlaThreadCount - 1 {
-            let cpus = cpuOrder()
-            while started < hlaThreadCount - 1 {
-                let cpu: Int32 = cpus.isEmpty || cpus.count < hlaThreadCount ? -1 : cpus[started % cpus.count]
-                let ctx = Unmanaged.passRetained(WorkerContext(self, started + 1, cpu,
-                                                               generation.load(ordering: .sequentiallyConsistent)))
-                var tid = pthread_t()
-                if pthread_create(&tid, nil, { arg in
-                    let c = Unmanaged<WorkerContext>.fromOpaque(arg!).takeRetainedValue()
-                    if c.cpu >= 0 { _ = hla_private_pin_self(c.cpu) }
-                    c.pool.loop(c.index, from: c.generation)
-                    return nil
-                }, ctx.toOpaque()) != 0 {
-                    ctx.release()
-                    break
-                }
-                pthread_detach(tid)
-                started += 1
+        while started < hlaThreadCount - 1 {
+            let ctx = Unmanaged.passRetained(WorkerContext(self, started + 1, generation.load(ordering: .sequentiallyConsistent)))
+            var tid = pthread_t()
+            if pthread_create(&tid, nil, { arg in
+                let c = Unmanaged<WorkerContext>.fromOpaque(arg!).takeRetainedValue()
+                c.pool.loop(c.index, from: c.generation)
+                return nil
+            }, ctx.toOpaque()) != 0 {
+                ctx.release()
+                break
             }
+            pthread_detach(tid)
+            started += 1
         }
         guard started >= j.workers - 1 else { return false }
         job = j
@@ -202,8 +186,6 @@ private final class ThreadPool: @unchecked Sendable {
 }
 
 private final class WorkerContext {
-    let pool: ThreadPool, index: Int, cpu: Int32, generation: Int
-    init(_ pool: ThreadPool, _ index: Int, _ cpu: Int32, _ generation: Int) {
-        self.pool = pool; self.index = index; self.cpu = cpu; self.generation = generation
-    }
+    let pool: ThreadPool, index: Int, generation: Int
+    init(_ pool: ThreadPool, _ index: Int, _ generation: Int) { self.pool = pool; self.index = index; self.generation = generation }
 }
