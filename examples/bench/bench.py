@@ -678,23 +678,23 @@ def main(argv=None):
     R.p()
     st64, st1 = step[("hla2", 64)], step[("hla2", 1)]
     cores = len(os.sched_getaffinity(0))
-    # A single State.step of this shape is below the engine's threading threshold (about 4M multiply-adds
-    # per call; a hand-off costs more than it saves), so it runs on one core at either Hkv. The serial path
-    # over T tokens is one call with plenty of work, parallel over (batch, kv head) units: B·Hkv of them.
-    w64, w1 = 1, 1
+    # libhla runs a step on all cores: over (batch, kv head) units at Hkv=64, over query heads at Hkv=1
+    # (the kv statistics advance first on the calling thread). The serial path over T tokens is one call,
+    # parallel over units.
+    w64, w1 = cores, cores
     bound64 = w64 * bw_l2 * 1e9 / st64["bytes_per_ht"]
     bound1 = w1 * bw_l2 * 1e9 / st1["bytes_per_ht"]
     R.p("**Step (hla2, H=64, d=64).** Each head-token reads and writes its query head's U (dk x dv) and, "
         "amortised over the H/Hkv query heads sharing it, the kv head's S (dk x dk): %.0f KiB of float32 "
         "state per head-token at Hkv=64, %.0f KiB at Hkv=1 (state %s and %s in total, against a %s L2 per "
-        "core and a shared L3, so between calls it does not fit in one core's L2). One step of this shape is "
-        "25-60 us of work, below libhla's threading threshold (a thread hand-off on this VM costs 10-50 us), so "
-        "State.step runs on %d core; the C-level serial path (T tokens in one call) is parallel over (batch, kv "
-        "head) units. With the L2 copy bandwidth measured here "
-        "(%.1f GB/s per core) the state traffic alone bounds the step at %.2fM head-tokens/s (Hkv=64, %d core) "
-        "and %.2fM (Hkv=1, 1 core); from DRAM (%.1f GB/s) it would be %.2fM (Hkv=64). Measured: State.step %.2fM / %.2fM (%.0f%% / %.0f%% of the "
-        "L2 bound), C-level serial %.2fM / %.2fM (%.0f%% / %.0f%%). At Hkv=64 the 2 MiB state streams through "
-        "L2 and L3 on every step, which is what keeps the step near half of the L2 bound; "
+        "core and a shared L3: split over the cores, each half about fills one L2). libhla runs a step on "
+        "%d cores (over kv-head units at Hkv=64, over query heads at Hkv=1 once the shared kv statistics "
+        "have advanced), handing it to pool workers that poll between calls. With the L2 copy bandwidth measured here "
+        "(%.1f GB/s per core) the state traffic alone bounds the step at %.2fM head-tokens/s (Hkv=64, %d cores) "
+        "and %.2fM (Hkv=1); from DRAM (%.1f GB/s) it would be %.2fM (Hkv=64). Measured: State.step %.2fM / %.2fM (%.0f%% / %.0f%% of the "
+        "L2 bound), C-level serial %.2fM / %.2fM (%.0f%% / %.0f%%). At Hkv=64 the 2 MiB state (64 KiB "
+        "touched per head-token) spills from L2 into L3 on every step; the rest of the gap is the hand-off and "
+        "the load imbalance between the two threads of a 30 us job; "
         "%s per call vs %s per token in the serial loop."
         % (st64["bytes_per_ht"] / 1024, st1["bytes_per_ht"] / 1024, fmt_bytes(st64["nbytes"]),
            fmt_bytes(st1["nbytes"]), fmt_bytes(l2), w64, bw_l2, bound64 / 1e6, w64, bound1 / 1e6,
