@@ -65,9 +65,12 @@ enum Paths {
     }
 
     /// Whether a streaming call of about `work` multiply-adds is worth handing to the pool. Measured on the
-    /// 2-core reference VM (hla2, d = 64, one step, hot pool): 2 heads 1.6 vs 1.4 µs, 4 heads 2.5 vs 2.6,
-    /// 8 heads 4.0 vs 4.7, 32 heads 13.1 vs 19.3 (two threads vs one), so from about 64k multiply-adds.
-    static func worthThreads(_ work: Int) -> Bool { work < 0 || work >= 1 << 16 }
+    /// 2-core reference VM, a step of 64 heads at d = 64 (0.8M multiply-adds, 25-40 µs on one core) took
+    /// 17-27 µs on two threads when the scheduler kept them on separate cores, but 60-100 µs for whole
+    /// runs when it did not (the second thread then only steals cycles): a bet that pays little and can
+    /// lose 2-4x. From about 4M multiply-adds (over 100 µs of work) the same misplacement costs far less
+    /// than the second core gains, so steps are threaded only from there.
+    static func worthThreads(_ work: Int) -> Bool { work < 0 || work >= 1 << 22 }
 
     /// Serial: token after token through the streaming recurrence (also the body of `hla_state_step`).
     static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
