@@ -13,16 +13,17 @@ SCRIPT = textwrap.dedent("""
     st = hla.State("hla2", batch=1, heads=64, dk=64, dv=64)
     x = np.ones((1, 64, 64), np.float32)
     for _ in range(50):
-        st.step(x, x, x)                             # threaded steps
+        st.step(x, x, x)
     time.sleep(0.05)                                 # the pool's workers are asleep on their condvar now
     pid = os.fork()
     if pid == 0:
         o2, _ = hla.forward(q, q, q)                 # the child's own pool starts
         time.sleep(0.05)                             # ... and its worker falls asleep too
+        o3, _ = hla.forward(q, q, q)                 # a second job must wake it
         c = st.copy()
         for _ in range(50):
             c.step(x, x, x)
-        os._exit(0 if np.array_equal(o2, o) else 3)
+        os._exit(0 if np.array_equal(o2, o) and np.array_equal(o3, o) else 3)
     _, status = os.waitpid(pid, 0)
     raise SystemExit(os.waitstatus_to_exitcode(status))
 """)
