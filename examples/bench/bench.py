@@ -678,23 +678,24 @@ def main(argv=None):
     R.p()
     st64, st1 = step[("hla2", 64)], step[("hla2", 1)]
     cores = len(os.sched_getaffinity(0))
-    # libhla runs a step on all cores: over (batch, kv head) units at Hkv=64, over query heads at Hkv=1
-    # (the kv statistics advance first on the calling thread). The serial path over T tokens is one call,
-    # parallel over units.
-    w64, w1 = cores, cores
+    # A step of this shape (0.8M multiply-adds) stays on the calling thread: libhla threads streaming calls
+    # only from ~4M (Paths.worthThreads). The serial path over T tokens is one call, parallel over units.
+    w64, w1 = 1, 1
     bound64 = w64 * bw_l2 * 1e9 / st64["bytes_per_ht"]
     bound1 = w1 * bw_l2 * 1e9 / st1["bytes_per_ht"]
     R.p("**Step (hla2, H=64, d=64).** Each head-token reads and writes its query head's U (dk x dv) and, "
         "amortised over the H/Hkv query heads sharing it, the kv head's S (dk x dk): %.0f KiB of float32 "
         "state per head-token at Hkv=64, %.0f KiB at Hkv=1 (state %s and %s in total, against a %s L2 per "
-        "core and a shared L3: split over the cores, each half about fills one L2). libhla runs a step on "
-        "%d cores (over kv-head units at Hkv=64, over query heads at Hkv=1 once the shared kv statistics "
-        "have advanced), handing it to pool workers that poll between calls. With the L2 copy bandwidth measured here "
-        "(%.1f GB/s per core) the state traffic alone bounds the step at %.2fM head-tokens/s (Hkv=64, %d cores) "
+        "core and a shared L3). A step of this shape is 0.8M multiply-adds, below libhla's threading threshold "
+        "for streaming calls (about 4M: on this VM a two-thread step took 17-27 us when the scheduler kept "
+        "the threads on separate cores and 60-100 us when it did not), so State.step runs on %d core; the "
+        "C-level serial path (T tokens in one call) is parallel over (batch, kv head) units, which is why it "
+        "is faster at Hkv=64 and not at Hkv=1 (one unit). With the L2 copy bandwidth measured here "
+        "(%.1f GB/s per core) the state traffic alone bounds the step at %.2fM head-tokens/s (Hkv=64, %d core) "
         "and %.2fM (Hkv=1); from DRAM (%.1f GB/s) it would be %.2fM (Hkv=64). Measured: State.step %.2fM / %.2fM (%.0f%% / %.0f%% of the "
         "L2 bound), C-level serial %.2fM / %.2fM (%.0f%% / %.0f%%). At Hkv=64 the 2 MiB state (64 KiB "
-        "touched per head-token) spills from L2 into L3 on every step; the rest of the gap is the hand-off and "
-        "the load imbalance between the two threads of a 30 us job; "
+        "touched per head-token) does not fit one core's 1 MiB L2 and streams from L3 on every step, which "
+        "is what holds a one-core step near half of the L2 bound; "
         "%s per call vs %s per token in the serial loop."
         % (st64["bytes_per_ht"] / 1024, st1["bytes_per_ht"] / 1024, fmt_bytes(st64["nbytes"]),
            fmt_bytes(st1["nbytes"]), fmt_bytes(l2), w64, bw_l2, bound64 / 1e6, w64, bound1 / 1e6,
