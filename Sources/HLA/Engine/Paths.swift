@@ -174,7 +174,7 @@ enum Paths {
             let summary = unitView(mine + (chunks + 1) * ue, c)
             // carry-in of chunk 0: the initial state
             let c0 = unitView(mine, c)
-            copyUnit(from: unit, to: c0, c)
+            copyBlocks(layout, from: unit, to: c0, group: c.group)
             var t0 = 0
             for ch in 0..<chunks {
                 let n = min(n0, nT - t0)
@@ -200,17 +200,17 @@ enum Paths {
                 t0 += n
             }
             // final carry: the scan's last prefix
-            copyUnit(from: unitView(mine + chunks * ue, c), to: unit, c)
+            copyBlocks(layout, from: unitView(mine + chunks * ue, c), to: unit, group: c.group)
         }
     }
 
-    /// Copy the state blocks of a unit between layouts.
-    static func copyUnit<T>(from a: Unit<T>, to b: Unit<T>, _ c: Config) {
-        let st = Layout.state(c)
-        for x in 0..<st.kvTotal { b.kv[x] = a.kv[x] }
-        for j in 0..<c.group {
+    /// Copy the blocks of `layout` (the state blocks, or all summary blocks) of a unit; the two units
+    /// may live in different layouts, as long as each holds at least those blocks.
+    static func copyBlocks<T>(_ layout: Layout, from a: Unit<T>, to b: Unit<T>, group: Int) {
+        for x in 0..<layout.kvTotal { b.kv[x] = a.kv[x] }
+        for j in 0..<group {
             let s = a.head(j), d = b.head(j)
-            for x in 0..<st.qTotal { d[x] = s[x] }
+            for x in 0..<layout.qTotal { d[x] = s[x] }
         }
     }
 
@@ -237,22 +237,13 @@ enum Paths {
                 var s = s0
                 Op.summarize(c, pw, tmp, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
                 if t0 == 0 {
-                    copySummary(from: tmp, to: acc, c)
+                    copyBlocks(layout, from: tmp, to: acc, group: c.group)
                 } else {
                     var s2 = s0
                     Op.combine(c, acc, nA: t0, tmp, nB: n, full: true, scratch: &s2)
                 }
                 t0 += n
             }
-        }
-    }
-
-    static func copySummary<T>(from a: Unit<T>, to b: Unit<T>, _ c: Config) {
-        let l = Layout.summary(c)
-        for x in 0..<l.kvTotal { b.kv[x] = a.kv[x] }
-        for j in 0..<c.group {
-            let s = a.head(j), d = b.head(j)
-            for x in 0..<l.qTotal { d[x] = s[x] }
         }
     }
 
