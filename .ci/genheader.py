@@ -11,7 +11,7 @@ import argparse, os, re, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .ci/ is one level below the root
 CAPI = os.path.join(ROOT, "Sources", "HLA", "CAPI")
-ORDER = ["CLibrary.swift", "CState.swift", "CForward.swift", "CSegment.swift"]
+ORDER = ["CLibrary.swift", "CForward.swift", "CState.swift", "CSummary.swift"]
 
 PREAMBLE = """/*
  * hla.h - libhla, Higher-order Linear Attention (HLA; Zhang, Qin, Wang, Gu, arXiv:2510.27258).
@@ -26,26 +26,27 @@ PREAMBLE = """/*
  * masked = 1 keeps the causal index order shown; masked = 0 keeps every tuple of indices <= t.
  * normalize = 1 divides by the same sum with v replaced by 1, plus eps. Every path (hla_state_step,
  * hla_forward chunked/serial/scan, hla_summarize + hla_segment_combine) agrees with hla_reference to
- * 1e-10 (double) / 1e-4 (float). Details: README.md, docs/hla3.md, docs/errata.md.
+ * 1e-10 (double) / 1e-4 (float). Specification: docs/spec.md; state layouts: docs/state-layout.md;
+ * derivations: docs/hla3.md, docs/errata.md.
  *
- * Typical use: hla_config_init, set fields; hla_state_create; hla_forward(..., NULL, state) for the
- * prompt; hla_state_step per generated token; hla_state_destroy.
+ * Typical use: hla_config_init(&cfg, sizeof cfg) and set fields; hla_state_elements gives n, the numbers
+ * of one sequence's state; the host allocates its cache as a [slots, n] float32 tensor; hla_forward with
+ * initial = final = the cache (and rows) prefills prompts; hla_step with rows decodes the live sequences.
  *
  * Conventions:
- *  - Every function returns hla_status (HLA_OK = 0) except the getters of static strings and the
- *    destroy functions. On failure hla_last_error() describes the problem (thread-local).
- *  - No argument can crash the library: NULL pointers, bad sizes, overflowing products, non-finite
- *    parameters, handles of another configuration and corrupt bytes all return a status.
- *  - Handles (hla_state*, hla_segment*) are created by the functions that return them through a
- *    `result` pointer and are owned by the caller until the matching destroy function.
- *  - Tensors are passed as a data pointer plus element (not byte) strides. Sequence tensors are
- *    [B, T, H, D] with 4 strides (q: H heads and dk features; k: Hkv heads, dk; v: Hkv heads, dv;
- *    output: H heads, dv); step tensors are [B, H, D] with 3 strides. A NULL stride pointer means
- *    C-contiguous. Element type is cfg->dtype (float or double). Data pointers must not be NULL.
- *  - Distinct handles may be used from distinct threads at once; one handle must not be shared
- *    between threads without a lock. The library parallelises each call over batch x kv heads
- *    on a small pool of threads that spin briefly between calls (HLA_NUM_THREADS caps them) and sets
- *    OpenBLAS to one thread.
+ *  - Every function returns hla_status (HLA_OK = 0) except the getters of static strings. On failure
+ *    hla_last_error() describes the problem (thread-local) and hla_status_string() names the code.
+ *  - No argument can crash the library: NULL pointers, bad shapes, strides or element types,
+ *    overflowing products, non-finite parameters, out-of-range or repeated rows, bad cu_seqlens,
+ *    tensors of another configuration and corrupt bytes all return a status before anything is written.
+ *  - There are no handles: every tensor, state and summary lives in the caller's memory, described by
+ *    an hla_tensor ([B, T, H, D] sequences, [R, H, D] steps, [rows, n] states and summaries). The
+ *    library keeps no pointer after a call returns. Tensors a call writes must not overlap its inputs.
+ *  - A state row is plain numbers (docs/state-layout.md): copy, move, send or checkpoint it as such;
+ *    hla_state_serialize adds a header, the configuration and a checksum for storage.
+ *  - Calls on distinct memory may run on distinct threads at once. The library parallelises each call
+ *    over sequences x kv heads on a small pool of threads that spin briefly between calls
+ *    (HLA_NUM_THREADS caps them) and sets OpenBLAS to one thread.
  */
 #ifndef HLA_H
 #define HLA_H
@@ -96,10 +97,22 @@ def declarations(text):
 
 
 def source_order():
-    names = []
+    """Entry point names in source order, with the /// documentation written above each in Swift (taken
+    verbatim from the sources: swiftc's emitted header rewrites doc comments as markup, e.g. a*b*c)."""
+    names, docs = [], {}
     for f in ORDER:
-        names += re.findall(r"@c public func (hla_\w+)\(", open(os.path.join(CAPI, f)).read())
-    return names
+        doc = []
+        for line in open(os.path.join(CAPI, f)).read().splitlines():
+            s = line.strip()
+            if s.startswith("///"):
+                doc.append(s)
+                continue
+            m = re.match(r"@c public func (hla_\w+)\(", s)
+            if m:
+                names.append(m.group(1))
+                docs[m.group(1)] = doc
+            doc = []
+    return names, docs
 
 
 def wrap(decl):
@@ -122,7 +135,7 @@ def wrap(decl):
 
 def generate():
     decls = declarations(swift_header())
-    order = source_order()
+    order, docs = source_order()
     missing = set(decls) ^ set(order)
     if missing:
         sys.exit(f"entry points not in the expected source files: {sorted(missing)}")
@@ -130,7 +143,8 @@ def generate():
     types = types.split("#define HLA_TYPES_H", 1)[1].rsplit("#endif", 1)[0].strip("\n")
     out = [PREAMBLE, types, "", "#ifdef __cplusplus", 'extern "C" {', "#endif"]
     for name in order:
-        doc, d = decls[name]
+        d = decls[name][1]
+        doc = docs[name]
         out.append("")
         if doc:
             body = [l[3:].strip() for l in doc]

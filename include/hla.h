@@ -11,26 +11,27 @@
  * masked = 1 keeps the causal index order shown; masked = 0 keeps every tuple of indices <= t.
  * normalize = 1 divides by the same sum with v replaced by 1, plus eps. Every path (hla_state_step,
  * hla_forward chunked/serial/scan, hla_summarize + hla_segment_combine) agrees with hla_reference to
- * 1e-10 (double) / 1e-4 (float). Details: README.md, docs/hla3.md, docs/errata.md.
+ * 1e-10 (double) / 1e-4 (float). Specification: docs/spec.md; state layouts: docs/state-layout.md;
+ * derivations: docs/hla3.md, docs/errata.md.
  *
- * Typical use: hla_config_init, set fields; hla_state_create; hla_forward(..., NULL, state) for the
- * prompt; hla_state_step per generated token; hla_state_destroy.
+ * Typical use: hla_config_init(&cfg, sizeof cfg) and set fields; hla_state_elements gives n, the numbers
+ * of one sequence's state; the host allocates its cache as a [slots, n] float32 tensor; hla_forward with
+ * initial = final = the cache (and rows) prefills prompts; hla_step with rows decodes the live sequences.
  *
  * Conventions:
- *  - Every function returns hla_status (HLA_OK = 0) except the getters of static strings and the
- *    destroy functions. On failure hla_last_error() describes the problem (thread-local).
- *  - No argument can crash the library: NULL pointers, bad sizes, overflowing products, non-finite
- *    parameters, handles of another configuration and corrupt bytes all return a status.
- *  - Handles (hla_state*, hla_segment*) are created by the functions that return them through a
- *    `result` pointer and are owned by the caller until the matching destroy function.
- *  - Tensors are passed as a data pointer plus element (not byte) strides. Sequence tensors are
- *    [B, T, H, D] with 4 strides (q: H heads and dk features; k: Hkv heads, dk; v: Hkv heads, dv;
- *    output: H heads, dv); step tensors are [B, H, D] with 3 strides. A NULL stride pointer means
- *    C-contiguous. Element type is cfg->dtype (float or double). Data pointers must not be NULL.
- *  - Distinct handles may be used from distinct threads at once; one handle must not be shared
- *    between threads without a lock. The library parallelises each call over batch x kv heads
- *    on a small pool of threads that spin briefly between calls (HLA_NUM_THREADS caps them) and sets
- *    OpenBLAS to one thread.
+ *  - Every function returns hla_status (HLA_OK = 0) except the getters of static strings. On failure
+ *    hla_last_error() describes the problem (thread-local) and hla_status_string() names the code.
+ *  - No argument can crash the library: NULL pointers, bad shapes, strides or element types,
+ *    overflowing products, non-finite parameters, out-of-range or repeated rows, bad cu_seqlens,
+ *    tensors of another configuration and corrupt bytes all return a status before anything is written.
+ *  - There are no handles: every tensor, state and summary lives in the caller's memory, described by
+ *    an hla_tensor ([B, T, H, D] sequences, [R, H, D] steps, [rows, n] states and summaries). The
+ *    library keeps no pointer after a call returns. Tensors a call writes must not overlap its inputs.
+ *  - A state row is plain numbers (docs/state-layout.md): copy, move, send or checkpoint it as such;
+ *    hla_state_serialize adds a header, the configuration and a checksum for storage.
+ *  - Calls on distinct memory may run on distinct threads at once. The library parallelises each call
+ *    over sequences x kv heads on a small pool of threads that spin briefly between calls
+ *    (HLA_NUM_THREADS caps them) and sets OpenBLAS to one thread.
  */
 #ifndef HLA_H
 #define HLA_H
@@ -38,179 +39,212 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Version of this header and of the library built with it (hla_version() returns the library's).
+ * These three lines are the single source of truth: the library, the Python package and the
+ * serialized format read them. A change of MAJOR means an incompatible ABI or state layout. */
+#define HLA_VERSION_MAJOR 1
+#define HLA_VERSION_MINOR 0
+#define HLA_VERSION_PATCH 0
+
+/* Largest number of dimensions of an hla_tensor. */
+#define HLA_MAX_NDIM 4
+
 /* Status of every entry point (0 = success). hla_status_string() names it and
- * hla_last_error() gives the message of the calling thread's most recent failure. */
+ * hla_last_error() gives the message of the calling thread's most recent failure.
+ * Codes are only ever added at the end. */
 typedef enum hla_status {
     HLA_OK = 0,
     HLA_ERR_NULL_POINTER = 1,     /* a required pointer argument was NULL */
-    HLA_ERR_INVALID_ARGUMENT = 2, /* a size, option or parameter is out of range or not finite */
+    HLA_ERR_INVALID_ARGUMENT = 2, /* a size, shape, option or parameter is out of range or not finite */
     HLA_ERR_OVERFLOW = 3,         /* a size product or stride extent does not fit in 64 bits */
-    HLA_ERR_MISMATCH = 4,         /* a state or segment of another configuration or dtype */
+    HLA_ERR_MISMATCH = 4,         /* tensors or serialized bytes of another configuration or shape */
     HLA_ERR_CORRUPT = 5,          /* serialized bytes truncated, corrupt, or of another version */
     HLA_ERR_BUFFER_TOO_SMALL = 6, /* the caller's buffer is smaller than the required size */
-    HLA_ERR_OUT_OF_MEMORY = 7     /* an allocation failed */
+    HLA_ERR_OUT_OF_MEMORY = 7,    /* an allocation failed */
+    HLA_ERR_DTYPE = 8             /* an element type the argument does not accept, or mixed types */
 } hla_status;
 
-/* Operators (SPEC.md section 2). */
+/* Operators (docs/spec.md section 2). */
 typedef enum hla_op {
     HLA_OP_HLA2 = 0, /* second order, A A^T V (ridge allowed) */
     HLA_OP_AHLA = 1, /* asymmetric second order, A A V */
     HLA_OP_HLA3 = 2  /* third order, A A^T A V */
 } hla_op;
 
-/* Element type of inputs, outputs and state of one call. */
+/* Element type of a tensor. q, k, v and output share one of the four floating types; states and
+ * summaries are float64 for float64 inputs and float32 otherwise (bfloat16/float16 inputs are widened
+ * on load, accumulated in float32 and rounded once on store). Index tensors (cu_seqlens, rows,
+ * lengths) are int64, or int32 where documented. Values are only ever added at the end. */
 typedef enum hla_dtype {
     HLA_FLOAT32 = 0,
-    HLA_FLOAT64 = 1
+    HLA_FLOAT64 = 1,
+    HLA_BFLOAT16 = 2,
+    HLA_FLOAT16 = 3,
+    HLA_INT64 = 4,
+    HLA_INT32 = 5
 } hla_dtype;
 
-/* Execution path of hla_forward (SPEC.md section 4); all give the same result. */
+/* Execution path of hla_forward (docs/spec.md section 4); all give the same result. */
 typedef enum hla_path {
     HLA_PATH_CHUNKED = 0, /* dense intra-chunk products, carry between chunks (default) */
     HLA_PATH_SERIAL = 1,  /* one token at a time through the streaming recurrence */
-    HLA_PATH_SCAN = 2     /* chunk summaries in parallel, exclusive scan of combine, then chunks */
+    HLA_PATH_SCAN = 2     /* chunk summaries, exclusive scan of combine, then chunks from their carry-in */
 } hla_path;
 
-/* Configuration of a state, segment or call. Always start from hla_config_init(),
- * which fills the defaults below, then set the fields you need. */
-typedef struct hla_config {
-    int32_t op;         /* hla_op; default HLA_OP_HLA2 */
-    int32_t dtype;      /* hla_dtype; default HLA_FLOAT32 */
-    int32_t masked;     /* 1 = strictly causal (default), 0 = unmasked */
-    int32_t normalize;  /* 1 = divide by the value-free sum plus eps; default 0 */
-    int64_t batch;      /* B >= 1; default 1 */
-    int64_t heads;      /* H >= 1 query heads; default 1 */
-    int64_t kv_heads;   /* Hkv >= 1 dividing H, or 0 meaning H (default 0) */
-    int64_t dk;         /* query/key features >= 1; default 64 */
-    int64_t dv;         /* value features >= 1; default 64 */
-    double scale;       /* multiplies every query; finite; default 1.0 */
-    double decay;       /* gamma in (0, 1]; default 1.0 */
-    double ridge;       /* lambda >= 0, hla2 only; default 0.0 */
-    double eps;         /* > 0, used when normalize = 1; default 1e-6 */
-    int64_t chunk_size; /* >= 0: chunk length of hla_forward/hla_summarize, 0 = automatic
-                           (default); values above 1024 act as 1024; states ignore it */
-} hla_config;
+/* A strided view of caller memory, after DLPack's DLTensor: the element at index (i0, i1, ...) is
+ * data[i0 * strides[0] + i1 * strides[1] + ...] (strides in elements, may be zero or negative for
+ * inputs; outputs must not write one element twice). Entries at and past ndim are ignored.
+ * hla_tensor_init fills one from a shape and optional strides. The library never keeps a pointer to a
+ * tensor or its data after a call returns. */
+typedef struct hla_tensor {
+    void *data;                      /* element [0, 0, ...]; never NULL for a tensor that is read or written */
+    int32_t dtype;                   /* hla_dtype */
+    int32_t ndim;                    /* 1 <= ndim <= HLA_MAX_NDIM */
+    int64_t shape[HLA_MAX_NDIM];     /* sizes, >= 0 */
+    int64_t strides[HLA_MAX_NDIM];   /* element strides */
+} hla_tensor;
 
-/* Streaming state: constant-size prefix statistics of every (batch, head). A handle made by
- * hla_state_create / _clone / _deserialize / _from_segment and freed by hla_state_destroy.
- * Its fields are private to the library: never read, write or copy them. */
-typedef struct hla_state { uint64_t private_tag; void *private_impl; } hla_state;
-/* Summary of one segment of a sequence (hla_summarize), combinable with hla_segment_combine().
- * A handle freed by hla_segment_destroy; its fields are private to the library. */
-typedef struct hla_segment { uint64_t private_tag; void *private_impl; } hla_segment;
+/* Configuration of an operator: everything but the shapes and element types, which the tensors carry.
+ * Always start from hla_config_init(&cfg, sizeof cfg), which fills the defaults below and records the
+ * struct size the caller was compiled with, then set the fields you need. New fields are only ever
+ * added at the end; a library given a larger struct accepts it when the fields it does not know are 0. */
+typedef struct hla_config {
+    uint32_t struct_size; /* sizeof(hla_config) as compiled by the caller; set by hla_config_init */
+    int32_t op;           /* hla_op; default HLA_OP_HLA2 */
+    int32_t masked;       /* 1 = strictly causal (default), 0 = unmasked */
+    int32_t normalize;    /* 1 = divide by the value-free sum plus eps; default 0 */
+    int64_t heads;        /* H >= 1 query heads; default 1 */
+    int64_t kv_heads;     /* Hkv >= 1 dividing H, or 0 meaning H (default 0) */
+    int64_t dk;           /* query/key features >= 1; default 64 */
+    int64_t dv;           /* value features >= 1; default 64 */
+    double scale;         /* multiplies every query; finite; default 1.0 */
+    double decay;         /* gamma in (0, 1]; default 1.0 */
+    double ridge;         /* lambda >= 0, hla2 only; default 0.0 */
+    double eps;           /* > 0, used when normalize = 1; default 1e-6 */
+    int64_t chunk_size;   /* >= 0: chunk length of the chunked and scan paths, 0 = automatic (default);
+                             values above 1024 act as 1024 */
+} hla_config;
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Version of the library, MAJOR.MINOR.PATCH (static storage, never freed). */
+/* Version of the loaded library, "MAJOR.MINOR.PATCH" (static storage, never freed). Compare with the
+ * HLA_VERSION_* macros of the header you compiled against: the MAJOR numbers must agree. */
 const char *hla_version(void);
 
-/* Constant name of a status code, e.g. HLA_ERR_NULL_POINTER; HLA_ERR_UNKNOWN for any other value. */
+/* Constant name of a status code, e.g. "HLA_ERR_NULL_POINTER"; "HLA_ERR_UNKNOWN" for any other value. */
 const char *hla_status_string(hla_status status);
 
-/* Message of the most recent failed call of the calling thread (an empty string if none), naming the function and the
+/* Message of the calling thread's most recent failed call ("" if none), naming the function and the
  * argument. Owned by the library; valid until the next failing call on the same thread. */
 const char *hla_last_error(void);
 
-/* Fill *cfg with the defaults: hla2, float32, masked, not normalized, B = H = 1, kv_heads 0 (= H),
- * dk = dv = 64, scale 1, decay 1, ridge 0, eps 1e-6, chunk_size 0 (automatic). */
-hla_status hla_config_init(hla_config *cfg);
+/* Fill *cfg with the defaults (hla2, masked, not normalized, H = 1, kv_heads 0 = H, dk = dv = 64,
+ * scale 1, decay 1, ridge 0, eps 1e-6, chunk_size 0 = automatic) and set cfg->struct_size = size.
+ * Pass size = sizeof(hla_config) as your compiler sees it; bytes past the fields this library knows
+ * are zeroed. */
+hla_status hla_config_init(hla_config *cfg, size_t size);
 
 /* Check every field of *cfg (ranges, finiteness, size products) without allocating anything. */
 hla_status hla_config_validate(const hla_config *cfg);
 
-/* New zeroed state for *cfg (chunk_size is ignored). On success *result owns a handle that the caller
- * frees with hla_state_destroy; on failure *result is set to NULL. */
-hla_status hla_state_create(const hla_config *cfg, hla_state **result);
+/* Fill *t with data, dtype and a shape of ndim sizes, and strides (element strides; NULL means
+ * C-contiguous). Checks ndim, dtype, sizes >= 0 and that the extent fits in 64 bits. data may be NULL
+ * (a tensor to be described by hla_*_deserialize). */
+hla_status hla_tensor_init(hla_tensor *t, void *data, int32_t dtype, int32_t ndim,
+                           const int64_t *shape, const int64_t *strides);
 
-/* Free a state and everything it holds. NULL is a no-op; so is a pointer that is not a live state handle. */
-void hla_state_destroy(hla_state *state);
+/* Elements n of one sequence's state for *cfg (docs/state-layout.md): a state of N sequences is an
+ * [N, n] tensor, float32 (float64 for float64 inputs). */
+hla_status hla_state_elements(const hla_config *cfg, int64_t *result);
 
-/* Zero the statistics and the token count, as if newly created. */
-hla_status hla_state_reset(hla_state *state);
+/* Elements m of one segment's summary for *cfg: the state blocks plus the extra blocks combine needs. */
+hla_status hla_summary_elements(const hla_config *cfg, int64_t *result);
 
-/* Deep copy of a state into a new handle *result (freed with hla_state_destroy). */
-hla_status hla_state_clone(const hla_state *state, hla_state **result);
+/* Run whole sequences through path (hla_path). q [B,T,H,dk], k [B,T,Hkv,dk], v [B,T,Hkv,dv] of one
+ * floating dtype; output [B,T,H,dv] of the same dtype, not overlapping the inputs. cu_seqlens: NULL, or
+ * int64/int32 [N+1] strictly increasing offsets from 0 to T with B = 1: N packed sequences, each computed
+ * as if alone (no work on padding). initial: NULL (zero prefix) or a state tensor [slots, n] read before
+ * the first token; final: NULL or a state tensor [slots, n] that receives the state after the last token
+ * (may be the same memory as initial: a prefill in place). States are float32 (float64 for float64
+ * inputs) with n = hla_state_elements(cfg). rows: NULL (sequence i uses row i) or int64/int32 [N]
+ * distinct row indices, applied to initial and final alike (continuous batching). */
+hla_status hla_forward(const hla_config *cfg, int32_t path, const hla_tensor *q,
+                       const hla_tensor *k, const hla_tensor *v, const hla_tensor *output,
+                       const hla_tensor *cu_seqlens, const hla_tensor *initial,
+                       const hla_tensor *final_state, const hla_tensor *rows);
 
-/* Copy the configuration of the state into *result (chunk_size is 0). */
-hla_status hla_state_get_config(const hla_state *state, hla_config *result);
+/* Consume one token of R sequences: q [R,H,dk], k [R,Hkv,dk], v [R,Hkv,dv] (one floating dtype);
+ * output [R,H,dv] of the same dtype. state: [slots, n] tensor advanced in place (float32, or float64 for
+ * float64 inputs). rows: NULL (sequence i is row i, R <= slots) or int64/int32 [R] distinct rows to
+ * read and advance (continuous batching: step only the live sequences of a cache).
+ * O(dk^2 + dk*dv) per head (O(dk*dv) for masked ahla); nothing proportional to tokens seen. */
+hla_status hla_step(const hla_config *cfg, const hla_tensor *q, const hla_tensor *k,
+                    const hla_tensor *v, const hla_tensor *output, const hla_tensor *state,
+                    const hla_tensor *rows);
 
-/* Bytes of prefix statistics the state holds in memory (independent of the tokens consumed). */
-hla_status hla_state_nbytes(const hla_state *state, int64_t *result);
+/* Brute-force evaluation of the index sums (accumulated in double, rounded once to the output dtype),
+ * for parity checks: O(T^2 (T + d)) per head. Tensors and cu_seqlens as in hla_forward; T <= 16384. */
+hla_status hla_reference(const hla_config *cfg, const hla_tensor *q, const hla_tensor *k,
+                         const hla_tensor *v, const hla_tensor *output,
+                         const hla_tensor *cu_seqlens);
 
-/* Tokens consumed since creation or reset (a state made from a segment counts the tokens of the segment). */
-hla_status hla_state_tokens(const hla_state *state, int64_t *result);
+/* Zero rows of a state tensor [slots, n] (a fresh sequence): rows NULL = every row, else int64/int32
+ * [R] distinct row indices. */
+hla_status hla_state_reset_rows(const hla_config *cfg, const hla_tensor *state,
+                                const hla_tensor *rows);
 
-/* Serialize a state. *written always receives the required size; pass buffer = NULL and capacity = 0 to
- * query it. HLA_ERR_BUFFER_TOO_SMALL if capacity is smaller. The bytes are versioned, little-endian,
- * carry the configuration and a checksum. */
-hla_status hla_state_serialize(const hla_state *state, void *buffer, size_t capacity,
+/* Copy rows of a state tensor [slots, n] within it: row dst_rows[i] receives what row src_rows[i]
+ * held before the call (beam search, speculative decoding). src_rows and dst_rows: int64/int32 [R];
+ * dst_rows distinct, src_rows may repeat and may overlap dst_rows. */
+hla_status hla_state_copy_rows(const hla_config *cfg, const hla_tensor *state,
+                               const hla_tensor *src_rows, const hla_tensor *dst_rows);
+
+/* Serialize rows of a state tensor [slots, n] (rows NULL = every row, else int64/int32 [R]) with the
+ * configuration, format version and a checksum. *written always receives the required size; pass
+ * buffer = NULL and capacity = 0 to query it; HLA_ERR_BUFFER_TOO_SMALL if capacity is smaller. */
+hla_status hla_state_serialize(const hla_config *cfg, const hla_tensor *state,
+                               const hla_tensor *rows, void *buffer, size_t capacity,
                                size_t *written);
 
-/* New state *result from size serialized bytes; HLA_ERR_CORRUPT on truncation, any changed byte,
- * another version or an invalid configuration. */
-hla_status hla_state_deserialize(const void *buffer, size_t size, hla_state **result);
+/* Read size serialized bytes of state rows. Always verifies them (HLA_ERR_CORRUPT on truncation, any
+ * changed byte, another format version or an invalid configuration) and writes their configuration to
+ * *cfg (which hla_config_init must have sized). If state->data is NULL, describes the rows in *state
+ * (dtype, shape [R, n], contiguous strides) and returns; else copies them into rows 0..R-1 of *state. */
+hla_status hla_state_deserialize(const void *buffer, size_t size, hla_config *cfg,
+                                 hla_tensor *state);
 
-/* Consume one token for every (batch, head): q [B,H,Dk], k [B,Hkv,Dk], v [B,Hkv,Dv] in the dtype of the state;
- * output [B,H,Dv] (not overlapping the inputs) receives the outputs. Strides: 3 element strides each,
- * or NULL for C-contiguous.
- * O(dk^2 + dk<em>dv) per head (O(dk</em>dv) for masked ahla); no allocation proportional to tokens seen. */
-hla_status hla_state_step(hla_state *state, const void *q, const int64_t *q_strides, const void *k,
-                          const int64_t *k_strides, const void *v, const int64_t *v_strides,
-                          void *output, const int64_t *output_strides);
+/* Summaries of N segments (a batch [B,T,...] gives N = B; cu_seqlens as in hla_forward gives the N
+ * packed sequences): tensors q, k, v as in hla_forward, summary [N, m] (m = hla_summary_elements(cfg);
+ * float32, or float64 for float64 inputs) receives one row per segment, lengths (NULL or int64 [N])
+ * each segment's token count. Segments of one sequence can be summarized anywhere in parallel. */
+hla_status hla_summarize(const hla_config *cfg, const hla_tensor *q, const hla_tensor *k,
+                         const hla_tensor *v, const hla_tensor *cu_seqlens,
+                         const hla_tensor *summary, const hla_tensor *lengths);
 
-/* Run T >= 1 tokens through path (hla_path). Tensors: q [B,T,H,Dk], k [B,T,Hkv,Dk], v [B,T,Hkv,Dv],
- * output [B,T,H,Dv], each with 4 element strides or NULL for C-contiguous (any strides: [B,H,T,D] views and
- * fused QKV buffers are read in place). initial may be NULL (zero prefix) or a state of the same
- * configuration (chunk_size aside), read only. final_state may be NULL or a state of the same
- * configuration that receives the state after the last token; it may be the same handle as initial.
- * output must not overlap q, k or v. On failure output and final_state are unspecified (final_state
- * remains a valid state). */
-hla_status hla_forward(const hla_config *cfg, int64_t T, int32_t path, const void *q,
-                       const int64_t *q_strides, const void *k, const int64_t *k_strides,
-                       const void *v, const int64_t *v_strides, void *output,
-                       const int64_t *output_strides, const hla_state *initial,
-                       hla_state *final_state);
+/* Row by row, result = a followed by b (associative: (a b) c = a (b c); not commutative). a, b, result:
+ * summary tensors [N, m] of one dtype (result may be the same memory as a or b); a_lengths, b_lengths:
+ * int64/int32 [N]; result_lengths: NULL or int64 [N] receiving a_lengths + b_lengths (may be a_lengths). */
+hla_status hla_summary_combine(const hla_config *cfg, const hla_tensor *a,
+                               const hla_tensor *a_lengths, const hla_tensor *b,
+                               const hla_tensor *b_lengths, const hla_tensor *result,
+                               const hla_tensor *result_lengths);
 
-/* Brute-force evaluation of the index sums of the operators (accumulated in double, written in the dtype),
- * for parity checks: O(T^2 (T + d)) per head. Same tensors as hla_forward; T <= 16384. */
-hla_status hla_reference(const hla_config *cfg, int64_t T, const void *q, const int64_t *q_strides,
-                         const void *k, const int64_t *k_strides, const void *v,
-                         const int64_t *v_strides, void *output, const int64_t *output_strides);
+/* The carry-in after each segment: state rows (rows NULL = rows 0..N-1, else int64/int32 [N] distinct)
+ * of a state tensor [slots, n] receive the state blocks of summary rows [N, m] (same dtype). */
+hla_status hla_summary_to_state(const hla_config *cfg, const hla_tensor *summary,
+                                const hla_tensor *state, const hla_tensor *rows);
 
-/* Summary *result of a segment of T >= 1 tokens (tensors as in hla_forward, no output). Segments of
- * one sequence can be summarized anywhere in parallel; free with hla_segment_destroy. */
-hla_status hla_summarize(const hla_config *cfg, int64_t T, const void *q, const int64_t *q_strides,
-                         const void *k, const int64_t *k_strides, const void *v,
-                         const int64_t *v_strides, hla_segment **result);
-
-/* Summary *result of segment a followed by segment b (associative: (a b) c = a (b c); not commutative).
- * Both must have the same configuration. a and b are unchanged. */
-hla_status hla_segment_combine(const hla_segment *a, const hla_segment *b, hla_segment **result);
-
-/* Free a segment. NULL is a no-op; so is a pointer that is not a live segment handle. */
-void hla_segment_destroy(hla_segment *segment);
-
-/* Copy the configuration of the segment into *result (chunk_size is 0). */
-hla_status hla_segment_get_config(const hla_segment *segment, hla_config *result);
-
-/* Tokens the segment summarizes. */
-hla_status hla_segment_length(const hla_segment *segment, int64_t *result);
-
-/* Bytes of statistics the segment holds (independent of its length). */
-hla_status hla_segment_nbytes(const hla_segment *segment, int64_t *result);
-
-/* Serialize a segment; same protocol as hla_state_serialize. */
-hla_status hla_segment_serialize(const hla_segment *segment, void *buffer, size_t capacity,
+/* Serialize summary rows [N, m] with their lengths (int64/int32 [N]); same protocol as hla_state_serialize. */
+hla_status hla_summary_serialize(const hla_config *cfg, const hla_tensor *summary,
+                                 const hla_tensor *lengths, void *buffer, size_t capacity,
                                  size_t *written);
 
-/* New segment *result from serialized bytes; same checks as hla_state_deserialize. */
-hla_status hla_segment_deserialize(const void *buffer, size_t size, hla_segment **result);
-
-/* New state *result holding the prefix statistics after the segment: the carry-in for the tokens that
- * follow it (pass it as initial to hla_forward, or step it). */
-hla_status hla_state_from_segment(const hla_segment *segment, hla_state **result);
+/* Read serialized summary rows; same protocol as hla_state_deserialize, and lengths (int64 [R]) receives
+ * the segment lengths (described, like summary, when summary->data is NULL). */
+hla_status hla_summary_deserialize(const void *buffer, size_t size, hla_config *cfg,
+                                   hla_tensor *summary, hla_tensor *lengths);
 
 #ifdef __cplusplus
 } /* extern "C" */

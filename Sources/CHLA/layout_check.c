@@ -2,7 +2,8 @@
  * (the Swift engine and foreign hosts both rely on it). */
 #include "hla_types.h"
 
-_Static_assert(sizeof(hla_config) == 4 * 4 + 5 * 8 + 4 * 8 + 8, "hla_config layout");
-_Static_assert(offsetof(hla_config, batch) == 16, "hla_config.batch offset");
-_Static_assert(offsetof(hla_config, scale) == 56, "hla_config.scale offset");
-_Static_assert(sizeof(hla_state) == 16 && sizeof(hla_segment) == 16, "handle layout");
+_Static_assert(sizeof(hla_config) == 4 * 4 + 4 * 8 + 4 * 8 + 8, "hla_config layout");
+_Static_assert(offsetof(hla_config, heads) == 16, "hla_config.heads offset");
+_Static_assert(offsetof(hla_config, scale) == 48, "hla_config.scale offset");
+_Static_assert(sizeof(hla_tensor) == 8 + 4 + 4 + 2 * 8 * HLA_MAX_NDIM, "hla_tensor layout");
+_Static_assert(offsetof(hla_tensor, shape) == 16, "hla_tensor.shape offset");

@@ -1,47 +1,61 @@
 import CHLA
 
-/// Run T >= 1 tokens through path (hla_path). Tensors: q [B,T,H,Dk], k [B,T,Hkv,Dk], v [B,T,Hkv,Dv],
-/// output [B,T,H,Dv], each with 4 element strides or NULL for C-contiguous (any strides: [B,H,T,D] views and
-/// fused QKV buffers are read in place). initial may be NULL (zero prefix) or a state of the same
-/// configuration (chunk_size aside), read only. final_state may be NULL or a state of the same
-/// configuration that receives the state after the last token; it may be the same handle as initial.
-/// output must not overlap q, k or v. On failure output and final_state are unspecified (final_state
-/// remains a valid state).
-@c public func hla_forward(_ cfg: UnsafePointer<hla_config>?, _ T: Int64, _ path: Int32,
-                           _ q: UnsafeRawPointer?, _ q_strides: UnsafePointer<Int64>?,
-                           _ k: UnsafeRawPointer?, _ k_strides: UnsafePointer<Int64>?,
-                           _ v: UnsafeRawPointer?, _ v_strides: UnsafePointer<Int64>?,
-                           _ output: UnsafeMutableRawPointer?, _ output_strides: UnsafePointer<Int64>?,
-                           _ initial: UnsafePointer<hla_state>?, _ final_state: UnsafeMutablePointer<hla_state>?) -> hla_status {
+/// Run whole sequences through path (hla_path). q [B,T,H,dk], k [B,T,Hkv,dk], v [B,T,Hkv,dv] of one
+/// floating dtype; output [B,T,H,dv] of the same dtype, not overlapping the inputs. cu_seqlens: NULL, or
+/// int64/int32 [N+1] strictly increasing offsets from 0 to T with B = 1: N packed sequences, each computed
+/// as if alone (no work on padding). initial: NULL (zero prefix) or a state tensor [slots, n] read before
+/// the first token; final: NULL or a state tensor [slots, n] that receives the state after the last token
+/// (may be the same memory as initial: a prefill in place). States are float32 (float64 for float64
+/// inputs) with n = hla_state_elements(cfg). rows: NULL (sequence i uses row i) or int64/int32 [N]
+/// distinct row indices, applied to initial and final alike (continuous batching).
+@c public func hla_forward(_ cfg: UnsafePointer<hla_config>?, _ path: Int32,
+                           _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
+                           _ output: UnsafePointer<hla_tensor>?, _ cu_seqlens: UnsafePointer<hla_tensor>?,
+                           _ initial: UnsafePointer<hla_tensor>?, _ final_state: UnsafePointer<hla_tensor>?,
+                           _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
     guarded("hla_forward") { () throws(HLAError) in
         let c = try config(cfg)
-        let n = try tokens(T)
         guard path >= 0 && path <= 2 else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
-        let ini = try initial.map { (p) throws(HLAError) -> Stats in try object(p, tag: stateTag, name: "initial") }
-        let fin = try final_state.map { (p) throws(HLAError) -> Stats in try object(p, tag: stateTag, name: "final_state") }
-        for (s, name) in [(ini, "initial"), (fin, "final_state")] {
-            if let s, !s.cfg.compatible(c) {
-                throw .mismatch("\(name) has configuration {\(s.cfg.summary)}, the call has {\(c.summary)}")
-            }
+        let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: output, needsOut: true, cuSeqlens: cu_seqlens)
+        let n = Engine.elements(c, summary: false), N = x.seqs.count
+        let ini = try initial.map { (p) throws(HLAError) in try Engine.block(p, "initial", n: n, compute: x.compute, count: N, rows: rows) }
+        let fin = try final_state.map { (p) throws(HLAError) in
+            let b = try Engine.block(p, "final", n: n, compute: x.compute, count: N, rows: rows)
+            try b.view.expectWritable()
+            return b
         }
-        try Engine.forward(c, nT: n, path: path,
-                           Engine.Tensors(q: q, qs: q_strides, k: k, ks: k_strides, v: v, vs: v_strides,
-                                          out: output, os: output_strides, needsOut: true),
-                           initial: ini, final: fin)
+        if rows != nil && ini == nil && fin == nil { throw .invalid("rows given without an initial or final state") }
+        try dispatch(c, x.compute, ForwardJob(c: c, path: path, x: x, initial: ini, final: fin))
     }
 }
 
-/// Brute-force evaluation of the index sums of the operators (accumulated in double, written in the dtype),
-/// for parity checks: O(T^2 (T + d)) per head. Same tensors as hla_forward; T <= 16384.
-@c public func hla_reference(_ cfg: UnsafePointer<hla_config>?, _ T: Int64,
-                             _ q: UnsafeRawPointer?, _ q_strides: UnsafePointer<Int64>?,
-                             _ k: UnsafeRawPointer?, _ k_strides: UnsafePointer<Int64>?,
-                             _ v: UnsafeRawPointer?, _ v_strides: UnsafePointer<Int64>?,
-                             _ output: UnsafeMutableRawPointer?, _ output_strides: UnsafePointer<Int64>?) -> hla_status {
+/// Consume one token of R sequences: q [R,H,dk], k [R,Hkv,dk], v [R,Hkv,dv] (one floating dtype);
+/// output [R,H,dv] of the same dtype. state: [slots, n] tensor advanced in place (float32, or float64 for
+/// float64 inputs). rows: NULL (sequence i is row i, R <= slots) or int64/int32 [R] distinct rows to
+/// read and advance (continuous batching: step only the live sequences of a cache).
+/// O(dk^2 + dk*dv) per head (O(dk*dv) for masked ahla); nothing proportional to tokens seen.
+@c public func hla_step(_ cfg: UnsafePointer<hla_config>?,
+                        _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
+                        _ output: UnsafePointer<hla_tensor>?, _ state: UnsafePointer<hla_tensor>?,
+                        _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
+    guarded("hla_step") { () throws(HLAError) in
+        let c = try config(cfg)
+        let x = try Engine.inputs(c, rank: 3, q: q, k: k, v: v, out: output, needsOut: true)
+        let st = try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: x.compute,
+                                  count: x.seqs.count, rows: rows)
+        try st.view.expectWritable()
+        try dispatch(c, x.compute, StepJob(c: c, x: x, state: st))
+    }
+}
+
+/// Brute-force evaluation of the index sums (accumulated in double, rounded once to the output dtype),
+/// for parity checks: O(T^2 (T + d)) per head. Tensors and cu_seqlens as in hla_forward; T <= 16384.
+@c public func hla_reference(_ cfg: UnsafePointer<hla_config>?,
+                             _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
+                             _ output: UnsafePointer<hla_tensor>?, _ cu_seqlens: UnsafePointer<hla_tensor>?) -> hla_status {
     guarded("hla_reference") { () throws(HLAError) in
         let c = try config(cfg)
-        let n = try tokens(T)
-        try Engine.reference(c, nT: n, Engine.Tensors(q: q, qs: q_strides, k: k, ks: k_strides, v: v, vs: v_strides,
-                                                      out: output, os: output_strides, needsOut: true))
+        let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: output, needsOut: true, cuSeqlens: cu_seqlens)
+        try dispatch(c, x.compute, ReferenceJob(c: c, x: x))
     }
 }

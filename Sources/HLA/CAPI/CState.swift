@@ -1,107 +1,77 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CHLA
 
-/// New zeroed state for *cfg (chunk_size is ignored). On success *result owns a handle that the caller
-/// frees with hla_state_destroy; on failure *result is set to NULL.
-@c public func hla_state_create(_ cfg: UnsafePointer<hla_config>?,
-                                _ result: UnsafeMutablePointer<UnsafeMutablePointer<hla_state>?>?) -> hla_status {
-    guarded("hla_state_create") { () throws(HLAError) in
-        guard let result else { throw .null("result") }
-        result.pointee = nil
-        guard let cfg else { throw .null("cfg") }
-        var c = cfg.pointee
-        c.chunk_size = 0   // a state has no chunk length
-        let s = try Stats(.state, try Config(c))
-        result.pointee = try makeHandle(s, tag: stateTag).assumingMemoryBound(to: hla_state.self)
+/// The state tensor's dtype: float32 or float64 (the dtype the caller's inputs imply).
+private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(HLAError) -> DType {
+    let t = try TensorView(p, name, ndim: 2)
+    guard t.dtype == .float32 || t.dtype == .float64 else {
+        throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name): states are float32 or float64")
+    }
+    return t.dtype
+}
+
+/// Zero rows of a state tensor [slots, n] (a fresh sequence): rows NULL = every row, else int64/int32
+/// [R] distinct row indices.
+@c public func hla_state_reset_rows(_ cfg: UnsafePointer<hla_config>?, _ state: UnsafePointer<hla_tensor>?,
+                                    _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
+    guarded("hla_state_reset_rows") { () throws(HLAError) in
+        let c = try config(cfg)
+        let dt = try stateDType(state, "state")
+        let count = try rows != nil ? TensorView(rows, "rows", ndim: 1).shape[0] : rowCount(state, "state")
+        let b = try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: dt, count: count, rows: rows)
+        try b.view.expectWritable()
+        for i in 0..<count { memset(b.row(i), 0, b.rowBytes) }
     }
 }
 
-/// Free a state and everything it holds. NULL is a no-op; so is a pointer that is not a live state handle.
-@c public func hla_state_destroy(_ state: UnsafeMutablePointer<hla_state>?) {
-    destroyHandle(state.map { UnsafeMutableRawPointer($0) }, tag: stateTag)
-}
-
-/// Zero the statistics and the token count, as if newly created.
-@c public func hla_state_reset(_ state: UnsafeMutablePointer<hla_state>?) -> hla_status {
-    guarded("hla_state_reset") { () throws(HLAError) in
-        try object(state, tag: stateTag, name: "state").reset()
+/// Copy rows of a state tensor [slots, n] within it: row dst_rows[i] receives what row src_rows[i]
+/// held before the call (beam search, speculative decoding). src_rows and dst_rows: int64/int32 [R];
+/// dst_rows distinct, src_rows may repeat and may overlap dst_rows.
+@c public func hla_state_copy_rows(_ cfg: UnsafePointer<hla_config>?, _ state: UnsafePointer<hla_tensor>?,
+                                   _ src_rows: UnsafePointer<hla_tensor>?, _ dst_rows: UnsafePointer<hla_tensor>?) -> hla_status {
+    guarded("hla_state_copy_rows") { () throws(HLAError) in
+        let c = try config(cfg)
+        let dt = try stateDType(state, "state")
+        let n = Engine.elements(c, summary: false)
+        let src = try TensorView(src_rows, "src_rows", ndim: 1).integers()
+        let dst = try Engine.block(state, "state", n: n, compute: dt, count: src.count, rows: dst_rows, rowsName: "dst_rows")
+        try dst.view.expectWritable()
+        let slots = dst.view.shape[0]
+        for (i, r) in src.enumerated() where r < 0 || r >= slots {
+            throw .invalid("src_rows[\(i)] = \(r) is outside the state's \(slots) rows")
+        }
+        let rb = dst.rowBytes
+        guard let tmp = malloc(max(try checkedMul(rb, src.count, "row copy"), 1)) else { throw .noMemory(rb * src.count) }
+        defer { free(tmp) }
+        for (i, r) in src.enumerated() { memcpy(tmp + i * rb, dst.view.raw + r * dst.stride * dt.size, rb) }
+        for i in 0..<src.count { memcpy(dst.row(i), tmp + i * rb, rb) }
     }
 }
 
-/// Deep copy of a state into a new handle *result (freed with hla_state_destroy).
-@c public func hla_state_clone(_ state: UnsafePointer<hla_state>?,
-                               _ result: UnsafeMutablePointer<UnsafeMutablePointer<hla_state>?>?) -> hla_status {
-    guarded("hla_state_clone") { () throws(HLAError) in
-        guard let result else { throw .null("result") }
-        result.pointee = nil
-        let s = try object(state, tag: stateTag, name: "state").copy()
-        result.pointee = try makeHandle(s, tag: stateTag).assumingMemoryBound(to: hla_state.self)
-    }
-}
-
-/// Copy the configuration of the state into *result (chunk_size is 0).
-@c public func hla_state_get_config(_ state: UnsafePointer<hla_state>?,
-                                    _ result: UnsafeMutablePointer<hla_config>?) -> hla_status {
-    guarded("hla_state_get_config") { () throws(HLAError) in
-        let s = try object(state, tag: stateTag, name: "state")
-        guard let result else { throw .null("result") }
-        var c = s.cfg.c
-        c.chunk_size = 0
-        result.pointee = c
-    }
-}
-
-/// Bytes of prefix statistics the state holds in memory (independent of the tokens consumed).
-@c public func hla_state_nbytes(_ state: UnsafePointer<hla_state>?, _ result: UnsafeMutablePointer<Int64>?) -> hla_status {
-    guarded("hla_state_nbytes") { () throws(HLAError) in
-        let s = try object(state, tag: stateTag, name: "state")
-        guard let result else { throw .null("result") }
-        result.pointee = Int64(s.nbytes)
-    }
-}
-
-/// Tokens consumed since creation or reset (a state made from a segment counts the tokens of the segment).
-@c public func hla_state_tokens(_ state: UnsafePointer<hla_state>?, _ result: UnsafeMutablePointer<Int64>?) -> hla_status {
-    guarded("hla_state_tokens") { () throws(HLAError) in
-        let s = try object(state, tag: stateTag, name: "state")
-        guard let result else { throw .null("result") }
-        result.pointee = Int64(s.tokens)
-    }
-}
-
-/// Serialize a state. *written always receives the required size; pass buffer = NULL and capacity = 0 to
-/// query it. HLA_ERR_BUFFER_TOO_SMALL if capacity is smaller. The bytes are versioned, little-endian,
-/// carry the configuration and a checksum.
-@c public func hla_state_serialize(_ state: UnsafePointer<hla_state>?, _ buffer: UnsafeMutableRawPointer?,
+/// Serialize rows of a state tensor [slots, n] (rows NULL = every row, else int64/int32 [R]) with the
+/// configuration, format version and a checksum. *written always receives the required size; pass
+/// buffer = NULL and capacity = 0 to query it; HLA_ERR_BUFFER_TOO_SMALL if capacity is smaller.
+@c public func hla_state_serialize(_ cfg: UnsafePointer<hla_config>?, _ state: UnsafePointer<hla_tensor>?,
+                                   _ rows: UnsafePointer<hla_tensor>?, _ buffer: UnsafeMutableRawPointer?,
                                    _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) -> hla_status {
     guarded("hla_state_serialize") { () throws(HLAError) in
-        try serialize(try object(state, tag: stateTag, name: "state"), buffer, capacity, written)
+        let c = try config(cfg)
+        let dt = try stateDType(state, "state")
+        let count = try rows != nil ? TensorView(rows, "rows", ndim: 1).shape[0] : rowCount(state, "state")
+        let b = try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: dt, count: count, rows: rows)
+        try serializeRows(c, summary: false, block: b, count: count, lengths: [], buffer, capacity, written)
     }
 }
 
-/// New state *result from size serialized bytes; HLA_ERR_CORRUPT on truncation, any changed byte,
-/// another version or an invalid configuration.
-@c public func hla_state_deserialize(_ buffer: UnsafeRawPointer?, _ size: UInt,
-                                     _ result: UnsafeMutablePointer<UnsafeMutablePointer<hla_state>?>?) -> hla_status {
+/// Read size serialized bytes of state rows. Always verifies them (HLA_ERR_CORRUPT on truncation, any
+/// changed byte, another format version or an invalid configuration) and writes their configuration to
+/// *cfg (which hla_config_init must have sized). If state->data is NULL, describes the rows in *state
+/// (dtype, shape [R, n], contiguous strides) and returns; else copies them into rows 0..R-1 of *state.
+@c public func hla_state_deserialize(_ buffer: UnsafeRawPointer?, _ size: UInt, _ cfg: UnsafeMutablePointer<hla_config>?,
+                                     _ state: UnsafeMutablePointer<hla_tensor>?) -> hla_status {
     guarded("hla_state_deserialize") { () throws(HLAError) in
-        guard let result else { throw .null("result") }
-        result.pointee = nil
-        let s = try deserialize(buffer, size, kind: .state)
-        result.pointee = try makeHandle(s, tag: stateTag).assumingMemoryBound(to: hla_state.self)
-    }
-}
-
-/// Consume one token for every (batch, head): q [B,H,Dk], k [B,Hkv,Dk], v [B,Hkv,Dv] in the dtype of the state;
-/// output [B,H,Dv] (not overlapping the inputs) receives the outputs. Strides: 3 element strides each,
-/// or NULL for C-contiguous.
-/// O(dk^2 + dk*dv) per head (O(dk*dv) for masked ahla); no allocation proportional to tokens seen.
-@c public func hla_state_step(_ state: UnsafeMutablePointer<hla_state>?,
-                              _ q: UnsafeRawPointer?, _ q_strides: UnsafePointer<Int64>?,
-                              _ k: UnsafeRawPointer?, _ k_strides: UnsafePointer<Int64>?,
-                              _ v: UnsafeRawPointer?, _ v_strides: UnsafePointer<Int64>?,
-                              _ output: UnsafeMutableRawPointer?, _ output_strides: UnsafePointer<Int64>?) -> hla_status {
-    guarded("hla_state_step") { () throws(HLAError) in
-        let s = try object(state, tag: stateTag, name: "state")
-        try Engine.step(s, Engine.Tensors(q: q, qs: q_strides, k: k, ks: k_strides, v: v, vs: v_strides,
-                                          out: output, os: output_strides, needsOut: true))
+        try deserializeRows(buffer, size, summary: false, cfg, state, destName: "state")
     }
 }

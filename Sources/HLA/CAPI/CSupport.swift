@@ -16,61 +16,97 @@ func guarded(_ function: StaticString, _ body: () throws(HLAError) -> Void) -> h
     }
 }
 
-let stateTag: UInt64 = 0x4854_4154_5341_4c48   // "HLASTATH" (little-endian bytes)
-let segmentTag: UInt64 = 0x4847_4553_5341_4c48 // "HLASSEGH"
-
-/// Wrap a Stats object in a new C handle (retained; released by the destroy entry points).
-func makeHandle(_ s: Stats, tag: UInt64) throws(HLAError) -> UnsafeMutableRawPointer {
-    guard let p = malloc(16) else { throw .noMemory(16) }
-    let h = p.assumingMemoryBound(to: UInt64.self)
-    h[0] = tag
-    (p + 8).storeBytes(of: Unmanaged.passRetained(s).toOpaque(), as: UnsafeMutableRawPointer.self)
-    return p
-}
-
-/// The Stats behind a handle, after checking it is a live handle of the expected kind.
-func object(_ p: UnsafeRawPointer?, tag: UInt64, name: String) throws(HLAError) -> Stats {
-    guard let p else { throw .null(name) }
-    guard p.load(as: UInt64.self) == tag else {
-        throw .invalid("\(name) is not a live \(tag == stateTag ? "hla_state" : "hla_segment") handle")
-    }
-    let impl = p.load(fromByteOffset: 8, as: UnsafeMutableRawPointer.self)
-    return Unmanaged<Stats>.fromOpaque(impl).takeUnretainedValue()
-}
-
-func destroyHandle(_ p: UnsafeMutableRawPointer?, tag: UInt64) {
-    guard let p, p.load(as: UInt64.self) == tag else { return }
-    let impl = p.load(fromByteOffset: 8, as: UnsafeMutableRawPointer.self)
-    Unmanaged<Stats>.fromOpaque(impl).release()
-    p.storeBytes(of: 0, as: UInt64.self)
-    free(p)
-}
+/// "MAJOR.MINOR.PATCH" from the header's version macros (the single source of truth).
+let hlaVersionString = "\(HLA_VERSION_MAJOR).\(HLA_VERSION_MINOR).\(HLA_VERSION_PATCH)"
+nonisolated(unsafe) let hlaVersionCString: UnsafePointer<CChar> = {
+    hlaVersionString.withCString { UnsafePointer(strdup($0)!) }
+}()
 
 func config(_ p: UnsafePointer<hla_config>?, name: String = "cfg") throws(HLAError) -> Config {
     guard let p else { throw .null(name) }
-    return try Config(p.pointee)
+    return try Config(p)
 }
 
-func tokens(_ n: Int64) throws(HLAError) -> Int {
-    guard n >= 1 else { throw .invalid("T = \(n) must be >= 1") }
-    guard n <= Int64(Int.max / 16) else { throw .overflow("T = \(n)") }
-    return Int(n)
+/// Number of rows a state/summary tensor holds (for calls whose sequence count is the tensor's).
+func rowCount(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(HLAError) -> Int {
+    try TensorView(p, name, ndim: 2).shape[0]
 }
 
-func serialize(_ s: Stats, _ buffer: UnsafeMutableRawPointer?, _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) throws(HLAError) {
+/// Lengths of N segments from an int64/int32 [N] tensor, each >= 0.
+func lengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, count: Int) throws(HLAError) -> [Int] {
+    let t = try TensorView(p, name, ndim: 1)
+    let v = try t.integers()
+    guard v.count == count else { throw .mismatch("\(name) has \(v.count) entries, expected \(count)") }
+    for (i, l) in v.enumerated() where l < 0 || l > Int.max / 16 {
+        throw .invalid("\(name)[\(i)] = \(l) is not a segment length")
+    }
+    return v
+}
+
+/// Write N lengths into a writable int64 [N] tensor.
+func writeLengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, _ values: [Int]) throws(HLAError) {
+    let t = try TensorView(p, name, ndim: 1)
+    guard t.dtype == .int64 else { throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name), expected int64") }
+    try t.expectShape([values.count], "one length per sequence")
+    try t.expectWritable()
+    let q = t.raw.assumingMemoryBound(to: Int64.self)
+    for (i, v) in values.enumerated() { q[i * t.strides[0]] = Int64(v) }
+}
+
+/// Write a configuration into a caller's struct that hla_config_init sized.
+func writeConfig(_ c: hla_config, to p: UnsafeMutablePointer<hla_config>?) throws(HLAError) {
+    guard let p else { throw .null("cfg") }
+    let size = Int(p.pointee.struct_size)
+    guard size >= Config.structSize, size <= 1 << 16 else {
+        throw .invalid("cfg.struct_size = \(size): initialise cfg with hla_config_init(&cfg, sizeof cfg) first")
+    }
+    let raw = UnsafeMutableRawPointer(p)
+    memset(raw + Config.structSize, 0, size - Config.structSize)
+    var v = c
+    v.struct_size = UInt32(size)
+    p.pointee = v
+}
+
+/// Serialize `count` rows of a block: *written always gets the size; buffer NULL with capacity 0 queries it.
+func serializeRows(_ c: Config, summary: Bool, block: Engine.Block, count: Int, lengths: [Int],
+                   _ buffer: UnsafeMutableRawPointer?, _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) throws(HLAError) {
     guard let written else { throw .null("written") }
-    let need = Serial.size(s)
+    let need = try Serial.size(rows: count, n: block.n, es: block.view.dtype.size, summary: summary)
     written.pointee = UInt(need)
     if buffer == nil && capacity == 0 { return }
     guard let buffer else { throw .null("buffer") }
     guard capacity >= UInt(need) else {
         throw HLAError(status: HLA_ERR_BUFFER_TOO_SMALL, message: "buffer of \(capacity) bytes, \(need) needed")
     }
-    Serial.write(s, to: buffer.assumingMemoryBound(to: UInt8.self))
+    Serial.write(c, summary: summary, block: block, count: count, lengths: lengths, to: buffer)
 }
 
-func deserialize(_ buffer: UnsafeRawPointer?, _ size: UInt, kind: Stats.Kind) throws(HLAError) -> Stats {
+/// Verify serialized bytes, write their configuration, and either describe the destination tensor (data NULL:
+/// dtype, [rows, n], contiguous strides) or copy the rows into it.
+func deserializeRows(_ buffer: UnsafeRawPointer?, _ size: UInt, summary: Bool, _ cfg: UnsafeMutablePointer<hla_config>?,
+                     _ dest: UnsafeMutablePointer<hla_tensor>?, destName: String,
+                     lengths: UnsafeMutablePointer<hla_tensor>? = nil) throws(HLAError) {
     guard let buffer else { throw .null("buffer") }
+    guard let dest else { throw .null(destName) }
     guard size <= UInt(Int.max / 2) else { throw .corrupt("size = \(size) is not the size of any serialized object") }
-    return try Serial.read(buffer.assumingMemoryBound(to: UInt8.self), Int(size), expect: kind)
+    let parsed = try Serial.read(buffer, Int(size), summary: summary)
+    try writeConfig(parsed.cfg, to: cfg)
+    if dest.pointee.data == nil {
+        var t = hla_tensor()
+        t.dtype = parsed.dtype.rawValue; t.ndim = 2
+        t.shape.0 = Int64(parsed.rows); t.shape.1 = Int64(parsed.n)
+        t.strides.0 = Int64(parsed.n); t.strides.1 = 1
+        dest.pointee = t
+        if let lengths, lengths.pointee.data == nil {
+            var l = hla_tensor()
+            l.dtype = DType.int64.rawValue; l.ndim = 1; l.shape.0 = Int64(parsed.rows); l.strides.0 = 1
+            lengths.pointee = l
+        }
+        return
+    }
+    let block = try Engine.block(UnsafePointer(dest), destName, n: parsed.n, compute: parsed.dtype, count: parsed.rows)
+    try block.view.expectWritable()
+    if summary { try writeLengths(UnsafePointer(lengths), "lengths", parsed.lengths) }
+    let rb = block.rowBytes
+    for i in 0..<parsed.rows { memcpy(block.row(i), buffer + parsed.dataOffset + i * rb, rb) }
 }

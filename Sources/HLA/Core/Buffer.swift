@@ -6,7 +6,7 @@ import Musl
 
 /// A zero-initialised, 64-byte aligned heap buffer of `count` elements; allocation failure is reported,
 /// not trapped. Owned by whoever made it: call `free()` exactly once.
-struct RawBuffer<T: HLAFloat> {
+struct RawBuffer<T> {
     let base: UnsafeMutablePointer<T>
     let count: Int
 

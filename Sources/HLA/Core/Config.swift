@@ -9,10 +9,8 @@ enum OpKind: Int32, Sendable {
 /// A validated configuration: every field checked, every size product known not to overflow.
 struct Config: Equatable, Sendable {
     var op: OpKind
-    var dtype: Int32
     var masked: Bool
     var normalize: Bool
-    var batch: Int
     var heads: Int
     var kvHeads: Int
     var dk: Int
@@ -33,15 +31,31 @@ struct Config: Equatable, Sendable {
     /// Longest chunk the chunked and scan paths use; a larger chunk_size acts as this.
     static let maxChunk = 1024
 
+    static let structSize = MemoryLayout<hla_config>.size
+
     static func defaults() -> hla_config {
-        hla_config(op: HLA_OP_HLA2.rawValue.asInt32, dtype: HLA_FLOAT32.rawValue.asInt32, masked: 1, normalize: 0,
-                   batch: 1, heads: 1, kv_heads: 0, dk: 64, dv: 64,
+        hla_config(struct_size: UInt32(structSize), op: HLA_OP_HLA2.rawValue.asInt32, masked: 1, normalize: 0,
+                   heads: 1, kv_heads: 0, dk: 64, dv: 64,
                    scale: 1.0, decay: 1.0, ridge: 0.0, eps: 1e-6, chunk_size: 0)
+    }
+
+    /// Read a caller's struct: `struct_size` must cover every field this library knows; fields of a newer
+    /// header that this library does not know must be zero.
+    init(_ p: UnsafePointer<hla_config>) throws(HLAError) {
+        let size = Int(p.pointee.struct_size)
+        guard size >= Config.structSize else {
+            throw .invalid("config.struct_size = \(size): this library needs \(Config.structSize) (call hla_config_init(&cfg, sizeof cfg))")
+        }
+        guard size <= 1 << 16 else { throw .invalid("config.struct_size = \(size) is not the size of an hla_config") }
+        let raw = UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self)
+        for i in Config.structSize..<size where raw[i] != 0 {
+            throw .invalid("config has nonzero fields unknown to libhla \(hlaVersionString) (byte \(i) of \(size))")
+        }
+        try self.init(p.pointee)
     }
 
     init(_ c: hla_config) throws(HLAError) {
         guard let op = OpKind(rawValue: c.op) else { throw .invalid("config.op = \(c.op) is not an hla_op (0 hla2, 1 ahla, 2 hla3)") }
-        guard c.dtype == 0 || c.dtype == 1 else { throw .invalid("config.dtype = \(c.dtype) is not an hla_dtype (0 float32, 1 float64)") }
         guard c.masked == 0 || c.masked == 1 else { throw .invalid("config.masked = \(c.masked) must be 0 or 1") }
         guard c.normalize == 0 || c.normalize == 1 else { throw .invalid("config.normalize = \(c.normalize) must be 0 or 1") }
         func dim(_ v: Int64, _ name: String) throws(HLAError) -> Int {
@@ -49,7 +63,6 @@ struct Config: Equatable, Sendable {
             guard v <= Int64(Config.maxDim) else { throw .overflow("config.\(name) = \(v) exceeds the supported maximum \(Config.maxDim)") }
             return Int(v)
         }
-        let batch = try dim(c.batch, "batch")
         let heads = try dim(c.heads, "heads")
         let kvHeads: Int
         if c.kv_heads == 0 { kvHeads = heads } else { kvHeads = try dim(c.kv_heads, "kv_heads") }
@@ -62,22 +75,21 @@ struct Config: Equatable, Sendable {
         guard c.ridge.isFinite, c.ridge >= 0 else { throw .invalid("config.ridge = \(c.ridge) must be finite and >= 0") }
         if c.ridge != 0 && op != .hla2 { throw .invalid("config.ridge = \(c.ridge) is only defined for op hla2, not \(op.name)") }
         guard c.chunk_size >= 0 else { throw .invalid("config.chunk_size = \(c.chunk_size) must be >= 0 (0 = automatic)") }
-        self.op = op; self.dtype = c.dtype; self.masked = c.masked == 1; self.normalize = c.normalize == 1
-        self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.dk = dk; self.dv = dv
+        self.op = op; self.masked = c.masked == 1; self.normalize = c.normalize == 1
+        self.heads = heads; self.kvHeads = kvHeads; self.dk = dk; self.dv = dv
         self.scale = c.scale; self.decay = c.decay; self.ridge = c.ridge; self.eps = c.eps
         // Chunks longer than maxChunk only cost memory (n × n blocks); the result is the same.
         self.chunkSize = Int(min(c.chunk_size, Int64(Config.maxChunk)))
         // Every size the engine forms is bounded by these products; check them once here.
         let d = max(dk, dv + 1)
         let perHead = try checkedMul(try checkedMul(d, d, "dk·dv"), 8, "state per head")
-        let heads2 = try checkedMul(batch, heads, "batch·heads")
-        _ = try checkedMul(try checkedMul(perHead, heads2, "state size"), 8, "state bytes")
+        _ = try checkedMul(try checkedMul(perHead, heads + kvHeads, "state size"), 8, "state bytes")
     }
 
     /// The configuration back in its C form (chunk size as given).
     var c: hla_config {
-        hla_config(op: op.rawValue, dtype: dtype, masked: masked ? 1 : 0, normalize: normalize ? 1 : 0,
-                   batch: Int64(batch), heads: Int64(heads), kv_heads: Int64(kvHeads), dk: Int64(dk), dv: Int64(dv),
+        hla_config(struct_size: UInt32(Config.structSize), op: op.rawValue, masked: masked ? 1 : 0, normalize: normalize ? 1 : 0,
+                   heads: Int64(heads), kv_heads: Int64(kvHeads), dk: Int64(dk), dv: Int64(dv),
                    scale: scale, decay: decay, ridge: ridge, eps: eps, chunk_size: Int64(chunkSize))
     }
 
@@ -90,8 +102,8 @@ struct Config: Equatable, Sendable {
 
     /// Human-readable description for mismatch messages.
     var summary: String {
-        "op=\(op.name) dtype=\(dtype == 0 ? "float32" : "float64") masked=\(masked) normalize=\(normalize) " +
-        "B=\(batch) H=\(heads) Hkv=\(kvHeads) dk=\(dk) dv=\(dv) scale=\(scale) decay=\(decay) ridge=\(ridge) eps=\(eps)"
+        "op=\(op.name) masked=\(masked) normalize=\(normalize) " +
+        "H=\(heads) Hkv=\(kvHeads) dk=\(dk) dv=\(dv) scale=\(scale) decay=\(decay) ridge=\(ridge) eps=\(eps)"
     }
 }
 

@@ -1,49 +1,155 @@
-/// A caller's strided tensor of rank 4 ([B, T, H, D]) or 3 ([B, H, D], stored with t-stride 0),
-/// in elements. Built only through `make`, which checks that no address it can form overflows.
+import CHLA
+
+/// A caller's `hla_tensor` after validation: rank, element type, sizes ≥ 0, and an address extent that
+/// fits in 64 bits in either direction. Built only through `init`, so every offset the engine forms from
+/// in-range indices is representable.
+struct TensorView {
+    let raw: UnsafeMutableRawPointer
+    let dtype: DType
+    let shape: [Int]
+    let strides: [Int]
+    let name: String
+
+    init(_ p: UnsafePointer<hla_tensor>?, _ name: String, ndim: Int) throws(HLAError) {
+        guard let p else { throw .null(name) }
+        let t = p.pointee
+        self.name = name
+        guard t.ndim == Int32(ndim) else { throw .invalid("\(name).ndim = \(t.ndim), expected \(ndim)") }
+        dtype = try DType.code(t.dtype, name)
+        guard let data = t.data else { throw .null("\(name).data") }
+        raw = data
+        let sh = [t.shape.0, t.shape.1, t.shape.2, t.shape.3], st = [t.strides.0, t.strides.1, t.strides.2, t.strides.3]
+        var shape = [Int](), strides = [Int]()
+        var extent: UInt = 0
+        for i in 0..<ndim {
+            guard sh[i] >= 0 else { throw .invalid("\(name).shape[\(i)] = \(sh[i]) must be >= 0") }
+            guard sh[i] <= Int64(Int.max / 16), st[i] >= -Int64(Int.max / 16), st[i] <= Int64(Int.max / 16) else {
+                throw .overflow("\(name): shape[\(i)] = \(sh[i]) or strides[\(i)] = \(st[i]) out of range")
+            }
+            let (m, o) = UInt(st[i].magnitude).multipliedReportingOverflow(by: UInt(max(sh[i] - 1, 0)))
+            let (e, o2) = extent.addingReportingOverflow(m)
+            guard !o, !o2, e <= UInt(Int.max / 16) else { throw .overflow("\(name): stride extent overflows") }
+            extent = e
+            shape.append(Int(sh[i])); strides.append(Int(st[i]))
+        }
+        _ = try checkedMul(Int(extent) + 1, dtype.size, "\(name) byte extent")
+        self.shape = shape; self.strides = strides
+    }
+
+    var count: Int { shape.reduce(1, *) }
+
+    func expectShape(_ want: [Int], _ what: String) throws(HLAError) {
+        guard shape == want else { throw .mismatch("\(name).shape = \(shape), expected \(want) (\(what))") }
+    }
+    func expectFloat(_ t: DType) throws(HLAError) {
+        guard dtype == t else {
+            throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(dtype.name), expected \(t.name)")
+        }
+    }
+
+    /// Whether no two in-range indices address the same element (sufficient test: dimensions sorted by
+    /// |stride| each step past the extent of the smaller ones). Required of every tensor the library writes.
+    var isNonOverlapping: Bool {
+        if count <= 1 { return true }
+        let dims = (0..<shape.count).filter { shape[$0] > 1 }.sorted { strides[$0].magnitude < strides[$1].magnitude }
+        var reach = 0
+        for d in dims {
+            let s = Int(strides[d].magnitude)
+            if s <= reach { return false }
+            reach += s * (shape[d] - 1)
+        }
+        return true
+    }
+    func expectWritable() throws(HLAError) {
+        guard isNonOverlapping else { throw .invalid("\(name): strides \(strides) make elements overlap (it is written)") }
+    }
+
+    /// Integer entries of a 1-D int64/int32 tensor.
+    func integers() throws(HLAError) -> [Int] {
+        guard shape.count == 1 else { throw .invalid("\(name) must be 1-D") }
+        var out = [Int](repeating: 0, count: shape[0])
+        switch dtype {
+        case .int64:
+            let p = raw.assumingMemoryBound(to: Int64.self)
+            for i in 0..<shape[0] { out[i] = Int(p[i * strides[0]]) }
+        case .int32:
+            let p = raw.assumingMemoryBound(to: Int32.self)
+            for i in 0..<shape[0] { out[i] = Int(p[i * strides[0]]) }
+        default:
+            throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(dtype.name), expected int64 or int32")
+        }
+        return out
+    }
+}
+
+/// A validated q, k, v or output tensor of rank 4 ([B, T, H, D]) or 3 ([B, H, D], stored with t-stride 0),
+/// read as (widened to) and written from (rounded from) the compute type T.
 struct Strided<T: HLAFloat> {
-    let base: UnsafeMutablePointer<T>
+    let raw: UnsafeMutableRawPointer
+    let elem: DType
     let sb: Int, st: Int, sh: Int, sd: Int
 
-    /// `dims` and `strides` in [B, T, H, D] order (rank 3 callers pass T = 1, stride 0).
-    static func make(_ pointer: UnsafeRawPointer?, name: String, dims: (Int, Int, Int, Int),
-                     strides: (Int, Int, Int, Int)?) throws(HLAError) -> Strided<T> {
-        guard let p = pointer else { throw .null(name) }
-        let (b, t, h, d) = dims
-        let s = strides ?? (t * h * d, h * d, d, 1)
-        // Extent of the furthest element reached in either direction must fit comfortably.
-        var extent = 0
-        for (n, stride) in [(b, s.0), (t, s.1), (h, s.2), (d, s.3)] {
-            let (m, o1) = stride.magnitude.multipliedReportingOverflow(by: UInt(max(n - 1, 0)))
-            if o1 || m > UInt(Int.max / 16) { throw .overflow("\(name) stride extent (stride \(stride) × \(n - 1))") }
-            extent = try checkedAdd(extent, Int(m), "\(name) stride extent")
-        }
-        _ = try checkedMul(extent, MemoryLayout<T>.stride, "\(name) byte extent")
-        return Strided(base: UnsafeMutablePointer(mutating: p.assumingMemoryBound(to: T.self)),
-                       sb: s.0, st: s.1, sh: s.2, sd: s.3)
+    init(_ v: TensorView) {
+        raw = v.raw; elem = v.dtype
+        if v.shape.count == 4 { sb = v.strides[0]; st = v.strides[1]; sh = v.strides[2]; sd = v.strides[3] }
+        else { sb = v.strides[0]; st = 0; sh = v.strides[1]; sd = v.strides[2] }
     }
 
-    @inline(__always) func at(_ b: Int, _ t: Int, _ h: Int) -> UnsafeMutablePointer<T> {
-        base + (b * sb + t * st + h * sh)
-    }
+    @inline(__always) func offset(_ b: Int, _ t: Int, _ h: Int) -> Int { b * sb + t * st + h * sh }
 
     /// Copy rows t0..<t0+n of (b, h) into a dense n × ld block (first `d` columns), times `mul`.
     @inline(__always)
     func gather(_ b: Int, _ h: Int, _ t0: Int, _ n: Int, _ d: Int, into dst: UnsafeMutablePointer<T>, ld: Int, mul: T = 1) {
-        for r in 0..<n {
-            let src = at(b, t0 + r, h)
-            let row = dst + r * ld
-            if sd == 1 {
-                if mul == 1 { for j in 0..<d { row[j] = src[j] } } else { for j in 0..<d { row[j] = src[j] * mul } }
-            } else {
-                for j in 0..<d { row[j] = src[j * sd] * mul }
+        switch elem {
+        case .bfloat16:
+            let p = raw.assumingMemoryBound(to: UInt16.self)
+            for r in 0..<n {
+                let src = p + offset(b, t0 + r, h), row = dst + r * ld
+                for j in 0..<d { row[j] = T(Half.bf16ToFloat(src[j * sd])) * mul }
+            }
+        case .float16:
+            let p = raw.assumingMemoryBound(to: UInt16.self)
+            for r in 0..<n {
+                let src = p + offset(b, t0 + r, h), row = dst + r * ld
+                for j in 0..<d { row[j] = T(Half.f16ToFloat(src[j * sd])) * mul }
+            }
+        default:
+            let p = raw.assumingMemoryBound(to: T.self)
+            for r in 0..<n {
+                let src = p + offset(b, t0 + r, h), row = dst + r * ld
+                if sd == 1 {
+                    if mul == 1 { for j in 0..<d { row[j] = src[j] } } else { for j in 0..<d { row[j] = src[j] * mul } }
+                } else {
+                    for j in 0..<d { row[j] = src[j * sd] * mul }
+                }
             }
         }
     }
-}
 
-/// Read a caller's optional stride array of `rank` entries.
-func readStrides(_ p: UnsafePointer<Int64>?, rank: Int) -> (Int, Int, Int, Int)? {
-    guard let p else { return nil }
-    if rank == 4 { return (Int(p[0]), Int(p[1]), Int(p[2]), Int(p[3])) }
-    return (Int(p[0]), 0, Int(p[1]), Int(p[2]))
+    /// Read element j of row (b, t, h), widened.
+    @inline(__always) func load(_ b: Int, _ t: Int, _ h: Int, _ j: Int) -> T {
+        let o = offset(b, t, h) + j * sd
+        switch elem {
+        case .bfloat16: return T(Half.bf16ToFloat(raw.assumingMemoryBound(to: UInt16.self)[o]))
+        case .float16: return T(Half.f16ToFloat(raw.assumingMemoryBound(to: UInt16.self)[o]))
+        default: return raw.assumingMemoryBound(to: T.self)[o]
+        }
+    }
+
+    /// Write `d` values src[x] · mul to row (b, t, h), rounded once to the storage type.
+    @inline(__always)
+    func store(_ b: Int, _ t: Int, _ h: Int, _ src: UnsafePointer<T>, _ d: Int, mul: T = 1) {
+        let o = offset(b, t, h)
+        switch elem {
+        case .bfloat16:
+            let p = raw.assumingMemoryBound(to: UInt16.self) + o
+            for x in 0..<d { p[x * sd] = Half.floatToBF16(Float(src[x] * mul)) }
+        case .float16:
+            let p = raw.assumingMemoryBound(to: UInt16.self) + o
+            for x in 0..<d { p[x * sd] = Half.floatToF16(Float(src[x] * mul)) }
+        default:
+            let p = raw.assumingMemoryBound(to: T.self) + o
+            if mul == 1 { for x in 0..<d { p[x * sd] = src[x] } } else { for x in 0..<d { p[x * sd] = src[x] * mul } }
+        }
+    }
 }

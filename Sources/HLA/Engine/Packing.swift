@@ -20,17 +20,12 @@ struct IO<T: HLAFloat> {
     @inline(__always)
     func unpack(_ c: Config, b: Int, g: Int, t0: Int, n: Int, O: UnsafePointer<T>) {
         guard let out else { return }
-        let dv = c.dv, dvp = c.dvp, group = c.group, eps = T(c.eps), sd = out.sd
+        let dv = c.dv, dvp = c.dvp, group = c.group, eps = T(c.eps)
         for j in 0..<group {
             let h = g * group + j
             for r in 0..<n {
-                let src = O + (j * n + r) * dvp, dst = out.at(b, t0 + r, h)
-                if c.normalize {
-                    let inv = 1 / (src[dv] + eps)
-                    for x in 0..<dv { dst[x * sd] = src[x] * inv }
-                } else {
-                    for x in 0..<dv { dst[x * sd] = src[x] }
-                }
+                let src = O + (j * n + r) * dvp
+                out.store(b, t0 + r, h, src, dv, mul: c.normalize ? 1 / (src[dv] + eps) : 1)
             }
         }
     }

@@ -41,20 +41,21 @@ enum Paths {
     }
 
     /// Chunked: for each unit, chunk after chunk, outputs from the carry then carry advanced.
-    static func chunked<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
-                                                   carry: UnsafeMutablePointer<T>) throws(HLAError) {
-        let n0 = min(chunkLength(c), nT), units = c.batch * c.kvHeads, workers = workerCount(units)
+    static func chunked<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
+                                                   carry: Rows<T>) throws(HLAError) {
+        let n0 = min(chunkLength(c), seqs.maxLength), units = seqs.count * c.kvHeads, workers = workerCount(units)
         let layout = Layout.state(c)
         let work = try Work<T>(op, c, n: n0, workers: workers)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
         parallelFor(units) { i, w in
-            let b = i / c.kvHeads, g = i % c.kvHeads
-            let unit = layout.unit(carry, b: b, g: g)
-            var t0 = 0
-            while t0 < nT {
-                let n = min(n0, nT - t0)
+            let sq = i / c.kvHeads, g = i % c.kvHeads, b = seqs.batch(sq)
+            let unit = layout.unit(carry.row(sq), g: g)
+            var t0 = seqs.bos(sq)
+            let end = t0 + seqs.length(sq)
+            while t0 < end {
+                let n = min(n0, end - t0)
                 io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
                 var s = work.scratch(w)
                 Op.chunk(c, pw, unit, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), O: work.O(w), scratch: &s)
@@ -73,13 +74,13 @@ enum Paths {
     static func worthThreads(_ work: Int) -> Bool { work < 0 || work >= 1 << 22 }
 
     /// Serial: token after token through the streaming recurrence (also the body of `hla_state_step`).
-    static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
-                                                  carry: UnsafeMutablePointer<T>) throws(HLAError) {
-        let units = c.batch * c.kvHeads
-        if nT == 1 && units < hlaThreadCount && c.batch * c.heads > units {
-            return try stepByHead(op, c, io: io, carry: carry)
+    static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
+                                                  carry: Rows<T>) throws(HLAError) {
+        let units = seqs.count * c.kvHeads
+        if seqs.tokens == 1 && seqs.cu == nil && units < hlaThreadCount && seqs.count * c.heads > units {
+            return try stepByHead(op, c, seqs, io: io, carry: carry)
         }
-        let parallel = worthThreads(units &* nT &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
+        let parallel = worthThreads(units &* seqs.tokens &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
         let workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
         let stepScratch = Op.stepScratch(c)
@@ -87,10 +88,11 @@ enum Paths {
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
         defer { buf.free() }
         parallelFor(units, parallel: parallel) { i, w in
-            let b = i / c.kvHeads, g = i % c.kvHeads
-            let unit = layout.unit(carry, b: b, g: g)
+            let sq = i / c.kvHeads, g = i % c.kvHeads, b = seqs.batch(sq)
+            let unit = layout.unit(carry.row(sq), g: g)
             let K = buf.base + w * per, V = K + c.dk, Q = V + c.dvp, O = Q + c.group * c.dk, tmp = O + c.group * c.dvp
-            for t in 0..<nT {
+            let t0 = seqs.bos(sq)
+            for t in t0..<(t0 + seqs.length(sq)) {
                 io.pack(c, b: b, g: g, t0: t, n: 1, K: K, V: V, Q: Q)
                 Op.step(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp)
                 io.unpack(c, b: b, g: g, t0: t, n: 1, O: O)
@@ -100,9 +102,9 @@ enum Paths {
 
     /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): the kv
     /// blocks advance on the caller's thread, then the query heads run in parallel.
-    static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, io: IO<T>,
-                                                      carry: UnsafeMutablePointer<T>) throws(HLAError) {
-        let units = c.batch * c.kvHeads, items = c.batch * c.heads
+    static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
+                                                      carry: Rows<T>) throws(HLAError) {
+        let units = seqs.count * c.kvHeads, items = seqs.count * c.heads
         let parallel = worthThreads(items &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
         let workers = workerCount(items, parallel: parallel)
         let layout = Layout.state(c)
@@ -118,7 +120,7 @@ enum Paths {
             io.k.gather(b, g, 0, 1, c.dk, into: K, ld: c.dk)
             io.v.gather(b, g, 0, 1, c.dv, into: V, ld: c.dvp)
             if c.normalize { V[c.dv] = 1 }
-            Op.stepKV(c, layout.unit(carry, b: b, g: g), k: K, v: V)
+            Op.stepKV(c, layout.unit(carry.row(b), g: g), k: K, v: V)
         }
         let scale = T(c.scale), eps = T(c.eps)
         parallelFor(items, parallel: parallel) { i, w in
@@ -126,16 +128,8 @@ enum Paths {
             let K = kvBase + (b * c.kvHeads + g) * kvWidth, V = K + c.dk
             let q = workBase + w * per, o = q + c.dk, tmp = o + c.dvp
             io.q.gather(b, h, 0, 1, c.dk, into: q, ld: c.dk, mul: scale)
-            Op.stepHead(c, layout.unit(carry, b: b, g: g), j, k: K, v: V, q: q, out: o, tmp: tmp)
-            if let out = io.out {
-                let dst = out.at(b, 0, h), sd = out.sd
-                if c.normalize {
-                    let inv = 1 / (o[c.dv] + eps)
-                    for x in 0..<c.dv { dst[x * sd] = o[x] * inv }
-                } else {
-                    for x in 0..<c.dv { dst[x * sd] = o[x] }
-                }
-            }
+            Op.stepHead(c, layout.unit(carry.row(b), g: g), j, k: K, v: V, q: q, out: o, tmp: tmp)
+            if let out = io.out { out.store(b, 0, h, o, c.dv, mul: c.normalize ? 1 / (o[c.dv] + eps) : 1) }
         }
     }
 
@@ -153,10 +147,11 @@ enum Paths {
     /// chunk's carry-in, then every chunk's outputs from its own carry-in. (Within one call the chunks of a
     /// unit run in order; across units in parallel. `hla_summarize`/`hla_segment_combine` expose the same
     /// algebra for segments processed anywhere.)
-    static func scan<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
-                                                carry: UnsafeMutablePointer<T>) throws(HLAError) {
-        let n0 = min(chunkLength(c), nT), units = c.batch * c.kvHeads, workers = workerCount(units)
-        let chunks = (nT + n0 - 1) / n0
+    static func scan<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
+                                                carry: Rows<T>) throws(HLAError) {
+        let maxT = seqs.maxLength
+        let n0 = min(chunkLength(c), maxT), units = seqs.count * c.kvHeads, workers = workerCount(units)
+        let maxChunks = (maxT + n0 - 1) / n0
         let ue = unitElements(c)
         let layout = Layout.state(c)
         let work = try Work<T>(op, c, n: n0, workers: workers)
@@ -164,12 +159,13 @@ enum Paths {
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
         // Per worker: the carry-in of every chunk of its current unit, and one chunk summary.
-        let perWorker = try checkedMul(chunks + 2, ue, "scan carries")
+        let perWorker = try checkedMul(maxChunks + 2, ue, "scan carries")
         let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
         defer { carries.free() }
         parallelFor(units) { i, w in
-            let b = i / c.kvHeads, g = i % c.kvHeads
-            let unit = layout.unit(carry, b: b, g: g)
+            let sq = i / c.kvHeads, g = i % c.kvHeads, b = seqs.batch(sq)
+            let bos = seqs.bos(sq), nT = seqs.length(sq), chunks = (nT + n0 - 1) / n0
+            let unit = layout.unit(carry.row(sq), g: g)
             let mine = carries.base + w * perWorker
             let summary = unitView(mine + (chunks + 1) * ue, c)
             // carry-in of chunk 0: the initial state
@@ -178,7 +174,7 @@ enum Paths {
             var t0 = 0
             for ch in 0..<chunks {
                 let n = min(n0, nT - t0)
-                io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
                 for x in 0..<ue { summary.kv[x] = 0 }
                 var s = work.scratch(w)
                 Op.summarize(c, pw, summary, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
@@ -192,11 +188,11 @@ enum Paths {
             t0 = 0
             for ch in 0..<chunks {
                 let n = min(n0, nT - t0)
-                io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
                 var s = work.scratch(w)
                 Op.chunk(c, pw, unitView(mine + ch * ue, c), n: n, K: work.K(w), V: work.V(w), Q: work.Q(w),
                          O: work.O(w), scratch: &s)
-                io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
+                io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
                 t0 += n
             }
             // final carry: the scan's last prefix
@@ -215,9 +211,9 @@ enum Paths {
     }
 
     /// Summary of nT tokens (segment layout) into zeroed `dst`.
-    static func summarize<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, nT: Int, io: IO<T>,
-                                                     dst: UnsafeMutablePointer<T>) throws(HLAError) {
-        let n0 = min(chunkLength(c), nT), units = c.batch * c.kvHeads, workers = workerCount(units)
+    static func summarize<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
+                                                     dst: Rows<T>) throws(HLAError) {
+        let n0 = min(chunkLength(c), seqs.maxLength), units = seqs.count * c.kvHeads, workers = workerCount(units)
         let layout = Layout.summary(c)
         let ue = unitElements(c)
         let work = try Work<T>(op, c, n: n0, workers: workers, extra: ue + 16)
@@ -225,14 +221,15 @@ enum Paths {
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
         parallelFor(units) { i, w in
-            let b = i / c.kvHeads, g = i % c.kvHeads
-            let acc = layout.unit(dst, b: b, g: g)
+            let sq = i / c.kvHeads, g = i % c.kvHeads, b = seqs.batch(sq)
+            let acc = layout.unit(dst.row(sq), g: g)
             var s0 = work.scratch(w)
             let tmp = unitView(s0.take(ue), c)
+            let bos = seqs.bos(sq), nT = seqs.length(sq)
             var t0 = 0
             while t0 < nT {
                 let n = min(n0, nT - t0)
-                io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
                 for x in 0..<ue { tmp.kv[x] = 0 }
                 var s = s0
                 Op.summarize(c, pw, tmp, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
@@ -250,15 +247,13 @@ enum Paths {
     /// a ← a · b for every unit of two segments (summary layout).
     static func combine<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, a: UnsafeMutablePointer<T>, nA: Int,
                                                    b: UnsafeMutablePointer<T>, nB: Int) throws(HLAError) {
-        let units = c.batch * c.kvHeads
         let layout = Layout.summary(c)
         let need = Op.chunkScratch(c, n: 1) + 64
         let buf = try RawBuffer<T>.allocate(need)
         defer { buf.free() }
-        for i in 0..<units {
-            let bb = i / c.kvHeads, g = i % c.kvHeads
+        for g in 0..<c.kvHeads {
             var s = Scratch(buf.base, need)
-            Op.combine(c, layout.unit(a, b: bb, g: g), nA: nA, layout.unit(b, b: bb, g: g), nB: nB, full: true, scratch: &s)
+            Op.combine(c, layout.unit(a, g: g), nA: nA, layout.unit(b, g: g), nB: nB, full: true, scratch: &s)
         }
     }
 }

@@ -69,35 +69,42 @@ struct Unit<T: HLAFloat> {
     @inline(__always) func head(_ j: Int) -> UnsafeMutablePointer<T> { q + j * qStride }
 }
 
-/// Where each block of a state (or summary) lives in its flat storage:
-/// [kv blocks of (b, g) for all b, g] then [q blocks of (b, h) for all b, h].
+/// Where each block of one sequence's state (or summary) lives in its row of `elements` numbers
+/// (docs/state-layout.md): [kv blocks of kv head g for g in 0..<Hkv] then [q blocks of query head h for
+/// h in 0..<H], each block row-major, in the order `stateBlocks` (then `summaryExtraBlocks`) lists them.
 /// Only plain integers: kernels on several threads read it without touching any reference count.
 struct Layout: Equatable {
     let kvTotal: Int      // elements of the kv blocks of one kv head
     let qTotal: Int       // elements of the blocks of one query head
-    let batch: Int, heads: Int, kvHeads: Int
-    var kvRegion: Int { batch * kvHeads * kvTotal }
-    var elements: Int { kvRegion + batch * heads * qTotal }
+    let heads: Int, kvHeads: Int
+    var kvRegion: Int { kvHeads * kvTotal }
+    var elements: Int { kvRegion + heads * qTotal }
 
     static func state(_ c: Config) -> Layout {
         let b = operatorType(c.op).stateBlocks(c)
-        return Layout(kvTotal: b.kv.reduce(0, +), qTotal: b.q.reduce(0, +), batch: c.batch, heads: c.heads, kvHeads: c.kvHeads)
+        return Layout(kvTotal: b.kv.reduce(0, +), qTotal: b.q.reduce(0, +), heads: c.heads, kvHeads: c.kvHeads)
     }
     static func summary(_ c: Config) -> Layout {
         let op = operatorType(c.op)
         let b = op.stateBlocks(c)
         return Layout(kvTotal: b.kv.reduce(0, +), qTotal: (b.q + op.summaryExtraBlocks(c)).reduce(0, +),
-                      batch: c.batch, heads: c.heads, kvHeads: c.kvHeads)
+                      heads: c.heads, kvHeads: c.kvHeads)
     }
 
-    /// Unit (b, g) of storage `base`.
+    /// Unit of kv head g in the row starting at `row`.
     @inline(__always)
-    func unit<T>(_ base: UnsafeMutablePointer<T>, b: Int, g: Int) -> Unit<T> {
+    func unit<T>(_ row: UnsafeMutablePointer<T>, g: Int) -> Unit<T> {
         let group = heads / kvHeads
-        return Unit(kv: base + (b * kvHeads + g) * kvTotal,
-                    q: base + kvRegion + (b * heads + g * group) * qTotal,
-                    qStride: qTotal, group: group)
+        return Unit(kv: row + g * kvTotal, q: row + kvRegion + g * group * qTotal, qStride: qTotal, group: group)
     }
+}
+
+/// The rows of N sequences in a [slots, n] block of caller memory: sequence i at row index[i] (or i).
+struct Rows<T> {
+    let base: UnsafeMutablePointer<T>
+    let stride: Int
+    let index: UnsafePointer<Int>?
+    @inline(__always) func row(_ i: Int) -> UnsafeMutablePointer<T> { base + (index.map { $0[i] } ?? i) * stride }
 }
 
 /// Inputs and scratch of one head's brute-force evaluation (all double, row-major).

@@ -1,0 +1,92 @@
+import CHLA
+
+/// Summaries of N segments (a batch [B,T,...] gives N = B; cu_seqlens as in hla_forward gives the N
+/// packed sequences): tensors q, k, v as in hla_forward, summary [N, m] (m = hla_summary_elements(cfg);
+/// float32, or float64 for float64 inputs) receives one row per segment, lengths (NULL or int64 [N])
+/// each segment's token count. Segments of one sequence can be summarized anywhere in parallel.
+@c public func hla_summarize(_ cfg: UnsafePointer<hla_config>?,
+                             _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
+                             _ cu_seqlens: UnsafePointer<hla_tensor>?, _ summary: UnsafePointer<hla_tensor>?,
+                             _ lengths: UnsafePointer<hla_tensor>?) -> hla_status {
+    guarded("hla_summarize") { () throws(HLAError) in
+        let c = try config(cfg)
+        let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: nil, needsOut: false, cuSeqlens: cu_seqlens)
+        let s = try Engine.block(summary, "summary", n: Engine.elements(c, summary: true), compute: x.compute, count: x.seqs.count)
+        try s.view.expectWritable()
+        if let lengths { try writeLengths(lengths, "lengths", (0..<x.seqs.count).map { x.seqs.length($0) }) }
+        try dispatch(c, x.compute, SummarizeJob(c: c, x: x, summary: s))
+    }
+}
+
+/// Row by row, result = a followed by b (associative: (a b) c = a (b c); not commutative). a, b, result:
+/// summary tensors [N, m] of one dtype (result may be the same memory as a or b); a_lengths, b_lengths:
+/// int64/int32 [N]; result_lengths: NULL or int64 [N] receiving a_lengths + b_lengths (may be a_lengths).
+@c public func hla_summary_combine(_ cfg: UnsafePointer<hla_config>?,
+                                   _ a: UnsafePointer<hla_tensor>?, _ a_lengths: UnsafePointer<hla_tensor>?,
+                                   _ b: UnsafePointer<hla_tensor>?, _ b_lengths: UnsafePointer<hla_tensor>?,
+                                   _ result: UnsafePointer<hla_tensor>?, _ result_lengths: UnsafePointer<hla_tensor>?) -> hla_status {
+    guarded("hla_summary_combine") { () throws(HLAError) in
+        let c = try config(cfg)
+        let m = Engine.elements(c, summary: true)
+        let av = try TensorView(a, "a", ndim: 2)
+        guard av.dtype == .float32 || av.dtype == .float64 else {
+            throw HLAError(status: HLA_ERR_DTYPE, message: "a.dtype = \(av.dtype.name): summaries are float32 or float64")
+        }
+        let N = av.shape[0]
+        let ab = try Engine.block(a, "a", n: m, compute: av.dtype, count: N)
+        let bb = try Engine.block(b, "b", n: m, compute: av.dtype, count: N)
+        guard bb.view.shape[0] == N else { throw .mismatch("a has \(N) rows, b has \(bb.view.shape[0])") }
+        let ob = try Engine.block(result, "result", n: m, compute: av.dtype, count: N)
+        try ob.view.expectWritable()
+        let la = try lengths(a_lengths, "a_lengths", count: N), lb = try lengths(b_lengths, "b_lengths", count: N)
+        for i in 0..<N where la[i] > Int.max / 16 - lb[i] { throw .overflow("a_lengths[\(i)] + b_lengths[\(i)]") }
+        try dispatch(c, av.dtype, CombineJob(c: c, a: ab, b: bb, out: ob, nA: la, nB: lb))
+        if let result_lengths { try writeLengths(result_lengths, "result_lengths", (0..<N).map { la[$0] + lb[$0] }) }
+    }
+}
+
+/// The carry-in after each segment: state rows (rows NULL = rows 0..N-1, else int64/int32 [N] distinct)
+/// of a state tensor [slots, n] receive the state blocks of summary rows [N, m] (same dtype).
+@c public func hla_summary_to_state(_ cfg: UnsafePointer<hla_config>?, _ summary: UnsafePointer<hla_tensor>?,
+                                    _ state: UnsafePointer<hla_tensor>?, _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
+    guarded("hla_summary_to_state") { () throws(HLAError) in
+        let c = try config(cfg)
+        let sv = try TensorView(summary, "summary", ndim: 2)
+        guard sv.dtype == .float32 || sv.dtype == .float64 else {
+            throw HLAError(status: HLA_ERR_DTYPE, message: "summary.dtype = \(sv.dtype.name): summaries are float32 or float64")
+        }
+        let N = sv.shape[0]
+        let s = try Engine.block(summary, "summary", n: Engine.elements(c, summary: true), compute: sv.dtype, count: N)
+        let st = try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: sv.dtype, count: N, rows: rows)
+        try st.view.expectWritable()
+        Engine.summaryToState(c, summary: s, state: st, count: N)
+    }
+}
+
+/// Serialize summary rows [N, m] with their lengths (int64/int32 [N]); same protocol as hla_state_serialize.
+@c public func hla_summary_serialize(_ cfg: UnsafePointer<hla_config>?, _ summary: UnsafePointer<hla_tensor>?,
+                                     _ lengths: UnsafePointer<hla_tensor>?, _ buffer: UnsafeMutableRawPointer?,
+                                     _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) -> hla_status {
+    guarded("hla_summary_serialize") { () throws(HLAError) in
+        let c = try config(cfg)
+        let sv = try TensorView(summary, "summary", ndim: 2)
+        guard sv.dtype == .float32 || sv.dtype == .float64 else {
+            throw HLAError(status: HLA_ERR_DTYPE, message: "summary.dtype = \(sv.dtype.name): summaries are float32 or float64")
+        }
+        let N = sv.shape[0]
+        let s = try Engine.block(summary, "summary", n: Engine.elements(c, summary: true), compute: sv.dtype, count: N)
+        let l = try HLA.lengths(lengths, "lengths", count: N)
+        try serializeRows(c, summary: true, block: s, count: N, lengths: l, buffer, capacity, written)
+    }
+}
+
+/// Read serialized summary rows; same protocol as hla_state_deserialize, and lengths (int64 [R]) receives
+/// the segment lengths (described, like summary, when summary->data is NULL).
+@c public func hla_summary_deserialize(_ buffer: UnsafeRawPointer?, _ size: UInt, _ cfg: UnsafeMutablePointer<hla_config>?,
+                                       _ summary: UnsafeMutablePointer<hla_tensor>?,
+                                       _ lengths: UnsafeMutablePointer<hla_tensor>?) -> hla_status {
+    guarded("hla_summary_deserialize") { () throws(HLAError) in
+        guard let lengths else { throw .null("lengths") }
+        try deserializeRows(buffer, size, summary: true, cfg, summary, destName: "summary", lengths: lengths)
+    }
+}
