@@ -63,5 +63,5 @@ clean:
 	$(MAKE) -C examples/c clean
 
 bench: all
-	$(PYTHON) -m pip install -q matplotlib threadpoolctl
-	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/bench/bench.py --out docs
+	$(PYTHON) -m pip install -q matplotlib threadpoolctl ml_dtypes
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/bench/bench.py --out docs $(if $(BASELINE),--baseline $(BASELINE))

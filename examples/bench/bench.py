@@ -24,6 +24,7 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
+import interface  # noqa: E402
 import machine  # noqa: E402
 import peers  # noqa: E402
 
@@ -585,7 +586,10 @@ def main(argv=None):
     ap.add_argument("--numpy-native-blas", action="store_true",
                     help="also re-run the numpy peers with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset")
     ap.add_argument("--peers-json", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--watchdog", type=int, default=1800, help="abort (with stack dumps) after this many seconds")
+    ap.add_argument("--watchdog", type=int, default=2400, help="abort (with stack dumps) after this many seconds")
+    ap.add_argument("--baseline", default=os.environ.get("HLA_BENCH_BASELINE") or None,
+                    help="tree of an earlier build (its .build/release and bindings/python built): time every "
+                         "path through both packages alternately")
     a = ap.parse_args(argv)
     a.steps = 2000
     a.scale_T = [1024, 4096, 16384, 65536, 262144]
@@ -657,6 +661,12 @@ def main(argv=None):
     step = step_section(R, a, bw)
     scaling = scaling_section(R, a)
     xover, cross = crossover_section(R, a)
+    iface_rows = []
+    for section in (interface.half_section, interface.varlen_section, interface.rows_section,
+                    interface.serialize_section):
+        iface_rows += section(R, hla, a, interleaved, fmt_t)
+    if a.baseline:
+        iface_rows += interface.baseline_section(R, a, fmt_t)
 
     native = native_blas_section(R, a) if a.numpy_native_blas else None
     if native:
@@ -751,6 +761,7 @@ def main(argv=None):
                      fmt_bytes(ex[0]), min(sc), fmt_bytes(ex[-1]), max(sc),
                      fmt_bytes(sc[max(sc)]["mem"]["input_bytes"] + sc[max(sc)]["mem"]["output_bytes"])),
                  "growth %s" % fmt_bytes(grow), "met" if abs(grow) <= 4 << 20 else "NOT met"])
+    rows += iface_rows
     R.table(["target", "measured", "ratio", "status"], rows)
     R.p("Load average at end: %s; run took %.0f s." % (load(), time.time() - t_start))
     R.p()

@@ -15,7 +15,7 @@ import CHLA
                            _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
     guarded("hla_forward") { () throws(HLAError) in
         let c = try config(cfg)
-        guard path >= 0 && path <= 2 else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
+        guard let route = Path(rawValue: path) else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
         let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: output, needsOut: true, cuSeqlens: cu_seqlens)
         let n = Engine.elements(c, summary: false), N = x.seqs.count
         let ini = try initial.map { (p) throws(HLAError) in try Engine.block(p, "initial", n: n, compute: x.compute, count: N, rows: rows) }
@@ -25,7 +25,7 @@ import CHLA
             return b
         }
         if rows != nil && ini == nil && fin == nil { throw .invalid("rows given without an initial or final state") }
-        try dispatch(c, x.compute, ForwardJob(c: c, path: path, x: x, initial: ini, final: fin))
+        try dispatch(c, x.compute, ForwardJob(c: c, path: route, x: x, initial: ini, final: fin))
     }
 }
 

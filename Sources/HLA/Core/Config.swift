@@ -1,6 +1,6 @@
 import CHLA
 
-/// Which operator (SPEC.md §2).
+/// Which operator (docs/spec.md §2).
 enum OpKind: Int32, Sendable {
     case hla2 = 0, ahla = 1, hla3 = 2
     var name: String { ["hla2", "ahla", "hla3"][Int(rawValue)] }
@@ -84,26 +84,6 @@ struct Config: Equatable, Sendable {
         let d = max(dk, dv + 1)
         let perHead = try checkedMul(try checkedMul(d, d, "dk·dv"), 8, "state per head")
         _ = try checkedMul(try checkedMul(perHead, heads + kvHeads, "state size"), 8, "state bytes")
-    }
-
-    /// The configuration back in its C form (chunk size as given).
-    var c: hla_config {
-        hla_config(struct_size: UInt32(Config.structSize), op: op.rawValue, masked: masked ? 1 : 0, normalize: normalize ? 1 : 0,
-                   heads: Int64(heads), kv_heads: Int64(kvHeads), dk: Int64(dk), dv: Int64(dv),
-                   scale: scale, decay: decay, ridge: ridge, eps: eps, chunk_size: Int64(chunkSize))
-    }
-
-    /// Whether a state or segment of configuration `other` can be used with this one (chunk size aside).
-    func compatible(_ other: Config) -> Bool {
-        var a = self, b = other
-        a.chunkSize = 0; b.chunkSize = 0
-        return a == b
-    }
-
-    /// Human-readable description for mismatch messages.
-    var summary: String {
-        "op=\(op.name) masked=\(masked) normalize=\(normalize) " +
-        "H=\(heads) Hkv=\(kvHeads) dk=\(dk) dv=\(dv) scale=\(scale) decay=\(decay) ridge=\(ridge) eps=\(eps)"
     }
 }
 

@@ -36,3 +36,8 @@ enum Half {
     @inline(__always) static func f16ToFloat(_ h: UInt16) -> Float { Float(Float16(bitPattern: h)) }
     @inline(__always) static func floatToF16(_ x: Float) -> UInt16 { Float16(x).bitPattern }
 }
+
+/// Execution path of hla_forward (`hla_path`).
+enum Path: Int32, Sendable {
+    case chunked = 0, serial = 1, scan = 2
+}

@@ -7,11 +7,6 @@ public protocol HLAFloat: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
                      _ alpha: Self, _ a: UnsafePointer<Self>, _ lda: Int,
                      _ b: UnsafePointer<Self>, _ ldb: Int,
                      _ beta: Self, _ c: UnsafeMutablePointer<Self>, _ ldc: Int)
-    /// The ABI dtype code of this type.
-    static var dtypeCode: Int32 { get }
-    /// Raw little-endian bit pattern, for serialization.
-    var bitsLE: UInt64 { get }
-    init(bitsLE: UInt64)
 }
 
 extension Float: HLAFloat {
@@ -25,9 +20,6 @@ extension Float: HLAFloat {
                     blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
                     beta, c, blasint(ldc))
     }
-    public static var dtypeCode: Int32 { 0 }
-    public var bitsLE: UInt64 { UInt64(bitPattern.littleEndian) }
-    public init(bitsLE: UInt64) { self = Float(bitPattern: UInt32(truncatingIfNeeded: bitsLE).littleEndian) }
 }
 
 extension Double: HLAFloat {
@@ -41,7 +33,4 @@ extension Double: HLAFloat {
                     blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
                     beta, c, blasint(ldc))
     }
-    public static var dtypeCode: Int32 { 1 }
-    public var bitsLE: UInt64 { bitPattern.littleEndian }
-    public init(bitsLE: UInt64) { self = Double(bitPattern: bitsLE.littleEndian) }
 }

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// The execution paths of SPEC.md §4 over whole tensors: each runs the operator's kernels on every
+/// The execution paths of docs/spec.md §4 over whole tensors: each runs the operator's kernels on every
 /// (batch, kv head) unit, units in parallel.
 enum Paths {
     /// Chunk length used when the configuration asks for the automatic choice: per token the chunked

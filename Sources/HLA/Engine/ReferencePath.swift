@@ -1,4 +1,4 @@
-/// Brute-force evaluation of the index sums (SPEC.md §4 path 4), accumulated in double whatever the
+/// Brute-force evaluation of the index sums (docs/spec.md §4 path 4), accumulated in double whatever the
 /// dtype: per (batch, head) the operator's T × T coefficient matrix M, then num = M V.
 enum ReferencePath {
     static let maxT = 16384

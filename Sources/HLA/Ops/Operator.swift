@@ -1,4 +1,4 @@
-/// One operator of SPEC.md §2 in its three views: the streaming recurrence (`step`), the chunked form
+/// One operator of docs/spec.md §2 in its three views: the streaming recurrence (`step`), the chunked form
 /// (`chunk`) and the segment summary with its associative `combine`; plus the brute-force `reference`.
 /// Each operator lives in its own folder, one file per view.
 ///

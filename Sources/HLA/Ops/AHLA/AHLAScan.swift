@@ -1,4 +1,4 @@
-/// ahla segment summaries and combine (SPEC.md §3.3). For A then B (ρ = γ^{n_B}):
+/// ahla segment summaries and combine (docs/spec.md §3.3). For A then B (ρ = γ^{n_B}):
 ///   P = ρ P_A + P_B;  masked: E = ρ E_A + E_B + ρ R⁰_B P_A,  R⁰ = R⁰_A + R⁰_B (no attenuation:
 ///   the weight γ^{t-j} of a pair with j in A and i in B does not depend on i);
 ///   unmasked: R = ρ R_A + R_B.

@@ -1,4 +1,4 @@
-/// Second-order HLA (SPEC.md §2 "hla2"): num_t = Σ_{i≤j≤t} γ^{(t-i)+(t-j)} (q_t·k_i)(k_i·q_j) v_j
+/// Second-order HLA (docs/spec.md §2 "hla2"): num_t = Σ_{i≤j≤t} γ^{(t-i)+(t-j)} (q_t·k_i)(k_i·q_j) v_j
 /// + λ Σ_{j≤t} γ^{t-j} (q_t·q_j) v_j  (masked; unmasked sums all i, j ≤ t).
 ///
 /// State per kv head: S = Σ γ^{t-i} k_i k_iᵀ (dk × dk).

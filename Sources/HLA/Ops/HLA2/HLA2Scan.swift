@@ -1,4 +1,4 @@
-/// hla2 segment summaries and their combine (SPEC.md §3.2, corrected decay rule).
+/// hla2 segment summaries and their combine (docs/spec.md §3.2, corrected decay rule).
 ///
 /// A summary of n tokens holds S, U (masked) and C of those tokens alone. For A then B (ρ = γ^{n_B}):
 ///   S = ρ S_A + S_B,   C = ρ C_A + C_B,   U = ρ² U_A + U_B + ρ S_A C_B.

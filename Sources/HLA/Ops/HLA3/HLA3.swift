@@ -1,4 +1,4 @@
-/// Third-order HLA (SPEC.md §2 "hla3", A Aᵀ A V):
+/// Third-order HLA (docs/spec.md §2 "hla3", A Aᵀ A V):
 ///   num_t = Σ_{u≤t} Σ_{a≤u} Σ_{c≤u} γ^{(t-a)+(t-u)+(t-c)} (q_t·k_a)(k_a·q_u)(q_u·k_c) v_c  (masked).
 ///
 /// Masked identity (docs/hla3.md): with S_u = Σ_{a≤u} γ^{u-a} k_a k_aᵀ, P_u = Σ_{c≤u} γ^{u-c} k_c v_cᵀ,
