@@ -9,8 +9,8 @@
  *   ahla (A A V):   sum_{j<=i} g^{t-j} (q_t.k_i)(q_i.k_j) v_j
  *   hla3 (A A^T A V): sum_u sum_{a<=u} sum_{c<=u} g^{(t-a)+(t-u)+(t-c)} (q_t.k_a)(k_a.q_u)(q_u.k_c) v_c
  * masked = 1 keeps the causal index order shown; masked = 0 keeps every tuple of indices <= t.
- * normalize = 1 divides by the same sum with v replaced by 1, plus eps. Every path (hla_state_step,
- * hla_forward chunked/serial/scan, hla_summarize + hla_segment_combine) agrees with hla_reference to
+ * normalize = 1 divides by the same sum with v replaced by 1, plus eps. Every path (hla_step,
+ * hla_forward chunked/serial/scan, hla_summarize + hla_summary_combine) agrees with hla_reference to
  * 1e-10 (double) / 1e-4 (float). Specification: docs/spec.md; state layouts: docs/state-layout.md;
  * derivations: docs/hla3.md, docs/errata.md.
  *
@@ -40,8 +40,9 @@
 #include <stdint.h>
 
 /* Version of this header and of the library built with it (hla_version() returns the library's).
- * These three lines are the single source of truth: the library, the Python package and the
- * serialized format read them. A change of MAJOR means an incompatible ABI or state layout. */
+ * These three lines are the single source of truth: the library and the Python package read them.
+ * A change of MAJOR means an incompatible ABI or state layout (the serialized format carries its own
+ * format version, docs/state-layout.md). */
 #define HLA_VERSION_MAJOR 1
 #define HLA_VERSION_MINOR 0
 #define HLA_VERSION_PATCH 0

@@ -7,8 +7,9 @@
 #include <stdint.h>
 
 /* Version of this header and of the library built with it (hla_version() returns the library's).
- * These three lines are the single source of truth: the library, the Python package and the
- * serialized format read them. A change of MAJOR means an incompatible ABI or state layout. */
+ * These three lines are the single source of truth: the library and the Python package read them.
+ * A change of MAJOR means an incompatible ABI or state layout (the serialized format carries its own
+ * format version, docs/state-layout.md). */
 #define HLA_VERSION_MAJOR 1
 #define HLA_VERSION_MINOR 0
 #define HLA_VERSION_PATCH 0

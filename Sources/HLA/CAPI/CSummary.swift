@@ -13,8 +13,10 @@ import CHLA
         let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: nil, needsOut: false, cuSeqlens: cu_seqlens)
         let s = try Engine.block(summary, "summary", n: Engine.elements(c, summary: true), compute: x.compute, count: x.seqs.count)
         try s.view.expectWritable()
-        if let lengths { try writeLengths(lengths, "lengths", (0..<x.seqs.count).map { x.seqs.length($0) }) }
+        let lens = (0..<x.seqs.count).map { x.seqs.length($0) }
+        if let lengths { try checkLengthsOut(lengths, "lengths", count: lens.count) }
         try dispatch(c, x.compute, SummarizeJob(c: c, x: x, summary: s))
+        if let lengths { try writeLengths(lengths, "lengths", lens) }
     }
 }
 
@@ -40,6 +42,7 @@ import CHLA
         try ob.view.expectWritable()
         let la = try lengths(a_lengths, "a_lengths", count: N), lb = try lengths(b_lengths, "b_lengths", count: N)
         for i in 0..<N where la[i] > Int.max / 16 - lb[i] { throw .overflow("a_lengths[\(i)] + b_lengths[\(i)]") }
+        if let result_lengths { try checkLengthsOut(result_lengths, "result_lengths", count: N) }
         try dispatch(c, av.dtype, CombineJob(c: c, a: ab, b: bb, out: ob, nA: la, nB: lb))
         if let result_lengths { try writeLengths(result_lengths, "result_lengths", (0..<N).map { la[$0] + lb[$0] }) }
     }

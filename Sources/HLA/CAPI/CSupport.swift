@@ -43,12 +43,19 @@ func lengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, count: Int) throws
     return v
 }
 
-/// Write N lengths into a writable int64 [N] tensor.
-func writeLengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, _ values: [Int]) throws(HLAError) {
+/// Check that a tensor can receive N lengths: writable int64 [N].
+@discardableResult
+func checkLengthsOut(_ p: UnsafePointer<hla_tensor>?, _ name: String, count: Int) throws(HLAError) -> TensorView {
     let t = try TensorView(p, name, ndim: 1)
     guard t.dtype == .int64 else { throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name), expected int64") }
-    try t.expectShape([values.count], "one length per sequence")
+    try t.expectShape([count], "one length per sequence")
     try t.expectWritable()
+    return t
+}
+
+/// Write N lengths into a writable int64 [N] tensor.
+func writeLengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, _ values: [Int]) throws(HLAError) {
+    let t = try checkLengthsOut(p, name, count: values.count)
     let q = t.raw.assumingMemoryBound(to: Int64.self)
     for (i, v) in values.enumerated() { q[i * t.strides[0]] = Int64(v) }
 }
@@ -90,8 +97,12 @@ func deserializeRows(_ buffer: UnsafeRawPointer?, _ size: UInt, summary: Bool, _
     guard let dest else { throw .null(destName) }
     guard size <= UInt(Int.max / 2) else { throw .corrupt("size = \(size) is not the size of any serialized object") }
     let parsed = try Serial.read(buffer, Int(size), summary: summary)
-    try writeConfig(parsed.cfg, to: cfg)
+    guard let cfg else { throw .null("cfg") }
+    guard Int(cfg.pointee.struct_size) >= Config.structSize, cfg.pointee.struct_size <= 1 << 16 else {
+        throw .invalid("cfg.struct_size = \(cfg.pointee.struct_size): initialise cfg with hla_config_init(&cfg, sizeof cfg) first")
+    }
     if dest.pointee.data == nil {
+        try writeConfig(parsed.cfg, to: cfg)
         var t = hla_tensor()
         t.dtype = parsed.dtype.rawValue; t.ndim = 2
         t.shape.0 = Int64(parsed.rows); t.shape.1 = Int64(parsed.n)
@@ -106,6 +117,8 @@ func deserializeRows(_ buffer: UnsafeRawPointer?, _ size: UInt, summary: Bool, _
     }
     let block = try Engine.block(UnsafePointer(dest), destName, n: parsed.n, compute: parsed.dtype, count: parsed.rows)
     try block.view.expectWritable()
+    if summary { try checkLengthsOut(UnsafePointer(lengths), "lengths", count: parsed.rows) }
+    try writeConfig(parsed.cfg, to: cfg)
     if summary { try writeLengths(UnsafePointer(lengths), "lengths", parsed.lengths) }
     let rb = block.rowBytes
     for i in 0..<parsed.rows { memcpy(block.row(i), buffer + parsed.dataOffset + i * rb, rb) }

@@ -73,7 +73,7 @@ enum Paths {
     /// than the second core gains, so steps are threaded only from there.
     static func worthThreads(_ work: Int) -> Bool { work < 0 || work >= 1 << 22 }
 
-    /// Serial: token after token through the streaming recurrence (also the body of `hla_state_step`).
+    /// Serial: token after token through the streaming recurrence (also the body of `hla_step`).
     static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                   carry: Rows<T>) throws(HLAError) {
         let units = seqs.count * c.kvHeads
@@ -145,7 +145,7 @@ enum Paths {
 
     /// Scan: summaries of every chunk, an exclusive scan of `combine` from the initial carry giving each
     /// chunk's carry-in, then every chunk's outputs from its own carry-in. (Within one call the chunks of a
-    /// unit run in order; across units in parallel. `hla_summarize`/`hla_segment_combine` expose the same
+    /// unit run in order; across units in parallel. `hla_summarize`/`hla_summary_combine` expose the same
     /// algebra for segments processed anywhere.)
     static func scan<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                 carry: Rows<T>) throws(HLAError) {
