@@ -36,6 +36,7 @@ private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(
         let dt = try stateDType(state, "state")
         let n = Engine.elements(c, summary: false)
         let src = try TensorView(src_rows, "src_rows", ndim: 1).integers()
+        guard dst_rows != nil else { throw .null("dst_rows") }
         let dst = try Engine.block(state, "state", n: n, compute: dt, count: src.count, rows: dst_rows, rowsName: "dst_rows")
         try dst.view.expectWritable()
         let slots = dst.view.shape[0]

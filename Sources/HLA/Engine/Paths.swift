@@ -21,7 +21,7 @@ enum Paths {
 
         init<Op: Operator>(_ op: Op.Type, _ c: Config, n: Int, workers: Int, extra: Int = 0) throws(HLAError) {
             self.n = n; dk = c.dk; dvp = c.dvp; group = c.group
-            scratch = Op.chunkScratch(c, n: n) + Op.stepScratch(c) + extra
+            scratch = Op.chunkScratch(c, n: n) + Op.stepScratch(c) + Paths.nonFiniteScratch(op, c, n: n) + extra
             var p = try checkedMul(n, c.dk + c.dvp, "chunk buffers")
             p = try checkedAdd(p, try checkedMul(try checkedMul(c.group, n, "chunk buffers"), c.dk + c.dvp, "chunk buffers"), "chunk buffers")
             p = try checkedAdd(p, scratch + 64, "chunk buffers")
@@ -58,11 +58,81 @@ enum Paths {
                 let n = min(n0, end - t0)
                 io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
                 var s = work.scratch(w)
-                Op.chunk(c, pw, unit, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), O: work.O(w), scratch: &s)
+                chunkOrSteps(op, c, pw, unit, n: n, work: work, w: w, scratch: &s)
                 io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
                 t0 += n
             }
         }
+    }
+
+    /// The outputs of one packed chunk from the carry in `u`, then the carry advanced past it, through the
+    /// dense chunk kernel. A NaN or Inf inside the dense products would reach the outputs of earlier tokens
+    /// of its chunk (through 0 · NaN under the causal mask), so a chunk with non-finite inputs runs the dense
+    /// kernel on its inputs with those elements replaced by 0, which leaves every output the bad element cannot
+    /// reach exactly as it would be without it, then recomputes what it can reach — the outputs of the query
+    /// heads it feeds from its token on, and their blocks of the carry — token by token through the streaming
+    /// recurrence with the true inputs (docs/spec.md §4: a non-finite input at token t affects only outputs ≥ t
+    /// of its sequence and heads).
+    @inline(__always)
+    static func chunkOrSteps<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                                        work: Work<T>, w: Int, scratch: inout Scratch<T>) {
+        let K = work.K(w), V = work.V(w), Q = work.Q(w), O = work.O(w)
+        let dk = c.dk, dvp = c.dvp, group = u.group
+        let kvFirst = min(firstNonFinite(K, rows: n, cols: dk), firstNonFinite(V, rows: n, cols: dvp))
+        var clean = kvFirst == n
+        if clean { for j in 0..<group where firstNonFinite(Q + j * n * dk, rows: n, cols: dk) < n { clean = false; break } }
+        if clean {
+            Op.chunk(c, pw, u, n: n, K: K, V: V, Q: Q, O: O, scratch: &scratch)
+            return
+        }
+        // first row each query head's outputs can be reached from (n: not reached)
+        let first = scratch.take(group)
+        for j in 0..<group { first[j] = T(min(kvFirst, firstNonFinite(Q + j * n * dk, rows: n, cols: dk))) }
+        let L = Layout.state(c)
+        let saved = scratch.take(L.kvTotal + group * L.qTotal)
+        let carryIn = Unit(kv: saved, q: saved + L.kvTotal, qStride: L.qTotal, group: group)
+        copyBlocks(L, from: u, to: carryIn, group: group)
+        let Ks = scratch.take(n * dk), Vs = scratch.take(n * dvp), Qs = scratch.take(group * n * dk)
+        zeroNonFinite(K, Ks, n * dk); zeroNonFinite(V, Vs, n * dvp); zeroNonFinite(Q, Qs, group * n * dk)
+        let tmp = scratch.take(Op.stepScratch(c)), spare = scratch.take(dvp)
+        Op.chunk(c, pw, u, n: n, K: Ks, V: Vs, Q: Qs, O: O, scratch: &scratch)
+        for r in 0..<n {
+            let k = K + r * dk, v = V + r * dvp
+            Op.stepKV(c, carryIn, k: k, v: v)
+            for j in 0..<group where Int(first[j]) < n {
+                let out = r >= Int(first[j]) ? O + (j * n + r) * dvp : spare
+                Op.stepHead(c, carryIn, j, k: k, v: v, q: Q + (j * n + r) * dk, out: out, tmp: tmp)
+            }
+        }
+        if kvFirst < n { for x in 0..<L.kvTotal { u.kv[x] = carryIn.kv[x] } }
+        for j in 0..<group where Int(first[j]) < n {
+            let s = carryIn.head(j), d = u.head(j)
+            for x in 0..<L.qTotal { d[x] = s[x] }
+        }
+    }
+
+    /// Scratch elements `chunkOrSteps` needs beyond the chunk kernel's.
+    static func nonFiniteScratch<Op: Operator>(_ op: Op.Type, _ c: Config, n: Int) -> Int {
+        let L = Layout.state(c)
+        return Scratch<Double>.need([c.group, L.kvTotal + c.group * L.qTotal, n * c.dk, n * c.dvp, c.group * n * c.dk,
+                                     Op.stepScratch(c), c.dvp])
+    }
+
+    /// First row of a dense rows × cols block holding a non-finite element (rows if none).
+    @inline(__always)
+    static func firstNonFinite<T: HLAFloat>(_ p: UnsafePointer<T>, rows: Int, cols: Int) -> Int {
+        for r in 0..<rows {
+            var acc: T = 0
+            let row = p + r * cols
+            for i in 0..<cols { acc += row[i] * 0 }   // x · 0 is 0 for finite x, NaN otherwise
+            if acc != 0 { return r }
+        }
+        return rows
+    }
+
+    @inline(__always)
+    static func zeroNonFinite<T: HLAFloat>(_ src: UnsafePointer<T>, _ dst: UnsafeMutablePointer<T>, _ count: Int) {
+        for i in 0..<count { dst[i] = src[i].isFinite ? src[i] : 0 }
     }
 
     /// Whether a streaming call of about `work` multiply-adds is worth handing to the pool. Measured on the
@@ -151,54 +221,66 @@ enum Paths {
                                                 carry: Rows<T>) throws(HLAError) {
         let maxT = seqs.maxLength
         let n0 = min(chunkLength(c), maxT), units = seqs.count * c.kvHeads, workers = workerCount(units)
-        let maxChunks = (maxT + n0 - 1) / n0
+        // Chunks are scanned in blocks of at most scanBlock, so the carries held at once (and the path's
+        // memory) do not grow with T; the block boundaries change no arithmetic.
+        let block = min((maxT + n0 - 1) / n0, scanBlock)
         let ue = unitElements(c)
         let layout = Layout.state(c)
         let work = try Work<T>(op, c, n: n0, workers: workers)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        // Per worker: the carry-in of every chunk of its current unit, and one chunk summary.
-        let perWorker = try checkedMul(maxChunks + 2, ue, "scan carries")
+        // Per worker: the carry-in of every chunk of the current block, the carry after it, one chunk summary.
+        let perWorker = try checkedMul(block + 2, ue, "scan carries")
         let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
         defer { carries.free() }
         parallelFor(units) { i, w in
             let sq = i / c.kvHeads, g = i % c.kvHeads, b = seqs.batch(sq)
-            let bos = seqs.bos(sq), nT = seqs.length(sq), chunks = (nT + n0 - 1) / n0
+            let bos = seqs.bos(sq), nT = seqs.length(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             let mine = carries.base + w * perWorker
-            let summary = unitView(mine + (chunks + 1) * ue, c)
-            // carry-in of chunk 0: the initial state
-            let c0 = unitView(mine, c)
-            copyBlocks(layout, from: unit, to: c0, group: c.group)
-            var t0 = 0
-            for ch in 0..<chunks {
-                let n = min(n0, nT - t0)
-                io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
-                for x in 0..<ue { summary.kv[x] = 0 }
-                var s = work.scratch(w)
-                Op.summarize(c, pw, summary, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
-                // carry-in of chunk ch + 1 = carry-in of chunk ch · summary of chunk ch
-                let next = unitView(mine + (ch + 1) * ue, c), prev = unitView(mine + ch * ue, c)
-                for x in 0..<ue { next.kv[x] = prev.kv[x] }
-                var s2 = work.scratch(w)
-                Op.combine(c, next, nA: t0, summary, nB: n, full: false, scratch: &s2)
-                t0 += n
-            }
-            t0 = 0
-            for ch in 0..<chunks {
-                let n = min(n0, nT - t0)
-                io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
-                var s = work.scratch(w)
-                Op.chunk(c, pw, unitView(mine + ch * ue, c), n: n, K: work.K(w), V: work.V(w), Q: work.Q(w),
-                         O: work.O(w), scratch: &s)
-                io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
-                t0 += n
+            let summary = unitView(mine + (block + 1) * ue, c)
+            // carry-in of the first chunk: the initial state
+            copyBlocks(layout, from: unit, to: unitView(mine, c), group: c.group)
+            var start = 0
+            while start < nT {
+                // summaries of the block's chunks, and the exclusive scan of combine giving each carry-in
+                var t0 = start, chunks = 0
+                while t0 < nT && chunks < block {
+                    let n = min(n0, nT - t0)
+                    io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                    for x in 0..<ue { summary.kv[x] = 0 }
+                    var s = work.scratch(w)
+                    Op.summarize(c, pw, summary, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
+                    // carry-in of the next chunk = carry-in of this chunk · summary of this chunk
+                    let next = unitView(mine + (chunks + 1) * ue, c), prev = unitView(mine + chunks * ue, c)
+                    for x in 0..<ue { next.kv[x] = prev.kv[x] }
+                    var s2 = work.scratch(w)
+                    Op.combine(c, next, nA: t0, summary, nB: n, full: false, scratch: &s2)
+                    t0 += n
+                    chunks += 1
+                }
+                // every chunk's outputs from its own carry-in
+                t0 = start
+                for ch in 0..<chunks {
+                    let n = min(n0, nT - t0)
+                    io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                    var s = work.scratch(w)
+                    chunkOrSteps(op, c, pw, unitView(mine + ch * ue, c), n: n, work: work, w: w, scratch: &s)
+                    io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
+                    t0 += n
+                }
+                // the carry after the block starts the next one
+                if chunks > 0 { copyBlocks(layout, from: unitView(mine + chunks * ue, c), to: unitView(mine, c), group: c.group) }
+                start = t0
             }
             // final carry: the scan's last prefix
-            copyBlocks(layout, from: unitView(mine + chunks * ue, c), to: unit, group: c.group)
+            copyBlocks(layout, from: unitView(mine, c), to: unit, group: c.group)
         }
     }
+
+    /// Chunks per block of the scan path (bounds its memory independently of T).
+    static let scanBlock = 64
 
     /// Copy the blocks of `layout` (the state blocks, or all summary blocks) of a unit; the two units
     /// may live in different layouts, as long as each holds at least those blocks.

@@ -44,13 +44,14 @@ final class Indices {
     /// `rows`: `count` distinct indices in [0, slots).
     static func rows(_ t: TensorView, count: Int, slots: Int) throws(HLAError) -> Indices {
         let v = try t.integers()
-        guard v.count == count else { throw .mismatch("rows has \(v.count) entries, the call has \(count) sequences") }
+        let name = t.name
+        guard v.count == count else { throw .mismatch("\(name) has \(v.count) entries, the call has \(count) sequences") }
         for (i, r) in v.enumerated() where r < 0 || r >= slots {
-            throw .invalid("rows[\(i)] = \(r) is outside the state's \(slots) rows")
+            throw .invalid("\(name)[\(i)] = \(r) is outside the state's \(slots) rows")
         }
         let sorted = v.sorted()
         for i in sorted.indices.dropFirst() where sorted[i] == sorted[i - 1] {
-            throw .invalid("rows repeats row \(sorted[i])")
+            throw .invalid("\(name) repeats row \(sorted[i])")
         }
         return try Indices(v)
     }
