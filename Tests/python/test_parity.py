@@ -39,10 +39,10 @@ def test_parity_grid(op, masked, normalize, decay, ridge, H, Hkv):
 
 
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("chunk_size", [1, 7, 64, 0])
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 0, None])
 def test_chunk_sizes(op, chunk_size):
     """T = 23 against chunk sizes 1 (one token per chunk), 7 (remainder 2), 64 (one partial
-    chunk) and 0 (automatic), with decay so that inter-chunk carries are weighted."""
+    chunk), 0 and None (automatic), with decay so that inter-chunk carries are weighted."""
     B, T, H, Hkv, dk, dv = 1, 23, 2, 1, 4, 6
     q, k, v = make(B, T, H, Hkv, dk, dv, seed_of("chunks", op, chunk_size))
     for masked in (True, False):
@@ -53,7 +53,7 @@ def test_chunk_sizes(op, chunk_size):
             for path in ("chunked", "scan"):
                 o, _ = hla.forward(*cast((q, k, v), dtype), path=path, chunk_size=chunk_size,
                                    **opts)
-                assert_close(o, want, dtype, kappa, "%s chunk %d" % (path, chunk_size))
+                assert_close(o, want, dtype, kappa, "%s chunk %s" % (path, chunk_size))
 
 
 @pytest.mark.parametrize("op", OPS)

@@ -6,7 +6,7 @@ import pytest
 
 import bruteforce as bf
 import hla
-from common import DTYPES, OPS, assert_close, cast, make, options, seed_of
+from common import DTYPES, OPS, SPEC_TOL, assert_close, cast, make, options, seed_of
 
 B, H, HKV, DK, DV = 2, 2, 1, 4, 3
 
@@ -29,11 +29,17 @@ def test_three_segments_associative_and_carry_in(op, masked, normalize):
         bounds = (0,) + cuts
         A, Bs, C = (hla.summarize(qc[:, s:e], kc[:, s:e], vc[:, s:e], chunk_size=3, **opts)
                     for s, e in zip(bounds[:-1], bounds[1:]))
-        assert (A.length, Bs.length, C.length) == (7, 5, 8)
+        assert [x.length.tolist() for x in (A, Bs, C)] == [[7] * B, [5] * B, [8] * B]
+        assert A.length.dtype == np.int64 and A.array.dtype == dtype
+        assert A.array.shape == (B, hla.summary_elements(op, heads=H, kv_heads=HKV, dk=DK, dv=DV,
+                                                         masked=masked, normalize=normalize,
+                                                         ridge=opts["ridge"]))
         left = hla.combine(hla.combine(A, Bs), C)
         right = hla.combine(A, hla.combine(Bs, C))
-        assert left.length == right.length == 20
+        assert left.length.tolist() == right.length.tolist() == [20] * B
         whole = hla.summarize(qc[:, :20], kc[:, :20], vc[:, :20], **opts)
+        _, fin20 = hla.forward(qc[:, :20], kc[:, :20], vc[:, :20], output_final_state=True, **opts)
+        _, fin_all = hla.forward(qc, kc, vc, output_final_state=True, **opts)
         tail = slice(20, T)
         outs = {}
         for name, carry in (("(AB)C", left), ("A(BC)", right), ("whole", whole),
@@ -44,14 +50,17 @@ def test_three_segments_associative_and_carry_in(op, masked, normalize):
                 o, fin = hla.forward(qc[:, tail], kc[:, tail], vc[:, tail], initial_state=carry,
                                      path=path, chunk_size=4, output_final_state=True, **opts)
                 assert_close(o, want[:, tail], dtype, kappa, "carry %s, %s" % (name, path))
-                assert fin.tokens == T
+                err = bf.rel_err(fin.array.astype(np.float64), fin_all.array.astype(np.float64))
+                assert err <= SPEC_TOL[dtype], "final state, carry %s, %s: %.3e" % (name, path, err)
                 outs[name, path] = o
         # carry-ins that start each segment: the exclusive scan
         for s, carry in ((7, A), (12, hla.combine(A, Bs))):
             o, _ = hla.forward(qc[:, s:], kc[:, s:], vc[:, s:], initial_state=carry, **opts)
             assert_close(o, want[:, s:], dtype, kappa, "carry into %d" % s)
         st = hla.state_from_segment(left)
-        assert st.tokens == 20
+        assert st.array.shape == fin20.array.shape and st.dtype == dtype
+        err = bf.rel_err(st.array.astype(np.float64), fin20.array.astype(np.float64))
+        assert err <= SPEC_TOL[dtype], "state_from_segment vs forward's final state: %.3e" % err
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -81,7 +90,7 @@ def test_many_single_token_segments(op):
                            **opts)
         assert bf.rel_err(o, want[:, t:t + 1]) < 1e-10
         carry = segs[t] if carry is None else hla.combine(carry, segs[t])
-    assert carry.length == T
+    assert carry.length.tolist() == [T]
     # a balanced tree gives the same carry as the left fold
     tree = segs
     while len(tree) > 1:
@@ -96,16 +105,30 @@ def test_many_single_token_segments(op):
 def test_segment_interface():
     q, k, v = make(2, 5, 4, 2, 3, 6, 1)
     s = hla.summarize(q, k, v, op="hla3", masked=False, decay=0.5, scale=0.5)
-    assert (s.op, s.batch, s.heads, s.kv_heads, s.dk, s.dv, s.length) == ("hla3", 2, 4, 2, 3, 6, 5)
+    assert (s.op, s.rows, s.heads, s.kv_heads, s.dk, s.dv) == ("hla3", 2, 4, 2, 3, 6)
+    assert s.length.tolist() == [5, 5]
     assert s.dtype == np.float64 and s.masked is False and s.decay == 0.5 and s.scale == 0.5
-    assert s.nbytes > 0
-    assert repr(s).startswith("hla.Segment(") and "length=5" in repr(s)
+    m = hla.summary_elements("hla3", heads=4, kv_heads=2, dk=3, dv=6, masked=False)
+    assert s.array.shape == (2, m) and s.nbytes == 2 * m * 8
+    assert repr(s).startswith("hla.Segment(") and "length=[5, 5]" in repr(s)
     b = s.to_bytes()
-    assert hla.Segment.from_bytes(b).to_bytes() == b
+    s2 = hla.Segment.from_bytes(b)
+    assert s2.to_bytes() == b
+    np.testing.assert_array_equal(s2.array, s.array)
+    np.testing.assert_array_equal(s2.length, s.length)
     with pytest.raises(TypeError):
         hla.Segment()
     with pytest.raises(AttributeError):
         s.length = 3
+    with pytest.raises(ValueError):
+        s.length[0] = 3                        # the lengths are a read-only view
+    # a Segment over caller memory, without a copy
+    arr, ln = s.array.copy(), np.array([5, 5], np.int64)
+    w = hla.Segment.wrap(arr, ln, op="hla3", heads=4, kv_heads=2, dk=3, dv=6, masked=False,
+                         decay=0.5, scale=0.5)
+    assert w.array is arr and w.to_bytes() == b
+    with pytest.raises(ValueError, match="length"):
+        hla.Segment.wrap(arr, ln[:1], op="hla3", heads=4, kv_heads=2, dk=3, dv=6, masked=False)
     # segment summaries are constant-size too
     q2, k2, v2 = make(2, 30, 4, 2, 3, 6, 2)
     s2 = hla.summarize(q2, k2, v2, op="hla3", masked=False, decay=0.5, scale=0.5)
@@ -125,4 +148,6 @@ def test_combine_rejects_mismatch():
         hla.combine(a, 1)
     with pytest.raises(TypeError, match="a"):
         hla.combine(hla.State(batch=1, heads=1, dk=2, dv=2), a)
-    assert hla.combine(a, a).length == 8
+    assert hla.combine(a, a).length.tolist() == [8]
+    with pytest.raises(ValueError, match=r"\bb\b"):       # row counts differ
+        hla.combine(a, hla.summarize(*make(2, 4, 1, 1, 2, 2, 3)))

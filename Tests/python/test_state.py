@@ -1,5 +1,6 @@
 """Streaming states: step loop, continuation across forward calls and through bytes/pickle,
-serial and chunked final states, copy/reset semantics and the State object's interface."""
+serial and chunked final states, copy/reset semantics and the State object's interface (rows of
+caller-visible memory: .array, State.wrap, prefill, reset/copy of rows)."""
 import copy
 import pickle
 
@@ -21,6 +22,14 @@ def new_state(dtype, **opts):
     return hla.State(batch=B, heads=H, kv_heads=HKV, dk=DK, dv=DV, dtype=dtype, **opts)
 
 
+def state_err(a, b):
+    """Relative max-norm difference of two states' statistics (their arrays)."""
+    a = a.array if isinstance(a, hla.State) else a
+    b = b.array if isinstance(b, hla.State) else b
+    assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape, a.dtype, b.dtype)
+    return bf.rel_err(a.astype(np.float64), b.astype(np.float64))
+
+
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -38,9 +47,12 @@ def test_step_loop_equals_forward(op, masked, dtype):
         outs.append(o_t)
     stepped = np.stack(outs, axis=1)
     assert_close(stepped, want, dtype, kappa, "step loop")
-    assert st.tokens == T
-    fwd, _ = hla.forward(qc, kc, vc, chunk_size=4, **opts)
+    fwd, fin = hla.forward(qc, kc, vc, chunk_size=4, output_final_state=True, **opts)
     assert_close(stepped, fwd.astype(np.float64), dtype, kappa, "step vs forward")
+    # SPEC section 4: the streaming and the chunked path return the same final state
+    assert st.array.shape == fin.array.shape == (B, hla.state_elements(
+        op, heads=H, kv_heads=HKV, dk=DK, dv=DV, masked=masked, ridge=opts["ridge"]))
+    assert state_err(st, fin) <= SPEC_TOL[dtype]
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -56,25 +68,28 @@ def test_continuation(op, masked, normalize):
     want, kappa = bf.evaluate(q, k, v, with_condition=True, **opts)
     for dtype in DTYPES:
         qc, kc, vc = cast((q, k, v), dtype)
+        _, whole = hla.forward(qc, kc, vc, chunk_size=4, output_final_state=True, **opts)
         for a, p1, p2 in ((1, "chunked", "chunked"), (8, "chunked", "serial"),
                           (11, "serial", "scan"), (20, "scan", "chunked")):
             o1, st = hla.forward(qc[:, :a], kc[:, :a], vc[:, :a], path=p1, chunk_size=4,
                                  output_final_state=True, **opts)
-            assert isinstance(st, hla.State) and st.tokens == a
+            assert isinstance(st, hla.State) and st.dtype == dtype and st.rows == B
             before = st.to_bytes()
-            for carry in (st, hla.State.from_bytes(before), pickle.loads(pickle.dumps(st))):
+            for carry in (st, hla.State.from_bytes(before), pickle.loads(pickle.dumps(st)),
+                          st.array, st.array.copy()):
                 o2, st2 = hla.forward(qc[:, a:], kc[:, a:], vc[:, a:], path=p2, chunk_size=4,
                                       initial_state=carry, output_final_state=True, **opts)
                 got = np.concatenate([o1, o2], axis=1)
                 assert_close(got, want, dtype, kappa, "split %d %s/%s" % (a, p1, p2))
-                assert st2.tokens == T
+                err = state_err(st2, whole)
+                assert err <= SPEC_TOL[dtype], "final state after split %d: %.3e" % (a, err)
             assert st.to_bytes() == before, "forward changed its initial_state"
 
 
 @pytest.mark.parametrize("op", OPS)
 def test_final_states_of_all_paths_agree(op):
     """The final states of the serial, chunked and scan paths (and of a step loop) are the same
-    state: continuing each on more tokens gives the same outputs, and their tokens agree."""
+    state: their statistics agree, and continuing each on more tokens gives the same outputs."""
     T1, T2 = 13, 9
     q, k, v = make(B, T1 + T2, H, HKV, DK, DV, seed_of("final", op))
     opts = cfg_opts(op)
@@ -92,7 +107,8 @@ def test_final_states_of_all_paths_agree(op):
         sizes = {name: len(s.to_bytes()) for name, s in finals.items()}
         assert len(set(sizes.values())) == 1, sizes
         for name, s in finals.items():
-            assert s.tokens == T1
+            err = state_err(s, finals["serial"])
+            assert err <= SPEC_TOL[dtype], "final state of %s vs serial: %.3e" % (name, err)
             for path in PATHS:
                 o2, _ = hla.forward(qc[:, T1:], kc[:, T1:], vc[:, T1:], path=path, chunk_size=4,
                                     initial_state=s, **opts)
@@ -109,6 +125,8 @@ def test_state_serialization_roundtrip_is_exact():
         assert isinstance(b, bytes)
         st2 = hla.State.from_bytes(b)
         assert st2.to_bytes() == b
+        np.testing.assert_array_equal(st2.array, st.array)
+        assert st2.array.dtype == dtype and not np.shares_memory(st2.array, st.array)
         assert hla.State.from_bytes(bytearray(b)).to_bytes() == b
         assert hla.State.from_bytes(memoryview(b)).to_bytes() == b
         q1, k1, v1 = (x[:, 0].astype(dtype) + 1 for x in (q, k, v))
@@ -123,12 +141,16 @@ def test_copy_reset_and_independence():
         st.step(q[:, t], k[:, t], v[:, t])
     for dup in (st.copy(), copy.copy(st), copy.deepcopy(st)):
         assert dup is not st and dup.to_bytes() == st.to_bytes()
+        assert not np.shares_memory(dup.array, st.array)
     c = st.copy()
+    held = c.array.copy()
     a = st.step(q[:, 4], k[:, 4], v[:, 4])
-    assert st.tokens == 5 and c.tokens == 4          # the copy did not move
+    np.testing.assert_array_equal(c.array, held)     # the copy did not move
+    assert not np.array_equal(st.array, held)
     np.testing.assert_array_equal(c.step(q[:, 4], k[:, 4], v[:, 4]), a)
+    np.testing.assert_array_equal(c.array, st.array)
     st.reset()
-    assert st.tokens == 0
+    assert not st.array.any()
     fresh = new_state(np.float64, **opts)
     assert st.to_bytes() == fresh.to_bytes()
     o0 = st.step(q[:, 0], k[:, 0], v[:, 0])
@@ -141,17 +163,32 @@ def test_state_properties_and_repr():
                    decay=0.5, eps=1e-3, scale=0.25, dtype="float64")
     assert (st.op, st.batch, st.heads, st.kv_heads, st.dk, st.dv) == ("ahla", 3, 6, 2, 4, 7)
     assert st.dtype == np.float64 and st.masked is False and st.normalize is True
-    assert (st.decay, st.ridge, st.eps, st.scale, st.tokens) == (0.5, 0.0, 1e-3, 0.25, 0)
-    assert st.nbytes > 0 and isinstance(st.nbytes, int)
+    assert (st.decay, st.ridge, st.eps, st.scale, st.rows) == (0.5, 0.0, 1e-3, 0.25, 3)
+    n = hla.state_elements("ahla", heads=6, kv_heads=2, dk=4, dv=7, masked=False, normalize=True)
+    assert st.array.shape == (3, n) and st.array.dtype == np.float64 and not st.array.any()
+    assert st.nbytes == 3 * n * 8 and isinstance(st.nbytes, int)
+    assert st.array is st.array and st.array.flags.writeable and st.array.flags.c_contiguous
     r = repr(st)
     assert r.startswith("hla.State(") and "op='ahla'" in r and "kv_heads=2" in r
     d = hla.State(batch=1, heads=2, dk=3, dv=4)
     assert (d.op, d.kv_heads, d.dtype, d.masked, d.decay, d.eps) == ("hla2", 2, np.float32, True,
                                                                       1.0, 1e-6)
-    for attr in ("op", "batch", "dtype", "tokens", "nbytes"):
+    for attr in ("op", "batch", "dtype", "rows", "nbytes", "array", "heads"):
         with pytest.raises(AttributeError):
             setattr(st, attr, 1)
     assert hla.State(batch=1, heads=1, dk=1, dv=1, dtype=np.float64).dtype == np.float64
+
+
+def test_state_elements_matches_the_layout():
+    """n and m against docs/state-layout.md where it gives a closed form, and their validation."""
+    # hla2 unmasked: S (dk x dk) + C (dk x dv) per kv head
+    assert hla.state_elements("hla2", heads=1, dk=3, dv=5, masked=False) == 3 * 3 + 3 * 5
+    assert hla.state_elements(heads=32, kv_heads=8, dk=128, dv=128) > 0
+    assert hla.summary_elements(heads=2, dk=3, dv=4) >= hla.state_elements(heads=2, dk=3, dv=4)
+    with pytest.raises(ValueError, match="kv_heads"):
+        hla.state_elements(heads=4, kv_heads=3, dk=2, dv=2)
+    with pytest.raises(TypeError):
+        hla.state_elements(heads=4, dk=2)
 
 
 def test_nbytes_independent_of_tokens():
@@ -165,25 +202,129 @@ def test_nbytes_independent_of_tokens():
 
 
 def test_step_rejects_bad_tensors():
+    """Each bad step raises the exception naming the argument (the library's message names q, k, v,
+    state or rows) and leaves the state untouched (nothing is written before validation)."""
     st = new_state(np.float32, **cfg_opts("hla2"))
-    q = np.zeros((B, H, DK), np.float32)
-    k = np.zeros((B, HKV, DK), np.float32)
-    v = np.zeros((B, HKV, DV), np.float32)
+    q = np.ones((B, H, DK), np.float32)
+    k = np.ones((B, HKV, DK), np.float32)
+    v = np.ones((B, HKV, DV), np.float32)
     st.step(q, k, v)
-    with pytest.raises(TypeError, match="q_t"):
-        st.step(q.astype(np.float64), k, v)
-    with pytest.raises(TypeError, match="v_t"):
+    held = st.array.copy()
+    assert held.any()
+    with pytest.raises(TypeError, match=r"\bstate\b.*float64"):     # float64 inputs, float32 state
+        st.step(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64))
+    with pytest.raises(TypeError, match=r"\bk\b"):
+        st.step(q, k.astype(np.float64), v)
+    with pytest.raises(TypeError, match=r"\bv\b"):
         st.step(q, k, v.astype(np.float64))
-    with pytest.raises(ValueError, match="k_t"):
+    with pytest.raises(ValueError, match=r"\bk\.shape"):
         st.step(q, np.zeros((B, H, DK), np.float32), v)
-    with pytest.raises(ValueError, match="q_t"):
+    with pytest.raises(ValueError, match=r"\bq\.ndim"):
         st.step(q[None], k, v)
-    with pytest.raises(ValueError, match="v_t"):
+    with pytest.raises(ValueError, match=r"\bv\.shape"):
         st.step(q, k, np.zeros((B, HKV, DV + 1), np.float32))
-    with pytest.raises(ValueError, match="q_t"):
+    with pytest.raises(ValueError, match=r"\bk\.shape"):
         st.step(np.zeros((B + 1, H, DK), np.float32), k, v)
+    with pytest.raises(ValueError, match=r"\bstate\b.*rows"):         # more sequences than rows
+        st.step(*(np.zeros((B + 1,) + x.shape[1:], np.float32) for x in (q, k, v)))
+    with pytest.raises(ValueError, match=r"\brows\b"):
+        st.step(q, k, v, rows=[0, B])                                 # row out of range
+    with pytest.raises(ValueError, match=r"\brows\b"):
+        st.step(q, k, v, rows=[1, 1])                                 # repeated row
+    with pytest.raises(TypeError, match=r"\brows\b"):
+        st.step(q, k, v, rows=np.array([0.0, 1.0]))
     with pytest.raises(TypeError, match="k_t"):
         st.step(q, k.tolist(), v)
     with pytest.raises(TypeError):
         st.step(q, k)
-    assert st.tokens == 1
+    np.testing.assert_array_equal(st.array, held)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_array_is_the_state(dtype):
+    """.array is the state's memory, not a copy: writing it changes what steps read, and a State
+    wrapped over an array advances that array in place."""
+    T = 6
+    q, k, v = make(B, T, H, HKV, DK, DV, seed_of("array", dtype))
+    qc, kc, vc = cast((q, k, v), dtype)
+    opts = cfg_opts("hla3")
+    _, half = hla.forward(qc[:, :3], kc[:, :3], vc[:, :3], output_final_state=True, **opts)
+    want, _ = hla.forward(qc[:, 3:], kc[:, 3:], vc[:, 3:], initial_state=half, **opts)
+    st = new_state(dtype, **opts)
+    st.array[...] = half.array                            # write the statistics through the view
+    got = np.stack([st.step(qc[:, t], kc[:, t], vc[:, t]) for t in range(3, T)], axis=1)
+    assert bf.rel_err(got, want) <= SPEC_TOL[dtype]
+    mem = half.array.copy()
+    w = hla.State.wrap(mem, heads=H, kv_heads=HKV, dk=DK, dv=DV, **opts)
+    assert w.array is mem and w.source is mem and w.rows == B
+    got2 = np.stack([w.step(qc[:, t], kc[:, t], vc[:, t]) for t in range(3, T)], axis=1)
+    np.testing.assert_array_equal(got2, got)
+    np.testing.assert_array_equal(mem, st.array)          # advanced in place
+
+
+def test_wrap_checks_the_memory():
+    opts = dict(heads=H, kv_heads=HKV, dk=DK, dv=DV)
+    n = hla.state_elements(**opts)
+    hla.State.wrap(np.zeros((3, n)), **opts)
+    with pytest.raises(ValueError, match="shape"):
+        hla.State.wrap(np.zeros((3, n + 1)), **opts)
+    with pytest.raises(ValueError, match="ndim"):
+        hla.State.wrap(np.zeros(n), **opts)
+    with pytest.raises(TypeError, match="dtype"):
+        hla.State.wrap(np.zeros((3, n), np.float16), **opts)
+    with pytest.raises(TypeError, match="dtype"):
+        hla.State.wrap(np.zeros((3, n), np.int64), **opts)
+    with pytest.raises(ValueError, match="contiguous"):
+        hla.State.wrap(np.zeros((n, 3)).T, **opts)
+    ro = np.zeros((3, n))
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        hla.State.wrap(ro, **opts)
+    with pytest.raises(TypeError, match="array"):
+        hla.State.wrap([[0.0] * n], **opts)
+    # rows with a stride (every other row of a bigger buffer) are fine
+    big = np.zeros((6, n))
+    w = hla.State.wrap(big[::2], **opts)
+    w.step(np.ones((3, H, DK)), np.ones((3, HKV, DK)), np.ones((3, HKV, DV)))
+    assert big[::2].any() and not big[1::2].any()
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_prefill_reset_and_copy_rows(op):
+    """A cache of 4 rows: prefill rows 3 and 1 in place, step them, copy a row, reset a row; each
+    row always equals the state of the tokens it saw (checked against forward)."""
+    T = 7
+    opts = cfg_opts(op)
+    q, k, v = make(2, T + 1, H, HKV, DK, DV, seed_of("rows", op))
+    st = hla.State(op, batch=4, heads=H, kv_heads=HKV, dk=DK, dv=DV, dtype="float64",
+                   **{n: x for n, x in opts.items() if n != "op"})
+    o = st.prefill(q[:, :T], k[:, :T], v[:, :T], rows=[3, 1])
+    want, fin = hla.forward(q[:, :T], k[:, :T], v[:, :T], output_final_state=True, **opts)
+    assert bf.rel_err(o, want) <= 1e-10
+    assert not st.array[[0, 2]].any()
+    assert state_err(st.array[[3, 1]], fin.array) <= 1e-10
+    o_t = st.step(q[:, T], k[:, T], v[:, T], rows=np.array([3, 1], np.int32))
+    want_all = bf.evaluate(q, k, v, **opts)
+    assert bf.rel_err(o_t, want_all[:, T]) <= 1e-10
+    _, fin2 = hla.forward(q, k, v, output_final_state=True, **opts)
+    assert state_err(st.array[[3, 1]], fin2.array) <= 1e-10
+    st.copy_rows([3, 3], [0, 3])                  # src may repeat and overlap dst
+    np.testing.assert_array_equal(st.array[0], st.array[3])
+    st.reset(rows=[3])
+    assert not st.array[3].any() and st.array[0].any() and st.array[1].any()
+    st.reset()
+    assert not st.array.any()
+
+
+def test_version_comes_from_the_header():
+    """hla.__version__ is the HLA_VERSION_* of include/hla.h (the single source of truth) and the
+    loaded library has the same major version."""
+    import os
+    import re
+    header = os.path.join(os.path.dirname(__file__), "..", "..", "include", "hla.h")
+    with open(header) as f:
+        text = f.read()
+    parts = [re.search(r"#define HLA_VERSION_%s (\d+)" % p, text).group(1)
+             for p in ("MAJOR", "MINOR", "PATCH")]
+    assert hla.__version__ == ".".join(parts)
+    assert hla.library_version().split(".")[0] == parts[0]

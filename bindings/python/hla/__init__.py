@@ -1,14 +1,25 @@
-"""Higher-order Linear Attention (HLA) -- Python bindings of libhla.
+"""Higher-order Linear Attention (HLA) -- Python bindings of libhla (interface 1.0).
 
-Tensors use the layout ``[B, T, H, D]`` (batch, time, head, feature): ``q`` is
-``[B, T, H, Dk]``, ``k`` is ``[B, T, Hkv, Dk]`` and ``v`` is ``[B, T, Hkv, Dv]`` with
-``H % Hkv == 0`` (query head ``h`` reads key/value head ``h // (H // Hkv)``). Inputs are
-numpy arrays of dtype float32 or float64 (one dtype per call) with any strides; outputs
-are new C-contiguous arrays of the same dtype.
+Tensors use the layout ``[B, T, H, D]`` (batch, time, head, feature): ``q`` is ``[B, T, H, Dk]``,
+``k`` is ``[B, T, Hkv, Dk]`` and ``v`` is ``[B, T, Hkv, Dv]`` with ``H % Hkv == 0`` (query head
+``h`` reads key/value head ``h // (H // Hkv)``).
 
-Operators (``op``): ``"hla2"`` second-order HLA (A Aᵀ V, optional ``ridge``), ``"ahla"``
-asymmetric second order (A A V) and ``"hla3"`` third order (A Aᵀ A V). Options shared by
-all entry points:
+Arrays in: numpy arrays of any strides (ml_dtypes bfloat16 arrays included) or any CPU array with
+``__dlpack__`` (torch, JAX, ...). q, k and v share one dtype: float64, float32, bfloat16 or float16.
+Arrays out are of the kind of ``q``: numpy in -> numpy out, torch in -> torch out (allocated by torch,
+written in place through DLPack), JAX in -> JAX out (computed into numpy memory, handed to JAX through
+DLPack when it can alias it). torch, JAX and ml_dtypes are optional.
+
+States and summaries are rows of plain numbers: a :class:`State` is a ``[rows, n]`` array of prefix
+statistics (``n = state_elements(...)``), a :class:`Segment` a ``[N, m]`` array of segment summaries
+plus their lengths. Their dtype is float64 for float64 inputs and float32 otherwise. ``State.array``
+is a numpy view of that memory; ``State.wrap`` puts a State over caller memory (numpy, torch, DLPack)
+without a copy. States made by this package (``State(...)``, ``final`` of :func:`forward`,
+``from_bytes``, ``copy``) are numpy memory whatever the inputs' kind; ``torch.from_numpy(st.array)``
+views one from torch without a copy.
+
+Operators (``op``): ``"hla2"`` second-order HLA (A Aᵀ V, optional ``ridge``), ``"ahla"`` asymmetric
+second order (A A V) and ``"hla3"`` third order (A Aᵀ A V). Options shared by all entry points:
 
 * ``masked`` (True): strictly causal operator; False keeps every index tuple <= t.
 * ``normalize`` (False): divide by the same sum with every value replaced by 1, plus ``eps``.
@@ -17,18 +28,20 @@ all entry points:
 * ``eps`` (1e-6): > 0, used when normalizing.
 * ``scale`` (1.0): multiplies every query first (``dk ** -0.5`` is the usual choice).
 
-Compute runs with the GIL released. Invalid arguments raise ``ValueError`` or ``TypeError``
-(the message names the argument); failed allocations raise ``MemoryError``.
+Compute runs with the GIL released. Invalid arguments raise ``ValueError`` or ``TypeError`` whose
+message (libhla's ``hla_last_error()`` for what the library detects) names the argument; such
+exceptions carry ``hla_status`` (e.g. ``"HLA_ERR_MISMATCH"``). Failed allocations raise
+``MemoryError``.
 """
-from . import _hla
+from . import _arrays, _hla, _state
+from ._state import Segment, State, combine, state_from_segment
 
-__all__ = ["forward", "reference", "summarize", "combine", "State", "Segment",
-           "state_from_segment", "__version__", "library_version"]
+__all__ = ["forward", "reference", "summarize", "combine", "state_elements", "summary_elements",
+           "State", "Segment", "state_from_segment", "__version__", "library_version"]
 
-__version__ = "0.1.0"
-
-State = _hla.State
-Segment = _hla.Segment
+# The version of the header the extension was built with (HLA_VERSION_* macros of hla.h, the single
+# source of truth); the extension refuses to load a library of another major version.
+__version__ = "%d.%d.%d" % (_hla.VERSION_MAJOR, _hla.VERSION_MINOR, _hla.VERSION_PATCH)
 
 
 def library_version():
@@ -36,59 +49,161 @@ def library_version():
     return _hla.version()
 
 
-def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0,
-            eps=1e-6, scale=1.0, initial_state=None, output_final_state=False, chunk_size=64,
-            path="chunked"):
-    """Run the operator over a whole sequence.
+def _call_config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size):
+    """The configuration of a call on whole sequences: heads and features from the tensors' shapes
+    (the library checks the tensors against it). Sizes a tensor of another rank cannot give come
+    from the others (or are 1), so that the configuration is valid and the library's check of the
+    tensors names the bad one; a zero size becomes 1 likewise, reported as the tensor's shape."""
+    sq, sk, sv = _arrays.shape(q), _arrays.shape(k), _arrays.shape(v)
+
+    def size(*options):
+        for shape_, axis in options:
+            if len(shape_) == 4:
+                return max(shape_[axis], 1)
+        return None
+
+    heads = size((sq, 2))
+    kv_heads = size((sk, 2), (sv, 2))
+    heads, kv_heads = heads or kv_heads or 1, kv_heads or heads or 1
+    dk = size((sq, 3), (sk, 3)) or 1
+    dv = size((sv, 3)) or 1
+    return _state.make_config(op, masked, normalize, heads=heads, kv_heads=kv_heads, dk=dk, dv=dv,
+                       scale=scale, decay=decay, ridge=ridge, eps=eps, chunk_size=chunk_size)
+
+
+def _sequences(q, cu_seqlens):
+    """Number of sequences of a call: B, or N = len(cu_seqlens) - 1."""
+    if cu_seqlens is None:
+        s = _arrays.shape(q)
+        return s[0] if s else 1
+    s = _arrays.shape(cu_seqlens)
+    return max(s[0] - 1, 0) if len(s) == 1 else 1
+
+
+def _output(q, v):
+    sq, sv = _arrays.shape(q), _arrays.shape(v)
+    if len(sq) == 4 and len(sv) == 4:
+        return _arrays.empty_like_kind(q, sq[:3] + (sv[3],))
+    return _arrays.empty_like_kind(q, (1, 1, 1, 1))
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _carry_in(initial_state, cfg):
+    """(state array or None, lock) for initial_state: a State (read in place, under its lock), a
+    Segment (its carry-in, via hla_summary_to_state) or a state array [N, n] (passed as is)."""
+    if initial_state is None:
+        return None, _NoLock()
+    if isinstance(initial_state, (State, Segment)):
+        _state.check_same(initial_state._cfg, _state.canonical(cfg), "initial_state")
+        if isinstance(initial_state, Segment):
+            return _state.segment_to_state_array(initial_state), _NoLock()
+        return initial_state._array, initial_state._lock
+    if _arrays.kind(initial_state) is not None:
+        return _arrays.prepare(initial_state, "initial_state"), _NoLock()
+    raise TypeError("initial_state must be a hla.State, a hla.Segment, a state array [N, n] or None, "
+                    "got %s" % type(initial_state).__name__)
+
+
+def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
+            scale=1.0, initial_state=None, output_final_state=False, cu_seqlens=None,
+            chunk_size=None, path="chunked"):
+    """Run the operator over whole sequences.
 
     Parameters
     ----------
-    q, k, v : numpy.ndarray
-        ``[B, T, H, Dk]``, ``[B, T, Hkv, Dk]``, ``[B, T, Hkv, Dv]``; float32 or float64, T >= 1.
+    q, k, v : arrays
+        ``[B, T, H, Dk]``, ``[B, T, Hkv, Dk]``, ``[B, T, Hkv, Dv]`` of one floating dtype, T >= 1.
     op, masked, normalize, decay, ridge, eps, scale
         See the module documentation.
-    initial_state : State, Segment or None
-        Carry-in of the same configuration (a ``State`` is read, not changed; a ``Segment``
-        stands for the prefix statistics after it). None starts from zero.
+    initial_state : State, Segment, array [N, n] or None
+        Carry-in of the same configuration (read, not changed). A Segment stands for the prefix
+        statistics after it. None starts from zero.
     output_final_state : bool
-        Also return the state after the last token.
-    chunk_size : int
-        Chunk length of the chunked/scan paths (0 = automatic).
+        Also return the state after the last token (a new numpy-backed :class:`State`).
+    cu_seqlens : int array [N+1] or None
+        Strictly increasing offsets from 0 to T packing N independent sequences into a batch of one
+        (B must be 1); initial_state and the final state then have N rows.
+    chunk_size : int or None
+        Chunk length of the chunked/scan paths (None = automatic).
     path : {"chunked", "serial", "scan"}
         Execution path; all compute the same operator.
 
     Returns
     -------
-    (o, final) : (numpy.ndarray, State or None)
-        ``o`` is ``[B, T, H, Dv]``; ``final`` is a new ``State`` if ``output_final_state``.
+    (o, final) : (array, State or None)
+        ``o`` is ``[B, T, H, Dv]`` of q's kind and dtype.
     """
-    return _hla._forward(q, k, v, op, masked, normalize, decay, ridge, eps, scale,
-                         initial_state, output_final_state, chunk_size, path)
+    q, k, v = _arrays.prepare(q, "q"), _arrays.prepare(k, "k"), _arrays.prepare(v, "v")
+    cfg = _call_config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size)
+    cu = _arrays.index_array(cu_seqlens)
+    initial, lock = _carry_in(initial_state, cfg)
+    out = _output(q, v)
+    final = None
+    if output_final_state:
+        state_cfg = _state.canonical(cfg)._replace(chunk_size=0)
+        final = State._make(state_cfg, _zeros_state(state_cfg, _sequences(q, cu), q))
+    with lock:
+        _hla.forward(cfg, path, q, k, v, out, cu, initial,
+                     None if final is None else final._array, None)
+    return _arrays.deliver(out, q), final
 
 
-def reference(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0,
-              eps=1e-6, scale=1.0):
-    """Brute-force evaluation of the operator's index sums (small T only; O(T^2), hla3
-    O(T^3) per head). Same arguments and result layout as :func:`forward`; returns ``o``."""
-    return _hla._reference(q, k, v, op, masked, normalize, decay, ridge, eps, scale)
+def _zeros_state(cfg, rows, like):
+    import numpy as np
+
+    return np.zeros((rows, _hla.state_elements(cfg)), dtype=_arrays.state_dtype(like))
 
 
-def summarize(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0,
-              eps=1e-6, scale=1.0, chunk_size=64):
-    """Summary (:class:`Segment`) of the whole segment ``q, k, v`` (``[B, T, ...]``, T >= 1).
+def reference(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
+              scale=1.0, cu_seqlens=None):
+    """Brute-force evaluation of the operator's index sums, accumulated in float64 (small T only:
+    O(T^2), hla3 O(T^3) per head). Same arguments and result as :func:`forward`; returns ``o``."""
+    q, k, v = _arrays.prepare(q, "q"), _arrays.prepare(k, "k"), _arrays.prepare(v, "v")
+    cfg = _call_config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, None)
+    cu = _arrays.index_array(cu_seqlens)
+    out = _output(q, v)
+    _hla.reference(cfg, q, k, v, out, cu)
+    return _arrays.deliver(out, q)
 
-    Segments of consecutive pieces of a sequence combine with :func:`combine`; the combined
-    summary of everything before a position is a carry-in for :func:`forward`
-    (``initial_state=segment``) or :func:`state_from_segment`.
+
+def summarize(q, k, v, cu_seqlens=None, *, op="hla2", masked=True, normalize=False, decay=1.0,
+              ridge=0.0, eps=1e-6, scale=1.0, chunk_size=None):
+    """Summaries (:class:`Segment`) of the B segments ``q, k, v`` (``[B, T, ...]``, T >= 1), or of the
+    N packed sequences of ``cu_seqlens`` (B = 1).
+
+    Segments of consecutive pieces of a sequence combine with :func:`combine`; the combined summary
+    of everything before a position is a carry-in for :func:`forward` (``initial_state=segment``)
+    or :func:`state_from_segment`.
     """
-    return _hla._summarize(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size)
+    import numpy as np
+
+    q, k, v = _arrays.prepare(q, "q"), _arrays.prepare(k, "k"), _arrays.prepare(v, "v")
+    cfg = _call_config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size)
+    cu = _arrays.index_array(cu_seqlens)
+    seg_cfg = _state.canonical(cfg)._replace(chunk_size=0)
+    rows = _sequences(q, cu)
+    summary = np.zeros((rows, _hla.summary_elements(seg_cfg)), dtype=_arrays.state_dtype(q))
+    length = np.zeros(rows, dtype=np.int64)
+    _hla.summarize(cfg, q, k, v, cu, summary, length)
+    return Segment._make(seg_cfg, summary, length)
 
 
-def combine(a, b):
-    """Summary of segment ``a`` followed by segment ``b`` (associative, not commutative)."""
-    return _hla.combine(a, b)
+def state_elements(op="hla2", *, heads, dk, dv, kv_heads=None, masked=True, normalize=False,
+                   ridge=0.0):
+    """Numbers n of one sequence's state (a State of B sequences is a [B, n] array)."""
+    return _hla.state_elements(_state.make_config(op, masked, normalize, heads, kv_heads, dk, dv,
+                                                  ridge=ridge))
 
 
-def state_from_segment(segment):
-    """New :class:`State` holding the prefix statistics after ``segment``."""
-    return _hla.state_from_segment(segment)
+def summary_elements(op="hla2", *, heads, dk, dv, kv_heads=None, masked=True, normalize=False,
+                     ridge=0.0):
+    """Numbers m of one segment's summary (a Segment of N segments is an [N, m] array)."""
+    return _hla.summary_elements(_state.make_config(op, masked, normalize, heads, kv_heads, dk,
+                                                    dv, ridge=ridge))

@@ -1,0 +1,305 @@
+/* Python object -> hla_tensor: numpy arrays of any strides (ml_dtypes bfloat16 included) through
+ * numpy's C API, anything else with __dlpack__ (torch, JAX, ...) through a DLPack capsule. */
+#include "ext.h"
+
+#include <string.h>
+
+int
+hla_ext_typenum(int32_t dtype)
+{
+    switch (dtype) {
+    case HLA_FLOAT32: return NPY_FLOAT;
+    case HLA_FLOAT64: return NPY_DOUBLE;
+    case HLA_FLOAT16: return NPY_HALF;
+    case HLA_INT64: return NPY_INT64;
+    case HLA_INT32: return NPY_INT32;
+    default: return -1;
+    }
+}
+
+static void
+tensor_zero(hla_ext_tensor *out)
+{
+    memset(out, 0, sizeof *out);
+}
+
+void
+hla_ext_tensor_release(hla_ext_tensor *t)
+{
+    if (t->managed_v != NULL) {
+        DLManagedTensorVersioned *m = t->managed_v;
+        t->managed_v = NULL;
+        if (m->deleter != NULL) m->deleter(m);
+    }
+    if (t->managed != NULL) {
+        DLManagedTensor *m = t->managed;
+        t->managed = NULL;
+        if (m->deleter != NULL) m->deleter(m);
+    }
+    Py_CLEAR(t->capsule);
+    Py_CLEAR(t->array);
+    t->present = 0;
+}
+
+/* ---- numpy ------------------------------------------------------------------------------- */
+
+static int
+is_bfloat16(PyArray_Descr *d, npy_intp itemsize)
+{
+    const char *name, *dot;
+    if (itemsize != 2 || d->typeobj == NULL) return 0;
+    name = d->typeobj->tp_name;
+    dot = strrchr(name, '.');
+    return strcmp(dot ? dot + 1 : name, "bfloat16") == 0;
+}
+
+static int
+numpy_dtype(PyArray_Descr *d, npy_intp itemsize, int32_t *out)
+{
+    if (d->kind == 'f') {
+        if (itemsize == 2) { *out = HLA_FLOAT16; return 0; }
+        if (itemsize == 4) { *out = HLA_FLOAT32; return 0; }
+        if (itemsize == 8) { *out = HLA_FLOAT64; return 0; }
+        return -1;
+    }
+    if (d->kind == 'i') {
+        if (itemsize == 4) { *out = HLA_INT32; return 0; }
+        if (itemsize == 8) { *out = HLA_INT64; return 0; }
+        return -1;
+    }
+    if (is_bfloat16(d, itemsize)) { *out = HLA_BFLOAT16; return 0; }
+    return -1;
+}
+
+static int
+unsupported_dtype(const char *name, PyObject *dtype_repr_source)
+{
+    PyObject *s = PyObject_Str(dtype_repr_source);
+    PyErr_Format(PyExc_TypeError,
+                 "%s has dtype %S, which libhla does not take (float32, float64, bfloat16 or float16; "
+                 "int64 or int32 for indices)", name, s ? s : Py_None);
+    Py_XDECREF(s);
+    return -1;
+}
+
+static int
+from_numpy(PyArrayObject *arr, const char *name, int mode, hla_ext_tensor *out)
+{
+    PyArray_Descr *descr = PyArray_DESCR(arr);
+    npy_intp itemsize = (npy_intp)PyArray_ITEMSIZE(arr);
+    int nd = PyArray_NDIM(arr), i, need_copy = 0;
+    int32_t dtype;
+
+    if (numpy_dtype(descr, itemsize, &dtype) < 0) {
+        return unsupported_dtype(name, (PyObject *)descr);
+    }
+    if (!PyArray_ISNBO(descr->byteorder) || !PyArray_ISALIGNED(arr)) {
+        need_copy = 1;
+    }
+    for (i = 0; i < nd; i++) {
+        if (PyArray_DIM(arr, i) > 1 && PyArray_STRIDE(arr, i) % itemsize != 0) {
+            need_copy = 1;
+        }
+    }
+    if (mode == HLA_EXT_WRITE) {
+        if (!PyArray_ISWRITEABLE(arr)) {
+            PyErr_Format(PyExc_ValueError, "%s is read-only (libhla writes it)", name);
+            return -1;
+        }
+        if (need_copy) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s cannot be written in place: it is misaligned, byte-swapped or has byte "
+                         "strides that are not multiples of its item size", name);
+            return -1;
+        }
+    }
+    if (need_copy) {
+        PyArray_Descr *native;
+        if (PyArray_ISNBO(descr->byteorder)) {
+            Py_INCREF(descr);
+            native = descr;
+        }
+        else {
+            native = PyArray_DescrNewByteorder(descr, NPY_NATIVE);
+            if (native == NULL) return -1;
+        }
+        arr = (PyArrayObject *)PyArray_FromArray(
+            arr, native, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_ENSURECOPY);
+        if (arr == NULL) return -1;
+    }
+    else {
+        Py_INCREF(arr);
+    }
+    out->array = (PyObject *)arr;
+    out->t.data = PyArray_DATA(arr);
+    out->t.dtype = dtype;
+    out->t.ndim = nd;
+    for (i = 0; i < nd && i < HLA_MAX_NDIM; i++) {
+        npy_intp bs = PyArray_STRIDE(arr, i);
+        out->t.shape[i] = (int64_t)PyArray_DIM(arr, i);
+        out->t.strides[i] = bs % itemsize == 0 ? (int64_t)(bs / itemsize) : 0; /* size <= 1 */
+    }
+    out->present = 1;
+    return 0;
+}
+
+/* ---- DLPack ------------------------------------------------------------------------------ */
+
+static int
+dlpack_dtype(DLDataType d, int32_t *out)
+{
+    if (d.lanes != 1) return -1;
+    if (d.code == HLA_kDLFloat) {
+        if (d.bits == 16) { *out = HLA_FLOAT16; return 0; }
+        if (d.bits == 32) { *out = HLA_FLOAT32; return 0; }
+        if (d.bits == 64) { *out = HLA_FLOAT64; return 0; }
+    }
+    else if (d.code == HLA_kDLBfloat && d.bits == 16) {
+        *out = HLA_BFLOAT16;
+        return 0;
+    }
+    else if (d.code == HLA_kDLInt) {
+        if (d.bits == 32) { *out = HLA_INT32; return 0; }
+        if (d.bits == 64) { *out = HLA_INT64; return 0; }
+    }
+    return -1;
+}
+
+/* obj.__dlpack__(max_version=(1, 0)), or obj.__dlpack__() for producers without the keyword. */
+static PyObject *
+export_capsule(PyObject *obj, const char *name)
+{
+    PyObject *meth, *kwargs, *args, *capsule;
+    meth = PyObject_GetAttrString(obj, "__dlpack__");
+    if (meth == NULL) return NULL;
+    args = PyTuple_New(0);
+    kwargs = Py_BuildValue("{s(ii)}", "max_version", HLA_DLPACK_MAJOR_VERSION, HLA_DLPACK_MINOR_VERSION);
+    capsule = (args && kwargs) ? PyObject_Call(meth, args, kwargs) : NULL;
+    if (capsule == NULL && args && kwargs && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        capsule = PyObject_CallNoArgs(meth);
+    }
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    Py_DECREF(meth);
+    if (capsule == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyErr_Format(PyExc_TypeError, "%s could not be exported through DLPack: %S", name,
+                     value ? value : Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+    return capsule;
+}
+
+static int
+from_dlpack(PyObject *obj, const char *name, int mode, hla_ext_tensor *out)
+{
+    PyObject *capsule = export_capsule(obj, name);
+    const DLTensor *dl;
+    uint64_t flags = 0;
+    int32_t dtype;
+    int i, nd;
+
+    if (capsule == NULL) return -1;
+    if (PyCapsule_IsValid(capsule, "dltensor_versioned")) {
+        DLManagedTensorVersioned *m = PyCapsule_GetPointer(capsule, "dltensor_versioned");
+        if (m == NULL || PyCapsule_SetName(capsule, "used_dltensor_versioned") < 0) {
+            Py_DECREF(capsule);
+            return -1;
+        }
+        out->capsule = capsule;
+        out->managed_v = m; /* ours now: released (deleter called) by hla_ext_tensor_release */
+        if (m->version.major != HLA_DLPACK_MAJOR_VERSION) {
+            PyErr_Format(PyExc_TypeError, "%s was exported with DLPack %u.%u; this extension reads %d.x",
+                         name, m->version.major, m->version.minor, HLA_DLPACK_MAJOR_VERSION);
+            goto fail;
+        }
+        dl = &m->dl_tensor;
+        flags = m->flags;
+    }
+    else if (PyCapsule_IsValid(capsule, "dltensor")) {
+        DLManagedTensor *m = PyCapsule_GetPointer(capsule, "dltensor");
+        if (m == NULL || PyCapsule_SetName(capsule, "used_dltensor") < 0) {
+            Py_DECREF(capsule);
+            return -1;
+        }
+        out->capsule = capsule;
+        out->managed = m;
+        dl = &m->dl_tensor;
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "%s.__dlpack__() returned %.100s, not an unused DLPack capsule",
+                     name, Py_TYPE(capsule)->tp_name);
+        Py_DECREF(capsule);
+        return -1;
+    }
+
+    if (dl->device.device_type != HLA_kDLCPU) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s is on DLPack device type %d (id %d); libhla reads CPU memory only", name,
+                     (int)dl->device.device_type, (int)dl->device.device_id);
+        goto fail;
+    }
+    if (dlpack_dtype(dl->dtype, &dtype) < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s has DLPack dtype (code %d, bits %d, lanes %d), which libhla does not take "
+                     "(float32, float64, bfloat16 or float16; int64 or int32 for indices)", name,
+                     (int)dl->dtype.code, (int)dl->dtype.bits, (int)dl->dtype.lanes);
+        goto fail;
+    }
+    if (mode == HLA_EXT_WRITE && (flags & HLA_DLPACK_FLAG_BITMASK_READ_ONLY)) {
+        PyErr_Format(PyExc_ValueError, "%s is read-only (libhla writes it)", name);
+        goto fail;
+    }
+    nd = (int)dl->ndim;
+    if (nd < 0 || (nd > 0 && dl->shape == NULL)) {
+        PyErr_Format(PyExc_ValueError, "%s: DLPack tensor with ndim %d and no shape", name, nd);
+        goto fail;
+    }
+    out->t.data = dl->data == NULL ? NULL : (void *)((char *)dl->data + dl->byte_offset);
+    out->t.dtype = dtype;
+    out->t.ndim = nd;
+    for (i = 0; i < nd && i < HLA_MAX_NDIM; i++) {
+        out->t.shape[i] = dl->shape[i];
+    }
+    if (dl->strides != NULL) {
+        for (i = 0; i < nd && i < HLA_MAX_NDIM; i++) out->t.strides[i] = dl->strides[i];
+    }
+    else if (nd <= HLA_MAX_NDIM) {
+        int64_t run = 1;
+        for (i = nd - 1; i >= 0; i--) {
+            out->t.strides[i] = run;
+            if (dl->shape[i] > 1 && run <= INT64_MAX / dl->shape[i]) {
+                run *= dl->shape[i];
+            }
+        }
+    }
+    out->present = 1;
+    return 0;
+fail:
+    hla_ext_tensor_release(out);
+    return -1;
+}
+
+int
+hla_ext_tensor_from_py(PyObject *obj, const char *name, int mode, int optional, hla_ext_tensor *out)
+{
+    tensor_zero(out);
+    if (obj == Py_None && optional) {
+        return 0;
+    }
+    if (PyArray_Check(obj)) {
+        return from_numpy((PyArrayObject *)obj, name, mode, out);
+    }
+    if (obj != Py_None && !PyType_Check(obj) && PyObject_HasAttrString(obj, "__dlpack__")) {
+        return from_dlpack(obj, name, mode, out);
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "%s must be an array (a numpy array or a CPU tensor with __dlpack__: torch, JAX, ...), "
+                 "got %.100s", name, Py_TYPE(obj)->tp_name);
+    return -1;
+}

@@ -1,0 +1,83 @@
+/*
+ * hla._hla -- CPython extension over the libhla 1.0 C ABI (plain C, Python.h + numpy's C API).
+ *
+ * The extension converts and forwards: Python objects become hla_tensor descriptions of their memory
+ * (convert.c), option tuples become an hla_config (config.c), each entry point is a thin wrapper that
+ * releases the GIL around the library call (ops.c), and one function maps a failed status to its
+ * exception (errors.c). Validation of shapes, dtypes, rows and cu_seqlens is the library's.
+ */
+#ifndef HLA_EXT_H
+#define HLA_EXT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "hla.h"
+#include "dlpack_abi.h"
+
+/* The unique symbol of numpy's C-API table lives in module.c; the other files import it. */
+#define PY_ARRAY_UNIQUE_SYMBOL hla_ext_ARRAY_API
+#ifndef HLA_EXT_MODULE_C
+#define NO_IMPORT_ARRAY
+#endif
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+/* ---- errors.c ---------------------------------------------------------------------------- */
+
+/* Raise the exception of a failed library call: HLA_ERR_DTYPE -> TypeError, HLA_ERR_OUT_OF_MEMORY ->
+ * MemoryError, every other status -> ValueError. The message is `message` (the library's
+ * hla_last_error(), captured on the calling thread); the exception gets an attribute `hla_status`
+ * with the status name. Returns NULL. */
+PyObject *hla_ext_raise(hla_status status, const char *message);
+
+/* ---- config.c ---------------------------------------------------------------------------- */
+
+/* Options as the Python layer passes them: a tuple (or any sequence) of 12 items
+ *   (op, masked, normalize, heads, kv_heads, dk, dv, scale, decay, ridge, eps, chunk_size)
+ * op a str ('hla2', 'ahla', 'hla3'); kv_heads and chunk_size may be None (0 in C). Only conversion
+ * errors are raised here (TypeError for a wrong type, ValueError for an unknown op name or an integer
+ * out of int64 range); every range check is the library's. */
+#define HLA_EXT_CONFIG_FIELDS 12
+int hla_ext_config_from_py(PyObject *obj, hla_config *cfg);
+/* The inverse (a tuple of the same 12 items; kv_heads resolved, chunk_size as stored). */
+PyObject *hla_ext_config_to_py(const hla_config *cfg);
+/* 'chunked', 'serial', 'scan' -> hla_path. */
+int hla_ext_path_from_py(PyObject *obj, int32_t *path);
+
+/* ---- convert.c --------------------------------------------------------------------------- */
+
+/* One argument converted to an hla_tensor, with what keeps its memory alive. */
+typedef struct {
+    hla_tensor t;
+    int present;                       /* 0: the argument was None (pass NULL) */
+    PyObject *array;                   /* owned: the numpy array described (the argument or a copy) */
+    PyObject *capsule;                 /* owned: a consumed DLPack capsule */
+    DLManagedTensor *managed;          /* its tensor ("dltensor"), deleter called on release */
+    DLManagedTensorVersioned *managed_v; /* or ("dltensor_versioned") */
+} hla_ext_tensor;
+
+enum { HLA_EXT_READ = 0, HLA_EXT_WRITE = 1 };
+
+/* Describe obj (a numpy array of any strides, or any object with __dlpack__ on the CPU; None when
+ * optional) as an hla_tensor. Inputs (mode READ) whose memory element strides cannot describe
+ * (misaligned, byte-swapped, byte strides not a multiple of the item size) are copied; tensors the
+ * library writes (mode WRITE) are never copied and must be writable. `name` names the argument in
+ * messages. Returns 0, or -1 with an exception set (nothing to release then). */
+int hla_ext_tensor_from_py(PyObject *obj, const char *name, int mode, int optional, hla_ext_tensor *out);
+void hla_ext_tensor_release(hla_ext_tensor *t);
+/* The hla_tensor pointer to pass (NULL when absent). */
+static inline const hla_tensor *
+hla_ext_ptr(const hla_ext_tensor *t)
+{
+    return t->present ? &t->t : NULL;
+}
+
+/* A numpy typenum for an hla float dtype (float32/float64 states and summaries). */
+int hla_ext_typenum(int32_t dtype);
+
+/* ---- ops.c ------------------------------------------------------------------------------- */
+
+extern PyMethodDef hla_ext_ops_methods[];
+
+#endif

@@ -1,0 +1,511 @@
+/* Thin wrappers of the libhla entry points: convert the arguments, call with the GIL released,
+ * release the arguments, map a failure to its exception. The Python layer (hla/__init__.py,
+ * hla/_state.py) allocates outputs and states and passes them in. */
+#include "ext.h"
+
+#include <string.h>
+
+#define MAX_ARGS 8
+#define MESSAGE_SIZE 4096
+
+typedef struct {
+    const char *name;
+    int mode;
+    int optional;
+} argspec;
+
+typedef struct {
+    hla_status status;
+    char message[MESSAGE_SIZE];
+} outcome;
+
+/* Record a call's status and, on failure, the calling thread's message (safe without the GIL). */
+static void
+record(outcome *r, hla_status status)
+{
+    r->status = status;
+    r->message[0] = '\0';
+    if (status != HLA_OK) {
+        const char *m = hla_last_error();
+        if (m != NULL) {
+            strncpy(r->message, m, MESSAGE_SIZE - 1);
+            r->message[MESSAGE_SIZE - 1] = '\0';
+        }
+    }
+}
+
+static void
+release_all(hla_ext_tensor *t, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) hla_ext_tensor_release(&t[i]);
+}
+
+static int
+convert_all(PyObject *const *objs, const argspec *spec, int n, hla_ext_tensor *t)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        if (hla_ext_tensor_from_py(objs[i], spec[i].name, spec[i].mode, spec[i].optional, &t[i]) < 0) {
+            release_all(t, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+finish(const outcome *r)
+{
+    if (r->status != HLA_OK) return hla_ext_raise(r->status, r->message);
+    Py_RETURN_NONE;
+}
+
+#define P(i) hla_ext_ptr(&t[i])
+
+/* forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows) -> None */
+static PyObject *
+py_forward(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {
+        {"q", HLA_EXT_READ, 0}, {"k", HLA_EXT_READ, 0}, {"v", HLA_EXT_READ, 0},
+        {"output", HLA_EXT_WRITE, 0}, {"cu_seqlens", HLA_EXT_READ, 1},
+        {"initial_state", HLA_EXT_READ, 1}, {"final_state", HLA_EXT_WRITE, 1}, {"rows", HLA_EXT_READ, 1}};
+    PyObject *cfgo, *patho, *o[8];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    int32_t path;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:forward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
+                          &o[4], &o[5], &o[6], &o[7])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || hla_ext_path_from_py(patho, &path) < 0) return NULL;
+    if (convert_all(o, spec, 8, t) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_forward(&cfg, path, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)));
+    Py_END_ALLOW_THREADS
+    release_all(t, 8);
+    return finish(&r);
+}
+
+/* reference(cfg, q, k, v, output, cu_seqlens) -> None */
+static PyObject *
+py_reference(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {
+        {"q", HLA_EXT_READ, 0}, {"k", HLA_EXT_READ, 0}, {"v", HLA_EXT_READ, 0},
+        {"output", HLA_EXT_WRITE, 0}, {"cu_seqlens", HLA_EXT_READ, 1}};
+    PyObject *cfgo, *o[5];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOOOOO:reference", &cfgo, &o[0], &o[1], &o[2], &o[3], &o[4])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, spec, 5, t) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_reference(&cfg, P(0), P(1), P(2), P(3), P(4)));
+    Py_END_ALLOW_THREADS
+    release_all(t, 5);
+    return finish(&r);
+}
+
+/* step(cfg, q, k, v, output, state, rows) -> None */
+static PyObject *
+py_step(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {
+        {"q_t", HLA_EXT_READ, 0}, {"k_t", HLA_EXT_READ, 0}, {"v_t", HLA_EXT_READ, 0},
+        {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}, {"rows", HLA_EXT_READ, 1}};
+    PyObject *cfgo, *o[6];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOOOOOO:step", &cfgo, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, spec, 6, t) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_step(&cfg, P(0), P(1), P(2), P(3), P(4), P(5)));
+    Py_END_ALLOW_THREADS
+    release_all(t, 6);
+    return finish(&r);
+}
+
+/* summarize(cfg, q, k, v, cu_seqlens, summary, lengths) -> None */
+static PyObject *
+py_summarize(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {
+        {"q", HLA_EXT_READ, 0}, {"k", HLA_EXT_READ, 0}, {"v", HLA_EXT_READ, 0},
+        {"cu_seqlens", HLA_EXT_READ, 1}, {"summary", HLA_EXT_WRITE, 0}, {"lengths", HLA_EXT_WRITE, 1}};
+    PyObject *cfgo, *o[6];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOOOOOO:summarize", &cfgo, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, spec, 6, t) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_summarize(&cfg, P(0), P(1), P(2), P(3), P(4), P(5)));
+    Py_END_ALLOW_THREADS
+    release_all(t, 6);
+    return finish(&r);
+}
+
+/* summary_combine(cfg, a, a_lengths, b, b_lengths, result, result_lengths) -> None */
+static PyObject *
+py_summary_combine(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {
+        {"a", HLA_EXT_READ, 0}, {"a_lengths", HLA_EXT_READ, 0}, {"b", HLA_EXT_READ, 0},
+        {"b_lengths", HLA_EXT_READ, 0}, {"result", HLA_EXT_WRITE, 0}, {"result_lengths", HLA_EXT_WRITE, 1}};
+    PyObject *cfgo, *o[6];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOOOOOO:summary_combine", &cfgo, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, spec, 6, t) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_summary_combine(&cfg, P(0), P(1), P(2), P(3), P(4), P(5)));
+    Py_END_ALLOW_THREADS
+    release_all(t, 6);
+    return finish(&r);
+}
+
+/* summary_to_state(cfg, summary, state, rows) -> None */
+static PyObject *
+py_summary_to_state(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {
+        {"summary", HLA_EXT_READ, 0}, {"state", HLA_EXT_WRITE, 0}, {"rows", HLA_EXT_READ, 1}};
+    PyObject *cfgo, *o[3];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOOO:summary_to_state", &cfgo, &o[0], &o[1], &o[2])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, spec, 3, t) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_summary_to_state(&cfg, P(0), P(1), P(2)));
+    Py_END_ALLOW_THREADS
+    release_all(t, 3);
+    return finish(&r);
+}
+
+/* state_reset_rows(cfg, state, rows) -> None */
+static PyObject *
+py_state_reset_rows(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {{"state", HLA_EXT_WRITE, 0}, {"rows", HLA_EXT_READ, 1}};
+    PyObject *cfgo, *o[2];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOO:state_reset_rows", &cfgo, &o[0], &o[1])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, spec, 2, t) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_state_reset_rows(&cfg, P(0), P(1)));
+    Py_END_ALLOW_THREADS
+    release_all(t, 2);
+    return finish(&r);
+}
+
+/* state_copy_rows(cfg, state, src_rows, dst_rows) -> None */
+static PyObject *
+py_state_copy_rows(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {
+        {"state", HLA_EXT_WRITE, 0}, {"src_rows", HLA_EXT_READ, 0}, {"dst_rows", HLA_EXT_READ, 0}};
+    PyObject *cfgo, *o[3];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOOO:state_copy_rows", &cfgo, &o[0], &o[1], &o[2])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, spec, 3, t) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_state_copy_rows(&cfg, P(0), P(1), P(2)));
+    Py_END_ALLOW_THREADS
+    release_all(t, 3);
+    return finish(&r);
+}
+
+/* ---- serialization ----------------------------------------------------------------------- */
+
+/* Query the size, allocate bytes, write them. `summary` selects the entry point; t[0] is the state or
+ * summary, t[1] the rows (state) or lengths (summary). */
+static PyObject *
+serialize(const hla_config *cfg, int summary, hla_ext_tensor *t)
+{
+    size_t need = 0, written = 0;
+    outcome r;
+    PyObject *b;
+    if (summary) record(&r, hla_summary_serialize(cfg, P(0), P(1), NULL, 0, &need));
+    else record(&r, hla_state_serialize(cfg, P(0), P(1), NULL, 0, &need));
+    if (r.status != HLA_OK) return hla_ext_raise(r.status, r.message);
+    if (need > (size_t)PY_SSIZE_T_MAX) return PyErr_NoMemory();
+    b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)need);
+    if (b == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (summary) record(&r, hla_summary_serialize(cfg, P(0), P(1), PyBytes_AS_STRING(b), need, &written));
+    else record(&r, hla_state_serialize(cfg, P(0), P(1), PyBytes_AS_STRING(b), need, &written));
+    Py_END_ALLOW_THREADS
+    if (r.status != HLA_OK) {
+        Py_DECREF(b);
+        return hla_ext_raise(r.status, r.message);
+    }
+    if (written != need) {
+        Py_DECREF(b);
+        PyErr_Format(PyExc_RuntimeError, "libhla announced %zu serialized bytes and wrote %zu", need, written);
+        return NULL;
+    }
+    return b;
+}
+
+/* state_serialize(cfg, state, rows) -> bytes */
+static PyObject *
+py_state_serialize(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {{"state", HLA_EXT_READ, 0}, {"rows", HLA_EXT_READ, 1}};
+    PyObject *cfgo, *o[2], *res;
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOO:state_serialize", &cfgo, &o[0], &o[1])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, spec, 2, t) < 0) return NULL;
+    res = serialize(&cfg, 0, t);
+    release_all(t, 2);
+    return res;
+}
+
+/* summary_serialize(cfg, summary, lengths) -> bytes */
+static PyObject *
+py_summary_serialize(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {{"summary", HLA_EXT_READ, 0}, {"lengths", HLA_EXT_READ, 0}};
+    PyObject *cfgo, *o[2], *res;
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOO:summary_serialize", &cfgo, &o[0], &o[1])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, spec, 2, t) < 0) return NULL;
+    res = serialize(&cfg, 1, t);
+    release_all(t, 2);
+    return res;
+}
+
+/* A new C-contiguous numpy array for a tensor the library described (data NULL); points t at it. */
+static PyObject *
+allocate_described(hla_tensor *t)
+{
+    npy_intp dims[HLA_MAX_NDIM];
+    int i, typenum = hla_ext_typenum(t->dtype);
+    PyObject *arr;
+    int64_t run = 1;
+    if (typenum < 0 || t->ndim < 1 || t->ndim > HLA_MAX_NDIM) {
+        PyErr_Format(PyExc_RuntimeError, "libhla described a tensor of dtype %d and ndim %d",
+                     (int)t->dtype, (int)t->ndim);
+        return NULL;
+    }
+    for (i = 0; i < t->ndim; i++) dims[i] = (npy_intp)t->shape[i];
+    arr = PyArray_ZEROS(t->ndim, dims, typenum, 0);
+    if (arr == NULL) return NULL;
+    t->data = PyArray_DATA((PyArrayObject *)arr);
+    for (i = t->ndim - 1; i >= 0; i--) {
+        t->strides[i] = run;
+        run *= t->shape[i] > 1 ? t->shape[i] : 1;
+    }
+    return arr;
+}
+
+/* Read bytes: describe, allocate, copy. summary: also the lengths. -> (cfg, array[, lengths]) */
+static PyObject *
+deserialize(PyObject *data, int summary)
+{
+    static const unsigned char empty[1] = {0};
+    Py_buffer view;
+    hla_config cfg;
+    hla_tensor st, len;
+    outcome r;
+    PyObject *arr = NULL, *larr = NULL, *res = NULL;
+    const void *buf;
+
+    if (PyUnicode_Check(data) || PyObject_GetBuffer(data, &view, PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "data must be a bytes-like object, got %.100s", Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    buf = view.len > 0 ? view.buf : (const void *)empty;
+    memset(&st, 0, sizeof st);
+    memset(&len, 0, sizeof len);
+    record(&r, hla_config_init(&cfg, sizeof cfg));
+    if (r.status == HLA_OK) {
+        if (summary) record(&r, hla_summary_deserialize(buf, (size_t)view.len, &cfg, &st, &len));
+        else record(&r, hla_state_deserialize(buf, (size_t)view.len, &cfg, &st));
+    }
+    if (r.status != HLA_OK) {
+        hla_ext_raise(r.status, r.message);
+        goto done;
+    }
+    arr = allocate_described(&st);
+    if (arr == NULL) goto done;
+    if (summary) {
+        larr = allocate_described(&len);
+        if (larr == NULL) goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (summary) record(&r, hla_summary_deserialize(buf, (size_t)view.len, &cfg, &st, &len));
+    else record(&r, hla_state_deserialize(buf, (size_t)view.len, &cfg, &st));
+    Py_END_ALLOW_THREADS
+    if (r.status != HLA_OK) {
+        hla_ext_raise(r.status, r.message);
+        goto done;
+    }
+    res = summary ? Py_BuildValue("(NOO)", hla_ext_config_to_py(&cfg), arr, larr)
+                  : Py_BuildValue("(NO)", hla_ext_config_to_py(&cfg), arr);
+done:
+    Py_XDECREF(arr);
+    Py_XDECREF(larr);
+    PyBuffer_Release(&view);
+    return res;
+}
+
+static PyObject *
+py_state_deserialize(PyObject *m, PyObject *data)
+{
+    (void)m;
+    return deserialize(data, 0);
+}
+
+static PyObject *
+py_summary_deserialize(PyObject *m, PyObject *data)
+{
+    (void)m;
+    return deserialize(data, 1);
+}
+
+/* ---- sizes and version ------------------------------------------------------------------- */
+
+static PyObject *
+elements(PyObject *cfgo, int summary)
+{
+    hla_config cfg;
+    int64_t n = 0;
+    outcome r;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (summary) record(&r, hla_summary_elements(&cfg, &n));
+    else record(&r, hla_state_elements(&cfg, &n));
+    if (r.status != HLA_OK) return hla_ext_raise(r.status, r.message);
+    return PyLong_FromLongLong((long long)n);
+}
+
+static PyObject *
+py_state_elements(PyObject *m, PyObject *cfgo)
+{
+    (void)m;
+    return elements(cfgo, 0);
+}
+
+static PyObject *
+py_summary_elements(PyObject *m, PyObject *cfgo)
+{
+    (void)m;
+    return elements(cfgo, 1);
+}
+
+/* config(cfg) -> the same 12 items after conversion to an hla_config (canonical Python values) */
+static PyObject *
+py_config(PyObject *m, PyObject *cfgo)
+{
+    hla_config cfg;
+    (void)m;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    return hla_ext_config_to_py(&cfg);
+}
+
+/* state_serialized_size(cfg, state, rows) / summary_serialized_size(cfg, summary, lengths) -> int:
+ * the size query of hla_state_serialize / hla_summary_serialize, which validates the tensors against
+ * the configuration without writing anything. */
+static PyObject *
+serialized_size(PyObject *args, int summary)
+{
+    static const argspec state_spec[] = {{"array", HLA_EXT_READ, 0}, {"rows", HLA_EXT_READ, 1}};
+    static const argspec summary_spec[] = {{"array", HLA_EXT_READ, 0}, {"length", HLA_EXT_READ, 0}};
+    PyObject *cfgo, *o[2];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    size_t need = 0;
+    outcome r;
+    if (!PyArg_ParseTuple(args, "OOO:serialized_size", &cfgo, &o[0], &o[1])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (convert_all(o, summary ? summary_spec : state_spec, 2, t) < 0) return NULL;
+    if (summary) record(&r, hla_summary_serialize(&cfg, P(0), P(1), NULL, 0, &need));
+    else record(&r, hla_state_serialize(&cfg, P(0), P(1), NULL, 0, &need));
+    release_all(t, 2);
+    if (r.status != HLA_OK) return hla_ext_raise(r.status, r.message);
+    return PyLong_FromSize_t(need);
+}
+
+static PyObject *
+py_state_serialized_size(PyObject *m, PyObject *args)
+{
+    (void)m;
+    return serialized_size(args, 0);
+}
+
+static PyObject *
+py_summary_serialized_size(PyObject *m, PyObject *args)
+{
+    (void)m;
+    return serialized_size(args, 1);
+}
+
+static PyObject *
+py_version(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    const char *v = hla_version();
+    (void)m;
+    return PyUnicode_FromString(v ? v : "");
+}
+
+PyMethodDef hla_ext_ops_methods[] = {
+    {"forward", py_forward, METH_VARARGS,
+     "forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows) -> None (hla_forward)"},
+    {"reference", py_reference, METH_VARARGS,
+     "reference(cfg, q, k, v, output, cu_seqlens) -> None (hla_reference)"},
+    {"step", py_step, METH_VARARGS, "step(cfg, q, k, v, output, state, rows) -> None (hla_step)"},
+    {"summarize", py_summarize, METH_VARARGS,
+     "summarize(cfg, q, k, v, cu_seqlens, summary, lengths) -> None (hla_summarize)"},
+    {"summary_combine", py_summary_combine, METH_VARARGS,
+     "summary_combine(cfg, a, a_lengths, b, b_lengths, result, result_lengths) -> None"},
+    {"summary_to_state", py_summary_to_state, METH_VARARGS,
+     "summary_to_state(cfg, summary, state, rows) -> None (hla_summary_to_state)"},
+    {"state_reset_rows", py_state_reset_rows, METH_VARARGS,
+     "state_reset_rows(cfg, state, rows) -> None (hla_state_reset_rows)"},
+    {"state_copy_rows", py_state_copy_rows, METH_VARARGS,
+     "state_copy_rows(cfg, state, src_rows, dst_rows) -> None (hla_state_copy_rows)"},
+    {"state_serialize", py_state_serialize, METH_VARARGS, "state_serialize(cfg, state, rows) -> bytes"},
+    {"state_deserialize", py_state_deserialize, METH_O, "state_deserialize(data) -> (cfg, array)"},
+    {"summary_serialize", py_summary_serialize, METH_VARARGS,
+     "summary_serialize(cfg, summary, lengths) -> bytes"},
+    {"summary_deserialize", py_summary_deserialize, METH_O,
+     "summary_deserialize(data) -> (cfg, summary, lengths)"},
+    {"state_elements", py_state_elements, METH_O, "state_elements(cfg) -> int"},
+    {"summary_elements", py_summary_elements, METH_O, "summary_elements(cfg) -> int"},
+    {"config", py_config, METH_O, "config(cfg) -> tuple: the options as an hla_config holds them"},
+    {"state_serialized_size", py_state_serialized_size, METH_VARARGS,
+     "state_serialized_size(cfg, state, rows) -> int (validates the state tensor)"},
+    {"summary_serialized_size", py_summary_serialized_size, METH_VARARGS,
+     "summary_serialized_size(cfg, summary, lengths) -> int (validates the summary tensors)"},
+    {"version", py_version, METH_NOARGS, "version() -> str: version of the loaded libhla"},
+    {NULL, NULL, 0, NULL}};
