@@ -8,6 +8,8 @@ SWIFT_FLAGS = -c release -Xswiftc -static-stdlib $(if $(HLA_TARGET_CPU),-Xswiftc
 LIBDIR := $(CURDIR)/.build/release
 LIB := $(LIBDIR)/libhla.so
 export LIBHLA_LIBDIR := $(LIBDIR)
+# The version, from the single source of truth (HLA_VERSION_* in Sources/CHLA/include/hla_types.h).
+HLA_VERSION := $(shell awk '/define HLA_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v ? "." : "") $$3} END {print v}' Sources/CHLA/include/hla_types.h)
 
 .PHONY: all lib python header check-header test test-swift test-c test-python install demo bench clean deps
 
@@ -51,7 +53,7 @@ install: lib
 	# cannot read the DWARF 5 the toolchain emits.
 	strip --strip-debug $(DESTDIR)$(PREFIX)/lib/libhla.so
 	install -m 644 include/hla.h $(DESTDIR)$(PREFIX)/include/hla.h
-	sed -e 's|@PREFIX@|$(PREFIX)|g' include/hla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/hla.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(HLA_VERSION)|g' include/hla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/hla.pc
 
 demo: all
 	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) run

@@ -2,9 +2,10 @@
 
 #include <stdlib.h>
 
-int naive_ref(const hla_config *c, int64_t T, const double *q, const double *k, const double *v, double *out)
+int naive_ref(const hla_config *c, int64_t B, int64_t T, const double *q, const double *k, const double *v,
+              double *out)
 {
-    const int64_t B = c->batch, H = c->heads, Hkv = c->kv_heads ? c->kv_heads : c->heads;
+    const int64_t H = c->heads, Hkv = c->kv_heads ? c->kv_heads : c->heads;
     const int64_t dk = c->dk, dv = c->dv, G = H / Hkv;
     double *pw = malloc((size_t)(3 * T + 1) * sizeof(double));
     double *Q = malloc((size_t)(T * dk) * sizeof(double));

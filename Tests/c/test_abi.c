@@ -1,6 +1,9 @@
-/* C ABI test of libhla: drives every entry point of include/hla.h, checks every execution path
- * against the index sums of SPEC.md section 2 (an independent brute-force evaluation written here,
+/* C ABI test of libhla 1.0: drives every entry point of include/hla.h, checks every execution path
+ * against the index sums of SPEC.md section 2 (the independent brute-force evaluation of naive_ref.c,
  * and the library's own hla_reference), and feeds every kind of bad input the contract names.
+ *
+ * The 1.0 ABI has no handles: every tensor is an hla_tensor over this program's memory; states are
+ * [slots, n] rows, summaries [N, m] rows plus int64 lengths.
  *
  * Built with gcc -std=c99 -Wall -Wextra -pedantic -Werror against the *installed* header and
  * library (see Makefile), run plainly, under valgrind and with ASan/UBSan.
@@ -20,14 +23,14 @@
 #include "naive_ref.h"
 
 #ifndef HLA_PC_VERSION
-#define HLA_PC_VERSION "0.1.0"
+#define HLA_PC_VERSION "unknown"
 #endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* Check bookkeeping                                                                           */
 
 static long g_pass, g_fail;
-static char g_ctx[160] = "";
+static char g_ctx[200] = "";
 
 static void set_ctx(const char *fmt, ...)
 {
@@ -55,9 +58,9 @@ static void report(int ok, const char *file, int line, const char *fmt, ...)
 
 #define CHECK(cond, ...) report((cond) ? 1 : 0, __FILE__, __LINE__, __VA_ARGS__)
 
-static const char *status_name(hla_status s) { return hla_status_string(s); }
+static const char *sname(hla_status s) { return hla_status_string(s); }
 
-static int tolower_ascii(int ch) { return (ch >= 'A' && ch <= 'Z') ? ch - 'A' + 'a' : ch; }
+static int lower_ascii(int ch) { return (ch >= 'A' && ch <= 'Z') ? ch - 'A' + 'a' : ch; }
 
 /* Case-insensitive: does hay contain one of the '|'-separated alternatives of alts? */
 static int icontains_any(const char *hay, const char *alts)
@@ -69,7 +72,7 @@ static int icontains_any(const char *hay, const char *alts)
         const char *h;
         for (h = hay; *h; h++) {
             size_t i = 0;
-            while (i < n && h[i] && tolower_ascii(h[i]) == tolower_ascii(a[i])) i++;
+            while (i < n && h[i] && lower_ascii(h[i]) == lower_ascii(a[i])) i++;
             if (i == n) return 1;
         }
         if (!end) break;
@@ -78,29 +81,29 @@ static int icontains_any(const char *hay, const char *alts)
     return 0;
 }
 
-/* Expect a status; for a failure also a non-empty last_error naming the problem (keyword kw). */
+/* Expect a status; for a failure also a non-empty hla_last_error() containing kw (if given). */
 static int expect_status(hla_status got, hla_status want, const char *kw, const char *file, int line,
                          const char *fmt, ...)
 {
-    char what[256];
+    char what[300];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     if (got != want) {
         const char *m = hla_last_error();
-        report(0, file, line, "%s: got %s (%d, last_error \"%s\"), want %s", what, status_name(got),
-               (int)got, m ? m : "(null)", status_name(want));
+        report(0, file, line, "%s: got %s (%d, last_error \"%s\"), want %s", what, sname(got), (int)got,
+               m ? m : "(null)", sname(want));
         return 0;
     }
     if (want != HLA_OK) {
         const char *m = hla_last_error();
         if (m == NULL || m[0] == '\0') {
-            report(0, file, line, "%s: %s but hla_last_error() is empty", what, status_name(got));
+            report(0, file, line, "%s: %s but hla_last_error() is empty", what, sname(got));
             return 0;
         }
         if (kw && !icontains_any(m, kw)) {
-            report(0, file, line, "%s: last_error \"%s\" does not name the problem (%s)", what, m, kw);
+            report(0, file, line, "%s: last_error \"%s\" does not name %s", what, m, kw);
             return 0;
         }
     }
@@ -109,6 +112,7 @@ static int expect_status(hla_status got, hla_status want, const char *kw, const 
 }
 
 #define EXPECT(call, want, kw, ...) expect_status((call), (want), (kw), __FILE__, __LINE__, __VA_ARGS__)
+#define OK(call, ...) expect_status((call), HLA_OK, NULL, __FILE__, __LINE__, __VA_ARGS__)
 
 static double now_s(void)
 {
@@ -118,7 +122,7 @@ static double now_s(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Data helpers                                                                                */
+/* Random numbers, element types                                                               */
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
@@ -148,645 +152,802 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-static size_t esize(int dt) { return dt == HLA_FLOAT64 ? sizeof(double) : sizeof(float); }
-
-static double getv(const void *p, int dt, int64_t off)
+static size_t esize(int dt)
 {
-    return dt == HLA_FLOAT64 ? ((const double *)p)[off] : (double)((const float *)p)[off];
+    switch (dt) {
+    case HLA_FLOAT64:
+    case HLA_INT64: return 8;
+    case HLA_FLOAT32:
+    case HLA_INT32: return 4;
+    default: return 2;
+    }
 }
 
-static void setv(void *p, int dt, int64_t off, double x)
+static int state_dt(int dt) { return dt == HLA_FLOAT64 ? HLA_FLOAT64 : HLA_FLOAT32; }
+
+static double bf16_to_d(uint16_t b)
 {
-    if (dt == HLA_FLOAT64)
-        ((double *)p)[off] = x;
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return (double)f;
+}
+
+static uint16_t d_to_bf16(double x)
+{
+    float f = (float)x;
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    if (f != f) return (uint16_t)((b >> 16) | 0x40u);
+    return (uint16_t)((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+}
+
+static double f16_to_d(uint16_t h)
+{
+    const int e = (h >> 10) & 31, m = h & 1023;
+    double x;
+    if (e == 0)
+        x = ldexp((double)m, -24);
+    else if (e == 31)
+        x = m ? NAN : INFINITY;
     else
-        ((float *)p)[off] = (float)x;
+        x = ldexp((double)(m + 1024), e - 25);
+    return (h & 0x8000u) ? -x : x;
 }
 
-/* Pointer to element off (may be negative) of a typed buffer. */
-static void *at(void *p, int dt, int64_t off) { return (char *)p + off * (int64_t)esize(dt); }
-static const void *cat_(const void *p, int dt, int64_t off)
+static uint16_t d_to_f16(double x)
 {
-    return (const char *)p + off * (int64_t)esize(dt);
+    const uint16_t s = signbit(x) ? 0x8000u : 0u;
+    double a = fabs(x), m;
+    int E, e;
+    if (a != a) return 0x7E00u;
+    if (a >= 65520.0) return (uint16_t)(s | 0x7C00u);
+    if (a < ldexp(1.0, -14)) return (uint16_t)(s | (uint16_t)nearbyint(ldexp(a, 24)));
+    frexp(a, &E); /* a in [2^(E-1), 2^E) */
+    m = nearbyint(ldexp(a, 11 - E));
+    e = E - 1;
+    if (m >= 2048.0) {
+        m = 1024.0;
+        e++;
+    }
+    if (e + 15 >= 31) return (uint16_t)(s | 0x7C00u);
+    return (uint16_t)(s | (uint16_t)((e + 15) << 10) | (uint16_t)((int)m - 1024));
 }
 
-static void *typed_copy(const double *x, int64_t n, int dt)
+static double getv(const void *p, int dt, int64_t i)
 {
-    void *p = xmalloc((size_t)n * esize(dt));
+    switch (dt) {
+    case HLA_FLOAT64: return ((const double *)p)[i];
+    case HLA_FLOAT32: return (double)((const float *)p)[i];
+    case HLA_BFLOAT16: return bf16_to_d(((const uint16_t *)p)[i]);
+    case HLA_FLOAT16: return f16_to_d(((const uint16_t *)p)[i]);
+    case HLA_INT64: return (double)((const int64_t *)p)[i];
+    default: return (double)((const int32_t *)p)[i];
+    }
+}
+
+static void setv(void *p, int dt, int64_t i, double x)
+{
+    switch (dt) {
+    case HLA_FLOAT64: ((double *)p)[i] = x; break;
+    case HLA_FLOAT32: ((float *)p)[i] = (float)x; break;
+    case HLA_BFLOAT16: ((uint16_t *)p)[i] = d_to_bf16(x); break;
+    case HLA_FLOAT16: ((uint16_t *)p)[i] = d_to_f16(x); break;
+    case HLA_INT64: ((int64_t *)p)[i] = (int64_t)x; break;
+    default: ((int32_t *)p)[i] = (int32_t)x; break;
+    }
+}
+
+/* x rounded to dt and back (exact). */
+static double rnd(int dt, double x)
+{
+    unsigned char b[8];
+    setv(b, dt, 0, x);
+    return getv(b, dt, 0);
+}
+
+static void *eptr(void *p, int dt, int64_t i) { return (char *)p + i * (int64_t)esize(dt); }
+
+#define SLACK 16 /* elements past every buffer, so a mutated shape never reads outside it */
+
+/* n elements of dt (plus slack), every one set to x. */
+static void *talloc_fill(int64_t n, int dt, double x)
+{
+    void *p = xmalloc((size_t)(n + SLACK) * esize(dt));
+    int64_t i;
+    for (i = 0; i < n + SLACK; i++) setv(p, dt, i, x);
+    return p;
+}
+static void *talloc(int64_t n, int dt) { return talloc_fill(n, dt, NAN); }
+static void fill(void *p, int dt, int64_t n, double x)
+{
+    int64_t i;
+    for (i = 0; i < n; i++) setv(p, dt, i, x);
+}
+static void *typed_of(const double *x, int64_t n, int dt)
+{
+    void *p = talloc(n, dt);
     int64_t i;
     for (i = 0; i < n; i++) setv(p, dt, i, x[i]);
     return p;
 }
-
-static void *typed_nan(int64_t n, int dt)
+/* int64 or int32 index buffer with the given values (plus zero slack). */
+static void *ints_of(const int64_t *x, int64_t n, int dt)
 {
-    void *p = xmalloc((size_t)n * esize(dt));
+    void *p = talloc_fill(n, dt, 0);
     int64_t i;
-    for (i = 0; i < n; i++) setv(p, dt, i, NAN);
+    for (i = 0; i < n; i++) setv(p, dt, i, (double)x[i]);
     return p;
 }
 
-static void contig4(int64_t T, int64_t H, int64_t D, int64_t s[4])
+static double tol_of(int dt)
 {
-    s[3] = 1;
-    s[2] = D;
-    s[1] = H * D;
-    s[0] = T * H * D;
+    switch (dt) {
+    case HLA_FLOAT64: return 1e-10;
+    case HLA_FLOAT32: return 1e-4;
+    case HLA_BFLOAT16: return 1e-2;
+    default: return 2e-3;
+    }
 }
-
-/* ‖o − ref‖_max / ‖ref‖_max over b < B, t < Tn, h < H, d < D, where o(b,t,h,d) is at
- * o + b*s0 + t*s1 + h*s2 + d*s3 (typed dt) and ref is contiguous [B, Tref, H, D] at time t0 + t.
- * NaN anywhere gives +inf. */
-static double rel_err(const void *o, int dt, const int64_t s[4], int64_t B, int64_t Tn, int64_t H, int64_t D,
-                      const double *ref, int64_t Tref, int64_t t0)
-{
-    double num = 0.0, den = 0.0;
-    int64_t b, t, h, d;
-    for (b = 0; b < B; b++)
-        for (t = 0; t < Tn; t++)
-            for (h = 0; h < H; h++)
-                for (d = 0; d < D; d++) {
-                    double x = getv(o, dt, b * s[0] + t * s[1] + h * s[2] + d * s[3]);
-                    double r = ref[((b * Tref + t0 + t) * H + h) * D + d];
-                    double e = fabs(x - r);
-                    if (!(e == e) || !(x == x)) return INFINITY;
-                    if (e > num) num = e;
-                    if (fabs(r) > den) den = fabs(r);
-                }
-    return den > 0 ? num / den : num;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Names                                                                                       */
+static double state_tol(int dt) { return dt == HLA_FLOAT64 ? 1e-10 : 1e-4; }
 
 static const char *op_name(int op)
 {
     return op == HLA_OP_HLA2 ? "hla2" : op == HLA_OP_AHLA ? "ahla" : op == HLA_OP_HLA3 ? "hla3" : "op?";
 }
-static const char *dt_name(int dt) { return dt == HLA_FLOAT64 ? "f64" : "f32"; }
+static const char *dt_name(int dt)
+{
+    static const char *n[6] = {"f32", "f64", "bf16", "f16", "i64", "i32"};
+    return dt >= 0 && dt < 6 ? n[dt] : "dt?";
+}
 static const char *path_name(int p)
 {
     return p == HLA_PATH_CHUNKED ? "chunked" : p == HLA_PATH_SERIAL ? "serial" : p == HLA_PATH_SCAN ? "scan" : "?";
 }
 
-static hla_config make_cfg(int op, int dt, int masked, int normalize, double decay, double ridge, int64_t B,
-                           int64_t H, int64_t Hkv, int64_t dk, int64_t dv)
+/* ------------------------------------------------------------------------------------------ */
+/* Tensors                                                                                     */
+
+static hla_tensor mks(void *data, int dt, int nd, const int64_t *shape, const int64_t *strides)
+{
+    hla_tensor t;
+    hla_status st;
+    memset(&t, 0, sizeof t);
+    st = hla_tensor_init(&t, data, dt, nd, shape, strides);
+    if (st != HLA_OK) CHECK(0, "hla_tensor_init(%s, ndim %d) failed: %s", dt_name(dt), nd, hla_last_error());
+    return t;
+}
+
+static hla_tensor mk(void *data, int dt, int nd, int64_t s0, int64_t s1, int64_t s2, int64_t s3)
+{
+    int64_t sh[4];
+    sh[0] = s0, sh[1] = s1, sh[2] = s2, sh[3] = s3;
+    return mks(data, dt, nd, sh, NULL);
+}
+
+/* Tokens [t0, t1) of B sequences of a contiguous [B, T, Hx, D] buffer. */
+static hla_tensor tokv(void *base, int dt, int64_t B, int64_t T, int64_t Hx, int64_t D, int64_t t0, int64_t t1)
+{
+    int64_t sh[4], st[4];
+    sh[0] = B, sh[1] = t1 - t0, sh[2] = Hx, sh[3] = D;
+    st[0] = T * Hx * D, st[1] = Hx * D, st[2] = D, st[3] = 1;
+    return mks(eptr(base, dt, t0 * Hx * D), dt, 4, sh, st);
+}
+
+/* Token t of B sequences of a contiguous [B, T, Hx, D] buffer, as a step tensor [B, Hx, D]. */
+static hla_tensor stepv(void *base, int dt, int64_t B, int64_t T, int64_t Hx, int64_t D, int64_t t)
+{
+    int64_t sh[3], st[3];
+    sh[0] = B, sh[1] = Hx, sh[2] = D;
+    st[0] = T * Hx * D, st[1] = D, st[2] = 1;
+    return mks(eptr(base, dt, t * Hx * D), dt, 3, sh, st);
+}
+
+/* max |a - b| / max |b| over n elements (NaN anywhere: +inf). */
+static double err_vec(const void *a, int adt, const void *b, int bdt, int64_t n)
+{
+    double num = 0, den = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        double x = getv(a, adt, i), y = getv(b, bdt, i), e = fabs(x - y);
+        if (e != e || x != x || y != y) return INFINITY;
+        if (e > num) num = e;
+        if (fabs(y) > den) den = fabs(y);
+    }
+    return den > 0 ? num / den : num;
+}
+
+static int all_equal(const void *p, int dt, int64_t n, double x)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        if (!(getv(p, dt, i) == x)) return 0;
+    return 1;
+}
+
+static hla_config cfg_make(int op, int masked, int normalize, double decay, double ridge, int64_t H, int64_t Hkv,
+                           int64_t dk, int64_t dv, int64_t chunk)
 {
     hla_config c;
-    hla_config_init(&c);
+    if (hla_config_init(&c, sizeof c) != HLA_OK) CHECK(0, "hla_config_init failed: %s", hla_last_error());
     c.op = op;
-    c.dtype = dt;
     c.masked = masked;
     c.normalize = normalize;
     c.decay = decay;
     c.ridge = ridge;
-    c.batch = B;
     c.heads = H;
     c.kv_heads = Hkv;
     c.dk = dk;
     c.dv = dv;
     c.scale = 1.0 / sqrt((double)dk);
-    c.chunk_size = 8;
+    c.chunk_size = chunk;
     return c;
 }
 
-static int same_double(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
-
-/* Same configuration (kv_heads 0 == heads; chunk_size ignored). */
-static int cfg_equal(const hla_config *a, const hla_config *b)
+static int64_t n_state(const hla_config *c)
 {
-    int64_t ka = a->kv_heads ? a->kv_heads : a->heads, kb = b->kv_heads ? b->kv_heads : b->heads;
-    return a->op == b->op && a->dtype == b->dtype && a->masked == b->masked && a->normalize == b->normalize &&
-           a->batch == b->batch && a->heads == b->heads && ka == kb && a->dk == b->dk && a->dv == b->dv &&
-           same_double(a->scale, b->scale) && same_double(a->decay, b->decay) && same_double(a->ridge, b->ridge) &&
-           same_double(a->eps, b->eps);
+    int64_t n = -1;
+    if (hla_state_elements(c, &n) != HLA_OK) CHECK(0, "hla_state_elements: %s", hla_last_error());
+    return n;
+}
+static int64_t n_summary(const hla_config *c)
+{
+    int64_t m = -1;
+    if (hla_summary_elements(c, &m) != HLA_OK) CHECK(0, "hla_summary_elements: %s", hla_last_error());
+    return m;
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* A random problem: q [B,T,H,dk], k [B,T,Hkv,dk], v [B,T,Hkv,dv], as doubles (rounded to the
- * dtype so that the float64 evaluation sees exactly the float32 inputs) and as typed copies.   */
+/* A random problem: q [B,T,H,dk], k [B,T,Hkv,dk], v [B,T,Hkv,dv] as doubles already rounded to the
+ * element type (so the double evaluation sees exactly the inputs the library sees) and typed
+ * copies; ref = the independent double evaluation, [B,T,H,dv]. With cu (B = 1), the N packed
+ * sequences are evaluated one at a time.                                                       */
+
+#define MAXSEQ 8
 
 typedef struct {
     hla_config c;
-    int64_t T, B, H, Hkv, dk, dv;
+    int dt, sdt;
+    int64_t B, T, H, Hkv, dk, dv, n, m;
+    int64_t N, cu[MAXSEQ + 1];
     int64_t nq, nk, nv, no;
-    double *qd, *kd, *vd; /* doubles */
-    void *q, *k, *v;      /* typed */
-    double *ref;          /* naive reference over all T, [B,T,H,dv] */
-    int64_t sq[4], sk[4], sv[4], so[4];
-} problem;
+    double *qd, *kd, *vd, *ref;
+    void *q, *k, *v;
+} prob;
 
-static void problem_init(problem *p, const hla_config *c, int64_t T, int positive_qk)
+static void prob_ref(prob *p)
+{
+    int rc = 0;
+    if (p->N == 0) {
+        rc = naive_ref(&p->c, p->B, p->T, p->qd, p->kd, p->vd, p->ref);
+    } else {
+        int64_t i;
+        for (i = 0; i < p->N && rc == 0; i++) {
+            const int64_t t0 = p->cu[i], L = p->cu[i + 1] - t0;
+            rc = naive_ref(&p->c, 1, L, p->qd + t0 * p->H * p->dk, p->kd + t0 * p->Hkv * p->dk,
+                           p->vd + t0 * p->Hkv * p->dv, p->ref + t0 * p->H * p->dv);
+        }
+    }
+    if (rc != 0) {
+        fprintf(stderr, "test_abi: naive_ref out of memory\n");
+        exit(2);
+    }
+}
+
+static void prob_init(prob *p, const hla_config *c, int dt, int64_t B, int64_t T, int positive, const int64_t *cu,
+                      int64_t N)
 {
     int64_t i;
+    memset(p, 0, sizeof *p);
     p->c = *c;
+    p->dt = dt;
+    p->sdt = state_dt(dt);
+    p->B = B;
     p->T = T;
-    p->B = c->batch;
     p->H = c->heads;
     p->Hkv = c->kv_heads ? c->kv_heads : c->heads;
     p->dk = c->dk;
     p->dv = c->dv;
-    p->nq = p->B * T * p->H * p->dk;
-    p->nk = p->B * T * p->Hkv * p->dk;
-    p->nv = p->B * T * p->Hkv * p->dv;
-    p->no = p->B * T * p->H * p->dv;
+    p->n = n_state(c);
+    p->m = n_summary(c);
+    p->N = cu ? N : 0;
+    for (i = 0; cu && i <= N; i++) p->cu[i] = cu[i];
+    p->nq = B * T * p->H * p->dk;
+    p->nk = B * T * p->Hkv * p->dk;
+    p->nv = B * T * p->Hkv * p->dv;
+    p->no = B * T * p->H * p->dv;
     p->qd = xmalloc((size_t)p->nq * sizeof(double));
     p->kd = xmalloc((size_t)p->nk * sizeof(double));
     p->vd = xmalloc((size_t)p->nv * sizeof(double));
-    for (i = 0; i < p->nq; i++) p->qd[i] = positive_qk ? fabs(normal()) : normal();
-    for (i = 0; i < p->nk; i++) p->kd[i] = positive_qk ? fabs(normal()) : normal();
-    for (i = 0; i < p->nv; i++) p->vd[i] = normal();
-    if (c->dtype == HLA_FLOAT32) {
-        for (i = 0; i < p->nq; i++) p->qd[i] = (double)(float)p->qd[i];
-        for (i = 0; i < p->nk; i++) p->kd[i] = (double)(float)p->kd[i];
-        for (i = 0; i < p->nv; i++) p->vd[i] = (double)(float)p->vd[i];
-    }
-    p->q = typed_copy(p->qd, p->nq, c->dtype);
-    p->k = typed_copy(p->kd, p->nk, c->dtype);
-    p->v = typed_copy(p->vd, p->nv, c->dtype);
-    p->ref = xmalloc((size_t)p->no * sizeof(double));
-    if (naive_ref(c, T, p->qd, p->kd, p->vd, p->ref) != 0) {
-        fprintf(stderr, "test_abi: out of memory\n");
-        exit(2);
-    }
-    contig4(T, p->H, p->dk, p->sq);
-    contig4(T, p->Hkv, p->dk, p->sk);
-    contig4(T, p->Hkv, p->dv, p->sv);
-    contig4(T, p->H, p->dv, p->so);
+    p->ref = xmalloc((size_t)(p->no ? p->no : 1) * sizeof(double));
+    for (i = 0; i < p->nq; i++) p->qd[i] = rnd(dt, positive ? fabs(normal()) : normal());
+    for (i = 0; i < p->nk; i++) p->kd[i] = rnd(dt, positive ? fabs(normal()) : normal());
+    for (i = 0; i < p->nv; i++) p->vd[i] = rnd(dt, normal());
+    p->q = typed_of(p->qd, p->nq, dt);
+    p->k = typed_of(p->kd, p->nk, dt);
+    p->v = typed_of(p->vd, p->nv, dt);
+    prob_ref(p);
 }
 
-static void problem_free(problem *p)
+static void prob_free(prob *p)
 {
     free(p->qd);
     free(p->kd);
     free(p->vd);
+    free(p->ref);
     free(p->q);
     free(p->k);
     free(p->v);
-    free(p->ref);
 }
 
-/* Views of tokens [t0, ...) of the full typed buffers (strided: batch stride of the full T). */
-static const void *pq(const problem *p, int64_t t0) { return cat_(p->q, p->c.dtype, t0 * p->H * p->dk); }
-static const void *pk(const problem *p, int64_t t0) { return cat_(p->k, p->c.dtype, t0 * p->Hkv * p->dk); }
-static const void *pv(const problem *p, int64_t t0) { return cat_(p->v, p->c.dtype, t0 * p->Hkv * p->dv); }
-
-/* Contiguous typed copy of tokens [t0, t1) of a [B,T,Hx,D] typed buffer. */
-static void *slice_copy(const void *src, int dt, int64_t B, int64_t T, int64_t Hx, int64_t D, int64_t t0, int64_t t1)
+static hla_tensor pq(const prob *p, int64_t t0, int64_t t1) { return tokv(p->q, p->dt, p->B, p->T, p->H, p->dk, t0, t1); }
+static hla_tensor pk(const prob *p, int64_t t0, int64_t t1) { return tokv(p->k, p->dt, p->B, p->T, p->Hkv, p->dk, t0, t1); }
+static hla_tensor pv(const prob *p, int64_t t0, int64_t t1) { return tokv(p->v, p->dt, p->B, p->T, p->Hkv, p->dv, t0, t1); }
+/* tokens [t0,t1) of an output buffer [B,T,H,dv] of the problem's dtype */
+static hla_tensor po(const prob *p, void *out, int64_t t0, int64_t t1)
 {
-    const int64_t n = t1 - t0, row = Hx * D;
-    void *dst = xmalloc((size_t)(B * n * row) * esize(dt));
-    int64_t b;
-    for (b = 0; b < B; b++)
-        memcpy(at(dst, dt, b * n * row), cat_(src, dt, (b * T + t0) * row), (size_t)(n * row) * esize(dt));
-    return dst;
+    return tokv(out, p->dt, p->B, p->T, p->H, p->dv, t0, t1);
 }
 
-static double tol_of(int dt) { return dt == HLA_FLOAT64 ? 1e-10 : 1e-4; }
+/* Relative error of tokens [t0,t1) of out ([B,T,H,dv], typed) against the reference. */
+static double err_out(const prob *p, const void *out, int64_t t0, int64_t t1)
+{
+    double num = 0, den = 0;
+    int64_t b, i, per = p->H * p->dv;
+    for (b = 0; b < p->B; b++)
+        for (i = (b * p->T + t0) * per; i < (b * p->T + t1) * per; i++) {
+            double x = getv(out, p->dt, i), r = p->ref[i], e = fabs(x - r);
+            if (e != e || x != x) return INFINITY;
+            if (e > num) num = e;
+            if (fabs(r) > den) den = fabs(r);
+        }
+    return den > 0 ? num / den : num;
+}
 
 /* ------------------------------------------------------------------------------------------ */
-/* 1. version, status strings, last_error before any failure, config                          */
+/* 1. version, status strings, last_error, config defaults and struct growth, hla_tensor_init  */
 
 static void test_basics(void)
 {
-    static const char *names[] = {"HLA_OK",
-                                  "HLA_ERR_NULL_POINTER",
-                                  "HLA_ERR_INVALID_ARGUMENT",
-                                  "HLA_ERR_OVERFLOW",
-                                  "HLA_ERR_MISMATCH",
-                                  "HLA_ERR_CORRUPT",
-                                  "HLA_ERR_BUFFER_TOO_SMALL",
-                                  "HLA_ERR_OUT_OF_MEMORY"};
-    static const int unknown[] = {8, 9, 42, -1, 1000000, -2147483647 - 1, 2147483647};
-    const char *le, *ver;
-    hla_config c, d;
+    char want[64];
+    const char *v, *m;
+    hla_config c;
     int i;
     set_ctx("basics");
+    /* nothing has failed yet on this thread */
+    m = hla_last_error();
+    CHECK(m != NULL && m[0] == '\0', "hla_last_error() before any failure is \"%s\", want \"\"", m ? m : "(null)");
 
-    le = hla_last_error();
-    CHECK(le != NULL && le[0] == '\0', "hla_last_error() before any failure is \"%s\", want \"\"",
-          le ? le : "(null)");
+    v = hla_version();
+    snprintf(want, sizeof want, "%d.%d.%d", HLA_VERSION_MAJOR, HLA_VERSION_MINOR, HLA_VERSION_PATCH);
+    CHECK(v != NULL && strcmp(v, want) == 0, "hla_version() = \"%s\", header macros say \"%s\"", v ? v : "(null)", want);
+    CHECK(v == hla_version(), "hla_version() returns a different pointer on a second call (not static storage)");
+    CHECK(strcmp(HLA_PC_VERSION, "unknown") == 0 || strcmp(HLA_PC_VERSION, want) == 0,
+          "pkg-config version \"%s\" differs from the header's \"%s\"", HLA_PC_VERSION, want);
+    CHECK(HLA_VERSION_MAJOR == 1, "HLA_VERSION_MAJOR = %d, this test is written for the 1.x ABI", HLA_VERSION_MAJOR);
+    CHECK(HLA_MAX_NDIM == 4, "HLA_MAX_NDIM = %d", HLA_MAX_NDIM);
 
-    ver = hla_version();
-    CHECK(ver != NULL && ver[0] != '\0', "hla_version() is empty");
-    if (ver) {
-        CHECK(strcmp(ver, HLA_PC_VERSION) == 0, "hla_version() \"%s\" differs from hla.pc Version \"%s\"", ver,
-              HLA_PC_VERSION);
-        CHECK(hla_version() == ver, "hla_version() not static storage (pointer changed)");
+    {
+        static const struct {
+            hla_status s;
+            const char *n;
+            int code;
+        } names[] = {{HLA_OK, "HLA_OK", 0},
+                     {HLA_ERR_NULL_POINTER, "HLA_ERR_NULL_POINTER", 1},
+                     {HLA_ERR_INVALID_ARGUMENT, "HLA_ERR_INVALID_ARGUMENT", 2},
+                     {HLA_ERR_OVERFLOW, "HLA_ERR_OVERFLOW", 3},
+                     {HLA_ERR_MISMATCH, "HLA_ERR_MISMATCH", 4},
+                     {HLA_ERR_CORRUPT, "HLA_ERR_CORRUPT", 5},
+                     {HLA_ERR_BUFFER_TOO_SMALL, "HLA_ERR_BUFFER_TOO_SMALL", 6},
+                     {HLA_ERR_OUT_OF_MEMORY, "HLA_ERR_OUT_OF_MEMORY", 7},
+                     {HLA_ERR_DTYPE, "HLA_ERR_DTYPE", 8}};
+        for (i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
+            const char *s = hla_status_string(names[i].s);
+            CHECK((int)names[i].s == names[i].code, "%s = %d, want %d", names[i].n, (int)names[i].s, names[i].code);
+            CHECK(s != NULL && strcmp(s, names[i].n) == 0, "hla_status_string(%d) = \"%s\"", (int)names[i].s,
+                  s ? s : "(null)");
+        }
+        CHECK(strcmp(hla_status_string((hla_status)9), "HLA_ERR_UNKNOWN") == 0, "status 9: \"%s\"",
+              hla_status_string((hla_status)9));
+        CHECK(strcmp(hla_status_string((hla_status)-1), "HLA_ERR_UNKNOWN") == 0, "status -1: \"%s\"",
+              hla_status_string((hla_status)-1));
+    }
+    CHECK(HLA_OP_HLA2 == 0 && HLA_OP_AHLA == 1 && HLA_OP_HLA3 == 2, "hla_op values");
+    CHECK(HLA_FLOAT32 == 0 && HLA_FLOAT64 == 1 && HLA_BFLOAT16 == 2 && HLA_FLOAT16 == 3 && HLA_INT64 == 4 &&
+              HLA_INT32 == 5,
+          "hla_dtype values");
+    CHECK(HLA_PATH_CHUNKED == 0 && HLA_PATH_SERIAL == 1 && HLA_PATH_SCAN == 2, "hla_path values");
+
+    /* defaults */
+    memset(&c, 0xAB, sizeof c);
+    if (OK(hla_config_init(&c, sizeof c), "hla_config_init")) {
+        CHECK(c.struct_size == sizeof c, "struct_size = %u, want %u", (unsigned)c.struct_size, (unsigned)sizeof c);
+        CHECK(c.op == HLA_OP_HLA2 && c.masked == 1 && c.normalize == 0 && c.heads == 1 && c.kv_heads == 0 &&
+                  c.dk == 64 && c.dv == 64 && c.scale == 1.0 && c.decay == 1.0 && c.ridge == 0.0 && c.eps == 1e-6 &&
+                  c.chunk_size == 0,
+              "defaults: op %d masked %d normalize %d heads %lld kv_heads %lld dk %lld dv %lld scale %g decay %g ridge "
+              "%g eps %g chunk %lld",
+              c.op, c.masked, c.normalize, (long long)c.heads, (long long)c.kv_heads, (long long)c.dk,
+              (long long)c.dv, c.scale, c.decay, c.ridge, c.eps, (long long)c.chunk_size);
+        OK(hla_config_validate(&c), "validate(defaults)");
+    }
+    EXPECT(hla_config_init(NULL, sizeof c), HLA_ERR_NULL_POINTER, "hla_config_init", "config_init(NULL)");
+    m = hla_last_error();
+    CHECK(strstr(m, "hla_config_init") != NULL, "last_error \"%s\" does not name the function", m);
+
+    /* struct growth: a newer caller's larger struct is accepted when the unknown tail is zero */
+    {
+        struct {
+            hla_config c;
+            uint64_t tail[5];
+        } big;
+        int64_t n0 = -1, n1 = -2;
+        hla_config small;
+        memset(&big, 0xCD, sizeof big);
+        if (OK(hla_config_init(&big.c, sizeof big), "config_init(larger struct)")) {
+            CHECK(big.c.struct_size == sizeof big, "struct_size %u, want %u", (unsigned)big.c.struct_size,
+                  (unsigned)sizeof big);
+            CHECK(big.tail[0] == 0 && big.tail[1] == 0 && big.tail[2] == 0 && big.tail[3] == 0 && big.tail[4] == 0,
+                  "config_init left the tail of a larger struct nonzero");
+            OK(hla_config_validate(&big.c), "validate(larger struct, zero tail)");
+            big.c.dk = 6;
+            big.c.dv = 3;
+            small = big.c;
+            small.struct_size = sizeof small;
+            OK(hla_state_elements(&big.c, &n0), "state_elements(larger struct)");
+            OK(hla_state_elements(&small, &n1), "state_elements(same struct, own size)");
+            CHECK(n0 == n1 && n0 > 0, "state_elements: %lld with the larger struct, %lld without", (long long)n0,
+                  (long long)n1);
+            big.tail[3] = 1;
+            EXPECT(hla_config_validate(&big.c), HLA_ERR_INVALID_ARGUMENT, "hla_config_validate",
+                   "validate(larger struct, nonzero tail)");
+            EXPECT(hla_state_elements(&big.c, &n0), HLA_ERR_INVALID_ARGUMENT, NULL,
+                   "state_elements(larger struct, nonzero tail)");
+            big.tail[3] = 0;
+            ((unsigned char *)&big)[sizeof big - 1] = 0x80;
+            EXPECT(hla_config_validate(&big.c), HLA_ERR_INVALID_ARGUMENT, NULL, "validate(last tail byte nonzero)");
+            ((unsigned char *)&big)[sizeof big - 1] = 0;
+            OK(hla_config_validate(&big.c), "validate(tail zero again)");
+        }
+        /* smaller than this library's struct: rejected by init and by every reader */
+        EXPECT(hla_config_init(&small, sizeof small - 8), HLA_ERR_INVALID_ARGUMENT, "hla_config_init",
+               "config_init(size - 8)");
+        EXPECT(hla_config_init(&small, 0), HLA_ERR_INVALID_ARGUMENT, NULL, "config_init(size 0)");
+        EXPECT(hla_config_init(&small, 4), HLA_ERR_INVALID_ARGUMENT, NULL, "config_init(size 4)");
+        EXPECT(hla_config_init(&small, (size_t)1 << 40), HLA_ERR_INVALID_ARGUMENT, NULL, "config_init(size 2^40)");
+        hla_config_init(&small, sizeof small);
+        small.struct_size = (uint32_t)(sizeof small - 8);
+        EXPECT(hla_config_validate(&small), HLA_ERR_INVALID_ARGUMENT, "struct_size", "validate(struct_size - 8)");
+        small.struct_size = 0;
+        EXPECT(hla_config_validate(&small), HLA_ERR_INVALID_ARGUMENT, NULL, "validate(struct_size 0)");
+        EXPECT(hla_state_elements(&small, &n0), HLA_ERR_INVALID_ARGUMENT, NULL, "state_elements(struct_size 0)");
+        small.struct_size = 1u << 20;
+        EXPECT(hla_config_validate(&small), HLA_ERR_INVALID_ARGUMENT, NULL, "validate(struct_size 2^20)");
     }
 
-    for (i = 0; i < 8; i++) {
-        const char *s = hla_status_string((hla_status)i);
-        CHECK(s != NULL && strcmp(s, names[i]) == 0, "hla_status_string(%d) = \"%s\", want \"%s\"", i,
-              s ? s : "(null)", names[i]);
+    /* state and summary sizes: positive, growing with the configuration, summary >= state */
+    {
+        int op;
+        for (op = 0; op < 3; op++) {
+            hla_config a = cfg_make(op, 1, 0, 1.0, 0.0, 2, 1, 3, 2, 0), b = a;
+            int64_t na = n_state(&a), ma = n_summary(&a), nb, nn;
+            b.heads = 4;
+            nb = n_state(&b);
+            a.normalize = 1;
+            nn = n_state(&a);
+            CHECK(na > 0 && ma >= na && nb > na && nn > na, "%s sizes: n %lld, m %lld, n(H=4) %lld, n(normalize) %lld",
+                  op_name(op), (long long)na, (long long)ma, (long long)nb, (long long)nn);
+        }
     }
-    for (i = 0; i < (int)(sizeof unknown / sizeof unknown[0]); i++) {
-        const char *s = hla_status_string((hla_status)unknown[i]);
-        CHECK(s != NULL && strcmp(s, "HLA_ERR_UNKNOWN") == 0, "hla_status_string(%d) = \"%s\", want HLA_ERR_UNKNOWN",
-              unknown[i], s ? s : "(null)");
-    }
+}
 
-    /* config_init overwrites every field of a garbage struct with the documented defaults */
-    memset(&c, 0xA5, sizeof c);
-    EXPECT(hla_config_init(&c), HLA_OK, NULL, "hla_config_init");
-    CHECK(c.op == HLA_OP_HLA2 && c.dtype == HLA_FLOAT32 && c.masked == 1 && c.normalize == 0 && c.batch == 1 &&
-              c.heads == 1 && c.kv_heads == 0 && c.dk == 64 && c.dv == 64 && c.scale == 1.0 && c.decay == 1.0 &&
-              c.ridge == 0.0 && c.eps == 1e-6 && c.chunk_size == 0,
-          "hla_config_init defaults: op=%d dtype=%d masked=%d normalize=%d B=%lld H=%lld Hkv=%lld dk=%lld dv=%lld "
-          "scale=%g decay=%g ridge=%g eps=%g chunk=%lld",
-          c.op, c.dtype, c.masked, c.normalize, (long long)c.batch, (long long)c.heads, (long long)c.kv_heads,
-          (long long)c.dk, (long long)c.dv, c.scale, c.decay, c.ridge, c.eps, (long long)c.chunk_size);
-    EXPECT(hla_config_validate(&c), HLA_OK, NULL, "validate(defaults)");
-
-    /* a few valid non-default configurations */
-    d = c;
-    d.op = HLA_OP_AHLA;
-    d.dtype = HLA_FLOAT64;
-    d.masked = 0;
-    d.normalize = 1;
-    d.heads = 6;
-    d.kv_heads = 3;
-    d.decay = 1e-300;
-    d.scale = -2.5;
-    d.eps = 1e300;
-    d.chunk_size = 1;
-    EXPECT(hla_config_validate(&d), HLA_OK, NULL, "validate(ahla f64 unmasked normalize Hkv=3 tiny decay)");
-    d = c;
-    d.ridge = 3.0;
-    d.kv_heads = 1;
-    d.heads = 7;
-    d.scale = 0.0;
-    d.chunk_size = 1000000;
-    EXPECT(hla_config_validate(&d), HLA_OK, NULL, "validate(hla2 ridge=3 MQA scale=0)");
-    {   /* hla.h: "New zeroed state for *cfg (chunk_size is ignored)" */
-        hla_state *s = NULL;
-        d = c;
-        d.dk = 4;
-        d.dv = 4;
-        d.chunk_size = 5000;
-        EXPECT(hla_state_create(&d, &s), HLA_OK, NULL, "state_create(chunk_size=5000; chunk_size is ignored)");
-        hla_state_destroy(s);
+static void test_tensor_init(void)
+{
+    hla_tensor t;
+    double buf[64];
+    int64_t sh[4] = {2, 3, 4, 5}, st[4] = {-7, 0, 3, 1};
+    set_ctx("hla_tensor_init");
+    memset(&t, 0xEE, sizeof t);
+    if (OK(hla_tensor_init(&t, buf, HLA_FLOAT64, 4, sh, NULL), "contiguous [2,3,4,5]")) {
+        CHECK(t.data == (void *)buf && t.dtype == HLA_FLOAT64 && t.ndim == 4, "data/dtype/ndim not filled");
+        CHECK(t.shape[0] == 2 && t.shape[1] == 3 && t.shape[2] == 4 && t.shape[3] == 5, "shape not filled");
+        CHECK(t.strides[0] == 60 && t.strides[1] == 20 && t.strides[2] == 5 && t.strides[3] == 1,
+              "contiguous strides %lld %lld %lld %lld, want 60 20 5 1", (long long)t.strides[0],
+              (long long)t.strides[1], (long long)t.strides[2], (long long)t.strides[3]);
     }
-    d = c;
-    d.op = HLA_OP_HLA3;
-    d.kv_heads = 1;
-    d.dk = 1;
-    d.dv = 1;
-    EXPECT(hla_config_validate(&d), HLA_OK, NULL, "validate(hla3 dk=dv=1)");
+    if (OK(hla_tensor_init(&t, buf, HLA_FLOAT32, 2, sh, st), "explicit strides (negative, zero)"))
+        CHECK(t.ndim == 2 && t.strides[0] == -7 && t.strides[1] == 0 && t.shape[1] == 3, "explicit strides not kept");
+    if (OK(hla_tensor_init(&t, NULL, HLA_INT64, 1, sh, NULL), "data NULL (a tensor to be described)"))
+        CHECK(t.data == NULL && t.strides[0] == 1 && t.shape[0] == 2, "1-D tensor");
+    sh[1] = 0;
+    if (OK(hla_tensor_init(&t, buf, HLA_FLOAT16, 3, sh, NULL), "a zero size"))
+        CHECK(t.strides[0] == 4 && t.strides[1] == 4 && t.strides[2] == 1, "strides with a zero size: %lld %lld %lld",
+              (long long)t.strides[0], (long long)t.strides[1], (long long)t.strides[2]);
+    sh[1] = 3;
+    memset(&t, 0x5A, sizeof t);
+    EXPECT(hla_tensor_init(NULL, buf, HLA_FLOAT64, 4, sh, NULL), HLA_ERR_NULL_POINTER, "hla_tensor_init", "t NULL");
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, 4, NULL, NULL), HLA_ERR_NULL_POINTER, "shape", "shape NULL");
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, 0, sh, NULL), HLA_ERR_INVALID_ARGUMENT, "ndim", "ndim 0");
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, 5, sh, NULL), HLA_ERR_INVALID_ARGUMENT, "ndim", "ndim 5");
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, -1, sh, NULL), HLA_ERR_INVALID_ARGUMENT, "ndim", "ndim -1");
+    EXPECT(hla_tensor_init(&t, buf, 6, 4, sh, NULL), HLA_ERR_DTYPE, "dtype", "dtype 6");
+    EXPECT(hla_tensor_init(&t, buf, -1, 4, sh, NULL), HLA_ERR_DTYPE, "dtype", "dtype -1");
+    sh[2] = -4;
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, 4, sh, NULL), HLA_ERR_INVALID_ARGUMENT, "shape", "negative size");
+    sh[2] = INT64_C(1) << 31;
+    sh[3] = INT64_C(1) << 31;
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, 4, sh, NULL), HLA_ERR_OVERFLOW, NULL, "size product 2^62 * 6");
+    sh[2] = 4, sh[3] = INT64_MAX;
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, 4, sh, NULL), HLA_ERR_OVERFLOW, NULL, "size INT64_MAX");
+    sh[3] = 5;
+    st[0] = INT64_MAX, st[1] = 1, st[2] = 1, st[3] = 1;
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, 4, sh, st), HLA_ERR_OVERFLOW, NULL, "stride INT64_MAX");
+    st[0] = INT64_MIN;
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, 4, sh, st), HLA_ERR_OVERFLOW, NULL, "stride INT64_MIN");
+    st[0] = INT64_C(1) << 58;
+    OK(hla_tensor_init(&t, buf, HLA_FLOAT64, 4, sh, st), "stride 2^58 (extent 2^58 + 9, within range)");
+    st[0] = (INT64_C(1) << 59) - 1;
+    memset(&t, 0x5A, sizeof t);
+    EXPECT(hla_tensor_init(&t, buf, HLA_FLOAT64, 4, sh, st), HLA_ERR_OVERFLOW, NULL,
+           "stride 2^59 - 1 (the extent with the other dimensions passes 2^59 - 1)");
+    {
+        unsigned char z[sizeof t];
+        memset(z, 0x5A, sizeof z);
+        CHECK(memcmp(z, &t, sizeof t) == 0, "a failing hla_tensor_init wrote *t");
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* 2. state lifecycle and getters                                                              */
+/* 2. numerics: every operator x masked x normalize x decay x ridge x dtype, every path         */
 
-static void test_state_lifecycle(void)
+static void numerics_case(int op, int dt, int masked, int norm, double decay, double ridge)
 {
-    hla_config c = make_cfg(HLA_OP_HLA2, HLA_FLOAT64, 1, 1, 0.9, 0.25, 2, 4, 2, 5, 3), g;
-    problem p;
-    hla_state *s = NULL, *s2 = NULL, *cl = NULL;
-    int64_t n0 = -1, n1 = -1, tok = -1, sst[3], ost[3];
-    double *o1, *o2, *o3;
-    int64_t t;
-    set_ctx("state lifecycle");
-    problem_init(&p, &c, 6, 1);
-    hla_state_destroy(NULL);
-    hla_segment_destroy(NULL);
-    CHECK(1, "destroy(NULL) is a no-op");
+    const int64_t B = 2, T = 37, H = 4, Hkv = 2, dk = 5, dv = 3;
+    hla_config c = cfg_make(op, masked, norm, decay, ridge, H, Hkv, dk, dv, 8);
+    prob p;
+    const double tol = tol_of(dt);
+    double stol, e;
+    int sdt, path, i;
+    int64_t n, m, t;
+    void *out, *fin[3], *sst;
+    hla_tensor tq, tk, tv, to, ts;
 
-    if (!EXPECT(hla_state_create(&c, &s), HLA_OK, NULL, "state_create") || !s) {
-        problem_free(&p);
-        return;
-    }
-    EXPECT(hla_state_get_config(s, &g), HLA_OK, NULL, "state_get_config");
-    CHECK(cfg_equal(&g, &c), "state_get_config differs from the creating configuration");
-    EXPECT(hla_state_nbytes(s, &n0), HLA_OK, NULL, "state_nbytes");
-    CHECK(n0 > 0, "state_nbytes = %lld", (long long)n0);
-    EXPECT(hla_state_tokens(s, &tok), HLA_OK, NULL, "state_tokens");
-    CHECK(tok == 0, "new state has %lld tokens", (long long)tok);
+    set_ctx("%s %s %s norm=%d decay=%g ridge=%g", op_name(op), dt_name(dt), masked ? "masked" : "unmasked", norm,
+            decay, ridge);
+    prob_init(&p, &c, dt, B, T, norm, NULL, 0); /* normalize: positive features, well-conditioned denominators */
+    sdt = p.sdt, n = p.n, m = p.m;
+    stol = state_tol(dt);
+    out = talloc(p.no, dt);
+    tq = pq(&p, 0, T), tk = pk(&p, 0, T), tv = pv(&p, 0, T), to = po(&p, out, 0, T);
 
-    o1 = xmalloc((size_t)(p.B * p.H * p.dv) * sizeof(double));
-    o2 = xmalloc((size_t)(p.B * p.H * p.dv) * sizeof(double));
-    o3 = xmalloc((size_t)(p.B * p.H * p.dv) * sizeof(double));
-    /* step strides for a token of the [B,T,Hx,D] buffers */
-    sst[0] = p.T * p.H * p.dk;
-    sst[1] = p.dk;
-    sst[2] = 1;
-    ost[0] = p.H * p.dv;
-    ost[1] = p.dv;
-    ost[2] = 1;
-    for (t = 0; t < 3; t++) {
-        int64_t kst[3], vst[3];
-        kst[0] = p.T * p.Hkv * p.dk;
-        kst[1] = p.dk;
-        kst[2] = 1;
-        vst[0] = p.T * p.Hkv * p.dv;
-        vst[1] = p.dv;
-        vst[2] = 1;
-        EXPECT(hla_state_step(s, pq(&p, t), sst, pk(&p, t), kst, pv(&p, t), vst, o1, ost), HLA_OK, NULL, "step %d",
-               (int)t);
-        CHECK(rel_err(o1, HLA_FLOAT64, (int64_t[4]){p.H * p.dv, 0, p.dv, 1}, p.B, 1, p.H, p.dv, p.ref, p.T, t) <= 1e-10,
-              "step %d output vs reference", (int)t);
-    }
-    EXPECT(hla_state_tokens(s, &tok), HLA_OK, NULL, "state_tokens");
-    CHECK(tok == 3, "after 3 steps tokens = %lld", (long long)tok);
-    EXPECT(hla_state_nbytes(s, &n1), HLA_OK, NULL, "state_nbytes");
-    CHECK(n1 == n0, "nbytes changed with tokens: %lld -> %lld", (long long)n0, (long long)n1);
-
-    /* clone is deep and independent */
-    EXPECT(hla_state_clone(s, &cl), HLA_OK, NULL, "state_clone");
-    if (cl) {
-        int64_t kst[3], vst[3];
-        kst[0] = p.T * p.Hkv * p.dk;
-        kst[1] = p.dk;
-        kst[2] = 1;
-        vst[0] = p.T * p.Hkv * p.dv;
-        vst[1] = p.dv;
-        vst[2] = 1;
-        EXPECT(hla_state_tokens(cl, &tok), HLA_OK, NULL, "clone tokens");
-        CHECK(tok == 3, "clone tokens = %lld", (long long)tok);
-        EXPECT(hla_state_get_config(cl, &g), HLA_OK, NULL, "clone get_config");
-        CHECK(cfg_equal(&g, &c), "clone configuration differs");
-        /* advance the original twice; the clone must still be at token 3 */
-        EXPECT(hla_state_step(s, pq(&p, 3), sst, pk(&p, 3), kst, pv(&p, 3), vst, o1, ost), HLA_OK, NULL, "step 3");
-        EXPECT(hla_state_step(s, pq(&p, 4), sst, pk(&p, 4), kst, pv(&p, 4), vst, o1, ost), HLA_OK, NULL, "step 4");
-        EXPECT(hla_state_step(cl, pq(&p, 3), sst, pk(&p, 3), kst, pv(&p, 3), vst, o2, ost), HLA_OK, NULL,
-               "clone step 3");
-        CHECK(rel_err(o2, HLA_FLOAT64, (int64_t[4]){0, 0, p.dv, 1}, 1, 1, p.H, p.dv, p.ref, p.T, 3) <= 1e-10,
-              "clone diverged (not independent of the original)");
-        /* reset: like new */
-        EXPECT(hla_state_reset(s), HLA_OK, NULL, "state_reset");
-        EXPECT(hla_state_tokens(s, &tok), HLA_OK, NULL, "tokens after reset");
-        CHECK(tok == 0, "tokens after reset = %lld", (long long)tok);
-        EXPECT(hla_state_create(&c, &s2), HLA_OK, NULL, "state_create");
-        EXPECT(hla_state_step(s, pq(&p, 5), sst, pk(&p, 5), kst, pv(&p, 5), vst, o1, ost), HLA_OK, NULL,
-               "step after reset");
-        EXPECT(hla_state_step(s2, pq(&p, 5), sst, pk(&p, 5), kst, pv(&p, 5), vst, o3, ost), HLA_OK, NULL,
-               "step of a new state");
-        CHECK(memcmp(o1, o3, (size_t)(p.B * p.H * p.dv) * sizeof(double)) == 0,
-              "reset state differs from a new state");
-        /* the clone is unaffected by reset of the original */
-        EXPECT(hla_state_tokens(cl, &tok), HLA_OK, NULL, "clone tokens after original reset");
-        CHECK(tok == 4, "clone tokens = %lld, want 4", (long long)tok);
-    }
-    hla_state_destroy(cl);
-    hla_state_destroy(s2);
-    hla_state_destroy(s);
-    free(o1);
-    free(o2);
-    free(o3);
-    problem_free(&p);
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* 3. numerics: every op x masked x normalize x decay x ridge x dtype                          */
-
-static void numerics_case(int op, int dt, int masked, int normalize, double decay, double ridge)
-{
-    const int64_t T = 37, E = 5, TT = T + E;
-    const int64_t splits[4] = {1, 8, 13, 36};
-    hla_config c = make_cfg(op, dt, masked, normalize, decay, ridge, 2, 4, 2, 5, 3), cd;
-    problem p;
-    double tol = tol_of(dt), err;
-    void *qa, *ka, *va, *out, *outE, *outF;
-    double *od;
-    hla_state *st[4] = {NULL, NULL, NULL, NULL};
-    int path, i;
-    int64_t t, tok, s3q[3], s3k[3], s3v[3], s3o[3], sE[4];
-
-    set_ctx("%s %s %s norm=%d decay=%g ridge=%g", op_name(op), dt_name(dt), masked ? "masked" : "unmasked",
-            normalize, decay, ridge);
-    /* normalize: positive features (as feature maps give), so the denominators are well conditioned */
-    problem_init(&p, &c, TT, normalize);
-
-    /* the library's reference (float64) against the independent evaluation above */
-    cd = c;
-    cd.dtype = HLA_FLOAT64;
-    od = xmalloc((size_t)p.no * sizeof(double));
-    for (i = 0; i < p.no; i++) od[i] = NAN;
-    EXPECT(hla_reference(&cd, TT, p.qd, NULL, p.kd, NULL, p.vd, NULL, od, NULL), HLA_OK, NULL, "reference f64");
-    err = rel_err(od, HLA_FLOAT64, p.so, p.B, TT, p.H, p.dv, p.ref, TT, 0);
-    CHECK(err <= 1e-10, "hla_reference(f64) vs index sums: rel err %.3g", err);
-    free(od);
-    if (dt == HLA_FLOAT32) {
-        out = typed_nan(p.no, dt);
-        EXPECT(hla_reference(&c, TT, p.q, NULL, p.k, NULL, p.v, NULL, out, NULL), HLA_OK, NULL, "reference f32");
-        err = rel_err(out, dt, p.so, p.B, TT, p.H, p.dv, p.ref, TT, 0);
-        CHECK(err <= tol, "hla_reference(f32) vs index sums: rel err %.3g", err);
-        free(out);
+    /* the library's own brute force against the independent one */
+    if (OK(hla_reference(&c, &tq, &tk, &tv, &to, NULL), "hla_reference")) {
+        e = err_out(&p, out, 0, T);
+        CHECK(e <= tol, "hla_reference vs naive_ref: rel err %.3g (tol %g)", e, tol);
     }
 
-    /* forward of the first T tokens (contiguous copies, NULL strides) on every path, final state */
-    qa = slice_copy(p.q, dt, p.B, TT, p.H, p.dk, 0, T);
-    ka = slice_copy(p.k, dt, p.B, TT, p.Hkv, p.dk, 0, T);
-    va = slice_copy(p.v, dt, p.B, TT, p.Hkv, p.dv, 0, T);
-    out = typed_nan(p.B * T * p.H * p.dv, dt);
-    contig4(E, p.H, p.dv, sE);
-    outE = typed_nan(p.B * E * p.H * p.dv, dt);
+    /* hla_forward on every path, from a zero state, with the final state */
     for (path = 0; path < 3; path++) {
-        int64_t so[4];
-        contig4(T, p.H, p.dv, so);
-        if (!EXPECT(hla_state_create(&c, &st[path]), HLA_OK, NULL, "state_create")) goto done;
-        for (i = 0; i < p.B * T * p.H * p.dv; i++) setv(out, dt, i, NAN);
-        EXPECT(hla_forward(&c, T, path, qa, NULL, ka, NULL, va, NULL, out, NULL, NULL, st[path]), HLA_OK, NULL,
-               "forward %s", path_name(path));
-        err = rel_err(out, dt, so, p.B, T, p.H, p.dv, p.ref, TT, 0);
-        CHECK(err <= tol, "forward %s vs reference: rel err %.3g", path_name(path), err);
-        EXPECT(hla_state_tokens(st[path], &tok), HLA_OK, NULL, "tokens");
-        CHECK(tok == T, "final state of forward %s has %lld tokens, want %lld", path_name(path), (long long)tok,
-              (long long)T);
+        hla_tensor tf;
+        fin[path] = talloc(B * n, sdt);
+        tf = mk(fin[path], sdt, 2, B, n, 0, 0);
+        fill(out, dt, p.no, NAN);
+        if (OK(hla_forward(&c, path, &tq, &tk, &tv, &to, NULL, NULL, &tf, NULL), "forward %s", path_name(path))) {
+            e = err_out(&p, out, 0, T);
+            CHECK(e <= tol, "forward %s vs naive_ref: rel err %.3g (tol %g)", path_name(path), e, tol);
+        }
     }
+    /* without a final state (and initial NULL) on the chunked path */
+    fill(out, dt, p.no, NAN);
+    if (OK(hla_forward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &to, NULL, NULL, NULL, NULL), "forward, no states"))
+        CHECK(err_out(&p, out, 0, T) <= tol, "forward without states: rel err %.3g", err_out(&p, out, 0, T));
 
-    /* streaming: one step per token, reading the full [B,TT,H,D] buffers through strides */
-    if (!EXPECT(hla_state_create(&c, &st[3]), HLA_OK, NULL, "state_create")) goto done;
-    s3q[0] = TT * p.H * p.dk, s3q[1] = p.dk, s3q[2] = 1;
-    s3k[0] = TT * p.Hkv * p.dk, s3k[1] = p.dk, s3k[2] = 1;
-    s3v[0] = TT * p.Hkv * p.dv, s3v[1] = p.dv, s3v[2] = 1;
-    s3o[0] = T * p.H * p.dv, s3o[1] = p.dv, s3o[2] = 1;
-    for (i = 0; i < p.B * T * p.H * p.dv; i++) setv(out, dt, i, NAN);
+    /* streaming: hla_step token by token on a [B, n] state (zeroed by reset_rows), strided step views */
+    sst = talloc(B * n, sdt);
+    ts = mk(sst, sdt, 2, B, n, 0, 0);
+    OK(hla_state_reset_rows(&c, &ts, NULL), "reset_rows(all)");
+    CHECK(all_equal(sst, sdt, B * n, 0.0), "reset_rows(NULL) did not zero every row");
+    fill(out, dt, p.no, NAN);
     for (t = 0; t < T; t++) {
-        hla_status rc = hla_state_step(st[3], pq(&p, t), s3q, pk(&p, t), s3k, pv(&p, t), s3v,
-                                       at(out, dt, t * p.H * p.dv), s3o);
+        hla_tensor q3 = stepv(p.q, dt, B, T, H, dk, t), k3 = stepv(p.k, dt, B, T, Hkv, dk, t),
+                   v3 = stepv(p.v, dt, B, T, Hkv, dv, t), o3 = stepv(out, dt, B, T, H, dv, t);
+        hla_status rc = hla_step(&c, &q3, &k3, &v3, &o3, &ts, NULL);
         if (rc != HLA_OK) {
             EXPECT(rc, HLA_OK, NULL, "step %lld", (long long)t);
             break;
         }
     }
+    e = err_out(&p, out, 0, T);
+    CHECK(e <= tol, "hla_step x %lld vs naive_ref: rel err %.3g (tol %g)", (long long)T, e, tol);
+    for (path = 0; path < 3; path++) {
+        e = err_vec(fin[path], sdt, sst, sdt, B * n);
+        CHECK(e <= stol, "final state of forward %s vs the streamed state: rel err %.3g", path_name(path), e);
+    }
+
+    /* split forward [0,a) then [a,T) through a state: plain, rows of a larger cache in place,
+     * serialized in between, a padded row stride with int32 rows */
     {
-        int64_t so[4];
-        contig4(T, p.H, p.dv, so);
-        err = rel_err(out, dt, so, p.B, T, p.H, p.dv, p.ref, TT, 0);
-        CHECK(err <= tol, "streaming steps vs reference: rel err %.3g", err);
-    }
-    EXPECT(hla_state_tokens(st[3], &tok), HLA_OK, NULL, "tokens");
-    CHECK(tok == T, "streamed state has %lld tokens", (long long)tok);
-
-    /* every final state (chunked, serial, scan, streamed) continues the sequence identically */
-    for (i = 0; i < 4; i++) {
-        static const char *nm[4] = {"chunked", "serial", "scan", "streamed"};
-        for (t = 0; t < p.B * E * p.H * p.dv; t++) setv(outE, dt, t, NAN);
-        EXPECT(hla_forward(&c, E, (i + 1) % 3, pq(&p, T), p.sq, pk(&p, T), p.sk, pv(&p, T), p.sv, outE, NULL,
-                           st[i], NULL),
-               HLA_OK, NULL, "forward continuing from the %s final state", nm[i]);
-        err = rel_err(outE, dt, sE, p.B, E, p.H, p.dv, p.ref, TT, T);
-        CHECK(err <= tol, "continuation from the %s final state: rel err %.3g", nm[i], err);
-    }
-    for (i = 0; i < 4; i++) {
-        hla_state_destroy(st[i]);
-        st[i] = NULL;
-    }
-
-    /* split forward continued through a state (same handle as initial and final; serialized; cloned) */
-    outF = typed_nan(p.no, dt);
-    for (i = 0; i < 4; i++) {
-        const int64_t a = splits[i];
-        const int p1 = i % 3, p2 = (i + 1) % 3;
-        hla_state *s1 = NULL, *s2 = NULL;
-        for (t = 0; t < p.no; t++) setv(outF, dt, t, NAN);
-        if (!EXPECT(hla_state_create(&c, &s1), HLA_OK, NULL, "state_create")) break;
-        EXPECT(hla_forward(&c, a, p1, pq(&p, 0), p.sq, pk(&p, 0), p.sk, pv(&p, 0), p.sv, outF, p.so, NULL, s1),
-               HLA_OK, NULL, "forward [0,%lld) %s", (long long)a, path_name(p1));
-        if (i == 2) { /* through serialize -> deserialize */
-            size_t need = 0, w = 0;
-            unsigned char *buf;
-            EXPECT(hla_state_serialize(s1, NULL, 0, &need), HLA_OK, NULL, "serialize size query");
-            buf = xmalloc(need);
-            EXPECT(hla_state_serialize(s1, buf, need, &w), HLA_OK, NULL, "serialize");
-            CHECK(w == need, "serialize wrote %zu of %zu", w, need);
-            EXPECT(hla_state_deserialize(buf, w, &s2), HLA_OK, NULL, "deserialize");
-            free(buf);
-        } else if (i == 3) {
-            EXPECT(hla_state_clone(s1, &s2), HLA_OK, NULL, "clone");
-        }
-        if (s2) {
-            hla_state_destroy(s1);
-            s1 = s2;
-        }
-        EXPECT(hla_forward(&c, TT - a, p2, pq(&p, a), p.sq, pk(&p, a), p.sk, pv(&p, a), p.sv,
-                           at(outF, dt, a * p.H * p.dv), p.so, s1, s1),
-               HLA_OK, NULL, "forward [%lld,%lld) %s from the state", (long long)a, (long long)TT, path_name(p2));
-        err = rel_err(outF, dt, p.so, p.B, TT, p.H, p.dv, p.ref, TT, 0);
-        CHECK(err <= tol, "split at %lld (%s then %s%s): rel err %.3g", (long long)a, path_name(p1), path_name(p2),
-              i == 2 ? ", serialized" : i == 3 ? ", cloned" : "", err);
-        EXPECT(hla_state_tokens(s1, &tok), HLA_OK, NULL, "tokens");
-        CHECK(tok == TT, "state after split forward has %lld tokens, want %lld", (long long)tok, (long long)TT);
-        hla_state_destroy(s1);
-    }
-
-    /* associative scan: segments [0,7) [7,17) [17,26), combined both ways, carry-in for [26,TT) */
-    {
-        const int64_t b0 = 0, b1 = 7, b2 = 17, b3 = 26, R = TT - b3;
-        hla_segment *A = NULL, *Bs = NULL, *C = NULL, *AB = NULL, *BC = NULL, *ABC1 = NULL, *ABC2 = NULL,
-                    *ABC3 = NULL, *W = NULL, *AA = NULL;
-        int64_t len = -1, nb = -1, sR[4];
-        hla_config g;
-        void *outR = typed_nan(p.B * R * p.H * p.dv, dt);
-        contig4(R, p.H, p.dv, sR);
-        EXPECT(hla_summarize(&c, b1 - b0, pq(&p, b0), p.sq, pk(&p, b0), p.sk, pv(&p, b0), p.sv, &A), HLA_OK, NULL,
-               "summarize A");
-        EXPECT(hla_summarize(&c, b2 - b1, pq(&p, b1), p.sq, pk(&p, b1), p.sk, pv(&p, b1), p.sv, &Bs), HLA_OK, NULL,
-               "summarize B");
-        EXPECT(hla_summarize(&c, b3 - b2, pq(&p, b2), p.sq, pk(&p, b2), p.sk, pv(&p, b2), p.sv, &C), HLA_OK, NULL,
-               "summarize C");
-        EXPECT(hla_summarize(&c, b3, pq(&p, 0), p.sq, pk(&p, 0), p.sk, pv(&p, 0), p.sv, &W), HLA_OK, NULL,
-               "summarize whole prefix");
-        if (A && Bs && C && W) {
-            EXPECT(hla_segment_combine(A, Bs, &AB), HLA_OK, NULL, "combine(A,B)");
-            EXPECT(hla_segment_combine(AB, C, &ABC1), HLA_OK, NULL, "combine(AB,C)");
-            EXPECT(hla_segment_combine(Bs, C, &BC), HLA_OK, NULL, "combine(B,C)");
-            EXPECT(hla_segment_combine(A, BC, &ABC2), HLA_OK, NULL, "combine(A,BC)");
-            EXPECT(hla_segment_combine(A, A, &AA), HLA_OK, NULL, "combine(A,A) (same handle twice)");
-            EXPECT(hla_segment_length(A, &len), HLA_OK, NULL, "segment_length");
-            CHECK(len == b1 - b0, "length(A) = %lld", (long long)len);
-            if (AA) {
-                EXPECT(hla_segment_length(AA, &len), HLA_OK, NULL, "segment_length");
-                CHECK(len == 2 * (b1 - b0), "length(A.A) = %lld", (long long)len);
+        static const int64_t splits[4] = {1, 8, 13, 36};
+        const int64_t slots = 5;
+        void *cache = talloc(slots * n, sdt);
+        for (i = 0; i < 4; i++) {
+            const int64_t a = splits[i];
+            const int p1 = i % 3, p2 = (i + 1) % 3;
+            int64_t rv[2], stride = n, nrows = B;
+            void *rows = NULL;
+            hla_tensor tr, tS, q1 = pq(&p, 0, a), k1 = pk(&p, 0, a), v1 = pv(&p, 0, a), o1 = po(&p, out, 0, a),
+                               q2 = pq(&p, a, T), k2 = pk(&p, a, T), v2 = pv(&p, a, T), o2 = po(&p, out, a, T);
+            int64_t sh[2], st[2];
+            fill(cache, sdt, slots * n, 7.25);
+            if (i == 1 || i == 3) {
+                rv[0] = 3;
+                rv[1] = i == 1 ? 0 : 1;
+                rows = ints_of(rv, 2, i == 1 ? HLA_INT64 : HLA_INT32);
+                nrows = slots;
+                if (i == 3) { /* 4 rows of a padded layout: row r at r * (n + 3) */
+                    stride = n + 3;
+                    nrows = 4;
+                }
             }
-            EXPECT(hla_segment_nbytes(A, &nb), HLA_OK, NULL, "segment_nbytes");
-            CHECK(nb > 0, "segment_nbytes = %lld", (long long)nb);
-            EXPECT(hla_segment_get_config(A, &g), HLA_OK, NULL, "segment_get_config");
-            CHECK(cfg_equal(&g, &c), "segment configuration differs from the summarize configuration");
-            if (ABC1) {
+            sh[0] = nrows, sh[1] = n, st[0] = stride, st[1] = 1;
+            tS = mks(cache, sdt, 2, sh, st);
+            tr = mk(rows, i == 1 ? HLA_INT64 : HLA_INT32, 1, 2, 0, 0, 0);
+            fill(out, dt, p.no, NAN);
+            OK(hla_forward(&c, p1, &q1, &k1, &v1, &o1, NULL, NULL, &tS, rows ? &tr : NULL), "split %lld: forward [0,%lld) %s",
+               (long long)a, (long long)a, path_name(p1));
+            if (i == 2) { /* through serialize -> deserialize into another buffer */
                 size_t need = 0, w = 0;
                 unsigned char *buf;
-                EXPECT(hla_segment_serialize(ABC1, NULL, 0, &need), HLA_OK, NULL, "segment_serialize size query");
+                void *s2 = talloc(B * n, sdt);
+                hla_config cd;
+                hla_tensor t2 = mk(s2, sdt, 2, B, n, 0, 0);
+                hla_config_init(&cd, sizeof cd);
+                OK(hla_state_serialize(&c, &tS, NULL, NULL, 0, &need), "serialize size query");
                 buf = xmalloc(need);
-                EXPECT(hla_segment_serialize(ABC1, buf, need, &w), HLA_OK, NULL, "segment_serialize");
-                EXPECT(hla_segment_deserialize(buf, w, &ABC3), HLA_OK, NULL, "segment_deserialize");
+                OK(hla_state_serialize(&c, &tS, NULL, buf, need, &w), "serialize");
+                OK(hla_state_deserialize(buf, w, &cd, &t2), "deserialize");
+                memcpy(cache, s2, (size_t)(B * n) * esize(sdt));
                 free(buf);
-                EXPECT(hla_segment_get_config(ABC1, &g), HLA_OK, NULL, "segment_get_config");
-                CHECK(cfg_equal(&g, &c), "combined segment configuration differs");
+                free(s2);
             }
+            OK(hla_forward(&c, p2, &q2, &k2, &v2, &o2, NULL, &tS, &tS, rows ? &tr : NULL),
+               "split %lld: forward [%lld,T) %s from the state, in place", (long long)a, (long long)a, path_name(p2));
+            e = err_out(&p, out, 0, T);
+            CHECK(e <= tol, "split at %lld (%s then %s%s): rel err %.3g", (long long)a, path_name(p1), path_name(p2),
+                  i == 1 ? ", rows of a cache" : i == 2 ? ", serialized" : i == 3 ? ", int32 rows, padded" : "", e);
             {
-                hla_segment *segs[4];
-                static const char *nm[4] = {"(A.B).C", "A.(B.C)", "deserialized (A.B).C", "whole prefix"};
-                int j;
-                segs[0] = ABC1, segs[1] = ABC2, segs[2] = ABC3, segs[3] = W;
-                for (j = 0; j < 4; j++) {
-                    hla_state *s = NULL;
-                    if (!segs[j]) continue;
-                    EXPECT(hla_segment_length(segs[j], &len), HLA_OK, NULL, "segment_length");
-                    CHECK(len == b3, "length(%s) = %lld, want %lld", nm[j], (long long)len, (long long)b3);
-                    if (!EXPECT(hla_state_from_segment(segs[j], &s), HLA_OK, NULL, "state_from_segment(%s)", nm[j]))
-                        continue;
-                    EXPECT(hla_state_tokens(s, &tok), HLA_OK, NULL, "tokens");
-                    CHECK(tok == b3, "state from %s has %lld tokens", nm[j], (long long)tok);
-                    EXPECT(hla_state_get_config(s, &g), HLA_OK, NULL, "get_config");
-                    CHECK(cfg_equal(&g, &c), "state from segment: configuration differs");
-                    for (t = 0; t < p.B * R * p.H * p.dv; t++) setv(outR, dt, t, NAN);
-                    EXPECT(hla_forward(&c, R, j % 3, pq(&p, b3), p.sq, pk(&p, b3), p.sk, pv(&p, b3), p.sv, outR,
-                                       NULL, s, NULL),
-                           HLA_OK, NULL, "forward of the rest from %s", nm[j]);
-                    err = rel_err(outR, dt, sR, p.B, R, p.H, p.dv, p.ref, TT, b3);
-                    CHECK(err <= tol, "carry-in from %s, forward %s of the rest: rel err %.3g", nm[j],
-                          path_name(j % 3), err);
-                    hla_state_destroy(s);
+                int64_t b;
+                double ee = 0;
+                for (b = 0; b < B; b++) {
+                    int64_t r = rows ? rv[b] : b;
+                    double eb = err_vec(eptr(cache, sdt, r * stride), sdt, eptr(sst, sdt, b * n), sdt, n);
+                    if (!(eb <= ee)) ee = eb;
+                }
+                CHECK(ee <= stol, "split at %lld: final state vs streamed: rel err %.3g", (long long)a, ee);
+                if (rows) {
+                    int64_t r, ok = 1;
+                    for (r = 0; r < nrows; r++)
+                        if (r != rv[0] && r != rv[1] && !all_equal(eptr(cache, sdt, r * stride), sdt, n, 7.25)) ok = 0;
+                    CHECK(ok, "split at %lld: rows not named by rows were written", (long long)a);
                 }
             }
-            if (AB) { /* carry-in A.B for [17, TT) */
-                hla_state *s = NULL;
-                void *o2 = typed_nan(p.B * (TT - b2) * p.H * p.dv, dt);
-                int64_t s2[4];
-                contig4(TT - b2, p.H, p.dv, s2);
-                if (EXPECT(hla_state_from_segment(AB, &s), HLA_OK, NULL, "state_from_segment(A.B)")) {
-                    EXPECT(hla_forward(&c, TT - b2, HLA_PATH_SCAN, pq(&p, b2), p.sq, pk(&p, b2), p.sk, pv(&p, b2),
-                                       p.sv, o2, NULL, s, NULL),
-                           HLA_OK, NULL, "forward from A.B");
-                    err = rel_err(o2, dt, s2, p.B, TT - b2, p.H, p.dv, p.ref, TT, b2);
-                    CHECK(err <= tol, "carry-in A.B, scan forward of [17,%lld): rel err %.3g", (long long)TT, err);
-                }
-                hla_state_destroy(s);
-                free(o2);
+            free(rows);
+        }
+        free(cache);
+    }
+
+    /* associative scan: summaries of [0,7) [7,17) [17,26), combined both ways, carry-in for [26,T) */
+    {
+        const int64_t b1 = 7, b2 = 17, b3 = 26;
+        void *SA = talloc(B * m, sdt), *SB = talloc(B * m, sdt), *SC = talloc(B * m, sdt), *SAB = talloc(B * m, sdt),
+             *SBC = talloc(B * m, sdt), *S1 = talloc(B * m, sdt), *S2 = talloc(B * m, sdt), *SW = talloc(B * m, sdt),
+             *SX = talloc(B * m, sdt), *st2 = talloc(3 * n, sdt);
+        int64_t lA[2] = {-1, -1}, lB[2] = {-1, -1}, lC[2] = {-1, -1}, lAB[2] = {-1, -1}, lBC[2] = {-1, -1},
+                l1[2] = {-1, -1}, l2[2] = {-1, -1}, lW[2] = {-1, -1}, lX[2];
+        hla_tensor tA = mk(SA, sdt, 2, B, m, 0, 0), tB = mk(SB, sdt, 2, B, m, 0, 0), tC = mk(SC, sdt, 2, B, m, 0, 0),
+                   tAB = mk(SAB, sdt, 2, B, m, 0, 0), tBC = mk(SBC, sdt, 2, B, m, 0, 0),
+                   t1 = mk(S1, sdt, 2, B, m, 0, 0), t2 = mk(S2, sdt, 2, B, m, 0, 0), tW = mk(SW, sdt, 2, B, m, 0, 0),
+                   tX = mk(SX, sdt, 2, B, m, 0, 0);
+        hla_tensor LA = mk(lA, HLA_INT64, 1, B, 0, 0, 0), LB = mk(lB, HLA_INT64, 1, B, 0, 0, 0),
+                   LC = mk(lC, HLA_INT64, 1, B, 0, 0, 0), LAB = mk(lAB, HLA_INT64, 1, B, 0, 0, 0),
+                   LBC = mk(lBC, HLA_INT64, 1, B, 0, 0, 0), L1 = mk(l1, HLA_INT64, 1, B, 0, 0, 0),
+                   L2 = mk(l2, HLA_INT64, 1, B, 0, 0, 0), LW = mk(lW, HLA_INT64, 1, B, 0, 0, 0),
+                   LX = mk(lX, HLA_INT64, 1, B, 0, 0, 0);
+        hla_tensor qa = pq(&p, 0, b1), ka = pk(&p, 0, b1), va = pv(&p, 0, b1), qb = pq(&p, b1, b2),
+                   kb = pk(&p, b1, b2), vb = pv(&p, b1, b2), qc = pq(&p, b2, b3), kc = pk(&p, b2, b3),
+                   vc = pv(&p, b2, b3), qw = pq(&p, 0, b3), kw = pk(&p, 0, b3), vw = pv(&p, 0, b3);
+        OK(hla_summarize(&c, &qa, &ka, &va, NULL, &tA, &LA), "summarize A");
+        OK(hla_summarize(&c, &qb, &kb, &vb, NULL, &tB, &LB), "summarize B");
+        OK(hla_summarize(&c, &qc, &kc, &vc, NULL, &tC, NULL), "summarize C (lengths NULL)");
+        lC[0] = lC[1] = b3 - b2;
+        OK(hla_summarize(&c, &qw, &kw, &vw, NULL, &tW, &LW), "summarize whole prefix");
+        CHECK(lA[0] == b1 && lA[1] == b1 && lB[0] == b2 - b1 && lB[1] == b2 - b1 && lW[0] == b3 && lW[1] == b3,
+              "summarize lengths %lld %lld %lld %lld %lld %lld", (long long)lA[0], (long long)lA[1], (long long)lB[0],
+              (long long)lB[1], (long long)lW[0], (long long)lW[1]);
+        OK(hla_summary_combine(&c, &tA, &LA, &tB, &LB, &tAB, &LAB), "combine(A,B)");
+        OK(hla_summary_combine(&c, &tAB, &LAB, &tC, &LC, &t1, &L1), "combine(AB,C)");
+        OK(hla_summary_combine(&c, &tB, &LB, &tC, &LC, &tBC, &LBC), "combine(B,C)");
+        OK(hla_summary_combine(&c, &tA, &LA, &tBC, &LBC, &t2, &L2), "combine(A,BC)");
+        CHECK(lAB[0] == b2 && l1[0] == b3 && l1[1] == b3 && l2[0] == b3 && l2[1] == b3, "combined lengths %lld %lld %lld",
+              (long long)lAB[0], (long long)l1[0], (long long)l2[0]);
+        e = err_vec(S1, sdt, SW, sdt, B * m);
+        CHECK(e <= stol, "(A.B).C vs summary of the whole prefix: rel err %.3g", e);
+        e = err_vec(S2, sdt, SW, sdt, B * m);
+        CHECK(e <= stol, "A.(B.C) vs summary of the whole prefix: rel err %.3g", e);
+        /* in place: result = a, result_lengths = a_lengths */
+        memcpy(SX, SA, (size_t)(B * m) * esize(sdt));
+        lX[0] = lA[0], lX[1] = lA[1];
+        OK(hla_summary_combine(&c, &tX, &LX, &tB, &LB, &tX, &LX), "combine in place (result = a)");
+        e = err_vec(SX, sdt, SAB, sdt, B * m);
+        CHECK(e <= stol && lX[0] == b2 && lX[1] == b2, "in-place combine differs: rel err %.3g, length %lld", e,
+              (long long)lX[0]);
+        /* in place into b */
+        memcpy(SX, SC, (size_t)(B * m) * esize(sdt));
+        OK(hla_summary_combine(&c, &tAB, &LAB, &tX, &LC, &tX, NULL), "combine in place (result = b)");
+        e = err_vec(SX, sdt, S1, sdt, B * m);
+        CHECK(e <= stol, "combine into b differs: rel err %.3g", e);
+        {
+            void *segs[3];
+            static const char *nm[3] = {"(A.B).C", "A.(B.C)", "whole prefix"};
+            segs[0] = S1, segs[1] = S2, segs[2] = SW;
+            for (i = 0; i < 3; i++) {
+                /* carry-in into rows {2, 0} of a 3-row state */
+                int64_t rv[2] = {2, 0};
+                void *rr = ints_of(rv, 2, HLA_INT64);
+                hla_tensor tr = mk(rr, HLA_INT64, 1, 2, 0, 0, 0), tst = mk(st2, sdt, 2, 3, n, 0, 0),
+                           ts1 = mk(segs[i], sdt, 2, B, m, 0, 0), q2 = pq(&p, b3, T), k2 = pk(&p, b3, T),
+                           v2 = pv(&p, b3, T), o2 = po(&p, out, b3, T);
+                fill(st2, sdt, 3 * n, 7.25);
+                OK(hla_summary_to_state(&c, &ts1, &tst, &tr), "summary_to_state(%s)", nm[i]);
+                CHECK(all_equal(eptr(st2, sdt, n), sdt, n, 7.25), "summary_to_state wrote row 1 (not in rows)");
+                fill(out, dt, p.no, NAN);
+                OK(hla_forward(&c, i, &q2, &k2, &v2, &o2, NULL, &tst, &tst, &tr), "forward %s from %s",
+                   path_name(i), nm[i]);
+                e = err_out(&p, out, b3, T);
+                CHECK(e <= tol, "carry-in from %s, forward %s of [26,T): rel err %.3g", nm[i], path_name(i), e);
+                e = fmax(err_vec(eptr(st2, sdt, 2 * n), sdt, sst, sdt, n),
+                         err_vec(st2, sdt, eptr(sst, sdt, n), sdt, n));
+                CHECK(e <= stol, "state after carry-in from %s and the rest vs streamed: rel err %.3g", nm[i], e);
+                free(rr);
             }
         }
-        hla_segment_destroy(A);
-        hla_segment_destroy(Bs);
-        hla_segment_destroy(C);
-        hla_segment_destroy(AB);
-        hla_segment_destroy(BC);
-        hla_segment_destroy(ABC1);
-        hla_segment_destroy(ABC2);
-        hla_segment_destroy(ABC3);
-        hla_segment_destroy(W);
-        hla_segment_destroy(AA);
-        free(outR);
+        /* one-token segment: summarize [0,1), carry-in (rows NULL), forward [1,T) */
+        {
+            hla_tensor q1 = pq(&p, 0, 1), k1 = pk(&p, 0, 1), v1 = pv(&p, 0, 1), tst = mk(st2, sdt, 2, B, n, 0, 0),
+                       q2 = pq(&p, 1, T), k2 = pk(&p, 1, T), v2 = pv(&p, 1, T), o2 = po(&p, out, 1, T);
+            OK(hla_summarize(&c, &q1, &k1, &v1, NULL, &tA, &LA), "summarize T=1");
+            CHECK(lA[0] == 1 && lA[1] == 1, "T=1 lengths %lld %lld", (long long)lA[0], (long long)lA[1]);
+            OK(hla_summary_to_state(&c, &tA, &tst, NULL), "summary_to_state(T=1)");
+            fill(out, dt, p.no, NAN);
+            OK(hla_forward(&c, HLA_PATH_CHUNKED, &q2, &k2, &v2, &o2, NULL, &tst, NULL, NULL), "forward after T=1");
+            e = err_out(&p, out, 1, T);
+            CHECK(e <= tol, "one-token segment carry-in: rel err %.3g", e);
+        }
+        free(SA), free(SB), free(SC), free(SAB), free(SBC), free(S1), free(S2), free(SW), free(SX), free(st2);
     }
-    free(outF);
-done:
-    for (i = 0; i < 4; i++) hla_state_destroy(st[i]);
-    free(qa);
-    free(ka);
-    free(va);
+
+    /* T = 1 on every path */
+    for (path = 0; path < 3; path++) {
+        hla_tensor q1 = pq(&p, 0, 1), k1 = pk(&p, 0, 1), v1 = pv(&p, 0, 1), o1 = po(&p, out, 0, 1);
+        fill(out, dt, p.no, NAN);
+        OK(hla_forward(&c, path, &q1, &k1, &v1, &o1, NULL, NULL, NULL, NULL), "forward T=1 %s", path_name(path));
+        e = err_out(&p, out, 0, 1);
+        CHECK(e <= tol, "forward T=1 %s: rel err %.3g", path_name(path), e);
+    }
+
+    for (path = 0; path < 3; path++) free(fin[path]);
+    free(sst);
     free(out);
-    free(outE);
-    problem_free(&p);
+    prob_free(&p);
 }
 
 static void test_numerics(void)
 {
-    int op, dt, masked, norm, di, ri;
     static const double decays[2] = {1.0, 0.9};
     static const double ridges[2] = {0.0, 0.5};
+    int op, dt, masked, norm, di, ri;
     for (op = 0; op < 3; op++)
-        for (dt = 0; dt < 2; dt++)
+        for (dt = 0; dt < 2; dt++) /* HLA_FLOAT32, HLA_FLOAT64 */
             for (masked = 1; masked >= 0; masked--)
                 for (norm = 0; norm < 2; norm++)
                     for (di = 0; di < 2; di++)
@@ -794,935 +955,1487 @@ static void test_numerics(void)
                             numerics_case(op, dt, masked, norm, decays[di], ridges[ri]);
 }
 
-/* chunk sizes (automatic, 1, not dividing T, = T, > T) on the chunked and scan paths; T = 1 */
+/* bfloat16 and float16 inputs (float32 state), every path including step */
+static void test_half(void)
+{
+    int op, dt, masked, norm;
+    for (dt = HLA_BFLOAT16; dt <= HLA_FLOAT16; dt++)
+        for (op = 0; op < 3; op++)
+            for (masked = 1; masked >= 0; masked--)
+                for (norm = 0; norm < 2; norm++)
+                    numerics_case(op, dt, masked, norm, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0);
+}
+
+/* chunk sizes (automatic, 1, not dividing T, = T, > 1024) on the chunked and scan paths */
 static void test_chunk_sizes(void)
 {
-    static const int64_t chunks[] = {0, 1, 3, 8, 37, 64, 1000000};
+    static const int64_t chunks[] = {0, 1, 3, 37, 5000};
     int op, dt, ci, path;
     for (op = 0; op < 3; op++)
         for (dt = 0; dt < 2; dt++) {
-            hla_config c = make_cfg(op, dt, 1, 0, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, 2, 4, 2, 5, 3);
-            problem p;
+            hla_config c = cfg_make(op, 1, 0, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, 4, 2, 5, 3, 8);
+            prob p;
             void *out;
             set_ctx("chunk sizes %s %s", op_name(op), dt_name(dt));
-            problem_init(&p, &c, 37, 0);
-            out = typed_nan(p.no, dt);
+            prob_init(&p, &c, dt, 2, 37, 0, NULL, 0);
+            out = talloc(p.no, dt);
             for (ci = 0; ci < (int)(sizeof chunks / sizeof chunks[0]); ci++)
                 for (path = 0; path < 3; path += 2) {
-                    double err;
-                    int64_t i;
+                    hla_tensor tq = pq(&p, 0, p.T), tk = pk(&p, 0, p.T), tv = pv(&p, 0, p.T), to = po(&p, out, 0, p.T);
                     c.chunk_size = chunks[ci];
-                    for (i = 0; i < p.no; i++) setv(out, dt, i, NAN);
-                    if (!EXPECT(hla_forward(&c, p.T, path, p.q, NULL, p.k, NULL, p.v, NULL, out, NULL, NULL, NULL),
-                                HLA_OK, NULL, "forward %s chunk_size %lld", path_name(path), (long long)chunks[ci]))
-                        continue;
-                    err = rel_err(out, dt, p.so, p.B, p.T, p.H, p.dv, p.ref, p.T, 0);
-                    CHECK(err <= tol_of(dt), "forward %s chunk_size %lld: rel err %.3g", path_name(path),
-                          (long long)chunks[ci], err);
+                    fill(out, dt, p.no, NAN);
+                    if (OK(hla_forward(&c, path, &tq, &tk, &tv, &to, NULL, NULL, NULL, NULL), "forward %s chunk %lld",
+                           path_name(path), (long long)chunks[ci]))
+                        CHECK(err_out(&p, out, 0, p.T) <= tol_of(dt), "forward %s chunk_size %lld: rel err %.3g",
+                              path_name(path), (long long)chunks[ci], err_out(&p, out, 0, p.T));
                 }
-            c.chunk_size = 8;
-            /* T = 1 on every path, and a one-token segment */
-            for (path = 0; path < 3; path++) {
-                double err;
-                int64_t so1[4];
-                contig4(1, p.H, p.dv, so1);
-                EXPECT(hla_forward(&c, 1, path, p.q, p.sq, p.k, p.sk, p.v, p.sv, out, so1, NULL, NULL), HLA_OK, NULL,
-                       "forward T=1 %s", path_name(path));
-                err = rel_err(out, dt, so1, p.B, 1, p.H, p.dv, p.ref, p.T, 0);
-                CHECK(err <= tol_of(dt), "forward T=1 %s: rel err %.3g", path_name(path), err);
-            }
-            {
-                hla_segment *s1 = NULL;
-                hla_state *st = NULL;
-                EXPECT(hla_summarize(&c, 1, p.q, p.sq, p.k, p.sk, p.v, p.sv, &s1), HLA_OK, NULL, "summarize T=1");
-                if (s1 && EXPECT(hla_state_from_segment(s1, &st), HLA_OK, NULL, "state_from_segment(T=1)")) {
-                    double err;
-                    EXPECT(hla_forward(&c, p.T - 1, HLA_PATH_CHUNKED, pq(&p, 1), p.sq, pk(&p, 1), p.sk, pv(&p, 1),
-                                       p.sv, out, p.so, st, NULL),
-                           HLA_OK, NULL, "forward after a one-token segment");
-                    err = rel_err(out, dt, p.so, p.B, p.T - 1, p.H, p.dv, p.ref, p.T, 1);
-                    CHECK(err <= tol_of(dt), "one-token segment carry-in: rel err %.3g", err);
-                }
-                hla_state_destroy(st);
-                hla_segment_destroy(s1);
-            }
             free(out);
-            problem_free(&p);
+            prob_free(&p);
+        }
+}
+
+/* a longer sequence (T = 200, automatic chunk size, dk = 16): every path against naive_ref */
+static void test_long(void)
+{
+    int op, dt, path;
+    for (op = 0; op < 3; op++)
+        for (dt = 0; dt < 2; dt++) {
+            hla_config c = cfg_make(op, 1, 0, op == HLA_OP_AHLA ? 1.0 : 0.99, 0.0, 2, 1, 16, 8, 0);
+            prob p;
+            void *out, *st;
+            set_ctx("long sequence %s %s", op_name(op), dt_name(dt));
+            prob_init(&p, &c, dt, 1, 200, 0, NULL, 0);
+            out = talloc(p.no, dt);
+            st = talloc(p.n, p.sdt);
+            for (path = 0; path < 4; path++) {
+                hla_tensor tq = pq(&p, 0, p.T), tk = pk(&p, 0, p.T), tv = pv(&p, 0, p.T), to = po(&p, out, 0, p.T),
+                           ts = mk(st, p.sdt, 2, 1, p.n, 0, 0);
+                fill(out, dt, p.no, NAN);
+                if (path < 3) {
+                    OK(hla_forward(&c, path, &tq, &tk, &tv, &to, NULL, NULL, NULL, NULL), "forward %s", path_name(path));
+                } else {
+                    int64_t t;
+                    fill(st, p.sdt, p.n, 0.0);
+                    for (t = 0; t < p.T; t++) {
+                        hla_tensor q3 = stepv(p.q, dt, 1, p.T, 2, 16, t), k3 = stepv(p.k, dt, 1, p.T, 1, 16, t),
+                                   v3 = stepv(p.v, dt, 1, p.T, 1, 8, t), o3 = stepv(out, dt, 1, p.T, 2, 8, t);
+                        if (hla_step(&c, &q3, &k3, &v3, &o3, &ts, NULL) != HLA_OK) break;
+                    }
+                }
+                CHECK(err_out(&p, out, 0, p.T) <= tol_of(dt), "T = 200, %s: rel err %.3g",
+                      path < 3 ? path_name(path) : "step", err_out(&p, out, 0, p.T));
+            }
+            free(out), free(st);
+            prob_free(&p);
         }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* 4. strided inputs: [B,H,T,D] layout, fused QKV buffer, negative strides, zero strides        */
+/* 3. strided tensors: [B,H,T,D] views, negative, zero and padded strides, on every path        */
 
-static void test_strided_case(int op, int dt, int masked, int normalize)
+/* A view of logical shape sh whose dimensions lie in memory in the order `order` (outermost first),
+ * with `pad` unused elements after each dimension's run, the dimensions of `neg` walked backwards and
+ * those of `zero` broadcast (stride 0). */
+static hla_tensor view_make(void **phys, int dt, int nd, const int64_t *sh, const int *order, unsigned neg,
+                            unsigned zero, int64_t pad)
 {
-    const int64_t T = 37;
-    hla_config c = make_cfg(op, dt, masked, normalize, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, 2, 4, 2, 5, 3);
-    problem p;
-    double tol = tol_of(dt), err;
-    int64_t B, H, Hkv, dk, dv, b, t, h, d, i, path;
-    set_ctx("strided %s %s %s norm=%d", op_name(op), dt_name(dt), masked ? "masked" : "unmasked", normalize);
-    problem_init(&p, &c, T, normalize);
-    B = p.B, H = p.H, Hkv = p.Hkv, dk = p.dk, dv = p.dv;
-
-    /* (a) [B,H,T,D] storage */
-    {
-        void *qb = xmalloc((size_t)p.nq * esize(dt)), *kb = xmalloc((size_t)p.nk * esize(dt));
-        void *vb = xmalloc((size_t)p.nv * esize(dt)), *ob = typed_nan(p.no, dt);
-        int64_t sq[4], sk[4], sv[4], so[4], s3q[3], s3k[3], s3v[3], s3o[3];
-        hla_state *st = NULL;
-        hla_segment *seg = NULL;
-        sq[0] = H * T * dk, sq[1] = dk, sq[2] = T * dk, sq[3] = 1;
-        sk[0] = Hkv * T * dk, sk[1] = dk, sk[2] = T * dk, sk[3] = 1;
-        sv[0] = Hkv * T * dv, sv[1] = dv, sv[2] = T * dv, sv[3] = 1;
-        so[0] = H * T * dv, so[1] = dv, so[2] = T * dv, so[3] = 1;
-        for (b = 0; b < B; b++)
-            for (t = 0; t < T; t++) {
-                for (h = 0; h < H; h++)
-                    for (d = 0; d < dk; d++)
-                        setv(qb, dt, b * sq[0] + t * sq[1] + h * sq[2] + d, p.qd[((b * T + t) * H + h) * dk + d]);
-                for (h = 0; h < Hkv; h++) {
-                    for (d = 0; d < dk; d++)
-                        setv(kb, dt, b * sk[0] + t * sk[1] + h * sk[2] + d, p.kd[((b * T + t) * Hkv + h) * dk + d]);
-                    for (d = 0; d < dv; d++)
-                        setv(vb, dt, b * sv[0] + t * sv[1] + h * sv[2] + d, p.vd[((b * T + t) * Hkv + h) * dv + d]);
-                }
-            }
-        for (path = 0; path < 3; path++) {
-            for (i = 0; i < p.no; i++) setv(ob, dt, i, NAN);
-            EXPECT(hla_forward(&c, T, (int32_t)path, qb, sq, kb, sk, vb, sv, ob, so, NULL, NULL), HLA_OK, NULL,
-                   "forward [B,H,T,D] %s", path_name((int)path));
-            err = rel_err(ob, dt, so, B, T, H, dv, p.ref, T, 0);
-            CHECK(err <= tol, "forward %s with [B,H,T,D] strides: rel err %.3g", path_name((int)path), err);
-        }
-        for (i = 0; i < p.no; i++) setv(ob, dt, i, NAN);
-        EXPECT(hla_reference(&c, T, qb, sq, kb, sk, vb, sv, ob, so), HLA_OK, NULL, "reference [B,H,T,D]");
-        err = rel_err(ob, dt, so, B, T, H, dv, p.ref, T, 0);
-        CHECK(err <= tol, "reference with [B,H,T,D] strides: rel err %.3g", err);
-        /* streaming with [B,H,D] step strides into the [B,H,T,D] buffers */
-        s3q[0] = sq[0], s3q[1] = sq[2], s3q[2] = 1;
-        s3k[0] = sk[0], s3k[1] = sk[2], s3k[2] = 1;
-        s3v[0] = sv[0], s3v[1] = sv[2], s3v[2] = 1;
-        s3o[0] = so[0], s3o[1] = so[2], s3o[2] = 1;
-        for (i = 0; i < p.no; i++) setv(ob, dt, i, NAN);
-        if (EXPECT(hla_state_create(&c, &st), HLA_OK, NULL, "state_create")) {
-            for (t = 0; t < T; t++)
-                if (hla_state_step(st, at(qb, dt, t * dk), s3q, at(kb, dt, t * dk), s3k, at(vb, dt, t * dv), s3v,
-                                   at(ob, dt, t * dv), s3o) != HLA_OK) {
-                    CHECK(0, "strided step %lld failed: %s", (long long)t, hla_last_error());
-                    break;
-                }
-            err = rel_err(ob, dt, so, B, T, H, dv, p.ref, T, 0);
-            CHECK(err <= tol, "streaming with [B,H,D] step strides: rel err %.3g", err);
-        }
-        hla_state_destroy(st);
-        st = NULL;
-        /* summarize the first 20 tokens through these strides, forward the rest from it */
-        if (EXPECT(hla_summarize(&c, 20, qb, sq, kb, sk, vb, sv, &seg), HLA_OK, NULL, "summarize [B,H,T,D]") &&
-            EXPECT(hla_state_from_segment(seg, &st), HLA_OK, NULL, "state_from_segment")) {
-            for (i = 0; i < p.no; i++) setv(ob, dt, i, NAN);
-            EXPECT(hla_forward(&c, T - 20, HLA_PATH_CHUNKED, at(qb, dt, 20 * dk), sq, at(kb, dt, 20 * dk), sk,
-                               at(vb, dt, 20 * dv), sv, at(ob, dt, 20 * dv), so, st, NULL),
-                   HLA_OK, NULL, "forward rest [B,H,T,D]");
-            err = rel_err(at(ob, dt, 20 * dv), dt, so, B, T - 20, H, dv, p.ref, T, 20);
-            CHECK(err <= tol, "strided summarize + carry-in: rel err %.3g", err);
-        }
-        hla_state_destroy(st);
-        hla_segment_destroy(seg);
-        free(qb);
-        free(kb);
-        free(vb);
-        free(ob);
+    int64_t st[4] = {0, 0, 0, 0}, run = 1, lo = 0, hi = 0;
+    int j;
+    for (j = nd - 1; j >= 0; j--) {
+        st[order[j]] = run;
+        run = run * sh[order[j]] + pad;
     }
-
-    /* (b) fused QKV rows [B,T,(H*dk | Hkv*dk | Hkv*dv)], output with padding that must stay untouched */
-    {
-        const int64_t W = H * dk + Hkv * dk + Hkv * dv, P = dv + 2;
-        void *f = xmalloc((size_t)(B * T * W) * esize(dt)), *ob = xmalloc((size_t)(B * T * H * P) * esize(dt));
-        int64_t sq[4], sk[4], sv[4], so[4];
-        int pad_ok = 1;
-        sq[0] = T * W, sq[1] = W, sq[2] = dk, sq[3] = 1;
-        sk[0] = T * W, sk[1] = W, sk[2] = dk, sk[3] = 1;
-        sv[0] = T * W, sv[1] = W, sv[2] = dv, sv[3] = 1;
-        so[0] = T * H * P, so[1] = H * P, so[2] = P, so[3] = 1;
-        for (b = 0; b < B; b++)
-            for (t = 0; t < T; t++) {
-                for (h = 0; h < H; h++)
-                    for (d = 0; d < dk; d++)
-                        setv(f, dt, (b * T + t) * W + h * dk + d, p.qd[((b * T + t) * H + h) * dk + d]);
-                for (h = 0; h < Hkv; h++) {
-                    for (d = 0; d < dk; d++)
-                        setv(f, dt, (b * T + t) * W + H * dk + h * dk + d, p.kd[((b * T + t) * Hkv + h) * dk + d]);
-                    for (d = 0; d < dv; d++)
-                        setv(f, dt, (b * T + t) * W + H * dk + Hkv * dk + h * dv + d,
-                             p.vd[((b * T + t) * Hkv + h) * dv + d]);
-                }
-            }
-        for (path = 0; path < 3; path++) {
-            for (i = 0; i < B * T * H * P; i++) setv(ob, dt, i, 12345.0);
-            for (b = 0; b < B; b++)
-                for (t = 0; t < T; t++)
-                    for (h = 0; h < H; h++)
-                        for (d = 0; d < dv; d++) setv(ob, dt, b * so[0] + t * so[1] + h * so[2] + d, NAN);
-            EXPECT(hla_forward(&c, T, (int32_t)path, f, sq, at(f, dt, H * dk), sk, at(f, dt, H * dk + Hkv * dk), sv,
-                               ob, so, NULL, NULL),
-                   HLA_OK, NULL, "forward fused QKV %s", path_name((int)path));
-            err = rel_err(ob, dt, so, B, T, H, dv, p.ref, T, 0);
-            CHECK(err <= tol, "forward %s from a fused QKV buffer: rel err %.3g", path_name((int)path), err);
-            for (b = 0; b < B; b++)
-                for (t = 0; t < T; t++)
-                    for (h = 0; h < H; h++)
-                        for (d = dv; d < P; d++)
-                            if (getv(ob, dt, b * so[0] + t * so[1] + h * so[2] + d) != 12345.0) pad_ok = 0;
-        }
-        CHECK(pad_ok, "forward wrote outside the strided output (padding changed)");
-        free(f);
-        free(ob);
+    for (j = 0; j < nd; j++) {
+        if (zero & (1u << j)) st[j] = 0;
+        if (neg & (1u << j)) st[j] = -st[j];
+        if (st[j] < 0)
+            lo += st[j] * (sh[j] - 1);
+        else
+            hi += st[j] * (sh[j] - 1);
     }
+    *phys = talloc(hi - lo + 1, dt);
+    return mks(eptr(*phys, dt, -lo), dt, nd, sh, st);
+}
 
-    /* (c) negative strides in every dimension (storage reversed), for forward, reference, step */
-    {
-        void *qr = xmalloc((size_t)p.nq * esize(dt)), *kr = xmalloc((size_t)p.nk * esize(dt));
-        void *vr = xmalloc((size_t)p.nv * esize(dt)), *orr = typed_nan(p.no, dt);
-        int64_t sq[4], sk[4], sv[4], so[4], s3q[3], s3k[3], s3v[3], s3o[3];
-        hla_state *st = NULL;
-        for (i = 0; i < p.nq; i++) setv(qr, dt, p.nq - 1 - i, p.qd[i]);
-        for (i = 0; i < p.nk; i++) setv(kr, dt, p.nk - 1 - i, p.kd[i]);
-        for (i = 0; i < p.nv; i++) setv(vr, dt, p.nv - 1 - i, p.vd[i]);
-        for (i = 0; i < 4; i++) sq[i] = -p.sq[i], sk[i] = -p.sk[i], sv[i] = -p.sv[i], so[i] = -p.so[i];
-        for (path = 0; path < 3; path++) {
-            for (i = 0; i < p.no; i++) setv(orr, dt, i, NAN);
-            EXPECT(hla_forward(&c, T, (int32_t)path, at(qr, dt, p.nq - 1), sq, at(kr, dt, p.nk - 1), sk,
-                               at(vr, dt, p.nv - 1), sv, at(orr, dt, p.no - 1), so, NULL, NULL),
-                   HLA_OK, NULL, "forward negative strides %s", path_name((int)path));
-            err = rel_err(at(orr, dt, p.no - 1), dt, so, B, T, H, dv, p.ref, T, 0);
-            CHECK(err <= tol, "forward %s with negative strides: rel err %.3g", path_name((int)path), err);
-        }
-        for (i = 0; i < p.no; i++) setv(orr, dt, i, NAN);
-        EXPECT(hla_reference(&c, T, at(qr, dt, p.nq - 1), sq, at(kr, dt, p.nk - 1), sk, at(vr, dt, p.nv - 1), sv,
-                             at(orr, dt, p.no - 1), so),
-               HLA_OK, NULL, "reference negative strides");
-        err = rel_err(at(orr, dt, p.no - 1), dt, so, B, T, H, dv, p.ref, T, 0);
-        CHECK(err <= tol, "reference with negative strides: rel err %.3g", err);
-        s3q[0] = sq[0], s3q[1] = sq[2], s3q[2] = sq[3];
-        s3k[0] = sk[0], s3k[1] = sk[2], s3k[2] = sk[3];
-        s3v[0] = sv[0], s3v[1] = sv[2], s3v[2] = sv[3];
-        s3o[0] = so[0], s3o[1] = so[2], s3o[2] = so[3];
-        for (i = 0; i < p.no; i++) setv(orr, dt, i, NAN);
-        if (EXPECT(hla_state_create(&c, &st), HLA_OK, NULL, "state_create")) {
-            for (t = 0; t < T; t++)
-                if (hla_state_step(st, at(qr, dt, p.nq - 1 - t * H * dk), s3q, at(kr, dt, p.nk - 1 - t * Hkv * dk),
-                                   s3k, at(vr, dt, p.nv - 1 - t * Hkv * dv), s3v, at(orr, dt, p.no - 1 - t * H * dv),
-                                   s3o) != HLA_OK) {
-                    CHECK(0, "negative-stride step %lld failed: %s", (long long)t, hla_last_error());
-                    break;
-                }
-            err = rel_err(at(orr, dt, p.no - 1), dt, so, B, T, H, dv, p.ref, T, 0);
-            CHECK(err <= tol, "streaming with negative step strides: rel err %.3g", err);
-        }
-        hla_state_destroy(st);
-        free(qr);
-        free(kr);
-        free(vr);
-        free(orr);
-    }
+static int64_t vcount(const hla_tensor *t)
+{
+    int64_t c = 1;
+    int j;
+    for (j = 0; j < t->ndim; j++) c *= t->shape[j];
+    return c;
+}
 
-    /* (d) zero strides: keys and values broadcast over the batch (batch stride 0) */
-    {
-        problem p2;
-        hla_config c2 = c;
-        void *o2;
-        int64_t sk0[4], sv0[4];
-        double *r2;
-        /* same q; k, v of batch 0 repeated in batch 1 for the reference */
-        problem_init(&p2, &c2, T, normalize);
-        for (t = 0; t < T * Hkv * dk; t++) p2.kd[T * Hkv * dk + t] = p2.kd[t];
-        for (t = 0; t < T * Hkv * dv; t++) p2.vd[T * Hkv * dv + t] = p2.vd[t];
-        r2 = xmalloc((size_t)p2.no * sizeof(double));
-        if (naive_ref(&c2, T, p2.qd, p2.kd, p2.vd, r2) != 0) {
-            fprintf(stderr, "test_abi: out of memory\n");
-            exit(2);
-        }
-        o2 = typed_nan(p2.no, dt);
-        sk0[0] = 0, sk0[1] = Hkv * dk, sk0[2] = dk, sk0[3] = 1;
-        sv0[0] = 0, sv0[1] = Hkv * dv, sv0[2] = dv, sv0[3] = 1;
-        for (path = 0; path < 3; path++) {
-            for (i = 0; i < p2.no; i++) setv(o2, dt, i, NAN);
-            EXPECT(hla_forward(&c2, T, (int32_t)path, p2.q, NULL, p2.k, sk0, p2.v, sv0, o2, NULL, NULL, NULL),
-                   HLA_OK, NULL, "forward zero batch stride %s", path_name((int)path));
-            err = rel_err(o2, dt, p2.so, B, T, H, dv, r2, T, 0);
-            CHECK(err <= tol, "forward %s with k,v batch stride 0: rel err %.3g", path_name((int)path), err);
-        }
-        free(r2);
-        free(o2);
-        problem_free(&p2);
+/* Logical element i (row-major over the shape) <-> its place in the view. */
+static int64_t voff(const hla_tensor *t, int64_t i)
+{
+    int64_t off = 0;
+    int j;
+    for (j = t->ndim - 1; j >= 0; j--) {
+        off += (i % t->shape[j]) * t->strides[j];
+        i /= t->shape[j];
     }
-    problem_free(&p);
+    return off;
+}
+static void view_put(const hla_tensor *t, const double *x)
+{
+    int64_t i, n = vcount(t);
+    for (i = 0; i < n; i++) setv(t->data, t->dtype, voff(t, i), x[i]);
+}
+static void view_get(const hla_tensor *t, double *x)
+{
+    int64_t i, n = vcount(t);
+    for (i = 0; i < n; i++) x[i] = getv(t->data, t->dtype, voff(t, i));
+}
+/* token t of a [B,T,Hx,D] view as a step tensor [B,Hx,D] */
+static hla_tensor view_step(const hla_tensor *t, int64_t tok)
+{
+    hla_tensor s = *t;
+    s.data = eptr(t->data, t->dtype, tok * t->strides[1]);
+    s.ndim = 3;
+    s.shape[1] = t->shape[2], s.shape[2] = t->shape[3], s.shape[3] = 0;
+    s.strides[1] = t->strides[2], s.strides[2] = t->strides[3], s.strides[3] = 0;
+    return s;
+}
+
+static void strided_case(int op, int dt)
+{
+    const int64_t B = 2, T = 21, H = 4, Hkv = 2, dk = 5, dv = 3;
+    hla_config c = cfg_make(op, 1, 0, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, H, Hkv, dk, dv, 4);
+    prob p;
+    static const int oq[4] = {0, 2, 1, 3}, ok[4] = {0, 1, 2, 3}, ov[4] = {2, 0, 1, 3}, oo[4] = {0, 2, 1, 3};
+    int64_t shq[4], shk[4], shv[4], sho[4], shs[2], sts[2], t;
+    void *phq, *phk, *phv, *pho, *sphys, *sst, *summ, *outc;
+    hla_tensor vq, vk, vv, vo, vs, ts;
+    double *tmp, e;
+    const double tol = tol_of(dt);
+    int path, sdt;
+    int64_t n, m;
+
+    set_ctx("strided %s %s", op_name(op), dt_name(dt));
+    prob_init(&p, &c, dt, B, T, 0, NULL, 0);
+    sdt = p.sdt, n = p.n, m = p.m;
+    shq[0] = B, shq[1] = T, shq[2] = H, shq[3] = dk;
+    shk[0] = B, shk[1] = T, shk[2] = Hkv, shk[3] = dk;
+    shv[0] = B, shv[1] = T, shv[2] = Hkv, shv[3] = dv;
+    sho[0] = B, sho[1] = T, sho[2] = H, sho[3] = dv;
+    vq = view_make(&phq, dt, 4, shq, oq, 0u, 0u, 0);       /* [B,H,T,D] layout */
+    vk = view_make(&phk, dt, 4, shk, ok, 1u << 1, 0u, 1);  /* time reversed, padded */
+    vv = view_make(&phv, dt, 4, shv, ov, 9u, 1u << 2, 0);  /* batch and features reversed, heads broadcast */
+    vo = view_make(&pho, dt, 4, sho, oo, 1u << 2, 0u, 2);  /* [B,H,T,D], heads reversed, padded */
+    view_put(&vq, p.qd);
+    view_put(&vk, p.kd);
+    view_put(&vv, p.vd);
+    /* what the views hold (v's broadcast heads: the last write) is the problem */
+    view_get(&vq, p.qd);
+    view_get(&vk, p.kd);
+    view_get(&vv, p.vd);
+    prob_ref(&p);
+    tmp = xmalloc((size_t)p.no * sizeof(double));
+    outc = talloc(p.no, dt);
+    /* state rows walked backwards with a padded stride */
+    sphys = talloc(B * (n + 2), sdt);
+    shs[0] = B, shs[1] = n, sts[0] = -(n + 2), sts[1] = 1;
+    vs = mks(eptr(sphys, sdt, (B - 1) * (n + 2)), sdt, 2, shs, sts);
+    sst = talloc(B * n, sdt);
+    ts = mk(sst, sdt, 2, B, n, 0, 0);
+
+    /* streaming through step views of the strided tensors */
+    OK(hla_state_reset_rows(&c, &ts, NULL), "reset");
+    for (t = 0; t < p.no; t++) tmp[t] = NAN;
+    view_put(&vo, tmp);
+    for (t = 0; t < T; t++) {
+        hla_tensor q3 = view_step(&vq, t), k3 = view_step(&vk, t), v3 = view_step(&vv, t), o3 = view_step(&vo, t);
+        if (!OK(hla_step(&c, &q3, &k3, &v3, &o3, &ts, NULL), "step %lld", (long long)t)) break;
+    }
+    view_get(&vo, tmp);
+    e = err_vec(tmp, HLA_FLOAT64, p.ref, HLA_FLOAT64, p.no);
+    CHECK(e <= tol, "strided steps: rel err %.3g", e);
+
+    for (path = 0; path < 3; path++) {
+        int64_t i, np = vcount(&vo);
+        for (i = 0; i < np; i++) tmp[i] = NAN;
+        view_put(&vo, tmp);
+        fill(sphys, sdt, B * (n + 2), NAN);
+        if (OK(hla_forward(&c, path, &vq, &vk, &vv, &vo, NULL, NULL, &vs, NULL), "strided forward %s",
+               path_name(path))) {
+            view_get(&vo, tmp);
+            e = err_vec(tmp, HLA_FLOAT64, p.ref, HLA_FLOAT64, p.no);
+            CHECK(e <= tol, "strided forward %s: rel err %.3g", path_name(path), e);
+            e = fmax(err_vec(eptr(sphys, sdt, (B - 1) * (n + 2)), sdt, sst, sdt, n),
+                     err_vec(sphys, sdt, eptr(sst, sdt, n), sdt, n));
+            CHECK(e <= state_tol(dt), "final state through a negative row stride vs streamed: rel err %.3g", e);
+        }
+    }
+    /* the library's reference on the same views */
+    if (OK(hla_reference(&c, &vq, &vk, &vv, &vo, NULL), "strided reference")) {
+        view_get(&vo, tmp);
+        e = err_vec(tmp, HLA_FLOAT64, p.ref, HLA_FLOAT64, p.no);
+        CHECK(e <= tol, "strided reference: rel err %.3g", e);
+    }
+    /* summary of the strided sequences -> state = streamed state */
+    summ = talloc(B * m, sdt);
+    {
+        void *st2 = talloc(B * n, sdt);
+        hla_tensor tsu = mk(summ, sdt, 2, B, m, 0, 0), tst = mk(st2, sdt, 2, B, n, 0, 0);
+        OK(hla_summarize(&c, &vq, &vk, &vv, NULL, &tsu, NULL), "strided summarize");
+        OK(hla_summary_to_state(&c, &tsu, &tst, NULL), "summary_to_state");
+        e = err_vec(st2, sdt, sst, sdt, B * n);
+        CHECK(e <= state_tol(dt), "summary of strided sequences -> state vs streamed: rel err %.3g", e);
+        free(st2);
+    }
+    free(summ);
+    free(phq), free(phk), free(phv), free(pho), free(sphys), free(sst), free(tmp), free(outc);
+    prob_free(&p);
 }
 
 static void test_strided(void)
 {
-    int op, dt;
-    for (op = 0; op < 3; op++)
-        for (dt = 0; dt < 2; dt++) {
-            test_strided_case(op, dt, 1, 0);
-            test_strided_case(op, dt, 0, 1);
-        }
+    int op;
+    for (op = 0; op < 3; op++) {
+        strided_case(op, HLA_FLOAT64);
+        strided_case(op, HLA_FLOAT32);
+        strided_case(op, HLA_BFLOAT16);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* 5. bad input                                                                                */
+/* 4. packed sequences (cu_seqlens) = each sequence alone; prefill into rows of a cache         */
 
-#define POOL_N (1 << 16)
-static double g_pool_d[POOL_N];
-static float g_pool_f[POOL_N];
-static double g_pool_o[POOL_N];
-
-static void *pool_for(int dt) { return dt == HLA_FLOAT32 ? (void *)g_pool_f : (void *)g_pool_d; }
-
-static hla_config small_cfg(int op, int dt)
+static void packed_case(int op, int dt, int cudt)
 {
-    hla_config c = make_cfg(op, dt, 1, 0, 0.9, 0.0, 1, 2, 1, 3, 2);
-    return c;
-}
+    enum { N = 5 };
+    static const int64_t lens[N] = {5, 1, 13, 8, 3};
+    static const int64_t slotrows[N] = {6, 1, 4, 0, 3};
+    const int64_t H = 4, Hkv = 2, dk = 5, dv = 3, slots = 8;
+    int64_t cu[N + 1], T, n, m, i, lw[N];
+    hla_config c = cfg_make(op, 1, 0, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, H, Hkv, dk, dv, 4);
+    prob p, pre;
+    const double tol = tol_of(dt);
+    double e;
+    int sdt, path;
+    void *cub, *out, *aout, *ini, *fin, *afin, *cache, *rowsb, *sum, *asum;
+    hla_tensor tcu, tq, tk, tv, to, tini, tfin, tcache, trows, tsum, tl;
 
-static void test_null_pointers(void)
-{
-    hla_config c = small_cfg(HLA_OP_HLA2, HLA_FLOAT64), g;
-    void *P = g_pool_d, *O = g_pool_o;
-    hla_state *s = NULL, *r = NULL;
-    hla_segment *seg = NULL, *rs = NULL;
-    unsigned char buf[64];
-    size_t w = 0;
-    int64_t n = 0;
-    set_ctx("null pointers");
-    if (!EXPECT(hla_state_create(&c, &s), HLA_OK, NULL, "state_create") ||
-        !EXPECT(hla_summarize(&c, 3, P, NULL, P, NULL, P, NULL, &seg), HLA_OK, NULL, "summarize")) {
-        hla_state_destroy(s);
-        hla_segment_destroy(seg);
-        return;
+    set_ctx("cu_seqlens %s %s cu %s", op_name(op), dt_name(dt), dt_name(cudt));
+    cu[0] = 0;
+    for (i = 0; i < N; i++) cu[i + 1] = cu[i] + lens[i];
+    T = cu[N];
+    prob_init(&p, &c, dt, 1, T, 0, cu, N);
+    sdt = p.sdt, n = p.n, m = p.m;
+    cub = ints_of(cu, N + 1, cudt);
+    tcu = mk(cub, cudt, 1, N + 1, 0, 0, 0);
+    out = talloc(p.no, dt);
+    aout = talloc(p.no, dt);
+    tq = pq(&p, 0, T), tk = pk(&p, 0, T), tv = pv(&p, 0, T), to = po(&p, out, 0, T);
+
+    /* zero initial states: each path and the library's reference against the per-sequence sums */
+    if (OK(hla_reference(&c, &tq, &tk, &tv, &to, &tcu), "packed reference"))
+        CHECK(err_out(&p, out, 0, T) <= tol, "packed reference: rel err %.3g", err_out(&p, out, 0, T));
+    for (path = 0; path < 3; path++) {
+        fill(out, dt, p.no, NAN);
+        if (OK(hla_forward(&c, path, &tq, &tk, &tv, &to, &tcu, NULL, NULL, NULL), "packed forward %s", path_name(path)))
+            CHECK(err_out(&p, out, 0, T) <= tol, "packed forward %s (zero initial): rel err %.3g", path_name(path),
+                  err_out(&p, out, 0, T));
     }
-    EXPECT(hla_config_init(NULL), HLA_ERR_NULL_POINTER, "cfg|config", "config_init(NULL)");
-    EXPECT(hla_config_validate(NULL), HLA_ERR_NULL_POINTER, "cfg|config", "config_validate(NULL)");
-    r = NULL;
-    EXPECT(hla_state_create(NULL, &r), HLA_ERR_NULL_POINTER, "cfg|config", "state_create(cfg=NULL)");
-    CHECK(r == NULL, "state_create failed but set *result");
-    EXPECT(hla_state_create(&c, NULL), HLA_ERR_NULL_POINTER, "result", "state_create(result=NULL)");
-    EXPECT(hla_state_reset(NULL), HLA_ERR_NULL_POINTER, "state", "state_reset(NULL)");
-    r = NULL;
-    EXPECT(hla_state_clone(NULL, &r), HLA_ERR_NULL_POINTER, "state", "state_clone(state=NULL)");
-    CHECK(r == NULL, "state_clone failed but set *result");
-    EXPECT(hla_state_clone(s, NULL), HLA_ERR_NULL_POINTER, "result", "state_clone(result=NULL)");
-    EXPECT(hla_state_get_config(NULL, &g), HLA_ERR_NULL_POINTER, "state", "state_get_config(state=NULL)");
-    EXPECT(hla_state_get_config(s, NULL), HLA_ERR_NULL_POINTER, "result", "state_get_config(result=NULL)");
-    EXPECT(hla_state_nbytes(NULL, &n), HLA_ERR_NULL_POINTER, "state", "state_nbytes(state=NULL)");
-    EXPECT(hla_state_nbytes(s, NULL), HLA_ERR_NULL_POINTER, "result", "state_nbytes(result=NULL)");
-    EXPECT(hla_state_tokens(NULL, &n), HLA_ERR_NULL_POINTER, "state", "state_tokens(state=NULL)");
-    EXPECT(hla_state_tokens(s, NULL), HLA_ERR_NULL_POINTER, "result", "state_tokens(result=NULL)");
-    EXPECT(hla_state_serialize(NULL, buf, sizeof buf, &w), HLA_ERR_NULL_POINTER, "state",
-           "state_serialize(state=NULL)");
-    EXPECT(hla_state_serialize(s, NULL, 16, &w), HLA_ERR_NULL_POINTER, "buffer",
-           "state_serialize(buffer=NULL, capacity=16)");
-    EXPECT(hla_state_serialize(s, buf, sizeof buf, NULL), HLA_ERR_NULL_POINTER, "written",
-           "state_serialize(written=NULL)");
-    EXPECT(hla_state_serialize(s, NULL, 0, NULL), HLA_ERR_NULL_POINTER, "written",
-           "state_serialize(NULL, 0, written=NULL)");
-    r = NULL;
-    EXPECT(hla_state_deserialize(NULL, 16, &r), HLA_ERR_NULL_POINTER, "buffer", "state_deserialize(buffer=NULL)");
-    CHECK(r == NULL, "state_deserialize failed but set *result");
-    EXPECT(hla_state_deserialize(buf, sizeof buf, NULL), HLA_ERR_NULL_POINTER, "result",
-           "state_deserialize(result=NULL)");
+
+    /* nonzero initial states: the final states of another random prefix of each sequence */
+    prob_init(&pre, &c, dt, N, 6, 0, NULL, 0);
+    ini = talloc(N * n, sdt);
+    tini = mk(ini, sdt, 2, N, n, 0, 0);
     {
-        hla_status st0 = hla_state_deserialize(NULL, 0, &r);
-        CHECK((st0 == HLA_ERR_NULL_POINTER || st0 == HLA_ERR_CORRUPT) && r == NULL,
-              "state_deserialize(NULL, 0) = %s, want NULL_POINTER or CORRUPT", status_name(st0));
+        hla_tensor a = pq(&pre, 0, 6), b = pk(&pre, 0, 6), d = pv(&pre, 0, 6), o;
+        void *po_ = talloc(pre.no, dt);
+        o = po(&pre, po_, 0, 6);
+        OK(hla_forward(&c, HLA_PATH_CHUNKED, &a, &b, &d, &o, NULL, NULL, &tini, NULL), "prefix forward");
+        free(po_);
     }
-    /* step */
-    EXPECT(hla_state_step(NULL, P, NULL, P, NULL, P, NULL, O, NULL), HLA_ERR_NULL_POINTER, "state",
-           "state_step(state=NULL)");
-    EXPECT(hla_state_step(s, NULL, NULL, P, NULL, P, NULL, O, NULL), HLA_ERR_NULL_POINTER, "q|quer",
-           "state_step(q=NULL)");
-    EXPECT(hla_state_step(s, P, NULL, NULL, NULL, P, NULL, O, NULL), HLA_ERR_NULL_POINTER, "k|key",
-           "state_step(k=NULL)");
-    EXPECT(hla_state_step(s, P, NULL, P, NULL, NULL, NULL, O, NULL), HLA_ERR_NULL_POINTER, "v|val",
-           "state_step(v=NULL)");
-    EXPECT(hla_state_step(s, P, NULL, P, NULL, P, NULL, NULL, NULL), HLA_ERR_NULL_POINTER, "out",
-           "state_step(out=NULL)");
-    /* forward */
-    EXPECT(hla_forward(NULL, 3, 0, P, NULL, P, NULL, P, NULL, O, NULL, NULL, NULL), HLA_ERR_NULL_POINTER,
-           "cfg|config", "forward(cfg=NULL)");
-    EXPECT(hla_forward(&c, 3, 0, NULL, NULL, P, NULL, P, NULL, O, NULL, NULL, NULL), HLA_ERR_NULL_POINTER, "q|quer",
-           "forward(q=NULL)");
-    EXPECT(hla_forward(&c, 3, 0, P, NULL, NULL, NULL, P, NULL, O, NULL, NULL, NULL), HLA_ERR_NULL_POINTER, "k|key",
-           "forward(k=NULL)");
-    EXPECT(hla_forward(&c, 3, 0, P, NULL, P, NULL, NULL, NULL, O, NULL, NULL, NULL), HLA_ERR_NULL_POINTER, "v|val",
-           "forward(v=NULL)");
-    EXPECT(hla_forward(&c, 3, 0, P, NULL, P, NULL, P, NULL, NULL, NULL, NULL, NULL), HLA_ERR_NULL_POINTER, "out",
-           "forward(out=NULL)");
-    /* reference */
-    EXPECT(hla_reference(NULL, 3, P, NULL, P, NULL, P, NULL, O, NULL), HLA_ERR_NULL_POINTER, "cfg|config",
-           "reference(cfg=NULL)");
-    EXPECT(hla_reference(&c, 3, NULL, NULL, P, NULL, P, NULL, O, NULL), HLA_ERR_NULL_POINTER, "q|quer",
-           "reference(q=NULL)");
-    EXPECT(hla_reference(&c, 3, P, NULL, NULL, NULL, P, NULL, O, NULL), HLA_ERR_NULL_POINTER, "k|key",
-           "reference(k=NULL)");
-    EXPECT(hla_reference(&c, 3, P, NULL, P, NULL, NULL, NULL, O, NULL), HLA_ERR_NULL_POINTER, "v|val",
-           "reference(v=NULL)");
-    EXPECT(hla_reference(&c, 3, P, NULL, P, NULL, P, NULL, NULL, NULL), HLA_ERR_NULL_POINTER, "out",
-           "reference(out=NULL)");
-    /* summarize */
-    rs = NULL;
-    EXPECT(hla_summarize(NULL, 3, P, NULL, P, NULL, P, NULL, &rs), HLA_ERR_NULL_POINTER, "cfg|config",
-           "summarize(cfg=NULL)");
-    EXPECT(hla_summarize(&c, 3, NULL, NULL, P, NULL, P, NULL, &rs), HLA_ERR_NULL_POINTER, "q|quer",
-           "summarize(q=NULL)");
-    EXPECT(hla_summarize(&c, 3, P, NULL, NULL, NULL, P, NULL, &rs), HLA_ERR_NULL_POINTER, "k|key",
-           "summarize(k=NULL)");
-    EXPECT(hla_summarize(&c, 3, P, NULL, P, NULL, NULL, NULL, &rs), HLA_ERR_NULL_POINTER, "v|val",
-           "summarize(v=NULL)");
-    EXPECT(hla_summarize(&c, 3, P, NULL, P, NULL, P, NULL, NULL), HLA_ERR_NULL_POINTER, "result",
-           "summarize(result=NULL)");
-    CHECK(rs == NULL, "summarize failed but set *result");
-    /* segments */
-    EXPECT(hla_segment_combine(NULL, seg, &rs), HLA_ERR_NULL_POINTER, NULL, "segment_combine(a=NULL)");
-    EXPECT(hla_segment_combine(seg, NULL, &rs), HLA_ERR_NULL_POINTER, NULL, "segment_combine(b=NULL)");
-    EXPECT(hla_segment_combine(seg, seg, NULL), HLA_ERR_NULL_POINTER, "result", "segment_combine(result=NULL)");
-    CHECK(rs == NULL, "segment_combine failed but set *result");
-    EXPECT(hla_segment_get_config(NULL, &g), HLA_ERR_NULL_POINTER, "segment", "segment_get_config(segment=NULL)");
-    EXPECT(hla_segment_get_config(seg, NULL), HLA_ERR_NULL_POINTER, "result", "segment_get_config(result=NULL)");
-    EXPECT(hla_segment_length(NULL, &n), HLA_ERR_NULL_POINTER, "segment", "segment_length(segment=NULL)");
-    EXPECT(hla_segment_length(seg, NULL), HLA_ERR_NULL_POINTER, "result", "segment_length(result=NULL)");
-    EXPECT(hla_segment_nbytes(NULL, &n), HLA_ERR_NULL_POINTER, "segment", "segment_nbytes(segment=NULL)");
-    EXPECT(hla_segment_nbytes(seg, NULL), HLA_ERR_NULL_POINTER, "result", "segment_nbytes(result=NULL)");
-    EXPECT(hla_segment_serialize(NULL, buf, sizeof buf, &w), HLA_ERR_NULL_POINTER, "segment",
-           "segment_serialize(segment=NULL)");
-    EXPECT(hla_segment_serialize(seg, NULL, 16, &w), HLA_ERR_NULL_POINTER, "buffer",
-           "segment_serialize(buffer=NULL, capacity=16)");
-    EXPECT(hla_segment_serialize(seg, buf, sizeof buf, NULL), HLA_ERR_NULL_POINTER, "written",
-           "segment_serialize(written=NULL)");
-    EXPECT(hla_segment_deserialize(NULL, 16, &rs), HLA_ERR_NULL_POINTER, "buffer",
-           "segment_deserialize(buffer=NULL)");
-    EXPECT(hla_segment_deserialize(buf, sizeof buf, NULL), HLA_ERR_NULL_POINTER, "result",
-           "segment_deserialize(result=NULL)");
-    CHECK(rs == NULL, "segment_deserialize failed but set *result");
-    r = NULL;
-    EXPECT(hla_state_from_segment(NULL, &r), HLA_ERR_NULL_POINTER, "segment", "state_from_segment(segment=NULL)");
-    CHECK(r == NULL, "state_from_segment failed but set *result");
-    EXPECT(hla_state_from_segment(seg, NULL), HLA_ERR_NULL_POINTER, "result", "state_from_segment(result=NULL)");
-    hla_state_destroy(s);
-    hla_segment_destroy(seg);
+    fin = talloc(N * n, sdt);
+    afin = talloc(N * n, sdt);
+    tfin = mk(fin, sdt, 2, N, n, 0, 0);
+    for (path = 0; path < 3; path++) {
+        fill(out, dt, p.no, NAN);
+        fill(fin, sdt, N * n, NAN);
+        fill(aout, dt, p.no, NAN);
+        OK(hla_forward(&c, path, &tq, &tk, &tv, &to, &tcu, &tini, &tfin, NULL), "packed forward %s from initial",
+           path_name(path));
+        for (i = 0; i < N; i++) { /* sequence i alone: B = 1, T = lens[i], its own [1, n] states */
+            hla_tensor q1 = tokv(p.q, dt, 1, T, H, dk, cu[i], cu[i + 1]), k1 = tokv(p.k, dt, 1, T, Hkv, dk, cu[i], cu[i + 1]),
+                       v1 = tokv(p.v, dt, 1, T, Hkv, dv, cu[i], cu[i + 1]),
+                       o1 = tokv(aout, dt, 1, T, H, dv, cu[i], cu[i + 1]), i1 = mk(eptr(ini, sdt, i * n), sdt, 2, 1, n, 0, 0),
+                       f1 = mk(eptr(afin, sdt, i * n), sdt, 2, 1, n, 0, 0);
+            OK(hla_forward(&c, path, &q1, &k1, &v1, &o1, NULL, &i1, &f1, NULL), "sequence %lld alone", (long long)i);
+        }
+        e = err_vec(out, dt, aout, dt, p.no);
+        CHECK(e <= tol, "packed %s vs each sequence alone (outputs): rel err %.3g", path_name(path), e);
+        e = err_vec(fin, sdt, afin, sdt, N * n);
+        CHECK(e <= state_tol(dt), "packed %s vs each sequence alone (final states): rel err %.3g", path_name(path), e);
+    }
+
+    /* prefill in place into rows of an 8-slot cache (initial = final = cache, rows) */
+    cache = talloc(slots * n, sdt);
+    rowsb = ints_of(slotrows, N, cudt);
+    tcache = mk(cache, sdt, 2, slots, n, 0, 0);
+    trows = mk(rowsb, cudt, 1, N, 0, 0, 0);
+    for (path = 0; path < 3; path++) {
+        int untouched = 1;
+        fill(cache, sdt, slots * n, 7.25);
+        for (i = 0; i < N; i++) memcpy(eptr(cache, sdt, slotrows[i] * n), eptr(ini, sdt, i * n), (size_t)n * esize(sdt));
+        fill(out, dt, p.no, NAN);
+        OK(hla_forward(&c, path, &tq, &tk, &tv, &to, &tcu, &tcache, &tcache, &trows), "prefill %s into rows",
+           path_name(path));
+        e = err_vec(out, dt, aout, dt, p.no);
+        CHECK(e <= tol, "prefill %s into rows: outputs vs alone: rel err %.3g", path_name(path), e);
+        e = 0;
+        for (i = 0; i < N; i++)
+            e = fmax(e, err_vec(eptr(cache, sdt, slotrows[i] * n), sdt, eptr(afin, sdt, i * n), sdt, n));
+        CHECK(e <= state_tol(dt), "prefill %s into rows: cache rows vs alone: rel err %.3g", path_name(path), e);
+        for (i = 0; i < slots; i++)
+            if (i != 6 && i != 1 && i != 4 && i != 0 && i != 3 && !all_equal(eptr(cache, sdt, i * n), sdt, n, 7.25))
+                untouched = 0;
+        CHECK(untouched, "prefill %s wrote rows it was not given", path_name(path));
+    }
+    /* rows with only a final state: fresh sequences written into their slots */
+    {
+        void *z = talloc(N * n, sdt);
+        hla_tensor tz = mk(z, sdt, 2, N, n, 0, 0);
+        fill(cache, sdt, slots * n, 7.25);
+        OK(hla_forward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &to, &tcu, NULL, &tz, NULL), "packed, final only");
+        OK(hla_forward(&c, HLA_PATH_SCAN, &tq, &tk, &tv, &to, &tcu, NULL, &tcache, &trows), "packed, final rows only");
+        e = 0;
+        for (i = 0; i < N; i++) e = fmax(e, err_vec(eptr(cache, sdt, slotrows[i] * n), sdt, eptr(z, sdt, i * n), sdt, n));
+        CHECK(e <= state_tol(dt), "fresh prefill into rows: rel err %.3g", e);
+        CHECK(err_out(&p, out, 0, T) <= tol, "fresh prefill into rows: outputs rel err %.3g", err_out(&p, out, 0, T));
+        /* rows with only an initial state */
+        for (i = 0; i < N; i++) memcpy(eptr(cache, sdt, slotrows[i] * n), eptr(ini, sdt, i * n), (size_t)n * esize(sdt));
+        fill(out, dt, p.no, NAN);
+        OK(hla_forward(&c, HLA_PATH_SERIAL, &tq, &tk, &tv, &to, &tcu, &tcache, NULL, &trows), "packed, initial rows only");
+        CHECK(err_vec(out, dt, aout, dt, p.no) <= tol, "initial rows only: rel err %.3g", err_vec(out, dt, aout, dt, p.no));
+        free(z);
+    }
+
+    /* summaries of the packed sequences = summaries of each alone */
+    sum = talloc(N * m, sdt);
+    asum = talloc(N * m, sdt);
+    tsum = mk(sum, sdt, 2, N, m, 0, 0);
+    tl = mk(lw, HLA_INT64, 1, N, 0, 0, 0);
+    for (i = 0; i < N; i++) lw[i] = -1;
+    OK(hla_summarize(&c, &tq, &tk, &tv, &tcu, &tsum, &tl), "packed summarize");
+    CHECK(lw[0] == 5 && lw[1] == 1 && lw[2] == 13 && lw[3] == 8 && lw[4] == 3, "packed summarize lengths %lld %lld %lld",
+          (long long)lw[0], (long long)lw[1], (long long)lw[2]);
+    for (i = 0; i < N; i++) {
+        hla_tensor q1 = tokv(p.q, dt, 1, T, H, dk, cu[i], cu[i + 1]), k1 = tokv(p.k, dt, 1, T, Hkv, dk, cu[i], cu[i + 1]),
+                   v1 = tokv(p.v, dt, 1, T, Hkv, dv, cu[i], cu[i + 1]), s1 = mk(eptr(asum, sdt, i * m), sdt, 2, 1, m, 0, 0);
+        OK(hla_summarize(&c, &q1, &k1, &v1, NULL, &s1, NULL), "summarize sequence %lld alone", (long long)i);
+    }
+    e = err_vec(sum, sdt, asum, sdt, N * m);
+    CHECK(e <= state_tol(dt), "packed summaries vs each alone: rel err %.3g", e);
+
+    free(sum), free(asum), free(cache), free(rowsb), free(fin), free(afin), free(ini), free(out), free(aout), free(cub);
+    prob_free(&pre);
+    prob_free(&p);
 }
 
-/* An invalid configuration, numbered; returns 0 past the last one. */
-static int bad_config(int i, hla_config *c, const char **what, const char **kw, hla_status *want)
+static void test_packed(void)
 {
-    const double inf = INFINITY, nan = NAN;
-    *c = small_cfg(HLA_OP_HLA2, HLA_FLOAT64);
-    *want = HLA_ERR_INVALID_ARGUMENT;
-    switch (i) {
-#define BAD(n, stmt, w, k)                                                                                             \
-    case n:                                                                                                            \
-        stmt;                                                                                                          \
-        *what = w;                                                                                                     \
-        *kw = k;                                                                                                       \
-        return 1;
-        BAD(0, c->op = 3, "op=3", "op")
-        BAD(1, c->op = -1, "op=-1", "op")
-        BAD(2, c->dtype = 2, "dtype=2", "dtype|type")
-        BAD(3, c->dtype = -1, "dtype=-1", "dtype|type")
-        BAD(4, c->masked = 2, "masked=2", "mask")
-        BAD(5, c->masked = -1, "masked=-1", "mask")
-        BAD(6, c->normalize = 2, "normalize=2", "normaliz")
-        BAD(7, c->normalize = -1, "normalize=-1", "normaliz")
-        BAD(8, c->batch = 0, "batch=0", "batch")
-        BAD(9, c->batch = -1, "batch=-1", "batch")
-        BAD(10, c->heads = 0, "heads=0", "head")
-        BAD(11, c->heads = -3, "heads=-3", "head")
-        BAD(12, c->kv_heads = -1, "kv_heads=-1", "kv")
-        BAD(13, (c->heads = 4, c->kv_heads = 3), "kv_heads=3 not dividing heads=4", "kv")
-        BAD(14, (c->heads = 2, c->kv_heads = 4), "kv_heads=4 > heads=2", "kv")
-        BAD(15, c->dk = 0, "dk=0", "dk")
-        BAD(16, c->dk = -1, "dk=-1", "dk")
-        BAD(17, c->dv = 0, "dv=0", "dv")
-        BAD(18, c->dv = -5, "dv=-5", "dv")
-        BAD(19, c->scale = nan, "scale=nan", "scale")
-        BAD(20, c->scale = inf, "scale=inf", "scale")
-        BAD(21, c->scale = -inf, "scale=-inf", "scale")
-        BAD(22, c->decay = nan, "decay=nan", "decay")
-        BAD(23, c->decay = inf, "decay=inf", "decay")
-        BAD(24, c->decay = 0.0, "decay=0", "decay")
-        BAD(25, c->decay = -0.5, "decay=-0.5", "decay")
-        BAD(26, c->decay = 1.0000001, "decay=1.0000001", "decay")
-        BAD(27, c->decay = -inf, "decay=-inf", "decay")
-        BAD(28, c->decay = -0.0, "decay=-0.0", "decay")
-        BAD(29, (c->normalize = 1, c->eps = nan), "eps=nan", "eps")
-        BAD(30, (c->normalize = 1, c->eps = inf), "eps=inf", "eps")
-        BAD(31, (c->normalize = 1, c->eps = 0.0), "eps=0", "eps")
-        BAD(32, (c->normalize = 1, c->eps = -1e-6), "eps=-1e-6", "eps")
-        BAD(33, (c->normalize = 1, c->eps = -inf), "eps=-inf", "eps")
-        BAD(34, c->ridge = nan, "ridge=nan", "ridge")
-        BAD(35, c->ridge = inf, "ridge=inf", "ridge")
-        BAD(36, c->ridge = -0.1, "ridge=-0.1", "ridge")
-        BAD(37, (c->op = HLA_OP_AHLA, c->ridge = 0.5), "ridge=0.5 with ahla", "ridge")
-        BAD(38, (c->op = HLA_OP_HLA3, c->ridge = 0.5), "ridge=0.5 with hla3", "ridge")
-        BAD(39, (c->op = HLA_OP_AHLA, c->ridge = nan), "ridge=nan with ahla", "ridge")
-        BAD(40, (c->dk = (int64_t)1 << 40, *want = HLA_ERR_OVERFLOW), "dk=2^40", NULL)
-        BAD(41,
-            (c->batch = (int64_t)1 << 20, c->heads = (int64_t)1 << 20, c->kv_heads = 0, c->dk = (int64_t)1 << 12,
-             c->dv = (int64_t)1 << 12, *want = HLA_ERR_OVERFLOW),
-            "batch*heads*dk*dv = 2^64", NULL)
-        BAD(42, (c->heads = 1, c->kv_heads = 0, c->dk = (int64_t)1 << 31, c->dv = (int64_t)1 << 31, *want = HLA_ERR_OVERFLOW),
-            "dk=dv=2^31 (2^62 elements, 2^65 bytes)", NULL)
-        BAD(43, (c->heads = INT64_MAX, c->kv_heads = 1, *want = HLA_ERR_OVERFLOW), "heads=INT64_MAX", NULL)
-        BAD(44, (c->batch = INT64_MAX, *want = HLA_ERR_OVERFLOW), "batch=INT64_MAX", NULL)
-        BAD(45, (c->dv = INT64_MAX, *want = HLA_ERR_OVERFLOW), "dv=INT64_MAX", NULL)
-#undef BAD
-    default:
-        return 0;
+    int op;
+    for (op = 0; op < 3; op++) {
+        packed_case(op, HLA_FLOAT64, HLA_INT64);
+        packed_case(op, HLA_FLOAT32, HLA_INT32);
+        packed_case(op, HLA_FLOAT16, HLA_INT64);
     }
 }
 
-static void test_bad_configs(void)
+/* ------------------------------------------------------------------------------------------ */
+/* 5. continuous batching: row-indexed steps on an 8-slot cache = separate states; reset, fork  */
+
+static void rows_step_case(int op, int dt, int rdt)
 {
-    int i;
-    hla_config c;
-    const char *what, *kw;
-    hla_status want;
-    set_ctx("bad configuration");
-    for (i = 0; bad_config(i, &c, &what, &kw, &want); i++) {
-        void *P = pool_for(c.dtype == HLA_FLOAT32 ? HLA_FLOAT32 : HLA_FLOAT64);
-        hla_state *s = NULL;
-        hla_segment *g = NULL;
-        hla_status v = hla_config_validate(&c);
-        EXPECT(v, want, kw, "config_validate(%s)", what);
-        EXPECT(hla_state_create(&c, &s), want, kw, "state_create(%s)", what);
-        CHECK(s == NULL, "state_create(%s) failed but set *result", what);
-        hla_state_destroy(s);
-        if (v == HLA_OK) /* the library accepted the configuration: calling the compute entry points
-                            with our small buffers could only crash; the failure is already counted */
-            continue;
-        EXPECT(hla_forward(&c, 3, HLA_PATH_CHUNKED, P, NULL, P, NULL, P, NULL, g_pool_o, NULL, NULL, NULL), want, kw,
-               "forward(%s)", what);
-        EXPECT(hla_forward(&c, 3, HLA_PATH_SCAN, P, NULL, P, NULL, P, NULL, g_pool_o, NULL, NULL, NULL), want, kw,
-               "forward scan(%s)", what);
-        EXPECT(hla_reference(&c, 3, P, NULL, P, NULL, P, NULL, g_pool_o, NULL), want, kw, "reference(%s)", what);
-        EXPECT(hla_summarize(&c, 3, P, NULL, P, NULL, P, NULL, &g), want, kw, "summarize(%s)", what);
-        CHECK(g == NULL, "summarize(%s) failed but set *result", what);
-        hla_segment_destroy(g);
-    }
+    enum { S = 4, SLOTS = 8, T = 10 };
+    const int64_t H = 4, Hkv = 2, dk = 5, dv = 3;
+    hla_config c = cfg_make(op, 1, 1, 0.95, op == HLA_OP_HLA2 ? 0.25 : 0.0, H, Hkv, dk, dv, 0);
+    prob p;
+    int sdt;
+    int64_t n, t, i, slot[S + 1], src[S + 1];
+    int live[S + 1];
+    void *cache, *sep, *q3, *k3, *v3, *o3, *so3;
+    double eo = 0, es = 0;
+    const double tol = tol_of(dt);
 
-    /* chunk_size < 0 concerns hla_forward only */
-    c = small_cfg(HLA_OP_HLA2, HLA_FLOAT64);
-    c.chunk_size = -1;
-    EXPECT(hla_forward(&c, 3, HLA_PATH_CHUNKED, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, g_pool_o, NULL, NULL,
-                       NULL),
-           HLA_ERR_INVALID_ARGUMENT, "chunk", "forward(chunk_size=-1)");
-    c.chunk_size = INT64_MIN;
-    EXPECT(hla_forward(&c, 3, HLA_PATH_SCAN, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, g_pool_o, NULL, NULL,
-                       NULL),
-           HLA_ERR_INVALID_ARGUMENT, "chunk", "forward(chunk_size=INT64_MIN)");
-
-    /* a state whose size fits in int64 but not in memory: OUT_OF_MEMORY (or OVERFLOW), never a trap */
+    set_ctx("rows step %s %s rows %s", op_name(op), dt_name(dt), dt_name(rdt));
+    prob_init(&p, &c, dt, S, T, 1, NULL, 0); /* S sequences; the fork replays sequence 1's tokens */
+    sdt = p.sdt, n = p.n;
+    cache = talloc(SLOTS * n, sdt);
+    sep = talloc((S + 1) * n, sdt); /* separate [1, n] states: sequences 0..3 and the fork */
+    fill(sep, sdt, (S + 1) * n, 0.0);
     {
-        hla_state *s = NULL;
-        hla_status st;
-        c = small_cfg(HLA_OP_HLA2, HLA_FLOAT32);
-        c.heads = 1;
-        c.kv_heads = 0;
-        c.dk = (int64_t)1 << 24;
-        c.dv = (int64_t)1 << 24;
-        st = hla_state_create(&c, &s);
-        CHECK((st == HLA_ERR_OUT_OF_MEMORY || st == HLA_ERR_OVERFLOW) && s == NULL,
-              "state_create of a 2^50-byte state: %s (want OUT_OF_MEMORY or OVERFLOW)", status_name(st));
-        if (st != HLA_OK) CHECK(hla_last_error()[0] != '\0', "no message for %s", status_name(st));
-        hla_state_destroy(s);
+        hla_tensor tc = mk(cache, sdt, 2, SLOTS, n, 0, 0);
+        OK(hla_state_reset_rows(&c, &tc, NULL), "reset the cache");
     }
-
-    /* bad T, path */
-    c = small_cfg(HLA_OP_HLA2, HLA_FLOAT64);
-    {
-        static const int64_t badT[] = {0, -1, INT64_MIN};
-        static const int32_t badpath[] = {3, -1, 1000};
-        hla_segment *g = NULL;
-        unsigned j;
-        for (j = 0; j < 3; j++) {
-            EXPECT(hla_forward(&c, badT[j], HLA_PATH_CHUNKED, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL,
-                               g_pool_o, NULL, NULL, NULL),
-                   HLA_ERR_INVALID_ARGUMENT, "T|token|length", "forward(T=%lld)", (long long)badT[j]);
-            EXPECT(hla_reference(&c, badT[j], g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, g_pool_o, NULL),
-                   HLA_ERR_INVALID_ARGUMENT, "T|token|length", "reference(T=%lld)", (long long)badT[j]);
-            EXPECT(hla_summarize(&c, badT[j], g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, &g),
-                   HLA_ERR_INVALID_ARGUMENT, "T|token|length", "summarize(T=%lld)", (long long)badT[j]);
-            CHECK(g == NULL, "summarize failed but set *result");
-            EXPECT(hla_forward(&c, 3, badpath[j], g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, g_pool_o, NULL,
-                               NULL, NULL),
-                   HLA_ERR_INVALID_ARGUMENT, "path", "forward(path=%d)", (int)badpath[j]);
+    q3 = talloc((S + 1) * H * dk, dt), k3 = talloc((S + 1) * Hkv * dk, dt), v3 = talloc((S + 1) * Hkv * dv, dt);
+    o3 = talloc((S + 1) * H * dv, dt), so3 = talloc(H * dv, dt);
+    /* sequences 0, 1, 2 live at slots 5, 2, 7; sequence 3 and the fork start later */
+    slot[0] = 5, slot[1] = 2, slot[2] = 7, slot[3] = -1, slot[4] = -1;
+    live[0] = live[1] = live[2] = 1, live[3] = live[4] = 0;
+    for (i = 0; i <= S; i++) src[i] = i == S ? 1 : i; /* whose tokens each stream reads */
+    for (t = 0; t < T; t++) {
+        int64_t R = 0, order[S + 1], rv[S + 1];
+        void *rb;
+        hla_tensor tq, tk, tv, to, tc, tr;
+        if (t == 5) {
+            /* sequence 1 finishes: slot 2 is reset and sequence 3 starts there; sequence 0 forks into slot 0 */
+            int64_t r2 = 2, fs = 5, fd = 0;
+            void *a = ints_of(&r2, 1, rdt), *b = ints_of(&fs, 1, rdt), *d = ints_of(&fd, 1, rdt);
+            hla_tensor ta = mk(a, rdt, 1, 1, 0, 0, 0), tb = mk(b, rdt, 1, 1, 0, 0, 0), td = mk(d, rdt, 1, 1, 0, 0, 0);
+            tc = mk(cache, sdt, 2, SLOTS, n, 0, 0);
+            OK(hla_state_reset_rows(&c, &tc, &ta), "reset slot 2");
+            CHECK(all_equal(eptr(cache, sdt, 2 * n), sdt, n, 0.0), "reset_rows({2}) did not zero slot 2");
+            OK(hla_state_copy_rows(&c, &tc, &tb, &td), "fork slot 5 -> slot 0");
+            CHECK(memcmp(eptr(cache, sdt, 0), eptr(cache, sdt, 5 * n), (size_t)n * esize(sdt)) == 0,
+                  "copy_rows({5} -> {0}) did not copy");
+            memcpy(eptr(sep, sdt, 4 * n), eptr(sep, sdt, 0), (size_t)n * esize(sdt));
+            live[1] = 0, slot[1] = -1;
+            live[3] = 1, slot[3] = 2;
+            live[4] = 1, slot[4] = 0;
+            free(a), free(b), free(d);
         }
+        /* live streams in a scrambled order */
+        for (i = S; i >= 0; i--)
+            if (live[(i * 3) % (S + 1)]) order[R++] = (i * 3) % (S + 1);
+        for (i = 0; i < R; i++) {
+            const int64_t s = order[i], b = src[s];
+            memcpy(eptr(q3, dt, i * H * dk), eptr(p.q, dt, (b * T + t) * H * dk), (size_t)(H * dk) * esize(dt));
+            memcpy(eptr(k3, dt, i * Hkv * dk), eptr(p.k, dt, (b * T + t) * Hkv * dk), (size_t)(Hkv * dk) * esize(dt));
+            memcpy(eptr(v3, dt, i * Hkv * dv), eptr(p.v, dt, (b * T + t) * Hkv * dv), (size_t)(Hkv * dv) * esize(dt));
+            rv[i] = slot[s];
+        }
+        rb = ints_of(rv, R, rdt);
+        tq = mk(q3, dt, 3, R, H, dk, 0), tk = mk(k3, dt, 3, R, Hkv, dk, 0), tv = mk(v3, dt, 3, R, Hkv, dv, 0);
+        to = mk(o3, dt, 3, R, H, dv, 0), tc = mk(cache, sdt, 2, SLOTS, n, 0, 0), tr = mk(rb, rdt, 1, R, 0, 0, 0);
+        fill(o3, dt, R * H * dv, NAN);
+        OK(hla_step(&c, &tq, &tk, &tv, &to, &tc, &tr), "step t=%lld with %lld rows", (long long)t, (long long)R);
+        for (i = 0; i < R; i++) {
+            const int64_t s = order[i];
+            hla_tensor a = mk(eptr(q3, dt, i * H * dk), dt, 3, 1, H, dk, 0), b = mk(eptr(k3, dt, i * Hkv * dk), dt, 3, 1, Hkv, dk, 0),
+                       d = mk(eptr(v3, dt, i * Hkv * dv), dt, 3, 1, Hkv, dv, 0), o = mk(so3, dt, 3, 1, H, dv, 0),
+                       st = mk(eptr(sep, sdt, s * n), sdt, 2, 1, n, 0, 0);
+            OK(hla_step(&c, &a, &b, &d, &o, &st, NULL), "separate step");
+            eo = fmax(eo, err_vec(eptr(o3, dt, i * H * dv), dt, so3, dt, H * dv));
+        }
+        free(rb);
+    }
+    for (i = 0; i <= S; i++)
+        if (live[i]) es = fmax(es, err_vec(eptr(cache, sdt, slot[i] * n), sdt, eptr(sep, sdt, i * n), sdt, n));
+    CHECK(eo <= tol, "row-indexed step outputs vs separate states: rel err %.3g", eo);
+    CHECK(es <= state_tol(dt), "row-indexed cache rows vs separate states: rel err %.3g", es);
+    CHECK(all_equal(eptr(cache, sdt, n), sdt, n, 0.0) && all_equal(eptr(cache, sdt, 3 * n), sdt, 2 * n, 0.0) &&
+              all_equal(eptr(cache, sdt, 6 * n), sdt, n, 0.0),
+          "slots never stepped (1, 3, 4, 6) are no longer zero");
+    free(cache), free(sep), free(q3), free(k3), free(v3), free(o3), free(so3);
+    prob_free(&p);
+}
+
+static void test_rows_step(void)
+{
+    int op;
+    for (op = 0; op < 3; op++) {
+        rows_step_case(op, HLA_FLOAT64, HLA_INT64);
+        rows_step_case(op, HLA_FLOAT32, HLA_INT32);
+        rows_step_case(op, HLA_BFLOAT16, HLA_INT64);
     }
 }
 
-/* Overflowing tensor sizes and stride extents. */
-static void test_overflow(void)
+/* copy_rows (repeats in src, src/dst overlap) and reset_rows, exactly, on plain and padded states */
+static void test_copy_reset(void)
 {
-    hla_config c = small_cfg(HLA_OP_HLA2, HLA_FLOAT64);
-    void *P = g_pool_d, *O = g_pool_o;
-    hla_segment *g = NULL;
-    hla_state *s = NULL;
-    const int64_t M = INT64_MAX, H61 = (int64_t)1 << 61, N62 = -((int64_t)1 << 62);
-    /* stride sets for [B,T,H,D] with B=1, T=3, H=2 (Hkv=1), D=3 or 2 */
-    int64_t sb[6][4];
-    const char *sbn[6] = {"T stride INT64_MAX", "T stride 2^61 (bytes overflow)", "T stride -2^62 (bytes overflow)",
-                          "D stride INT64_MIN", "T,D strides 2^61 each",
-                          "H stride INT64_MAX"};
-    int i, arg;
-    set_ctx("overflow");
-    sb[0][0] = 0, sb[0][1] = M, sb[0][2] = 1, sb[0][3] = 1;
-    sb[1][0] = 0, sb[1][1] = H61, sb[1][2] = 1, sb[1][3] = 1;
-    sb[2][0] = 0, sb[2][1] = N62, sb[2][2] = 1, sb[2][3] = 1;
-    sb[3][0] = 0, sb[3][1] = 6, sb[3][2] = 3, sb[3][3] = INT64_MIN;
-    sb[4][0] = 0, sb[4][1] = H61, sb[4][2] = 0, sb[4][3] = H61;
-    sb[5][0] = 0, sb[5][1] = 6, sb[5][2] = M, sb[5][3] = 1;
-    for (i = 0; i < 6; i++)
-        for (arg = 0; arg < 4; arg++) { /* stride set i on q, k, v, out in turn */
-            const int64_t *sq = arg == 0 ? sb[i] : NULL, *sk = arg == 1 ? sb[i] : NULL, *sv = arg == 2 ? sb[i] : NULL,
-                          *so = arg == 3 ? sb[i] : NULL;
-            static const char *an[4] = {"q", "k", "v", "out"};
-            if (i == 5 && (arg == 1 || arg == 2)) continue; /* Hkv = 1: the H stride is irrelevant there */
-            EXPECT(hla_forward(&c, 3, HLA_PATH_CHUNKED, P, sq, P, sk, P, sv, O, so, NULL, NULL), HLA_ERR_OVERFLOW,
-                   NULL, "forward(%s %s)", an[arg], sbn[i]);
-            EXPECT(hla_reference(&c, 3, P, sq, P, sk, P, sv, O, so), HLA_ERR_OVERFLOW, NULL, "reference(%s %s)",
-                   an[arg], sbn[i]);
-            if (arg < 3) {
-                EXPECT(hla_summarize(&c, 3, P, sq, P, sk, P, sv, &g), HLA_ERR_OVERFLOW, NULL, "summarize(%s %s)",
-                       an[arg], sbn[i]);
-                CHECK(g == NULL, "summarize failed but set *result");
+    int sdt, v;
+    hla_config c = cfg_make(HLA_OP_HLA3, 1, 1, 1.0, 0.0, 2, 1, 3, 2, 0);
+    const int64_t n = n_state(&c), slots = 6;
+    for (sdt = 0; sdt < 2; sdt++)
+        for (v = 0; v < 2; v++) { /* v = 1: row stride n + 5 and int32 indices */
+            const int64_t stride = v ? n + 5 : n;
+            const int idt = v ? HLA_INT32 : HLA_INT64;
+            static const int64_t src[4] = {1, 1, 3, 0}, dst[4] = {0, 2, 1, 5}, rz[2] = {4, 2};
+            void *s = talloc(slots * stride, sdt), *a = ints_of(src, 4, idt), *b = ints_of(dst, 4, idt),
+                 *z = ints_of(rz, 2, idt);
+            int64_t sh[2], st[2], r, j, okc = 1;
+            hla_tensor ts, ta, tb, tz;
+            set_ctx("copy/reset rows %s stride %lld", dt_name(sdt), (long long)stride);
+            sh[0] = slots, sh[1] = n, st[0] = stride, st[1] = 1;
+            ts = mks(s, sdt, 2, sh, st);
+            ta = mk(a, idt, 1, 4, 0, 0, 0), tb = mk(b, idt, 1, 4, 0, 0, 0), tz = mk(z, idt, 1, 2, 0, 0, 0);
+            fill(s, sdt, slots * stride, -3.0);
+            for (r = 0; r < slots; r++)
+                for (j = 0; j < n; j++) setv(s, sdt, r * stride + j, (double)(100 * r) + (double)j * 0.5);
+            OK(hla_state_copy_rows(&c, &ts, &ta, &tb), "copy_rows src {1,1,3,0} -> dst {0,2,1,5}");
+            /* dst[i] receives what src[i] held before the call */
+            for (r = 0; r < slots; r++) {
+                int64_t from = r == 0 ? 1 : r == 2 ? 1 : r == 1 ? 3 : r == 5 ? 0 : r;
+                for (j = 0; j < n; j++)
+                    if (getv(s, sdt, r * stride + j) != (double)(100 * from) + (double)j * 0.5) okc = 0;
+                for (j = n; j < stride && r < slots - 1; j++)
+                    if (getv(s, sdt, r * stride + j) != -3.0) okc = 0;
             }
-        }
-    /* step strides [B,H,D] with B = 2 */
-    c.batch = 2;
-    if (EXPECT(hla_state_create(&c, &s), HLA_OK, NULL, "state_create")) {
-        int64_t st3[4][3];
-        st3[0][0] = M, st3[0][1] = 3, st3[0][2] = 1;
-        st3[1][0] = H61, st3[1][1] = 3, st3[1][2] = 1;
-        st3[2][0] = 6, st3[2][1] = 3, st3[2][2] = INT64_MIN;
-        st3[3][0] = N62, st3[3][1] = N62, st3[3][2] = 1;
-        for (i = 0; i < 4; i++)
-            for (arg = 0; arg < 4; arg++) {
-                const int64_t *sq = arg == 0 ? st3[i] : NULL, *sk = arg == 1 ? st3[i] : NULL,
-                              *sv = arg == 2 ? st3[i] : NULL, *so = arg == 3 ? st3[i] : NULL;
-                EXPECT(hla_state_step(s, P, sq, P, sk, P, sv, O, so), HLA_ERR_OVERFLOW, NULL,
-                       "state_step(stride set %d on argument %d)", i, arg);
-            }
-        /* the failed steps consumed nothing */
-        {
-            int64_t tok = -1;
-            EXPECT(hla_state_tokens(s, &tok), HLA_OK, NULL, "tokens");
-            CHECK(tok == 0, "failed steps changed the token count to %lld", (long long)tok);
-        }
-    }
-    hla_state_destroy(s);
-    c.batch = 1;
-    /* a size-1 dimension with an extreme stride contributes nothing: OK (or OVERFLOW), never a trap */
-    {
-        int64_t s1[4];
-        hla_status st;
-        s1[0] = INT64_MIN, s1[1] = 6, s1[2] = 3, s1[3] = 1;
-        st = hla_forward(&c, 3, HLA_PATH_CHUNKED, P, s1, P, NULL, P, NULL, O, NULL, NULL, NULL);
-        CHECK(st == HLA_OK || st == HLA_ERR_OVERFLOW, "forward(batch=1 with batch stride INT64_MIN) = %s",
-              status_name(st));
-    }
-    /* T so large that the contiguous tensor extents overflow */
-    {
-        static const int64_t bigT[] = {(int64_t)1 << 62, INT64_MAX};
-        int j;
-        for (j = 0; j < 2; j++) {
-            EXPECT(hla_forward(&c, bigT[j], HLA_PATH_CHUNKED, P, NULL, P, NULL, P, NULL, O, NULL, NULL, NULL),
-                   HLA_ERR_OVERFLOW, NULL, "forward(T=%lld, contiguous)", (long long)bigT[j]);
-            EXPECT(hla_forward(&c, bigT[j], HLA_PATH_SERIAL, P, NULL, P, NULL, P, NULL, O, NULL, NULL, NULL),
-                   HLA_ERR_OVERFLOW, NULL, "forward serial(T=%lld, contiguous)", (long long)bigT[j]);
-            EXPECT(hla_reference(&c, bigT[j], P, NULL, P, NULL, P, NULL, O, NULL), HLA_ERR_OVERFLOW, NULL,
-                   "reference(T=%lld)", (long long)bigT[j]);
-            EXPECT(hla_summarize(&c, bigT[j], P, NULL, P, NULL, P, NULL, &g), HLA_ERR_OVERFLOW, NULL,
-                   "summarize(T=%lld)", (long long)bigT[j]);
-            CHECK(g == NULL, "summarize failed but set *result");
-        }
-    }
-}
-
-/* States / segments of another configuration. */
-static void test_mismatch(void)
-{
-    hla_config base = small_cfg(HLA_OP_HLA2, HLA_FLOAT64);
-    hla_state *good = NULL;
-    hla_segment *gseg = NULL;
-    int i;
-    set_ctx("mismatch");
-    EXPECT(hla_state_create(&base, &good), HLA_OK, NULL, "state_create");
-    EXPECT(hla_summarize(&base, 3, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, &gseg), HLA_OK, NULL, "summarize");
-    for (i = 0; i < 14; i++) {
-        hla_config o = base;
-        hla_config b2 = base;
-        const char *what = "";
-        hla_state *s = NULL;
-        hla_segment *sg = NULL, *r = NULL;
-        void *P;
-        switch (i) {
-        case 0: o.op = HLA_OP_AHLA, what = "op"; break;
-        case 1: o.op = HLA_OP_HLA3, what = "op hla3"; break;
-        case 2: o.dtype = HLA_FLOAT32, what = "dtype"; break;
-        case 3: o.batch = 2, what = "batch"; break;
-        case 4: o.heads = 4, what = "heads"; break;
-        case 5: o.kv_heads = 2, what = "kv_heads"; break;
-        case 6: o.dk = 4, what = "dk"; break;
-        case 7: o.dv = 3, what = "dv"; break;
-        case 8: o.masked = 0, what = "masked"; break;
-        case 9: o.normalize = 1, what = "normalize"; break;
-        case 10: o.decay = 0.95, what = "decay"; break;
-        case 11: o.scale = 0.5, what = "scale"; break;
-        case 12: o.ridge = 0.5, what = "ridge"; break;
-        case 13: b2.normalize = 1, o.normalize = 1, o.eps = 1e-3, what = "eps (normalize=1)"; break;
-        }
-        P = pool_for(o.dtype);
-        if (!EXPECT(hla_state_create(&o, &s), HLA_OK, NULL, "state_create(other %s)", what)) continue;
-        if (i == 13) {
-            hla_state *g2 = NULL;
-            if (EXPECT(hla_state_create(&b2, &g2), HLA_OK, NULL, "state_create")) {
-                EXPECT(hla_forward(&b2, 3, HLA_PATH_CHUNKED, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL,
-                                   g_pool_o, NULL, s, NULL),
-                       HLA_ERR_MISMATCH, "initial", "forward(initial of another %s)", what);
-                EXPECT(hla_forward(&b2, 3, HLA_PATH_CHUNKED, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL,
-                                   g_pool_o, NULL, NULL, s),
-                       HLA_ERR_MISMATCH, "final", "forward(final_state of another %s)", what);
-            }
-            hla_state_destroy(g2);
-        } else {
-            int p;
-            for (p = 0; p < 3; p++) {
-                EXPECT(hla_forward(&base, 3, p, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, g_pool_o, NULL, s,
-                                   NULL),
-                       HLA_ERR_MISMATCH, "initial", "forward %s(initial of another %s)", path_name(p), what);
-                EXPECT(hla_forward(&base, 3, p, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, g_pool_o, NULL, NULL,
-                                   s),
-                       HLA_ERR_MISMATCH, "final", "forward %s(final_state of another %s)", path_name(p), what);
-                EXPECT(hla_forward(&base, 3, p, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, g_pool_o, NULL, good,
-                                   s),
-                       HLA_ERR_MISMATCH, "final", "forward %s(good initial, final_state of another %s)", path_name(p),
-                       what);
-            }
-            {
-                int64_t tok = -1;
-                EXPECT(hla_state_tokens(good, &tok), HLA_OK, NULL, "tokens");
-                CHECK(tok == 0, "a rejected forward changed its initial state (%lld tokens)", (long long)tok);
-            }
-        }
-        if (EXPECT(hla_summarize(i == 13 ? &b2 : &o, 3, P, NULL, P, NULL, P, NULL, &sg), HLA_OK, NULL,
-                   "summarize(other %s)", what)) {
-            if (i == 13) {
-                hla_segment *g2 = NULL;
-                if (EXPECT(hla_summarize(&o, 3, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, &g2), HLA_OK, NULL,
-                           "summarize")) {
-                    EXPECT(hla_segment_combine(sg, g2, &r), HLA_ERR_MISMATCH, NULL, "combine(%s differs)", what);
-                    CHECK(r == NULL, "combine failed but set *result");
+            CHECK(okc, "copy_rows result wrong (rows 0,2 <- old 1; 1 <- old 3; 5 <- old 0; 3,4 unchanged; padding kept)");
+            EXPECT(hla_state_copy_rows(&c, &ts, &tb, &ta), HLA_ERR_INVALID_ARGUMENT, "repeat",
+                   "copy_rows with repeated dst rows {1,1,3,0}");
+            okc = 1;
+            OK(hla_state_reset_rows(&c, &ts, &tz), "reset_rows {4, 2}");
+            for (r = 0; r < slots; r++) {
+                int64_t from = r == 0 ? 1 : r == 2 ? 1 : r == 1 ? 3 : r == 5 ? 0 : r;
+                for (j = 0; j < n; j++) {
+                    double want = (r == 4 || r == 2) ? 0.0 : (double)(100 * from) + (double)j * 0.5;
+                    if (getv(s, sdt, r * stride + j) != want) okc = 0;
                 }
-                hla_segment_destroy(g2);
-            } else {
-                EXPECT(hla_segment_combine(gseg, sg, &r), HLA_ERR_MISMATCH, NULL, "combine(a, b of another %s)", what);
-                CHECK(r == NULL, "combine failed but set *result");
-                EXPECT(hla_segment_combine(sg, gseg, &r), HLA_ERR_MISMATCH, NULL, "combine(a of another %s, b)", what);
-                CHECK(r == NULL, "combine failed but set *result");
             }
+            CHECK(okc, "reset_rows {4,2}: wrong rows zeroed or others changed");
+            free(s), free(a), free(b), free(z);
         }
-        hla_segment_destroy(sg);
-        hla_state_destroy(s);
-    }
-    /* chunk_size is not part of a state's configuration */
-    {
-        hla_config o = base;
-        hla_state *s = NULL;
-        o.chunk_size = 3;
-        if (EXPECT(hla_state_create(&o, &s), HLA_OK, NULL, "state_create(chunk 3)")) {
-            EXPECT(hla_forward(&base, 3, HLA_PATH_CHUNKED, g_pool_d, NULL, g_pool_d, NULL, g_pool_d, NULL, g_pool_o,
-                               NULL, s, s),
-                   HLA_OK, NULL, "forward with a state made with another chunk_size");
-        }
-        hla_state_destroy(s);
-    }
-    hla_segment_destroy(gseg);
-    hla_state_destroy(good);
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* 6. serialization: round trip, buffer protocol, every truncation, every byte flipped          */
+/* 6. serialization: round trips, the buffer protocol, every truncation and byte flip           */
 
-static void corrupt_sweep(const unsigned char *buf, size_t n, int segment, const char *what)
+/* Every truncation (into an exactly sized copy) and every single-byte change of buf must be rejected
+ * with HLA_ERR_CORRUPT, leaving *cfg and the destination untouched. */
+static void corrupt_sweep(const unsigned char *buf, size_t nb, int summary, int sdt, int64_t rows, int64_t width,
+                          const char *what)
 {
-    unsigned char *tmp = xmalloc(n + 1);
-    size_t len, i, bad_trunc = 0, bad_flip = 0, first_trunc = (size_t)-1, first_flip = (size_t)-1;
-    hla_status first_trunc_st = HLA_OK, first_flip_st = HLA_OK, st;
     static const unsigned char masks[3] = {0x01, 0x80, 0xFF};
-    int m;
-    for (len = 0; len < n; len++) {
-        hla_state *s = NULL;
-        hla_segment *g = NULL;
-        memcpy(tmp, buf, len);
-        st = segment ? hla_segment_deserialize(tmp, len, &g) : hla_state_deserialize(tmp, len, &s);
-        if (st != HLA_ERR_CORRUPT || s || g || hla_last_error()[0] == '\0') {
-            if (!bad_trunc++) first_trunc = len, first_trunc_st = st;
-        }
-        if (st == HLA_OK) {
-            hla_state_destroy(s);
-            hla_segment_destroy(g);
-        }
+    unsigned char *tmp = xmalloc(nb + 1);
+    void *dest = talloc(rows * width, sdt);
+    int64_t lens[8];
+    size_t len, i, bad_t = 0, bad_f = 0, first_t = 0, first_f = 0;
+    hla_status st_t = HLA_OK, st_f = HLA_OK, st;
+    hla_config cfg, snap;
+    hla_tensor d, l;
+    hla_config_init(&cfg, sizeof cfg);
+    cfg.dk = 77;
+    snap = cfg;
+    for (len = 0; len < nb; len++) {
+        unsigned char *cut = xmalloc(len);
+        memcpy(cut, buf, len);
+        memset(&d, 0, sizeof d);
+        memset(&l, 0, sizeof l);
+        st = summary ? hla_summary_deserialize(cut, len, &cfg, &d, &l) : hla_state_deserialize(cut, len, &cfg, &d);
+        if (st != HLA_ERR_CORRUPT || d.ndim != 0 || memcmp(&cfg, &snap, sizeof cfg) != 0 || !hla_last_error()[0])
+            if (!bad_t++) first_t = len, st_t = st;
+        free(cut);
     }
-    CHECK(bad_trunc == 0, "%s: %zu of %zu truncations not rejected with CORRUPT (first: length %zu -> %s)", what,
-          bad_trunc, n, first_trunc, status_name(first_trunc_st));
-    for (i = 0; i < n; i++)
-        for (m = 0; m < 3; m++) {
-            hla_state *s = NULL;
-            hla_segment *g = NULL;
-            memcpy(tmp, buf, n);
-            tmp[i] ^= masks[m];
-            st = segment ? hla_segment_deserialize(tmp, n, &g) : hla_state_deserialize(tmp, n, &s);
-            if (st != HLA_ERR_CORRUPT || s || g || hla_last_error()[0] == '\0') {
-                if (!bad_flip++) first_flip = i * 4 + (size_t)m, first_flip_st = st;
-            }
-            if (st == HLA_OK) {
-                hla_state_destroy(s);
-                hla_segment_destroy(g);
-            }
-        }
-    CHECK(bad_flip == 0, "%s: %zu of %zu single-byte corruptions not rejected with CORRUPT (first: byte %zu ^ 0x%02x -> %s)",
-          what, bad_flip, 3 * n, first_flip / 4, first_flip == (size_t)-1 ? 0 : masks[first_flip % 4],
-          status_name(first_flip_st));
-    /* one trailing byte too many */
-    {
-        hla_state *s = NULL;
-        hla_segment *g = NULL;
-        memcpy(tmp, buf, n);
-        tmp[n] = 0;
-        st = segment ? hla_segment_deserialize(tmp, n + 1, &g) : hla_state_deserialize(tmp, n + 1, &s);
-        CHECK(st == HLA_ERR_CORRUPT && !s && !g, "%s: %zu bytes + 1 trailing byte -> %s, want CORRUPT", what, n,
-              status_name(st));
-        if (st == HLA_OK) {
-            hla_state_destroy(s);
-            hla_segment_destroy(g);
-        }
+    CHECK(bad_t == 0, "%s: %zu of %zu truncations not rejected with CORRUPT (first: %zu bytes -> %s)", what, bad_t, nb,
+          first_t, sname(st_t));
+    fill(dest, sdt, rows * width, 2.5);
+    for (i = 0; i < 3 * nb; i++) {
+        memcpy(tmp, buf, nb);
+        tmp[i / 3] ^= masks[i % 3];
+        d = mk(dest, sdt, 2, rows, width, 0, 0);
+        l = mk(lens, HLA_INT64, 1, rows, 0, 0, 0);
+        lens[0] = -9;
+        st = summary ? hla_summary_deserialize(tmp, nb, &cfg, &d, &l) : hla_state_deserialize(tmp, nb, &cfg, &d);
+        if (st != HLA_ERR_CORRUPT || !all_equal(dest, sdt, rows * width, 2.5) || lens[0] != -9 ||
+            memcmp(&cfg, &snap, sizeof cfg) != 0)
+            if (!bad_f++) first_f = i, st_f = st;
     }
+    CHECK(bad_f == 0, "%s: %zu of %zu single-byte changes not rejected with CORRUPT (first: byte %zu ^ 0x%02x -> %s)",
+          what, bad_f, 3 * nb, first_f / 3, masks[first_f % 3], sname(st_f));
+    /* one byte too many */
+    memcpy(tmp, buf, nb);
+    tmp[nb] = 0;
+    memset(&d, 0, sizeof d);
+    st = summary ? hla_summary_deserialize(tmp, nb + 1, &cfg, &d, &l) : hla_state_deserialize(tmp, nb + 1, &cfg, &d);
+    CHECK(st == HLA_ERR_CORRUPT, "%s: one trailing byte -> %s, want CORRUPT", what, sname(st));
     /* bytes of the other kind */
-    {
-        hla_state *s = NULL;
-        hla_segment *g = NULL;
-        st = segment ? hla_state_deserialize(buf, n, &s) : hla_segment_deserialize(buf, n, &g);
-        CHECK((st == HLA_ERR_CORRUPT || st == HLA_ERR_MISMATCH) && !s && !g,
-              "%s: bytes deserialized as the other kind -> %s, want CORRUPT or MISMATCH", what, status_name(st));
-        if (st == HLA_OK) {
-            hla_state_destroy(s);
-            hla_segment_destroy(g);
-        }
-    }
+    memset(&d, 0, sizeof d);
+    memset(&l, 0, sizeof l);
+    st = summary ? hla_state_deserialize(buf, nb, &cfg, &d) : hla_summary_deserialize(buf, nb, &cfg, &d, &l);
+    CHECK(st == HLA_ERR_CORRUPT, "%s read as the other kind -> %s, want CORRUPT", what, sname(st));
+    st = summary ? hla_summary_deserialize(buf, (size_t)-1, &cfg, &d, &l) : hla_state_deserialize(buf, (size_t)-1, &cfg, &d);
+    CHECK(st == HLA_ERR_CORRUPT, "%s with size SIZE_MAX -> %s, want CORRUPT", what, sname(st));
     free(tmp);
+    free(dest);
+}
+
+static int cfg_same(const hla_config *a, const hla_config *b)
+{
+    int64_t ka = a->kv_heads ? a->kv_heads : a->heads, kb = b->kv_heads ? b->kv_heads : b->heads;
+    return a->op == b->op && a->masked == b->masked && a->normalize == b->normalize && a->heads == b->heads &&
+           ka == kb && a->dk == b->dk && a->dv == b->dv && memcmp(&a->scale, &b->scale, 8) == 0 &&
+           memcmp(&a->decay, &b->decay, 8) == 0 && memcmp(&a->ridge, &b->ridge, 8) == 0 &&
+           memcmp(&a->eps, &b->eps, 8) == 0;
+}
+
+static void serial_case(int op, int sdt, int sweep)
+{
+    hla_config c = cfg_make(op, 1, 1, 0.9, op == HLA_OP_HLA2 ? 0.25 : 0.0, 2, 1, 3, 2, 0), c2;
+    const int64_t n = n_state(&c), m = n_summary(&c), es = (int64_t)esize(sdt);
+    static const int64_t rv[2] = {2, 0};
+    int64_t lv[3] = {4, 0, 9}, i;
+    void *st = talloc(4 * n, sdt), *dst = talloc(3 * n, sdt), *rows = ints_of(rv, 2, HLA_INT64);
+    void *su = talloc(3 * m, sdt), *du = talloc(3 * m, sdt), *l32 = ints_of(lv, 3, HLA_INT32);
+    int64_t dl[3 + SLACK];
+    size_t need = 0, w = 0, need4 = 0, i2;
+    unsigned char *buf, *buf2;
+    hla_tensor ts = mk(st, sdt, 2, 4, n, 0, 0), tr = mk(rows, HLA_INT64, 1, 2, 0, 0, 0), td, tu, tl, tdl;
+    c.scale = 0.7;
+    c.eps = 1e-5;
+    set_ctx("serialization %s %s", op_name(op), dt_name(sdt));
+    for (i = 0; i < 4 * n; i++) setv(st, sdt, i, normal());
+
+    /* size query, too small, NULL pointers, exact fit */
+    OK(hla_state_serialize(&c, &ts, &tr, NULL, 0, &need), "size query (buffer NULL, capacity 0)");
+    CHECK(need >= (size_t)(2 * n * es) + 16, "required size %zu for 2 rows of %lld elements", need, (long long)n);
+    OK(hla_state_serialize(&c, &ts, NULL, NULL, 0, &need4), "size query, every row");
+    CHECK(need4 == need + (size_t)(2 * n * es), "size of 4 rows %zu, of 2 rows %zu (row bytes %lld)", need4, need,
+          (long long)(n * es));
+    buf = xmalloc(need + 16);
+    buf2 = xmalloc(need + 16);
+    memset(buf, 0xA5, need + 16);
+    w = 0;
+    EXPECT(hla_state_serialize(&c, &ts, &tr, buf, need - 1, &w), HLA_ERR_BUFFER_TOO_SMALL, "hla_state_serialize",
+           "capacity = required - 1");
+    CHECK(w == need, "BUFFER_TOO_SMALL: *written = %zu, want %zu", w, need);
+    for (i2 = 0; i2 < need + 16 && buf[i2] == 0xA5; i2++) continue;
+    CHECK(i2 == need + 16, "a too-small serialize wrote into the buffer (byte %zu)", i2);
+    EXPECT(hla_state_serialize(&c, &ts, &tr, buf, 0, &w), HLA_ERR_BUFFER_TOO_SMALL, NULL, "buffer, capacity 0");
+    EXPECT(hla_state_serialize(&c, &ts, &tr, NULL, 64, &w), HLA_ERR_NULL_POINTER, "buffer", "buffer NULL, capacity 64");
+    EXPECT(hla_state_serialize(&c, &ts, &tr, buf, need, NULL), HLA_ERR_NULL_POINTER, "written", "written NULL");
+    w = 0;
+    OK(hla_state_serialize(&c, &ts, &tr, buf, need + 8, &w), "serialize (capacity + 8)");
+    CHECK(w == need && buf[need] == 0xA5, "serialize wrote %zu bytes (want %zu) or past them", w, need);
+
+    /* describe, then copy, then serialize again: the same bytes */
+    memset(&td, 0, sizeof td);
+    hla_config_init(&c2, sizeof c2);
+    if (OK(hla_state_deserialize(buf, need, &c2, &td), "deserialize, describe (data NULL)")) {
+        CHECK(td.data == NULL && td.dtype == sdt && td.ndim == 2 && td.shape[0] == 2 && td.shape[1] == n &&
+                  td.strides[0] == n && td.strides[1] == 1,
+              "described tensor: dtype %d ndim %d shape [%lld, %lld] strides [%lld, %lld]", td.dtype, td.ndim,
+              (long long)td.shape[0], (long long)td.shape[1], (long long)td.strides[0], (long long)td.strides[1]);
+        CHECK(cfg_same(&c2, &c) && c2.struct_size == sizeof c2, "deserialized configuration differs");
+    }
+    fill(dst, sdt, 3 * n, 5.5);
+    td = mk(dst, sdt, 2, 3, n, 0, 0);
+    hla_config_init(&c2, sizeof c2);
+    if (OK(hla_state_deserialize(buf, need, &c2, &td), "deserialize into 3 rows")) {
+        CHECK(memcmp(dst, eptr(st, sdt, 2 * n), (size_t)(n * es)) == 0 &&
+                  memcmp(eptr(dst, sdt, n), st, (size_t)(n * es)) == 0,
+              "deserialized rows differ from rows {2, 0}");
+        CHECK(all_equal(eptr(dst, sdt, 2 * n), sdt, n, 5.5), "deserialize wrote row 2 of the destination");
+        CHECK(cfg_same(&c2, &c), "deserialized configuration differs");
+        td = mk(dst, sdt, 2, 2, n, 0, 0);
+        OK(hla_state_serialize(&c2, &td, NULL, buf2, need, &w), "serialize the deserialized rows");
+        CHECK(w == need && memcmp(buf, buf2, need) == 0, "re-serialized bytes differ");
+    }
+    /* a larger hla_config receives the configuration with its tail zeroed */
+    {
+        struct {
+            hla_config c;
+            uint64_t tail[3];
+        } big;
+        hla_tensor t0;
+        hla_config_init(&big.c, sizeof big);
+        big.tail[1] = 77;
+        memset(&t0, 0, sizeof t0);
+        OK(hla_state_deserialize(buf, need, &big.c, &t0), "deserialize into a larger hla_config");
+        CHECK(big.c.struct_size == sizeof big && big.tail[1] == 0 && cfg_same(&big.c, &c),
+              "larger hla_config: struct_size %u, tail %llu", (unsigned)big.c.struct_size,
+              (unsigned long long)big.tail[1]);
+        big.c.struct_size = 8;
+        EXPECT(hla_state_deserialize(buf, need, &big.c, &t0), HLA_ERR_INVALID_ARGUMENT, "struct_size",
+               "deserialize into an hla_config with struct_size 8");
+        EXPECT(hla_state_deserialize(buf, need, NULL, &t0), HLA_ERR_NULL_POINTER, "cfg", "cfg NULL");
+        EXPECT(hla_state_deserialize(NULL, need, &c2, &t0), HLA_ERR_NULL_POINTER, "buffer", "buffer NULL");
+        EXPECT(hla_state_deserialize(buf, need, &c2, NULL), HLA_ERR_NULL_POINTER, "state", "state NULL");
+    }
+    /* destinations that do not fit */
+    td = mk(dst, sdt, 2, 1, n, 0, 0);
+    EXPECT(hla_state_deserialize(buf, need, &c2, &td), HLA_ERR_MISMATCH, NULL, "destination of 1 row");
+    td = mk(dst, sdt, 2, 2, n - 1, 0, 0);
+    EXPECT(hla_state_deserialize(buf, need, &c2, &td), HLA_ERR_MISMATCH, NULL, "destination of n - 1 elements");
+    td = mk(dst, sdt == HLA_FLOAT64 ? HLA_FLOAT32 : HLA_FLOAT64, 2, 1, n, 0, 0);
+    td.shape[0] = 2;
+    if (sdt == HLA_FLOAT64) EXPECT(hla_state_deserialize(buf, need, &c2, &td), HLA_ERR_DTYPE, NULL, "float32 destination");
+    td = mk(dst, HLA_BFLOAT16, 2, 2, n, 0, 0);
+    EXPECT(hla_state_deserialize(buf, need, &c2, &td), HLA_ERR_DTYPE, NULL, "bfloat16 destination");
+    if (sweep) corrupt_sweep(buf, need, 0, sdt, 2, n, "state bytes");
+    free(buf), free(buf2);
+
+    /* summaries with their lengths (int32 in, int64 out) */
+    for (i = 0; i < 3 * m; i++) setv(su, sdt, i, normal());
+    tu = mk(su, sdt, 2, 3, m, 0, 0);
+    tl = mk(l32, HLA_INT32, 1, 3, 0, 0, 0);
+    need = 0;
+    OK(hla_summary_serialize(&c, &tu, &tl, NULL, 0, &need), "summary size query");
+    CHECK(need >= (size_t)(3 * m * es + 3 * 8), "summary size %zu", need);
+    buf = xmalloc(need + 8);
+    buf2 = xmalloc(need + 8);
+    EXPECT(hla_summary_serialize(&c, &tu, &tl, buf, need - 1, &w), HLA_ERR_BUFFER_TOO_SMALL, "hla_summary_serialize",
+           "summary capacity - 1");
+    CHECK(w == need, "BUFFER_TOO_SMALL: *written = %zu, want %zu", w, need);
+    EXPECT(hla_summary_serialize(&c, &tu, NULL, buf, need, &w), HLA_ERR_NULL_POINTER, "lengths", "lengths NULL");
+    EXPECT(hla_summary_serialize(&c, &tu, &tl, buf, need, NULL), HLA_ERR_NULL_POINTER, "written", "written NULL");
+    ((int32_t *)l32)[1] = -1;
+    EXPECT(hla_summary_serialize(&c, &tu, &tl, buf, need, &w), HLA_ERR_INVALID_ARGUMENT, "lengths",
+           "a negative length");
+    ((int32_t *)l32)[1] = 0;
+    OK(hla_summary_serialize(&c, &tu, &tl, buf, need, &w), "summary serialize");
+    CHECK(w == need, "summary serialize wrote %zu of %zu", w, need);
+    memset(&td, 0, sizeof td);
+    memset(&tdl, 0, sizeof tdl);
+    hla_config_init(&c2, sizeof c2);
+    if (OK(hla_summary_deserialize(buf, need, &c2, &td, &tdl), "summary describe")) {
+        CHECK(td.data == NULL && td.dtype == sdt && td.ndim == 2 && td.shape[0] == 3 && td.shape[1] == m &&
+                  td.strides[0] == m && td.strides[1] == 1,
+              "described summary: dtype %d shape [%lld, %lld]", td.dtype, (long long)td.shape[0],
+              (long long)td.shape[1]);
+        CHECK(tdl.data == NULL && tdl.dtype == HLA_INT64 && tdl.ndim == 1 && tdl.shape[0] == 3 && tdl.strides[0] == 1,
+              "described lengths: dtype %d ndim %d shape %lld", tdl.dtype, tdl.ndim, (long long)tdl.shape[0]);
+        CHECK(cfg_same(&c2, &c), "summary configuration differs");
+    }
+    fill(du, sdt, 3 * m, 5.5);
+    for (i = 0; i < 3 + SLACK; i++) dl[i] = -7;
+    td = mk(du, sdt, 2, 3, m, 0, 0);
+    tdl = mk(dl, HLA_INT64, 1, 3, 0, 0, 0);
+    if (OK(hla_summary_deserialize(buf, need, &c2, &td, &tdl), "summary deserialize")) {
+        CHECK(memcmp(du, su, (size_t)(3 * m * es)) == 0, "deserialized summary rows differ");
+        CHECK(dl[0] == 4 && dl[1] == 0 && dl[2] == 9 && dl[3] == -7, "deserialized lengths %lld %lld %lld",
+              (long long)dl[0], (long long)dl[1], (long long)dl[2]);
+        OK(hla_summary_serialize(&c2, &td, &tdl, buf2, need, &w), "serialize again");
+        CHECK(w == need && memcmp(buf, buf2, need) == 0, "re-serialized summary bytes differ");
+    }
+    tdl = mk(l32, HLA_INT32, 1, 3, 0, 0, 0);
+    EXPECT(hla_summary_deserialize(buf, need, &c2, &td, &tdl), HLA_ERR_DTYPE, "lengths", "int32 lengths destination");
+    EXPECT(hla_summary_deserialize(buf, need, &c2, &td, NULL), HLA_ERR_NULL_POINTER, "lengths", "lengths NULL");
+    tdl = mk(dl, HLA_INT64, 1, 2, 0, 0, 0);
+    EXPECT(hla_summary_deserialize(buf, need, &c2, &td, &tdl), HLA_ERR_MISMATCH, "lengths", "2 lengths for 3 rows");
+    if (sweep) corrupt_sweep(buf, need, 1, sdt, 3, m, "summary bytes");
+    free(buf), free(buf2);
+    free(st), free(dst), free(rows), free(su), free(du), free(l32);
 }
 
 static void test_serialization(void)
 {
-    int op, dt;
+    int op, sdt;
     for (op = 0; op < 3; op++)
-        for (dt = 0; dt < 2; dt++) {
-            hla_config c = make_cfg(op, dt, 1, 1, 0.9, op == HLA_OP_HLA2 ? 0.25 : 0.0, 1, 2, 1, 3, 2);
-            problem p;
-            hla_state *s = NULL, *s2 = NULL;
-            hla_segment *g = NULL, *g2 = NULL;
-            size_t need = 0, w = 0, need2 = 0;
-            unsigned char *buf = NULL, *buf2 = NULL;
-            void *o1, *o2;
-            int64_t t, tok;
-            hla_config gc;
-            set_ctx("serialization %s %s", op_name(op), dt_name(dt));
-            problem_init(&p, &c, 8, 0);
-            o1 = typed_nan(p.H * p.dv, dt);
-            o2 = typed_nan(p.H * p.dv, dt);
-            if (!EXPECT(hla_state_create(&c, &s), HLA_OK, NULL, "state_create")) goto next;
-            for (t = 0; t < 5; t++)
-                EXPECT(hla_state_step(s, pq(&p, t), NULL, pk(&p, t), NULL, pv(&p, t), NULL, o1, NULL), HLA_OK, NULL,
-                       "step");
-            /* buffer protocol */
-            EXPECT(hla_state_serialize(s, NULL, 0, &need), HLA_OK, NULL, "serialize(NULL, 0) size query");
-            CHECK(need > 0, "required size %zu", need);
-            buf = xmalloc(need + 8);
-            w = 0;
-            EXPECT(hla_state_serialize(s, buf, need - 1, &w), HLA_ERR_BUFFER_TOO_SMALL, NULL,
-                   "serialize(capacity = required - 1)");
-            CHECK(w == need, "BUFFER_TOO_SMALL: *written = %zu, want required %zu", w, need);
-            w = 0;
-            EXPECT(hla_state_serialize(s, buf, 0, &w), HLA_ERR_BUFFER_TOO_SMALL, NULL, "serialize(buffer, capacity 0)");
-            CHECK(w == need, "BUFFER_TOO_SMALL: *written = %zu, want %zu", w, need);
-            w = 0;
-            EXPECT(hla_state_serialize(s, buf, need + 8, &w), HLA_OK, NULL, "serialize(capacity = required + 8)");
-            CHECK(w == need, "serialize wrote %zu, want %zu", w, need);
-            /* round trip: same bytes again, same configuration and tokens, same next output */
-            if (EXPECT(hla_state_deserialize(buf, need, &s2), HLA_OK, NULL, "deserialize")) {
-                EXPECT(hla_state_serialize(s2, NULL, 0, &need2), HLA_OK, NULL, "serialize size");
-                buf2 = xmalloc(need2 ? need2 : 1);
-                EXPECT(hla_state_serialize(s2, buf2, need2, &w), HLA_OK, NULL, "serialize");
-                CHECK(need2 == need && memcmp(buf, buf2, need) == 0, "re-serialized bytes differ");
-                EXPECT(hla_state_get_config(s2, &gc), HLA_OK, NULL, "get_config");
-                CHECK(cfg_equal(&gc, &c), "deserialized state: configuration differs");
-                EXPECT(hla_state_tokens(s2, &tok), HLA_OK, NULL, "tokens");
-                CHECK(tok == 5, "deserialized state has %lld tokens, want 5", (long long)tok);
-                EXPECT(hla_state_step(s, pq(&p, 5), NULL, pk(&p, 5), NULL, pv(&p, 5), NULL, o1, NULL), HLA_OK, NULL,
-                       "step");
-                EXPECT(hla_state_step(s2, pq(&p, 5), NULL, pk(&p, 5), NULL, pv(&p, 5), NULL, o2, NULL), HLA_OK, NULL,
-                       "step");
-                CHECK(memcmp(o1, o2, (size_t)(p.H * p.dv) * esize(dt)) == 0,
-                      "deserialized state's next output differs from the original's");
-                free(buf2);
-                buf2 = NULL;
-            }
-            corrupt_sweep(buf, need, 0, "state bytes");
+        for (sdt = 0; sdt < 2; sdt++) serial_case(op, sdt, 1);
+}
 
-            /* segments */
-            if (EXPECT(hla_summarize(&c, 6, p.q, p.sq, p.k, p.sk, p.v, p.sv, &g), HLA_OK, NULL, "summarize")) {
-                free(buf);
-                EXPECT(hla_segment_serialize(g, NULL, 0, &need), HLA_OK, NULL, "segment size query");
-                buf = xmalloc(need + 8);
-                w = 0;
-                EXPECT(hla_segment_serialize(g, buf, need - 1, &w), HLA_ERR_BUFFER_TOO_SMALL, NULL,
-                       "segment_serialize(capacity = required - 1)");
-                CHECK(w == need, "BUFFER_TOO_SMALL: *written = %zu, want %zu", w, need);
-                EXPECT(hla_segment_serialize(g, buf, need, &w), HLA_OK, NULL, "segment_serialize");
-                CHECK(w == need, "segment_serialize wrote %zu, want %zu", w, need);
-                if (EXPECT(hla_segment_deserialize(buf, need, &g2), HLA_OK, NULL, "segment_deserialize")) {
-                    EXPECT(hla_segment_serialize(g2, NULL, 0, &need2), HLA_OK, NULL, "segment size");
-                    buf2 = xmalloc(need2 ? need2 : 1);
-                    EXPECT(hla_segment_serialize(g2, buf2, need2, &w), HLA_OK, NULL, "segment_serialize");
-                    CHECK(need2 == need && memcmp(buf, buf2, need) == 0, "re-serialized segment bytes differ");
-                    EXPECT(hla_segment_length(g2, &tok), HLA_OK, NULL, "segment_length");
-                    CHECK(tok == 6, "deserialized segment length %lld, want 6", (long long)tok);
-                    EXPECT(hla_segment_get_config(g2, &gc), HLA_OK, NULL, "segment_get_config");
-                    CHECK(cfg_equal(&gc, &c), "deserialized segment: configuration differs");
-                    free(buf2);
-                }
-                corrupt_sweep(buf, need, 1, "segment bytes");
+/* ------------------------------------------------------------------------------------------ */
+/* 7. bad input through every entry point: each tensor argument mutated every way, NULL pointers,
+ *    bad values of index tensors, bad configurations. Each must return its status, name the
+ *    function in hla_last_error(), and leave every byte of the caller's memory as it was.        */
+
+enum {
+    A_Q, A_K, A_V, A_O, A_CU, A_INI, A_FIN, A_ROWS, A_Q3, A_K3, A_V3, A_O3, A_ST, A_SRC, A_DST, A_SUM, A_LEN,
+    A_SA, A_LA, A_SB, A_LB, A_SR, A_LR, A_DSTATE, A_DSUM, A_DLEN, A_COUNT
+};
+static const char *arg_names[A_COUNT] = {"q", "k", "v", "output", "cu_seqlens", "initial", "final", "rows", "q",
+                                         "k", "v", "output", "state", "src_rows", "dst_rows", "summary", "lengths",
+                                         "a", "a_lengths", "b", "b_lengths", "result", "result_lengths", "state",
+                                         "summary", "lengths"};
+
+enum { E_FORWARD, E_STEP, E_REFERENCE, E_RESET, E_COPY, E_SSER, E_SDES, E_SUMMARIZE, E_COMBINE, E_TOSTATE, E_USER,
+       E_UDES, E_COUNT };
+
+/* argument roles */
+enum {
+    R_IN,       /* q, k, v: read, floating */
+    R_OUT,      /* output: written, floating */
+    R_ST,       /* state/summary rows whose dtype the call's inputs fix */
+    R_ST_FREE,  /* state/summary rows whose own dtype (float32 or float64) sets the call's */
+    R_IDX,      /* int64/int32 index or length tensor with a count fixed by another argument */
+    R_IDX_COUNT,/* index tensor whose own length sets the count (rows of reset/serialize) */
+    R_CU,       /* cu_seqlens */
+    R_LOUT,     /* int64 lengths written */
+    R_DEST      /* destination of deserialize (data NULL = describe) */
+};
+
+typedef struct {
+    const char *fn;
+    int nargs;
+    int arg[8], role[8], opt[8];
+} entry;
+
+static const entry g_entries[E_COUNT] = {
+    {"hla_forward", 8, {A_Q, A_K, A_V, A_O, A_CU, A_INI, A_FIN, A_ROWS}, {R_IN, R_IN, R_IN, R_OUT, R_CU, R_ST, R_ST, R_IDX}, {0, 0, 0, 0, 1, 1, 1, 1}},
+    {"hla_step", 6, {A_Q3, A_K3, A_V3, A_O3, A_ST, A_ROWS}, {R_IN, R_IN, R_IN, R_OUT, R_ST, R_IDX}, {0, 0, 0, 0, 0, 1}},
+    {"hla_reference", 5, {A_Q, A_K, A_V, A_O, A_CU}, {R_IN, R_IN, R_IN, R_OUT, R_CU}, {0, 0, 0, 0, 1}},
+    {"hla_state_reset_rows", 2, {A_ST, A_ROWS}, {R_ST_FREE, R_IDX_COUNT}, {0, 1}},
+    {"hla_state_copy_rows", 3, {A_ST, A_SRC, A_DST}, {R_ST_FREE, R_IDX, R_IDX}, {0, 0, 0}},
+    {"hla_state_serialize", 2, {A_ST, A_ROWS}, {R_ST_FREE, R_IDX_COUNT}, {0, 1}},
+    {"hla_state_deserialize", 1, {A_DSTATE}, {R_DEST}, {0}},
+    {"hla_summarize", 6, {A_Q, A_K, A_V, A_CU, A_SUM, A_LEN}, {R_IN, R_IN, R_IN, R_CU, R_ST, R_LOUT}, {0, 0, 0, 1, 0, 1}},
+    {"hla_summary_combine", 6, {A_SA, A_LA, A_SB, A_LB, A_SR, A_LR}, {R_ST, R_IDX, R_ST, R_IDX, R_ST, R_LOUT}, {0, 0, 0, 0, 0, 1}},
+    {"hla_summary_to_state", 3, {A_SUM, A_ST, A_ROWS}, {R_ST, R_ST, R_IDX}, {0, 0, 1}},
+    {"hla_summary_serialize", 2, {A_SUM, A_LEN}, {R_ST_FREE, R_IDX}, {0, 0}},
+    {"hla_summary_deserialize", 2, {A_DSUM, A_DLEN}, {R_DEST, R_LOUT}, {0, 0}},
+};
+
+typedef struct {
+    hla_config c, cout, cout0;
+    int dt, sdt;
+    int64_t n, m;
+    hla_tensor t[A_COUNT], t0[A_COUNT];
+    void *mem[A_COUNT], *pristine[A_COUNT], *before[A_COUNT];
+    size_t bytes[A_COUNT];
+    unsigned char *sbytes, *ubytes, *obuf;
+    size_t nsbytes, nubytes, ocap, written;
+} fixture;
+
+static void fx_tensor(fixture *f, int a, int dt, int nd, int64_t s0, int64_t s1, int64_t s2, int64_t s3,
+                      const int64_t *ints)
+{
+    int64_t n = s0 * (nd > 1 ? s1 : 1) * (nd > 2 ? s2 : 1) * (nd > 3 ? s3 : 1), i;
+    f->mem[a] = talloc_fill(n, dt, 0);
+    f->bytes[a] = (size_t)(n + SLACK) * esize(dt);
+    for (i = 0; i < n; i++) setv(f->mem[a], dt, i, ints ? (double)ints[i] : 0.5 * normal());
+    f->t[a] = mk(f->mem[a], dt, nd, s0, s1, s2, s3);
+}
+
+/* hla2 with ridge (or op), H = 2, Hkv = 1, dk = 3, dv = 2; B = 1, T = 5 packed as 2 sequences
+ * {0, 2, 5}; a 4-row state with rows {3, 1}; summaries of 2 rows. */
+static void fx_init(fixture *f, int op, int dt)
+{
+    static const int64_t cu[3] = {0, 2, 5}, rows[2] = {3, 1}, src[2] = {0, 0}, lens[2] = {2, 3}, lb[2] = {1, 4};
+    const int sdt = state_dt(dt);
+    int a;
+    memset(f, 0, sizeof *f);
+    f->c = cfg_make(op, 1, 1, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, 2, 1, 3, 2, 2);
+    f->dt = dt, f->sdt = sdt;
+    f->n = n_state(&f->c), f->m = n_summary(&f->c);
+    fx_tensor(f, A_Q, dt, 4, 1, 5, 2, 3, NULL);
+    fx_tensor(f, A_K, dt, 4, 1, 5, 1, 3, NULL);
+    fx_tensor(f, A_V, dt, 4, 1, 5, 1, 2, NULL);
+    fx_tensor(f, A_O, dt, 4, 1, 5, 2, 2, NULL);
+    fx_tensor(f, A_CU, HLA_INT64, 1, 3, 0, 0, 0, cu);
+    fx_tensor(f, A_INI, sdt, 2, 4, f->n, 0, 0, NULL);
+    fx_tensor(f, A_FIN, sdt, 2, 4, f->n, 0, 0, NULL);
+    fx_tensor(f, A_ROWS, HLA_INT64, 1, 2, 0, 0, 0, rows);
+    fx_tensor(f, A_Q3, dt, 3, 2, 2, 3, 0, NULL);
+    fx_tensor(f, A_K3, dt, 3, 2, 1, 3, 0, NULL);
+    fx_tensor(f, A_V3, dt, 3, 2, 1, 2, 0, NULL);
+    fx_tensor(f, A_O3, dt, 3, 2, 2, 2, 0, NULL);
+    fx_tensor(f, A_ST, sdt, 2, 4, f->n, 0, 0, NULL);
+    fx_tensor(f, A_SRC, HLA_INT64, 1, 2, 0, 0, 0, src);
+    fx_tensor(f, A_DST, HLA_INT64, 1, 2, 0, 0, 0, rows);
+    fx_tensor(f, A_SUM, sdt, 2, 2, f->m, 0, 0, NULL);
+    fx_tensor(f, A_LEN, HLA_INT64, 1, 2, 0, 0, 0, lens);
+    fx_tensor(f, A_SA, sdt, 2, 2, f->m, 0, 0, NULL);
+    fx_tensor(f, A_LA, HLA_INT64, 1, 2, 0, 0, 0, lens);
+    fx_tensor(f, A_SB, sdt, 2, 2, f->m, 0, 0, NULL);
+    fx_tensor(f, A_LB, HLA_INT32, 1, 2, 0, 0, 0, lb);
+    fx_tensor(f, A_SR, sdt, 2, 2, f->m, 0, 0, NULL);
+    fx_tensor(f, A_LR, HLA_INT64, 1, 2, 0, 0, 0, lens);
+    fx_tensor(f, A_DSTATE, sdt, 2, 2, f->n, 0, 0, NULL);
+    fx_tensor(f, A_DSUM, sdt, 2, 2, f->m, 0, 0, NULL);
+    fx_tensor(f, A_DLEN, HLA_INT64, 1, 2, 0, 0, 0, lens);
+    /* real summaries for a and b (random rows need not be valid summaries) */
+    hla_summarize(&f->c, &f->t[A_Q], &f->t[A_K], &f->t[A_V], &f->t[A_CU], &f->t[A_SA], NULL);
+    hla_summarize(&f->c, &f->t[A_Q], &f->t[A_K], &f->t[A_V], &f->t[A_CU], &f->t[A_SB], NULL);
+    ((int32_t *)f->mem[A_LB])[0] = 2, ((int32_t *)f->mem[A_LB])[1] = 3;
+    /* serialized bytes of state rows {3, 1} and of the summaries a with lengths */
+    hla_state_serialize(&f->c, &f->t[A_ST], &f->t[A_ROWS], NULL, 0, &f->nsbytes);
+    f->sbytes = xmalloc(f->nsbytes);
+    OK(hla_state_serialize(&f->c, &f->t[A_ST], &f->t[A_ROWS], f->sbytes, f->nsbytes, &f->written), "fixture bytes");
+    hla_summary_serialize(&f->c, &f->t[A_SA], &f->t[A_LA], NULL, 0, &f->nubytes);
+    f->ubytes = xmalloc(f->nubytes);
+    OK(hla_summary_serialize(&f->c, &f->t[A_SA], &f->t[A_LA], f->ubytes, f->nubytes, &f->written), "fixture bytes");
+    f->ocap = 4 * (f->nsbytes + f->nubytes);
+    f->obuf = xmalloc(f->ocap);
+    memset(f->obuf, 0x3C, f->ocap);
+    hla_config_init(&f->cout, sizeof f->cout);
+    f->cout.dk = 99;
+    f->cout0 = f->cout;
+    for (a = 0; a < A_COUNT; a++) {
+        f->pristine[a] = xmalloc(f->bytes[a]);
+        f->before[a] = xmalloc(f->bytes[a]);
+        memcpy(f->pristine[a], f->mem[a], f->bytes[a]);
+        f->t0[a] = f->t[a];
+    }
+}
+
+static void fx_restore(fixture *f)
+{
+    int a;
+    for (a = 0; a < A_COUNT; a++) {
+        memcpy(f->mem[a], f->pristine[a], f->bytes[a]);
+        f->t[a] = f->t0[a];
+    }
+    memset(f->obuf, 0x3C, f->ocap);
+    f->cout = f->cout0;
+}
+
+/* Remember every argument buffer as it is now (a test may have changed values before the call). */
+static void fx_snapshot(fixture *f)
+{
+    int a;
+    for (a = 0; a < A_COUNT; a++) memcpy(f->before[a], f->mem[a], f->bytes[a]);
+}
+
+/* Name of the first argument buffer changed since fx_snapshot, or NULL if all are as they were. */
+static const char *fx_changed(const fixture *f)
+{
+    int a;
+    size_t i;
+    for (a = 0; a < A_COUNT; a++)
+        if (memcmp(f->mem[a], f->before[a], f->bytes[a]) != 0) return arg_names[a];
+    for (i = 0; i < f->ocap; i++)
+        if (f->obuf[i] != 0x3C) return "serialization buffer";
+    return NULL;
+}
+
+static void fx_free(fixture *f)
+{
+    int a;
+    for (a = 0; a < A_COUNT; a++) free(f->mem[a]), free(f->pristine[a]), free(f->before[a]);
+    free(f->sbytes), free(f->ubytes), free(f->obuf);
+}
+
+static hla_status fx_call(int e, fixture *f, const hla_config *cfg, hla_tensor *const *a)
+{
+    switch (e) {
+    case E_FORWARD: return hla_forward(cfg, HLA_PATH_CHUNKED, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+    case E_STEP: return hla_step(cfg, a[0], a[1], a[2], a[3], a[4], a[5]);
+    case E_REFERENCE: return hla_reference(cfg, a[0], a[1], a[2], a[3], a[4]);
+    case E_RESET: return hla_state_reset_rows(cfg, a[0], a[1]);
+    case E_COPY: return hla_state_copy_rows(cfg, a[0], a[1], a[2]);
+    case E_SSER: return hla_state_serialize(cfg, a[0], a[1], f->obuf, f->ocap, &f->written);
+    case E_SDES: return hla_state_deserialize(f->sbytes, f->nsbytes, &f->cout, a[0]);
+    case E_SUMMARIZE: return hla_summarize(cfg, a[0], a[1], a[2], a[3], a[4], a[5]);
+    case E_COMBINE: return hla_summary_combine(cfg, a[0], a[1], a[2], a[3], a[4], a[5]);
+    case E_TOSTATE: return hla_summary_to_state(cfg, a[0], a[1], a[2]);
+    case E_USER: return hla_summary_serialize(cfg, a[0], a[1], f->obuf, f->ocap, &f->written);
+    default: return hla_summary_deserialize(f->ubytes, f->nubytes, &f->cout, a[0], a[1]);
+    }
+}
+
+/* Argument pointers of entry e over the fixture's tensors. */
+static void fx_args(fixture *f, int e, hla_tensor **a)
+{
+    int i;
+    for (i = 0; i < 8; i++) a[i] = i < g_entries[e].nargs ? &f->t[g_entries[e].arg[i]] : NULL;
+}
+
+/* Run entry e (arguments a), expect want; on failure, nothing the caller owns may have changed. */
+static void fx_expect(fixture *f, int e, const hla_config *cfg, hla_tensor *const *a, hla_status want,
+                      const char *kw, const char *what)
+{
+    hla_status got;
+    const char *changed;
+    fx_snapshot(f);
+    got = fx_call(e, f, cfg, a);
+    expect_status(got, want, kw ? kw : g_entries[e].fn, __FILE__, __LINE__, "%s: %s", g_entries[e].fn, what);
+    if (want != HLA_OK && got != HLA_OK) {
+        changed = fx_changed(f);
+        CHECK(changed == NULL, "%s: %s failed (%s) but wrote into %s", g_entries[e].fn, what, sname(got),
+              changed ? changed : "");
+        CHECK(memcmp(&f->cout, &f->cout0, sizeof f->cout) == 0, "%s: %s failed but wrote *cfg", g_entries[e].fn, what);
+    }
+    fx_restore(f);
+}
+
+enum {
+    M_NULL, M_DATA_NULL, M_DTYPE_BAD, M_DTYPE_NEG, M_NDIM0, M_NDIM5, M_NDIM_OTHER, M_NEG_SHAPE, M_BIG_SHAPE,
+    M_BIG_STRIDE, M_MIN_STRIDE, M_EXTENT, M_SHAPE, M_HALF, M_OTHER, M_OVERLAP, M_ROWSTRIDE, M_ELEMSTRIDE,
+    M_NEG_ELEMSTRIDE, M_COUNT
+};
+static const char *mut_names[M_COUNT] = {"NULL tensor", "data NULL", "dtype 77", "dtype -3", "ndim 0", "ndim 5",
+                                         "ndim off by one", "shape[0] = -1", "shape[0] = INT64_MAX",
+                                         "strides[0] = INT64_MAX", "strides[0] = INT64_MIN",
+                                         "extent 2^30 * 2^40", "last size + 1", "a half type",
+                                         "the other precision", "output stride 0 (overlap)",
+                                         "row stride n - 1 (rows overlap)", "element stride 2",
+                                         "element stride -1"};
+
+/* Apply mutation mu to t; returns 0 if it does not apply to this role, else sets *want. */
+static int mutate(hla_tensor *t, int mu, int role, int opt, const fixture *f, hla_status *want, int *nullptr_)
+{
+    const int is_float = role == R_IN || role == R_OUT, is_rows2d = role == R_ST || role == R_ST_FREE || role == R_DEST;
+    const int is_int = role == R_IDX || role == R_IDX_COUNT || role == R_CU || role == R_LOUT;
+    *nullptr_ = 0;
+    switch (mu) {
+    case M_NULL:
+        if (opt) return 0;
+        *nullptr_ = 1;
+        *want = HLA_ERR_NULL_POINTER;
+        return 1;
+    case M_DATA_NULL:
+        if (role == R_DEST) return 0; /* describes instead */
+        t->data = NULL;
+        *want = HLA_ERR_NULL_POINTER;
+        return 1;
+    case M_DTYPE_BAD: t->dtype = 77, *want = HLA_ERR_DTYPE; return 1;
+    case M_DTYPE_NEG: t->dtype = -3, *want = HLA_ERR_DTYPE; return 1;
+    case M_NDIM0: t->ndim = 0, *want = HLA_ERR_INVALID_ARGUMENT; return 1;
+    case M_NDIM5: t->ndim = 5, *want = HLA_ERR_INVALID_ARGUMENT; return 1;
+    case M_NDIM_OTHER: t->ndim = t->ndim < 4 ? t->ndim + 1 : t->ndim - 1, *want = HLA_ERR_INVALID_ARGUMENT; return 1;
+    case M_NEG_SHAPE: t->shape[0] = -1, *want = HLA_ERR_INVALID_ARGUMENT; return 1;
+    case M_BIG_SHAPE: t->shape[0] = INT64_MAX, *want = HLA_ERR_OVERFLOW; return 1;
+    case M_BIG_STRIDE: t->strides[0] = INT64_MAX, *want = HLA_ERR_OVERFLOW; return 1;
+    case M_MIN_STRIDE: t->strides[0] = INT64_MIN, *want = HLA_ERR_OVERFLOW; return 1;
+    case M_EXTENT:
+        t->shape[t->ndim - 1] = INT64_C(1) << 40;
+        t->strides[t->ndim - 1] = INT64_C(1) << 30;
+        *want = HLA_ERR_OVERFLOW;
+        return 1;
+    case M_SHAPE:
+        t->shape[t->ndim - 1] += 1;
+        *want = role == R_CU ? HLA_ERR_INVALID_ARGUMENT : role == R_IDX_COUNT ? HLA_OK : HLA_ERR_MISMATCH;
+        return 1;
+    case M_HALF:
+        t->dtype = f->dt == HLA_BFLOAT16 ? HLA_FLOAT16 : HLA_BFLOAT16;
+        *want = HLA_ERR_DTYPE;
+        return 1;
+    case M_OTHER:
+        if (is_float) {
+            t->dtype = t->dtype == HLA_FLOAT64 ? HLA_FLOAT32 : HLA_FLOAT64;
+            *want = HLA_ERR_DTYPE;
+            return 1;
+        }
+        if (is_rows2d) {
+            if (role == R_ST_FREE) { /* float32 rows over float64 memory: a valid (if odd) call */
+                if (f->sdt != HLA_FLOAT64) return 0;
+                t->dtype = HLA_FLOAT32;
+                *want = HLA_OK;
+                return 1;
             }
-        next:
-            hla_state_destroy(s);
-            hla_state_destroy(s2);
-            hla_segment_destroy(g);
-            hla_segment_destroy(g2);
-            free(buf);
-            free(o1);
+            t->dtype = t->dtype == HLA_FLOAT64 ? HLA_FLOAT32 : HLA_FLOAT64;
+            *want = HLA_ERR_DTYPE;
+            return 1;
+        }
+        if (role == R_LOUT) {
+            t->dtype = HLA_INT32;
+            *want = HLA_ERR_DTYPE;
+            return 1;
+        }
+        if (is_int) {
+            t->dtype = HLA_FLOAT32;
+            *want = HLA_ERR_DTYPE;
+            return 1;
+        }
+        return 0;
+    case M_OVERLAP:
+        if (role == R_OUT) {
+            t->strides[t->ndim - 1] = 0;
+        } else if (role == R_LOUT) {
+            t->strides[0] = 0;
+        } else {
+            return 0;
+        }
+        *want = HLA_ERR_INVALID_ARGUMENT;
+        return 1;
+    case M_ROWSTRIDE:
+        if (!is_rows2d) return 0;
+        t->strides[0] = t->shape[1] - 1;
+        *want = HLA_ERR_INVALID_ARGUMENT;
+        return 1;
+    case M_ELEMSTRIDE:
+        if (!is_rows2d) return 0;
+        t->strides[1] = 2, t->shape[0] = 1;
+        *want = HLA_ERR_INVALID_ARGUMENT;
+        return 1;
+    case M_NEG_ELEMSTRIDE:
+        if (!is_rows2d) return 0;
+        t->strides[1] = -1;
+        t->data = eptr(t->data, t->dtype, t->shape[1] - 1);
+        *want = HLA_ERR_INVALID_ARGUMENT;
+        return 1;
+    }
+    return 0;
+}
+
+static void test_bad_tensors(void)
+{
+    int op, dti, e, i, mu;
+    static const int dts[2] = {HLA_FLOAT64, HLA_BFLOAT16};
+    for (op = 0; op < 3; op += 2)
+        for (dti = 0; dti < 2; dti++) {
+            fixture f;
+            fx_init(&f, op, dts[dti]);
+            for (e = 0; e < E_COUNT; e++) {
+                hla_tensor *a[8];
+                set_ctx("bad tensors %s %s %s", op_name(op), dt_name(dts[dti]), g_entries[e].fn);
+                fx_args(&f, e, a);
+                fx_expect(&f, e, &f.c, a, HLA_OK, NULL, "the fixture's own arguments");
+                /* every optional argument left out */
+                for (i = 0; i < g_entries[e].nargs; i++)
+                    if (g_entries[e].opt[i]) a[i] = NULL;
+                fx_expect(&f, e, &f.c, a, HLA_OK, NULL, "optional arguments NULL");
+                fx_args(&f, e, a);
+                for (i = 0; i < g_entries[e].nargs; i++)
+                    for (mu = 0; mu < M_COUNT; mu++) {
+                        const int ai = g_entries[e].arg[i];
+                        hla_status want = HLA_OK;
+                        int isnull = 0;
+                        char what[120];
+                        const char *kw = g_entries[e].fn;
+                        char named[64];
+                        if (!mutate(&f.t[ai], mu, g_entries[e].role[i], g_entries[e].opt[i], &f, &want, &isnull)) {
+                            f.t[ai] = f.t0[ai];
+                            continue;
+                        }
+                        /* failures found while reading the tensor itself name the argument */
+                        if (mu <= M_EXTENT && strlen(arg_names[ai]) > 1) {
+                            snprintf(named, sizeof named, "%s", arg_names[ai]);
+                            kw = named;
+                        }
+                        snprintf(what, sizeof what, "%s %s", arg_names[ai], mut_names[mu]);
+                        if (isnull) a[i] = NULL;
+                        fx_expect(&f, e, &f.c, a, want, kw, what);
+                        a[i] = &f.t[ai];
+                    }
+            }
+            fx_free(&f);
+        }
+}
+
+/* bad values of index tensors, sizes and other pointers */
+static void set_ints(fixture *f, int a, const int64_t *v, int64_t n)
+{
+    int64_t i;
+    f->t[a].shape[0] = n;
+    for (i = 0; i < n; i++)
+        if (f->t[a].dtype == HLA_INT64)
+            ((int64_t *)f->mem[a])[i] = v[i];
+        else
+            ((int32_t *)f->mem[a])[i] = (int32_t)v[i];
+}
+
+static void test_bad_values(void)
+{
+    fixture f;
+    hla_tensor *a[8];
+    int e;
+    int64_t r;
+    fx_init(&f, HLA_OP_HLA2, HLA_FLOAT64);
+    set_ctx("bad values");
+#define WITH(entry, code, want, kw, what)                                                                              \
+    do {                                                                                                               \
+        fx_args(&f, entry, a);                                                                                         \
+        code;                                                                                                          \
+        fx_expect(&f, entry, &f.c, a, want, kw, what);                                                                 \
+    } while (0)
+    /* path */
+    fx_args(&f, E_FORWARD, a);
+    fx_snapshot(&f);
+    EXPECT(hla_forward(&f.c, 3, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), HLA_ERR_INVALID_ARGUMENT, "path",
+           "path 3");
+    EXPECT(hla_forward(&f.c, -1, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), HLA_ERR_INVALID_ARGUMENT, "path",
+           "path -1");
+    CHECK(fx_changed(&f) == NULL, "a bad path wrote memory");
+    fx_restore(&f);
+    /* cu_seqlens */
+    {
+        static const int64_t c1[3] = {1, 2, 5}, c2[4] = {0, 2, 2, 5}, c3[3] = {0, 3, 2}, c4[3] = {0, 2, 4},
+                             c5[3] = {0, 2, 6}, c6[1] = {0}, c7[3] = {0, -1, 5}, c8[2] = {0, 5}, c9[3] = {0, 0, 5};
+        static const struct {
+            const int64_t *v;
+            int64_t n;
+            const char *what;
+        } cus[9] = {{c1, 3, "cu_seqlens not starting at 0"}, {c2, 4, "cu_seqlens not strictly increasing (2, 2)"},
+                    {c3, 3, "cu_seqlens decreasing"},        {c4, 3, "cu_seqlens ending before T"},
+                    {c5, 3, "cu_seqlens ending after T"},    {c6, 1, "cu_seqlens of one entry"},
+                    {c7, 3, "cu_seqlens with a negative offset"}, {c8, 2, "one sequence but 2 rows (mismatch)"},
+                    {c9, 3, "cu_seqlens with an empty first sequence"}};
+        int i;
+        for (i = 0; i < 9; i++) {
+            hla_status want = i == 7 ? HLA_ERR_MISMATCH : HLA_ERR_INVALID_ARGUMENT;
+            const char *kw = i == 7 ? NULL : "cu_seqlens";
+            WITH(E_FORWARD, set_ints(&f, A_CU, cus[i].v, cus[i].n), want, kw, cus[i].what);
+            if (i != 7) {
+                WITH(E_REFERENCE, set_ints(&f, A_CU, cus[i].v, cus[i].n), want, kw, cus[i].what);
+                WITH(E_SUMMARIZE, set_ints(&f, A_CU, cus[i].v, cus[i].n), want, kw, cus[i].what);
+            }
+        }
+        /* int32 offsets with B > 1 (a batch of 2 over broadcast inputs) */
+        for (e = 0; e < 3; e++) {
+            int entry = e == 0 ? E_FORWARD : e == 1 ? E_REFERENCE : E_SUMMARIZE;
+            void *o2 = talloc(2 * 5 * 2 * 2, HLA_FLOAT64);
+            hla_tensor to2 = mk(o2, HLA_FLOAT64, 4, 2, 5, 2, 2), s2 = f.t[A_SUM];
+            fx_args(&f, entry, a);
+            f.t[A_Q].shape[0] = f.t[A_K].shape[0] = f.t[A_V].shape[0] = 2;
+            f.t[A_Q].strides[0] = f.t[A_K].strides[0] = f.t[A_V].strides[0] = 0;
+            if (entry != E_SUMMARIZE) a[3] = &to2;
+            if (entry == E_FORWARD) a[5] = a[6] = a[7] = NULL;
+            if (entry == E_SUMMARIZE) a[4] = &s2;
+            fx_expect(&f, entry, &f.c, a, HLA_ERR_INVALID_ARGUMENT, "cu_seqlens", "cu_seqlens with B = 2");
+            /* without cu_seqlens the broadcast batch of 2 is fine */
+            fx_args(&f, entry, a);
+            f.t[A_Q].shape[0] = f.t[A_K].shape[0] = f.t[A_V].shape[0] = 2;
+            f.t[A_Q].strides[0] = f.t[A_K].strides[0] = f.t[A_V].strides[0] = 0;
+            if (entry != E_SUMMARIZE) a[3] = &to2;
+            if (entry == E_FORWARD) a[5] = a[6] = a[7] = NULL;
+            a[entry == E_SUMMARIZE ? 3 : 4] = NULL;
+            if (entry == E_SUMMARIZE) a[5] = NULL;
+            fx_expect(&f, entry, &f.c, a, HLA_OK, NULL, "zero batch stride, B = 2");
             free(o2);
-            problem_free(&p);
+        }
+    }
+    /* empty batch or sequence */
+    WITH(E_FORWARD, f.t[A_Q].shape[0] = 0; a[4] = a[5] = a[6] = a[7] = NULL, HLA_ERR_INVALID_ARGUMENT, NULL, "B = 0");
+    WITH(E_FORWARD, f.t[A_Q].shape[1] = 0; a[4] = a[5] = a[6] = a[7] = NULL, HLA_ERR_INVALID_ARGUMENT, NULL, "T = 0");
+    WITH(E_SUMMARIZE, f.t[A_Q].shape[1] = 0; a[3] = a[5] = NULL, HLA_ERR_INVALID_ARGUMENT, NULL, "summarize T = 0");
+    WITH(E_STEP, f.t[A_Q3].shape[0] = 0; a[5] = NULL, HLA_ERR_INVALID_ARGUMENT, NULL, "step R = 0");
+    /* shapes that disagree with the configuration */
+    WITH(E_FORWARD, f.t[A_K].shape[2] = 2, HLA_ERR_MISMATCH, NULL, "k with 2 kv heads (cfg 1)");
+    WITH(E_FORWARD, f.t[A_V].shape[1] = 4, HLA_ERR_MISMATCH, NULL, "v with T - 1 tokens");
+    WITH(E_STEP, f.t[A_K3].shape[0] = 1, HLA_ERR_MISMATCH, NULL, "k with 1 row, q with 2");
+    /* rows */
+    {
+        static const int64_t r1[2] = {4, 1}, r2[2] = {-1, 1}, r3[2] = {1, 1}, r4[2] = {INT64_MAX, 0},
+                             r5[2] = {INT64_MIN, 0};
+        static const struct {
+            const int64_t *v;
+            const char *what;
+        } rs[5] = {{r1, "row 4 of 4"}, {r2, "row -1"}, {r3, "repeated row"}, {r4, "row INT64_MAX"}, {r5, "row INT64_MIN"}};
+        int i;
+        static const int entries[5] = {E_FORWARD, E_STEP, E_RESET, E_SSER, E_TOSTATE};
+        for (i = 0; i < 5; i++)
+            for (e = 0; e < 5; e++) WITH(entries[e], set_ints(&f, A_ROWS, rs[i].v, 2), HLA_ERR_INVALID_ARGUMENT,
+                                         i == 2 ? "repeat" : "rows", rs[i].what);
+        /* int32 rows out of range */
+        {
+            int32_t bad[2 + SLACK] = {1, 9};
+            hla_tensor t32 = mk(bad, HLA_INT32, 1, 2, 0, 0, 0);
+            WITH(E_STEP, a[5] = &t32, HLA_ERR_INVALID_ARGUMENT, "rows", "int32 row 9 of 4");
+        }
+        WITH(E_FORWARD, a[5] = a[6] = NULL, HLA_ERR_INVALID_ARGUMENT, "rows", "rows without initial or final");
+        WITH(E_FORWARD, a[7] = NULL; f.t[A_INI].shape[0] = 1, HLA_ERR_MISMATCH, "initial", "initial of 1 row for 2 sequences");
+        WITH(E_STEP, a[5] = NULL; f.t[A_ST].shape[0] = 1, HLA_ERR_MISMATCH, "state", "state of 1 row for 2 steps");
+        WITH(E_TOSTATE, a[2] = NULL; f.t[A_ST].shape[0] = 1, HLA_ERR_MISMATCH, "state", "state of 1 row for 2 summaries");
+        r = 4;
+        WITH(E_COPY, set_ints(&f, A_SRC, &r, 1); f.t[A_DST].shape[0] = 1, HLA_ERR_INVALID_ARGUMENT, "src_rows",
+             "src row 4 of 4");
+        r = -2;
+        WITH(E_COPY, set_ints(&f, A_SRC, &r, 1); f.t[A_DST].shape[0] = 1, HLA_ERR_INVALID_ARGUMENT, "src_rows",
+             "src row -2");
+        WITH(E_COPY, set_ints(&f, A_DST, r3, 2), HLA_ERR_INVALID_ARGUMENT, "repeat", "repeated dst rows");
+        WITH(E_COPY, set_ints(&f, A_DST, r1, 2), HLA_ERR_INVALID_ARGUMENT, "rows", "dst row 4 of 4");
+        WITH(E_COPY, f.t[A_DST].shape[0] = 1, HLA_ERR_MISMATCH, NULL, "2 src rows, 1 dst row");
+    }
+    /* another configuration's state: n of hla3 where hla2 is configured */
+    {
+        hla_config c3 = f.c;
+        int64_t n3;
+        c3.op = HLA_OP_HLA3;
+        c3.ridge = 0;
+        n3 = n_state(&c3);
+        CHECK(n3 != f.n, "hla3 and hla2 states have the same size %lld", (long long)n3);
+        WITH(E_STEP, f.t[A_ST].shape[1] = n3; f.t[A_ST].shape[0] = 1; a[5] = NULL; f.t[A_Q3].shape[0] = 1;
+             f.t[A_K3].shape[0] = 1; f.t[A_V3].shape[0] = 1; f.t[A_O3].shape[0] = 1, HLA_ERR_MISMATCH, "state",
+             "a state of another configuration");
+    }
+    /* lengths */
+    {
+        static const int64_t l1[2] = {-1, 3}, l2[2] = {INT64_C(1) << 62, 1}, l3[2] = {(INT64_C(1) << 59) - 1, 1},
+                             l4[2] = {2, 3};
+        WITH(E_COMBINE, set_ints(&f, A_LA, l1, 2), HLA_ERR_INVALID_ARGUMENT, "a_lengths", "a negative length");
+        WITH(E_COMBINE, set_ints(&f, A_LA, l2, 2), HLA_ERR_INVALID_ARGUMENT, "a_lengths", "length 2^62");
+        WITH(E_COMBINE, set_ints(&f, A_LA, l3, 2); f.t[A_LB].dtype = HLA_INT64; set_ints(&f, A_LB, l3, 2),
+             HLA_ERR_OVERFLOW, NULL,
+             "lengths whose sum overflows");
+        WITH(E_COMBINE, set_ints(&f, A_LB, l1, 2), HLA_ERR_INVALID_ARGUMENT, "b_lengths", "a negative b length");
+        WITH(E_COMBINE, f.t[A_SB].shape[0] = 1, HLA_ERR_MISMATCH, NULL, "b of 1 row, a of 2");
+        WITH(E_COMBINE, f.t[A_SR].shape[0] = 1, HLA_ERR_MISMATCH, NULL, "result of 1 row, a of 2");
+        WITH(E_USER, set_ints(&f, A_LEN, l1, 2), HLA_ERR_INVALID_ARGUMENT, "lengths", "a negative length");
+        WITH(E_COMBINE, set_ints(&f, A_LA, l4, 2); set_ints(&f, A_LB, l4, 2), HLA_OK, NULL, "valid lengths");
+    }
+    /* pointers that are not tensors */
+    {
+        int64_t res = 0;
+        size_t w = 0;
+        hla_tensor d;
+        EXPECT(hla_state_elements(&f.c, NULL), HLA_ERR_NULL_POINTER, "result", "state_elements(result NULL)");
+        EXPECT(hla_summary_elements(&f.c, NULL), HLA_ERR_NULL_POINTER, "result", "summary_elements(result NULL)");
+        EXPECT(hla_state_elements(NULL, &res), HLA_ERR_NULL_POINTER, "cfg", "state_elements(cfg NULL)");
+        EXPECT(hla_config_validate(NULL), HLA_ERR_NULL_POINTER, "cfg", "validate(NULL)");
+        EXPECT(hla_state_serialize(&f.c, &f.t[A_ST], NULL, NULL, 1, &w), HLA_ERR_NULL_POINTER, "buffer",
+               "serialize(buffer NULL, capacity 1)");
+        EXPECT(hla_summary_serialize(&f.c, &f.t[A_SUM], &f.t[A_LEN], NULL, 0, NULL), HLA_ERR_NULL_POINTER, "written",
+               "summary_serialize(written NULL)");
+        memset(&d, 0, sizeof d);
+        EXPECT(hla_summary_deserialize(NULL, 10, &f.cout, &d, &f.t[A_DLEN]), HLA_ERR_NULL_POINTER, "buffer",
+               "summary_deserialize(buffer NULL)");
+        EXPECT(hla_summary_deserialize(f.ubytes, f.nubytes, NULL, &d, &f.t[A_DLEN]), HLA_ERR_NULL_POINTER, "cfg",
+               "summary_deserialize(cfg NULL)");
+        EXPECT(hla_state_deserialize(f.sbytes, 0, &f.cout, &d), HLA_ERR_CORRUPT, NULL, "state_deserialize(size 0)");
+        CHECK(d.ndim == 0, "a failing describe filled the tensor");
+        fx_restore(&f);
+    }
+    /* NULL cfg through every entry that takes one */
+    for (e = 0; e < E_COUNT; e++) {
+        if (e == E_SDES || e == E_UDES) continue;
+        set_ctx("cfg NULL %s", g_entries[e].fn);
+        fx_args(&f, e, a);
+        fx_expect(&f, e, NULL, a, HLA_ERR_NULL_POINTER, "cfg", "cfg NULL");
+    }
+#undef WITH
+    fx_free(&f);
+}
+
+/* configurations out of range, through hla_config_validate and every entry point that takes one */
+static int bad_config(int i, hla_config *c, const char **what, hla_status *want)
+{
+    *want = HLA_ERR_INVALID_ARGUMENT;
+    switch (i) {
+    case 0: c->op = 3, *what = "op 3"; break;
+    case 1: c->op = -1, *what = "op -1"; break;
+    case 2: c->masked = 2, *what = "masked 2"; break;
+    case 3: c->masked = -1, *what = "masked -1"; break;
+    case 4: c->normalize = 2, *what = "normalize 2"; break;
+    case 5: c->normalize = -1, *what = "normalize -1"; break;
+    case 6: c->heads = 0, *what = "heads 0"; break;
+    case 7: c->heads = -2, *what = "heads -2"; break;
+    case 8: c->heads = INT64_C(1) << 25, *what = "heads 2^25", *want = HLA_ERR_OVERFLOW; break;
+    case 9: c->kv_heads = -1, *what = "kv_heads -1"; break;
+    case 10: c->kv_heads = 3, *what = "kv_heads 3 not dividing heads 2"; break;
+    case 11: c->kv_heads = 4, *what = "kv_heads 4 > heads 2"; break;
+    case 12: c->kv_heads = INT64_C(1) << 25, *what = "kv_heads 2^25", *want = HLA_ERR_OVERFLOW; break;
+    case 13: c->dk = 0, *what = "dk 0"; break;
+    case 14: c->dk = -3, *what = "dk -3"; break;
+    case 15: c->dk = INT64_MAX, *what = "dk INT64_MAX", *want = HLA_ERR_OVERFLOW; break;
+    case 16: c->dv = 0, *what = "dv 0"; break;
+    case 17: c->dv = INT64_C(1) << 30, *what = "dv 2^30", *want = HLA_ERR_OVERFLOW; break;
+    case 18: c->scale = NAN, *what = "scale NaN"; break;
+    case 19: c->scale = INFINITY, *what = "scale +inf"; break;
+    case 20: c->scale = -INFINITY, *what = "scale -inf"; break;
+    case 21: c->decay = 0.0, *what = "decay 0"; break;
+    case 22: c->decay = -0.5, *what = "decay -0.5"; break;
+    case 23: c->decay = 1.0 + 1e-12, *what = "decay 1 + 1e-12"; break;
+    case 24: c->decay = NAN, *what = "decay NaN"; break;
+    case 25: c->decay = INFINITY, *what = "decay inf"; break;
+    case 26: c->ridge = -1e-9, *what = "ridge -1e-9"; break;
+    case 27: c->ridge = NAN, *what = "ridge NaN"; break;
+    case 28: c->ridge = INFINITY, *what = "ridge inf"; break;
+    case 29: c->op = HLA_OP_AHLA, *what = "ridge with ahla"; break;
+    case 30: c->op = HLA_OP_HLA3, *what = "ridge with hla3"; break;
+    case 31: c->eps = 0.0, *what = "eps 0"; break;
+    case 32: c->eps = -1.0, *what = "eps -1"; break;
+    case 33: c->eps = NAN, *what = "eps NaN"; break;
+    case 34: c->eps = INFINITY, *what = "eps inf"; break;
+    case 35: c->chunk_size = -1, *what = "chunk_size -1"; break;
+    case 36: c->chunk_size = INT64_MIN, *what = "chunk_size INT64_MIN"; break;
+    case 37: c->struct_size = 0, *what = "struct_size 0"; break;
+    case 38: c->struct_size = (uint32_t)sizeof *c - 4, *what = "struct_size - 4"; break;
+    case 39: c->struct_size = 1u << 20, *what = "struct_size 2^20"; break;
+    case 40:
+        c->heads = INT64_C(1) << 24, c->kv_heads = 0, c->dk = c->dv = INT64_C(1) << 24;
+        *what = "heads = dk = dv = 2^24 (state size overflows)", *want = HLA_ERR_OVERFLOW;
+        break;
+    default: return 0;
+    }
+    return 1;
+}
+
+static const char *bad_config_kw(int i)
+{
+    static const char *kw[41] = {"op", "op", "masked", "masked", "normalize", "normalize", "heads", "heads", "heads",
+                                 "kv_heads", "kv_heads", "kv_heads", "kv_heads", "dk", "dk", "dk", "dv", "dv",
+                                 "scale", "scale", "scale", "decay", "decay", "decay", "decay", "decay", "ridge",
+                                 "ridge", "ridge", "ridge", "ridge", "eps", "eps", "eps", "eps", "chunk_size",
+                                 "chunk_size", "struct_size", "struct_size", "struct_size", NULL};
+    return i < 41 ? kw[i] : NULL;
+}
+
+static void test_bad_configs(void)
+{
+    fixture f;
+    int i, e;
+    fx_init(&f, HLA_OP_HLA2, HLA_FLOAT32);
+    for (i = 0;; i++) {
+        hla_config c = f.c;
+        const char *what = "";
+        hla_status want;
+        int64_t res = -5;
+        if (!bad_config(i, &c, &what, &want)) break;
+        set_ctx("bad config: %s", what);
+        EXPECT(hla_config_validate(&c), want, bad_config_kw(i), "validate");
+        EXPECT(hla_state_elements(&c, &res), want, NULL, "state_elements");
+        EXPECT(hla_summary_elements(&c, &res), want, NULL, "summary_elements");
+        CHECK(res == -5, "a failing *_elements wrote its result (%lld)", (long long)res);
+        for (e = 0; e < E_COUNT; e++) {
+            hla_tensor *a[8];
+            if (e == E_SDES || e == E_UDES) continue;
+            fx_args(&f, e, a);
+            fx_expect(&f, e, &c, a, want, g_entries[e].fn, "bad configuration");
+        }
+    }
+    /* valid extremes */
+    {
+        hla_config c = f.c;
+        set_ctx("config extremes");
+        c.decay = 5e-324;
+        OK(hla_config_validate(&c), "decay = smallest subnormal");
+        c.decay = 1.0, c.eps = 1e-300, c.scale = -1e300, c.chunk_size = INT64_MAX;
+        OK(hla_config_validate(&c), "tiny eps, huge negative scale, chunk_size INT64_MAX");
+        c.heads = 6, c.kv_heads = 3;
+        OK(hla_config_validate(&c), "heads 6, kv_heads 3");
+        c.kv_heads = 6;
+        OK(hla_config_validate(&c), "kv_heads = heads");
+    }
+    fx_free(&f);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 8. causality with non-finite inputs: NaN/Inf at token t reaches only outputs >= t of its batch */
+
+static void test_causality(void)
+{
+    int op, dt, path, masked;
+    for (op = 0; op < 3; op++)
+        for (dt = 0; dt < 2; dt++)
+            for (masked = 1; masked >= 0; masked--) {
+            const int64_t B = 2, T = 19, H = 2, Hkv = 1, dk = 3, dv = 2, tn = 9;
+            hla_config c = cfg_make(op, masked, 1, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, H, Hkv, dk, dv, 4);
+            prob p;
+            void *out, *clean, *st;
+            int64_t i;
+            set_ctx("causality %s %s %s", op_name(op), dt_name(dt), masked ? "masked" : "unmasked");
+            prob_init(&p, &c, dt, B, T, 1, NULL, 0);
+            out = talloc(p.no, dt), clean = talloc(p.no, dt), st = talloc(B * p.n, p.sdt);
+            {
+                hla_tensor tq = pq(&p, 0, T), tk = pk(&p, 0, T), tv = pv(&p, 0, T), to = po(&p, clean, 0, T);
+                OK(hla_forward(&c, HLA_PATH_SERIAL, &tq, &tk, &tv, &to, NULL, NULL, NULL, NULL), "clean forward");
+            }
+            setv(p.k, dt, (0 * T + tn) * Hkv * dk + 1, NAN);     /* batch 0, token 9: NaN key */
+            setv(p.v, dt, (1 * T + tn + 3) * Hkv * dv, INFINITY); /* batch 1, token 12: Inf value */
+            setv(p.q, dt, (1 * T + tn + 3) * H * dk + 2, NAN);    /* and a NaN query */
+            for (path = 0; path < 4; path++) {
+                hla_tensor tq = pq(&p, 0, T), tk = pk(&p, 0, T), tv = pv(&p, 0, T), to = po(&p, out, 0, T),
+                           ts = mk(st, p.sdt, 2, B, p.n, 0, 0);
+                int bad = 0;
+                fill(out, dt, p.no, -1234.0);
+                if (path < 3) {
+                    OK(hla_forward(&c, path, &tq, &tk, &tv, &to, NULL, NULL, NULL, NULL), "forward %s",
+                       path_name(path));
+                } else {
+                    int64_t t;
+                    fill(st, p.sdt, B * p.n, 0.0);
+                    for (t = 0; t < T; t++) {
+                        hla_tensor q3 = stepv(p.q, dt, B, T, H, dk, t), k3 = stepv(p.k, dt, B, T, Hkv, dk, t),
+                                   v3 = stepv(p.v, dt, B, T, Hkv, dv, t), o3 = stepv(out, dt, B, T, H, dv, t);
+                        hla_step(&c, &q3, &k3, &v3, &o3, &ts, NULL);
+                    }
+                }
+                for (i = 0; i < p.no; i++) {
+                    const int64_t b = i / (T * H * dv), t = (i / (H * dv)) % T;
+                    const int64_t first = b == 0 ? tn : tn + 3;
+                    double x = getv(out, dt, i), y = getv(clean, dt, i);
+                    if (t < first && !(fabs(x - y) <= tol_of(dt) * (1 + fabs(y)))) bad++;
+                }
+                CHECK(bad == 0, "%s: %d outputs before the non-finite token changed", path < 3 ? path_name(path) : "step",
+                      bad);
+            }
+            free(out), free(clean), free(st);
+            prob_free(&p);
         }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* 7. threads: last_error is thread-local; distinct handles in distinct threads at once         */
+/* 9. threads: last_error is thread-local; calls on distinct memory run concurrently             */
 
 typedef struct {
     int op;
-    char first_msg[256];
-    char msg[256];
+    char first[256], msg[256];
     double err;
     hla_status st;
 } thread_arg;
@@ -1732,9 +2445,8 @@ static void *error_thread(void *vp)
     thread_arg *a = vp;
     hla_config c;
     const char *m = hla_last_error();
-    snprintf(a->first_msg, sizeof a->first_msg, "%s", m ? m : "(null)");
-    hla_config_init(&c);
-    c.normalize = 1;
+    snprintf(a->first, sizeof a->first, "%s", m ? m : "(null)");
+    hla_config_init(&c, sizeof c);
     c.eps = -1.0;
     a->st = hla_config_validate(&c);
     m = hla_last_error();
@@ -1742,64 +2454,67 @@ static void *error_thread(void *vp)
     return NULL;
 }
 
+typedef struct {
+    prob *p;
+    void *out, *st;
+    int path;
+    hla_status st_rc;
+} compute_arg;
+
 static void *compute_thread(void *vp)
 {
-    thread_arg *a = vp;
-    hla_config c = make_cfg(a->op, HLA_FLOAT64, 1, 0, 0.9, 0.0, 2, 4, 2, 5, 3);
-    problem p;
-    hla_state *s = NULL;
-    double *out;
+    compute_arg *a = vp;
     int rep;
-    problem_init(&p, &c, 64, 0);
-    out = xmalloc((size_t)p.no * sizeof(double));
-    a->err = 0;
-    a->st = hla_state_create(&c, &s);
-    for (rep = 0; rep < 3 && a->st == HLA_OK; rep++) {
-        double e;
-        a->st = hla_forward(&c, p.T, rep, p.q, NULL, p.k, NULL, p.v, NULL, out, NULL, NULL, s);
-        e = rel_err(out, HLA_FLOAT64, p.so, p.B, p.T, p.H, p.dv, p.ref, p.T, 0);
-        if (!(e <= a->err)) a->err = e;
+    a->st_rc = HLA_OK;
+    for (rep = 0; rep < 3 && a->st_rc == HLA_OK; rep++) {
+        hla_tensor tq = pq(a->p, 0, a->p->T), tk = pk(a->p, 0, a->p->T), tv = pv(a->p, 0, a->p->T),
+                   to = po(a->p, a->out, 0, a->p->T), ts = mk(a->st, a->p->sdt, 2, a->p->B, a->p->n, 0, 0);
+        a->st_rc = hla_forward(&a->p->c, (a->path + rep) % 3, &tq, &tk, &tv, &to, NULL, NULL, &ts, NULL);
     }
-    hla_state_destroy(s);
-    free(out);
-    problem_free(&p);
     return NULL;
 }
 
 static void test_threads(void)
 {
     pthread_t th[4];
-    thread_arg args[4];
+    thread_arg ea;
+    compute_arg ca[4];
+    prob ps[4];
     hla_config c;
-    int i;
+    int i, started[4];
     set_ctx("threads");
-    /* this thread fails on decay; another thread fails on eps; each sees its own message */
-    hla_config_init(&c);
+    hla_config_init(&c, sizeof c);
     c.decay = 2.0;
-    EXPECT(hla_config_validate(&c), HLA_ERR_INVALID_ARGUMENT, "decay", "validate(decay=2) in the main thread");
-    memset(args, 0, sizeof args);
-    if (pthread_create(&th[0], NULL, error_thread, &args[0]) == 0) {
+    EXPECT(hla_config_validate(&c), HLA_ERR_INVALID_ARGUMENT, "decay", "validate(decay 2) in the main thread");
+    memset(&ea, 0, sizeof ea);
+    if (pthread_create(&th[0], NULL, error_thread, &ea) == 0) {
         pthread_join(th[0], NULL);
-        CHECK(args[0].first_msg[0] == '\0', "a new thread's hla_last_error() is \"%s\", want \"\"", args[0].first_msg);
-        CHECK(args[0].st == HLA_ERR_INVALID_ARGUMENT && icontains_any(args[0].msg, "eps"),
-              "other thread: %s \"%s\"", status_name(args[0].st), args[0].msg);
+        CHECK(ea.first[0] == '\0', "a new thread's hla_last_error() is \"%s\", want \"\"", ea.first);
+        CHECK(ea.st == HLA_ERR_INVALID_ARGUMENT && icontains_any(ea.msg, "eps"), "other thread: %s \"%s\"",
+              sname(ea.st), ea.msg);
         CHECK(icontains_any(hla_last_error(), "decay") && !icontains_any(hla_last_error(), "eps"),
-              "main thread's last_error changed by another thread: \"%s\"", hla_last_error());
+              "the main thread's last_error changed by another thread: \"%s\"", hla_last_error());
     } else {
         CHECK(0, "pthread_create failed");
     }
-    /* concurrent compute on distinct handles */
-    for (i = 0; i < 4; i++) args[i].op = i % 3;
-    {
-        int started[4] = {0, 0, 0, 0};
-        for (i = 0; i < 4; i++) started[i] = pthread_create(&th[i], NULL, compute_thread, &args[i]) == 0;
-        for (i = 0; i < 4; i++)
-            if (started[i]) pthread_join(th[i], NULL);
-        for (i = 0; i < 4; i++) {
-            CHECK(started[i], "pthread_create failed");
-            CHECK(args[i].st == HLA_OK && args[i].err <= 1e-10, "concurrent thread %d (%s): %s, rel err %.3g", i,
-                  op_name(args[i].op), status_name(args[i].st), args[i].err);
-        }
+    for (i = 0; i < 4; i++) {
+        hla_config ci = cfg_make(i % 3, 1, 0, 0.9, 0.0, 4, 2, 5, 3, 8);
+        prob_init(&ps[i], &ci, i == 3 ? HLA_FLOAT32 : HLA_FLOAT64, 2, 40, 0, NULL, 0);
+        ca[i].p = &ps[i];
+        ca[i].out = talloc(ps[i].no, ps[i].dt);
+        ca[i].st = talloc(2 * ps[i].n, ps[i].sdt);
+        ca[i].path = i;
+    }
+    for (i = 0; i < 4; i++) started[i] = pthread_create(&th[i], NULL, compute_thread, &ca[i]) == 0;
+    for (i = 0; i < 4; i++)
+        if (started[i]) pthread_join(th[i], NULL);
+    for (i = 0; i < 4; i++) {
+        double e = err_out(&ps[i], ca[i].out, 0, ps[i].T);
+        CHECK(started[i], "pthread_create failed");
+        CHECK(ca[i].st_rc == HLA_OK && e <= tol_of(ps[i].dt), "concurrent thread %d (%s): %s, rel err %.3g", i,
+              op_name(i % 3), sname(ca[i].st_rc), e);
+        free(ca[i].out), free(ca[i].st);
+        prob_free(&ps[i]);
     }
 }
 
@@ -1811,26 +2526,32 @@ int main(void)
     const char *ver;
     setvbuf(stdout, NULL, _IOLBF, 0);
     ver = hla_version();
-    printf("libhla %s: C ABI test\n", ver ? ver : "(null)");
+    printf("libhla %s: C ABI test (header %d.%d.%d)\n", ver ? ver : "(null)", HLA_VERSION_MAJOR, HLA_VERSION_MINOR,
+           HLA_VERSION_PATCH);
 
 #define SECTION(fn)                                                                                                    \
     do {                                                                                                               \
         long f0 = g_fail, p0 = g_pass;                                                                                 \
         t1 = now_s();                                                                                                  \
         fn();                                                                                                          \
-        printf("  %-22s %5ld passed, %3ld failed  (%.2f s)\n", #fn, g_pass - p0, g_fail - f0, now_s() - t1);           \
+        printf("  %-20s %6ld passed, %4ld failed  (%.2f s)\n", #fn, g_pass - p0, g_fail - f0, now_s() - t1);          \
     } while (0)
 
     SECTION(test_basics); /* first: checks last_error before any failure */
-    SECTION(test_state_lifecycle);
-    SECTION(test_null_pointers);
+    SECTION(test_tensor_init);
+    SECTION(test_bad_tensors);
+    SECTION(test_bad_values);
     SECTION(test_bad_configs);
-    SECTION(test_overflow);
-    SECTION(test_mismatch);
     SECTION(test_serialization);
+    SECTION(test_copy_reset);
     SECTION(test_numerics);
+    SECTION(test_half);
     SECTION(test_chunk_sizes);
+    SECTION(test_long);
     SECTION(test_strided);
+    SECTION(test_packed);
+    SECTION(test_rows_step);
+    SECTION(test_causality);
     SECTION(test_threads);
     printf("total %.2f s\n", now_s() - t0);
     printf("%ld passed, %ld failed\n", g_pass, g_fail);
