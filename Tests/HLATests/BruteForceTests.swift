@@ -27,7 +27,7 @@ final class BruteForceTests: XCTestCase {
                     let s = Shape(B: 2, T: T, H: 4, Hkv: Hkv, dk: 5, dv: 3)
                     let p = Problem(s, seed: UInt64(1000 + T * 10 + Hkv))
                     let expect = BruteForce.run(p, o)
-                    let got = Typed<Double>(p).reference(makeConfig(s, o, dtype: F64))
+                    let got = Typed<Double>(p).reference(makeConfig(s, o))
                     let e = relErr(got, expect)
                     worst = max(worst, e); cases += 1
                     XCTAssertLessThanOrEqual(e, 1e-12, "\(o) \(s)")

@@ -23,22 +23,19 @@ final class ErrataTests: XCTestCase {
     func pow(_ g: Double, _ n: Int) -> Double { Foundation.pow(g, Double(n)) }
 
     /// The library on the same head: forward on every path, and a carry-in A·(B·C) made by
-    /// hla_summarize/hla_segment_combine/hla_state_from_segment followed by forward(D); worst error.
+    /// hla_summarize/hla_summary_combine/hla_summary_to_state followed by forward(D); worst error.
     func library(_ p: Problem, _ op: Int32, _ g: Double, cuts: [Int]) -> Double {
         let o = Options(op: op, masked: true, decay: g, chunk: 4, scale: 0.5)
-        let cfg = makeConfig(p.s, o, dtype: F64)
+        let cfg = makeConfig(p.s, o)
         let t = Typed<Double>(p), want = sums(p, op, g)
         var worst = 0.0
         for path in [0, 1, 2] as [Int32] { worst = max(worst, relErr(t.forward(cfg, path: path), want)) }
         let A = t.summarize(cfg, 0, cuts[0]), B = t.summarize(cfg, cuts[0], cuts[1]), C = t.summarize(cfg, cuts[1], cuts[2])
-        var BC: SegmentHandle? = nil, ABC: SegmentHandle? = nil, st: StateHandle? = nil
-        check(hla_segment_combine(B, C, &BC), "combine"); check(hla_segment_combine(A, BC, &ABC), "combine")
-        check(hla_state_from_segment(ABC, &st), "from_segment")
-        var out = [Double](repeating: 0, count: p.outCount)
-        check(t.forward(cfg, path: 0, cuts[2], p.s.T, into: &out, initial: st), "forward(D)")
-        worst = max(worst, relErr(out, want, p, tokens: cuts[2]..<p.s.T))
-        for x in [A, B, C, BC!, ABC!] { hla_segment_destroy(x) }
-        hla_state_destroy(st)
+        let ABC = combine(cfg, A, combine(cfg, B, C))
+        let st = stateFrom(cfg, ABC)
+        let out = t.outBuf()
+        check(t.forward(cfg, path: 0, cuts[2], p.s.T, into: out, initial: st), "forward(D)")
+        worst = max(worst, relErr(out.doubles, want, p, tokens: cuts[2]..<p.s.T))
         return worst
     }
 

@@ -95,30 +95,24 @@ final class HLA3IdentityTests: XCTestCase {
         XCTAssertLessThanOrEqual(worst(tree(0..<12), all), 1e-12)
     }
 
-    /// The library's segment payload is exactly (S, P, W, Q2, X, Z) of the definitions, and its size is
-    /// 3dk² + 3dk·dv elements per head (B = H = Hkv = 1).
+    /// The library's summary row is exactly (S, P, W, Q2, X, Z) of the definitions, and its size is
+    /// 3dk² + 3dk·dv elements per head (B = H = Hkv = 1); its state row is (S, P, W).
     func testLibrarySummaryMatchesDefinitions() {
         let (p, h) = setup(9, seed: 4)
-        let cfg = makeConfig(p.s, Options(op: opHLA3, masked: true, decay: g, scale: 0.5), dtype: F64)
+        let cfg = makeConfig(p.s, Options(op: opHLA3, masked: true, decay: g, scale: 0.5))
         let t = Typed<Double>(p)
         let seg = t.summarize(cfg, 0, 9)
         let mine: [Double] = summary(h, 0..<9).all.flatMap { $0.a }
-        let lib: [Double] = payload(serialize(seg), dtype: F64)
-        XCTAssertLessThanOrEqual(relErr(lib, mine), 1e-12)
-        var nbytes: Int64 = 0
-        check(hla_segment_nbytes(seg, &nbytes), "nbytes")
+        XCTAssertLessThanOrEqual(relErr(seg.row(0), mine), 1e-12)
         let dk = 4, dv = 3
-        let perHead: Int = 3 * dk * dk + 3 * dk * dv
-        XCTAssertEqual(nbytes, Int64(8 * perHead))
-        hla_segment_destroy(seg)
+        XCTAssertEqual(summaryElements(cfg), 3 * dk * dk + 3 * dk * dv)
+        XCTAssertEqual(stateElements(cfg), dk * dk + 2 * dk * dv)
+        XCTAssertLessThanOrEqual(relErr(stateFrom(cfg, seg).row(0), Array(mine[0..<(dk * dk + 2 * dk * dv)])), 1e-12)
         // and its combine equals the rule above on the library's own summaries
         let a = t.summarize(cfg, 0, 4), b = t.summarize(cfg, 4, 9)
-        var ab: SegmentHandle? = nil
-        check(hla_segment_combine(a, b, &ab), "combine")
+        let ab = HLATests.combine(cfg, a, b)
         let ruled: [Double] = combine(summary(h, 0..<4), summary(h, 4..<9)).all.flatMap { $0.a }
-        let libAB: [Double] = payload(serialize(ab!), dtype: F64)
-        XCTAssertLessThanOrEqual(relErr(libAB, ruled), 1e-12)
-        for x in [a, b, ab!] { hla_segment_destroy(x) }
+        XCTAssertLessThanOrEqual(relErr(ab.row(0), ruled), 1e-12)
     }
 
     /// The chunked form (docs/hla3.md §3): a chunk of n tokens from a carry (S0, P0, W0), with

@@ -23,10 +23,11 @@ final class PathParityTests: XCTestCase {
                     let s = Shape(B: 2, T: T, H: 4, Hkv: Hkv, dk: 5, dv: 3)
                     let p64 = Problem(s, seed: seed)
                     let p32 = p64.roundedToFloat()
-                    let ref64 = Typed<Double>(p64).reference(makeConfig(s, o, dtype: F64))
-                    let ref32 = Typed<Double>(p32).reference(makeConfig(s, o, dtype: F64))
+                    let cfg = makeConfig(s, o)
+                    let ref64 = Typed<Double>(p64).reference(cfg)
+                    let ref32 = Typed<Double>(p32).reference(cfg)
                     let t64 = Typed<Double>(p64), t32 = Typed<Float>(p32)
-                    let c64 = makeConfig(s, o, dtype: F64), c32 = makeConfig(s, o, dtype: F32)
+                    let c64 = cfg, c32 = cfg
                     var outs64: [[Double]] = (0..<3).map { t64.forward(c64, path: Int32($0)) }
                     outs64.append(t64.stepAll(c64))
                     var outs32: [[Double]] = (0..<3).map { t32.forward(c32, path: Int32($0)) }
@@ -57,8 +58,8 @@ final class PathParityTests: XCTestCase {
                         on.normalize = false
                         for (p, dtype) in [(p64, F64), (p32, F32)] {
                             let ones = CondBound.onesProblem(p)
-                            let want = Typed<Double>(ones).reference(makeConfig(ones.s, on, dtype: F64))
-                            let cfg = makeConfig(ones.s, on, dtype: dtype)
+                            let want = Typed<Double>(ones).reference(makeConfig(ones.s, on))
+                            let cfg = makeConfig(ones.s, on)
                             var outs: [[Double]]
                             if dtype == F64 {
                                 let t = Typed<Double>(ones)
@@ -89,7 +90,7 @@ final class PathParityTests: XCTestCase {
         for op in allOps {
             for o in optionGrid(op) {
                 let s = Shape(B: 2, T: 13, H: 4, Hkv: 2, dk: 5, dv: 3)
-                let r = Typed<Double>(Problem(s, seed: 5)).reference(makeConfig(s, o, dtype: F64))
+                let r = Typed<Double>(Problem(s, seed: 5)).reference(makeConfig(s, o))
                 XCTAssertGreaterThan(r.map(abs).max()!, 1e-3, "\(o)")
                 XCTAssertFalse(r.contains { !$0.isFinite })
             }
@@ -108,13 +109,14 @@ final class PathParityTests: XCTestCase {
 struct CondBound {
     let p: Problem
     let num: [Double], den: [Double], eps: Double
+    init(p: Problem, num: [Double], den: [Double], eps: Double) { self.p = p; self.num = num; self.den = den; self.eps = eps }
     init(_ p: Problem, _ o: Options) {
         self.p = p
         var on = o
         on.normalize = false
-        num = Typed<Double>(p).reference(makeConfig(p.s, on, dtype: F64))
+        num = Typed<Double>(p).reference(makeConfig(p.s, on))
         let ones = CondBound.onesProblem(p)
-        den = Typed<Double>(ones).reference(makeConfig(ones.s, on, dtype: F64))
+        den = Typed<Double>(ones).reference(makeConfig(ones.s, on))
         eps = o.eps
     }
     static func onesProblem(_ p: Problem) -> Problem {
