@@ -48,7 +48,7 @@ func lengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, count: Int) throws
 func checkLengthsOut(_ p: UnsafePointer<hla_tensor>?, _ name: String, count: Int) throws(HLAError) -> TensorView {
     let t = try TensorView(p, name, ndim: 1)
     guard t.dtype == .int64 else { throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name), expected int64") }
-    try t.expectShape([count], "one length per sequence")
+    try t.expectShape(Dims(count), "one length per sequence")
     try t.expectWritable()
     return t
 }

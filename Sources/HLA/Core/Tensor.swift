@@ -1,13 +1,30 @@
 import CHLA
 
+/// Up to four sizes or strides, held inline (no heap allocation on the per-call path).
+struct Dims: Equatable, CustomStringConvertible {
+    var v = SIMD4<Int>(repeating: 0)
+    var count = 0
+    init() {}
+    init(_ a: Int) { v[0] = a; count = 1 }
+    init(_ a: Int, _ b: Int) { v[0] = a; v[1] = b; count = 2 }
+    init(_ a: Int, _ b: Int, _ c: Int) { v[0] = a; v[1] = b; v[2] = c; count = 3 }
+    init(_ a: Int, _ b: Int, _ c: Int, _ d: Int) { v = SIMD4(a, b, c, d); count = 4 }
+    @inline(__always) subscript(_ i: Int) -> Int {
+        get { v[i] }
+        set { v[i] = newValue }
+    }
+    var total: Int { (0..<count).reduce(0) { $0 + v[$1] } }
+    var description: String { "[" + (0..<count).map { String(v[$0]) }.joined(separator: ", ") + "]" }
+}
+
 /// A caller's `hla_tensor` after validation: rank, element type, sizes ≥ 0, and an address extent that
 /// fits in 64 bits in either direction. Built only through `init`, so every offset the engine forms from
 /// in-range indices is representable.
 struct TensorView {
     let raw: UnsafeMutableRawPointer
     let dtype: DType
-    let shape: [Int]
-    let strides: [Int]
+    let shape: Dims
+    let strides: Dims
     let name: String
 
     init(_ p: UnsafePointer<hla_tensor>?, _ name: String, ndim: Int) throws(HLAError) {
@@ -18,8 +35,10 @@ struct TensorView {
         dtype = try DType.code(t.dtype, name)
         guard let data = t.data else { throw .null("\(name).data") }
         raw = data
-        let sh = [t.shape.0, t.shape.1, t.shape.2, t.shape.3], st = [t.strides.0, t.strides.1, t.strides.2, t.strides.3]
-        var shape = [Int](), strides = [Int]()
+        let sh = SIMD4<Int64>(t.shape.0, t.shape.1, t.shape.2, t.shape.3)
+        let st = SIMD4<Int64>(t.strides.0, t.strides.1, t.strides.2, t.strides.3)
+        var shape = Dims(), strides = Dims()
+        shape.count = ndim; strides.count = ndim
         var extent: UInt = 0
         for i in 0..<ndim {
             guard sh[i] >= 0 else { throw .invalid("\(name).shape[\(i)] = \(sh[i]) must be >= 0") }
@@ -30,16 +49,16 @@ struct TensorView {
             let (e, o2) = extent.addingReportingOverflow(m)
             guard !o, !o2, e <= UInt(Int.max / 16) else { throw .overflow("\(name): stride extent overflows") }
             extent = e
-            shape.append(Int(sh[i])); strides.append(Int(st[i]))
+            shape[i] = Int(sh[i]); strides[i] = Int(st[i])
         }
         _ = try checkedMul(Int(extent) + 1, dtype.size, "\(name) byte extent")
         self.shape = shape; self.strides = strides
     }
 
-    var count: Int { shape.reduce(1, *) }
+    var count: Int { (0..<shape.count).reduce(1) { $0 * shape[$1] } }
 
-    func expectShape(_ want: [Int], _ what: String) throws(HLAError) {
-        guard shape == want else { throw .mismatch("\(name).shape = \(shape), expected \(want) (\(what))") }
+    func expectShape(_ want: Dims, _ what: @autoclosure () -> String) throws(HLAError) {
+        guard shape == want else { throw .mismatch("\(name).shape = \(shape), expected \(want) (\(what()))") }
     }
     func expectFloat(_ t: DType) throws(HLAError) {
         guard dtype == t else {
@@ -51,10 +70,16 @@ struct TensorView {
     /// |stride| each step past the extent of the smaller ones). Required of every tensor the library writes.
     var isNonOverlapping: Bool {
         if count <= 1 { return true }
-        let dims = (0..<shape.count).filter { shape[$0] > 1 }.sorted { strides[$0].magnitude < strides[$1].magnitude }
+        var order = Dims(), m = 0          // dimensions of size > 1, insertion-sorted by |stride|
+        for d in 0..<shape.count where shape[d] > 1 {
+            var j = m
+            while j > 0 && strides[order[j - 1]].magnitude > strides[d].magnitude { order[j] = order[j - 1]; j -= 1 }
+            order[j] = d
+            m += 1
+        }
         var reach = 0
-        for d in dims {
-            let s = Int(strides[d].magnitude)
+        for i in 0..<m {
+            let d = order[i], s = Int(strides[d].magnitude)
             if s <= reach { return false }
             reach += s * (shape[d] - 1)
         }

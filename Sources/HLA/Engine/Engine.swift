@@ -30,7 +30,7 @@ enum Engine {
         let B = q.shape[0], T = rank == 4 ? q.shape[1] : 1
         guard B >= 1 else { throw .invalid("q.shape[0] = \(B): the batch must hold at least one sequence") }
         guard T >= 1 else { throw .invalid("q.shape[1] = T = \(T) must be >= 1") }
-        func dims(_ h: Int, _ d: Int) -> [Int] { rank == 4 ? [B, T, h, d] : [B, h, d] }
+        func dims(_ h: Int, _ d: Int) -> Dims { rank == 4 ? Dims(B, T, h, d) : Dims(B, h, d) }
         let layout = rank == 4 ? "[B, T, heads, features]" : "[rows, heads, features]"
         try q.expectShape(dims(c.heads, c.dk), "\(layout) with heads = cfg.heads, features = cfg.dk")
         let k = try TensorView(kp, "k", ndim: rank)

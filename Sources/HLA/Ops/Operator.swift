@@ -7,9 +7,9 @@
 /// normalizing), queries Q (group × n × dk, already scaled). Kernels write numerators (n × dvp per head).
 protocol Operator {
     /// Block sizes (elements) of the streaming state: per kv head, and per query head.
-    static func stateBlocks(_ c: Config) -> (kv: [Int], q: [Int])
+    static func stateBlocks(_ c: Config) -> (kv: Dims, q: Dims)
     /// Extra per-query-head blocks a segment summary carries after the state blocks.
-    static func summaryExtraBlocks(_ c: Config) -> [Int]
+    static func summaryExtraBlocks(_ c: Config) -> Dims
 
     /// Consume one token, first half: advance the kv-head blocks of the unit with k (dk), v (dvp).
     static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>)
@@ -51,14 +51,6 @@ extension Operator {
     }
 }
 
-func operatorType(_ k: OpKind) -> any Operator.Type {
-    switch k {
-    case .hla2: return HLA2.self
-    case .ahla: return AHLA.self
-    case .hla3: return HLA3.self
-    }
-}
-
 /// Pointers to one unit of a state or summary: the kv blocks, and the per-query-head blocks of the
 /// group's first head (the next head's start `qStride` elements later).
 struct Unit<T: HLAFloat> {
@@ -81,14 +73,21 @@ struct Layout: Equatable {
     var elements: Int { kvRegion + heads * qTotal }
 
     static func state(_ c: Config) -> Layout {
-        let b = operatorType(c.op).stateBlocks(c)
-        return Layout(kvTotal: b.kv.reduce(0, +), qTotal: b.q.reduce(0, +), heads: c.heads, kvHeads: c.kvHeads)
+        let b = blocks(c)
+        return Layout(kvTotal: b.kv.total, qTotal: b.q.total, heads: c.heads, kvHeads: c.kvHeads)
     }
     static func summary(_ c: Config) -> Layout {
-        let op = operatorType(c.op)
-        let b = op.stateBlocks(c)
-        return Layout(kvTotal: b.kv.reduce(0, +), qTotal: (b.q + op.summaryExtraBlocks(c)).reduce(0, +),
-                      heads: c.heads, kvHeads: c.kvHeads)
+        let b = blocks(c)
+        return Layout(kvTotal: b.kv.total, qTotal: b.q.total + b.extra.total, heads: c.heads, kvHeads: c.kvHeads)
+    }
+
+    /// The operator's block sizes, dispatched without existentials or heap allocation.
+    private static func blocks(_ c: Config) -> (kv: Dims, q: Dims, extra: Dims) {
+        switch c.op {
+        case .hla2: let b = HLA2.stateBlocks(c); return (b.kv, b.q, HLA2.summaryExtraBlocks(c))
+        case .ahla: let b = AHLA.stateBlocks(c); return (b.kv, b.q, AHLA.summaryExtraBlocks(c))
+        case .hla3: let b = HLA3.stateBlocks(c); return (b.kv, b.q, HLA3.summaryExtraBlocks(c))
+        }
     }
 
     /// Unit of kv head g in the row starting at `row`.

@@ -158,7 +158,7 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
 def _zeros_state(cfg, rows, like):
     import numpy as np
 
-    return np.zeros((rows, _hla.state_elements(cfg)), dtype=_arrays.state_dtype(like))
+    return _arrays.aligned_zeros((rows, _hla.state_elements(cfg)), _arrays.state_dtype(like))
 
 
 def reference(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
@@ -189,7 +189,7 @@ def summarize(q, k, v, cu_seqlens=None, *, op="hla2", masked=True, normalize=Fal
     cu = _arrays.index_array(cu_seqlens)
     seg_cfg = _state.canonical(cfg)._replace(chunk_size=0)
     rows = _sequences(q, cu)
-    summary = np.zeros((rows, _hla.summary_elements(seg_cfg)), dtype=_arrays.state_dtype(q))
+    summary = _arrays.aligned_zeros((rows, _hla.summary_elements(seg_cfg)), _arrays.state_dtype(q))
     length = np.zeros(rows, dtype=np.int64)
     _hla.summarize(cfg, q, k, v, cu, summary, length)
     return Segment._make(seg_cfg, summary, length)

@@ -163,7 +163,7 @@ class State(_Rows):
                                     ridge, eps))
         dt = _state_dtype(dtype)
         n = _hla.state_elements(cfg)
-        array = np.zeros((batch, n), dtype=dt)
+        array = _arrays.aligned_zeros((batch, n), dt)
         self._cfg, self._array, self._source = cfg, array, array
         self._lock = threading.Lock()
 
@@ -192,6 +192,14 @@ class State(_Rows):
         (one floating dtype; float64 needs a float64 state, the others float32). rows: None
         (sequence i is row i) or R distinct row indices to read and advance. Returns o_t [R, H, Dv]
         of q_t's kind and dtype."""
+        if type(q_t) is np.ndarray and type(k_t) is np.ndarray and type(v_t) is np.ndarray and rows is None:
+            # the decode loop's common case, kept short: numpy in, numpy out (the library validates)
+            dt = q_t.dtype
+            out = np.empty((q_t.shape[0] if q_t.ndim else 1, self._cfg.heads, self._cfg.dv),
+                           dtype=dt if dt in _arrays.NATIVE_FLOATS else _arrays.numpy_float_dtype(q_t))
+            with self._lock:
+                _hla.step(self._cfg, q_t, k_t, v_t, out, self._array, None)
+            return out
         q_t, k_t, v_t = (_arrays.prepare(x, n) for x, n in ((q_t, "q_t"), (k_t, "k_t"), (v_t, "v_t")))
         sq = _arrays.shape(q_t)
         out = _arrays.empty_like_kind(q_t, (sq[0] if sq else 1, self._cfg.heads, self._cfg.dv))
@@ -231,7 +239,7 @@ class State(_Rows):
     def copy(self):
         """A new State with a copy of the statistics (numpy memory)."""
         with self._lock:
-            array = self._array.copy()
+            array = _arrays.aligned_copy(self._array)
         return State._make(self._cfg, array)
 
     __copy__ = copy
@@ -295,7 +303,7 @@ class Segment(_Rows):
         return ", length=%s" % (self._length.tolist(),)
 
     def copy(self):
-        return Segment._make(self._cfg, self._array.copy(), self._length.copy())
+        return Segment._make(self._cfg, _arrays.aligned_copy(self._array), self._length.copy())
 
     __copy__ = copy
 
@@ -320,7 +328,7 @@ def combine(a, b):
     if not isinstance(b, Segment):
         raise TypeError("b must be a hla.Segment, got %s" % type(b).__name__)
     check_same(b._cfg, a._cfg, "b (compared with a)")
-    result = np.empty_like(a._array)
+    result = _arrays.aligned_zeros(a._array.shape, a._array.dtype)
     length = np.empty(a._length.shape, dtype=np.int64)
     _hla.summary_combine(a._cfg, a._array, a._length, b._array, b._length, result, length)
     return Segment._make(a._cfg, result, length)
@@ -334,6 +342,6 @@ def state_from_segment(segment):
 
 
 def segment_to_state_array(segment):
-    array = np.zeros((segment.rows, _hla.state_elements(segment._cfg)), dtype=segment.dtype)
+    array = _arrays.aligned_zeros((segment.rows, _hla.state_elements(segment._cfg)), segment.dtype)
     _hla.summary_to_state(segment._cfg, segment._array, array, None)
     return array

@@ -118,12 +118,22 @@ parse_int(PyObject *obj, const char *name, int none_ok, int64_t *out)
     return 0;
 }
 
+/* The last configuration converted, by identity: a State passes the same (immutable) tuple on every
+ * step, so a repeated call costs one pointer comparison. Touched only with the GIL held. */
+static PyObject *cached_obj = NULL;
+static hla_config cached_cfg;
+
 int
 hla_ext_config_from_py(PyObject *obj, hla_config *cfg)
 {
     PyObject *seq, **item;
     hla_status st;
     int rc = -1;
+
+    if (obj == cached_obj) {
+        *cfg = cached_cfg;
+        return 0;
+    }
 
     seq = PySequence_Fast(obj, "the configuration must be a sequence");
     if (seq == NULL) {
@@ -153,6 +163,11 @@ hla_ext_config_from_py(PyObject *obj, hla_config *cfg)
     if (parse_double(item[10], FIELD[10], &cfg->eps) < 0) goto done;
     if (parse_int(item[11], FIELD[11], 1, &cfg->chunk_size) < 0) goto done;
     rc = 0;
+    if (PyTuple_Check(obj)) {            /* immutable: safe to remember by identity */
+        Py_INCREF(obj);
+        Py_XSETREF(cached_obj, obj);
+        cached_cfg = *cfg;
+    }
 done:
     Py_DECREF(seq);
     return rc;

@@ -318,7 +318,7 @@ allocate_described(hla_tensor *t)
         return NULL;
     }
     for (i = 0; i < t->ndim; i++) dims[i] = (npy_intp)t->shape[i];
-    arr = PyArray_ZEROS(t->ndim, dims, typenum, 0);
+    arr = PyArray_EMPTY(t->ndim, dims, typenum, 0);   /* every element is written by the copy */
     if (arr == NULL) return NULL;
     t->data = PyArray_DATA((PyArrayObject *)arr);
     for (i = t->ndim - 1; i >= 0; i--) {

@@ -6,8 +6,8 @@
 /// State per kv head: P (dk × dvp). Per query head: E (dk × dvp) masked; R = Σ γ^{t-i} k_i q_iᵀ (dk × dk)
 /// unmasked. Summary extra (masked): R⁰ = Σ k_i q_iᵀ, *not* decayed (docs/spec.md §3.3).
 enum AHLA: Operator {
-    static func stateBlocks(_ c: Config) -> (kv: [Int], q: [Int]) {
-        (kv: [c.dk * c.dvp], q: [c.masked ? c.dk * c.dvp : c.dk * c.dk])
+    static func stateBlocks(_ c: Config) -> (kv: Dims, q: Dims) {
+        (kv: Dims(c.dk * c.dvp), q: Dims(c.masked ? c.dk * c.dvp : c.dk * c.dk))
     }
-    static func summaryExtraBlocks(_ c: Config) -> [Int] { c.masked ? [c.dk * c.dk] : [] }
+    static func summaryExtraBlocks(_ c: Config) -> Dims { c.masked ? Dims(c.dk * c.dk) : Dims() }
 }

@@ -6,13 +6,13 @@
 /// folded into one matrix (U_t = γ² U_{t-1} + S_t q_t v_tᵀ), and C = Σ γ^{t-j} q_j v_jᵀ when λ > 0.
 /// Per query head, unmasked: C. Summary extras (masked, λ = 0): C, needed by combine.
 enum HLA2: Operator {
-    static func stateBlocks(_ c: Config) -> (kv: [Int], q: [Int]) {
+    static func stateBlocks(_ c: Config) -> (kv: Dims, q: Dims) {
         let s = c.dk * c.dk, m = c.dk * c.dvp
-        if c.masked { return ([s], c.ridge != 0 ? [m, m] : [m]) }
-        return ([s], [m])
+        if c.masked { return (Dims(s), c.ridge != 0 ? Dims(m, m) : Dims(m)) }
+        return (Dims(s), Dims(m))
     }
-    static func summaryExtraBlocks(_ c: Config) -> [Int] {
-        c.masked && c.ridge == 0 ? [c.dk * c.dvp] : []
+    static func summaryExtraBlocks(_ c: Config) -> Dims {
+        c.masked && c.ridge == 0 ? Dims(c.dk * c.dvp) : Dims()
     }
     /// Offset of C in a query head's blocks (present in states when λ > 0 or unmasked, always in summaries).
     @inline(__always) static func cOffset(_ c: Config) -> Int { c.masked ? c.dk * c.dvp : 0 }

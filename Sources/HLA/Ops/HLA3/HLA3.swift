@@ -8,10 +8,10 @@
 /// Summary extras (masked), per query head: Q2 = Σ_u γ^{3(n-u)+2u} q_u q_uᵀ, X = Σ_u γ^{3(n-u)+u} q_u q_uᵀ P_u,
 /// Z = Σ_u γ^{3(n-u)+u} S_u q_u q_uᵀ (segment-local S_u, P_u).
 enum HLA3: Operator {
-    static func stateBlocks(_ c: Config) -> (kv: [Int], q: [Int]) {
-        (kv: [c.dk * c.dk, c.dk * c.dvp], q: [c.masked ? c.dk * c.dvp : c.dk * c.dk])
+    static func stateBlocks(_ c: Config) -> (kv: Dims, q: Dims) {
+        (kv: Dims(c.dk * c.dk, c.dk * c.dvp), q: Dims(c.masked ? c.dk * c.dvp : c.dk * c.dk))
     }
-    static func summaryExtraBlocks(_ c: Config) -> [Int] {
-        c.masked ? [c.dk * c.dk, c.dk * c.dvp, c.dk * c.dk] : []
+    static func summaryExtraBlocks(_ c: Config) -> Dims {
+        c.masked ? Dims(c.dk * c.dk, c.dk * c.dvp, c.dk * c.dk) : Dims()
     }
 }
