@@ -20,8 +20,9 @@ func workerCount(_ count: Int, parallel: Bool = true) -> Int {
     parallel ? max(1, min(hlaThreadCount, count)) : 1
 }
 
-/// Run body(index, worker) for index in 0..<count on `workerCount(count, parallel:)` workers. Static round-robin partition: worker w runs the indices ≡ w mod workers,
-/// so per-worker scratch needs no locking. `body` must only touch data owned by its index.
+/// Run body(index, worker) for index in 0..<count on `workerCount(count, parallel:)` workers. Each index runs
+/// exactly once, on one worker at a time, so per-worker scratch needs no locking; workers take the next
+/// index from a shared counter. `body` must only touch data owned by its index (and its worker's scratch).
 /// Uses the persistent pool when it is free; when another host thread holds it, runs the workers'
 /// shares on freshly created threads instead (same partition, same results).
 func parallelFor(_ count: Int, parallel: Bool = true, _ body: @escaping (Int, Int) -> Void) {
@@ -56,7 +57,16 @@ private final class PoolJob: @unchecked Sendable {
     init(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int) {
         self.body = body; self.workers = workers; self.count = count
     }
-    func runShare(_ w: Int) { var i = w; while i < count { body(i, w); i += workers } }
+    /// Indices are handed out one at a time from a shared counter, so workers stay busy when units differ
+    /// in cost (packed sequences of different lengths); which worker runs an index never changes a result.
+    private let next = Atomic<Int>(0)
+    func runShare(_ w: Int) {
+        while true {
+            let i = next.add(1, ordering: .relaxed).oldValue
+            if i >= count { return }
+            body(i, w)
+        }
+    }
 }
 
 private final class Share: @unchecked Sendable {
