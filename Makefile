@@ -58,6 +58,7 @@ install: lib
 demo: all
 	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) run
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/parity.py
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/torch_decode.py
 
 clean:
 	rm -rf .build build bindings/python/build bindings/python/hla/*.so

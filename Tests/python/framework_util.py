@@ -89,24 +89,6 @@ def element_kwargs(opts, heads, kv_heads, dk, dv):
 _CACHE = {}
 
 
-def elementwise_condition(q64, k64, v64, o, **opts):
-    """Condition estimate for evaluations that group the sums by features (the states of the
-    streaming and chunked paths: S q, P^T q, ... are sums over features and tokens in any order).
-    The first-order rounding bound of such an evaluation is u times the same sums with every input
-    replaced by its absolute value (all weights are >= 0), which can exceed bruteforce's bound (sums
-    of |dot products|) by a factor ~ (|x|.|y| / |x.y|)^order. Returns max(bound) / max|o|."""
-    aq, ak, av = (np.abs(x) for x in (q64, k64, v64))
-    sub = {key: opts[key] for key in ("op", "masked", "decay", "ridge", "scale")}
-    anum, aden, _, _ = bf.numerator_denominator(aq, ak, av, **dict(sub, scale=abs(sub["scale"])))
-    if opts.get("normalize"):
-        den, = bf.numerator_denominator(q64, k64, v64, **sub)[1:2]
-        bound = (anum + np.abs(o) * aden[..., None]) / np.abs(den + opts.get("eps", 1e-6))[..., None]
-    else:
-        bound = anum
-    m = np.max(np.abs(o))
-    return float(np.max(bound) / m) if m > 0 else np.inf
-
-
 def brute(q64, k64, v64, **opts):
     """(o, kappa): float64 brute force of SPEC section 2 on exactly these values (cached). kappa is
     the larger of bruteforce's condition estimate and elementwise_condition(); for unnormalized
@@ -118,7 +100,7 @@ def brute(q64, k64, v64, **opts):
         o, kappa = bf.evaluate(*arrs, with_condition=True, **opts)
         # measured: error <= 0.35 u * elementwise_condition on every path (normalized float32 cases,
         # 90 instances); /4 keeps a margin of ~6 under ROUNDING_FACTOR = 8
-        kappa = max(kappa, elementwise_condition(*arrs, o, **opts) / 4.0)
+        kappa = max(kappa, bf.elementwise_condition(*arrs, o, **opts) / 4.0)
         _CACHE[key] = (o, kappa)
     return _CACHE[key]
 

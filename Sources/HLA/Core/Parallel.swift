@@ -21,18 +21,19 @@ func workerCount(_ count: Int, parallel: Bool = true) -> Int {
 }
 
 /// Run body(index, worker) for index in 0..<count on `workerCount(count, parallel:)` workers. Each index runs
-/// exactly once, on one worker at a time, so per-worker scratch needs no locking; workers take the next
-/// index from a shared counter. `body` must only touch data owned by its index (and its worker's scratch).
+/// exactly once, on one worker, so per-worker scratch needs no locking. `balanced`: workers take the next
+/// index from a shared counter (units of unequal cost); else a fixed round-robin partition (cache
+/// locality across calls). `body` must only touch data owned by its index (and its worker's scratch).
 /// Uses the persistent pool when it is free; when another host thread holds it, runs the workers'
 /// shares on freshly created threads instead (same partition, same results).
-func parallelFor(_ count: Int, parallel: Bool = true, _ body: @escaping (Int, Int) -> Void) {
+func parallelFor(_ count: Int, parallel: Bool = true, balanced: Bool = false, _ body: @escaping (Int, Int) -> Void) {
     _ = blasSingleThreaded
     let workers = workerCount(count, parallel: parallel)
     if workers <= 1 {
         for i in 0..<count { body(i, 0) }
         return
     }
-    let job = PoolJob(body, workers: workers, count: count)
+    let job = PoolJob(body, workers: workers, count: count, balanced: balanced)
     if ThreadPool.shared.run(job) { return }
     var threads: [pthread_t] = []
     for w in 1..<workers {
@@ -54,13 +55,21 @@ func parallelFor(_ count: Int, parallel: Bool = true, _ body: @escaping (Int, In
 private final class PoolJob: @unchecked Sendable {
     let body: (Int, Int) -> Void
     let workers: Int, count: Int
-    init(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int) {
-        self.body = body; self.workers = workers; self.count = count
+    init(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int, balanced: Bool) {
+        self.body = body; self.workers = workers; self.count = count; self.balanced = balanced
     }
-    /// Indices are handed out one at a time from a shared counter, so workers stay busy when units differ
-    /// in cost (packed sequences of different lengths); which worker runs an index never changes a result.
+    /// Balanced: indices are handed out one at a time from a shared counter, so workers stay busy when
+    /// units differ in cost (packed sequences of different lengths). Otherwise worker w runs the indices
+    /// ≡ w mod workers, the same ones every call, so a unit's state stays in one core's cache across the
+    /// calls of a decoding loop. Which worker runs an index never changes a result.
     private let next = Atomic<Int>(0)
+    let balanced: Bool
     func runShare(_ w: Int) {
+        if !balanced {
+            var i = w
+            while i < count { body(i, w); i += workers }
+            return
+        }
         while true {
             let i = next.add(1, ordering: .relaxed).oldValue
             if i >= count { return }

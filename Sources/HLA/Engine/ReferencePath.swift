@@ -15,7 +15,7 @@ enum ReferencePath {
         defer { buf.free() }
         let outRow = try RawBuffer<T>.allocate(try checkedMul(c.dv, workers, "reference work"))
         defer { outRow.free() }
-        parallelFor(items) { i, w in
+        parallelFor(items, balanced: seqs.cu != nil) { i, w in
             let sq = i / c.heads, h = i % c.heads, g = h / c.group
             let b = seqs.batch(sq), bos = seqs.bos(sq), nT = seqs.length(sq)
             let base = buf.base + w * per
