@@ -11,7 +11,7 @@ export LIBHLA_LIBDIR := $(LIBDIR)
 # The version, from the single source of truth (HLA_VERSION_* in Sources/CHLA/include/hla_types.h).
 HLA_VERSION := $(shell awk '/define HLA_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v ? "." : "") $$3} END {print v}' Sources/CHLA/include/hla_types.h)
 
-.PHONY: all lib python header check-header test test-swift test-c test-python install demo bench clean deps
+.PHONY: all lib python header check-header test test-swift test-c test-examples test-python install demo bench clean deps
 
 all: lib python
 
@@ -35,13 +35,19 @@ python: lib
 	cd bindings/python && $(PYTHON) setup.py -q build_ext --inplace
 
 # pytest runs last, so its summary line closes the output.
-test: all check-header test-swift test-c test-python
+test: all check-header test-swift test-c test-examples test-python
 
 test-swift: $(DEPS_STAMP)
 	$(SWIFT) test -c debug
 
 test-c: lib
 	$(MAKE) -C Tests/c LIBDIR=$(LIBDIR)
+
+# The examples check their own parity (non-zero exit on disagreement), so they run as tests too.
+test-examples: all
+	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) run
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/parity.py --T 128
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/torch_decode.py
 
 test-python: python
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) -m pytest -q Tests/python

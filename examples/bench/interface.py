@@ -174,7 +174,8 @@ def baseline_section(R, a, fmt_t):
     env_of = lambda tree: dict(os.environ, PYTHONPATH=os.path.join(tree, "bindings", "python"))  # noqa: E731
     desc = subprocess.run(["git", "-C", base, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     runs = {"this": [], "base": []}
-    for _ in range(3):
+    rounds = 5
+    for _ in range(rounds):
         for key, tree in (("base", base), ("this", ROOT)):
             r = subprocess.run([sys.executable, probe, str(T), str(max(a.reps // 2, 3)), str(max(a.steps // 4, 50))],
                                env=env_of(tree), capture_output=True, text=True)
@@ -184,8 +185,9 @@ def baseline_section(R, a, fmt_t):
                 return []
             runs[key].append(json.loads(r.stdout))
     R.p("`examples/bench/pathprobe.py` (chunked, scan and serial forward at B=1, H=8, d=64, float32; "
-        "State.step at H=64) run three times alternately with this tree's `hla` package and with the one "
-        "built from %s (%s); each figure is the minimum over the three runs of the run's median." % (base, desc or "?"))
+        "State.step at H=64) run %d times alternately with this tree's `hla` package and with the one "
+        "built from %s (%s); each figure is the fastest call over all runs (the least disturbed one on a "
+        "shared machine)." % (rounds, base, desc or "?"))
     R.p()
     rows, worst = [], 0.0
     for name in runs["this"][0]:

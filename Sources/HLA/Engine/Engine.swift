@@ -11,6 +11,7 @@ enum Engine {
         let q: TensorView, k: TensorView, v: TensorView, out: TensorView?
         let seqs: Seqs
         let cu: Indices?          // keeps seqs.cu alive
+        let order: Indices?       // keeps seqs.order alive
         /// float64 for float64 inputs, float32 for float32, bfloat16 and float16.
         var compute: DType { q.dtype.stateType }
         func io<T: HLAFloat>(_: T.Type) -> IO<T> {
@@ -51,9 +52,13 @@ enum Engine {
             let cuv = try TensorView(cuSeqlens, "cu_seqlens", ndim: 1)
             guard B == 1 else { throw .invalid("cu_seqlens given with a batch of \(B): packed sequences need B = 1") }
             let cu = try Indices.cuSeqlens(cuv, tokens: T)
-            return Inputs(q: q, k: k, v: v, out: out, seqs: Seqs(count: cu.count - 1, tokens: T, cu: cu.pointer), cu: cu)
+            let n = cu.count - 1, p = cu.pointer
+            let order = try Indices((0..<n).sorted { (p[$0 + 1] - p[$0], $1) > (p[$1 + 1] - p[$1], $0) })
+            var seqs = Seqs(count: n, tokens: T, cu: p)
+            seqs.order = order.pointer
+            return Inputs(q: q, k: k, v: v, out: out, seqs: seqs, cu: cu, order: order)
         }
-        return Inputs(q: q, k: k, v: v, out: out, seqs: Seqs(count: B, tokens: T, cu: nil), cu: nil)
+        return Inputs(q: q, k: k, v: v, out: out, seqs: Seqs(count: B, tokens: T, cu: nil), cu: nil, order: nil)
     }
 
     /// Rows of states or summaries in caller memory: a 2-D [slots, n] tensor of the compute type whose rows

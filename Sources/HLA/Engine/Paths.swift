@@ -50,7 +50,7 @@ enum Paths {
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
         parallelFor(units, balanced: seqs.cu != nil) { i, w in
-            let sq = i / c.kvHeads, g = i % c.kvHeads, b = seqs.batch(sq)
+            let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             var t0 = seqs.bos(sq)
             let end = t0 + seqs.length(sq)
@@ -170,7 +170,7 @@ enum Paths {
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
         defer { buf.free() }
         parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
-            let sq = i / c.kvHeads, g = i % c.kvHeads, b = seqs.batch(sq)
+            let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             let K = buf.base + w * per, V = K + c.dk, Q = V + c.dvp, O = Q + c.group * c.dk, tmp = O + c.group * c.dvp
             let t0 = seqs.bos(sq)
@@ -247,7 +247,7 @@ enum Paths {
         let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
         defer { carries.free() }
         parallelFor(units, balanced: seqs.cu != nil) { i, w in
-            let sq = i / c.kvHeads, g = i % c.kvHeads, b = seqs.batch(sq)
+            let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let bos = seqs.bos(sq), nT = seqs.length(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             let mine = carries.base + w * perWorker
@@ -315,7 +315,7 @@ enum Paths {
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
         parallelFor(units, balanced: seqs.cu != nil) { i, w in
-            let sq = i / c.kvHeads, g = i % c.kvHeads, b = seqs.batch(sq)
+            let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let acc = layout.unit(dst.row(sq), g: g)
             var s0 = work.scratch(w)
             let tmp = unitView(s0.take(ue), c)

@@ -16,7 +16,7 @@ enum ReferencePath {
         let outRow = try RawBuffer<T>.allocate(try checkedMul(c.dv, workers, "reference work"))
         defer { outRow.free() }
         parallelFor(items, balanced: seqs.cu != nil) { i, w in
-            let sq = i / c.heads, h = i % c.heads, g = h / c.group
+            let sq = seqs.scheduled(i / c.heads), h = i % c.heads, g = h / c.group
             let b = seqs.batch(sq), bos = seqs.bos(sq), nT = seqs.length(sq)
             let base = buf.base + w * per
             let q = base, k = q + nT * dk, gram = k + nT * dk, gp = gram + nT * nT, row = gp + 3 * nT + 1

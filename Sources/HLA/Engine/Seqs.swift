@@ -5,6 +5,11 @@ struct Seqs {
     let count: Int
     let tokens: Int
     let cu: UnsafePointer<Int>?   // N + 1 offsets when packed
+    var order: UnsafePointer<Int>? = nil   // packed: sequences longest first (the schedule's order)
+
+    /// The sequence a parallel loop handles at position r: longest first when packed, so the last units
+    /// a worker picks up are the short ones and both cores finish together.
+    @inline(__always) func scheduled(_ r: Int) -> Int { order.map { $0[r] } ?? r }
 
     @inline(__always) func batch(_ i: Int) -> Int { cu == nil ? i : 0 }
     @inline(__always) func bos(_ i: Int) -> Int { cu.map { $0[i] } ?? 0 }
