@@ -185,4 +185,27 @@ final class SerializationTests: XCTestCase {
             XCTAssertEqual(tryLoad(bytes + bytes), HLA_ERR_CORRUPT, "\(kind) twice")
         }
     }
+
+    /// Accepted bytes are canonical: kv_heads = 0 (the config shorthand for "= heads") is refused even with a
+    /// valid checksum, and re-serializing what was read reproduces the bytes exactly. Non-finite statistics (a
+    /// state after a NaN input) are plain numbers and round-trip like any others.
+    func testCanonicalBytesAndNonFiniteStatistics() {
+        let cfg = makeConfig(s, Options(op: opHLA2, decay: 0.9, chunk: 3))
+        let st = newState(cfg, dtype: F32, slots: 2)
+        var row = [Double](repeating: 0.25, count: st.n)
+        row[0] = .nan; row[1] = .infinity; row[2] = -.infinity
+        st.setRow(0, row)
+        let bytes = serializeState(cfg, st)
+        let (r, c, got) = deserialize(bytes, summary: false)
+        check(r, "non-finite statistics are accepted")
+        XCTAssertEqual(got?.bytes, st.bytes, "non-finite statistics round-trip bit for bit")
+        if let got { XCTAssertEqual(serializeState(c, got), bytes, "re-serialized bytes equal the original") }
+        // kv_heads (i64 at byte 40: magic 8, version 4, header size 4, four i32, heads i64) set to 0, checksum fixed
+        var b = bytes
+        XCTAssertEqual(b[40..<48].reduce(0) { $0 | Int($1) }, 1, "kv_heads stored resolved")
+        for i in 40..<48 { b[i] = 0 }
+        let sum = b.withUnsafeBytes { Serial.checksum($0.baseAddress!, b.count - 8) }
+        for i in 0..<8 { b[b.count - 8 + i] = UInt8(truncatingIfNeeded: sum >> (8 * UInt64(i))) }
+        XCTAssertEqual(deserialize(b, summary: false).0, HLA_ERR_CORRUPT, "kv_heads = 0 with a valid checksum is refused")
+    }
 }

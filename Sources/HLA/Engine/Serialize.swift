@@ -9,6 +9,8 @@ import CHLA
 ///   scale, decay, ridge, eps (4 × f64) · rows i64 · elements per row i64 ·
 ///   summaries only: the length of each row's segment (rows × i64) ·
 ///   the rows' elements (rows × n, f32/f64) · checksum u64 of every preceding byte.
+/// Accepted bytes are canonical (re-serializing them reproduces them exactly). Statistics are plain numbers
+/// and are not inspected: non-finite values (a state after a NaN input) round-trip like any others.
 /// The checksum runs eight independent 64-bit lanes h ← (h ⊕ word) · P (P odd) and folds them the same way:
 /// each step is a bijection of h for a fixed word and of the word for a fixed h, so any single changed byte
 /// changes the checksum; eight lanes keep it at memory speed.
@@ -102,6 +104,9 @@ enum Serial {
         c.scale = Double(bitPattern: get(8)); c.decay = Double(bitPattern: get(8))
         c.ridge = Double(bitPattern: get(8)); c.eps = Double(bitPattern: get(8))
         let rows = Int64(bitPattern: get(8)), n = Int64(bitPattern: get(8))
+        // Accepted bytes are canonical: the writer stores kv_heads resolved (never the "0 means heads"
+        // shorthand of hla_config), so re-serializing them reproduces them byte for byte.
+        guard c.kv_heads != 0 else { throw .corrupt("serialized \(what): kv_heads = 0 (the writer stores it resolved)") }
         let cfg: Config
         do { cfg = try Config(c) } catch { throw .corrupt("serialized \(what): invalid configuration (\(error.message))") }
         guard dt == DType.float32.rawValue || dt == DType.float64.rawValue, let dtype = DType(rawValue: dt) else {
