@@ -5,5 +5,8 @@
 
 __attribute__((visibility("hidden"))) void hla_private_set_error(const char *message);
 __attribute__((visibility("hidden"))) const char *hla_private_get_error(void);
+/* The fork gate (fork_gate.c): held shared by the entry points while they run. */
+__attribute__((visibility("hidden"))) void hla_private_fork_enter(void);
+__attribute__((visibility("hidden"))) void hla_private_fork_leave(void);
 
 #endif

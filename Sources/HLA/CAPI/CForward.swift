@@ -13,7 +13,7 @@ import CHLA
                            _ output: UnsafePointer<hla_tensor>?, _ cu_seqlens: UnsafePointer<hla_tensor>?,
                            _ initial: UnsafePointer<hla_tensor>?, _ final_state: UnsafePointer<hla_tensor>?,
                            _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_forward") { () throws(HLAError) in
+    working("hla_forward") { () throws(HLAError) in
         let c = try config(cfg)
         guard let route = Path(rawValue: path) else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
         let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: output, needsOut: true, cuSeqlens: cu_seqlens)
@@ -38,7 +38,7 @@ import CHLA
                         _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
                         _ output: UnsafePointer<hla_tensor>?, _ state: UnsafePointer<hla_tensor>?,
                         _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_step") { () throws(HLAError) in
+    working("hla_step") { () throws(HLAError) in
         let c = try config(cfg)
         let x = try Engine.inputs(c, rank: 3, q: q, k: k, v: v, out: output, needsOut: true)
         let st = try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: x.compute,
@@ -53,7 +53,7 @@ import CHLA
 @c public func hla_reference(_ cfg: UnsafePointer<hla_config>?,
                              _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
                              _ output: UnsafePointer<hla_tensor>?, _ cu_seqlens: UnsafePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_reference") { () throws(HLAError) in
+    working("hla_reference") { () throws(HLAError) in
         let c = try config(cfg)
         let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: output, needsOut: true, cuSeqlens: cu_seqlens)
         try dispatch(c, x.compute, ReferenceJob(c: c, x: x))

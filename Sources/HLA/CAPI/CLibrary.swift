@@ -3,7 +3,9 @@ import CHLA
 /// Version of the loaded library, "MAJOR.MINOR.PATCH" (static storage, never freed). Compare with the
 /// HLA_VERSION_* macros of the header you compiled against: the MAJOR numbers must agree.
 @c public func hla_version() -> UnsafePointer<CChar> {
-    hlaVersionCString
+    hla_private_fork_enter()   // the first call builds the string (under swift_once's lock)
+    defer { hla_private_fork_leave() }
+    return hlaVersionCString
 }
 
 /// Constant name of a status code, e.g. "HLA_ERR_NULL_POINTER"; "HLA_ERR_UNKNOWN" for any other value.
@@ -35,7 +37,7 @@ import CHLA
 /// Pass size = sizeof(hla_config) as your compiler sees it; bytes past the fields this library knows
 /// are zeroed.
 @c public func hla_config_init(_ cfg: UnsafeMutablePointer<hla_config>?, _ size: UInt) -> hla_status {
-    guarded("hla_config_init") { () throws(HLAError) in
+    working("hla_config_init") { () throws(HLAError) in
         guard let cfg else { throw .null("cfg") }
         guard size >= UInt(Config.structSize), size <= 1 << 16 else {
             throw .invalid("size = \(size): an hla_config of this library has \(Config.structSize) bytes")
@@ -47,7 +49,7 @@ import CHLA
 
 /// Check every field of *cfg (ranges, finiteness, size products) without allocating anything.
 @c public func hla_config_validate(_ cfg: UnsafePointer<hla_config>?) -> hla_status {
-    guarded("hla_config_validate") { () throws(HLAError) in _ = try config(cfg) }
+    working("hla_config_validate") { () throws(HLAError) in _ = try config(cfg) }
 }
 
 /// Fill *t with data, dtype and a shape of ndim sizes, and strides (element strides; NULL means
@@ -55,7 +57,7 @@ import CHLA
 /// (a tensor to be described by hla_*_deserialize).
 @c public func hla_tensor_init(_ t: UnsafeMutablePointer<hla_tensor>?, _ data: UnsafeMutableRawPointer?, _ dtype: Int32,
                                _ ndim: Int32, _ shape: UnsafePointer<Int64>?, _ strides: UnsafePointer<Int64>?) -> hla_status {
-    guarded("hla_tensor_init") { () throws(HLAError) in
+    working("hla_tensor_init") { () throws(HLAError) in
         guard let t else { throw .null("t") }
         guard let shape else { throw .null("shape") }
         guard ndim >= 1 && ndim <= HLA_MAX_NDIM else { throw .invalid("ndim = \(ndim) must lie in 1...\(HLA_MAX_NDIM)") }
@@ -84,7 +86,7 @@ import CHLA
 /// Elements n of one sequence's state for *cfg (docs/state-layout.md): a state of N sequences is an
 /// [N, n] tensor, float32 (float64 for float64 inputs).
 @c public func hla_state_elements(_ cfg: UnsafePointer<hla_config>?, _ result: UnsafeMutablePointer<Int64>?) -> hla_status {
-    guarded("hla_state_elements") { () throws(HLAError) in
+    working("hla_state_elements") { () throws(HLAError) in
         let c = try config(cfg)
         guard let result else { throw .null("result") }
         result.pointee = Int64(Engine.elements(c, summary: false))
@@ -93,7 +95,7 @@ import CHLA
 
 /// Elements m of one segment's summary for *cfg: the state blocks plus the extra blocks combine needs.
 @c public func hla_summary_elements(_ cfg: UnsafePointer<hla_config>?, _ result: UnsafeMutablePointer<Int64>?) -> hla_status {
-    guarded("hla_summary_elements") { () throws(HLAError) in
+    working("hla_summary_elements") { () throws(HLAError) in
         let c = try config(cfg)
         guard let result else { throw .null("result") }
         result.pointee = Int64(Engine.elements(c, summary: true))

@@ -16,7 +16,7 @@ private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(
 /// [R] distinct row indices.
 @c public func hla_state_reset_rows(_ cfg: UnsafePointer<hla_config>?, _ state: UnsafePointer<hla_tensor>?,
                                     _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_state_reset_rows") { () throws(HLAError) in
+    working("hla_state_reset_rows") { () throws(HLAError) in
         let c = try config(cfg)
         let dt = try stateDType(state, "state")
         let count = try rows != nil ? TensorView(rows, "rows", ndim: 1).shape[0] : rowCount(state, "state")
@@ -31,7 +31,7 @@ private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(
 /// dst_rows distinct, src_rows may repeat and may overlap dst_rows.
 @c public func hla_state_copy_rows(_ cfg: UnsafePointer<hla_config>?, _ state: UnsafePointer<hla_tensor>?,
                                    _ src_rows: UnsafePointer<hla_tensor>?, _ dst_rows: UnsafePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_state_copy_rows") { () throws(HLAError) in
+    working("hla_state_copy_rows") { () throws(HLAError) in
         let c = try config(cfg)
         let dt = try stateDType(state, "state")
         let n = Engine.elements(c, summary: false)
@@ -57,7 +57,7 @@ private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(
 @c public func hla_state_serialize(_ cfg: UnsafePointer<hla_config>?, _ state: UnsafePointer<hla_tensor>?,
                                    _ rows: UnsafePointer<hla_tensor>?, _ buffer: UnsafeMutableRawPointer?,
                                    _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) -> hla_status {
-    guarded("hla_state_serialize") { () throws(HLAError) in
+    working("hla_state_serialize") { () throws(HLAError) in
         let c = try config(cfg)
         let dt = try stateDType(state, "state")
         let count = try rows != nil ? TensorView(rows, "rows", ndim: 1).shape[0] : rowCount(state, "state")
@@ -72,7 +72,7 @@ private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(
 /// (dtype, shape [R, n], contiguous strides) and returns; else copies them into rows 0..R-1 of *state.
 @c public func hla_state_deserialize(_ buffer: UnsafeRawPointer?, _ size: UInt, _ cfg: UnsafeMutablePointer<hla_config>?,
                                      _ state: UnsafeMutablePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_state_deserialize") { () throws(HLAError) in
+    working("hla_state_deserialize") { () throws(HLAError) in
         try deserializeRows(buffer, size, summary: false, cfg, state, destName: "state")
     }
 }

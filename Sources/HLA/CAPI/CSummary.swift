@@ -8,7 +8,7 @@ import CHLA
                              _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
                              _ cu_seqlens: UnsafePointer<hla_tensor>?, _ summary: UnsafePointer<hla_tensor>?,
                              _ lengths: UnsafePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_summarize") { () throws(HLAError) in
+    working("hla_summarize") { () throws(HLAError) in
         let c = try config(cfg)
         let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: nil, needsOut: false, cuSeqlens: cu_seqlens)
         let s = try Engine.block(summary, "summary", n: Engine.elements(c, summary: true), compute: x.compute, count: x.seqs.count)
@@ -27,7 +27,7 @@ import CHLA
                                    _ a: UnsafePointer<hla_tensor>?, _ a_lengths: UnsafePointer<hla_tensor>?,
                                    _ b: UnsafePointer<hla_tensor>?, _ b_lengths: UnsafePointer<hla_tensor>?,
                                    _ result: UnsafePointer<hla_tensor>?, _ result_lengths: UnsafePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_summary_combine") { () throws(HLAError) in
+    working("hla_summary_combine") { () throws(HLAError) in
         let c = try config(cfg)
         let m = Engine.elements(c, summary: true)
         let av = try TensorView(a, "a", ndim: 2)
@@ -52,7 +52,7 @@ import CHLA
 /// of a state tensor [slots, n] receive the state blocks of summary rows [N, m] (same dtype).
 @c public func hla_summary_to_state(_ cfg: UnsafePointer<hla_config>?, _ summary: UnsafePointer<hla_tensor>?,
                                     _ state: UnsafePointer<hla_tensor>?, _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_summary_to_state") { () throws(HLAError) in
+    working("hla_summary_to_state") { () throws(HLAError) in
         let c = try config(cfg)
         let sv = try TensorView(summary, "summary", ndim: 2)
         guard sv.dtype == .float32 || sv.dtype == .float64 else {
@@ -70,7 +70,7 @@ import CHLA
 @c public func hla_summary_serialize(_ cfg: UnsafePointer<hla_config>?, _ summary: UnsafePointer<hla_tensor>?,
                                      _ lengths: UnsafePointer<hla_tensor>?, _ buffer: UnsafeMutableRawPointer?,
                                      _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) -> hla_status {
-    guarded("hla_summary_serialize") { () throws(HLAError) in
+    working("hla_summary_serialize") { () throws(HLAError) in
         let c = try config(cfg)
         let sv = try TensorView(summary, "summary", ndim: 2)
         guard sv.dtype == .float32 || sv.dtype == .float64 else {
@@ -88,7 +88,7 @@ import CHLA
 @c public func hla_summary_deserialize(_ buffer: UnsafeRawPointer?, _ size: UInt, _ cfg: UnsafeMutablePointer<hla_config>?,
                                        _ summary: UnsafeMutablePointer<hla_tensor>?,
                                        _ lengths: UnsafeMutablePointer<hla_tensor>?) -> hla_status {
-    guarded("hla_summary_deserialize") { () throws(HLAError) in
+    working("hla_summary_deserialize") { () throws(HLAError) in
         guard let lengths else { throw .null("lengths") }
         try deserializeRows(buffer, size, summary: true, cfg, summary, destName: "summary", lengths: lengths)
     }

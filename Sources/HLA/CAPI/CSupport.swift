@@ -16,6 +16,17 @@ func guarded(_ function: StaticString, _ body: () throws(HLAError) -> Void) -> h
     }
 }
 
+/// `guarded` under a shared hold of the fork gate (Sources/CHLA/fork_gate.c): every entry point but
+/// hla_status_string and hla_last_error (which touch no shared state) runs its body this way, so a fork() in another thread waits for it and
+/// never copies the process while this call is inside libhla (its thread pool, OpenBLAS, the Swift
+/// runtime's locks). Entry points must not nest.
+@inline(__always)
+func working(_ function: StaticString, _ body: () throws(HLAError) -> Void) -> hla_status {
+    hla_private_fork_enter()
+    defer { hla_private_fork_leave() }
+    return guarded(function, body)
+}
+
 /// "MAJOR.MINOR.PATCH" from the header's version macros (the single source of truth).
 let hlaVersionString = "\(HLA_VERSION_MAJOR).\(HLA_VERSION_MINOR).\(HLA_VERSION_PATCH)"
 nonisolated(unsafe) let hlaVersionCString: UnsafePointer<CChar> = {

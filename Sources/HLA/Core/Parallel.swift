@@ -89,12 +89,17 @@ private final class Share: @unchecked Sendable {
 /// microseconds, so a hot worker picks it up at once and stays on its own core), then sleeps on a
 /// condition variable; the caller likewise polls briefly for the workers to finish, then sleeps. One job
 /// at a time; a caller that finds the pool busy (another host thread) falls back to its own threads.
-/// Re-created lazily in a forked child.
+/// Re-created lazily in a forked child (no job runs at a fork: libhla's fork gate, Sources/CHLA/fork_gate.c,
+/// makes fork() wait for the entry points in flight, so `busy` is free; `lock` may still be held by a
+/// parent worker that was going to sleep, hence the re-initialisation below).
 private final class ThreadPool: @unchecked Sendable {
     static let shared = ThreadPool()
     /// How long a thread polls before it sleeps: longer than the gap between the steps of a decoding
-    /// loop, short enough not to hold a core for long once the host stops calling.
-    static let spinNanoseconds: UInt64 = 200_000
+    /// loop, short enough not to hold a core for long once the host stops calling. Computed, not a
+    /// stored static: the workers read it outside any libhla call, and a lazy global's accessor may
+    /// take a lock (swift_once does on every access under ThreadSanitizer) that a fork would then
+    /// leave held in the child.
+    static var spinNanoseconds: UInt64 { 200_000 }
 
     @inline(__always) static func now() -> UInt64 {
         var t = timespec()
