@@ -11,7 +11,7 @@ export LIBHLA_LIBDIR := $(LIBDIR)
 # The version, from the single source of truth (HLA_VERSION_* in Sources/CHLA/include/hla_types.h).
 HLA_VERSION := $(shell awk '/define HLA_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v ? "." : "") $$3} END {print v}' Sources/CHLA/include/hla_types.h)
 
-.PHONY: all lib python header check-header test test-swift test-c test-examples test-python install demo bench clean deps
+.PHONY: all lib python header check-header test test-swift test-c test-examples test-python tsan install demo bench clean deps
 
 all: lib python
 
@@ -35,7 +35,7 @@ python: lib
 	cd bindings/python && $(PYTHON) setup.py -q build_ext --inplace
 
 # pytest runs last, so its summary line closes the output.
-test: all check-header test-swift test-c test-examples test-python
+test: all check-header test-swift test-c test-examples fuzz-ci tsan test-python
 
 test-swift: $(DEPS_STAMP)
 	$(SWIFT) test -c debug
@@ -52,6 +52,45 @@ test-examples: all
 test-python: python
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) -m pytest -q Tests/python
 
+# Fuzzing (Tests/fuzz/README.md): libFuzzer harnesses linked against an ASan + coverage build of the
+# library in .build-fuzz (FUZZ_CONFIG=debug: asserts and overflow checks on; release: the shipped code).
+# `make fuzz` fuzzes each harness FUZZ_SECONDS from the saved corpus (new inputs: Tests/fuzz/build/corpus);
+# `make fuzz-ci` builds, replays the saved corpus as a regression test and fuzzes briefly (about 90 s).
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 40
+FUZZ_CONFIG ?= debug
+FUZZ_SH = SWIFT=$(SWIFT) FUZZ_CONFIG=$(FUZZ_CONFIG) bash Tests/fuzz/fuzz.sh
+.PHONY: fuzz fuzz-ci
+
+fuzz: $(DEPS_STAMP)
+	$(FUZZ_SH) build
+	$(FUZZ_SH) run $(FUZZ_SECONDS) 2
+
+fuzz-ci: $(DEPS_STAMP)
+	@start=$$(date +%s); $(FUZZ_SH) build && $(FUZZ_SH) replay && $(FUZZ_SH) run $(FUZZ_CI_SECONDS) 2; rc=$$?; \
+	echo "fuzz-ci: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
+
+# ThreadSanitizer: the library built with -sanitize=thread in .build-tsan (release configuration: the
+# shipped, specialised code, whose stores TSan sees; in a debug build generic code writes through the
+# uninstrumented runtime), Tests/c/test_threads.c built with the toolchain's clang and run with 4 pool
+# threads; any race report fails it (halt_on_error). die_after_fork=0: the test's forked children start
+# the pool's threads, which TSan supports since it locks its own state around fork.
+TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v $(SWIFT))))
+TSAN_CC ?= $(TOOLCHAIN_BIN)clang
+TSAN_RT := $(TOOLCHAIN_BIN)../lib/swift/linux
+TSAN_LIBDIR := $(CURDIR)/.build-tsan/release
+TSAN_TEST := $(CURDIR)/.build-tsan/test_threads
+TSAN_FORK_CHILDREN ?= 100
+
+tsan: $(DEPS_STAMP)
+	@start=$$(date +%s); \
+	$(SWIFT) build -c release --product hla --scratch-path .build-tsan -Xswiftc -sanitize=thread -Xcc -fsanitize=thread \
+	&& $(TSAN_CC) -std=c99 -Wall -Wextra -pedantic -Werror -fsanitize=thread -O1 -g -Iinclude Tests/c/test_threads.c \
+	     -o $(TSAN_TEST) -L$(TSAN_LIBDIR) -lhla -Wl,-rpath,$(TSAN_LIBDIR) \
+	     -L$(TSAN_RT) -ldispatch -lBlocksRuntime -Wl,-rpath,$(TSAN_RT) -lm -pthread \
+	&& TSAN_OPTIONS=halt_on_error=1:die_after_fork=0 HLA_NUM_THREADS=4 $(TSAN_TEST) $(TSAN_FORK_CHILDREN); rc=$$?; \
+	echo "tsan: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
+
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libhla.so
@@ -67,7 +106,7 @@ demo: all
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/torch_decode.py
 
 clean:
-	rm -rf .build build bindings/python/build bindings/python/hla/*.so
+	rm -rf .build .build-tsan build bindings/python/build bindings/python/hla/*.so
 	$(MAKE) -C Tests/c clean
 	$(MAKE) -C examples/c clean
 
