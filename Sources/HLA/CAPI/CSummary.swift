@@ -30,20 +30,16 @@ import CHLA
     working("hla_summary_combine") { () throws(HLAError) in
         let c = try config(cfg)
         let m = Engine.elements(c, summary: true)
-        let av = try TensorView(a, "a", ndim: 2)
-        guard av.dtype == .float32 || av.dtype == .float64 else {
-            throw HLAError(status: HLA_ERR_DTYPE, message: "a.dtype = \(av.dtype.name): summaries are float32 or float64")
-        }
-        let N = av.shape[0]
-        let ab = try Engine.block(a, "a", n: m, compute: av.dtype, count: N)
-        let bb = try Engine.block(b, "b", n: m, compute: av.dtype, count: N)
+        let ab = try summaryRows(a, "a", n: m)
+        let N = ab.view.shape[0], dtype = ab.view.dtype
+        let bb = try Engine.block(b, "b", n: m, compute: dtype, count: N)
         guard bb.view.shape[0] == N else { throw .mismatch("a has \(N) rows, b has \(bb.view.shape[0])") }
-        let ob = try Engine.block(result, "result", n: m, compute: av.dtype, count: N)
+        let ob = try Engine.block(result, "result", n: m, compute: dtype, count: N)
         try ob.view.expectWritable()
         let la = try lengths(a_lengths, "a_lengths", count: N), lb = try lengths(b_lengths, "b_lengths", count: N)
         for i in 0..<N where la[i] > Int.max / 16 - lb[i] { throw .overflow("a_lengths[\(i)] + b_lengths[\(i)]") }
         if let result_lengths { try checkLengthsOut(result_lengths, "result_lengths", count: N) }
-        try dispatch(c, av.dtype, CombineJob(c: c, a: ab, b: bb, out: ob, nA: la, nB: lb))
+        try dispatch(c, dtype, CombineJob(c: c, a: ab, b: bb, out: ob, nA: la, nB: lb))
         if let result_lengths { try writeLengths(result_lengths, "result_lengths", (0..<N).map { la[$0] + lb[$0] }) }
     }
 }
@@ -54,13 +50,9 @@ import CHLA
                                     _ state: UnsafePointer<hla_tensor>?, _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
     working("hla_summary_to_state") { () throws(HLAError) in
         let c = try config(cfg)
-        let sv = try TensorView(summary, "summary", ndim: 2)
-        guard sv.dtype == .float32 || sv.dtype == .float64 else {
-            throw HLAError(status: HLA_ERR_DTYPE, message: "summary.dtype = \(sv.dtype.name): summaries are float32 or float64")
-        }
-        let N = sv.shape[0]
-        let s = try Engine.block(summary, "summary", n: Engine.elements(c, summary: true), compute: sv.dtype, count: N)
-        let st = try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: sv.dtype, count: N, rows: rows)
+        let s = try summaryRows(summary, "summary", n: Engine.elements(c, summary: true))
+        let N = s.view.shape[0]
+        let st = try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: s.view.dtype, count: N, rows: rows)
         try st.view.expectWritable()
         Engine.summaryToState(c, summary: s, state: st, count: N)
     }
@@ -72,12 +64,8 @@ import CHLA
                                      _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) -> hla_status {
     working("hla_summary_serialize") { () throws(HLAError) in
         let c = try config(cfg)
-        let sv = try TensorView(summary, "summary", ndim: 2)
-        guard sv.dtype == .float32 || sv.dtype == .float64 else {
-            throw HLAError(status: HLA_ERR_DTYPE, message: "summary.dtype = \(sv.dtype.name): summaries are float32 or float64")
-        }
-        let N = sv.shape[0]
-        let s = try Engine.block(summary, "summary", n: Engine.elements(c, summary: true), compute: sv.dtype, count: N)
+        let s = try summaryRows(summary, "summary", n: Engine.elements(c, summary: true))
+        let N = s.view.shape[0]
         let l = try HLA.lengths(lengths, "lengths", count: N)
         try serializeRows(c, summary: true, block: s, count: N, lengths: l, buffer, capacity, written)
     }
@@ -92,4 +80,13 @@ import CHLA
         guard let lengths else { throw .null("lengths") }
         try deserializeRows(buffer, size, summary: true, cfg, summary, destName: "summary", lengths: lengths)
     }
+}
+
+/// Every row of a summary tensor [N, m] whose element type the caller chose (float32 or float64).
+private func summaryRows(_ p: UnsafePointer<hla_tensor>?, _ name: String, n: Int) throws(HLAError) -> Engine.Block {
+    let t = try TensorView(p, name, ndim: 2)
+    guard t.dtype == .float32 || t.dtype == .float64 else {
+        throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name): summaries are float32 or float64")
+    }
+    return try Engine.block(p, name, n: n, compute: t.dtype, count: t.shape[0])
 }
