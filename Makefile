@@ -67,7 +67,7 @@ fuzz: $(DEPS_STAMP)
 	$(FUZZ_SH) run $(FUZZ_SECONDS) 2
 
 fuzz-ci: $(DEPS_STAMP)
-	@start=$$(date +%s); $(FUZZ_SH) build && $(FUZZ_SH) replay && $(FUZZ_SH) run $(FUZZ_CI_SECONDS) 2; rc=$$?; \
+	@start=$$(date +%s); $(FUZZ_SH) build && $(FUZZ_SH) replay && FUZZ_SEED=1 $(FUZZ_SH) run $(FUZZ_CI_SECONDS) 2; rc=$$?; \
 	echo "fuzz-ci: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 # ThreadSanitizer: the library built with -sanitize=thread in .build-tsan (release configuration: the

@@ -63,7 +63,9 @@ replay() {
 fuzz_one() {
     local h=$1 secs=$2
     mkdir -p "$OUT/corpus/$h" "$OUT/artifacts"
-    "$OUT/$h" $FUZZ_FLAGS -max_total_time="$secs" -artifact_prefix="$OUT/artifacts/$h-" \
+    # FUZZ_SEED (make fuzz-ci sets it) fixes libFuzzer's mutation sequence, so a CI run explores the same
+    # inputs every time (how far it gets still depends on the machine's speed).
+    "$OUT/$h" $FUZZ_FLAGS ${FUZZ_SEED:+-seed=$FUZZ_SEED} -max_total_time="$secs" -artifact_prefix="$OUT/artifacts/$h-" \
         "$OUT/corpus/$h" "$CORPUS/$h" > "$OUT/$h.fuzz.log" 2>&1
 }
 
