@@ -11,7 +11,8 @@
  * masked = 1 keeps the causal index order shown; masked = 0 keeps every tuple of indices <= t.
  * normalize = 1 divides by the same sum with v replaced by 1, plus eps. Every path (hla_step,
  * hla_forward chunked/serial/scan, hla_summarize + hla_summary_combine) agrees with hla_reference to
- * 1e-10 (double) / 1e-4 (float). Specification: docs/spec.md; state layouts: docs/state-layout.md;
+ * 1e-10 (float64) / 1e-4 (float32) / 1e-2 (bfloat16) / 2e-3 (float16), the last three against a float64
+ * evaluation of the same inputs. Specification: docs/spec.md; state layouts: docs/state-layout.md;
  * derivations: docs/hla3.md, docs/errata.md.
  *
  * Typical use: hla_config_init(&cfg, sizeof cfg) and set fields; hla_state_elements gives n, the numbers
