@@ -3,13 +3,11 @@ import Glibc
 #endif
 import CHLA
 
-/// The state tensor's dtype: float32 or float64 (the dtype the caller's inputs imply).
-private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(HLAError) -> DType {
-    let t = try TensorView(p, name, ndim: 2)
-    guard t.dtype == .float32 || t.dtype == .float64 else {
-        throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name): states are float32 or float64")
-    }
-    return t.dtype
+/// The rows of a state tensor [slots, n] a call names: `rows` (int64/int32 [R], distinct), or every row.
+private func namedRows(_ c: Config, _ state: UnsafePointer<hla_tensor>?, _ rows: UnsafePointer<hla_tensor>?) throws(HLAError) -> (Engine.Block, Int) {
+    let dt = try statisticsDType(state, "state", "states")
+    let count = try rows != nil ? TensorView(rows, "rows", ndim: 1).shape[0] : rowCount(state, "state")
+    return (try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: dt, count: count, rows: rows), count)
 }
 
 /// Zero rows of a state tensor [slots, n] (a fresh sequence): rows NULL = every row, else int64/int32
@@ -17,10 +15,7 @@ private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(
 @c public func hla_state_reset_rows(_ cfg: UnsafePointer<hla_config>?, _ state: UnsafePointer<hla_tensor>?,
                                     _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
     working("hla_state_reset_rows") { () throws(HLAError) in
-        let c = try config(cfg)
-        let dt = try stateDType(state, "state")
-        let count = try rows != nil ? TensorView(rows, "rows", ndim: 1).shape[0] : rowCount(state, "state")
-        let b = try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: dt, count: count, rows: rows)
+        let (b, count) = try namedRows(try config(cfg), state, rows)
         try b.view.expectWritable()
         for i in 0..<count { memset(b.row(i), 0, b.rowBytes) }
     }
@@ -33,7 +28,7 @@ private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(
                                    _ src_rows: UnsafePointer<hla_tensor>?, _ dst_rows: UnsafePointer<hla_tensor>?) -> hla_status {
     working("hla_state_copy_rows") { () throws(HLAError) in
         let c = try config(cfg)
-        let dt = try stateDType(state, "state")
+        let dt = try statisticsDType(state, "state", "states")
         let n = Engine.elements(c, summary: false)
         let src = try TensorView(src_rows, "src_rows", ndim: 1).integers()
         guard dst_rows != nil else { throw .null("dst_rows") }
@@ -59,9 +54,7 @@ private func stateDType(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(
                                    _ capacity: UInt, _ written: UnsafeMutablePointer<UInt>?) -> hla_status {
     working("hla_state_serialize") { () throws(HLAError) in
         let c = try config(cfg)
-        let dt = try stateDType(state, "state")
-        let count = try rows != nil ? TensorView(rows, "rows", ndim: 1).shape[0] : rowCount(state, "state")
-        let b = try Engine.block(state, "state", n: Engine.elements(c, summary: false), compute: dt, count: count, rows: rows)
+        let (b, count) = try namedRows(c, state, rows)
         try serializeRows(c, summary: false, block: b, count: count, lengths: [], buffer, capacity, written)
     }
 }

@@ -84,9 +84,6 @@ import CHLA
 
 /// Every row of a summary tensor [N, m] whose element type the caller chose (float32 or float64).
 private func summaryRows(_ p: UnsafePointer<hla_tensor>?, _ name: String, n: Int) throws(HLAError) -> Engine.Block {
-    let t = try TensorView(p, name, ndim: 2)
-    guard t.dtype == .float32 || t.dtype == .float64 else {
-        throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name): summaries are float32 or float64")
-    }
-    return try Engine.block(p, name, n: n, compute: t.dtype, count: t.shape[0])
+    let dtype = try statisticsDType(p, name, "summaries")
+    return try Engine.block(p, name, n: n, compute: dtype, count: try rowCount(p, name))
 }

@@ -71,13 +71,29 @@ func writeLengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, _ values: [In
     for (i, v) in values.enumerated() { q[i * t.strides[0]] = Int64(v) }
 }
 
-/// Write a configuration into a caller's struct that hla_config_init sized.
-func writeConfig(_ c: hla_config, to p: UnsafeMutablePointer<hla_config>?) throws(HLAError) {
+/// The struct size of a caller's hla_config that the library is about to write (hla_config_init sized it).
+func writableConfigSize(_ p: UnsafeMutablePointer<hla_config>?) throws(HLAError) -> Int {
     guard let p else { throw .null("cfg") }
     let size = Int(p.pointee.struct_size)
     guard size >= Config.structSize, size <= 1 << 16 else {
         throw .invalid("cfg.struct_size = \(size): initialise cfg with hla_config_init(&cfg, sizeof cfg) first")
     }
+    return size
+}
+
+/// The element type of a tensor of state or summary rows: float32 or float64, as the caller chose.
+func statisticsDType(_ p: UnsafePointer<hla_tensor>?, _ name: String, _ what: String) throws(HLAError) -> DType {
+    let t = try TensorView(p, name, ndim: 2)
+    guard t.dtype == .float32 || t.dtype == .float64 else {
+        throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name): \(what) are float32 or float64")
+    }
+    return t.dtype
+}
+
+/// Write a configuration into a caller's struct that hla_config_init sized.
+func writeConfig(_ c: hla_config, to p: UnsafeMutablePointer<hla_config>?) throws(HLAError) {
+    let size = try writableConfigSize(p)
+    guard let p else { throw .null("cfg") }
     let raw = UnsafeMutableRawPointer(p)
     memset(raw + Config.structSize, 0, size - Config.structSize)
     var v = c
@@ -108,10 +124,7 @@ func deserializeRows(_ buffer: UnsafeRawPointer?, _ size: UInt, summary: Bool, _
     guard let dest else { throw .null(destName) }
     guard size <= UInt(Int.max / 2) else { throw .corrupt("size = \(size) is not the size of any serialized object") }
     let parsed = try Serial.read(buffer, Int(size), summary: summary)
-    guard let cfg else { throw .null("cfg") }
-    guard Int(cfg.pointee.struct_size) >= Config.structSize, cfg.pointee.struct_size <= 1 << 16 else {
-        throw .invalid("cfg.struct_size = \(cfg.pointee.struct_size): initialise cfg with hla_config_init(&cfg, sizeof cfg) first")
-    }
+    _ = try writableConfigSize(cfg)    // checked before anything is written
     if dest.pointee.data == nil {
         try writeConfig(parsed.cfg, to: cfg)
         var t = hla_tensor()
