@@ -8,13 +8,10 @@ let package = Package(
         .library(name: "hla", type: .dynamic, targets: ["HLA"]),
     ],
     targets: [
-        // OpenBLAS through its CBLAS header, found by pkg-config (Debian: libopenblas-dev).
-        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
-                       providers: [.apt(["libopenblas-dev"])]),
         // The C types of the ABI (config struct, status and option enums, handles).
         .target(name: "CHLA", path: "Sources/CHLA"),
-        // The engine and its C entry points.
-        .target(name: "HLA", dependencies: ["CBLAS", "CHLA"], path: "Sources/HLA",
+        // The engine and its C entry points (its dense products are its own: Sources/HLA/Core/Gemm.swift).
+        .target(name: "HLA", dependencies: ["CHLA"], path: "Sources/HLA",
                 swiftSettings: [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]),
         .testTarget(name: "HLATests", dependencies: ["HLA"], path: "Tests/HLATests"),
     ]

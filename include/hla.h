@@ -32,12 +32,12 @@
  *    hla_state_serialize adds a header, the configuration and a checksum for storage.
  *  - Calls on distinct memory may run on distinct threads at once. The library parallelises each call
  *    over sequences x kv heads on a small pool of threads that spin briefly between calls
- *    (HLA_NUM_THREADS caps them) and sets OpenBLAS to one thread.
+ *    (HLA_NUM_THREADS caps them). Its dense products are its own: no BLAS, no foreign threads or locks.
  *  - fork() at any moment: a child can use libhla at once, whatever the parent's other threads were
  *    doing in it. pthread_atfork handlers (registered on the first call) make fork() wait until no
  *    thread is inside a libhla call (any function but hla_status_string and hla_last_error) and
- *    hold new calls back until fork() returns, so the child inherits no lock held by libhla, its
- *    thread pool or the OpenBLAS calls libhla makes, and no half-written output; the pool restarts
+ *    hold new calls back until fork() returns, so the child inherits no lock held by libhla or its
+ *    thread pool, and no half-written output; the pool restarts
  *    in the child. A fork thus waits for the calls in flight (at most the longest of them).
  *    Still the host's responsibility: BLAS calls its own threads make outside libhla, other
  *    libraries' locks, not forking from a signal handler that interrupted a libhla call, and not

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CBLAS
 import Synchronization
 
 /// Worker threads available to the engine: HLA_NUM_THREADS if set (>= 1), else the online cores.
@@ -11,9 +10,6 @@ let hlaThreadCount: Int = {
     return n >= 1 ? min(Int(n), 256) : 1
 }()
 
-/// OpenBLAS runs single-threaded inside libhla: the engine parallelises over batch × heads itself and
-/// its products are small, so BLAS threads would only oversubscribe the cores.
-let blasSingleThreaded: Void = { openblas_set_num_threads(1) }()
 
 /// Number of workers `parallelFor(count, ...)` uses (so callers can size per-worker scratch).
 func workerCount(_ count: Int, parallel: Bool = true) -> Int {
@@ -27,7 +23,6 @@ func workerCount(_ count: Int, parallel: Bool = true) -> Int {
 /// Uses the persistent pool when it is free; when another host thread holds it, runs the workers'
 /// shares on freshly created threads instead (same partition, same results).
 func parallelFor(_ count: Int, parallel: Bool = true, balanced: Bool = false, _ body: @escaping (Int, Int) -> Void) {
-    _ = blasSingleThreaded
     let workers = workerCount(count, parallel: parallel)
     if workers <= 1 {
         for i in 0..<count { body(i, 0) }

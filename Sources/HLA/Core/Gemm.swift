@@ -1,0 +1,146 @@
+/// The engine's dense products: row-major C[m×n] = α·op(A)·op(B) + β·C on register tiles.
+///
+/// libhla owns this kernel rather than calling a BLAS: its products are small (chunk × d, d × d) and
+/// L1/L2-resident, where a BLAS spends a large share of its time packing; and a BLAS brings its own
+/// threads, buffers and locks into the host (an allocation failure inside OpenBLAS retries forever, and
+/// its buffer lock can be held across a host's fork). This kernel allocates nothing on the heap, takes
+/// no lock and runs on the calling thread.
+///
+/// Tiles are 6 rows × one `Panel` (16 float32 or 8 float64 columns: two AVX registers), so the 6 × 2
+/// accumulators, the panel and a broadcast fill the 16 vector registers. op(B) is read in place when it
+/// is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or the last partial panel) a block
+/// of `Gemm.kc` rows is packed, zero-padded, into 8 KiB of stack. Semantics are BLAS's: β = 0 never reads
+/// C; α = 0 or k = 0 gives β·C without reading A or B. Each C element is a fixed-order sum over k (in
+/// blocks of `kc` where op(B) is packed), so a call's results depend only on its arguments, never on
+/// the thread or on other calls.
+enum Gemm {
+    /// Rows of a register tile.
+    static let mr = 6
+    /// Rows of op(B) packed per block (8 KiB of stack): the engine's products have k ≤ 128 at d ≤ 128 and
+    /// the default chunk sizes, so one block holds all of k.
+    static let kc = 128
+
+    @inline(__always)
+    static func gemm<T: HLAFloat>(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
+                                  _ alpha: T, _ a: UnsafePointer<T>, _ lda: Int,
+                                  _ b: UnsafePointer<T>, _ ldb: Int,
+                                  _ beta: T, _ c: UnsafeMutablePointer<T>, _ ldc: Int) {
+        if m <= 0 || n <= 0 { return }
+        if k <= 0 || alpha == 0 { scale(m, n, beta, c, ldc); return }
+        let nr = T.Panel.scalarCount
+        // A(i, p) = a[i·ars + p·acs]; B(p, j) = b[p·brs + j·bcs].
+        let ars = transA ? 1 : lda, acs = transA ? lda : 1
+        let brs = transB ? 1 : ldb, bcs = transB ? ldb : 1
+        let kcMax = kc
+        var panel = InlineArray<128, T.Panel>(repeating: T.Panel())
+        withUnsafeMutablePointer(to: &panel) { panelPointer in
+            let packed = UnsafeMutableRawPointer(panelPointer).assumingMemoryBound(to: T.self)
+            var j0 = 0
+            while j0 < n {
+                let w = min(nr, n - j0)
+                if !transB && w == nr {
+                    // op(B) rows are contiguous panels of B itself: no packing, the whole k in registers.
+                    var i0 = 0
+                    while i0 < m {
+                        tile(k, a + i0 * ars, ars, acs, min(mr, m - i0), b + j0, ldb,
+                             c + i0 * ldc + j0, ldc, w, alpha, beta)
+                        i0 += mr
+                    }
+                } else {
+                    var p0 = 0
+                    while p0 < k {
+                        let kb = min(kcMax, k - p0)
+                        pack(kb, w, b + p0 * brs + j0 * bcs, brs, bcs, packed)
+                        let betaBlock = p0 == 0 ? beta : 1
+                        var i0 = 0
+                        while i0 < m {
+                            tile(kb, a + i0 * ars + p0 * acs, ars, acs, min(mr, m - i0), packed, nr,
+                                 c + i0 * ldc + j0, ldc, w, alpha, betaBlock)
+                            i0 += mr
+                        }
+                        p0 += kb
+                    }
+                }
+                j0 += nr
+            }
+        }
+    }
+
+    /// C ← β·C (β = 0 writes zeros without reading C).
+    static func scale<T: HLAFloat>(_ m: Int, _ n: Int, _ beta: T, _ c: UnsafeMutablePointer<T>, _ ldc: Int) {
+        if beta == 1 { return }
+        for i in 0..<m {
+            let row = c + i * ldc
+            if beta == 0 { for j in 0..<n { row[j] = 0 } } else { for j in 0..<n { row[j] *= beta } }
+        }
+    }
+
+    /// Copy kb × w elements of op(B) into a kb × nr row-major panel, zero-padding columns w..<nr.
+    @inline(__always)
+    static func pack<T: HLAFloat>(_ kb: Int, _ w: Int, _ b: UnsafePointer<T>, _ brs: Int, _ bcs: Int,
+                                  _ dst: UnsafeMutablePointer<T>) {
+        let nr = T.Panel.scalarCount
+        if bcs == 1 {
+            for p in 0..<kb {
+                let src = b + p * brs, d = dst + p * nr
+                for j in 0..<w { d[j] = src[j] }
+                for j in w..<nr { d[j] = 0 }
+            }
+        } else {
+            // Transposed source: walk it row by row (contiguous in p), scatter into the panel's columns.
+            if w < nr { for p in 0..<kb { for j in w..<nr { dst[p * nr + j] = 0 } } }
+            for j in 0..<w {
+                let src = b + j * bcs
+                for p in 0..<kb { dst[p * nr + j] = src[p * brs] }
+            }
+        }
+    }
+
+    /// One register tile: C[rows × w] = α · A[rows × kb] · P[kb × nr] + β · C, where P's row p is at
+    /// bp + p·bs. Rows past `rows` repeat the last valid row of A and are not stored.
+    @inline(__always)
+    static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
+                                  _ bp: UnsafePointer<T>, _ bs: Int,
+                                  _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T) {
+        typealias V = T.Panel
+        let a0 = a
+        let a1 = a + min(1, rows - 1) * ars
+        let a2 = a + min(2, rows - 1) * ars
+        let a3 = a + min(3, rows - 1) * ars
+        let a4 = a + min(4, rows - 1) * ars
+        let a5 = a + min(5, rows - 1) * ars
+        var x0 = V(), x1 = V(), x2 = V(), x3 = V(), x4 = V(), x5 = V()
+        var o = 0, q = 0
+        for _ in 0..<kb {
+            let bv = UnsafeRawPointer(bp + q).loadUnaligned(as: V.self)
+            x0.addProduct(a0[o], bv)
+            x1.addProduct(a1[o], bv)
+            x2.addProduct(a2[o], bv)
+            x3.addProduct(a3[o], bv)
+            x4.addProduct(a4[o], bv)
+            x5.addProduct(a5[o], bv)
+            o += acs
+            q += bs
+        }
+        store(x0, c, w, alpha, beta)
+        if rows > 1 { store(x1, c + ldc, w, alpha, beta) }
+        if rows > 2 { store(x2, c + 2 * ldc, w, alpha, beta) }
+        if rows > 3 { store(x3, c + 3 * ldc, w, alpha, beta) }
+        if rows > 4 { store(x4, c + 4 * ldc, w, alpha, beta) }
+        if rows > 5 { store(x5, c + 5 * ldc, w, alpha, beta) }
+    }
+
+    /// c[0..<w] = α·x + β·c (β = 0: c is not read).
+    @inline(__always)
+    static func store<T: HLAFloat>(_ x: T.Panel, _ c: UnsafeMutablePointer<T>, _ w: Int, _ alpha: T, _ beta: T) {
+        if w == T.Panel.scalarCount {
+            var y = alpha == 1 ? x : x * alpha
+            if beta != 0 { y.addProduct(beta, UnsafeRawPointer(c).loadUnaligned(as: T.Panel.self)) }
+            UnsafeMutableRawPointer(c).storeBytes(of: y, as: T.Panel.self)
+        } else if beta == 0 {
+            for j in 0..<w { c[j] = alpha * x[j] }
+        } else {
+            for j in 0..<w { c[j] = alpha * x[j] + beta * c[j] }
+        }
+    }
+}

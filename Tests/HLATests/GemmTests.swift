@@ -1,0 +1,120 @@
+// The engine's own dense products (Sources/HLA/Core/Gemm.swift) against a float64 triple loop: every
+// transpose combination, odd and panel-sized shapes, leading dimensions wider than the matrices,
+// α and β, and BLAS's rules for β = 0 (C is not read: NaN there stays out), α = 0 and k = 0.
+import XCTest
+@testable import HLA
+
+final class GemmTests: XCTestCase {
+    /// C = α op(A) op(B) + β C in float64 from the same inputs; returns (max error, max |C|).
+    func check<T: HLAFloat>(_: T.Type, _ ta: Bool, _ tb: Bool, _ m: Int, _ n: Int, _ k: Int,
+                            alpha: Double, beta: Double, pad: Int, seed: UInt64,
+                            nanInC: Bool = false) -> (Double, Double) {
+        var rng = SplitMix64(seed: seed)
+        let lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad
+        let ar = ta ? k : m, br = tb ? n : k
+        let a = (0..<(ar * lda)).map { _ in T(rng.normal()) }
+        let b = (0..<(br * ldb)).map { _ in T(rng.normal()) }
+        var c = (0..<(m * ldc)).map { _ in nanInC ? T.nan : T(rng.normal()) }
+        var want = [Double](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = 0.0
+                for p in 0..<k {
+                    let x = Double(ta ? a[p * lda + i] : a[i * lda + p])
+                    let y = Double(tb ? b[j * ldb + p] : b[p * ldb + j])
+                    s += x * y
+                }
+                want[i * n + j] = alpha * s + (beta == 0 ? 0 : beta * Double(c[i * ldc + j]))
+            }
+        }
+        let padBefore = c
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    T.gemm(ta, tb, m, n, k, T(alpha), pa.baseAddress!, lda, pb.baseAddress!, ldb,
+                           T(beta), pc.baseAddress!, ldc)
+                }
+            }
+        }
+        var err = 0.0, mag = 0.0
+        for i in 0..<m {
+            for j in 0..<ldc {
+                let got = c[i * ldc + j]
+                if j >= n {   // padding columns are never written
+                    XCTAssertTrue(got == padBefore[i * ldc + j] || (got.isNaN && padBefore[i * ldc + j].isNaN),
+                                  "wrote C[\(i)][\(j)] outside n = \(n)")
+                    continue
+                }
+                let e = abs(Double(got) - want[i * n + j])
+                err = e.isNaN ? .infinity : max(err, e)
+                mag = max(mag, abs(want[i * n + j]))
+            }
+        }
+        return (err, mag)
+    }
+
+    func sweep<T: HLAFloat>(_ t: T.Type, tol: Double) {
+        let dims = [1, 2, 5, 6, 7, 8, 15, 16, 17, 31, 33, 64, 70, 129, 200]
+        var seed: UInt64 = 1
+        for ta in [false, true] {
+            for tb in [false, true] {
+                for (ab, (alpha, beta)) in [(1.0, 0.0), (0.5, 1.0), (-1.25, 0.75)].enumerated() {
+                    for i in 0..<dims.count {
+                        let m = dims[i], n = dims[(i * 7 + ab) % dims.count], k = dims[(i * 3 + 2 * ab + 1) % dims.count]
+                        seed += 1
+                        let (err, mag) = check(t, ta, tb, m, n, k, alpha: alpha, beta: beta, pad: (i % 3) * 5,
+                                               seed: seed, nanInC: beta == 0)
+                        XCTAssertLessThanOrEqual(err, tol * max(1, mag) * Double(k).squareRoot(),
+                                                 "\(T.self) ta=\(ta) tb=\(tb) m=\(m) n=\(n) k=\(k) α=\(alpha) β=\(beta)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testFloat32AgainstFloat64Loop() { sweep(Float.self, tol: 2e-6) }
+    func testFloat64AgainstFloat64Loop() { sweep(Double.self, tol: 1e-14) }
+
+    /// The error bound above must be able to fail: a product with one element of A changed is caught.
+    func testSweepDetectsAWrongProduct() {
+        var rng = SplitMix64(seed: 9)
+        let m = 13, n = 20, k = 9
+        let a = (0..<(m * k)).map { _ in Double(rng.normal()) }, b = (0..<(k * n)).map { _ in Double(rng.normal()) }
+        var c = [Double](repeating: 0, count: m * n), c2 = c
+        var a2 = a; a2[5 * k + 3] += 1e-3
+        Double.gemm(false, false, m, n, k, 1, a, k, b, n, 0, &c, n)
+        Double.gemm(false, false, m, n, k, 1, a2, k, b, n, 0, &c2, n)
+        XCTAssertGreaterThan(zip(c, c2).map { abs($0 - $1) }.max()!, 1e-6)
+    }
+
+    /// α = 0 or k = 0: C = β C without reading A or B (here NaN); β = 0 then writes zeros over NaN.
+    func testAlphaZeroAndEmptyK() {
+        let nanA = [Float](repeating: .nan, count: 64)
+        for (alpha, k) in [(Float(0), 4), (Float(1), 0)] {
+            var c = [Float](repeating: 2, count: 12)
+            Float.gemm(false, false, 3, 4, k, alpha, nanA, 4, nanA, 4, 0.5, &c, 4)
+            XCTAssertEqual(c, [Float](repeating: 1, count: 12))
+            var d = [Float](repeating: .nan, count: 12)
+            Float.gemm(true, true, 3, 4, k, alpha, nanA, 3, nanA, 4, 0, &d, 4)
+            XCTAssertEqual(d, [Float](repeating: 0, count: 12))
+        }
+    }
+
+    /// Results depend only on the call's arguments: the same product on many threads at once is bit-identical.
+    func testDeterministicAcrossThreads() {
+        var rng = SplitMix64(seed: 3)
+        let m = 70, n = 50, k = 40
+        let a = (0..<(m * k)).map { _ in Float(rng.normal()) }, b = (0..<(n * k)).map { _ in Float(rng.normal()) }
+        var ref = [Float](repeating: 0, count: m * n)
+        Float.gemm(false, true, m, n, k, 1, a, k, b, k, 0, &ref, n)
+        let out = UnsafeMutablePointer<Float>.allocate(capacity: 8 * m * n)
+        defer { out.deallocate() }
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                let (ap, bp) = (pa.baseAddress!, pb.baseAddress!)
+                parallelFor(8) { i, _ in Float.gemm(false, true, m, n, k, 1, ap, k, bp, k, 0, out + i * m * n, n) }
+            }
+        }
+        for i in 0..<8 { XCTAssertEqual(Array(UnsafeBufferPointer(start: out + i * m * n, count: m * n)), ref) }
+    }
+}
