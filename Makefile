@@ -5,13 +5,15 @@ PYTHON ?= python3
 # Release build: Swift runtime linked statically; AVX2/FMA code (HLA_TARGET_CPU= for a generic x86-64 build).
 HLA_TARGET_CPU ?= haswell
 SWIFT_FLAGS = -c release -Xswiftc -static-stdlib $(if $(HLA_TARGET_CPU),-Xswiftc -target-cpu -Xswiftc $(HLA_TARGET_CPU))
-LIBDIR := $(CURDIR)/.build/release
+# Scratch directory of the release library (`make wheel BUILD_DIR=.build-x` builds it elsewhere).
+BUILD_DIR ?= .build
+LIBDIR := $(CURDIR)/$(BUILD_DIR)/release
 LIB := $(LIBDIR)/libhla.so
 export LIBHLA_LIBDIR := $(LIBDIR)
 # The version, from the single source of truth (HLA_VERSION_* in Sources/CHLA/include/hla_types.h).
 HLA_VERSION := $(shell awk '/define HLA_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v ? "." : "") $$3} END {print v}' Sources/CHLA/include/hla_types.h)
 
-.PHONY: all lib python header check-header test test-swift test-c test-examples test-python tsan install demo bench clean deps
+.PHONY: all lib python header check-header test test-swift test-c test-examples test-python tsan install demo bench clean deps wheel test-wheel
 
 all: lib python
 
@@ -23,7 +25,7 @@ $(DEPS_STAMP): .ci/deps.sh
 	mkdir -p build && touch $@
 
 lib: $(DEPS_STAMP)
-	$(SWIFT) build $(SWIFT_FLAGS) --product hla
+	$(SWIFT) build $(SWIFT_FLAGS) --product hla --scratch-path $(BUILD_DIR)
 
 header: lib
 	$(PYTHON) .ci/genheader.py --write
@@ -35,7 +37,7 @@ python: lib
 	cd bindings/python && $(PYTHON) setup.py -q build_ext --inplace
 
 # pytest runs last, so its summary line closes the output.
-test: all check-header test-swift test-c test-examples fuzz-ci tsan test-python
+test: all check-header test-swift test-c test-examples fuzz-ci tsan test-wheel test-python
 
 test-swift: $(DEPS_STAMP)
 	$(SWIFT) test -c debug
@@ -91,6 +93,17 @@ tsan: $(DEPS_STAMP)
 	&& TSAN_OPTIONS=halt_on_error=1:die_after_fork=0 HLA_NUM_THREADS=4 $(TSAN_TEST) $(TSAN_FORK_CHILDREN); rc=$$?; \
 	echo "tsan: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
+# The wheel users install (README "Installing the wheel"): libhla.so (release, Swift runtime static,
+# AVX2/FMA) inside the `hla` package with an $ORIGIN rpath, repaired by auditwheel into dist/ (manylinux
+# tag; the libraries it needs outside the manylinux set, e.g. OpenBLAS, bundled in hla.libs/).
+# `make test-wheel` installs it into a fresh virtualenv and checks it with the source tree hidden.
+wheel: lib
+	PYTHON=$(PYTHON) bash bindings/python/wheel.sh dist
+
+test-wheel: lib
+	@start=$$(date +%s); PYTHON=$(PYTHON) bash bindings/python/wheel.sh dist && PYTHON=$(PYTHON) bash Tests/wheel/test_wheel.sh dist; rc=$$?; \
+	echo "test-wheel: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
+
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libhla.so
@@ -106,7 +119,7 @@ demo: all
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/torch_decode.py
 
 clean:
-	rm -rf .build .build-tsan build bindings/python/build bindings/python/hla/*.so
+	rm -rf .build .build-tsan .build-wheel-py build dist bindings/python/build bindings/python/hla/*.so
 	$(MAKE) -C Tests/c clean
 	$(MAKE) -C examples/c clean
 

@@ -3,14 +3,22 @@
 Where libhla is looked for, in order:
   library dir:  $LIBHLA_LIBDIR, else `pkg-config --libs-only-L hla`, else ../../.build/release
   include dir:  $LIBHLA_INCLUDEDIR, else `pkg-config --cflags-only-I hla`, else ../../include
-An rpath to the library dir is set, so `import hla` works without LD_LIBRARY_PATH.
+Where the extension finds libhla at run time:
+  in-place builds (`setup.py build_ext --inplace`, `make python`): an rpath to the library dir;
+  every other build (`pip install`, `pip wheel`): libhla.so is copied into the package (hla/libhla.so,
+  debug info stripped) and the rpath is $ORIGIN, so the installed package does not depend on the
+  build tree. HLA_BUNDLE_LIBRARY=0 links to the library dir instead (e.g. a `make install`ed libhla),
+  HLA_BUNDLE_LIBRARY=1 bundles in place too.
+No LD_LIBRARY_PATH is needed either way.
 """
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TREE = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -94,10 +102,70 @@ ext = Extension(
     include_dirs=include_dirs_and_args() + [numpy_include(), os.path.join(HERE, "src")],
     library_dirs=[libdir],
     libraries=["hla"],
-    runtime_library_dirs=[libdir],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                         "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
 )
+
+
+def bundle_library(inplace):
+    """Whether libhla.so goes into the package (rpath $ORIGIN) rather than being linked where it is."""
+    v = os.environ.get("HLA_BUNDLE_LIBRARY", "").strip()
+    if v:
+        return v not in ("0", "no", "false")
+    return not inplace
+
+
+class BuildExt(build_ext):
+    """build_ext that sets the extension's rpath and, when bundling, copies libhla.so beside it."""
+
+    def run(self):
+        # setuptools builds an in-place extension in build_lib too (inplace is 0 meanwhile), then
+        # copies it into the sources: decide here, and copy the library along.
+        self.bundle = bundle_library(self.inplace)
+        super().run()
+        if self.bundle and self.inplace:
+            package_dir = self.get_finalized_command("build_py").get_package_dir("hla")
+            self.copy_library(os.path.join(package_dir, "libhla.so"))
+
+    def build_extensions(self):
+        for e in self.extensions:
+            e.runtime_library_dirs = ["$ORIGIN"] if self.bundle else [libdir]
+        if self.bundle:
+            # A build directory may hold an extension linked with another rpath: relink always.
+            self.force = True
+            # $ORIGIN only: no rpath of the build machine's Python (a pyenv build puts its lib dir in
+            # LDSHARED) travels with the package.
+            self.compiler.linker_so = [a for a in self.compiler.linker_so
+                                       if not a.startswith(("-Wl,-rpath", "-Wl,-R"))]
+        super().build_extensions()
+        if self.bundle:
+            ext_dir = os.path.dirname(self.get_ext_fullpath("hla._hla"))
+            self.copy_library(os.path.join(ext_dir, "libhla.so"))
+
+    def copy_library(self, dst):
+        src = os.path.join(libdir, "libhla.so")
+        if not os.path.exists(src):
+            raise SystemExit("setup.py: libhla.so not found in %s (set LIBHLA_LIBDIR or run `make lib`)"
+                             % libdir)
+        self.mkpath(os.path.dirname(dst) or ".")
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o755)
+        # DWARF debug info off the bundled copy, as `make install` does.
+        try:
+            subprocess.run(["strip", "--strip-debug", dst], check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            sys.stderr.write("setup.py: warning: could not strip %s (%s)\n" % (dst, e))
+        sys.stderr.write("setup.py: bundled %s as %s (rpath $ORIGIN)\n" % (src, dst))
+
+
+def numpy_requirement():
+    """An extension built against numpy 2 headers runs on numpy >= 1.23 (their default
+    NPY_TARGET_VERSION); one built against numpy 1 does not run on numpy 2."""
+    import numpy
+
+    major = int(numpy.__version__.split(".")[0])
+    return "numpy>=1.23" if major >= 2 else "numpy>=%s,<2" % numpy.__version__.split("+")[0]
+
 
 with open(os.path.join(HERE, "README.md")) as f:
     long_description = f.read()
@@ -110,8 +178,9 @@ setup(
     long_description_content_type="text/markdown",
     packages=["hla"],
     ext_modules=[ext],
-    install_requires=["numpy"],
-    extras_require={"bfloat16": ["ml_dtypes"], "torch": ["torch"], "jax": ["jax"]},
+    cmdclass={"build_ext": BuildExt},
+    install_requires=[numpy_requirement()],
+    extras_require={"bfloat16": ["ml_dtypes"], "torch": ["torch"], "jax": ["jax"], "mpi": ["mpi4py"]},
     python_requires=">=3.8",
     zip_safe=False,
 )

@@ -32,9 +32,16 @@ Compute runs with the GIL released. Invalid arguments raise ``ValueError`` or ``
 message (libhla's ``hla_last_error()`` for what the library detects) names the argument; such
 exceptions carry ``hla_status`` (e.g. ``"HLA_ERR_MISMATCH"``). Failed allocations raise
 ``MemoryError``.
+
+libhla's release build targets x86-64 with AVX2 and FMA: on a CPU without them ``import hla`` raises
+ImportError before it loads the library (``hla._cpu``; ``HLA_SKIP_CPU_CHECK=1`` skips the check).
 """
-from . import _arrays, _hla, _state
-from ._state import Segment, State, combine, state_from_segment
+from . import _cpu
+
+_cpu.check()
+
+from . import _arrays, _hla, _state  # noqa: E402
+from ._state import Segment, State, combine, state_from_segment  # noqa: E402
 
 __all__ = ["forward", "reference", "summarize", "combine", "state_elements", "summary_elements",
            "State", "Segment", "state_from_segment", "__version__", "library_version"]
