@@ -117,4 +117,44 @@ final class GemmTests: XCTestCase {
         }
         for i in 0..<8 { XCTAssertEqual(Array(UnsafeBufferPointer(start: out + i * m * n, count: m * n)), ref) }
     }
+
+    /// Triangular structure: on operands with the stated zero pattern, the wanted part of C is bit-identical
+    /// to the full product (the skipped terms are exact zeros), and with .lowerC the tiles wholly above the
+    /// diagonal are left untouched.
+    func testStructureIsExact() {
+        var rng = SplitMix64(seed: 11)
+        for n in [1, 5, 6, 16, 17, 37, 64, 100] {
+            for (ta, tb) in [(false, false), (false, true), (true, false)] {
+                for st in [[.lowerA], [.upperA], [.upperB], [.lowerC], [.lowerA, .upperB, .lowerC],
+                           [.upperB, .lowerC], [.lowerA, .lowerC]] as [Gemm.Structure] {
+                    // op(A), op(B) as n × n with the zero pattern, stored per the transposes.
+                    var a = [Float](repeating: 0, count: n * n), b = a
+                    for i in 0..<n { for p in 0..<n {
+                        let keep = st.contains(.lowerA) ? p <= i : st.contains(.upperA) ? p >= i : true
+                        a[ta ? p * n + i : i * n + p] = keep ? Float(rng.normal()) : 0
+                    } }
+                    for p in 0..<n { for j in 0..<n {
+                        let keep = st.contains(.upperB) ? p <= j : true
+                        b[tb ? j * n + p : p * n + j] = keep ? Float(rng.normal()) : 0
+                    } }
+                    let c0 = (0..<(n * n)).map { _ in Float(rng.normal()) }
+                    var full = c0, part = c0
+                    Float.gemm(ta, tb, n, n, n, 0.75, a, n, b, n, 0.5, &full, n)
+                    Float.gemm(ta, tb, n, n, n, 0.75, a, n, b, n, 0.5, &part, n, structure: st)
+                    for i in 0..<n { for j in 0..<n {
+                        if st.contains(.lowerC) && j > i {
+                            // Above the diagonal: untouched or computed, never anything else.
+                            XCTAssertTrue(part[i * n + j] == c0[i * n + j] || part[i * n + j] == full[i * n + j],
+                                          "n=\(n) \(st) C[\(i)][\(j)]")
+                            if j >= (i / Gemm.mr + 1) * Gemm.mr + Float.Panel.scalarCount {
+                                XCTAssertEqual(part[i * n + j], c0[i * n + j], "n=\(n) tile above the diagonal written")
+                            }
+                        } else {
+                            XCTAssertEqual(part[i * n + j], full[i * n + j], "n=\(n) ta=\(ta) tb=\(tb) \(st) C[\(i)][\(j)]")
+                        }
+                    } }
+                }
+            }
+        }
+    }
 }

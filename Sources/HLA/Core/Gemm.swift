@@ -20,17 +20,43 @@ enum Gemm {
     /// the default chunk sizes, so one block holds all of k.
     static let kc = 128
 
+    /// Zero patterns of the triangular products of the chunk kernels (square n × n operands, diagonal
+    /// included in the nonzero part). Skipping what is known to be zero changes no result: the skipped
+    /// terms are exact zeros, and each sum keeps its order.
+    struct Structure: OptionSet {
+        let rawValue: Int
+        /// op(A)[i][p] = 0 for p > i: row i sums p ≤ i only.
+        static let lowerA = Structure(rawValue: 1)
+        /// op(A)[i][p] = 0 for p < i: row i sums p ≥ i only.
+        static let upperA = Structure(rawValue: 2)
+        /// op(B)[p][j] = 0 for p > j: column j sums p ≤ j only.
+        static let upperB = Structure(rawValue: 4)
+        /// Only C[i][j] with j ≤ i is wanted: tiles wholly above the diagonal are not computed (their C
+        /// is left as it was); the caller masks the rest.
+        static let lowerC = Structure(rawValue: 8)
+    }
+
     @inline(__always)
     static func gemm<T: HLAFloat>(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
                                   _ alpha: T, _ a: UnsafePointer<T>, _ lda: Int,
                                   _ b: UnsafePointer<T>, _ ldb: Int,
-                                  _ beta: T, _ c: UnsafeMutablePointer<T>, _ ldc: Int) {
+                                  _ beta: T, _ c: UnsafeMutablePointer<T>, _ ldc: Int,
+                                  structure: Structure = []) {
         if m <= 0 || n <= 0 { return }
         if k <= 0 || alpha == 0 { scale(m, n, beta, c, ldc); return }
         let nr = T.Panel.scalarCount
         // A(i, p) = a[i·ars + p·acs]; B(p, j) = b[p·brs + j·bcs].
         let ars = transA ? 1 : lda, acs = transA ? lda : 1
         let brs = transB ? 1 : ldb, bcs = transB ? ldb : 1
+        let lowerA = structure.contains(.lowerA), upperA = structure.contains(.upperA)
+        let upperB = structure.contains(.upperB), lowerC = structure.contains(.lowerC)
+        /// The k range tile (i0, j0) of `rows` × `w` sums over.
+        @inline(__always) func range(_ i0: Int, _ rows: Int, _ j0: Int, _ w: Int) -> (Int, Int) {
+            var hi = k
+            if lowerA { hi = min(hi, i0 + rows) }
+            if upperB { hi = min(hi, j0 + w) }
+            return (upperA ? min(i0, hi) : 0, hi)
+        }
         let kcMax = kc
         var panel = InlineArray<128, T.Panel>(repeating: T.Panel())
         withUnsafeMutablePointer(to: &panel) { panelPointer in
@@ -38,12 +64,19 @@ enum Gemm {
             var j0 = 0
             while j0 < n {
                 let w = min(nr, n - j0)
+                // With .lowerC, row tiles that end above this panel's first column are skipped.
+                let iStart = lowerC ? (j0 / mr) * mr : 0
                 if !transB && w == nr {
                     // op(B) rows are contiguous panels of B itself: no packing, the whole k in registers.
-                    var i0 = 0
+                    var i0 = iStart
                     while i0 < m {
-                        tile(k, a + i0 * ars, ars, acs, min(mr, m - i0), b + j0, ldb,
-                             c + i0 * ldc + j0, ldc, w, alpha, beta)
+                        let rows = min(mr, m - i0), (lo, hi) = range(i0, rows, j0, w)
+                        if hi > lo {
+                            tile(hi - lo, a + i0 * ars + lo * acs, ars, acs, rows, b + lo * ldb + j0, ldb,
+                                 c + i0 * ldc + j0, ldc, w, alpha, beta)
+                        } else {
+                            scale(rows, w, beta, c + i0 * ldc + j0, ldc)
+                        }
                         i0 += mr
                     }
                 } else {
@@ -51,11 +84,16 @@ enum Gemm {
                     while p0 < k {
                         let kb = min(kcMax, k - p0)
                         pack(kb, w, b + p0 * brs + j0 * bcs, brs, bcs, packed)
-                        let betaBlock = p0 == 0 ? beta : 1
-                        var i0 = 0
+                        var i0 = iStart
                         while i0 < m {
-                            tile(kb, a + i0 * ars + p0 * acs, ars, acs, min(mr, m - i0), packed, nr,
-                                 c + i0 * ldc + j0, ldc, w, alpha, betaBlock)
+                            let rows = min(mr, m - i0), (kLo, kHi) = range(i0, rows, j0, w)
+                            let lo = max(kLo, p0), hi = min(kHi, p0 + kb)
+                            if hi > lo {
+                                tile(hi - lo, a + i0 * ars + lo * acs, ars, acs, rows, packed + (lo - p0) * nr, nr,
+                                     c + i0 * ldc + j0, ldc, w, alpha, lo == kLo ? beta : 1)
+                            } else if kHi <= kLo && p0 == 0 {
+                                scale(rows, w, beta, c + i0 * ldc + j0, ldc)
+                            }
                             i0 += mr
                         }
                         p0 += kb
@@ -67,6 +105,7 @@ enum Gemm {
     }
 
     /// C ← β·C (β = 0 writes zeros without reading C).
+    @inline(__always)
     static func scale<T: HLAFloat>(_ m: Int, _ n: Int, _ beta: T, _ c: UnsafeMutablePointer<T>, _ ldc: Int) {
         if beta == 1 { return }
         for i in 0..<m {

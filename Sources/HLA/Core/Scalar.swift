@@ -5,13 +5,15 @@ public protocol HLAFloat: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
 }
 
 extension HLAFloat {
-    /// Row-major C[m×n] = alpha · op(A) · op(B) + beta · C (BLAS semantics; `Gemm`).
+    /// Row-major C[m×n] = alpha · op(A) · op(B) + beta · C (BLAS semantics; `Gemm`), skipping the zero
+    /// blocks `structure` names.
     @inline(__always)
     static func gemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
                      _ alpha: Self, _ a: UnsafePointer<Self>, _ lda: Int,
                      _ b: UnsafePointer<Self>, _ ldb: Int,
-                     _ beta: Self, _ c: UnsafeMutablePointer<Self>, _ ldc: Int) {
-        Gemm.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+                     _ beta: Self, _ c: UnsafeMutablePointer<Self>, _ ldc: Int,
+                     structure: Gemm.Structure = []) {
+        Gemm.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, structure: structure)
     }
 }
 

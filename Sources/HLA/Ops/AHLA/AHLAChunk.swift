@@ -20,27 +20,27 @@ extension AHLA {
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
-            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)
             Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
             if c.masked {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp)         // Y
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, A, n, Y, dvp, 1, Oh, dvp)        // O
+                T.gemm(false, false, n, dvp, n, 1, A, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
                 Mask.scaledCopy(T2, Y, n, dvp) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, T2, dvp, gn, st, dvp)     // E
             } else {
                 let X = Y
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, st, dk, 0, X, dk)
                 Mask.scaleRows(X, n, dk, dk) { pw[$0 + 1] }
-                T.gemm(false, false, n, dk, n, 1, A, n, Qh, dk, 1, X, dk)           // X
-                T.gemm(false, true, n, n, dk, 1, X, dk, K, dk, 0, W, n)
+                T.gemm(false, false, n, dk, n, 1, A, n, Qh, dk, 1, X, dk, structure: .lowerA)      // X
+                T.gemm(false, true, n, n, dk, 1, X, dk, K, dk, 0, W, n, structure: .lowerC)
                 Mask.lowerDecay(W, n, n, pw, 1)
                 T.gemm(false, false, n, dvp, dk, 1, X, dk, P0, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp)        // O
+                T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
                 Mask.scaledCopy(Qd, Qh, n, dk) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, K, dk, Qd, dk, gn, st, dk)        // R
             }

@@ -25,16 +25,18 @@ extension HLA2 {
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
             let C0 = st + cOffset(c)
-            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)               // A = Q Kᵀ
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n,               // A = Q Kᵀ (masked: lower half)
+                   structure: c.masked ? .lowerC : [])
             for i in 0..<n { for x in 0..<n { B[i * n + x] = (c.masked && i > x) ? 0 : A[x * n + i] } }
             Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
-            T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n)                   // (A ⊙ D) B
+            T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n,                   // (A ⊙ D) B
+                   structure: c.masked ? [.lowerA, .upperB, .lowerC] : [.lowerA, .lowerC])
             T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)           // Q S0
             Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                             // diag(γ^τ) Q S0
-            T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n)
-            if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n) }
+            T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n, structure: .lowerC)
+            if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n, structure: .lowerC) }
             Mask.lowerDecay(W, n, n, pw, 1)
-            T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 0, Oh, dvp)            // O = W V
+            T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 0, Oh, dvp, structure: .lowerA)   // O = W V
             if c.masked {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, T2, dvp)    // Q U0
                 Mask.scaleRows(T2, n, dvp, dvp) { pw[2 * ($0 + 1)] }
@@ -42,7 +44,7 @@ extension HLA2 {
             } else {
                 T.gemm(false, false, n, dvp, dk, 1, K, dk, C0, dvp, 0, Tm, dvp)     // K C0
                 T.gemm(false, false, n, dvp, dk, 1, QS, dk, C0, dvp, 0, T2, dvp)    // diag(γ^τ) Q S0 C0
-                T.gemm(false, false, n, dvp, n, 1, A, n, Tm, dvp, 1, T2, dvp)       // + (A ⊙ D) K C0
+                T.gemm(false, false, n, dvp, n, 1, A, n, Tm, dvp, 1, T2, dvp, structure: .lowerA)  // + (A ⊙ D) K C0
                 Mask.scaleRows(T2, n, dvp, dvp) { pw[$0 + 1] }
                 Mask.axpby(Oh, T2, n * dvp, 1, 1)
             }
@@ -53,7 +55,7 @@ extension HLA2 {
             }
             // Carry of this head (uses the old S0).
             if c.masked {
-                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp)       // B Γ V
+                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp, structure: .upperA)  // B Γ V
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, g2n, st, dvp)    // γ²ⁿ U0 + Kᵀ Γ B Γ V
                 // + γⁿ S0 Qᵀ Γ V = (diag(γ^τ) Q S0)ᵀ diag(γ^{2(n-τ)}) V (S0 symmetric; τ = 1..n), reusing

@@ -23,44 +23,45 @@ extension HLA3 {
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
-            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)                // A = Q Kᵀ
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n,                // A = Q Kᵀ (masked: all of it,
+                   structure: c.masked ? [] : .lowerC)                       // for Bᵗ and A Bᵗ)
             if c.masked {
                 for a in 0..<n { for x in 0..<n { Bt[a * n + x] = A[x * n + a] } }
                 Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
-                T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n)              // A Bᵗ
+                T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.upperB, .lowerC])  // A Bᵗ
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
                 Mask.scaledCopy(X2, Qh, n, dk) { pw[$0 + 1] }                        // diag(γ^u) Q
-                T.gemm(false, true, n, n, dk, 1, X1, dk, X2, dk, 1, M, n)           // + Q S0 Qᵀ diag(γ^u)
+                T.gemm(false, true, n, n, dk, 1, X1, dk, X2, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
                 Mask.lowerDecay(M, n, n, pw, 3)
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp)         // Y
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[3 * ($0 + 1)] }
-                T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp)        // O
+                T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
                 // W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y
                 // S0 Qᵀ diag(·) Y = (Q S0)ᵀ diag(·) Y (S0 symmetric; Q S0 is already in X1)
                 Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
                 T.gemm(true, false, dk, dvp, n, 1, X1, dk, T2, dvp, g3n, st, dvp)
                 Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
-                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, X2, dvp)
+                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, X2, dvp, structure: .upperA)
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
             } else {
                 Mask.lowerDecay(A, n, n, pw, 1)
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)
                 Mask.scaleRows(X1, n, dk, dk) { pw[$0 + 1] }
-                T.gemm(false, false, n, dk, n, 1, A, n, K, dk, 1, X1, dk)           // X1
-                T.gemm(false, true, n, n, dk, 1, X1, dk, Qh, dk, 0, M, n)
+                T.gemm(false, false, n, dk, n, 1, A, n, K, dk, 1, X1, dk, structure: .lowerA)      // X1
+                T.gemm(false, true, n, n, dk, 1, X1, dk, Qh, dk, 0, M, n, structure: .lowerC)
                 Mask.lowerDecay(M, n, n, pw, 1)
                 T.gemm(false, false, n, dk, dk, 1, X1, dk, st, dk, 0, X2, dk)
                 Mask.scaleRows(X2, n, dk, dk) { pw[$0 + 1] }
-                T.gemm(false, false, n, dk, n, 1, M, n, Qh, dk, 1, X2, dk)          // X2
-                T.gemm(false, true, n, n, dk, 1, X2, dk, K, dk, 0, M, n)
+                T.gemm(false, false, n, dk, n, 1, M, n, Qh, dk, 1, X2, dk, structure: .lowerA)     // X2
+                T.gemm(false, true, n, n, dk, 1, X2, dk, K, dk, 0, M, n, structure: .lowerC)
                 Mask.lowerDecay(M, n, n, pw, 1)
                 T.gemm(false, false, n, dvp, dk, 1, X2, dk, P0, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, M, n, V, dvp, 1, Oh, dvp)        // O
+                T.gemm(false, false, n, dvp, n, 1, M, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
                 Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, gn, st, dk)       // S^Q
             }
