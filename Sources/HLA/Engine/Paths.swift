@@ -43,13 +43,14 @@ enum Paths {
     /// Chunked: for each unit, chunk after chunk, outputs from the carry then carry advanced.
     static func chunked<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                    carry: Rows<T>) throws(HLAError) {
-        let n0 = min(chunkLength(c), seqs.maxLength), units = seqs.count * c.kvHeads, workers = workerCount(units)
+        let n0 = min(chunkLength(c), seqs.maxLength), units = seqs.count * c.kvHeads
+        let parallel = worthThreads(c, seqs, n0: n0), workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
         let work = try Work<T>(op, c, n: n0, workers: workers)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        parallelFor(units, balanced: seqs.cu != nil) { i, w in
+        parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             var t0 = seqs.bos(sq)
@@ -155,6 +156,15 @@ enum Paths {
     /// than the second core gains, so steps are threaded only from there.
     static func worthThreads(_ work: Int) -> Bool { work < 0 || work >= 1 << 22 }
 
+    /// Whether a chunked, scan or summary call is worth the pool: about n0·(dk+dv) + dk·(dk+dv)
+    /// multiply-adds per token and query head. Small calls (a short prompt: 37 tokens × 4 heads at d = 16
+    /// ran 52 µs on one thread, 470 µs when the pool's workers had gone to sleep and had to be woken) stay
+    /// on the caller's thread, by the same measure as steps.
+    static func worthThreads(_ c: Config, _ seqs: Seqs, n0: Int) -> Bool {
+        let tokens = seqs.cu == nil ? seqs.count &* seqs.tokens : seqs.tokens
+        return worthThreads(tokens &* c.heads &* ((n0 &+ c.dk) &* (c.dk &+ c.dvp)))
+    }
+
     /// Serial: token after token through the streaming recurrence (also the body of `hla_step`).
     static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                   carry: Rows<T>) throws(HLAError) {
@@ -232,7 +242,8 @@ enum Paths {
     static func scan<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                 carry: Rows<T>) throws(HLAError) {
         let maxT = seqs.maxLength
-        let n0 = min(chunkLength(c), maxT), units = seqs.count * c.kvHeads, workers = workerCount(units)
+        let n0 = min(chunkLength(c), maxT), units = seqs.count * c.kvHeads
+        let parallel = worthThreads(c, seqs, n0: n0), workers = workerCount(units, parallel: parallel)
         // Chunks are scanned in blocks of at most scanBlock, so the carries held at once (and the path's
         // memory) do not grow with T; the block boundaries change no arithmetic.
         let block = min((maxT + n0 - 1) / n0, scanBlock)
@@ -246,7 +257,7 @@ enum Paths {
         let perWorker = try checkedMul(block + 2, ue, "scan carries")
         let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
         defer { carries.free() }
-        parallelFor(units, balanced: seqs.cu != nil) { i, w in
+        parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let bos = seqs.bos(sq), nT = seqs.length(sq)
             let unit = layout.unit(carry.row(sq), g: g)
@@ -307,14 +318,15 @@ enum Paths {
     /// Summary of nT tokens (segment layout) into zeroed `dst`.
     static func summarize<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                      dst: Rows<T>) throws(HLAError) {
-        let n0 = min(chunkLength(c), seqs.maxLength), units = seqs.count * c.kvHeads, workers = workerCount(units)
+        let n0 = min(chunkLength(c), seqs.maxLength), units = seqs.count * c.kvHeads
+        let parallel = worthThreads(c, seqs, n0: n0), workers = workerCount(units, parallel: parallel)
         let layout = Layout.summary(c)
         let ue = unitElements(c)
         let work = try Work<T>(op, c, n: n0, workers: workers, extra: ue + 16)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        parallelFor(units, balanced: seqs.cu != nil) { i, w in
+        parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let acc = layout.unit(dst.row(sq), g: g)
             var s0 = work.scratch(w)
