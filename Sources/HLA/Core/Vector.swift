@@ -1,7 +1,19 @@
 /// Register-blocked vector kernels of the streaming steps. Each sweeps a row-major matrix in column
-/// blocks of 16 with the accumulators held in SIMD registers, so a d × d update streams the matrix
-/// through the cache exactly once and the inner loop is pure fused multiply-adds.
+/// blocks with the accumulators held in SIMD registers, so a d × d update streams the matrix through
+/// the cache exactly once and the inner loop is pure fused multiply-adds. The products sweep blocks of
+/// four panels (64 float32 / 32 float64 columns: eight independent accumulator registers, enough to
+/// hide the multiply-add latency), then single 16-wide blocks, then scalars; every output is the same
+/// row-ordered sum whichever block computes it.
 enum Vec {
+    @inline(__always)
+    static func panel<T: HLAFloat>(_ p: UnsafePointer<T>) -> T.Panel {
+        UnsafeRawPointer(p).loadUnaligned(as: T.Panel.self)
+    }
+    @inline(__always)
+    static func put<T: HLAFloat>(_ v: T.Panel, _ p: UnsafeMutablePointer<T>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: T.Panel.self)
+    }
+
     @inline(__always)
     static func load<T: HLAFloat>(_ p: UnsafePointer<T>) -> SIMD16<T> {
         UnsafeRawPointer(p).loadUnaligned(as: SIMD16<T>.self)
@@ -15,7 +27,20 @@ enum Vec {
     @inline(__always)
     static func gemvT<T: HLAFloat>(_ m: UnsafePointer<T>, _ rows: Int, _ cols: Int, _ ld: Int,
                                    _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>) {
+        let p = T.Panel.scalarCount
         var c0 = 0
+        while c0 + 4 * p <= cols {
+            var a0 = T.Panel(), a1 = T.Panel(), a2 = T.Panel(), a3 = T.Panel()
+            var row = m + c0
+            for r in 0..<rows {
+                let xr = x[r]
+                a0.addProduct(xr, panel(row)); a1.addProduct(xr, panel(row + p))
+                a2.addProduct(xr, panel(row + 2 * p)); a3.addProduct(xr, panel(row + 3 * p))
+                row += ld
+            }
+            put(a0, y + c0); put(a1, y + c0 + p); put(a2, y + c0 + 2 * p); put(a3, y + c0 + 3 * p)
+            c0 += 4 * p
+        }
         while c0 + 16 <= cols {
             var acc = SIMD16<T>(repeating: 0)
             for r in 0..<rows { acc.addProduct(SIMD16(repeating: x[r]), load(m + r * ld + c0)) }
@@ -55,6 +80,26 @@ enum Vec {
                                           _ u: UnsafePointer<T>, _ w: UnsafePointer<T>,
                                           _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, a: T = 1, b: T = 0) {
         var c0 = 0
+        let p = T.Panel.scalarCount
+        while c0 + 4 * p <= cols {
+            let w0 = panel(w + c0), w1 = panel(w + c0 + p), w2 = panel(w + c0 + 2 * p), w3 = panel(w + c0 + 3 * p)
+            var a0 = T.Panel(), a1 = T.Panel(), a2 = T.Panel(), a3 = T.Panel()
+            var row = m + c0
+            for r in 0..<rows {
+                let ur = u[r], xr = x[r]
+                var n0 = panel(row), n1 = panel(row + p), n2 = panel(row + 2 * p), n3 = panel(row + 3 * p)
+                if g != 1 { n0 *= g; n1 *= g; n2 *= g; n3 *= g }
+                n0.addProduct(ur, w0); n1.addProduct(ur, w1); n2.addProduct(ur, w2); n3.addProduct(ur, w3)
+                put(n0, row); put(n1, row + p); put(n2, row + 2 * p); put(n3, row + 3 * p)
+                a0.addProduct(xr, n0); a1.addProduct(xr, n1); a2.addProduct(xr, n2); a3.addProduct(xr, n3)
+                row += ld
+            }
+            @inline(__always) func out(_ acc: T.Panel, _ o: UnsafeMutablePointer<T>) {
+                put(b == 0 ? acc * a : acc * a + panel(o) * b, o)
+            }
+            out(a0, y + c0); out(a1, y + c0 + p); out(a2, y + c0 + 2 * p); out(a3, y + c0 + 3 * p)
+            c0 += 4 * p
+        }
         let gv = SIMD16<T>(repeating: g)
         while c0 + 16 <= cols {
             let wv = load(w + c0)
