@@ -19,6 +19,10 @@ protocol Operator {
                                       q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
     /// Scratch elements `stepHead` needs.
     static func stepScratch(_ c: Config) -> Int
+    /// Consume one token of a unit with a single query head: `stepKV` then `stepHead`, bit for bit, with
+    /// each kv-block update fused into the sweep that reads the updated block (one pass over it, not two).
+    static func stepSingle<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
 
     /// Outputs of n tokens from the carry in `u`, then advance the carry past them.
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
@@ -46,6 +50,7 @@ extension Operator {
     @inline(__always)
     static func step<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                   q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        if u.group == 1 { return stepSingle(c, u, k: k, v: v, q: q, out: out, tmp: tmp) }
         stepKV(c, u, k: k, v: v)
         for j in 0..<u.group { stepHead(c, u, j, k: k, v: v, q: q + j * c.dk, out: out + j * c.dvp, tmp: tmp) }
     }

@@ -20,4 +20,17 @@ extension AHLA {
             Vec.gemvT(P, dk, dvp, dvp, tmp, out)                             // o = Pᵀ w
         }
     }
+
+    static func stepSingle<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay)
+        let P = u.kv, st = u.head(0)
+        if c.masked {
+            Vec.rank1Project(P, dk, dvp, dvp, g, k, v, q, tmp)               // P ← γP + k vᵀ, y = Pᵀ q
+            Vec.rank1Project(st, dk, dvp, dvp, g, k, tmp, q, out)            // E ← γE + k yᵀ, o = Eᵀ q
+        } else {
+            Vec.rank1Project(st, dk, dk, dk, g, k, q, q, tmp)                // R ← γR + k qᵀ, w = Rᵀ q
+            Vec.rank1Project(P, dk, dvp, dvp, g, k, v, tmp, out)             // P ← γP + k vᵀ, o = Pᵀ w
+        }
+    }
 }

@@ -10,9 +10,22 @@ extension HLA2 {
 
     static func stepHead<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                       q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        Vec.gemvT(u.kv, c.dk, c.dk, c.dk, q, tmp)                            // z = S q (S symmetric)
+        headFromZ(c, u, j, v: v, q: q, z: tmp, out: out)
+    }
+
+    static func stepSingle<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        Vec.rank1Project(u.kv, c.dk, c.dk, c.dk, T(c.decay), k, k, q, tmp)    // S ← γS + k kᵀ, z = S q
+        headFromZ(c, u, 0, v: v, q: q, z: tmp, out: out)
+    }
+
+    /// The query head's blocks advanced and its output, given z = S q (z is clobbered with ridge, unmasked).
+    @inline(__always)
+    static func headFromZ<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, v: UnsafePointer<T>, q: UnsafePointer<T>,
+                                       z: UnsafeMutablePointer<T>, out: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp, g = T(c.decay), lam = T(c.ridge)
-        let S = u.kv, st = u.head(j), z = tmp
-        Vec.gemvT(S, dk, dk, dk, q, z)                                       // z = S q (S symmetric)
+        let st = u.head(j)
         if c.masked {
             Vec.rank1Project(st, dk, dvp, dvp, g * g, z, v, q, out)
             if lam != 0 { Vec.rank1Project(st + cOffset(c), dk, dvp, dvp, g, q, v, q, out, a: lam, b: 1) }

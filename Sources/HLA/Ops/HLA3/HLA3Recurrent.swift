@@ -24,4 +24,19 @@ extension HLA3 {
             Vec.gemvT(P, dk, dvp, dvp, w, out)                               // o = Pᵀ w
         }
     }
+
+    static func stepSingle<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay)
+        let S = u.kv, P = u.kv + dk * dk, st = u.head(0)
+        let z = tmp, w = tmp + dk, y = tmp + 2 * dk
+        Vec.rank1Project(S, dk, dk, dk, g, k, k, q, z)                       // S ← γS + k kᵀ, z = S q
+        if c.masked {
+            Vec.rank1Project(P, dk, dvp, dvp, g, k, v, q, y)                 // P ← γP + k vᵀ, y = Pᵀ q
+            Vec.rank1Project(st, dk, dvp, dvp, g * g * g, z, y, q, out)      // W ← γ³W + z yᵀ, o = Wᵀ q
+        } else {
+            Vec.rank1Project(st, dk, dk, dk, g, q, q, z, w)                  // S^Q ← γS^Q + q qᵀ, w = S^Q z
+            Vec.rank1Project(P, dk, dvp, dvp, g, k, v, w, out)               // P ← γP + k vᵀ, o = Pᵀ w
+        }
+    }
 }
