@@ -13,9 +13,9 @@ extension AHLA {
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)
             if c.masked {
-                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)
                 Mask.lowerDecay(A, n, n, pw, 1)
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp)          // Y = (A ⊙ D) V
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp, structure: .lowerA)  // Y = (A ⊙ D) V
                 T.gemm(true, false, dk, dvp, n, 1, Kd, dk, Y, dvp, 0, st, dvp)       // E = Kᵀ Γ Y
                 T.gemm(true, false, dk, dk, n, 1, K, dk, Qh, dk, 0, st + dk * dvp, dk) // R⁰ = Kᵀ Q
             } else {

@@ -18,7 +18,7 @@ extension HLA2 {
             if c.masked {
                 T.gemm(false, true, n, n, dk, 1, K, dk, Qh, dk, 0, B, n)             // B = K Qᵀ, i ≤ j
                 for i in 0..<n { for x in 0..<i { B[i * n + x] = 0 } }
-                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp)
+                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp, structure: .upperA)
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, 0, st, dvp)      // U = Kᵀ Γ B Γ V
             }

@@ -18,13 +18,13 @@ extension HLA3 {
             let Qh = Q + j * n * dk, st = u.head(j)
             if c.masked {
                 let W = st, Q2 = st + dk * dvp, X = Q2 + dk * dk, Z = X + dk * dvp
-                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // Bᵗ and A ⊙ D read its lower half
                 for a in 0..<n { for x in 0..<n { Bt[a * n + x] = A[x * n + a] } }
                 Mask.upperDecay(Bt, n, n, pw, 1)
                 Mask.lowerDecay(A, n, n, pw, 1)
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp)          // Y = (A ⊙ D) V
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp, structure: .lowerA)  // Y = (A ⊙ D) V
                 Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
-                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, T3, dvp)
+                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, T3, dvp, structure: .upperA)
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, T3, dvp, 0, W, dvp)        // W
                 Mask.scaledCopy(T2, Qh, n, dk) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, 0, Q2, dk)         // Q2
