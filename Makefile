@@ -13,7 +13,7 @@ export LIBHLA_LIBDIR := $(LIBDIR)
 # The version, from the single source of truth (HLA_VERSION_* in Sources/CHLA/include/hla_types.h).
 HLA_VERSION := $(shell awk '/define HLA_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v ? "." : "") $$3} END {print v}' Sources/CHLA/include/hla_types.h)
 
-.PHONY: all lib python header check-header test test-swift test-c test-examples test-python tsan install demo bench clean deps wheel test-wheel
+.PHONY: all lib python header check-header test test-swift test-c test-examples test-python test-mpi test-ggml tsan install demo bench clean deps wheel test-wheel
 
 all: lib python
 
@@ -37,7 +37,7 @@ python: lib
 	cd bindings/python && $(PYTHON) setup.py -q build_ext --inplace
 
 # pytest runs last, so its summary line closes the output.
-test: all check-header test-swift test-c test-examples fuzz-ci tsan test-wheel test-python
+test: all check-header test-swift test-c test-examples test-ggml test-mpi fuzz-ci tsan test-wheel test-python
 
 test-swift: $(DEPS_STAMP)
 	$(SWIFT) test -c debug
@@ -53,6 +53,18 @@ test-examples: all
 
 test-python: python
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) -m pytest -q Tests/python
+
+# Sequence parallelism over MPI (Tests/mpi/test_mpi.py): hla.mpi and examples/mpi under mpirun at 1-4
+# ranks on this machine (--oversubscribe), checked against one process; 12-25 s here (2 cores).
+test-mpi: python
+	$(MAKE) -C examples/mpi LIBDIR=$(LIBDIR) all
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) -m pytest -q Tests/mpi
+
+# HLA inside ggml (examples/ggml): a small decoder as a ggml graph (ggml from ggml-python, .ci/deps.sh)
+# whose HLA node calls libhla; prefill + greedy decode for each operator, checked against numpy +
+# hla.forward (logits to 1e-4). A few seconds.
+test-ggml: python
+	$(MAKE) -C examples/ggml LIBDIR=$(LIBDIR) PYTHON=$(PYTHON) run
 
 # Fuzzing (Tests/fuzz/README.md): libFuzzer harnesses linked against an ASan + coverage build of the
 # library in .build-fuzz (FUZZ_CONFIG=debug: asserts and overflow checks on; release: the shipped code).
@@ -122,6 +134,8 @@ clean:
 	rm -rf .build .build-tsan .build-wheel-py build dist bindings/python/build bindings/python/hla/*.so
 	$(MAKE) -C Tests/c clean
 	$(MAKE) -C examples/c clean
+	$(MAKE) -C examples/mpi clean
+	$(MAKE) -C examples/ggml clean
 
 bench: all
 	$(PYTHON) -m pip install -q matplotlib threadpoolctl ml_dtypes
