@@ -186,6 +186,23 @@ hla_status hla_forward(const hla_config *cfg, int32_t path, const hla_tensor *q,
                        const hla_tensor *cu_seqlens, const hla_tensor *initial,
                        const hla_tensor *final_state, const hla_tensor *rows);
 
+/* Gradients of a loss L through hla_forward (docs/spec.md section 9, docs/gradients.md): given
+ * d_out = dL/d(output) [B,T,H,dv] and optionally d_final = dL/d(final state) [N, n], writes dq, dk, dv
+ * (dL/dq [B,T,H,dk], dL/dk [B,T,Hkv,dk], dL/dv [B,T,Hkv,dv]; every element written) and, when d_initial is
+ * not NULL, dL/d(initial state) [N, n]. q, k, v, cu_seqlens and initial as in hla_forward (initial NULL = zero
+ * prefix); d_out, dq, dk, dv of q's dtype (bfloat16/float16 widened to float32, rounded once on store);
+ * state tensors float32 (float64 for float64 inputs). The cotangent of a symmetric state block (S, S^Q) is
+ * reported symmetrised. d_initial may be the same memory as initial or d_final; dq, dk, dv must not overlap
+ * the inputs. HLA_PATH_CHUNKED: chunk carries kept at the start of every ~sqrt(chunks) chunks and recomputed
+ * per group (memory O(sqrt(chunks) * state) per thread), chunks walked in reverse through dense n x n products. HLA_PATH_SERIAL and HLA_PATH_SCAN: the checkpointed
+ * reverse sweep of the streaming recurrence (states kept every ~sqrt(T) tokens, each stretch recomputed
+ * once; memory O(sqrt(T) * state) per thread). */
+hla_status hla_backward(const hla_config *cfg, int32_t path, const hla_tensor *q,
+                        const hla_tensor *k, const hla_tensor *v, const hla_tensor *d_out,
+                        const hla_tensor *dq, const hla_tensor *dk, const hla_tensor *dv,
+                        const hla_tensor *cu_seqlens, const hla_tensor *initial,
+                        const hla_tensor *d_final, const hla_tensor *d_initial);
+
 /* Consume one token of R sequences: q [R,H,dk], k [R,Hkv,dk], v [R,Hkv,dv] (one floating dtype);
  * output [R,H,dv] of the same dtype. state: [slots, n] tensor advanced in place (float32, or float64 for
  * float64 inputs). rows: NULL (sequence i is row i, R <= slots) or int64/int32 [R] distinct rows to

@@ -29,6 +29,53 @@ import CHLA
     }
 }
 
+/// Gradients of a loss L through hla_forward (docs/spec.md section 9, docs/gradients.md): given
+/// d_out = dL/d(output) [B,T,H,dv] and optionally d_final = dL/d(final state) [N, n], writes dq, dk, dv
+/// (dL/dq [B,T,H,dk], dL/dk [B,T,Hkv,dk], dL/dv [B,T,Hkv,dv]; every element written) and, when d_initial is
+/// not NULL, dL/d(initial state) [N, n]. q, k, v, cu_seqlens and initial as in hla_forward (initial NULL = zero
+/// prefix); d_out, dq, dk, dv of q's dtype (bfloat16/float16 widened to float32, rounded once on store);
+/// state tensors float32 (float64 for float64 inputs). The cotangent of a symmetric state block (S, S^Q) is
+/// reported symmetrised. d_initial may be the same memory as initial or d_final; dq, dk, dv must not overlap
+/// the inputs. HLA_PATH_CHUNKED: chunk carries kept at the start of every ~sqrt(chunks) chunks and recomputed
+/// per group (memory O(sqrt(chunks) * state) per thread), chunks walked in reverse through dense n x n products. HLA_PATH_SERIAL and HLA_PATH_SCAN: the checkpointed
+/// reverse sweep of the streaming recurrence (states kept every ~sqrt(T) tokens, each stretch recomputed
+/// once; memory O(sqrt(T) * state) per thread).
+@c public func hla_backward(_ cfg: UnsafePointer<hla_config>?, _ path: Int32,
+                            _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
+                            _ d_out: UnsafePointer<hla_tensor>?, _ dq: UnsafePointer<hla_tensor>?,
+                            _ dk: UnsafePointer<hla_tensor>?, _ dv: UnsafePointer<hla_tensor>?,
+                            _ cu_seqlens: UnsafePointer<hla_tensor>?, _ initial: UnsafePointer<hla_tensor>?,
+                            _ d_final: UnsafePointer<hla_tensor>?, _ d_initial: UnsafePointer<hla_tensor>?) -> hla_status {
+    working("hla_backward") { () throws(HLAError) in
+        let c = try config(cfg)
+        guard let route = Path(rawValue: path) else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
+        let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: nil, needsOut: false, cuSeqlens: cu_seqlens)
+        let B = x.q.shape[0], T = x.q.shape[1]
+        func tensor(_ p: UnsafePointer<hla_tensor>?, _ name: String, heads: Int, features: Int, what: String,
+                    written: Bool) throws(HLAError) -> TensorView {
+            let t = try TensorView(p, name, ndim: 4)
+            try t.expectFloat(x.q.dtype)
+            try t.expectShape(Dims(B, T, heads, features), "[B, T, heads, features] with \(what)")
+            if written { try t.expectWritable() }
+            return t
+        }
+        let dO = try tensor(d_out, "d_out", heads: c.heads, features: c.dv, what: "heads = cfg.heads, features = cfg.dv", written: false)
+        let dQ = try tensor(dq, "dq", heads: c.heads, features: c.dk, what: "heads = cfg.heads, features = cfg.dk", written: true)
+        let dK = try tensor(dk, "dk", heads: c.kvHeads, features: c.dk, what: "heads = cfg.kv_heads, features = cfg.dk", written: true)
+        let dV = try tensor(dv, "dv", heads: c.kvHeads, features: c.dv, what: "heads = cfg.kv_heads, features = cfg.dv", written: true)
+        let n = Engine.elements(c, summary: false), N = x.seqs.count
+        let ini = try initial.map { (p) throws(HLAError) in try Engine.block(p, "initial", n: n, compute: x.compute, count: N) }
+        let dfin = try d_final.map { (p) throws(HLAError) in try Engine.block(p, "d_final", n: n, compute: x.compute, count: N) }
+        let dini = try d_initial.map { (p) throws(HLAError) in
+            let b = try Engine.block(p, "d_initial", n: n, compute: x.compute, count: N)
+            try b.view.expectWritable()
+            return b
+        }
+        try dispatch(c, x.compute, BackwardJob(c: c, path: route, x: x, dO: dO, dQ: dQ, dK: dK, dV: dV,
+                                               initial: ini, dFinal: dfin, dInitial: dini))
+    }
+}
+
 /// Consume one token of R sequences: q [R,H,dk], k [R,Hkv,dk], v [R,Hkv,dv] (one floating dtype);
 /// output [R,H,dv] of the same dtype. state: [slots, n] tensor advanced in place (float32, or float64 for
 /// float64 inputs). rows: NULL (sequence i is row i, R <= slots) or int64/int32 [R] distinct rows to

@@ -39,6 +39,19 @@ protocol Operator {
     /// Scratch elements `chunk`, `summarize` and `combine` need for chunks of n tokens.
     static func chunkScratch(_ c: Config, n: Int) -> Int
 
+    /// Reverse of one token of the streaming recurrence (docs/gradients.md), for the whole unit. `u` holds
+    /// the states *after* the token, `d` their adjoints (every later token already folded in); `d` becomes
+    /// the adjoint of the states before the token. k (dk), v (dvp), q (group × dk, scaled), g (group × dvp,
+    /// the numerators' cotangents) → dk (dk), dv (dvp), dq (group × dk, w.r.t. the scaled q), overwritten.
+    static func stepBackward<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ d: Unit<T>, k: UnsafePointer<T>,
+                                          v: UnsafePointer<T>, q: UnsafePointer<T>, g: UnsafePointer<T>,
+                                          dk: UnsafeMutablePointer<T>, dv: UnsafeMutablePointer<T>,
+                                          dq: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
+    /// Scratch elements `stepBackward` needs.
+    static func backwardScratch(_ c: Config) -> Int
+    /// Replace the adjoints of the symmetric blocks (S, S^Q) by their symmetric parts (docs/gradients.md §7).
+    static func symmetrizeAdjoint<T: HLAFloat>(_ c: Config, _ d: Unit<T>)
+
     /// Brute force: the T × T coefficient matrix M (row-major, double) with numerator_t = Σ_j M[t][j] v_j,
     /// from the scaled queries and keys of one head (T × dk each, double). `ref` holds the Gram matrix
     /// G[t][i] = q_t·k_i, the decay powers and a row of scratch.

@@ -40,11 +40,13 @@ from . import _cpu
 
 _cpu.check()
 
+import collections as _collections  # noqa: E402
+
 from . import _arrays, _hla, _state  # noqa: E402
 from ._state import Segment, State, combine, state_from_segment  # noqa: E402
 
-__all__ = ["forward", "reference", "summarize", "combine", "state_elements", "summary_elements",
-           "State", "Segment", "state_from_segment", "__version__", "library_version"]
+__all__ = ["forward", "backward", "Gradients", "reference", "summarize", "combine", "state_elements",
+           "summary_elements", "State", "Segment", "state_from_segment", "__version__", "library_version"]
 
 # The version of the header the extension was built with (HLA_VERSION_* macros of hla.h, the single
 # source of truth); the extension refuses to load a library of another major version.
@@ -160,6 +162,59 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
         _hla.forward(cfg, path, q, k, v, out, cu, initial,
                      None if final is None else final._array, None)
     return _arrays.deliver(out, q), final
+
+
+Gradients = _collections.namedtuple("Gradients", ["dq", "dk", "dv", "d_initial_state"])
+Gradients.__doc__ = """Result of :func:`backward`: dq, dk, dv (like q, k, v) and d_initial_state ([N, n] numpy
+array of the state dtype when an initial state was given, else None)."""
+
+
+def backward(q, k, v, do, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
+             scale=1.0, initial_state=None, d_final_state=None, cu_seqlens=None, chunk_size=None,
+             path="chunked"):
+    """Gradients of a loss L through :func:`forward` (docs/spec.md section 9, docs/gradients.md).
+
+    Parameters
+    ----------
+    q, k, v, op, masked, normalize, decay, ridge, eps, scale, initial_state, cu_seqlens, chunk_size, path
+        As for :func:`forward` (same inputs, same options).
+    do : array
+        dL/do, ``[B, T, H, Dv]``, of q's dtype.
+    d_final_state : array [N, n], State or None
+        dL/d(final state), the cotangent of the state after the last token (None: zero). Backward of a
+        later segment gives it as its ``d_initial_state``, so segments chain.
+
+    Returns
+    -------
+    Gradients
+        ``(dq, dk, dv, d_initial_state)``: dq, dk, dv like q, k, v (kind and dtype); d_initial_state a
+        numpy array ``[N, n]`` of the state dtype when ``initial_state`` was given, else None. The
+        cotangent of the symmetric state blocks (S, S^Q) is symmetrised.
+    """
+    q, k, v = _arrays.prepare(q, "q"), _arrays.prepare(k, "k"), _arrays.prepare(v, "v")
+    do = _arrays.prepare(do, "do")
+    cfg = _call_config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size)
+    cu = _arrays.index_array(cu_seqlens)
+    initial, lock = _carry_in(initial_state, cfg)
+    if isinstance(d_final_state, State):
+        _state.check_same(d_final_state._cfg, _state.canonical(cfg), "d_final_state")
+        d_final_state = d_final_state._array
+    elif d_final_state is not None:
+        if _arrays.kind(d_final_state) is None:
+            raise TypeError("d_final_state must be a state array [N, n], a hla.State or None, got %s"
+                            % type(d_final_state).__name__)
+        d_final_state = _arrays.prepare(d_final_state, "d_final_state")
+    sq, sk, sv = _arrays.shape(q), _arrays.shape(k), _arrays.shape(v)
+    dq = _arrays.empty_like_kind(q, sq if len(sq) == 4 else (1, 1, 1, 1))
+    dk = _arrays.empty_like_kind(q, sk if len(sk) == 4 else (1, 1, 1, 1))
+    dv = _arrays.empty_like_kind(q, sv if len(sv) == 4 else (1, 1, 1, 1))
+    d_initial = None
+    if initial_state is not None:
+        state_cfg = _state.canonical(cfg)._replace(chunk_size=0)
+        d_initial = _zeros_state(state_cfg, _sequences(q, cu), q)
+    with lock:
+        _hla.backward(cfg, path, q, k, v, do, dq, dk, dv, cu, initial, d_final_state, d_initial)
+    return Gradients(_arrays.deliver(dq, q), _arrays.deliver(dk, q), _arrays.deliver(dv, q), d_initial)
 
 
 def _zeros_state(cfg, rows, like):

@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#define MAX_ARGS 8
+#define MAX_ARGS 11
 #define MESSAGE_SIZE 4096
 
 typedef struct {
@@ -85,6 +85,32 @@ py_forward(PyObject *m, PyObject *args)
     record(&r, hla_forward(&cfg, path, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)));
     Py_END_ALLOW_THREADS
     release_all(t, 8);
+    return finish(&r);
+}
+
+/* backward(cfg, path, q, k, v, d_out, dq, dk, dv, cu_seqlens, initial, d_final, d_initial) -> None */
+static PyObject *
+py_backward(PyObject *m, PyObject *args)
+{
+    static const argspec spec[] = {
+        {"q", HLA_EXT_READ, 0}, {"k", HLA_EXT_READ, 0}, {"v", HLA_EXT_READ, 0}, {"do", HLA_EXT_READ, 0},
+        {"dq", HLA_EXT_WRITE, 0}, {"dk", HLA_EXT_WRITE, 0}, {"dv", HLA_EXT_WRITE, 0},
+        {"cu_seqlens", HLA_EXT_READ, 1}, {"initial_state", HLA_EXT_READ, 1},
+        {"d_final_state", HLA_EXT_READ, 1}, {"d_initial_state", HLA_EXT_WRITE, 1}};
+    PyObject *cfgo, *patho, *o[11];
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    int32_t path;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO:backward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
+                          &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10])) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || hla_ext_path_from_py(patho, &path) < 0) return NULL;
+    if (convert_all(o, spec, 11, t) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_backward(&cfg, path, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), P(8), P(9), P(10)));
+    Py_END_ALLOW_THREADS
+    release_all(t, 11);
     return finish(&r);
 }
 
@@ -481,6 +507,8 @@ py_version(PyObject *m, PyObject *Py_UNUSED(ignored))
 PyMethodDef hla_ext_ops_methods[] = {
     {"forward", py_forward, METH_VARARGS,
      "forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows) -> None (hla_forward)"},
+    {"backward", py_backward, METH_VARARGS,
+     "backward(cfg, path, q, k, v, do, dq, dk, dv, cu_seqlens, initial, d_final, d_initial) -> None"},
     {"reference", py_reference, METH_VARARGS,
      "reference(cfg, q, k, v, output, cu_seqlens) -> None (hla_reference)"},
     {"step", py_step, METH_VARARGS, "step(cfg, q, k, v, output, state, rows) -> None (hla_step)"},

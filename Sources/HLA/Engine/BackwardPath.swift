@@ -1,0 +1,321 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reverse-mode gradients (docs/gradients.md, docs/spec.md §9) through the streaming recurrence, with
+/// checkpoints: per (sequence, kv head) unit, a forward sweep keeps the unit's state at every chunk boundary
+/// (chunks of `chunkLength(c)` tokens), then the chunks are walked in reverse; each chunk's per-token states
+/// are recomputed from its checkpoint and the adjoints (dS, dU, … of docs/gradients.md) run backwards through
+/// them token by token. Memory per worker: (chunks + chunk length + 2) unit states, nothing O(T · state).
+enum BackwardPath {
+    /// Gradients w.r.t. q, k, v, and the initial state's adjoint, of every unit.
+    /// `initial`: rows read before the first token (nil: zero); `dFinal`: cotangent rows of the final state
+    /// (nil: zero); `dInitial`: rows receiving the adjoint of the initial state (nil: not wanted).
+    static func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>, dO: Strided<T>,
+                                               dQ: Strided<T>, dK: Strided<T>, dV: Strided<T>,
+                                               initial: Rows<T>?, dFinal: Rows<T>?, dInitial: Rows<T>?) throws(HLAError) {
+        let units = seqs.count * c.kvHeads, workers = workerCount(units)
+        let maxT = seqs.maxLength
+        // chunk length about √T (at least the forward's): checkpoints and one chunk's states cost the same
+        var root = Int(Double(maxT).squareRoot())
+        while root * root < maxT { root += 1 }
+        let n0 = min(max(Paths.chunkLength(c), root), maxT)
+        let chunks = (maxT + n0 - 1) / n0
+        let layout = Layout.state(c)
+        let dk = c.dk, dv = c.dv, dvp = c.dvp, group = c.group
+        let ue = layout.kvTotal + group * layout.qTotal
+        let tmpSize = max(Op.backwardScratch(c), Op.stepScratch(c))
+        // Per worker: checkpoints (chunks units), per-token states of one chunk (n0 units), the current unit,
+        // the adjoint unit; packed inputs and numerators of one chunk; per-token vectors.
+        let big = try checkedAdd(try checkedMul(chunks, ue, "backward checkpoints"),
+                                 try checkedMul(n0, ue, "backward states"), "backward buffers")
+        let rest = Scratch<Double>.need([ue, ue, n0 * dk, n0 * dvp, n0 * group * dk, n0 * group * dvp, group * dvp,
+                                         group * dk, group * dk, dk, dvp, dv, tmpSize])
+        let per = try checkedAdd(big, rest + 64, "backward buffers")
+        let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "backward buffers"))
+        defer { buf.free() }
+        let scale = T(c.scale), eps = T(c.eps)
+        parallelFor(units, balanced: seqs.cu != nil) { i, w in
+            let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
+            let bos = seqs.bos(sq), nT = seqs.length(sq)
+            var s = Scratch(buf.base + w * per, per)
+            // (the two big blocks first: `take` rounds each to 16 elements, covered by `big` + 64)
+            func unit(_ p: UnsafeMutablePointer<T>) -> Unit<T> {
+                Unit(kv: p, q: p + layout.kvTotal, qStride: layout.qTotal, group: group)
+            }
+            let ckpt = s.take(chunks * ue), states = s.take(n0 * ue)
+            let cur = unit(s.take(ue)), adj = unit(s.take(ue))
+            let K = s.take(n0 * dk), V = s.take(n0 * dvp), Q = s.take(n0 * group * dk), O = s.take(n0 * group * dvp)
+            let gv = s.take(group * dvp), dq = s.take(group * dk), dkv = s.take(dk), dvv = s.take(dvp)
+            let dOrow = s.take(dv), tmp = s.take(tmpSize), qt = s.take(group * dk)
+            // carry-in and the final state's cotangent
+            if let initial { Paths.copyBlocks(layout, from: layout.unit(initial.row(sq), g: g), to: cur, group: group) }
+            else { for x in 0..<ue { cur.kv[x] = 0 } }
+            if let dFinal { Paths.copyBlocks(layout, from: layout.unit(dFinal.row(sq), g: g), to: adj, group: group) }
+            else { for x in 0..<ue { adj.kv[x] = 0 } }
+            // forward sweep: checkpoints at chunk starts
+            let nc = (nT + n0 - 1) / n0
+            for ch in 0..<nc {
+                let t0 = bos + ch * n0, n = min(n0, bos + nT - t0)
+                let cp = ckpt + ch * ue
+                for x in 0..<ue { cp[x] = cur.kv[x] }
+                if ch == nc - 1 { break }   // the last chunk's end state is not needed
+                io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q)
+                for r in 0..<n {
+                    gatherToken(Q, n: n, r: r, group: group, dk: dk, into: dq)
+                    Op.step(c, cur, k: K + r * dk, v: V + r * dvp, q: dq, out: gv, tmp: tmp)
+                }
+            }
+            // reverse sweep
+            for ch in stride(from: nc - 1, through: 0, by: -1) {
+                let t0 = bos + ch * n0, n = min(n0, bos + nT - t0)
+                let cp = ckpt + ch * ue
+                for x in 0..<ue { cur.kv[x] = cp[x] }
+                io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q)
+                // Q arrives as group × n × dk; regroup to n × group × dk (one token's queries together)
+                for r in 0..<n {
+                    gatherToken(Q, n: n, r: r, group: group, dk: dk, into: dq)
+                    Op.step(c, cur, k: K + r * dk, v: V + r * dvp, q: dq, out: O + r * group * dvp, tmp: tmp)
+                    let st = states + r * ue
+                    for x in 0..<ue { st[x] = cur.kv[x] }
+                }
+                for r in stride(from: n - 1, through: 0, by: -1) {
+                    let t = t0 + r
+                    // numerator cotangents (through the normalisation: o = num / (den + eps))
+                    for j in 0..<group {
+                        let num = O + (r * group + j) * dvp, gj = gv + j * dvp
+                        dO.gather(b, g * group + j, t, 1, dv, into: dOrow, ld: dv)
+                        if c.normalize {
+                            let den = num[dv] + eps, inv = 1 / den
+                            var dot: T = 0
+                            for x in 0..<dv { gj[x] = dOrow[x] * inv; dot += dOrow[x] * num[x] }
+                            gj[dv] = -dot * inv * inv
+                        } else {
+                            for x in 0..<dv { gj[x] = dOrow[x] }
+                        }
+                    }
+                    gatherToken(Q, n: n, r: r, group: group, dk: dk, into: qt)
+                    Op.stepBackward(c, unit(states + r * ue), adj, k: K + r * dk, v: V + r * dvp,
+                                    q: qt, g: gv, dk: dkv, dv: dvv, dq: dq, tmp: tmp)
+                    dK.store(b, t, g, dkv, dk)
+                    dV.store(b, t, g, dvv, dv)
+                    for j in 0..<group { dQ.store(b, t, g * group + j, dq + j * dk, dk, mul: scale) }
+                }
+            }
+            if let dInitial {
+                Op.symmetrizeAdjoint(c, adj)
+                Paths.copyBlocks(layout, from: adj, to: layout.unit(dInitial.row(sq), g: g), group: group)
+            }
+        }
+    }
+
+    /// The queries of token r of a packed chunk (Q is group × n × dk) as group × dk.
+    @inline(__always)
+    static func gatherToken<T>(_ Q: UnsafePointer<T>, n: Int, r: Int, group: Int, dk: Int, into dst: UnsafeMutablePointer<T>) {
+        for j in 0..<group { for a in 0..<dk { dst[j * dk + a] = Q[(j * n + r) * dk + a] } }
+    }
+}
+
+/// An operator with a dense-product reverse of its chunk kernel (docs/gradients.md §9–§10).
+protocol ChunkBackward: Operator {
+    static func chunkBackwardScratch(_ c: Config, n: Int) -> Int
+    /// Reverse of `chunk` for n tokens: `u` the carry-in (read only), `d` the carry-out's adjoint in and the
+    /// carry-in's adjoint out; G (group × n × dvp) = ∂L/∂numerators → dK (n × dk), dV (n × dvp), dQ (group × n × dk).
+    static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
+                                           K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                           G: UnsafePointer<T>, dK: UnsafeMutablePointer<T>,
+                                           dV: UnsafeMutablePointer<T>, dQ: UnsafeMutablePointer<T>,
+                                           scratch: inout Scratch<T>)
+}
+
+extension BackwardPath {
+    /// The chunked path (docs/gradients.md §9): per unit, a forward sweep through the dense chunk kernel keeping
+    /// the carry at the start of every group of ~√chunks chunks; then the groups in reverse: each chunk's carry
+    /// recomputed from its group's checkpoint, and the group's chunks in reverse — the chunk's numerators from
+    /// its carry-in (for the normalisation) and the operator's `chunkBackward` (dense products). Memory per
+    /// thread O(√chunks · state + chunk² + chunk · d); one extra chunked forward of work.
+    static func chunked<Op: ChunkBackward, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>, dO: Strided<T>, dQ: Strided<T>,
+                                         dK: Strided<T>, dV: Strided<T>, initial: Rows<T>?, dFinal: Rows<T>?,
+                                         dInitial: Rows<T>?) throws(HLAError) {
+        let units = seqs.count * c.kvHeads, workers = workerCount(units)
+        let maxT = seqs.maxLength
+        let n0 = min(Paths.chunkLength(c), maxT)
+        let chunks = (maxT + n0 - 1) / n0
+        let layout = Layout.state(c)
+        let dk = c.dk, dv = c.dv, dvp = c.dvp, group = c.group
+        let ue = layout.kvTotal + group * layout.qTotal
+        let scratchElems = max(Op.chunkScratch(c, n: n0), Op.chunkBackwardScratch(c, n: n0))
+        // Two levels of checkpoints: the carry every `every` chunks (forward sweep), and, for the group of chunks
+        // being reversed, each chunk's carry (recomputed from the group's checkpoint): O(√chunks · state).
+        var every = Int(Double(chunks).squareRoot())
+        while every * every < chunks { every += 1 }
+        let groups = (chunks + every - 1) / every
+        let big = try checkedMul(groups + every, ue, "backward checkpoints")
+        let rest = Scratch<Double>.need([ue, ue, n0 * dk, n0 * dvp, group * n0 * dk, group * n0 * dvp,
+                                         group * n0 * dvp, n0 * dk, n0 * dvp, group * n0 * dk, dv, scratchElems])
+        let per = try checkedAdd(big, rest + 64, "backward buffers")
+        let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "backward buffers"))
+        defer { buf.free() }
+        let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
+        defer { pw.free() }
+        let scale = T(c.scale), eps = T(c.eps)
+        parallelFor(units, balanced: seqs.cu != nil) { i, w in
+            let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
+            let bos = seqs.bos(sq), nT = seqs.length(sq)
+            var s = Scratch(buf.base + w * per, per)
+            func unit(_ p: UnsafeMutablePointer<T>) -> Unit<T> {
+                Unit(kv: p, q: p + layout.kvTotal, qStride: layout.qTotal, group: group)
+            }
+            let gck = s.take(groups * ue), local = s.take(every * ue)
+            let cur = unit(s.take(ue)), adj = unit(s.take(ue))
+            let K = s.take(n0 * dk), V = s.take(n0 * dvp), Q = s.take(group * n0 * dk), O = s.take(group * n0 * dvp)
+            let G = s.take(group * n0 * dvp), gK = s.take(n0 * dk), gV = s.take(n0 * dvp), gQ = s.take(group * n0 * dk)
+            let dOrow = s.take(dv)
+            let kernel = s
+            if let initial { Paths.copyBlocks(layout, from: layout.unit(initial.row(sq), g: g), to: cur, group: group) }
+            else { for x in 0..<ue { cur.kv[x] = 0 } }
+            if let dFinal { Paths.copyBlocks(layout, from: layout.unit(dFinal.row(sq), g: g), to: adj, group: group) }
+            else { for x in 0..<ue { adj.kv[x] = 0 } }
+            let nc = (nT + n0 - 1) / n0
+            /// Advance `cur` past chunk ch through the dense chunk kernel.
+            func advance(_ ch: Int) {
+                let t0 = bos + ch * n0, n = min(n0, bos + nT - t0)
+                io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q)
+                var k2 = kernel
+                Op.chunk(c, pw, cur, n: n, K: K, V: V, Q: Q, O: O, scratch: &k2)
+            }
+            // forward sweep: the carry at the start of every group of `every` chunks
+            let lastStart = (nc - 1) / every * every
+            for ch in 0..<lastStart {
+                if ch % every == 0 { for x in 0..<ue { gck[(ch / every) * ue + x] = cur.kv[x] } }
+                advance(ch)
+            }
+            for x in 0..<ue { gck[(lastStart / every) * ue + x] = cur.kv[x] }
+            /// The reverse of chunk ch from its carry-in `cp`: numerator cotangents, then the chunk kernel's reverse.
+            func reverse(_ ch: Int, carryIn cp: Unit<T>) {
+                let t0 = bos + ch * n0, n = min(n0, bos + nT - t0)
+                io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q)
+                if c.normalize {   // the numerators, for the normalisation's cotangent
+                    for x in 0..<ue { cur.kv[x] = cp.kv[x] }
+                    var k2 = kernel
+                    Op.chunk(c, pw, cur, n: n, K: K, V: V, Q: Q, O: O, scratch: &k2)
+                }
+                for j in 0..<group {
+                    for r in 0..<n {
+                        let num = O + (j * n + r) * dvp, gj = G + (j * n + r) * dvp
+                        dO.gather(b, g * group + j, t0 + r, 1, dv, into: dOrow, ld: dv)
+                        if c.normalize {
+                            let inv = 1 / (num[dv] + eps)
+                            var dot: T = 0
+                            for x in 0..<dv { gj[x] = dOrow[x] * inv; dot += dOrow[x] * num[x] }
+                            gj[dv] = -dot * inv * inv
+                        } else {
+                            for x in 0..<dv { gj[x] = dOrow[x] }
+                        }
+                    }
+                }
+                var k2 = kernel
+                Op.chunkBackward(c, pw, cp, adj, n: n, K: K, V: V, Q: Q, G: G, dK: gK, dV: gV, dQ: gQ, scratch: &k2)
+                for r in 0..<n {
+                    dK.store(b, t0 + r, g, gK + r * dk, dk)
+                    dV.store(b, t0 + r, g, gV + r * dvp, dv)
+                    for j in 0..<group { dQ.store(b, t0 + r, g * group + j, gQ + (j * n + r) * dk, dk, mul: scale) }
+                }
+            }
+            // groups in reverse: each chunk's carry from the group's checkpoint, then its chunks in reverse
+            for grp in stride(from: lastStart / every, through: 0, by: -1) {
+                let c0 = grp * every, c1 = min(nc, c0 + every)
+                for x in 0..<ue { cur.kv[x] = gck[grp * ue + x] }
+                for ch in c0..<c1 {
+                    for x in 0..<ue { local[(ch - c0) * ue + x] = cur.kv[x] }
+                    if ch < c1 - 1 { advance(ch) }
+                }
+                for ch in stride(from: c1 - 1, through: c0, by: -1) {
+                    reverse(ch, carryIn: unit(local + (ch - c0) * ue))
+                }
+            }
+            if let dInitial {
+                Op.symmetrizeAdjoint(c, adj)
+                Paths.copyBlocks(layout, from: adj, to: layout.unit(dInitial.row(sq), g: g), group: group)
+            }
+        }
+    }
+}
+
+/// Small dense kernels of the reverse steps (row-major, leading dimension = cols).
+enum Adj {
+    /// y = a · M x (+ y when `acc`), M rows × cols. Row dot products in 16-lane accumulators.
+    @inline(__always)
+    static func mv<T: HLAFloat>(_ m: UnsafePointer<T>, _ rows: Int, _ cols: Int, _ x: UnsafePointer<T>,
+                                _ y: UnsafeMutablePointer<T>, acc: Bool, a: T = 1) {
+        for r in 0..<rows {
+            let row = m + r * cols
+            var v = SIMD16<T>(repeating: 0)
+            var j = 0
+            while j + 16 <= cols { v.addProduct(Vec.load(row + j), Vec.load(x + j)); j += 16 }
+            var s = v.sum()
+            while j < cols { s += row[j] * x[j]; j += 1 }
+            y[r] = acc ? y[r] + a * s : a * s
+        }
+    }
+    /// y = Mᵀ x (+ y when `acc`), M rows × cols.
+    @inline(__always)
+    static func mtv<T: HLAFloat>(_ m: UnsafePointer<T>, _ rows: Int, _ cols: Int, _ x: UnsafePointer<T>,
+                                 _ y: UnsafeMutablePointer<T>, acc: Bool) {
+        if !acc { for j in 0..<cols { y[j] = 0 } }
+        for r in 0..<rows {
+            let row = m + r * cols, xr = x[r]
+            for j in 0..<cols { y[j] += xr * row[j] }
+        }
+    }
+    /// M += a · u wᵀ.
+    @inline(__always)
+    static func outer<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ rows: Int, _ cols: Int, _ a: T,
+                                   _ u: UnsafePointer<T>, _ w: UnsafePointer<T>) {
+        for r in 0..<rows {
+            let row = m + r * cols, ur = a * u[r]
+            for j in 0..<cols { row[j] += ur * w[j] }
+        }
+    }
+    /// y += (M + Mᵀ) x, M n × n.
+    @inline(__always)
+    static func symMv<T: HLAFloat>(_ m: UnsafePointer<T>, _ n: Int, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>) {
+        mv(m, n, n, x, y, acc: true)
+        mtv(m, n, n, x, y, acc: true)
+    }
+    /// M ← (M + Mᵀ) / 2, M n × n.
+    @inline(__always)
+    static func symmetrize<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ n: Int) {
+        for r in 0..<n {
+            for j in (r + 1)..<max(n, r + 1) {
+                let s = (m[r * n + j] + m[j * n + r]) / 2
+                m[r * n + j] = s; m[j * n + r] = s
+            }
+        }
+    }
+    @inline(__always)
+    static func zero<T: HLAFloat>(_ y: UnsafeMutablePointer<T>, _ count: Int) { for i in 0..<count { y[i] = 0 } }
+}
+
+/// Backward over whole sequences (docs/spec.md §9): dq, dk, dv and optionally d_initial.
+struct BackwardJob: Job {
+    let c: Config, path: Path, x: Engine.Inputs, dO: TensorView, dQ: TensorView, dK: TensorView, dV: TensorView
+    let initial: Engine.Block?, dFinal: Engine.Block?, dInitial: Engine.Block?
+    func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type) throws(HLAError) {
+        if path == .chunked {
+            func chunked<C: ChunkBackward>(_ cb: C.Type) throws(HLAError) {
+                try BackwardPath.chunked(cb, c, x.seqs, io: x.io(T.self), dO: Strided(dO), dQ: Strided(dQ),
+                                         dK: Strided(dK), dV: Strided(dV), initial: initial?.typed(T.self),
+                                         dFinal: dFinal?.typed(T.self), dInitial: dInitial?.typed(T.self))
+            }
+            switch c.op {
+            case .hla2: return try chunked(HLA2.self)
+            case .ahla: return try chunked(AHLA.self)
+            case .hla3: return try chunked(HLA3.self)
+            }
+        }
+        try BackwardPath.run(op, c, x.seqs, io: x.io(T.self), dO: Strided(dO), dQ: Strided(dQ), dK: Strided(dK),
+                             dV: Strided(dV), initial: initial?.typed(T.self), dFinal: dFinal?.typed(T.self),
+                             dInitial: dInitial?.typed(T.self))
+    }
+}

@@ -1,0 +1,124 @@
+/// hla2 chunked backward (docs/gradients.md §9): the reverse of `HLA2.chunk` for one chunk of n tokens, as
+/// dense n × n and n × d products. Forward (HLA2Chunk.swift), with A = Q Kᵀ, D[τ][i] = γ^{τ-i} (i ≤ τ),
+/// B = K Qᵀ (masked: i ≤ x only), AD = A ⊙ D, QS = Γ₁ Q S0, Γ_p = diag(γ^{pτ}), Γn = diag(γ^{n-τ}):
+///   O  = [(AD B + QS Qᵀ + λ Q Qᵀ) ⊙ D] V + masked: Γ₂ Q U0 | unmasked: Γ₁ (QS + AD K) C0  + λ Γ₁ Q C0
+///   S1 = γⁿ S0 + Kᵀ Γn K,  C1 = γⁿ C0 + Qᵀ Γn V,  U1 = γ²ⁿ U0 + Kᵀ Γn B Γn V + QSᵀ Γn² V.
+/// Given G = ∂L/∂O and the carry-out adjoints (dS1, dU1, dC1 in `d`), writes dQ, dK, dV of the chunk and
+/// replaces `d` by the carry-in adjoints (dS0, dU0, dC0). Each line below is the transpose of one product.
+extension HLA2: ChunkBackward {
+    static func chunkBackwardScratch(_ c: Config, n: Int) -> Int {
+        let nd = n * max(c.dk, c.dvp)
+        return Scratch<Double>.need([n * n, n * n, n * n, n * n, n * n, n * n,
+                                     nd, nd, nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk])
+    }
+
+    /// `u`: carry-in (read only). `d`: adjoint of the carry-out in, of the carry-in out. G, dQ: group × n × (dvp, dk).
+    static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
+                                           K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                           G: UnsafePointer<T>, dK: UnsafeMutablePointer<T>,
+                                           dV: UnsafeMutablePointer<T>, dQ: UnsafeMutablePointer<T>,
+                                           scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp, lam = T(c.ridge), gn = pw[n], g2n = pw[2 * n]
+        let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
+        let dW = scratch.take(n * n), dAD = scratch.take(n * n), dB = scratch.take(n * n)
+        let nd = n * max(dk, dvp)
+        let QS = scratch.take(nd), dQS = scratch.take(nd), T3 = scratch.take(nd), Kd = scratch.take(nd)
+        let Vd = scratch.take(nd), Vn2 = scratch.take(nd), Z = scratch.take(nd), dZ = scratch.take(nd)
+        let Tm = scratch.take(nd), G1 = scratch.take(nd), dSacc = scratch.take(dk * dk)
+        let S0 = u.kv, dS = d.kv
+        let hasC = !c.masked || lam != 0
+        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }                             // Γn V
+        Mask.scaledCopy(Vn2, V, n, dvp) { pw[2 * (n - 1 - $0)] }                      // Γn² V
+        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }                              // Γn K
+        for x in 0..<(n * dk) { dK[x] = 0 }
+        for x in 0..<(n * dvp) { dV[x] = 0 }
+        for x in 0..<(dk * dk) { dSacc[x] = 0 }
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, Gh = G + j * n * dvp, dQh = dQ + j * n * dk
+            let st = u.head(j), ds = d.head(j), C0 = st + cOffset(c), dC = ds + cOffset(c)
+            // recompute the chunk's products
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)                 // A = Q Kᵀ
+            for i in 0..<n { for x in 0..<n { B[i * n + x] = (c.masked && i > x) ? 0 : A[x * n + i] } }
+            Mask.lowerDecay(A, n, n, pw, 1)                                            // A ← AD
+            T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)
+            Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                               // QS = Γ₁ Q S0
+            T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n)
+            T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n)
+            if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n) }
+            Mask.lowerDecay(W, n, n, pw, 1)                                            // WD
+            // O = WD V
+            T.gemm(false, true, n, n, dvp, 1, Gh, dvp, V, dvp, 0, dW, n)             // dWD = G Vᵀ
+            T.gemm(true, false, n, dvp, n, 1, W, n, Gh, dvp, 1, dV, dvp)             // dV += WDᵀ G
+            Mask.lowerDecay(dW, n, n, pw, 1)                                           // dW = dWD ⊙ D
+            // W = AD B + QS Qᵀ + λ Q Qᵀ
+            T.gemm(false, true, n, n, n, 1, dW, n, B, n, 0, dAD, n)                  // dAD = dW Bᵀ
+            T.gemm(true, false, n, n, n, 1, A, n, dW, n, 0, dB, n)                   // dB = ADᵀ dW
+            T.gemm(false, false, n, dk, n, 1, dW, n, Qh, dk, 0, dQS, dk)             // dQS = dW Q
+            T.gemm(true, false, n, dk, n, 1, dW, n, QS, dk, 0, dQh, dk)              // dQ = dWᵀ QS
+            if lam != 0 {
+                T.gemm(false, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk)       // + λ dW Q
+                T.gemm(true, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk)        // + λ dWᵀ Q
+            }
+            // carry-out adjoints first (they still hold dU1, dC1)
+            if c.masked {
+                let dU = ds
+                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp)
+                Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }                      // Z = Γn B Γn V
+                T.gemm(false, true, n, dk, dvp, 1, Z, dvp, dU, dvp, 1, dK, dk)       // dK += Z dU1ᵀ
+                T.gemm(false, false, n, dvp, dk, 1, K, dk, dU, dvp, 0, dZ, dvp)      // dZ = K dU1
+                Mask.scaleRows(dZ, n, dvp, dvp) { pw[n - 1 - $0] }                     // Γn dZ
+                T.gemm(false, true, n, n, dvp, 1, dZ, dvp, Vd, dvp, 1, dB, n)        // dB += Γn dZ (Γn V)ᵀ
+                T.gemm(true, false, n, dvp, n, 1, B, n, dZ, dvp, 0, Tm, dvp)
+                Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
+                Mask.axpby(dV, Tm, n * dvp, 1, 1)                                      // dV += Γn Bᵀ Γn dZ
+                T.gemm(false, true, n, dk, dvp, 1, Vn2, dvp, dU, dvp, 1, dQS, dk)    // dQS += Γn² V dU1ᵀ
+                T.gemm(false, false, n, dvp, dk, 1, QS, dk, dU, dvp, 0, Tm, dvp)
+                Mask.scaleRows(Tm, n, dvp, dvp) { pw[2 * (n - 1 - $0)] }
+                Mask.axpby(dV, Tm, n * dvp, 1, 1)                                      // dV += Γn² QS dU1
+            }
+            if hasC {
+                T.gemm(false, true, n, dk, dvp, 1, Vd, dvp, dC, dvp, 1, dQh, dk)     // dQ += Γn V dC1ᵀ
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, dC, dvp, 0, Tm, dvp)
+                Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
+                Mask.axpby(dV, Tm, n * dvp, 1, 1)                                      // dV += Γn Q dC1
+            }
+            // carry-in terms of O, and the carry-in adjoints
+            if c.masked {
+                let U0 = st, dU = ds
+                Mask.scaledCopy(G1, Gh, n, dvp) { pw[2 * ($0 + 1)] }                  // Γ₂ G
+                T.gemm(false, true, n, dk, dvp, 1, G1, dvp, U0, dvp, 1, dQh, dk)     // dQ += Γ₂ G U0ᵀ
+                T.gemm(true, false, dk, dvp, n, 1, Qh, dk, G1, dvp, g2n, dU, dvp)    // dU0 = γ²ⁿ dU1 + Qᵀ Γ₂ G
+            }
+            if hasC {
+                Mask.scaledCopy(G1, Gh, n, dvp) { pw[$0 + 1] }                         // Γ₁ G
+                Mask.scale(dC, dk * dvp, gn)                                           // dC0 = γⁿ dC1 + …
+                if !c.masked {
+                    T.gemm(false, true, n, dk, dvp, 1, G1, dvp, C0, dvp, 1, dQS, dk) // dQS += Γ₁ G C0ᵀ
+                    T.gemm(true, false, dk, dvp, n, 1, QS, dk, G1, dvp, 1, dC, dvp)  // dC0 += QSᵀ Γ₁ G
+                    T.gemm(false, false, n, dvp, dk, 1, K, dk, C0, dvp, 0, Z, dvp)   // K C0
+                    T.gemm(false, true, n, n, dvp, 1, G1, dvp, Z, dvp, 1, dAD, n)    // dAD += Γ₁ G (K C0)ᵀ
+                    T.gemm(true, false, n, dvp, n, 1, A, n, G1, dvp, 0, Tm, dvp)     // ADᵀ Γ₁ G
+                    T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, C0, dvp, 1, dK, dk)  // dK += ADᵀ Γ₁ G C0ᵀ
+                    T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, 1, dC, dvp)   // dC0 += Kᵀ ADᵀ Γ₁ G
+                }
+                if lam != 0 {
+                    T.gemm(false, true, n, dk, dvp, lam, G1, dvp, C0, dvp, 1, dQh, dk)  // dQ += λ Γ₁ G C0ᵀ
+                    T.gemm(true, false, dk, dvp, n, lam, Qh, dk, G1, dvp, 1, dC, dvp)   // dC0 += λ Qᵀ Γ₁ G
+                }
+            }
+            // QS = Γ₁ Q S0
+            Mask.scaledCopy(T3, dQS, n, dk) { pw[$0 + 1] }
+            T.gemm(false, true, n, dk, dk, 1, T3, dk, S0, dk, 1, dQh, dk)            // dQ += Γ₁ dQS S0ᵀ
+            T.gemm(true, false, dk, dk, n, 1, Qh, dk, T3, dk, 1, dSacc, dk)          // dS0 += Qᵀ Γ₁ dQS
+            // AD = A ⊙ D and B = (Aᵀ ⊙ upper): dA = dAD ⊙ D + (dB ⊙ upper)ᵀ
+            Mask.lowerDecay(dAD, n, n, pw, 1)
+            for x in 0..<n { for i in 0..<n where !(c.masked && i > x) { dAD[x * n + i] += dB[i * n + x] } }
+            T.gemm(false, false, n, dk, n, 1, dAD, n, K, dk, 1, dQh, dk)             // dQ += dA K
+            T.gemm(true, false, n, dk, n, 1, dAD, n, Qh, dk, 1, dK, dk)              // dK += dAᵀ Q
+        }
+        // S1 = γⁿ S0 + Kᵀ Γn K
+        T.gemm(false, false, n, dk, dk, 1, Kd, dk, dS, dk, 1, dK, dk)                // dK += Γn K dS1
+        T.gemm(false, true, n, dk, dk, 1, Kd, dk, dS, dk, 1, dK, dk)                 // dK += Γn K dS1ᵀ
+        Mask.axpby(dS, dSacc, dk * dk, 1, gn)                                          // dS0 = γⁿ dS1 + …
+    }
+}

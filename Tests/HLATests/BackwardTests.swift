@@ -1,0 +1,150 @@
+// hla_backward (docs/gradients.md) against central finite differences of hla_forward (chunked path, float64):
+// a reference that shares nothing with the derivation. L = <d_out, o> + <d_final, final state>; for q, k, v and
+// the initial state, directional derivatives along random directions (for the state: the difference of two
+// valid states, so the symmetric blocks stay symmetric) are compared with <gradient, direction>.
+// Also: bad input returns a status and writes nothing.
+import CHLA
+import XCTest
+@testable import HLA
+
+func cBackward(_ cfg: hla_config?, _ path: Int32, _ q: Tn?, _ k: Tn?, _ v: Tn?, _ dOut: Tn?, _ dq: Tn?, _ dk: Tn?,
+               _ dv: Tn?, cu: Tn? = nil, initial: Tn? = nil, dFinal: Tn? = nil, dInitial: Tn? = nil) -> hla_status {
+    guard var c = cfg else {
+        return hla_backward(nil, path, q?.p, k?.p, v?.p, dOut?.p, dq?.p, dk?.p, dv?.p, cu?.p, initial?.p, dFinal?.p, dInitial?.p)
+    }
+    return hla_backward(&c, path, q?.p, k?.p, v?.p, dOut?.p, dq?.p, dk?.p, dv?.p, cu?.p, initial?.p, dFinal?.p, dInitial?.p)
+}
+
+final class BackwardTests: XCTestCase {
+    let s = Shape(B: 2, T: 9, H: 4, Hkv: 2, dk: 3, dv: 2)
+
+    func cases() -> [Options] {
+        var r: [Options] = []
+        for op in allOps {
+            for masked in [true, false] {
+                for normalize in [false, true] {
+                    r.append(Options(op: op, masked: masked, normalize: normalize, decay: 0.85,
+                                     ridge: op == opHLA2 ? 0.3 : 0, chunk: 4))
+                }
+            }
+        }
+        return r
+    }
+
+    /// Final state of a random prefix of 3 tokens (a valid state).
+    func prefixState(_ cfg: hla_config, seed: UInt64) -> [Double] {
+        var ps = s; ps.T = 3
+        let p = Typed<Double>(Problem(ps, seed: seed))
+        let st = newState(cfg, dtype: F64, slots: s.B)
+        let out = p.outBuf()
+        check(cForward(cfg, HLA_PATH_CHUNKED.rawValue.asInt32, p.qT(), p.kT(), p.vT(), p.oT(out), final: st.tensor), "prefix")
+        return st.values
+    }
+
+    func loss(_ cfg: hla_config, _ q: [Double], _ k: [Double], _ v: [Double], _ ini: [Double],
+              _ dO: [Double], _ dFin: [Double]) -> Double {
+        let qb = Buf(q), kb = Buf(k), vb = Buf(v), ob = Buf<Double>(dO.count, fill: .nan)
+        let n = ini.count / s.B
+        let ib = RowBuf(dtype: F64, rows: s.B, n: n), fb = RowBuf(dtype: F64, rows: s.B, n: n)
+        for i in 0..<ini.count { ib[i] = ini[i] }
+        check(cForward(cfg, HLA_PATH_CHUNKED.rawValue.asInt32, tensor(qb, F64, [s.B, s.T, s.H, s.dk]),
+                       tensor(kb, F64, [s.B, s.T, s.Hkv, s.dk]), tensor(vb, F64, [s.B, s.T, s.Hkv, s.dv]),
+                       tensor(ob, F64, [s.B, s.T, s.H, s.dv]), initial: ib.tensor, final: fb.tensor), "forward")
+        var l = 0.0
+        for i in 0..<dO.count { l += dO[i] * ob[i] }
+        for i in 0..<dFin.count { l += dFin[i] * fb[i] }
+        return l
+    }
+
+    func testFiniteDifferences() {
+        var worst = 0.0, seed: UInt64 = 900
+        for o in cases() {
+            let cfg = makeConfig(s, o)
+            seed += 1
+            var r = SplitMix64(seed: seed)
+            let p = Problem(s, seed: seed)
+            var q = p.q, k = p.k
+            if o.normalize { q = q.map { abs($0) }; k = k.map { abs($0) } }   // well-conditioned denominators
+            let v = p.v
+            let ini = prefixState(cfg, seed: seed + 1000)
+            let n = ini.count / s.B
+            let dO = r.normals(s.B * s.T * s.H * s.dv), dFin = r.normals(ini.count)
+            // the library's gradients
+            let qb = Buf(q), kb = Buf(k), vb = Buf(v), db = Buf(dO)
+            let dq = Buf<Double>(q.count, fill: .nan), dk = Buf<Double>(k.count, fill: .nan), dv = Buf<Double>(v.count, fill: .nan)
+            let ib = RowBuf(dtype: F64, rows: s.B, n: n), fb = RowBuf(dtype: F64, rows: s.B, n: n)
+            for path in [HLA_PATH_SERIAL, HLA_PATH_CHUNKED] {
+            let gb = RowBuf(dtype: F64, rows: s.B, n: n, fill: .nan)
+            for i in 0..<ini.count { ib[i] = ini[i]; fb[i] = dFin[i] }
+            check(cBackward(cfg, path.rawValue.asInt32,
+                            tensor(qb, F64, [s.B, s.T, s.H, s.dk]), tensor(kb, F64, [s.B, s.T, s.Hkv, s.dk]),
+                            tensor(vb, F64, [s.B, s.T, s.Hkv, s.dv]), tensor(db, F64, [s.B, s.T, s.H, s.dv]),
+                            tensor(dq, F64, [s.B, s.T, s.H, s.dk]), tensor(dk, F64, [s.B, s.T, s.Hkv, s.dk]),
+                            tensor(dv, F64, [s.B, s.T, s.Hkv, s.dv]), initial: ib.tensor, dFinal: fb.tensor,
+                            dInitial: gb.tensor), "hla_backward \(o)")
+            keepAlive(qb, kb, vb, db, ib, fb)
+            let grads: [[Double]] = [dq.array, dk.array, dv.array, gb.values]
+            let other = prefixState(cfg, seed: seed + 2000)
+            for which in 0..<4 {
+                for trial in 0..<2 {
+                    let count = grads[which].count
+                    let raw: [Double] = which == 3 ? (0..<count).map { ini[$0] - other[$0] } : r.normals(count)
+                    let top = raw.map { abs($0) }.max() ?? 1
+                    let dir = raw.map { $0 / top }   // max-norm 1, so h bounds the step in every coordinate
+                    _ = trial
+                    let h = 1e-5
+                    func shifted(_ a: Double) -> Double {
+                        var x = [q, k, v, ini]
+                        for i in 0..<count { x[which][i] += a * dir[i] }
+                        return loss(cfg, x[0], x[1], x[2], x[3], dO, dFin)
+                    }
+                    let fd = (shifted(h) - shifted(-h)) / (2 * h)
+                    var an = 0.0, mag = 0.0
+                    for i in 0..<count { an += grads[which][i] * dir[i]; mag += abs(grads[which][i] * dir[i]) }
+                    let err = abs(fd - an) / max(mag, 1e-300)
+                    worst = max(worst, err)
+                    XCTAssertLessThan(err, 1e-7, "\(o) path \(path.rawValue) tensor \(which): fd \(fd) vs \(an)")
+                }
+            }
+            }
+        }
+        print("hla_backward vs finite differences: worst relative error \(worst)")
+    }
+
+    func testBadInputWritesNothing() {
+        let cfg = makeConfig(s, Options(op: opHLA2, chunk: 4))
+        let p = Typed<Double>(Problem(s, seed: 5))
+        let d = Buf<Double>(s.B * s.T * s.H * s.dv, fill: 1)
+        let dq = Buf<Double>(p.p.q.count, fill: .nan), dk = Buf<Double>(p.p.k.count, fill: .nan)
+        let dv = Buf<Double>(p.p.v.count, fill: .nan)
+        let dqT = tensor(dq, F64, [s.B, s.T, s.H, s.dk]), dkT = tensor(dk, F64, [s.B, s.T, s.Hkv, s.dk])
+        let dvT = tensor(dv, F64, [s.B, s.T, s.Hkv, s.dv])
+        let good = tensor(d, F64, [s.B, s.T, s.H, s.dv]), short = tensor(d, F64, [s.B, s.T - 1, s.H, s.dv])
+        let badIni = RowBuf(dtype: F64, rows: s.B, n: 3)
+        let f32 = Buf<Float>(d.count, fill: 1)
+        let f32T = tensor(f32, F32, [s.B, s.T, s.H, s.dv])
+        let cases: [(hla_status, () -> hla_status)] = [
+            (HLA_ERR_NULL_POINTER, { cBackward(nil, 0, p.qT(), p.kT(), p.vT(), good, dqT, dkT, dvT) }),
+            (HLA_ERR_NULL_POINTER, { cBackward(cfg, 0, p.qT(), p.kT(), p.vT(), nil, dqT, dkT, dvT) }),
+            (HLA_ERR_NULL_POINTER, { cBackward(cfg, 0, p.qT(), p.kT(), p.vT(), good, dqT, nil, dvT) }),
+            (HLA_ERR_MISMATCH, { cBackward(cfg, 0, p.qT(), p.kT(), p.vT(), short, dqT, dkT, dvT) }),
+            (HLA_ERR_DTYPE, { cBackward(cfg, 0, p.qT(), p.kT(), p.vT(), f32T, dqT, dkT, dvT) }),
+            (HLA_ERR_INVALID_ARGUMENT, { cBackward(cfg, 7, p.qT(), p.kT(), p.vT(), good, dqT, dkT, dvT) }),
+            (HLA_ERR_MISMATCH, { cBackward(cfg, 0, p.qT(), p.kT(), p.vT(), good, dqT, dkT, dvT, dFinal: badIni.tensor) }),
+            (HLA_ERR_MISMATCH, { cBackward(cfg, 0, p.qT(), p.kT(), p.vT(), good, dqT, dkT, dvT, dInitial: badIni.tensor) }),
+            (HLA_ERR_INVALID_ARGUMENT, { cBackward(cfg, 0, p.qT(), p.kT(), p.vT(), good, dqT, dkT, dvT,
+                                                      cu: idx([0, 4, 8])) }),
+        ]
+        for (i, (want, call)) in cases.enumerated() {
+            XCTAssertEqual(call(), want, "case \(i): \(lastError())")
+            XCTAssertFalse(lastError().isEmpty)
+            XCTAssertTrue(dq.array.allSatisfy { $0.isNaN } && dk.array.allSatisfy { $0.isNaN } && dv.array.allSatisfy { $0.isNaN },
+                          "case \(i) wrote an output")
+        }
+        keepAlive(p, d, dq, dk, dv, good, short, badIni, f32, dqT, dkT, dvT)
+        // and a valid call writes every element
+        XCTAssertEqual(cBackward(cfg, 0, p.qT(), p.kT(), p.vT(), good, dqT, dkT, dvT), HLA_OK)
+        XCTAssertTrue(dq.array.allSatisfy { $0.isFinite } && dk.array.allSatisfy { $0.isFinite } && dv.array.allSatisfy { $0.isFinite })
+        keepAlive(dq, dk, dv, dqT, dkT, dvT, p, good)
+    }
+}
