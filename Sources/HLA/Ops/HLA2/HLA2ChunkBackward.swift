@@ -37,38 +37,40 @@ extension HLA2: ChunkBackward {
             let Qh = Q + j * n * dk, Gh = G + j * n * dvp, dQh = dQ + j * n * dk
             let st = u.head(j), ds = d.head(j), C0 = st + cOffset(c), dC = ds + cOffset(c)
             // recompute the chunk's products
-            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)                 // A = Q Kᵀ
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n,                 // A = Q Kᵀ (masked: lower half)
+                   structure: c.masked ? .lowerC : [])
             for i in 0..<n { for x in 0..<n { B[i * n + x] = (c.masked && i > x) ? 0 : A[x * n + i] } }
             Mask.lowerDecay(A, n, n, pw, 1)                                            // A ← AD
             T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)
             Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                               // QS = Γ₁ Q S0
-            T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n)
-            T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n)
-            if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n) }
+            T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n,
+                   structure: c.masked ? [.lowerA, .upperB, .lowerC] : [.lowerA, .lowerC])
+            T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n, structure: .lowerC)
+            if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n, structure: .lowerC) }
             Mask.lowerDecay(W, n, n, pw, 1)                                            // WD
             // O = WD V
-            T.gemm(false, true, n, n, dvp, 1, Gh, dvp, V, dvp, 0, dW, n)             // dWD = G Vᵀ
-            T.gemm(true, false, n, dvp, n, 1, W, n, Gh, dvp, 1, dV, dvp)             // dV += WDᵀ G
+            T.gemm(false, true, n, n, dvp, 1, Gh, dvp, V, dvp, 0, dW, n, structure: .lowerC)   // dWD = G Vᵀ
+            T.gemm(true, false, n, dvp, n, 1, W, n, Gh, dvp, 1, dV, dvp, structure: .upperA)  // dV += WDᵀ G
             Mask.lowerDecay(dW, n, n, pw, 1)                                           // dW = dWD ⊙ D
             // W = AD B + QS Qᵀ + λ Q Qᵀ
-            T.gemm(false, true, n, n, n, 1, dW, n, B, n, 0, dAD, n)                  // dAD = dW Bᵀ
-            T.gemm(true, false, n, n, n, 1, A, n, dW, n, 0, dB, n)                   // dB = ADᵀ dW
-            T.gemm(false, false, n, dk, n, 1, dW, n, Qh, dk, 0, dQS, dk)             // dQS = dW Q
-            T.gemm(true, false, n, dk, n, 1, dW, n, QS, dk, 0, dQh, dk)              // dQ = dWᵀ QS
+            T.gemm(false, true, n, n, n, 1, dW, n, B, n, 0, dAD, n, structure: [.lowerA, .lowerC])  // dAD = dW Bᵀ
+            T.gemm(true, false, n, n, n, 1, A, n, dW, n, 0, dB, n, structure: .upperA)        // dB = ADᵀ dW
+            T.gemm(false, false, n, dk, n, 1, dW, n, Qh, dk, 0, dQS, dk, structure: .lowerA)  // dQS = dW Q
+            T.gemm(true, false, n, dk, n, 1, dW, n, QS, dk, 0, dQh, dk, structure: .upperA)   // dQ = dWᵀ QS
             if lam != 0 {
-                T.gemm(false, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk)       // + λ dW Q
-                T.gemm(true, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk)        // + λ dWᵀ Q
+                T.gemm(false, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk, structure: .lowerA)  // + λ dW Q
+                T.gemm(true, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk, structure: .upperA)   // + λ dWᵀ Q
             }
             // carry-out adjoints first (they still hold dU1, dC1)
             if c.masked {
                 let dU = ds
-                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp)
+                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp, structure: .upperA)
                 Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }                      // Z = Γn B Γn V
                 T.gemm(false, true, n, dk, dvp, 1, Z, dvp, dU, dvp, 1, dK, dk)       // dK += Z dU1ᵀ
                 T.gemm(false, false, n, dvp, dk, 1, K, dk, dU, dvp, 0, dZ, dvp)      // dZ = K dU1
                 Mask.scaleRows(dZ, n, dvp, dvp) { pw[n - 1 - $0] }                     // Γn dZ
                 T.gemm(false, true, n, n, dvp, 1, dZ, dvp, Vd, dvp, 1, dB, n)        // dB += Γn dZ (Γn V)ᵀ
-                T.gemm(true, false, n, dvp, n, 1, B, n, dZ, dvp, 0, Tm, dvp)
+                T.gemm(true, false, n, dvp, n, 1, B, n, dZ, dvp, 0, Tm, dvp, structure: .lowerA)
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
                 Mask.axpby(dV, Tm, n * dvp, 1, 1)                                      // dV += Γn Bᵀ Γn dZ
                 T.gemm(false, true, n, dk, dvp, 1, Vn2, dvp, dU, dvp, 1, dQS, dk)    // dQS += Γn² V dU1ᵀ
@@ -96,8 +98,8 @@ extension HLA2: ChunkBackward {
                     T.gemm(false, true, n, dk, dvp, 1, G1, dvp, C0, dvp, 1, dQS, dk) // dQS += Γ₁ G C0ᵀ
                     T.gemm(true, false, dk, dvp, n, 1, QS, dk, G1, dvp, 1, dC, dvp)  // dC0 += QSᵀ Γ₁ G
                     T.gemm(false, false, n, dvp, dk, 1, K, dk, C0, dvp, 0, Z, dvp)   // K C0
-                    T.gemm(false, true, n, n, dvp, 1, G1, dvp, Z, dvp, 1, dAD, n)    // dAD += Γ₁ G (K C0)ᵀ
-                    T.gemm(true, false, n, dvp, n, 1, A, n, G1, dvp, 0, Tm, dvp)     // ADᵀ Γ₁ G
+                    T.gemm(false, true, n, n, dvp, 1, G1, dvp, Z, dvp, 1, dAD, n, structure: .lowerC)  // dAD += Γ₁ G (K C0)ᵀ
+                    T.gemm(true, false, n, dvp, n, 1, A, n, G1, dvp, 0, Tm, dvp, structure: .upperA)  // ADᵀ Γ₁ G
                     T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, C0, dvp, 1, dK, dk)  // dK += ADᵀ Γ₁ G C0ᵀ
                     T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, 1, dC, dvp)   // dC0 += Kᵀ ADᵀ Γ₁ G
                 }
@@ -113,8 +115,10 @@ extension HLA2: ChunkBackward {
             // AD = A ⊙ D and B = (Aᵀ ⊙ upper): dA = dAD ⊙ D + (dB ⊙ upper)ᵀ
             Mask.lowerDecay(dAD, n, n, pw, 1)
             for x in 0..<n { for i in 0..<n where !(c.masked && i > x) { dAD[x * n + i] += dB[i * n + x] } }
-            T.gemm(false, false, n, dk, n, 1, dAD, n, K, dk, 1, dQh, dk)             // dQ += dA K
-            T.gemm(true, false, n, dk, n, 1, dAD, n, Qh, dk, 1, dK, dk)              // dK += dAᵀ Q
+            T.gemm(false, false, n, dk, n, 1, dAD, n, K, dk, 1, dQh, dk,             // dQ += dA K (masked: dA lower)
+                   structure: c.masked ? .lowerA : [])
+            T.gemm(true, false, n, dk, n, 1, dAD, n, Qh, dk, 1, dK, dk,              // dK += dAᵀ Q
+                   structure: c.masked ? .upperA : [])
         }
         // S1 = γⁿ S0 + Kᵀ Γn K
         T.gemm(false, false, n, dk, dk, 1, Kd, dk, dS, dk, 1, dK, dk)                // dK += Γn K dS1
