@@ -13,7 +13,7 @@ export LIBHLA_LIBDIR := $(LIBDIR)
 # The version, from the single source of truth (HLA_VERSION_* in Sources/CHLA/include/hla_types.h).
 HLA_VERSION := $(shell awk '/define HLA_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v ? "." : "") $$3} END {print v}' Sources/CHLA/include/hla_types.h)
 
-.PHONY: all lib python header check-header test test-swift test-c test-examples test-python test-mpi test-ggml tsan install demo bench clean deps wheel test-wheel
+.PHONY: all lib python jax-ffi header check-header test test-swift test-c test-examples test-python test-mpi test-ggml tsan install demo bench clean deps wheel test-wheel
 
 all: lib python
 
@@ -35,6 +35,20 @@ check-header: lib
 
 python: lib
 	cd bindings/python && $(PYTHON) setup.py -q build_ext --inplace
+
+# hla.jax's XLA FFI handlers alone (bindings/python/src/jax_ffi.cc -> $(JAX_FFI_OUT)/_hla_jax_ffi.so,
+# rpath to $(LIBDIR)), against the XLA FFI headers jaxlib ships. `make python` builds the same library
+# through setup.py whenever `import jax` works; without JAX this target says so and succeeds.
+# JAX_FFI_DEPS= LIBDIR=<dir of libhla.so> JAX_FFI_OUT=<dir> builds against another library, no Swift build.
+CXX ?= g++
+JAX_FFI_OUT ?= bindings/python/hla
+JAX_FFI_DEPS ?= lib
+jax-ffi: $(JAX_FFI_DEPS)
+	@inc=$$($(PYTHON) -c 'import jax.ffi; print(jax.ffi.include_dir())' 2>/dev/null) || \
+	    { echo "jax-ffi: JAX is not installed ($(PYTHON)): hla.jax not built"; exit 0; }; \
+	set -x; $(CXX) -std=c++17 -O2 -fPIC -shared -Wall -Wextra -Iinclude -isystem "$$inc" \
+	    bindings/python/src/jax_ffi.cc -L$(LIBDIR) -lhla -Wl,-z,now -Wl,-rpath,$(LIBDIR) \
+	    -o $(JAX_FFI_OUT)/_hla_jax_ffi.so
 
 # pytest runs last, so its summary line closes the output.
 test: all check-header test-swift test-c test-examples test-ggml test-mpi fuzz-ci tsan test-wheel test-python

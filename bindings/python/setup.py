@@ -10,6 +10,12 @@ Where the extension finds libhla at run time:
   build tree. HLA_BUNDLE_LIBRARY=0 links to the library dir instead (e.g. a `make install`ed libhla),
   HLA_BUNDLE_LIBRARY=1 bundles in place too.
 No LD_LIBRARY_PATH is needed either way.
+
+hla.jax's XLA FFI handlers (src/jax_ffi.cc -> hla/_hla_jax_ffi.so, linked to libhla like the extension)
+are built only when `import jax` works in the Python running this script (they compile against the
+XLA FFI headers jaxlib ships, jax.ffi.include_dir()); without JAX, or with HLA_JAX_FFI=0, they are
+skipped, and a failure to build them is a warning (optional extension), never an error. pip's isolated
+builds do not see an installed JAX: use `pip install --no-build-isolation` for hla.jax.
 """
 import os
 import shlex
@@ -107,6 +113,42 @@ ext = Extension(
 )
 
 
+JAX_FFI = "hla._hla_jax_ffi"
+
+
+def jax_ffi_include():
+    """jaxlib's XLA FFI header directory, or None (JAX absent, or HLA_JAX_FFI=0)."""
+    if os.environ.get("HLA_JAX_FFI", "").strip() in ("0", "no", "false"):
+        return None
+    try:
+        import jax.ffi
+    except Exception:   # not installed, or broken: hla.jax is optional
+        return None
+    d = jax.ffi.include_dir()
+    return d if os.path.exists(os.path.join(d, "xla", "ffi", "api", "ffi.h")) else None
+
+
+extensions = [ext]
+_jax_include = jax_ffi_include()
+if _jax_include:
+    extensions.append(Extension(
+        JAX_FFI,
+        sources=["src/jax_ffi.cc"],
+        include_dirs=include_dirs_and_args(),
+        library_dirs=[libdir],
+        libraries=["hla"],
+        language="c++",
+        # -isystem: the XLA headers' own warnings are not ours. -z now: a libhla without a symbol
+        # the handlers call fails when hla.jax loads them (ImportError), not in the middle of a call.
+        extra_compile_args=["-std=c++17", "-O2", "-g0", "-Wall", "-Wextra", "-isystem", _jax_include],
+        extra_link_args=["-Wl,-z,now"],
+        optional=True,
+    ))
+else:
+    sys.stderr.write("setup.py: JAX not importable (or HLA_JAX_FFI=0): hla.jax's FFI library is not "
+                     "built\n")
+
+
 def bundle_library(inplace):
     """Whether libhla.so goes into the package (rpath $ORIGIN) rather than being linked where it is."""
     v = os.environ.get("HLA_BUNDLE_LIBRARY", "").strip()
@@ -126,6 +168,16 @@ class BuildExt(build_ext):
         if self.bundle and self.inplace:
             package_dir = self.get_finalized_command("build_py").get_package_dir("hla")
             self.copy_library(os.path.join(package_dir, "libhla.so"))
+
+    def get_ext_filename(self, fullname):
+        # The FFI handler library is loaded with ctypes, not imported: a plain name hla.jax finds.
+        # (distutils passes the full name or only its last part, depending on the caller.)
+        if fullname in (JAX_FFI, JAX_FFI.split(".")[-1]):
+            return os.path.join(*fullname.split(".")) + ".so"
+        return super().get_ext_filename(fullname)
+
+    def get_export_symbols(self, ext):
+        return [] if ext.name == JAX_FFI else super().get_export_symbols(ext)
 
     def build_extensions(self):
         for e in self.extensions:
@@ -177,7 +229,7 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     packages=["hla"],
-    ext_modules=[ext],
+    ext_modules=extensions,
     cmdclass={"build_ext": BuildExt},
     install_requires=[numpy_requirement()],
     extras_require={"bfloat16": ["ml_dtypes"], "torch": ["torch"], "jax": ["jax"], "mpi": ["mpi4py"]},

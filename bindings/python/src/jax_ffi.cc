@@ -1,0 +1,403 @@
+// XLA FFI handlers of hla.jax (bindings/python/hla/jax.py): libhla's hla_forward and hla_backward as
+// typed XLA custom calls on the CPU (custom_call_api_version 4). Built into hla/_hla_jax_ffi.so, only
+// when JAX is installed (its headers: jax.ffi.include_dir()), by setup.py's build_ext or `make jax-ffi`.
+//
+// Buffers arrive row-major and contiguous (XLA's default layout for custom-call operands); each one is
+// described to libhla as an hla_tensor over XLA's memory, nothing is copied. Operand conventions (the
+// Python side builds them; every check that can be done on shapes is also done here, so a bad call
+// returns an error and never touches memory out of bounds):
+//
+//   forward:  q [..., B,T,H,dk], k [..., B,T,Hkv,dk], v [..., B,T,Hkv,dv], initial [..., N, n] (or a
+//             placeholder when has_initial is false), cu_seqlens [..., N+1] int32/int64 (placeholder when
+//             has_cu is false)  ->  o [..., B,T,H,dv], final [..., N, n] (placeholder when want_final
+//             is false).
+//   backward: q, k, v, d_out [..., B,T,H,dv], initial, cu_seqlens, d_final [..., N, n] (placeholder when
+//             has_d_final is false)  ->  dq, dk, dv, d_initial [..., N, n] (placeholder when has_initial
+//             is false).
+//
+// The leading "..." axes (none, or those jax.vmap adds with vmap_method="broadcast_all") are batch
+// axes of the call: without cu_seqlens they fold into B (one library call over L*B sequences); with
+// cu_seqlens each leading index has its own packing, so the call loops over them.
+// Errors (shapes, dtypes, anything libhla rejects: its hla_last_error() message) are returned as
+// ffi::Error; JAX raises them as exceptions.
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "hla.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+struct Options {
+  int64_t op, chunk_size, path;
+  bool masked, normalize;
+  double scale, decay, ridge, eps;
+};
+
+ffi::Error Invalid(const std::string& what) {
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument, "hla.jax: " + what);
+}
+
+ffi::Error LibraryError(const char* fn, hla_status status) {
+  const char* msg = hla_last_error();
+  std::string text = std::string(fn) + " failed (" + hla_status_string(status) + ")";
+  if (msg != nullptr && msg[0] != '\0') text += ": " + std::string(msg);
+  return ffi::Error(status == HLA_ERR_OUT_OF_MEMORY ? ffi::ErrorCode::kResourceExhausted
+                                                    : ffi::ErrorCode::kInvalidArgument,
+                    text);
+}
+
+bool HlaDtype(ffi::DataType t, int32_t* out) {
+  switch (t) {
+    case ffi::DataType::F32: *out = HLA_FLOAT32; return true;
+    case ffi::DataType::F64: *out = HLA_FLOAT64; return true;
+    case ffi::DataType::BF16: *out = HLA_BFLOAT16; return true;
+    case ffi::DataType::F16: *out = HLA_FLOAT16; return true;
+    case ffi::DataType::S32: *out = HLA_INT32; return true;
+    case ffi::DataType::S64: *out = HLA_INT64; return true;
+    default: return false;
+  }
+}
+
+// One operand: base pointer, hla dtype, element size in bytes and its dimensions.
+struct Operand {
+  const char* name;
+  char* data;
+  int32_t dtype;
+  size_t elem;
+  std::vector<int64_t> dims;
+};
+
+ffi::Error Describe(const char* name, ffi::DataType t, void* data, ffi::AnyBuffer::Dimensions dims,
+                    Operand* out) {
+  out->name = name;
+  out->data = static_cast<char*>(data);
+  if (!HlaDtype(t, &out->dtype))
+    return Invalid(std::string(name) + " has an element type libhla does not take");
+  out->elem = ffi::ByteWidth(t);
+  out->dims.assign(dims.begin(), dims.end());
+  return ffi::Error::Success();
+}
+
+ffi::Error Describe(const char* name, const ffi::AnyBuffer& b, Operand* out) {
+  return Describe(name, b.element_type(), b.untyped_data(), b.dimensions(), out);
+}
+
+ffi::Error Describe(const char* name, ffi::Result<ffi::AnyBuffer>& b, Operand* out) {
+  return Describe(name, b->element_type(), b->untyped_data(), b->dimensions(), out);
+}
+
+// The call's geometry: `lead` leading batch axes of total size L, then B, T, H, dk of q.
+struct Geometry {
+  size_t lead = 0;
+  std::vector<int64_t> lead_dims;
+  int64_t L = 1, B = 0, T = 0, H = 0, Hkv = 0, dk = 0, dv = 0, N = 0, n = 0;
+};
+
+// Checks that x has the leading axes of the call followed by `tail` (-1: any size, reported in *got).
+ffi::Error CheckShape(const Operand& x, const Geometry& g, std::vector<int64_t> tail,
+                      std::vector<int64_t>* got = nullptr) {
+  bool ok = x.dims.size() == g.lead + tail.size();
+  for (size_t i = 0; ok && i < g.lead; ++i) ok = x.dims[i] == g.lead_dims[i];
+  for (size_t i = 0; ok && i < tail.size(); ++i)
+    ok = tail[i] < 0 || x.dims[g.lead + i] == tail[i];
+  if (!ok) {
+    std::string want = "[";
+    for (size_t i = 0; i < g.lead; ++i) want += std::to_string(g.lead_dims[i]) + ", ";
+    for (size_t i = 0; i < tail.size(); ++i)
+      want += (i ? ", " : "") + (tail[i] < 0 ? std::string("*") : std::to_string(tail[i]));
+    want += "]";
+    std::string have = "[";
+    for (size_t i = 0; i < x.dims.size(); ++i) have += (i ? ", " : "") + std::to_string(x.dims[i]);
+    have += "]";
+    return Invalid(std::string(x.name) + " has shape " + have + ", expected " + want);
+  }
+  if (got) got->assign(x.dims.begin() + g.lead, x.dims.end());
+  return ffi::Error::Success();
+}
+
+ffi::Error Setup(const Options& o, const Operand& q, const Operand& k, const Operand& v,
+                 hla_config* cfg, Geometry* g) {
+  if (q.dims.size() < 4)
+    return Invalid("q must be [B, T, H, dk] (with leading batch axes under vmap), got rank " +
+                   std::to_string(q.dims.size()));
+  g->lead = q.dims.size() - 4;
+  g->lead_dims.assign(q.dims.begin(), q.dims.begin() + g->lead);
+  for (int64_t d : g->lead_dims) g->L *= d;
+  g->B = q.dims[g->lead];
+  g->T = q.dims[g->lead + 1];
+  g->H = q.dims[g->lead + 2];
+  g->dk = q.dims[g->lead + 3];
+  std::vector<int64_t> ks, vs;
+  if (auto e = CheckShape(k, *g, {g->B, g->T, -1, g->dk}, &ks); e.failure()) return e;
+  g->Hkv = ks[2];
+  if (auto e = CheckShape(v, *g, {g->B, g->T, g->Hkv, -1}, &vs); e.failure()) return e;
+  g->dv = vs[3];
+  if (k.dtype != q.dtype || v.dtype != q.dtype)
+    return Invalid("q, k and v must share one element type");
+  hla_status s = hla_config_init(cfg, sizeof *cfg);
+  if (s != HLA_OK) return LibraryError("hla_config_init", s);
+  cfg->op = static_cast<int32_t>(o.op);
+  cfg->masked = o.masked ? 1 : 0;
+  cfg->normalize = o.normalize ? 1 : 0;
+  // Sizes the tensors cannot give (a zero extent) become 1, so that libhla's check of the tensors
+  // reports the bad shape rather than the configuration.
+  cfg->heads = g->H > 0 ? g->H : 1;
+  cfg->kv_heads = g->Hkv > 0 ? g->Hkv : 1;
+  cfg->dk = g->dk > 0 ? g->dk : 1;
+  cfg->dv = g->dv > 0 ? g->dv : 1;
+  cfg->scale = o.scale;
+  cfg->decay = o.decay;
+  cfg->ridge = o.ridge;
+  cfg->eps = o.eps;
+  cfg->chunk_size = o.chunk_size;
+  s = hla_state_elements(cfg, &g->n);
+  if (s != HLA_OK) return LibraryError("hla_state_elements", s);
+  return ffi::Error::Success();
+}
+
+// Sequences N per leading index: B, or the length of cu_seqlens minus one.
+ffi::Error Sequences(bool has_cu, const Operand& cu, Geometry* g) {
+  if (!has_cu) {
+    g->N = g->B;
+    return ffi::Error::Success();
+  }
+  std::vector<int64_t> cs;
+  if (auto e = CheckShape(cu, *g, {-1}, &cs); e.failure()) return e;
+  if (cu.dtype != HLA_INT32 && cu.dtype != HLA_INT64)
+    return Invalid("cu_seqlens must be int32 or int64");
+  g->N = cs[0] > 0 ? cs[0] - 1 : 0;
+  return ffi::Error::Success();
+}
+
+ffi::Error Tensor(const Operand& x, char* data, std::vector<int64_t> shape, hla_tensor* t) {
+  hla_status s = hla_tensor_init(t, data, x.dtype, static_cast<int32_t>(shape.size()), shape.data(),
+                                 nullptr);
+  if (s != HLA_OK) return LibraryError("hla_tensor_init", s);
+  return ffi::Error::Success();
+}
+
+// hla_tensor views of one library call: leading index l of the per-index loop (cu_seqlens), or the
+// whole folded batch (rows = L * B sequences) when there is no cu_seqlens.
+struct Slice {
+  int64_t rows;   // sequences in this call (B, or L*B folded)
+  int64_t batch;  // tensors' B axis in this call
+  int64_t index;  // leading index (loop), 0 when folded
+};
+
+// Bytes of one leading index of a token tensor [B, T, heads, d] and of a state [N, n].
+char* TokenPtr(const Operand& x, const Geometry& g, int64_t heads, int64_t d, int64_t index) {
+  return x.data + static_cast<size_t>(index) * static_cast<size_t>(g.B * g.T * heads * d) * x.elem;
+}
+char* StatePtr(const Operand& x, const Geometry& g, int64_t index) {
+  return x.data + static_cast<size_t>(index) * static_cast<size_t>(g.N * g.n) * x.elem;
+}
+char* CuPtr(const Operand& x, const Geometry& g, int64_t index) {
+  return x.data + static_cast<size_t>(index) * static_cast<size_t>(g.N + 1) * x.elem;
+}
+
+ffi::Error CheckState(const Operand& x, const Geometry& g, int32_t want_dtype) {
+  if (auto e = CheckShape(x, g, {g.N, g.n}); e.failure()) return e;
+  if (x.dtype != want_dtype)
+    return Invalid(std::string(x.name) + " must be " +
+                   (want_dtype == HLA_FLOAT64 ? "float64" : "float32") +
+                   " (the state dtype: float64 for float64 inputs, float32 otherwise)");
+  return ffi::Error::Success();
+}
+
+int32_t StateDtype(int32_t dtype) { return dtype == HLA_FLOAT64 ? HLA_FLOAT64 : HLA_FLOAT32; }
+
+// Calls fn(slice) once for the folded batch, or once per leading index with cu_seqlens.
+template <typename Fn>
+ffi::Error ForEachCall(bool has_cu, const Geometry& g, Fn fn) {
+  if (g.L == 0) return ffi::Error::Success();  // an empty vmap: nothing to compute
+  if (!has_cu) return fn(Slice{g.L * g.B, g.L * g.B, 0});
+  for (int64_t l = 0; l < g.L; ++l) {
+    if (auto e = fn(Slice{g.N, g.B, l}); e.failure()) return e;
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_b,
+                       ffi::AnyBuffer initial_b, ffi::AnyBuffer cu_b, ffi::Result<ffi::AnyBuffer> o_b,
+                       ffi::Result<ffi::AnyBuffer> final_b, int64_t op, bool masked, bool normalize,
+                       double scale, double decay, double ridge, double eps, int64_t chunk_size,
+                       int64_t path, bool has_initial, bool has_cu, bool want_final) {
+  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
+  Operand q, k, v, initial, cu, o, fin;
+  if (auto e = Describe("q", q_b, &q); e.failure()) return e;
+  if (auto e = Describe("k", k_b, &k); e.failure()) return e;
+  if (auto e = Describe("v", v_b, &v); e.failure()) return e;
+  hla_config cfg;
+  Geometry g;
+  if (auto e = Setup(opt, q, k, v, &cfg, &g); e.failure()) return e;
+  if (has_cu) {
+    if (auto e = Describe("cu_seqlens", cu_b, &cu); e.failure()) return e;
+  }
+  if (auto e = Sequences(has_cu, cu, &g); e.failure()) return e;
+  if (auto e = Describe("output", o_b, &o); e.failure()) return e;
+  if (auto e = CheckShape(o, g, {g.B, g.T, g.H, g.dv}); e.failure()) return e;
+  if (o.dtype != q.dtype) return Invalid("output must have q's element type");
+  int32_t sdt = StateDtype(q.dtype);
+  if (has_initial) {
+    if (auto e = Describe("initial_state", initial_b, &initial); e.failure()) return e;
+    if (auto e = CheckState(initial, g, sdt); e.failure()) return e;
+  }
+  if (want_final) {
+    if (auto e = Describe("final_state", final_b, &fin); e.failure()) return e;
+    if (auto e = CheckState(fin, g, sdt); e.failure()) return e;
+  }
+  return ForEachCall(has_cu, g, [&](const Slice& s) -> ffi::Error {
+    hla_tensor tq, tk, tv, to, tcu, tin, tfin;
+    const int64_t l = s.index;
+    auto tokens = [&](const Operand& x, int64_t heads, int64_t d, hla_tensor* t) {
+      return Tensor(x, TokenPtr(x, g, heads, d, l), {s.batch, g.T, heads, d}, t);
+    };
+    auto state = [&](const Operand& x, hla_tensor* t) {
+      return Tensor(x, StatePtr(x, g, l), {s.rows, g.n}, t);
+    };
+    if (auto e = tokens(q, g.H, g.dk, &tq); e.failure()) return e;
+    if (auto e = tokens(k, g.Hkv, g.dk, &tk); e.failure()) return e;
+    if (auto e = tokens(v, g.Hkv, g.dv, &tv); e.failure()) return e;
+    if (auto e = tokens(o, g.H, g.dv, &to); e.failure()) return e;
+    if (has_cu) {
+      if (auto e = Tensor(cu, CuPtr(cu, g, l), {g.N + 1}, &tcu); e.failure()) return e;
+    }
+    if (has_initial) {
+      if (auto e = state(initial, &tin); e.failure()) return e;
+    }
+    if (want_final) {
+      if (auto e = state(fin, &tfin); e.failure()) return e;
+    }
+    hla_status st = hla_forward(&cfg, static_cast<int32_t>(opt.path), &tq, &tk, &tv, &to,
+                                has_cu ? &tcu : nullptr, has_initial ? &tin : nullptr,
+                                want_final ? &tfin : nullptr, nullptr);
+    if (st != HLA_OK) return LibraryError("hla_forward", st);
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error BackwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_b,
+                        ffi::AnyBuffer do_b, ffi::AnyBuffer initial_b, ffi::AnyBuffer cu_b,
+                        ffi::AnyBuffer d_final_b, ffi::Result<ffi::AnyBuffer> dq_b,
+                        ffi::Result<ffi::AnyBuffer> dk_b, ffi::Result<ffi::AnyBuffer> dv_b,
+                        ffi::Result<ffi::AnyBuffer> d_initial_b, int64_t op, bool masked,
+                        bool normalize, double scale, double decay, double ridge, double eps,
+                        int64_t chunk_size, int64_t path, bool has_initial, bool has_cu,
+                        bool has_d_final) {
+  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
+  Operand q, k, v, d_out, initial, cu, d_final, dq, dk, dv, d_initial;
+  if (auto e = Describe("q", q_b, &q); e.failure()) return e;
+  if (auto e = Describe("k", k_b, &k); e.failure()) return e;
+  if (auto e = Describe("v", v_b, &v); e.failure()) return e;
+  hla_config cfg;
+  Geometry g;
+  if (auto e = Setup(opt, q, k, v, &cfg, &g); e.failure()) return e;
+  if (has_cu) {
+    if (auto e = Describe("cu_seqlens", cu_b, &cu); e.failure()) return e;
+  }
+  if (auto e = Sequences(has_cu, cu, &g); e.failure()) return e;
+  if (auto e = Describe("d_out", do_b, &d_out); e.failure()) return e;
+  if (auto e = CheckShape(d_out, g, {g.B, g.T, g.H, g.dv}); e.failure()) return e;
+  if (auto e = Describe("dq", dq_b, &dq); e.failure()) return e;
+  if (auto e = CheckShape(dq, g, {g.B, g.T, g.H, g.dk}); e.failure()) return e;
+  if (auto e = Describe("dk", dk_b, &dk); e.failure()) return e;
+  if (auto e = CheckShape(dk, g, {g.B, g.T, g.Hkv, g.dk}); e.failure()) return e;
+  if (auto e = Describe("dv", dv_b, &dv); e.failure()) return e;
+  if (auto e = CheckShape(dv, g, {g.B, g.T, g.Hkv, g.dv}); e.failure()) return e;
+  if (d_out.dtype != q.dtype || dq.dtype != q.dtype || dk.dtype != q.dtype || dv.dtype != q.dtype)
+    return Invalid("d_out, dq, dk and dv must have q's element type");
+  int32_t sdt = StateDtype(q.dtype);
+  if (has_initial) {
+    if (auto e = Describe("initial_state", initial_b, &initial); e.failure()) return e;
+    if (auto e = CheckState(initial, g, sdt); e.failure()) return e;
+    if (auto e = Describe("d_initial_state", d_initial_b, &d_initial); e.failure()) return e;
+    if (auto e = CheckState(d_initial, g, sdt); e.failure()) return e;
+  }
+  if (has_d_final) {
+    if (auto e = Describe("d_final_state", d_final_b, &d_final); e.failure()) return e;
+    if (auto e = CheckState(d_final, g, sdt); e.failure()) return e;
+  }
+  return ForEachCall(has_cu, g, [&](const Slice& s) -> ffi::Error {
+    hla_tensor tq, tk, tv, tdo, tdq, tdk, tdv, tcu, tin, tdf, tdi;
+    const int64_t l = s.index;
+    auto tokens = [&](const Operand& x, int64_t heads, int64_t d, hla_tensor* t) {
+      return Tensor(x, TokenPtr(x, g, heads, d, l), {s.batch, g.T, heads, d}, t);
+    };
+    auto state = [&](const Operand& x, hla_tensor* t) {
+      return Tensor(x, StatePtr(x, g, l), {s.rows, g.n}, t);
+    };
+    if (auto e = tokens(q, g.H, g.dk, &tq); e.failure()) return e;
+    if (auto e = tokens(k, g.Hkv, g.dk, &tk); e.failure()) return e;
+    if (auto e = tokens(v, g.Hkv, g.dv, &tv); e.failure()) return e;
+    if (auto e = tokens(d_out, g.H, g.dv, &tdo); e.failure()) return e;
+    if (auto e = tokens(dq, g.H, g.dk, &tdq); e.failure()) return e;
+    if (auto e = tokens(dk, g.Hkv, g.dk, &tdk); e.failure()) return e;
+    if (auto e = tokens(dv, g.Hkv, g.dv, &tdv); e.failure()) return e;
+    if (has_cu) {
+      if (auto e = Tensor(cu, CuPtr(cu, g, l), {g.N + 1}, &tcu); e.failure()) return e;
+    }
+    if (has_initial) {
+      if (auto e = state(initial, &tin); e.failure()) return e;
+      if (auto e = state(d_initial, &tdi); e.failure()) return e;
+    }
+    if (has_d_final) {
+      if (auto e = state(d_final, &tdf); e.failure()) return e;
+    }
+    hla_status st = hla_backward(&cfg, static_cast<int32_t>(opt.path), &tq, &tk, &tv, &tdo, &tdq, &tdk,
+                                 &tdv, has_cu ? &tcu : nullptr, has_initial ? &tin : nullptr,
+                                 has_d_final ? &tdf : nullptr, has_initial ? &tdi : nullptr);
+    if (st != HLA_OK) return LibraryError("hla_backward", st);
+    return ffi::Error::Success();
+  });
+}
+
+}  // namespace
+
+#define HLA_FFI_OPTION_ATTRS                                                        \
+  .Attr<int64_t>("op")                                                              \
+      .Attr<bool>("masked")                                                         \
+      .Attr<bool>("normalize")                                                      \
+      .Attr<double>("scale")                                                        \
+      .Attr<double>("decay")                                                        \
+      .Attr<double>("ridge")                                                        \
+      .Attr<double>("eps")                                                          \
+      .Attr<int64_t>("chunk_size")                                                  \
+      .Attr<int64_t>("path")                                                        \
+      .Attr<bool>("has_initial")                                                    \
+      .Attr<bool>("has_cu")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()   // q
+                                  .Arg<ffi::AnyBuffer>()   // k
+                                  .Arg<ffi::AnyBuffer>()   // v
+                                  .Arg<ffi::AnyBuffer>()   // initial state or placeholder
+                                  .Arg<ffi::AnyBuffer>()   // cu_seqlens or placeholder
+                                  .Ret<ffi::AnyBuffer>()   // o
+                                  .Ret<ffi::AnyBuffer>()   // final state or placeholder
+                                  HLA_FFI_OPTION_ATTRS
+                                  .Attr<bool>("want_final"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxBackward, BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()   // q
+                                  .Arg<ffi::AnyBuffer>()   // k
+                                  .Arg<ffi::AnyBuffer>()   // v
+                                  .Arg<ffi::AnyBuffer>()   // d_out
+                                  .Arg<ffi::AnyBuffer>()   // initial state or placeholder
+                                  .Arg<ffi::AnyBuffer>()   // cu_seqlens or placeholder
+                                  .Arg<ffi::AnyBuffer>()   // d_final or placeholder
+                                  .Ret<ffi::AnyBuffer>()   // dq
+                                  .Ret<ffi::AnyBuffer>()   // dk
+                                  .Ret<ffi::AnyBuffer>()   // dv
+                                  .Ret<ffi::AnyBuffer>()   // d_initial or placeholder
+                                  HLA_FFI_OPTION_ATTRS
+                                  .Attr<bool>("has_d_final"));
+
+// The version of libhla this was built against (for hla.jax's load-time check).
+extern "C" int hla_jax_ffi_header_major(void) { return HLA_VERSION_MAJOR; }
