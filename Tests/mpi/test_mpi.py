@@ -8,7 +8,10 @@ non-zero on any disagreement:
     separate hosts), and with the recursive-doubling Exscan forced (coll_tuned_exscan_algorithm 2) over
     the default shared-memory transport: the two orders in which MPI applies the non-commutative
     operator;
-  * examples/mpi/build/seq_parallel (the same algorithm over the C ABI).
+  * Tests/mpi/mpi_backward.py (hla.mpi.backward against hla.backward of the whole sequence in one
+    process; wrong chains detected; errors on one rank raise on all), default Exscan, and once at 4
+    ranks with recursive doubling;
+  * examples/mpi/build/seq_parallel (the same forward, and the backward chain, over the C ABI).
 Open MPI runs as root only when told (OMPI_ALLOW_RUN_AS_ROOT*); HLA_NUM_THREADS=1 gives each rank one
 libhla worker, as the ranks share the cores. A hang fails after TIMEOUT seconds.
 """
@@ -22,6 +25,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 PARITY = os.path.join(HERE, "mpi_parity.py")
+BACKWARD = os.path.join(HERE, "mpi_backward.py")
 EXAMPLE = os.path.join(ROOT, "examples", "mpi", "build", "seq_parallel")
 TIMEOUT = 300
 MPIRUN = shutil.which("mpirun")
@@ -65,6 +69,17 @@ def test_python_default_exscan_tcp(n):
 def test_python_recursive_doubling_exscan(n):
     out = mpirun(n, [sys.executable, PARITY, "--quick"], extra_env=RECURSIVE_DOUBLING)
     assert "exscan algorithm 2" in out and "OK (%d ranks)" % n in out
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_python_backward(n):
+    out = mpirun(n, [sys.executable, BACKWARD])
+    assert "OK (%d ranks)" % n in out
+
+
+def test_python_backward_recursive_doubling_exscan():
+    out = mpirun(4, [sys.executable, BACKWARD], extra_env=RECURSIVE_DOUBLING)
+    assert "OK (4 ranks)" in out
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])

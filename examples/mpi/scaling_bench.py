@@ -6,6 +6,11 @@
     mpirun -n 4 python3 examples/mpi/scaling_bench.py comm --out docs/bench/mpi_comm_4.json
     # the model's tables (markdown) from a costs file:
     python3 examples/mpi/scaling_bench.py model --costs docs/bench/mpi_costs.json
+    # per-rank backward cost (hla_backward from a carry-in, with d_final), beside summarize and forward
+    # measured in the same run, and the backward chain's model (docs/scaling.md, "Backward"):
+    python3 examples/mpi/scaling_bench.py backward-costs --out docs/bench/mpi_backward_costs_1.json
+    python3 examples/mpi/scaling_bench.py backward-model --costs docs/bench/mpi_backward_costs_*.json \
+        --forward-costs docs/bench/mpi_costs_*.json
 
 Configuration: B = 1, H = Hkv = 8, dk = dv = 64, float32 inputs, masked, scale 1/8, no decay; each of
 hla2, ahla and hla3. Times are the minimum (and median) of repeated runs, measured around the library
@@ -292,6 +297,107 @@ def model_tables(args):
     print("\n".join(lines))
 
 
+def backward_costs(args):
+    """Per-rank cost of one rank's part of hla.mpi.backward: hla_backward of L tokens from a non-zero
+    carry-in with a non-zero d_final (chunked path), and summarize / forward from the carry timed in the
+    same run (interleaved per length), so that their ratios see the same machine load."""
+    rng = np.random.default_rng(1)
+    out = dict(machine=machine(), config=dict(B=1, H=H, Hkv=H, dk=D, dv=D, dtype="float32",
+                                              masked=True), ops={})
+    for op in args.ops:
+        cfg = config(op)
+        seg_cfg = hla._state.canonical(cfg)._replace(chunk_size=0)
+        m, n = _hla.summary_elements(seg_cfg), _hla.state_elements(seg_cfg)
+        res = dict(m=m, n=n, summary_bytes=4 * m + 8, state_bytes=4 * n, lengths={})
+        x = rng.standard_normal((1, 256, H, D), dtype=np.float32)
+        s0, l0 = _arrays.aligned_zeros((1, m), np.float32), np.zeros(1, np.int64)
+        _hla.summarize(cfg, x, x, x, None, s0, l0)
+        st = _arrays.aligned_zeros((1, n), np.float32)
+        _hla.summary_to_state(seg_cfg, s0, st, None)           # a non-zero carry-in
+        d_final = _arrays.aligned_copy(rng.standard_normal((1, n)).astype(np.float32) * 1e-3)
+        d_init = _arrays.aligned_zeros((1, n), np.float32)
+        for L in args.lengths:
+            q, k, v, do = (rng.standard_normal((1, L, H, D), dtype=np.float32) for _ in range(4))
+            o, dq, dk, dv = (np.empty((1, L, H, D), np.float32) for _ in range(4))
+            s, ls = _arrays.aligned_zeros((1, m), np.float32), np.zeros(1, np.int64)
+            reps = args.reps
+            t_sum = timeit(lambda: _hla.summarize(cfg, q, k, v, None, s, ls), reps)
+            t_fwd = timeit(lambda: _hla.forward(cfg, "chunked", q, k, v, o, None, st, None, None), reps)
+            t_bwd = timeit(lambda: _hla.backward(cfg, "chunked", q, k, v, do, dq, dk, dv, None, st,
+                                                 d_final, d_init), reps)
+            res["lengths"][str(L)] = dict(summarize_s=t_sum, forward_from_carry_s=t_fwd,
+                                          backward_from_carry_s=t_bwd)
+            print("%s L=%6d summarize %8.2f ms  forward %8.2f ms  backward %8.2f ms"
+                  % (op, L, 1e3 * t_sum[0], 1e3 * t_fwd[0], 1e3 * t_bwd[0]), file=sys.stderr, flush=True)
+            del q, k, v, do, o, dq, dk, dv
+        out["ops"][op] = res
+    text = json.dumps(out, indent=1)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
+def backward_model(args):
+    """Critical path of hla.mpi.backward (the sequential chain) against one process, and of the two-pass
+    form a transposed-summary entry would allow (docs/scaling.md, "Backward"): model output from
+    backward-costs files (each figure the minimum over them) and the forward costs files (combine time,
+    the Exscan's operator; also the model's cost of one transposed apply)."""
+    c = None
+    for path in args.costs:            # several runs: each figure the minimum over them
+        with open(path) as f:
+            d = json.load(f)
+        if c is None:
+            c = d
+            continue
+        for op, r in d["ops"].items():
+            for L, x in r["lengths"].items():
+                mine = c["ops"][op]["lengths"].setdefault(L, x)
+                for key in x:
+                    mine[key] = [min(mine[key][0], x[key][0]), min(mine[key][1], x[key][1])]
+    fc = merged_costs(args.forward_costs)
+    alpha, beta = args.latency, args.bandwidth
+    ranks = [1, 2, 4, 8, 16, 64]
+    tokens = [1 << 20, 1 << 24]
+    lines = ["Measured per-rank costs (minimum over %d run(s)), µs/token of fits t = a + b·L over L = %s:"
+             % (len(args.costs), ", ".join(sorted(c["ops"]["hla2"]["lengths"], key=int))), "",
+             "| op | summarize | forward from carry | backward from carry, with d_final | backward / forward |",
+             "|---|---|---|---|---|"]
+    params = {}
+    for op, r in c["ops"].items():
+        Ls = sorted(int(x) for x in r["lengths"])
+        a_s, b_s = fit(Ls, [r["lengths"][str(L)]["summarize_s"][0] for L in Ls])
+        a_f, b_f = fit(Ls, [r["lengths"][str(L)]["forward_from_carry_s"][0] for L in Ls])
+        a_b, b_b = fit(Ls, [r["lengths"][str(L)]["backward_from_carry_s"][0] for L in Ls])
+        params[op] = (a_s, b_s, a_b, b_b, fc["ops"][op]["combine_s"][0], fc["ops"][op]["to_state_s"][0],
+                      r["summary_bytes"], r["state_bytes"])
+        lines.append("| %s | %.2f | %.2f | %.2f | %.2f |" % (op, 1e6 * b_s, 1e6 * b_f, 1e6 * b_b, b_b / b_f))
+    for op, (a_s, b_s, a_b, b_b, t_c, t_2s, M, N) in params.items():
+        lines += ["", "**%s** (model): sequential chain / two-pass form, speedup over one process's "
+                  "hla.backward" % op, "",
+                  "| tokens | " + " | ".join("P = %d" % p for p in ranks) + " |",
+                  "|---|" + "---|" * len(ranks)]
+        for T in tokens:
+            cells = []
+            t1 = a_b + b_b * T
+            for P in ranks:
+                Lp = T / P
+                if P == 1:
+                    chain = two = t1
+                else:
+                    lin, _, _ = scan_times(P, M, N, t_c, alpha, beta)
+                    lg = math.ceil(math.log2(P))
+                    hop = alpha + N / beta
+                    pre = (a_s + b_s * Lp) + lin + t_2s          # carry-ins, as the forward
+                    end = lg * (alpha + N / beta)                 # Bcast of d_initial + status
+                    chain = pre + P * (a_b + b_b * Lp) + (P - 1) * hop + end
+                    two = pre + 2 * (a_b + b_b * Lp) + (P - 1) * (hop + t_c) + end
+                cells.append("%s / %s (%.2fx / %.1fx)" % (fmt_time(chain), fmt_time(two), t1 / chain,
+                                                          t1 / two))
+            lines.append("| %dM | %s |" % (T >> 20, " | ".join(cells)))
+    print("\n".join(lines))
+
+
 def fmt_mem(gib):
     return "%.0f GiB" % gib if gib >= 1 else "%.0f MiB" % (1024 * gib)
 
@@ -318,8 +424,20 @@ def main():
     pmod.add_argument("--bandwidth", type=float, default=10e9, help="bytes per second (1/beta)")
     pmod.add_argument("--best-scan", action="store_true",
                       help="use the cheaper of the linear and recursive-doubling Exscan")
+    pb = sub.add_parser("backward-costs")
+    pb.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    pb.add_argument("--ops", nargs="+", default=list(OPS))
+    pb.add_argument("--reps", type=int, default=3)
+    pb.add_argument("--out")
+    pbm = sub.add_parser("backward-model")
+    pbm.add_argument("--costs", required=True, nargs="+")
+    pbm.add_argument("--forward-costs", nargs="+", required=True,
+                     help="costs files of the forward (combine and summary->state times)")
+    pbm.add_argument("--latency", type=float, default=5e-6, help="seconds per message (alpha)")
+    pbm.add_argument("--bandwidth", type=float, default=10e9, help="bytes per second (1/beta)")
     args = p.parse_args()
-    {"costs": costs, "comm": comm_bench, "model": model_tables}[args.cmd](args)
+    {"costs": costs, "comm": comm_bench, "model": model_tables, "backward-costs": backward_costs,
+     "backward-model": backward_model}[args.cmd](args)
 
 
 if __name__ == "__main__":
