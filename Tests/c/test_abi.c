@@ -1,6 +1,7 @@
 /* C ABI test of libhla 1.0: drives every entry point of include/hla.h, checks every execution path
  * against the index sums of SPEC.md section 2 (the independent brute-force evaluation of naive_ref.c,
- * and the library's own hla_reference), and feeds every kind of bad input the contract names.
+ * and the library's own hla_reference), checks hla_backward against central differences of hla_forward,
+ * and feeds every kind of bad input the contract names.
  *
  * The 1.0 ABI has no handles: every tensor is an hla_tensor over this program's memory; states are
  * [slots, n] rows, summaries [N, m] rows plus int64 lengths.
@@ -363,6 +364,14 @@ static int all_equal(const void *p, int dt, int64_t n, double x)
     for (i = 0; i < n; i++)
         if (!(getv(p, dt, i) == x)) return 0;
     return 1;
+}
+
+/* Number of NaN elements among the first n. */
+static int64_t count_nan(const void *p, int dt, int64_t n)
+{
+    int64_t i, c = 0;
+    for (i = 0; i < n; i++) c += isnan(getv(p, dt, i)) ? 1 : 0;
+    return c;
 }
 
 static hla_config cfg_make(int op, int masked, int normalize, double decay, double ridge, int64_t H, int64_t Hkv,
@@ -1726,15 +1735,17 @@ static void test_serialization(void)
 
 enum {
     A_Q, A_K, A_V, A_O, A_CU, A_INI, A_FIN, A_ROWS, A_Q3, A_K3, A_V3, A_O3, A_ST, A_SRC, A_DST, A_SUM, A_LEN,
-    A_SA, A_LA, A_SB, A_LB, A_SR, A_LR, A_DSTATE, A_DSUM, A_DLEN, A_COUNT
+    A_SA, A_LA, A_SB, A_LB, A_SR, A_LR, A_DSTATE, A_DSUM, A_DLEN, A_DO, A_DQ, A_DK, A_DV, A_DFIN, A_DINI, A_COUNT
 };
 static const char *arg_names[A_COUNT] = {"q", "k", "v", "output", "cu_seqlens", "initial", "final", "rows", "q",
                                          "k", "v", "output", "state", "src_rows", "dst_rows", "summary", "lengths",
                                          "a", "a_lengths", "b", "b_lengths", "result", "result_lengths", "state",
-                                         "summary", "lengths"};
+                                         "summary", "lengths", "d_out", "dq", "dk", "dv", "d_final", "d_initial"};
 
 enum { E_FORWARD, E_STEP, E_REFERENCE, E_RESET, E_COPY, E_SSER, E_SDES, E_SUMMARIZE, E_COMBINE, E_TOSTATE, E_USER,
-       E_UDES, E_COUNT };
+       E_UDES, E_BACKWARD, E_COUNT };
+
+#define MAXARGS 11 /* tensor arguments of the widest entry point (hla_backward) */
 
 /* argument roles */
 enum {
@@ -1752,7 +1763,7 @@ enum {
 typedef struct {
     const char *fn;
     int nargs;
-    int arg[8], role[8], opt[8];
+    int arg[MAXARGS], role[MAXARGS], opt[MAXARGS];
 } entry;
 
 static const entry g_entries[E_COUNT] = {
@@ -1768,6 +1779,8 @@ static const entry g_entries[E_COUNT] = {
     {"hla_summary_to_state", 3, {A_SUM, A_ST, A_ROWS}, {R_ST, R_ST, R_IDX}, {0, 0, 1}},
     {"hla_summary_serialize", 2, {A_SUM, A_LEN}, {R_ST_FREE, R_IDX}, {0, 0}},
     {"hla_summary_deserialize", 2, {A_DSUM, A_DLEN}, {R_DEST, R_LOUT}, {0, 0}},
+    {"hla_backward", 11, {A_Q, A_K, A_V, A_DO, A_DQ, A_DK, A_DV, A_CU, A_INI, A_DFIN, A_DINI},
+     {R_IN, R_IN, R_IN, R_IN, R_OUT, R_OUT, R_OUT, R_CU, R_ST, R_ST, R_ST}, {0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1}},
 };
 
 typedef struct {
@@ -1828,6 +1841,18 @@ static void fx_init(fixture *f, int op, int dt)
     fx_tensor(f, A_DSTATE, sdt, 2, 2, f->n, 0, 0, NULL);
     fx_tensor(f, A_DSUM, sdt, 2, 2, f->m, 0, 0, NULL);
     fx_tensor(f, A_DLEN, HLA_INT64, 1, 2, 0, 0, 0, lens);
+    {
+        /* hla_backward's cotangents and gradients (the generator is restored so that the data of the
+         * tests after this fixture do not depend on these draws) */
+        const uint64_t rng = g_rng;
+        fx_tensor(f, A_DO, dt, 4, 1, 5, 2, 2, NULL);
+        fx_tensor(f, A_DQ, dt, 4, 1, 5, 2, 3, NULL);
+        fx_tensor(f, A_DK, dt, 4, 1, 5, 1, 3, NULL);
+        fx_tensor(f, A_DV, dt, 4, 1, 5, 1, 2, NULL);
+        fx_tensor(f, A_DFIN, sdt, 2, 4, f->n, 0, 0, NULL);
+        fx_tensor(f, A_DINI, sdt, 2, 4, f->n, 0, 0, NULL);
+        g_rng = rng;
+    }
     /* real summaries for a and b (random rows need not be valid summaries) */
     hla_summarize(&f->c, &f->t[A_Q], &f->t[A_K], &f->t[A_V], &f->t[A_CU], &f->t[A_SA], NULL);
     hla_summarize(&f->c, &f->t[A_Q], &f->t[A_K], &f->t[A_V], &f->t[A_CU], &f->t[A_SB], NULL);
@@ -1904,6 +1929,8 @@ static hla_status fx_call(int e, fixture *f, const hla_config *cfg, hla_tensor *
     case E_COMBINE: return hla_summary_combine(cfg, a[0], a[1], a[2], a[3], a[4], a[5]);
     case E_TOSTATE: return hla_summary_to_state(cfg, a[0], a[1], a[2]);
     case E_USER: return hla_summary_serialize(cfg, a[0], a[1], f->obuf, f->ocap, &f->written);
+    case E_BACKWARD:
+        return hla_backward(cfg, HLA_PATH_CHUNKED, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
     default: return hla_summary_deserialize(f->ubytes, f->nubytes, &f->cout, a[0], a[1]);
     }
 }
@@ -1912,7 +1939,7 @@ static hla_status fx_call(int e, fixture *f, const hla_config *cfg, hla_tensor *
 static void fx_args(fixture *f, int e, hla_tensor **a)
 {
     int i;
-    for (i = 0; i < 8; i++) a[i] = i < g_entries[e].nargs ? &f->t[g_entries[e].arg[i]] : NULL;
+    for (i = 0; i < MAXARGS; i++) a[i] = i < g_entries[e].nargs ? &f->t[g_entries[e].arg[i]] : NULL;
 }
 
 /* Run entry e (arguments a), expect want; on failure, nothing the caller owns may have changed. */
@@ -2052,7 +2079,7 @@ static void test_bad_tensors(void)
             fixture f;
             fx_init(&f, op, dts[dti]);
             for (e = 0; e < E_COUNT; e++) {
-                hla_tensor *a[8];
+                hla_tensor *a[MAXARGS];
                 set_ctx("bad tensors %s %s %s", op_name(op), dt_name(dts[dti]), g_entries[e].fn);
                 fx_args(&f, e, a);
                 fx_expect(&f, e, &f.c, a, HLA_OK, NULL, "the fixture's own arguments");
@@ -2100,10 +2127,189 @@ static void set_ints(fixture *f, int a, const int64_t *v, int64_t n)
             ((int32_t *)f->mem[a])[i] = (int32_t)v[i];
 }
 
+/* hla_backward: the values and combinations the per-tensor mutations of test_bad_tensors do not reach.
+ * Fixture: hla2, H = 2, Hkv = 1, dk = 3, dv = 2, B = 1, T = 5 packed as {0, 2, 5}, states of 4 rows.
+ * Arguments: a[0..2] q k v, a[3] d_out, a[4..6] dq dk dv, a[7] cu_seqlens, a[8] initial, a[9] d_final,
+ * a[10] d_initial. Each failing call must name the argument and leave every byte of the fixture as it was. */
+static void backward_bad_values(fixture *f)
+{
+    hla_tensor *a[MAXARGS];
+    int i;
+    int64_t n3;
+#define BWITH(code, want, kw, what)                                                                                    \
+    do {                                                                                                               \
+        fx_args(f, E_BACKWARD, a);                                                                                     \
+        code;                                                                                                          \
+        fx_expect(f, E_BACKWARD, &f->c, a, want, kw, what);                                                            \
+    } while (0)
+    set_ctx("bad values hla_backward");
+    /* path, on the otherwise valid call */
+    {
+        static const int32_t paths[3] = {3, -1, INT32_MIN};
+        fx_args(f, E_BACKWARD, a);
+        fx_snapshot(f);
+        for (i = 0; i < 3; i++)
+            EXPECT(hla_backward(&f->c, paths[i], a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]),
+                   HLA_ERR_INVALID_ARGUMENT, "path", "hla_backward path %ld", (long)paths[i]);
+        CHECK(fx_changed(f) == NULL, "hla_backward with a bad path wrote into %s", fx_changed(f));
+        fx_restore(f);
+        for (i = 0; i < 3; i++) { /* every valid path accepts the fixture */
+            fx_args(f, E_BACKWARD, a);
+            OK(hla_backward(&f->c, i, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]),
+               "hla_backward %s on the fixture", path_name(i));
+            fx_restore(f);
+        }
+    }
+    /* cu_seqlens */
+    {
+        static const int64_t c1[3] = {1, 2, 5}, c2[4] = {0, 2, 2, 5}, c3[3] = {0, 3, 2}, c4[3] = {0, 2, 4},
+                             c5[3] = {0, 2, 6}, c6[1] = {0}, c7[3] = {0, -1, 5}, c9[3] = {0, 0, 5},
+                             c10[3] = {0, INT64_MAX, 5}, ok1[2] = {0, 5}, ok5[6] = {0, 1, 2, 3, 4, 5};
+        static const struct {
+            const int64_t *v;
+            int64_t n;
+            const char *what;
+        } cus[9] = {{c1, 3, "cu_seqlens not starting at 0"}, {c2, 4, "cu_seqlens not strictly increasing (2, 2)"},
+                    {c3, 3, "cu_seqlens decreasing"},        {c4, 3, "cu_seqlens ending before T"},
+                    {c5, 3, "cu_seqlens ending after T"},    {c6, 1, "cu_seqlens of one entry"},
+                    {c7, 3, "cu_seqlens with a negative offset"}, {c9, 3, "cu_seqlens with an empty first sequence"},
+                    {c10, 3, "cu_seqlens with an offset INT64_MAX"}};
+        for (i = 0; i < 9; i++)
+            BWITH(set_ints(f, A_CU, cus[i].v, cus[i].n), HLA_ERR_INVALID_ARGUMENT, "cu_seqlens", cus[i].what);
+        BWITH(f->t[A_CU].dtype = HLA_INT32; ((int32_t *)f->mem[A_CU])[0] = 0; ((int32_t *)f->mem[A_CU])[1] = 3;
+              ((int32_t *)f->mem[A_CU])[2] = 1, HLA_ERR_INVALID_ARGUMENT, "cu_seqlens", "int32 cu_seqlens decreasing");
+        BWITH(set_ints(f, A_CU, ok1, 2), HLA_OK, NULL, "cu_seqlens of one sequence");
+        BWITH(set_ints(f, A_CU, ok5, 6); a[8] = a[9] = a[10] = NULL, HLA_OK, NULL, "cu_seqlens of five 1-token sequences");
+        BWITH(set_ints(f, A_CU, ok5, 6), HLA_ERR_MISMATCH, "initial", "5 sequences, states of 4 rows");
+        BWITH(set_ints(f, A_CU, ok5, 6); a[8] = NULL, HLA_ERR_MISMATCH, "d_final", "5 sequences, d_final of 4 rows");
+        BWITH(set_ints(f, A_CU, ok5, 6); a[8] = a[9] = NULL, HLA_ERR_MISMATCH, "d_initial",
+              "5 sequences, d_initial of 4 rows");
+        BWITH(f->t[A_CU].dtype = HLA_FLOAT64, HLA_ERR_DTYPE, "cu_seqlens", "float64 cu_seqlens");
+        BWITH(f->t[A_CU].ndim = 2; f->t[A_CU].shape[1] = 1, HLA_ERR_INVALID_ARGUMENT, "cu_seqlens", "2-D cu_seqlens");
+    }
+    /* cu_seqlens with B = 2 (q, k, v, d_out broadcast over the batch; gradients of B = 2) */
+    {
+        void *g[3];
+        hla_tensor tg[3];
+        g[0] = talloc(2 * 5 * 2 * 3, HLA_FLOAT64), g[1] = talloc(2 * 5 * 1 * 3, HLA_FLOAT64);
+        g[2] = talloc(2 * 5 * 1 * 2, HLA_FLOAT64);
+        tg[0] = mk(g[0], HLA_FLOAT64, 4, 2, 5, 2, 3), tg[1] = mk(g[1], HLA_FLOAT64, 4, 2, 5, 1, 3);
+        tg[2] = mk(g[2], HLA_FLOAT64, 4, 2, 5, 1, 2);
+        for (i = 0; i < 2; i++) {
+            fx_args(f, E_BACKWARD, a);
+            f->t[A_Q].shape[0] = f->t[A_K].shape[0] = f->t[A_V].shape[0] = f->t[A_DO].shape[0] = 2;
+            f->t[A_Q].strides[0] = f->t[A_K].strides[0] = f->t[A_V].strides[0] = f->t[A_DO].strides[0] = 0;
+            a[4] = &tg[0], a[5] = &tg[1], a[6] = &tg[2];
+            if (i == 1) a[7] = NULL;
+            fill(g[0], HLA_FLOAT64, 30, NAN), fill(g[1], HLA_FLOAT64, 15, NAN), fill(g[2], HLA_FLOAT64, 10, NAN);
+            fx_expect(f, E_BACKWARD, &f->c, a, i == 0 ? HLA_ERR_INVALID_ARGUMENT : HLA_OK, "cu_seqlens",
+                      i == 0 ? "cu_seqlens with B = 2" : "zero batch stride, B = 2, no cu_seqlens");
+            if (i == 0) /* the gradients live outside the fixture: check them here */
+                CHECK(count_nan(g[0], HLA_FLOAT64, 30 + SLACK) == 30 + SLACK &&
+                          count_nan(g[1], HLA_FLOAT64, 15 + SLACK) == 15 + SLACK &&
+                          count_nan(g[2], HLA_FLOAT64, 10 + SLACK) == 10 + SLACK,
+                      "hla_backward failed (cu_seqlens with B = 2) but wrote a gradient");
+        }
+        /* the valid broadcast call wrote every gradient element */
+        {
+            int okw = 1, j;
+            for (j = 0; j < 30; j++) okw &= isfinite(((double *)g[0])[j]) != 0;
+            for (j = 0; j < 15; j++) okw &= isfinite(((double *)g[1])[j]) != 0;
+            for (j = 0; j < 10; j++) okw &= isfinite(((double *)g[2])[j]) != 0;
+            CHECK(okw, "backward with B = 2 left a gradient element unwritten (NaN)");
+        }
+        free(g[0]), free(g[1]), free(g[2]);
+    }
+    /* empty batch or sequence */
+    BWITH(f->t[A_Q].shape[0] = 0; a[7] = NULL, HLA_ERR_INVALID_ARGUMENT, "q.shape", "B = 0");
+    BWITH(f->t[A_Q].shape[1] = 0; a[7] = NULL, HLA_ERR_INVALID_ARGUMENT, "q.shape", "T = 0");
+    /* shapes that disagree with the configuration or with q */
+    BWITH(f->t[A_K].shape[2] = 2, HLA_ERR_MISMATCH, "k.shape", "k with 2 kv heads (cfg 1)");
+    BWITH(f->t[A_V].shape[1] = 4, HLA_ERR_MISMATCH, "v.shape", "v with T - 1 tokens");
+    BWITH(f->t[A_DO].shape[1] = 4, HLA_ERR_MISMATCH, "d_out", "d_out with T - 1 tokens");
+    BWITH(f->t[A_DO].shape[2] = 1, HLA_ERR_MISMATCH, "d_out", "d_out with kv_heads (1) heads, cfg.heads 2");
+    BWITH(f->t[A_DO].shape[3] = 3, HLA_ERR_MISMATCH, "d_out", "d_out with dk (3) features, dv 2");
+    BWITH(f->t[A_DQ].shape[3] = 2, HLA_ERR_MISMATCH, "dq", "dq with dv (2) features, dk 3");
+    BWITH(f->t[A_DQ].shape[2] = 1, HLA_ERR_MISMATCH, "dq", "dq with kv_heads (1) heads");
+    BWITH(f->t[A_DQ].shape[1] = 6, HLA_ERR_MISMATCH, "dq", "dq with T + 1 tokens");
+    BWITH(f->t[A_DK].shape[2] = 2, HLA_ERR_MISMATCH, "dk", "dk with heads (2) heads, kv_heads 1");
+    BWITH(f->t[A_DK].shape[3] = 2, HLA_ERR_MISMATCH, "dk", "dk with dv (2) features");
+    BWITH(f->t[A_DV].shape[3] = 3, HLA_ERR_MISMATCH, "dv", "dv with dk (3) features, dv 2");
+    BWITH(f->t[A_DV].shape[0] = 2; f->t[A_DV].strides[0] = 10, HLA_ERR_MISMATCH, "dv", "dv with B = 2");
+    /* element types: integers anywhere a float is expected, mixed floating types */
+    BWITH(f->t[A_Q].dtype = HLA_INT64, HLA_ERR_DTYPE, "q.dtype", "int64 q");
+    BWITH(f->t[A_Q].dtype = HLA_INT32, HLA_ERR_DTYPE, "q.dtype", "int32 q");
+    BWITH(f->t[A_K].dtype = HLA_INT64, HLA_ERR_DTYPE, "k.dtype", "int64 k");
+    BWITH(f->t[A_V].dtype = HLA_INT32, HLA_ERR_DTYPE, "v.dtype", "int32 v");
+    BWITH(f->t[A_DO].dtype = HLA_INT64, HLA_ERR_DTYPE, "d_out", "int64 d_out");
+    BWITH(f->t[A_DQ].dtype = HLA_INT32, HLA_ERR_DTYPE, "dq", "int32 dq");
+    BWITH(f->t[A_DK].dtype = HLA_INT64, HLA_ERR_DTYPE, "dk", "int64 dk");
+    BWITH(f->t[A_DV].dtype = HLA_INT64, HLA_ERR_DTYPE, "dv", "int64 dv");
+    BWITH(f->t[A_INI].dtype = HLA_INT64, HLA_ERR_DTYPE, "initial", "int64 initial");
+    BWITH(f->t[A_DFIN].dtype = HLA_INT32, HLA_ERR_DTYPE, "d_final", "int32 d_final");
+    BWITH(f->t[A_DINI].dtype = HLA_INT64, HLA_ERR_DTYPE, "d_initial", "int64 d_initial");
+    BWITH(f->t[A_Q].dtype = HLA_FLOAT32, HLA_ERR_DTYPE, "k.dtype", "float32 q, float64 k v");
+    BWITH(f->t[A_DO].dtype = HLA_FLOAT32, HLA_ERR_DTYPE, "d_out", "float32 d_out for float64 q");
+    BWITH(f->t[A_DQ].dtype = HLA_FLOAT32, HLA_ERR_DTYPE, "dq", "float32 dq for float64 q");
+    BWITH(f->t[A_DK].dtype = HLA_BFLOAT16, HLA_ERR_DTYPE, "dk", "bfloat16 dk for float64 q");
+    BWITH(f->t[A_DV].dtype = HLA_FLOAT16, HLA_ERR_DTYPE, "dv", "float16 dv for float64 q");
+    BWITH(f->t[A_INI].dtype = HLA_FLOAT32, HLA_ERR_DTYPE, "initial", "float32 initial for float64 q");
+    BWITH(f->t[A_DFIN].dtype = HLA_FLOAT32, HLA_ERR_DTYPE, "d_final", "float32 d_final for float64 q");
+    BWITH(f->t[A_DINI].dtype = HLA_FLOAT32, HLA_ERR_DTYPE, "d_initial", "float32 d_initial for float64 q");
+    /* state rows: too few for the sequences, rows of another length, another configuration's state */
+    BWITH(f->t[A_INI].shape[0] = 1, HLA_ERR_MISMATCH, "initial", "initial of 1 row for 2 sequences");
+    BWITH(f->t[A_DFIN].shape[0] = 1, HLA_ERR_MISMATCH, "d_final", "d_final of 1 row for 2 sequences");
+    BWITH(f->t[A_DINI].shape[0] = 1, HLA_ERR_MISMATCH, "d_initial", "d_initial of 1 row for 2 sequences");
+    BWITH(f->t[A_DFIN].shape[0] = 0; a[7] = NULL, HLA_ERR_MISMATCH, "d_final", "d_final of 0 rows for 1 sequence");
+    BWITH(f->t[A_DFIN].shape[1] = f->n - 1, HLA_ERR_MISMATCH, "d_final", "d_final rows of n - 1 elements");
+    BWITH(f->t[A_INI].shape[1] = f->n - 1, HLA_ERR_MISMATCH, "initial", "initial rows of n - 1 elements");
+    BWITH(f->t[A_DINI].shape[1] = f->n - 1; f->t[A_DINI].shape[0] = 2, HLA_ERR_MISMATCH, "d_initial",
+          "d_initial rows of n - 1 elements");
+    {
+        hla_config c3 = f->c;
+        c3.op = HLA_OP_HLA3;
+        c3.ridge = 0;
+        n3 = n_state(&c3);
+        BWITH(f->t[A_DFIN].shape[1] = n3; f->t[A_DFIN].shape[0] = 1; a[7] = NULL, HLA_ERR_MISMATCH, "d_final",
+              "d_final of another configuration (hla3's n)");
+        BWITH(f->t[A_DINI].shape[1] = n3; f->t[A_DINI].shape[0] = 1; a[7] = NULL, HLA_ERR_MISMATCH, "d_initial",
+              "d_initial of another configuration (hla3's n)");
+    }
+    /* written tensors whose elements overlap (one element written twice) */
+    BWITH(f->t[A_DQ].strides[2] = 0, HLA_ERR_INVALID_ARGUMENT, "dq", "dq broadcast over heads (stride 0)");
+    BWITH(f->t[A_DK].strides[1] = 0, HLA_ERR_INVALID_ARGUMENT, "dk", "dk broadcast over tokens (stride 0)");
+    BWITH(f->t[A_DV].strides[3] = 0, HLA_ERR_INVALID_ARGUMENT, "dv", "dv broadcast over features (stride 0)");
+    BWITH(f->t[A_DQ].strides[1] = 2, HLA_ERR_INVALID_ARGUMENT, "dq", "dq token stride 2 < heads x features");
+    BWITH(f->t[A_DINI].strides[0] = 0, HLA_ERR_INVALID_ARGUMENT, "d_initial", "d_initial rows at stride 0");
+    BWITH(f->t[A_DINI].strides[0] = f->n - 1, HLA_ERR_INVALID_ARGUMENT, "d_initial", "d_initial rows overlapping");
+    BWITH(f->t[A_DFIN].strides[0] = f->n - 1, HLA_ERR_INVALID_ARGUMENT, "d_final", "d_final rows overlapping");
+    /* read tensors may be broadcast; d_initial may be the memory of initial or d_final (documented) */
+    BWITH(f->t[A_DO].strides[2] = 0, HLA_OK, NULL, "d_out broadcast over heads (read only)");
+    BWITH(f->t[A_DFIN].shape[0] = 1; f->t[A_DFIN].strides[0] = 0; a[7] = NULL, HLA_OK, NULL,
+          "d_final of 1 row for 1 sequence");
+    BWITH(a[10] = a[8], HLA_OK, NULL, "d_initial = initial (same tensor)");
+    BWITH(a[10] = a[9], HLA_OK, NULL, "d_initial = d_final (same tensor)");
+    BWITH(a[8] = NULL, HLA_OK, NULL, "d_initial without initial (zero prefix)");
+    BWITH(a[9] = NULL; a[10] = NULL, HLA_OK, NULL, "initial only");
+    /* NULL for each required argument, with the rest valid (the message names it) */
+    {
+        static const char *names[7] = {"q", "k", "v", "d_out", "dq", "dk", "dv"};
+        for (i = 0; i < 7; i++) {
+            char what[64], kw[64];
+            snprintf(kw, sizeof kw, " %s must", names[i]); /* " q must" (not "dq must"): "q" alone matches anything */
+            snprintf(what, sizeof what, "%s NULL", names[i]);
+            BWITH(a[i] = NULL, HLA_ERR_NULL_POINTER, kw, what);
+        }
+        BWITH(f->t[A_DO].data = NULL, HLA_ERR_NULL_POINTER, "d_out", "d_out.data NULL");
+        BWITH(f->t[A_DINI].data = NULL, HLA_ERR_NULL_POINTER, "d_initial", "d_initial.data NULL");
+    }
+#undef BWITH
+}
+
 static void test_bad_values(void)
 {
     fixture f;
-    hla_tensor *a[8];
+    hla_tensor *a[MAXARGS];
     int e;
     int64_t r;
     fx_init(&f, HLA_OP_HLA2, HLA_FLOAT64);
@@ -2268,6 +2474,7 @@ static void test_bad_values(void)
         fx_args(&f, e, a);
         fx_expect(&f, e, NULL, a, HLA_ERR_NULL_POINTER, "cfg", "cfg NULL");
     }
+    backward_bad_values(&f);
 #undef WITH
     fx_free(&f);
 }
@@ -2353,7 +2560,7 @@ static void test_bad_configs(void)
         EXPECT(hla_summary_elements(&c, &res), want, NULL, "summary_elements");
         CHECK(res == -5, "a failing *_elements wrote its result (%lld)", (long long)res);
         for (e = 0; e < E_COUNT; e++) {
-            hla_tensor *a[8];
+            hla_tensor *a[MAXARGS];
             if (e == E_SDES || e == E_UDES) continue;
             fx_args(&f, e, a);
             fx_expect(&f, e, &c, a, want, g_entries[e].fn, "bad configuration");
@@ -2519,6 +2726,506 @@ static void test_threads(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* 10. gradients (hla_backward): central differences of hla_forward, path parity, packed sequences,
+ *     aliasing of d_initial, segments chained through d_final, strided gradients, element types.
+ *     (Bad input to hla_backward: the E_BACKWARD entry of section 7 and backward_bad_values.)     */
+
+/* A float64 problem for the gradient tests: q, k, v, d_out, and per sequence an initial state (the
+ * final state of a random prefix, so a valid one: symmetric where the layout is) and a d_final. */
+typedef struct {
+    hla_config c;
+    int64_t B, T, H, Hkv, dk, dv, n, N;
+    int64_t cu[MAXSEQ + 1];
+    int packed, cudt; /* cudt: element type of cu_seqlens (int64 or int32) */
+    int64_t nq, nk, nv, no, ns;
+    double *q, *k, *v, *dout, *ini, *dfin, *other[2]; /* other: two more valid states (directions) */
+} gprob;
+
+typedef struct {
+    double *q, *k, *v, *ini; /* dL/dq, dL/dk, dL/dv, dL/d(initial) */
+} grads;
+
+/* Final states [N, n] (float64) of N random 3-token prefixes. */
+static void valid_states(const hla_config *c, int64_t N, int positive, double *dst)
+{
+    hla_config cc = *c;
+    prob pre;
+    void *o;
+    hla_tensor tq, tk, tv, to, tf;
+    int64_t i;
+    prob_init(&pre, &cc, HLA_FLOAT64, N, 3, positive, NULL, 0);
+    o = talloc(pre.no, HLA_FLOAT64);
+    tq = pq(&pre, 0, 3), tk = pk(&pre, 0, 3), tv = pv(&pre, 0, 3), to = po(&pre, o, 0, 3);
+    tf = mk(dst, HLA_FLOAT64, 2, N, pre.n, 0, 0);
+    for (i = 0; i < N * pre.n; i++) dst[i] = NAN;
+    OK(hla_forward(&cc, HLA_PATH_SERIAL, &tq, &tk, &tv, &to, NULL, NULL, &tf, NULL), "forward of a random prefix");
+    free(o);
+    prob_free(&pre);
+}
+
+/* Values rounded to rdt (the inputs' type: q, k, v, d_out) and to its state type (states, d_final). */
+static void gp_init(gprob *g, const hla_config *c, int64_t B, int64_t T, const int64_t *cu, int64_t N, int rdt)
+{
+    const int positive = c->normalize, sdt = state_dt(rdt);
+    int64_t i, j;
+    memset(g, 0, sizeof *g);
+    g->c = *c;
+    g->B = B, g->T = T, g->H = c->heads, g->Hkv = c->kv_heads ? c->kv_heads : c->heads, g->dk = c->dk, g->dv = c->dv;
+    g->n = n_state(c);
+    g->packed = cu != NULL;
+    g->cudt = HLA_INT64;
+    g->N = cu ? N : B;
+    for (i = 0; cu && i <= N; i++) g->cu[i] = cu[i];
+    g->nq = B * T * g->H * g->dk, g->nk = B * T * g->Hkv * g->dk, g->nv = B * T * g->Hkv * g->dv;
+    g->no = B * T * g->H * g->dv, g->ns = g->N * g->n;
+    g->q = xmalloc((size_t)g->nq * sizeof(double));
+    g->k = xmalloc((size_t)g->nk * sizeof(double));
+    g->v = xmalloc((size_t)g->nv * sizeof(double));
+    g->dout = xmalloc((size_t)g->no * sizeof(double));
+    g->dfin = xmalloc((size_t)g->ns * sizeof(double));
+    g->ini = xmalloc((size_t)g->ns * sizeof(double));
+    g->other[0] = xmalloc((size_t)g->ns * sizeof(double));
+    g->other[1] = xmalloc((size_t)g->ns * sizeof(double));
+    for (i = 0; i < g->nq; i++) g->q[i] = rnd(rdt, positive ? fabs(normal()) : normal());
+    for (i = 0; i < g->nk; i++) g->k[i] = rnd(rdt, positive ? fabs(normal()) : normal());
+    for (i = 0; i < g->nv; i++) g->v[i] = rnd(rdt, normal());
+    for (i = 0; i < g->no; i++) g->dout[i] = rnd(rdt, normal());
+    for (i = 0; i < g->ns; i++) g->dfin[i] = rnd(sdt, 0.5 * normal());
+    valid_states(c, g->N, positive, g->ini);
+    valid_states(c, g->N, positive, g->other[0]);
+    valid_states(c, g->N, positive, g->other[1]);
+    for (j = 0; j < 3; j++) {
+        double *s = j == 0 ? g->ini : g->other[j - 1];
+        for (i = 0; i < g->ns; i++) s[i] = rnd(sdt, s[i]);
+    }
+}
+
+static void gp_free(gprob *g)
+{
+    free(g->q), free(g->k), free(g->v), free(g->dout), free(g->dfin), free(g->ini), free(g->other[0]),
+        free(g->other[1]);
+}
+
+static void grads_alloc(const gprob *g, grads *r)
+{
+    r->q = xmalloc((size_t)g->nq * sizeof(double));
+    r->k = xmalloc((size_t)g->nk * sizeof(double));
+    r->v = xmalloc((size_t)g->nv * sizeof(double));
+    r->ini = xmalloc((size_t)g->ns * sizeof(double));
+}
+static void grads_free(grads *r) { free(r->q), free(r->k), free(r->v), free(r->ini); }
+
+/* max over the four gradients of max |a - b| / max |b| */
+static double grads_err(const gprob *g, const grads *a, const grads *b)
+{
+    double e = err_vec(a->q, HLA_FLOAT64, b->q, HLA_FLOAT64, g->nq);
+    e = fmax(e, err_vec(a->k, HLA_FLOAT64, b->k, HLA_FLOAT64, g->nk));
+    e = fmax(e, err_vec(a->v, HLA_FLOAT64, b->v, HLA_FLOAT64, g->nv));
+    return fmax(e, err_vec(a->ini, HLA_FLOAT64, b->ini, HLA_FLOAT64, g->ns));
+}
+static int grads_same(const gprob *g, const grads *a, const grads *b)
+{
+    return memcmp(a->q, b->q, (size_t)g->nq * 8) == 0 && memcmp(a->k, b->k, (size_t)g->nk * 8) == 0 &&
+           memcmp(a->v, b->v, (size_t)g->nv * 8) == 0 && memcmp(a->ini, b->ini, (size_t)g->ns * 8) == 0;
+}
+
+enum { AL_NONE, AL_INITIAL, AL_DFINAL }; /* d_initial in its own memory, in initial's, in d_final's */
+
+/* hla_backward of g in element type dt on path: the gradients (as float64) into r. Every output starts
+ * as NaN and must come back finite (every element written); the inputs must come back unchanged. */
+static hla_status gp_backward(const gprob *g, int dt, int path, int alias, grads *r)
+{
+    const int sdt = state_dt(dt);
+    void *q = typed_of(g->q, g->nq, dt), *k = typed_of(g->k, g->nk, dt), *v = typed_of(g->v, g->nv, dt),
+         *d = typed_of(g->dout, g->no, dt), *ini = typed_of(g->ini, g->ns, sdt), *dfin = typed_of(g->dfin, g->ns, sdt);
+    void *dq = talloc(g->nq, dt), *dk = talloc(g->nk, dt), *dv = talloc(g->nv, dt), *dini = talloc(g->ns, sdt);
+    void *cub = g->packed ? ints_of(g->cu, g->N + 1, g->cudt) : NULL;
+    void *dini_mem = alias == AL_INITIAL ? ini : alias == AL_DFINAL ? dfin : dini;
+    hla_tensor tq = mk(q, dt, 4, g->B, g->T, g->H, g->dk), tk = mk(k, dt, 4, g->B, g->T, g->Hkv, g->dk),
+               tv = mk(v, dt, 4, g->B, g->T, g->Hkv, g->dv), td = mk(d, dt, 4, g->B, g->T, g->H, g->dv),
+               tdq = mk(dq, dt, 4, g->B, g->T, g->H, g->dk), tdk = mk(dk, dt, 4, g->B, g->T, g->Hkv, g->dk),
+               tdv = mk(dv, dt, 4, g->B, g->T, g->Hkv, g->dv), tcu = mk(cub, g->cudt, 1, g->N + 1, 0, 0, 0),
+               ti = mk(ini, sdt, 2, g->N, g->n, 0, 0), tf = mk(dfin, sdt, 2, g->N, g->n, 0, 0),
+               tdi = mk(dini_mem, sdt, 2, g->N, g->n, 0, 0);
+    hla_status st;
+    int64_t i;
+    st = hla_backward(&g->c, path, &tq, &tk, &tv, &td, &tdq, &tdk, &tdv, g->packed ? &tcu : NULL, &ti, &tf, &tdi);
+    if (expect_status(st, HLA_OK, NULL, __FILE__, __LINE__, "hla_backward %s %s%s", dt_name(dt), path_name(path),
+                      alias == AL_INITIAL ? ", d_initial = initial" : alias == AL_DFINAL ? ", d_initial = d_final" : "")) {
+        int64_t nan = count_nan(dq, dt, g->nq) + count_nan(dk, dt, g->nk) + count_nan(dv, dt, g->nv) +
+                      count_nan(dini_mem, sdt, g->ns);
+        int64_t past = SLACK * 3 - count_nan(eptr(dq, dt, g->nq), dt, SLACK) - count_nan(eptr(dk, dt, g->nk), dt, SLACK) -
+                       count_nan(eptr(dv, dt, g->nv), dt, SLACK);
+        int same = 1;
+        CHECK(nan == 0, "hla_backward %s %s left %lld gradient elements unwritten (NaN)", dt_name(dt), path_name(path),
+              (long long)nan);
+        CHECK(past == 0, "hla_backward %s %s wrote past the end of dq/dk/dv", dt_name(dt), path_name(path));
+        for (i = 0; i < g->nq && same; i++) same = getv(q, dt, i) == g->q[i];
+        for (i = 0; i < g->nk && same; i++) same = getv(k, dt, i) == g->k[i];
+        for (i = 0; i < g->nv && same; i++) same = getv(v, dt, i) == g->v[i];
+        for (i = 0; i < g->no && same; i++) same = getv(d, dt, i) == g->dout[i];
+        for (i = 0; i < g->ns && same && alias != AL_DFINAL; i++) same = getv(dfin, sdt, i) == g->dfin[i];
+        for (i = 0; i < g->ns && same && alias != AL_INITIAL; i++) same = getv(ini, sdt, i) == g->ini[i];
+        CHECK(same, "hla_backward %s %s changed one of its inputs", dt_name(dt), path_name(path));
+    }
+    for (i = 0; i < g->nq; i++) r->q[i] = getv(dq, dt, i);
+    for (i = 0; i < g->nk; i++) r->k[i] = getv(dk, dt, i);
+    for (i = 0; i < g->nv; i++) r->v[i] = getv(dv, dt, i);
+    for (i = 0; i < g->ns; i++) r->ini[i] = getv(dini_mem, sdt, i);
+    free(q), free(k), free(v), free(d), free(ini), free(dfin), free(dq), free(dk), free(dv), free(dini), free(cub);
+    return st;
+}
+
+/* L = <d_out, o> + <d_final, final state> of a float64 chunked forward of (q, k, v) from ini. */
+static double gp_loss(const gprob *g, const double *q, const double *k, const double *v, const double *ini)
+{
+    double *o = xmalloc((size_t)g->no * sizeof(double)), *fin = xmalloc((size_t)g->ns * sizeof(double)), L = 0;
+    void *cub = g->packed ? ints_of(g->cu, g->N + 1, HLA_INT64) : NULL;
+    hla_tensor tq = mk((void *)q, HLA_FLOAT64, 4, g->B, g->T, g->H, g->dk),
+               tk = mk((void *)k, HLA_FLOAT64, 4, g->B, g->T, g->Hkv, g->dk),
+               tv = mk((void *)v, HLA_FLOAT64, 4, g->B, g->T, g->Hkv, g->dv),
+               to = mk(o, HLA_FLOAT64, 4, g->B, g->T, g->H, g->dv), tcu = mk(cub, HLA_INT64, 1, g->N + 1, 0, 0, 0),
+               ti = mk((void *)ini, HLA_FLOAT64, 2, g->N, g->n, 0, 0), tf = mk(fin, HLA_FLOAT64, 2, g->N, g->n, 0, 0);
+    int64_t i;
+    hla_status st = hla_forward(&g->c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &to, g->packed ? &tcu : NULL, &ti, &tf, NULL);
+    if (st != HLA_OK) {
+        EXPECT(st, HLA_OK, NULL, "forward for a finite difference");
+        L = NAN;
+    } else {
+        for (i = 0; i < g->no; i++) L += g->dout[i] * o[i];
+        for (i = 0; i < g->ns; i++) L += g->dfin[i] * fin[i];
+    }
+    free(o), free(fin), free(cub);
+    return L;
+}
+
+/* Derivative of L along dir (which: 0 q, 1 k, 2 v, 3 initial state) by central differences,
+ * (L(h) - L(-h)) / 2h: truncation h^2 |L^(3)| / 6, rounding about 1e-16 |L| / h. */
+static double gp_fd(const gprob *g, int which, const double *dir, double h)
+{
+    static const double steps[2] = {1, -1};
+    const int64_t cnt = which == 0 ? g->nq : which == 1 ? g->nk : which == 2 ? g->nv : g->ns;
+    const double *base = which == 0 ? g->q : which == 1 ? g->k : which == 2 ? g->v : g->ini;
+    double *x = xmalloc((size_t)cnt * sizeof(double)), L[2];
+    int s;
+    int64_t i;
+    for (s = 0; s < 2; s++) {
+        for (i = 0; i < cnt; i++) x[i] = base[i] + steps[s] * h * dir[i];
+        L[s] = gp_loss(g, which == 0 ? x : g->q, which == 1 ? x : g->k, which == 2 ? x : g->v, which == 3 ? x : g->ini);
+    }
+    free(x);
+    return (L[0] - L[1]) / (2.0 * h);
+}
+
+static double g_fd_worst; /* worst relative error of any finite-difference check (printed at the end) */
+
+/* Finite differences of the loss against the gradients of every path in pg[npaths]. Probes: for each of
+ * q, k, v a random coordinate and a random direction (every coordinate at once); a coordinate at the last
+ * token of the last sequence (the partial chunk) of q, k or v by `pick`; for the initial state the direction
+ * towards another valid state (symmetric where the state is, so the symmetrised d_initial applies).
+ * Error: |fd - <g, dir>| / max(sum_i |g_i dir_i|, 1e-3 max_i |g_i|) (the floor only guards a coordinate
+ * whose derivative happens to be near 0). */
+static void gp_check_fd(const gprob *g, const grads *pg, const int *paths, int npaths, int pick)
+{
+    static const char *names[4] = {"q", "k", "v", "initial"};
+    static const char *kinds[4] = {"a random coordinate", "a random direction", "a coordinate of the last token",
+                                   "another valid state"};
+    const double tol = 1e-6, h = 1e-5;
+    int probe, pi;
+    for (probe = 0; probe < 8; probe++) {
+        const int which = probe < 6 ? probe / 2 : probe == 6 ? pick % 3 : 3;
+        const int kind = probe < 6 ? probe % 2 : probe == 6 ? 2 : 3;
+        const int64_t cnt = which == 0 ? g->nq : which == 1 ? g->nk : which == 2 ? g->nv : g->ns;
+        const int64_t row = which == 0 ? g->H * g->dk : which == 1 ? g->Hkv * g->dk : g->Hkv * g->dv;
+        double *dir = xmalloc((size_t)cnt * sizeof(double)), top = 0, fd;
+        int64_t i, coord = -1;
+        for (i = 0; i < cnt; i++) dir[i] = 0;
+        if (kind == 0) {
+            coord = (int64_t)(unif() * (double)cnt);
+        } else if (kind == 1) {
+            for (i = 0; i < cnt; i++) dir[i] = normal();
+        } else if (kind == 2) {
+            coord = cnt - row + (int64_t)(unif() * (double)row);
+        } else {
+            for (i = 0; i < cnt; i++) dir[i] = g->other[pick % 2][i] - g->ini[i];
+        }
+        if (coord >= cnt) coord = cnt - 1;
+        if (coord >= 0) dir[coord] = 1;
+        for (i = 0; i < cnt; i++) top = fmax(top, fabs(dir[i]));
+        for (i = 0; i < cnt; i++) dir[i] /= top; /* max-norm 1: h bounds the step of every coordinate */
+        fd = gp_fd(g, which, dir, h);
+        for (pi = 0; pi < npaths; pi++) {
+            const grads *r = &pg[pi];
+            const double *gr = which == 0 ? r->q : which == 1 ? r->k : which == 2 ? r->v : r->ini;
+            double an = 0, mag = 0, gmax = 0, err;
+            for (i = 0; i < cnt; i++) {
+                an += gr[i] * dir[i];
+                mag += fabs(gr[i] * dir[i]);
+                gmax = fmax(gmax, fabs(gr[i]));
+            }
+            err = fabs(fd - an) / fmax(fmax(mag, 1e-3 * gmax), 1e-300);
+            if (!(err <= g_fd_worst)) g_fd_worst = err;
+            CHECK(err <= tol, "d%s along %s (%lld): finite difference %.12g, hla_backward %s %.12g, rel err %.3g (tol %g)",
+                  names[which], kinds[kind], (long long)coord, fd, path_name(paths[pi]), an, err, tol);
+        }
+        free(dir);
+    }
+}
+
+/* Segments chained through the state (docs/gradients.md section 7): backward of [s, T) from the state
+ * after [0, s) gives d_mid; backward of [0, s) with d_final = d_mid gives the rest. Must equal the whole. */
+static void gp_check_chain(const gprob *g, const grads *whole, int64_t s, int path)
+{
+    const int64_t B = g->B, T = g->T, H = g->H, Hkv = g->Hkv, dk = g->dk, dv = g->dv, n = g->n, N = g->N;
+    void *o = talloc(g->no, HLA_FLOAT64), *mid = talloc(g->ns, HLA_FLOAT64), *dmid = talloc(g->ns, HLA_FLOAT64);
+    grads r;
+    hla_tensor ti = mk(g->ini, HLA_FLOAT64, 2, N, n, 0, 0), tm = mk(mid, HLA_FLOAT64, 2, N, n, 0, 0),
+               tdm = mk(dmid, HLA_FLOAT64, 2, N, n, 0, 0), tf = mk(g->dfin, HLA_FLOAT64, 2, N, n, 0, 0), tdi;
+    double e;
+    grads_alloc(g, &r);
+    tdi = mk(r.ini, HLA_FLOAT64, 2, N, n, 0, 0);
+    {
+        hla_tensor q1 = tokv(g->q, HLA_FLOAT64, B, T, H, dk, 0, s), k1 = tokv(g->k, HLA_FLOAT64, B, T, Hkv, dk, 0, s),
+                   v1 = tokv(g->v, HLA_FLOAT64, B, T, Hkv, dv, 0, s), o1 = tokv(o, HLA_FLOAT64, B, T, H, dv, 0, s);
+        OK(hla_forward(&g->c, path, &q1, &k1, &v1, &o1, NULL, &ti, &tm, NULL), "chain: forward of [0, %lld)", (long long)s);
+    }
+    {
+        hla_tensor q2 = tokv(g->q, HLA_FLOAT64, B, T, H, dk, s, T), k2 = tokv(g->k, HLA_FLOAT64, B, T, Hkv, dk, s, T),
+                   v2 = tokv(g->v, HLA_FLOAT64, B, T, Hkv, dv, s, T), d2 = tokv(g->dout, HLA_FLOAT64, B, T, H, dv, s, T),
+                   gq = tokv(r.q, HLA_FLOAT64, B, T, H, dk, s, T), gk = tokv(r.k, HLA_FLOAT64, B, T, Hkv, dk, s, T),
+                   gv = tokv(r.v, HLA_FLOAT64, B, T, Hkv, dv, s, T);
+        OK(hla_backward(&g->c, path, &q2, &k2, &v2, &d2, &gq, &gk, &gv, NULL, &tm, &tf, &tdm),
+           "chain: backward of [%lld, T)", (long long)s);
+    }
+    {
+        hla_tensor q1 = tokv(g->q, HLA_FLOAT64, B, T, H, dk, 0, s), k1 = tokv(g->k, HLA_FLOAT64, B, T, Hkv, dk, 0, s),
+                   v1 = tokv(g->v, HLA_FLOAT64, B, T, Hkv, dv, 0, s), d1 = tokv(g->dout, HLA_FLOAT64, B, T, H, dv, 0, s),
+                   gq = tokv(r.q, HLA_FLOAT64, B, T, H, dk, 0, s), gk = tokv(r.k, HLA_FLOAT64, B, T, Hkv, dk, 0, s),
+                   gv = tokv(r.v, HLA_FLOAT64, B, T, Hkv, dv, 0, s);
+        OK(hla_backward(&g->c, path, &q1, &k1, &v1, &d1, &gq, &gk, &gv, NULL, &ti, &tdm, &tdi),
+           "chain: backward of [0, %lld) with d_final = d_initial of the rest", (long long)s);
+    }
+    e = grads_err(g, &r, whole);
+    CHECK(e <= 1e-10, "segments [0,%lld) + [%lld,T) chained through d_final (%s) vs the whole: rel err %.3g",
+          (long long)s, (long long)s, path_name(path), e);
+    grads_free(&r);
+    free(o), free(mid), free(dmid);
+}
+
+/* One configuration: gradients on every path, their agreement, d_initial aliasing, finite differences,
+ * segment chaining. B = 2, T = 11 with chunk 3 (chunks 3+3+3+2; the serial sweep's stretches 4+4+3).
+ * (Every call costs about 10 ms under valgrind: the cases share out the aliasing and chaining checks.) */
+static void backward_case(int op, int masked, int norm)
+{
+    const int idx = op * 4 + (1 - masked) * 2 + norm;
+    const int64_t B = 2, T = 11;
+    const double decay = norm ? 0.95 : 0.85;
+    hla_config c = cfg_make(op, masked, norm, decay, op == HLA_OP_HLA2 ? 0.3 : 0.0, 4, 2, 3, 2, 3);
+    static const int paths[3] = {HLA_PATH_CHUNKED, HLA_PATH_SERIAL, HLA_PATH_SCAN};
+    gprob g;
+    grads r[3], al;
+    int pi;
+    double e;
+    set_ctx("backward %s %s norm=%d decay=%g", op_name(op), masked ? "masked" : "unmasked", norm, decay);
+    gp_init(&g, &c, B, T, NULL, 0, HLA_FLOAT64);
+    for (pi = 0; pi < 3; pi++) {
+        grads_alloc(&g, &r[pi]);
+        gp_backward(&g, HLA_FLOAT64, paths[pi], AL_NONE, &r[pi]);
+    }
+    e = grads_err(&g, &r[0], &r[1]);
+    CHECK(e <= 1e-10, "chunked vs serial backward (float64): rel err %.3g", e);
+    e = grads_err(&g, &r[2], &r[1]);
+    CHECK(e <= 1e-10, "scan vs serial backward (float64): rel err %.3g", e);
+    /* d_initial in the memory of initial (even cases) or of d_final (odd): the same numbers, on the
+     * chunked path for half of each */
+    {
+        const int ap = (idx / 2) % 2, how = idx % 2 ? AL_DFINAL : AL_INITIAL;
+        grads_alloc(&g, &al);
+        gp_backward(&g, HLA_FLOAT64, paths[ap], how, &al);
+        CHECK(grads_same(&g, &al, &r[ap]), "%s: d_initial = %s differs from separate memory (rel err %.3g)",
+              path_name(paths[ap]), how == AL_INITIAL ? "initial" : "d_final", grads_err(&g, &al, &r[ap]));
+        grads_free(&al);
+    }
+    gp_check_fd(&g, r, paths, 2, idx);
+    if (norm == masked) gp_check_chain(&g, &r[1], 5, paths[op % 2]);
+    for (pi = 0; pi < 3; pi++) grads_free(&r[pi]);
+    gp_free(&g);
+}
+
+/* Packed sequences (cu_seqlens {0, 4, 5, 11}: lengths 4, 1, 6; int64 or int32) = each sequence alone, rows
+ * of initial, d_final and d_initial included; initial / d_final NULL = zero rows. */
+static void backward_packed(int op, int masked)
+{
+    static const int64_t cu[4] = {0, 4, 5, 11};
+    hla_config c = cfg_make(op, masked, op == HLA_OP_AHLA, 0.9, op == HLA_OP_HLA2 ? 0.25 : 0.0, 4, 2, 3, 2, 2);
+    gprob g, a;
+    grads r, ra, rz;
+    int path, withdi;
+    int64_t i;
+    set_ctx("backward packed %s %s cu %s", op_name(op), masked ? "masked" : "unmasked",
+            dt_name(op == HLA_OP_AHLA ? HLA_INT32 : HLA_INT64));
+    gp_init(&g, &c, 1, 11, cu, 3, HLA_FLOAT64);
+    g.cudt = op == HLA_OP_AHLA ? HLA_INT32 : HLA_INT64;
+    grads_alloc(&g, &r);
+    grads_alloc(&g, &ra);
+    for (i = 0; i < 3; i++) { /* sequence i alone (serial path): B = 1, its own [1, n] rows */
+        const int64_t t0 = cu[i], L = cu[i + 1] - t0;
+        grads one;
+        a = g;
+        a.packed = 0, a.N = 1, a.T = L;
+        a.nq = L * g.H * g.dk, a.nk = L * g.Hkv * g.dk, a.nv = L * g.Hkv * g.dv, a.no = L * g.H * g.dv, a.ns = g.n;
+        a.q = g.q + t0 * g.H * g.dk, a.k = g.k + t0 * g.Hkv * g.dk, a.v = g.v + t0 * g.Hkv * g.dv;
+        a.dout = g.dout + t0 * g.H * g.dv, a.ini = g.ini + i * g.n, a.dfin = g.dfin + i * g.n;
+        one.q = ra.q + t0 * g.H * g.dk, one.k = ra.k + t0 * g.Hkv * g.dk, one.v = ra.v + t0 * g.Hkv * g.dv;
+        one.ini = ra.ini + i * g.n;
+        gp_backward(&a, HLA_FLOAT64, HLA_PATH_SERIAL, AL_NONE, &one);
+    }
+    for (path = 0; path < 2; path++) {
+        double e;
+        gp_backward(&g, HLA_FLOAT64, path, AL_NONE, &r);
+        e = grads_err(&g, &r, &ra);
+        CHECK(e <= (path == HLA_PATH_SERIAL ? 1e-12 : 1e-10),
+              "packed backward %s vs each sequence alone (serial): rel err %.3g", path_name(path), e);
+    }
+    /* zero rows for initial and d_final = leaving them out; d_initial without initial (zero prefix) = d_initial
+     * from zero rows; leaving d_initial out changes nothing else */
+    grads_alloc(&g, &rz);
+    for (i = 0; i < g.ns; i++) g.ini[i] = 0, g.dfin[i] = 0;
+    gp_backward(&g, HLA_FLOAT64, HLA_PATH_CHUNKED, AL_NONE, &rz);
+    for (withdi = 1; withdi >= 0; withdi--) {
+        void *dq = talloc(g.nq, HLA_FLOAT64), *dk = talloc(g.nk, HLA_FLOAT64), *dv = talloc(g.nv, HLA_FLOAT64),
+             *di = talloc(g.ns, HLA_FLOAT64), *cub = ints_of(cu, 4, g.cudt);
+        hla_tensor tq = mk(g.q, HLA_FLOAT64, 4, 1, 11, 4, 3), tk = mk(g.k, HLA_FLOAT64, 4, 1, 11, 2, 3),
+                   tv = mk(g.v, HLA_FLOAT64, 4, 1, 11, 2, 2), td = mk(g.dout, HLA_FLOAT64, 4, 1, 11, 4, 2),
+                   tdq = mk(dq, HLA_FLOAT64, 4, 1, 11, 4, 3), tdk = mk(dk, HLA_FLOAT64, 4, 1, 11, 2, 3),
+                   tdv = mk(dv, HLA_FLOAT64, 4, 1, 11, 2, 2), tcu = mk(cub, g.cudt, 1, 4, 0, 0, 0),
+                   tdi = mk(di, HLA_FLOAT64, 2, 3, g.n, 0, 0);
+        if (OK(hla_backward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &td, &tdq, &tdk, &tdv, &tcu, NULL, NULL,
+                            withdi ? &tdi : NULL),
+               "packed backward, initial and d_final NULL, d_initial %s", withdi ? "given" : "NULL")) {
+            CHECK(memcmp(dq, rz.q, (size_t)g.nq * 8) == 0 && memcmp(dk, rz.k, (size_t)g.nk * 8) == 0 &&
+                      memcmp(dv, rz.v, (size_t)g.nv * 8) == 0,
+                  "initial/d_final NULL (d_initial %s) differ from zero rows (dq %.3g, dk %.3g, dv %.3g)",
+                  withdi ? "given" : "NULL", err_vec(dq, HLA_FLOAT64, rz.q, HLA_FLOAT64, g.nq),
+                  err_vec(dk, HLA_FLOAT64, rz.k, HLA_FLOAT64, g.nk), err_vec(dv, HLA_FLOAT64, rz.v, HLA_FLOAT64, g.nv));
+            if (withdi)
+                CHECK(memcmp(di, rz.ini, (size_t)g.ns * 8) == 0,
+                      "d_initial without initial differs from d_initial of zero rows: rel err %.3g",
+                      err_vec(di, HLA_FLOAT64, rz.ini, HLA_FLOAT64, g.ns));
+        }
+        free(dq), free(dk), free(dv), free(di), free(cub);
+    }
+    grads_free(&rz);
+    grads_free(&r);
+    grads_free(&ra);
+    gp_free(&g);
+}
+
+/* Strided q, k, v, d_out and gradients ([B,H,T,D] layouts, reversed and padded dimensions, broadcast
+ * d_out heads) give the same gradients as contiguous tensors, on the chunked and serial paths. */
+static void backward_strided(int op)
+{
+    static const int oq[4] = {0, 2, 1, 3}, ok_[4] = {0, 1, 2, 3}, ov[4] = {2, 0, 1, 3}, oo[4] = {0, 2, 1, 3};
+    hla_config c = cfg_make(op, 1, 0, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, 4, 2, 3, 2, 3);
+    gprob g;
+    grads r;
+    int64_t shq[4] = {2, 7, 4, 3}, shk[4] = {2, 7, 2, 3}, shv[4] = {2, 7, 2, 2}, sho[4] = {2, 7, 4, 2}, i;
+    void *ph[8];
+    hla_tensor vq, vk, vv, vd, gq, gk, gv, ti, tf, tdi;
+    double *tmp = xmalloc(2 * 7 * 4 * 3 * sizeof(double)), *dini;
+    int path, j;
+    set_ctx("backward strided %s", op_name(op));
+    gp_init(&g, &c, 2, 7, NULL, 0, HLA_FLOAT64);
+    dini = xmalloc((size_t)(2 * g.n) * sizeof(double));
+    /* d_out broadcast over heads: make the contiguous problem's d_out equal over heads */
+    for (i = 0; i < g.no; i++) g.dout[i] = g.dout[(i / (4 * 2)) * 4 * 2 + i % 2];
+    grads_alloc(&g, &r);
+    vq = view_make(&ph[0], HLA_FLOAT64, 4, shq, oq, 0u, 0u, 0);
+    vk = view_make(&ph[1], HLA_FLOAT64, 4, shk, ok_, 1u << 1, 0u, 1);
+    vv = view_make(&ph[2], HLA_FLOAT64, 4, shv, ov, 9u, 0u, 0);
+    vd = view_make(&ph[3], HLA_FLOAT64, 4, sho, oo, 1u << 1, 1u << 2, 0);
+    gq = view_make(&ph[4], HLA_FLOAT64, 4, shq, oq, 1u << 2, 0u, 2);
+    gk = view_make(&ph[5], HLA_FLOAT64, 4, shk, ov, 1u << 1, 0u, 1);
+    gv = view_make(&ph[6], HLA_FLOAT64, 4, shv, oq, 8u, 0u, 0);
+    view_put(&vq, g.q), view_put(&vk, g.k), view_put(&vv, g.v), view_put(&vd, g.dout);
+    {
+        int64_t sh[2], st[2];
+        ph[7] = talloc(2 * (g.n + 3), HLA_FLOAT64);
+        sh[0] = 2, sh[1] = g.n, st[0] = -(g.n + 3), st[1] = 1; /* d_initial rows walked backwards, padded */
+        tdi = mks(eptr(ph[7], HLA_FLOAT64, g.n + 3), HLA_FLOAT64, 2, sh, st);
+    }
+    ti = mk(g.ini, HLA_FLOAT64, 2, 2, g.n, 0, 0), tf = mk(g.dfin, HLA_FLOAT64, 2, 2, g.n, 0, 0);
+    for (path = 0; path < 2; path++) {
+        int same = 1;
+        gp_backward(&g, HLA_FLOAT64, path, AL_NONE, &r);
+        for (i = 0; i < g.nq; i++) tmp[i] = NAN;
+        view_put(&gq, tmp), view_put(&gk, tmp), view_put(&gv, tmp);
+        if (!OK(hla_backward(&c, path, &vq, &vk, &vv, &vd, &gq, &gk, &gv, NULL, &ti, &tf, &tdi), "strided backward %s",
+                path_name(path)))
+            continue;
+        view_get(&gq, tmp);
+        same &= memcmp(tmp, r.q, (size_t)g.nq * 8) == 0;
+        view_get(&gk, tmp);
+        same &= memcmp(tmp, r.k, (size_t)g.nk * 8) == 0;
+        view_get(&gv, tmp);
+        same &= memcmp(tmp, r.v, (size_t)g.nv * 8) == 0;
+        for (i = 0; i < 2 * g.n; i++) dini[i] = getv(tdi.data, HLA_FLOAT64, (i / g.n) * -(g.n + 3) + i % g.n);
+        same &= memcmp(dini, r.ini, (size_t)(2 * g.n) * 8) == 0;
+        CHECK(same, "strided backward %s differs from contiguous", path_name(path));
+    }
+    for (j = 0; j < 8; j++) free(ph[j]);
+    free(tmp), free(dini);
+    grads_free(&r);
+    gp_free(&g);
+}
+
+/* float32 (both paths) and one bfloat16 or float16 case (one path) against the float64 gradients (serial)
+ * of the same inputs, rounded to the element type */
+static void backward_precision(int op, int masked, int norm)
+{
+    const int half = op == HLA_OP_HLA3 && masked ? HLA_BFLOAT16 : op == HLA_OP_HLA2 && !masked ? HLA_FLOAT16 : -1;
+    int di, path;
+    for (di = 0; di < 2; di++) {
+        const int dt = di == 0 ? HLA_FLOAT32 : half;
+        const double tol = dt == HLA_BFLOAT16 ? 1e-2 : 2e-3;
+        hla_config c = cfg_make(op, masked, norm, masked ? 1.0 : 0.9, op == HLA_OP_HLA2 ? 0.25 : 0.0, 4, 2, 3, 2, 4);
+        gprob g;
+        grads r64, r;
+        if (dt < 0) continue;
+        set_ctx("backward %s vs float64, %s %s norm=%d", dt_name(dt), op_name(op), masked ? "masked" : "unmasked", norm);
+        gp_init(&g, &c, 2, 10, NULL, 0, dt);
+        grads_alloc(&g, &r64);
+        grads_alloc(&g, &r);
+        gp_backward(&g, HLA_FLOAT64, HLA_PATH_SERIAL, AL_NONE, &r64);
+        for (path = 0; path < 2; path++) {
+            double e;
+            if (dt != HLA_FLOAT32 && path != (dt == HLA_BFLOAT16 ? HLA_PATH_CHUNKED : HLA_PATH_SERIAL)) continue;
+            gp_backward(&g, dt, path, AL_NONE, &r);
+            e = grads_err(&g, &r, &r64);
+            CHECK(e <= tol, "%s backward %s vs float64: rel err %.3g (tol %g)", dt_name(dt), path_name(path), e, tol);
+        }
+        grads_free(&r64);
+        grads_free(&r);
+        gp_free(&g);
+    }
+}
+
+static void test_backward(void)
+{
+    int op, masked, norm;
+    g_fd_worst = 0;
+    for (op = 0; op < 3; op++)
+        for (masked = 1; masked >= 0; masked--)
+            for (norm = 0; norm < 2; norm++) backward_case(op, masked, norm);
+    for (op = 0; op < 3; op++) {
+        backward_packed(op, op != HLA_OP_AHLA);
+        for (masked = 1; masked >= 0; masked--) backward_precision(op, masked, op == HLA_OP_AHLA);
+    }
+    for (op = 0; op < 3; op++) backward_strided(op);
+    printf("  (hla_backward vs finite differences of hla_forward: worst relative error %.2g)\n", g_fd_worst);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 int main(void)
 {
@@ -2553,6 +3260,7 @@ int main(void)
     SECTION(test_rows_step);
     SECTION(test_causality);
     SECTION(test_threads);
+    SECTION(test_backward);
     printf("total %.2f s\n", now_s() - t0);
     printf("%ld passed, %ld failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
