@@ -171,12 +171,13 @@ def baseline_section(R, a, fmt_t):
     R.p()
     probe = os.path.join(HERE, "pathprobe.py")
     T = min(a.T, 8192)
-    env_of = lambda tree: dict(os.environ, PYTHONPATH=os.path.join(tree, "bindings", "python"))  # noqa: E731
+    this_path = getattr(a, "hla_pythonpath", None) or os.path.join(ROOT, "bindings", "python")
+    env_of = lambda path: dict(os.environ, PYTHONPATH=path)  # noqa: E731
     desc = subprocess.run(["git", "-C", base, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     runs = {"this": [], "base": []}
     rounds = 5
     for _ in range(rounds):
-        for key, tree in (("base", base), ("this", ROOT)):
+        for key, tree in (("base", os.path.join(base, "bindings", "python")), ("this", this_path)):
             r = subprocess.run([sys.executable, probe, str(T), str(max(a.reps // 2, 3)), str(max(a.steps // 4, 50))],
                                env=env_of(tree), capture_output=True, text=True)
             if r.returncode != 0:
@@ -185,9 +186,9 @@ def baseline_section(R, a, fmt_t):
                 return []
             runs[key].append(json.loads(r.stdout))
     R.p("`examples/bench/pathprobe.py` (chunked, scan and serial forward at B=1, H=8, d=64, float32; "
-        "State.step at H=64) run %d times alternately with this tree's `hla` package and with the one "
-        "built from %s (%s); each figure is the fastest call over all runs (the least disturbed one on a "
-        "shared machine)." % (rounds, base, desc or "?"))
+        "State.step at H=64) run %d times alternately with the `hla` package benchmarked above (%s) and with "
+        "the one built from %s (%s); each figure is the fastest call over all runs (the least disturbed one on "
+        "a shared machine)." % (rounds, this_path, base, desc or "?"))
     R.p()
     rows, worst = [], 0.0
     for name in runs["this"][0]:

@@ -1,4 +1,5 @@
-"""Machine description and in-run hardware rates (sgemm, copy bandwidth) for the benchmark."""
+"""Machine description and in-run hardware rates (sgemm reference kernels, copy bandwidth) for the
+benchmark. The FMA peak and the state read-modify-write limit are measured by limits.py / limits.c."""
 import ctypes
 import ctypes.util
 import glob
@@ -54,7 +55,8 @@ def cache_bytes(level):
 
 
 def blas_info():
-    """Loaded BLAS libraries (numpy's and, once hla is imported, libhla's) via threadpoolctl."""
+    """Loaded BLAS libraries via threadpoolctl: numpy's, and the system OpenBLAS once openblas_sgemm has
+    loaded it as the reference kernel (libhla links no BLAS)."""
     try:
         import threadpoolctl
         rows = []
@@ -78,17 +80,17 @@ def numpy_blas_config():
         return "unknown"
 
 
-def libhla_blas(libpath):
+def libhla_links(libpath):
+    """What libhla.so links (ldd), and whether any of it is a BLAS."""
     try:
         out = subprocess.run(["ldd", libpath], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if "blas" in line:
-                parts = line.split("=>")
-                target = parts[1].split("(")[0].strip() if len(parts) > 1 else parts[0].strip()
-                return "%s -> %s" % (parts[0].strip(), os.path.realpath(target))
-    except Exception:  # noqa: BLE001
-        pass
-    return "unknown"
+    except Exception as e:  # noqa: BLE001
+        return "ldd failed (%s)" % e
+    names = [line.split("=>")[0].split("(")[0].strip() for line in out.splitlines() if line.strip()]
+    names = [n for n in names if n and not n.startswith("linux-vdso")]
+    blas = [n for n in names if "blas" in n.lower() or "lapack" in n.lower() or "mkl" in n.lower()]
+    return "%s; %s" % (", ".join(os.path.basename(n) for n in names) or "?",
+                       "BLAS linked: " + ", ".join(blas) if blas else "no BLAS")
 
 
 def describe(libpath):
@@ -107,7 +109,7 @@ def describe(libpath):
             os.environ.get(v, "(unset)") for v in
             ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "HLA_NUM_THREADS")),
         "numpy BLAS (np.show_config): " + numpy_blas_config(),
-        "libhla BLAS (ldd): " + libhla_blas(libpath),
+        "libhla.so links (ldd): " + libhla_links(libpath),
     ]
     lines += ["Loaded BLAS (threadpoolctl): " + r for r in blas_info()]
     return lines
@@ -131,8 +133,8 @@ _numpy_blas = None
 
 
 def _numpy_blas_controllers():
-    """threadpoolctl controllers of numpy's BLAS only (never libhla's OpenBLAS, which libhla keeps at
-    one thread and which a blanket threadpool_limits would reset on exit)."""
+    """threadpoolctl controllers of numpy's BLAS only (never the system OpenBLAS loaded as the reference
+    kernel, which openblas_sgemm keeps at one thread and a blanket threadpool_limits would reset on exit)."""
     global _numpy_blas
     if _numpy_blas is None:
         try:
@@ -192,9 +194,10 @@ def _nullctx():
     return contextlib.nullcontext()
 
 
-def libhla_blas_sgemm(reps=5):
-    """GFLOP/s of cblas_sgemm in the OpenBLAS libhla links (ctypes, 1 thread as inside libhla):
-    64x64x64 (a loop of 2000 calls; ctypes call overhead included) and 1024^2."""
+def openblas_sgemm(reps=5):
+    """The reference kernel: GFLOP/s of cblas_sgemm of the system's OpenBLAS (libopenblas.so.0, loaded
+    through ctypes; libhla does not link it), 1 thread: 64x64x64 (a loop of 2000 calls; ctypes call
+    overhead included) and 1024^2. Keys: shape -> GFLOP/s, and "lib" -> the library file."""
     name = None
     for cand in ("libopenblas.so.0", ctypes.util.find_library("openblas")):
         if cand:
@@ -215,7 +218,7 @@ def libhla_blas_sgemm(reps=5):
     P = ctypes.c_void_p
     f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                   ctypes.c_float, P, ctypes.c_int, P, ctypes.c_int, ctypes.c_float, P, ctypes.c_int]
-    res = {}
+    res = {"lib": _mapped_path("openblas") or name}
     rng = np.random.default_rng(0)
     for n, inner in ((64, 2000), (1024, 2)):
         a = rng.standard_normal((n, n), dtype=np.float32)
@@ -229,6 +232,19 @@ def libhla_blas_sgemm(reps=5):
         t = _median_time(run, reps) / inner
         res["%d x %d x %d" % (n, n, n)] = 2 * n ** 3 / t / 1e9
     return res
+
+
+def _mapped_path(part):
+    """The real path of the first library mapped into this process whose file name contains `part`."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                p = line.split()[-1] if line.strip() else ""
+                if part in os.path.basename(p) and "numpy" not in p and "scipy" not in p:
+                    return p
+    except OSError:
+        pass
+    return None
 
 
 def copy_bandwidth(l2_bytes, reps=7):

@@ -1,12 +1,15 @@
-"""Numpy peers of libhla for the benchmark (SPEC.md §2 operators, masked, decay 1, no ridge,
+"""Numpy, torch and JAX peers of libhla for the benchmark (SPEC.md §2 operators, masked, decay 1, no ridge,
 no normalization): what a user would write instead of calling the library.
 
 * ``chunked(op, q, k, v, n, scale)`` -- the SAME chunked algorithm as Sources/HLA/Ops/*/*Chunk.swift,
   all heads batched through np.matmul on [Hkv, group, n, d] stacks (grouped kv heads broadcast).
-* ``StepPeer(op, H, Hkv, dk, dv)`` -- per-token recurrence with state arrays for all heads.
+* ``chunked_torch`` -- the same functions on torch tensors (eager); ``chunked_jax`` -- the same chunk
+  step as a jitted lax.scan over chunks (batch rows and heads batched).
+* ``StepPeer(op, H, Hkv, dk, dv)`` -- per-token recurrence with state arrays for all heads
+  (``TorchStepPeer``, ``JaxStepPeer``: the same in torch and as one jitted JAX call per token).
 * ``softmax_attention(q, k, v, scale, block)`` -- causal softmax attention, query blocks so the
   score matrix is never T x T.
-* ``macs_per_chunk(op, n, dk, dv, group)`` -- multiply-adds of the gemm list of one chunk.
+* ``macs_per_chunk(op, n, dk, dv, group)`` -- multiply-adds one chunk must do (triangular parts only).
 
 All take and return the library layout [B, T, H, D].
 """
@@ -16,47 +19,59 @@ OPS = ("hla2", "ahla", "hla3")
 
 
 # ----------------------------------------------------------------------------------------------
-# Multiply-add count of the chunked algorithm (masked, decay 1, ridge 0), per chunk of n tokens,
-# per kv head with `group` query heads. Each term is one T.gemm call of <Op>Chunk.swift (m*n*k),
-# in source order; the n^3 products are full (not triangular) gemms, counted as performed.
+# Multiply-adds the chunked algorithm must do (masked, decay 1, ridge 0), per chunk of n tokens, per kv
+# head with `group` query heads: the dense products of <Op>Chunk.swift in source order, each counted
+# over its nonzero part only. With the causal mask an n x n operand or result is triangular (diagonal
+# included): a product n x n x d with a triangular factor or a triangular result is n(n+1)/2 * d
+# multiply-adds, and the n x n x n product of two triangular factors kept on the lower triangle
+# (i <= j <= t) is n(n+1)(n+2)/6. The d x d carry products are full.
 # ----------------------------------------------------------------------------------------------
+def tri2(n):
+    return n * (n + 1) // 2
+
+
+def tri3(n):
+    return n * (n + 1) * (n + 2) // 6
+
+
 def gemm_list(op, n, dk, dv):
-    """[(label, per_query_head_macs or None, per_kv_head_macs or None)] of one chunk."""
+    """[(label, per_query_head_macs or None, per_kv_head_macs or None)] of one chunk (must-do counts)."""
+    t2, t3 = tri2(n), tri3(n)
     if op == "hla2":
         return [
-            ("A = Q K^T", n * n * dk, None),
-            ("W = (A.D) B", n * n * n, None),
+            ("A = Q K^T (lower)", t2 * dk, None),
+            ("W = (A.D) B (lower x upper -> lower)", t3, None),
             ("Q S0", n * dk * dk, None),
-            ("W += (Q S0) Q^T", n * n * dk, None),
-            ("O = W V", n * n * dv, None),
+            ("W += (Q S0) Q^T (lower)", t2 * dk, None),
+            ("O = W V (W lower)", t2 * dv, None),
             ("Q U0", n * dk * dv, None),
-            ("B G V", n * n * dv, None),
+            ("B G V (B upper)", t2 * dv, None),
             ("U += K^T (B G V)", dk * dv * n, None),
             ("U += (Q S0)^T G2 V", dk * dv * n, None),
             ("S += K^T G K", None, dk * dk * n),
         ]
     if op == "ahla":
         return [
-            ("A = Q K^T", n * n * dk, None),
+            ("A = Q K^T (lower)", t2 * dk, None),
             ("Q P0", n * dv * dk, None),
-            ("Y += (A.D) V", n * dv * n, None),
+            ("Y += (A.D) V (A lower)", t2 * dv, None),
             ("Q E0", n * dv * dk, None),
-            ("O += (A.D) Y", n * dv * n, None),
+            ("O += (A.D) Y (A lower)", t2 * dv, None),
             ("E += K^T G Y", dk * dv * n, None),
             ("P += K^T G V", None, dk * dv * n),
         ]
     if op == "hla3":
         return [
-            ("A = Q K^T", n * n * dk, None),
-            ("M = A B^t", n * n * n, None),
+            ("A = Q K^T (lower)", t2 * dk, None),
+            ("M = A B^t (lower x upper -> lower)", t3, None),
             ("Q S0", n * dk * dk, None),
-            ("M += (Q S0) Q^T", n * n * dk, None),
+            ("M += (Q S0) Q^T (lower)", t2 * dk, None),
             ("Q P0", n * dv * dk, None),
-            ("Y += (A.D1) V", n * dv * n, None),
+            ("Y += (A.D1) V (A lower)", t2 * dv, None),
             ("Q W0", n * dv * dk, None),
-            ("O += M Y", n * dv * n, None),
+            ("O += M Y (M lower)", t2 * dv, None),
             ("W += (Q S0)^T G Y", dk * dv * n, None),
-            ("B^t Y", n * dv * n, None),
+            ("B^t Y (B^t upper)", t2 * dv, None),
             ("W += K^T (B^t Y)", dk * dv * n, None),
             ("P += K^T G V", None, dk * dv * n),
             ("S += K^T G K", None, dk * dk * n),
@@ -75,9 +90,9 @@ def macs_per_chunk(op, n, dk, dv, group=1):
 def macs_formula(op):
     """The closed form of macs_per_chunk per query head (group g), as text."""
     return {
-        "hla2": "n^3 + n^2 (2 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk^2 per kv head]",
-        "ahla": "n^2 (dk + 2 dv) + 3 n dk dv  [+ n dk dv per kv head]",
-        "hla3": "n^3 + n^2 (2 dk + 3 dv) + n dk^2 + 4 n dk dv  [+ n dk dv + n dk^2 per kv head]",
+        "hla2": "n(n+1)(n+2)/6 + n(n+1)/2 (2 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk^2 per kv head]",
+        "ahla": "n(n+1)/2 (dk + 2 dv) + 3 n dk dv  [+ n dk dv per kv head]",
+        "hla3": "n(n+1)(n+2)/6 + n(n+1)/2 (2 dk + 3 dv) + n dk^2 + 4 n dk dv  [+ n dk dv + n dk^2 per kv head]",
     }[op]
 
 
@@ -92,8 +107,15 @@ def flops(op, B, T, H, Hkv, dk, dv, n):
 
 
 # ----------------------------------------------------------------------------------------------
-# Chunked forward in numpy
+# Chunked forward in numpy (and, through the same functions, torch)
 # ----------------------------------------------------------------------------------------------
+def _zeros(like, shape):
+    """Zeros of like's array type (numpy or torch) and dtype."""
+    if isinstance(like, np.ndarray):
+        return np.zeros(shape, like.dtype)
+    return like.new_zeros(shape)
+
+
 def _heads(x, Hkv, g):
     """[T, H, D] -> contiguous [Hkv, g, T, D]."""
     T, H, D = x.shape
@@ -128,8 +150,8 @@ def chunked(op, q, k, v, n=64, scale=1.0):
 def _hla2(Q, K, V, O, n, tri, triu):
     Hkv, g, T, dk = Q.shape
     dv = V.shape[3]
-    S = np.zeros((Hkv, 1, dk, dk), Q.dtype)          # sum k k^T
-    U = np.zeros((Hkv, g, dk, dv), Q.dtype)          # sum_{i<=j} k_i k_i^T q_j v_j^T
+    S = _zeros(Q, (Hkv, 1, dk, dk))                   # sum k k^T
+    U = _zeros(Q, (Hkv, g, dk, dv))                   # sum_{i<=j} k_i k_i^T q_j v_j^T
     for t0 in range(0, T, n):
         m = min(n, T - t0)
         L, Lt = tri[:m, :m], triu[:m, :m]
@@ -152,8 +174,8 @@ def _hla2(Q, K, V, O, n, tri, triu):
 def _ahla(Q, K, V, O, n, tri):
     Hkv, g, T, dk = Q.shape
     dv = V.shape[3]
-    P = np.zeros((Hkv, 1, dk, dv), Q.dtype)          # sum k v^T
-    E = np.zeros((Hkv, g, dk, dv), Q.dtype)          # sum k_i y_i^T
+    P = _zeros(Q, (Hkv, 1, dk, dv))                   # sum k v^T
+    E = _zeros(Q, (Hkv, g, dk, dv))                   # sum k_i y_i^T
     for t0 in range(0, T, n):
         m = min(n, T - t0)
         L = tri[:m, :m]
@@ -172,9 +194,9 @@ def _ahla(Q, K, V, O, n, tri):
 def _hla3(Q, K, V, O, n, tri, triu):
     Hkv, g, T, dk = Q.shape
     dv = V.shape[3]
-    S = np.zeros((Hkv, 1, dk, dk), Q.dtype)          # sum k k^T
-    P = np.zeros((Hkv, 1, dk, dv), Q.dtype)          # sum k v^T
-    W = np.zeros((Hkv, g, dk, dv), Q.dtype)          # sum_u S_u q_u y_u^T
+    S = _zeros(Q, (Hkv, 1, dk, dk))                   # sum k k^T
+    P = _zeros(Q, (Hkv, 1, dk, dv))                   # sum k v^T
+    W = _zeros(Q, (Hkv, g, dk, dv))                   # sum_u S_u q_u y_u^T
     for t0 in range(0, T, n):
         m = min(n, T - t0)
         L, Lt = tri[:m, :m], triu[:m, :m]
@@ -195,6 +217,137 @@ def _hla3(Q, K, V, O, n, tri, triu):
         W += Kt @ (Bt @ Y)
         P += Kt @ Vc
         S += Kt @ Kc
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunked forward in torch (eager, the numpy functions above on torch tensors) and JAX (jit, lax.scan)
+# ----------------------------------------------------------------------------------------------
+def have_torch():
+    try:
+        import torch  # noqa: F401
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def have_jax():
+    try:
+        import jax  # noqa: F401
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def chunked_torch(op, q, k, v, n=64, scale=1.0):
+    """The same chunked algorithm as `chunked`, on torch CPU tensors [B, T, H, D] (eager, under
+    inference_mode; all heads of a batch row batched through torch.matmul). Returns a torch tensor."""
+    import torch
+    B, T, H, dk = q.shape
+    Hkv, dv = k.shape[2], v.shape[3]
+    g = H // Hkv
+    with torch.inference_mode():
+        out = torch.empty((B, T, H, dv), dtype=q.dtype)
+        tri = torch.tril(torch.ones((n, n), dtype=q.dtype))
+        triu = tri.T.contiguous()
+        for b in range(B):
+            Q = (q[b] * scale).permute(1, 0, 2).contiguous().reshape(Hkv, g, T, dk)
+            K = k[b].permute(1, 0, 2).contiguous().reshape(Hkv, 1, T, dk)
+            V = v[b].permute(1, 0, 2).contiguous().reshape(Hkv, 1, T, dv)
+            O = torch.empty((Hkv, g, T, dv), dtype=q.dtype)
+            if op == "hla2":
+                _hla2(Q, K, V, O, n, tri, triu)
+            elif op == "ahla":
+                _ahla(Q, K, V, O, n, tri)
+            elif op == "hla3":
+                _hla3(Q, K, V, O, n, tri, triu)
+            else:
+                raise ValueError(op)
+            out[b] = O.reshape(H, T, dv).permute(1, 0, 2)
+    return out
+
+
+_jax_fns = {}
+
+
+def _jax():
+    import jax
+    jax.config.update("jax_enable_x64", True)      # float64 peers for the verification
+    return jax
+
+
+def _jax_chunk_body(op, L, Lt):
+    """lax.scan body of one chunk: carry (state blocks), x = (Qc [B,Hkv,g,n,dk], Kc, Vc [B,Hkv,1,n,d])."""
+    def sw(x):
+        return x.swapaxes(-1, -2)
+
+    def hla2(carry, x):
+        S, U = carry
+        Qc, Kc, Vc = x
+        Kt = sw(Kc)
+        A = Qc @ Kt
+        Bm = sw(A) * Lt
+        QS = Qc @ S
+        W = ((A * L) @ Bm + QS @ sw(Qc)) * L
+        Oc = W @ Vc + Qc @ U
+        U = U + Kt @ (Bm @ Vc) + sw(QS) @ Vc
+        S = S + Kt @ Kc
+        return (S, U), Oc
+
+    def ahla(carry, x):
+        P, E = carry
+        Qc, Kc, Vc = x
+        Kt = sw(Kc)
+        Al = (Qc @ Kt) * L
+        Y = Al @ Vc + Qc @ P
+        Oc = Al @ Y + Qc @ E
+        return (P + Kt @ Vc, E + Kt @ Y), Oc
+
+    def hla3(carry, x):
+        S, P, W = carry
+        Qc, Kc, Vc = x
+        Kt = sw(Kc)
+        A = Qc @ Kt
+        Bt = sw(A) * Lt
+        QS = Qc @ S
+        M = (A @ Bt + QS @ sw(Qc)) * L
+        Y = (A * L) @ Vc + Qc @ P
+        Oc = M @ Y + Qc @ W
+        W = W + sw(QS) @ Y + Kt @ (Bt @ Y)
+        return (S + Kt @ Kc, P + Kt @ Vc, W), Oc
+
+    return {"hla2": hla2, "ahla": ahla, "hla3": hla3}[op]
+
+
+def chunked_jax(op, q, k, v, n=64, scale=1.0):
+    """The same chunked algorithm in JAX: one jitted function per (op, n) (recompiled per shape/dtype),
+    chunks through lax.scan, all batch rows and heads batched; T is zero-padded to a multiple of n
+    (padding after the last token changes no causal output). q, k, v: JAX arrays [B, T, H, D]."""
+    fn = _jax_fns.get((op, n))
+    if fn is None:
+        jax = _jax()
+        import jax.numpy as jnp
+
+        def fwd(q, k, v, scale):
+            B, T, H, dk = q.shape
+            Hkv, dv = k.shape[2], v.shape[3]
+            g = H // Hkv
+            nc = -(-T // n)
+            pad = ((0, 0), (0, nc * n - T), (0, 0), (0, 0))
+            dt = q.dtype
+            q, k, v = jnp.pad(q * scale.astype(dt), pad), jnp.pad(k, pad), jnp.pad(v, pad)
+
+            def chunks(x, heads, grp):     # [B, Tp, heads*grp, D] -> [nc, B, heads, grp, n, D]
+                return x.reshape(B, nc, n, heads, grp, x.shape[-1]).transpose(1, 0, 3, 4, 2, 5)
+            Q, K, V = chunks(q, Hkv, g), chunks(k, Hkv, 1), chunks(v, Hkv, 1)
+            L = jnp.tril(jnp.ones((n, n), dt))
+            z = lambda *s: jnp.zeros(s, dt)  # noqa: E731
+            init = {"hla2": (z(B, Hkv, 1, dk, dk), z(B, Hkv, g, dk, dv)),
+                    "ahla": (z(B, Hkv, 1, dk, dv), z(B, Hkv, g, dk, dv)),
+                    "hla3": (z(B, Hkv, 1, dk, dk), z(B, Hkv, 1, dk, dv), z(B, Hkv, g, dk, dv))}[op]
+            _, O = jax.lax.scan(_jax_chunk_body(op, L, L.T), init, (Q, K, V))   # [nc, B, Hkv, g, n, dv]
+            return O.transpose(1, 0, 4, 2, 3, 5).reshape(B, nc * n, H, dv)[:, :T]
+        fn = _jax_fns[(op, n)] = jax.jit(fwd)
+    return fn(q, k, v, np.asarray(scale, q.dtype)).block_until_ready()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,12 +393,95 @@ class StepPeer:
         return o.reshape(self.H, -1)
 
 
-def step_sequence(op, q, k, v, scale=1.0):
-    """Run StepPeer over [1, T, H, D] inputs; returns [1, T, H, dv]."""
+class TorchStepPeer(StepPeer):
+    """StepPeer's recurrence on torch CPU tensors (eager, inference_mode); step takes torch tensors."""
+
+    def __init__(self, op, H, Hkv, dk, dv, scale=1.0, dtype=np.float32):
+        import torch
+        self.torch = torch
+        StepPeer.__init__(self, op, H, Hkv, dk, dv, scale, dtype)
+        for name in ("S", "U", "P", "E", "W"):
+            if hasattr(self, name):
+                setattr(self, name, torch.from_numpy(getattr(self, name)))
+        self.scale = float(scale)
+
+    def step(self, q, k, v):
+        with self.torch.inference_mode():
+            return StepPeer.step(self, q, k, v)
+
+
+class JaxStepPeer:
+    """The recurrence as one jitted JAX function per token (state passed in and returned, donated)."""
+
+    def __init__(self, op, H, Hkv, dk, dv, scale=1.0, dtype=np.float32):
+        jax = _jax()
+        import jax.numpy as jnp
+        g = H // Hkv
+        z = lambda *s: jnp.zeros(s, dtype)  # noqa: E731
+        self.state = {"hla2": (z(Hkv, 1, dk, dk), z(Hkv, g, dk, dv)),
+                      "ahla": (z(Hkv, 1, dk, dv), z(Hkv, g, dk, dv)),
+                      "hla3": (z(Hkv, 1, dk, dk), z(Hkv, 1, dk, dv), z(Hkv, g, dk, dv))}[op]
+        sc = dtype(scale)
+
+        def step(state, q, k, v):
+            q = (q * sc).reshape(Hkv, g, 1, -1)
+            kc = k.reshape(Hkv, 1, -1, 1)
+            vr = v.reshape(Hkv, 1, 1, -1)
+            if op == "hla2":
+                S, U = state
+                S = S + kc * kc.swapaxes(-1, -2)
+                U = U + (q @ S).swapaxes(-1, -2) * vr
+                return (S, U), (q @ U).reshape(H, -1)
+            if op == "ahla":
+                P, E = state
+                P = P + kc * vr
+                E = E + kc * (q @ P)
+                return (P, E), (q @ E).reshape(H, -1)
+            S, P, W = state
+            S = S + kc * kc.swapaxes(-1, -2)
+            P = P + kc * vr
+            W = W + (q @ S).swapaxes(-1, -2) * (q @ P)
+            return (S, P, W), (q @ W).reshape(H, -1)
+        self.fn = jax.jit(step, donate_argnums=0)
+
+    def step(self, q, k, v):
+        self.state, o = self.fn(self.state, q, k, v)
+        return o
+
+
+def step_sequence(op, q, k, v, scale=1.0, backend="numpy"):
+    """Run the step peer of `backend` (numpy, torch, jax) over [1, T, H, D] numpy inputs; returns a
+    numpy [1, T, H, dv]."""
     _, T, H, dk = q.shape
     Hkv, dv = k.shape[2], v.shape[3]
-    p = StepPeer(op, H, Hkv, dk, dv, scale, q.dtype.type)
-    return np.stack([p.step(q[0, t], k[0, t], v[0, t]) for t in range(T)])[None]
+    if backend == "numpy":
+        p = StepPeer(op, H, Hkv, dk, dv, scale, q.dtype.type)
+        return np.stack([p.step(q[0, t], k[0, t], v[0, t]) for t in range(T)])[None]
+    if backend == "torch":
+        import torch
+        p = TorchStepPeer(op, H, Hkv, dk, dv, scale, q.dtype.type)
+        q, k, v = (torch.from_numpy(np.ascontiguousarray(x)) for x in (q, k, v))
+        return np.stack([p.step(q[0, t], k[0, t], v[0, t]).numpy() for t in range(T)])[None]
+    if backend == "jax":
+        import jax.numpy as jnp
+        p = JaxStepPeer(op, H, Hkv, dk, dv, scale, q.dtype.type)
+        q, k, v = (jnp.asarray(x) for x in (q, k, v))
+        return np.stack([np.asarray(p.step(q[0, t], k[0, t], v[0, t])) for t in range(T)])[None]
+    raise ValueError(backend)
+
+
+def chunked_any(backend, op, q, k, v, n, scale):
+    """chunked / chunked_torch / chunked_jax on numpy inputs, numpy output (for the verification)."""
+    if backend == "numpy":
+        return chunked(op, q, k, v, n, scale)
+    if backend == "torch":
+        import torch
+        return chunked_torch(op, *(torch.from_numpy(np.ascontiguousarray(x)) for x in (q, k, v)), n, scale).numpy()
+    if backend == "jax":
+        _jax()
+        import jax.numpy as jnp
+        return np.asarray(chunked_jax(op, *(jnp.asarray(x) for x in (q, k, v)), n, scale))
+    raise ValueError(backend)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,6 +509,23 @@ def softmax_attention(q, k, v, scale=1.0, block=256):
             O[:, :, s:e] = (Sc @ V[:, :, :e]) / den
         out[b] = O.reshape(H, T, dv).transpose(1, 0, 2)
     return out
+
+
+def softmax_torch(q, k, v, scale=1.0):
+    """Causal softmax attention through torch's scaled_dot_product_attention (is_causal), [B, T, H, D]
+    in and out, kv heads repeated for grouped queries; numpy in -> numpy out, torch in -> torch out."""
+    import torch
+    is_np = isinstance(q, np.ndarray)
+    if is_np:
+        q, k, v = (torch.from_numpy(np.ascontiguousarray(x)) for x in (q, k, v))
+    g = q.shape[2] // k.shape[2]
+    with torch.inference_mode():
+        Q, K, V = (x.transpose(1, 2) for x in (q, k, v))
+        if g > 1:
+            K, V = K.repeat_interleave(g, dim=1), V.repeat_interleave(g, dim=1)
+        o = torch.nn.functional.scaled_dot_product_attention(Q, K, V, is_causal=True, scale=scale)
+        o = o.transpose(1, 2).contiguous()
+    return o.numpy() if is_np else o
 
 
 def softmax_flops(B, T, H, dk, dv):

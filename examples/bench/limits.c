@@ -1,0 +1,249 @@
+/* Hardware limits measured in the benchmark's own run (examples/bench/bench.py loads this as a shared
+ * library through ctypes; build: gcc -O2 -mavx2 -mfma -fPIC -shared -pthread limits.c -o limits.so -ldl).
+ *
+ *   limits_fma_peak(threads, iters, out)  FMA throughput: each thread runs `iters` rounds of 12
+ *                                         independent 8-lane float32 FMA chains (ymm registers), so the
+ *                                         FMA pipes, not the 4-cycle FMA latency, bound it. Returns the
+ *                                         wall time from a common start (barrier) to the last thread's end;
+ *                                         out receives GFLOP/s (2 flops per lane per FMA) over that time.
+ *   limits_rmw(buf, n, sweeps)            In-place read-modify-write sweep x = a*x + b over n float32
+ *                                         (AVX2, four ymm per iteration), repeated `sweeps` times on the
+ *                                         calling thread; returns seconds per sweep.
+ *   limits_step_*                         A loop of hla_step calls from C (libhla dlopen'ed from the path
+ *                                         given), on preallocated [ntok, H, d] tokens, to time the streaming
+ *                                         step without the Python binding around it.
+ *
+ * Nothing here depends on libhla's headers: the two structs of the C ABI that the step loop fills are
+ * declared below as include/hla.h defines them (ABI version 1: they only ever grow at the end, and
+ * struct_size tells the library which size the caller has).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* FMA peak                                                                                          */
+/* ------------------------------------------------------------------------------------------------ */
+#define CHAINS 12
+
+typedef struct {
+    long iters;
+    pthread_barrier_t *bar;
+    double t_start, t_end;
+    float sink;
+} fma_arg;
+
+static void fma_chains(long iters, float *sink) {
+    const __m256 a = _mm256_set1_ps(0.9999999f), b = _mm256_set1_ps(1e-7f);
+    __m256 x0 = _mm256_set1_ps(0.10f), x1 = _mm256_set1_ps(0.11f), x2 = _mm256_set1_ps(0.12f);
+    __m256 x3 = _mm256_set1_ps(0.13f), x4 = _mm256_set1_ps(0.14f), x5 = _mm256_set1_ps(0.15f);
+    __m256 x6 = _mm256_set1_ps(0.16f), x7 = _mm256_set1_ps(0.17f), x8 = _mm256_set1_ps(0.18f);
+    __m256 x9 = _mm256_set1_ps(0.19f), x10 = _mm256_set1_ps(0.20f), x11 = _mm256_set1_ps(0.21f);
+    for (long i = 0; i < iters; i++) {
+        x0 = _mm256_fmadd_ps(x0, a, b); x1 = _mm256_fmadd_ps(x1, a, b); x2 = _mm256_fmadd_ps(x2, a, b);
+        x3 = _mm256_fmadd_ps(x3, a, b); x4 = _mm256_fmadd_ps(x4, a, b); x5 = _mm256_fmadd_ps(x5, a, b);
+        x6 = _mm256_fmadd_ps(x6, a, b); x7 = _mm256_fmadd_ps(x7, a, b); x8 = _mm256_fmadd_ps(x8, a, b);
+        x9 = _mm256_fmadd_ps(x9, a, b); x10 = _mm256_fmadd_ps(x10, a, b); x11 = _mm256_fmadd_ps(x11, a, b);
+        __asm__ volatile("" : "+x"(x0), "+x"(x1), "+x"(x2), "+x"(x3), "+x"(x4), "+x"(x5));
+        __asm__ volatile("" : "+x"(x6), "+x"(x7), "+x"(x8), "+x"(x9), "+x"(x10), "+x"(x11));
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)),
+                             _mm256_add_ps(_mm256_add_ps(x4, x5), _mm256_add_ps(x6, x7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(x8, x9), _mm256_add_ps(x10, x11)));
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    *sink = out[0] + out[7];
+}
+
+static void *fma_thread(void *p) {
+    fma_arg *a = p;
+    pthread_barrier_wait(a->bar);
+    a->t_start = now();
+    fma_chains(a->iters, &a->sink);
+    a->t_end = now();
+    return NULL;
+}
+
+/* Seconds from the first thread's start (all start from one barrier) to the last thread's end;
+ * *gflops = total FLOP / that time / 1e9. */
+double limits_fma_peak(int threads, long iters, double *gflops) {
+    if (threads < 1 || threads > 64 || iters < 1) return -1;
+    pthread_t tid[64];
+    fma_arg args[64];
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, (unsigned)threads + 1);
+    for (int i = 0; i < threads; i++) {
+        args[i].iters = iters;
+        args[i].bar = &bar;
+        if (pthread_create(&tid[i], NULL, fma_thread, &args[i]) != 0) {
+            /* the barrier waits for every party: without the thread it could never open */
+            fprintf(stderr, "limits: pthread_create failed\n");
+            exit(1);
+        }
+    }
+    pthread_barrier_wait(&bar);
+    for (int i = 0; i < threads; i++) pthread_join(tid[i], NULL);
+    double t0 = args[0].t_start, t1 = args[0].t_end;
+    for (int i = 1; i < threads; i++) {
+        if (args[i].t_start < t0) t0 = args[i].t_start;
+        if (args[i].t_end > t1) t1 = args[i].t_end;
+    }
+    pthread_barrier_destroy(&bar);
+    double flops = 2.0 * 8 * CHAINS * (double)iters * threads;
+    if (gflops) *gflops = flops / (t1 - t0) / 1e9;
+    return t1 - t0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* In-place read-modify-write sweep                                                                  */
+/* ------------------------------------------------------------------------------------------------ */
+double limits_rmw(float *buf, long n, int sweeps) {
+    if (!buf || n < 32 || sweeps < 1) return -1;
+    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-6f);
+    long n32 = n & ~31L;
+    double t0 = now();
+    for (int s = 0; s < sweeps; s++) {
+        float *p = buf;
+        for (long i = 0; i < n32; i += 32) {
+            __m256 y0 = _mm256_loadu_ps(p + i), y1 = _mm256_loadu_ps(p + i + 8);
+            __m256 y2 = _mm256_loadu_ps(p + i + 16), y3 = _mm256_loadu_ps(p + i + 24);
+            _mm256_storeu_ps(p + i, _mm256_fmadd_ps(y0, a, b));
+            _mm256_storeu_ps(p + i + 8, _mm256_fmadd_ps(y1, a, b));
+            _mm256_storeu_ps(p + i + 16, _mm256_fmadd_ps(y2, a, b));
+            _mm256_storeu_ps(p + i + 24, _mm256_fmadd_ps(y3, a, b));
+        }
+        for (long i = n32; i < n; i++) buf[i] = buf[i] * 0.999999f + 1e-6f;
+        __asm__ volatile("" ::: "memory");
+    }
+    return (now() - t0) / sweeps;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* hla_step loop from C                                                                              */
+/* ------------------------------------------------------------------------------------------------ */
+typedef struct {            /* = hla_tensor of include/hla.h */
+    void *data;
+    int32_t dtype;
+    int32_t ndim;
+    int64_t shape[4];
+    int64_t strides[4];
+} ht_tensor;
+
+typedef struct {            /* = hla_config of include/hla.h (ABI 1.0) */
+    uint32_t struct_size;
+    int32_t op, masked, normalize;
+    int64_t heads, kv_heads, dk, dv;
+    double scale, decay, ridge, eps;
+    int64_t chunk_size;
+} ht_config;
+
+typedef int (*config_init_fn)(ht_config *, size_t);
+typedef int (*step_fn)(const ht_config *, const ht_tensor *, const ht_tensor *, const ht_tensor *,
+                       const ht_tensor *, const ht_tensor *, const ht_tensor *);
+typedef const char *(*err_fn)(void);
+
+typedef struct {
+    ht_config cfg;
+    step_fn step;
+    err_fn last_error;
+    const float *q, *k, *v;
+    float *out;
+    int64_t ntok, H, Hkv, dk, dv, next;
+    ht_tensor tq, tk, tv, to, ts;
+} step_ctx;
+
+static char step_err[512];
+
+const char *limits_step_error(void) { return step_err; }
+
+static void tensor(ht_tensor *t, void *data, int ndim, const int64_t *shape) {
+    memset(t, 0, sizeof *t);
+    t->data = data;
+    t->dtype = 0; /* HLA_FLOAT32 */
+    t->ndim = ndim;
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        t->shape[i] = shape[i];
+        t->strides[i] = s;
+        s *= shape[i];
+    }
+}
+
+/* A context over caller memory: q [ntok, H, dk], k [ntok, Hkv, dk], v [ntok, Hkv, dv], out [H, dv],
+ * state [1, n] (float32, C-contiguous). The library at libpath is opened with RTLD_NOLOAD first, so the
+ * copy the Python extension loaded is the one called. */
+void *limits_step_new(const char *libpath, int op, int64_t H, int64_t Hkv, int64_t dk, int64_t dv,
+                      double scale, const float *q, const float *k, const float *v, int64_t ntok,
+                      float *out, float *state, int64_t n) {
+    void *lib = dlopen(libpath, RTLD_NOW | RTLD_NOLOAD);
+    if (!lib) lib = dlopen(libpath, RTLD_NOW);
+    if (!lib) {
+        snprintf(step_err, sizeof step_err, "dlopen %s: %s", libpath, dlerror());
+        return NULL;
+    }
+    step_ctx *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    config_init_fn init = (config_init_fn)dlsym(lib, "hla_config_init");
+    c->step = (step_fn)dlsym(lib, "hla_step");
+    c->last_error = (err_fn)dlsym(lib, "hla_last_error");
+    if (!init || !c->step || !c->last_error) {
+        snprintf(step_err, sizeof step_err, "dlsym: %s", dlerror());
+        free(c);
+        return NULL;
+    }
+    if (init(&c->cfg, sizeof c->cfg) != 0) {
+        snprintf(step_err, sizeof step_err, "hla_config_init: %s", c->last_error());
+        free(c);
+        return NULL;
+    }
+    c->cfg.op = op;
+    c->cfg.heads = H;
+    c->cfg.kv_heads = Hkv;
+    c->cfg.dk = dk;
+    c->cfg.dv = dv;
+    c->cfg.scale = scale;
+    c->q = q; c->k = k; c->v = v; c->out = out;
+    c->ntok = ntok; c->H = H; c->Hkv = Hkv; c->dk = dk; c->dv = dv;
+    int64_t sq[3] = {1, H, dk}, sk[3] = {1, Hkv, dk}, sv[3] = {1, Hkv, dv}, so[3] = {1, H, dv}, ss[2] = {1, n};
+    tensor(&c->tq, (void *)q, 3, sq);
+    tensor(&c->tk, (void *)k, 3, sk);
+    tensor(&c->tv, (void *)v, 3, sv);
+    tensor(&c->to, out, 3, so);
+    tensor(&c->ts, state, 2, ss);
+    return c;
+}
+
+/* nsteps calls of hla_step, token after token (wrapping around ntok); returns seconds, or -1 on an error
+ * (limits_step_error() names it). */
+double limits_step_run(void *ctx, int64_t nsteps) {
+    step_ctx *c = ctx;
+    if (!c) return -1;
+    double t0 = now();
+    for (int64_t i = 0; i < nsteps; i++) {
+        int64_t t = c->next;
+        c->next = (t + 1 == c->ntok) ? 0 : t + 1;
+        c->tq.data = (void *)(c->q + t * c->H * c->dk);
+        c->tk.data = (void *)(c->k + t * c->Hkv * c->dk);
+        c->tv.data = (void *)(c->v + t * c->Hkv * c->dv);
+        int st = c->step(&c->cfg, &c->tq, &c->tk, &c->tv, &c->to, &c->ts, NULL);
+        if (st != 0) {
+            snprintf(step_err, sizeof step_err, "hla_step: status %d: %s", st, c->last_error());
+            return -1;
+        }
+    }
+    return now() - t0;
+}
+
+void limits_step_free(void *ctx) { free(ctx); }
