@@ -23,12 +23,14 @@ extension HLA3 {
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
-            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n,                // A = Q Kᵀ (masked: all of it,
-                   structure: c.masked ? [] : .lowerC)                       // for Bᵗ and A Bᵗ)
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower half
             if c.masked {
+                // Bᵗ and the wanted (lower) part of A Bᵗ read only A's lower half: zero the rest, so the
+                // product may run its k-range to the tile's edge over exact zeros.
+                for r in 0..<n { for i in (r + 1)..<max(n, r + 1) { A[r * n + i] = 0 } }
                 for a in 0..<n { for x in 0..<n { Bt[a * n + x] = A[x * n + a] } }
                 Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
-                T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.upperB, .lowerC])  // A Bᵗ
+                T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
                 Mask.scaledCopy(X2, Qh, n, dk) { pw[$0 + 1] }                        // diag(γ^u) Q
                 T.gemm(false, true, n, n, dk, 1, X1, dk, X2, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
