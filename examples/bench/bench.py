@@ -31,6 +31,7 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
+import backward  # noqa: E402
 import interface  # noqa: E402
 import limits  # noqa: E402
 import machine  # noqa: E402
@@ -957,6 +958,8 @@ def main(argv=None):
     step = step_section(R, a, backends, libpath, bw)
     scaling = scaling_section(R, a)
     xover, cross = crossover_section(R, a)
+    _, bwd_rows = backward.backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_t,
+                                            fmt_bytes, load)
     iface_rows = []
     for section in (interface.half_section, interface.varlen_section, interface.rows_section,
                     interface.serialize_section):
@@ -1052,6 +1055,7 @@ def main(argv=None):
                      fmt_bytes(ex[0]), min(sc), fmt_bytes(ex[-1]), max(sc),
                      fmt_bytes(sc[max(sc)]["mem"]["input_bytes"] + sc[max(sc)]["mem"]["output_bytes"])),
                  "growth %s" % fmt_bytes(grow), "met" if abs(grow) <= 4 << 20 else "NOT met"])
+    rows += bwd_rows
     rows += iface_rows
     R.table(["target", "measured", "ratio", "status"], rows)
     R.p("Load average at end: %s; run took %.0f s." % (load(), time.time() - t_start))
