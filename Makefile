@@ -13,7 +13,7 @@ export LIBHLA_LIBDIR := $(LIBDIR)
 # The version, from the single source of truth (HLA_VERSION_* in Sources/CHLA/include/hla_types.h).
 HLA_VERSION := $(shell awk '/define HLA_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v ? "." : "") $$3} END {print v}' Sources/CHLA/include/hla_types.h)
 
-.PHONY: all lib python jax-ffi header check-header test test-swift test-c test-examples test-python test-mpi test-ggml tsan install demo bench clean deps wheel test-wheel
+.PHONY: all lib python jax-ffi header check-header test test-swift test-c test-examples test-python test-mpi test-ggml tsan install demo bench clean deps wheel test-wheel train-demo
 
 all: lib python
 
@@ -150,6 +150,13 @@ clean:
 	$(MAKE) -C examples/c clean
 	$(MAKE) -C examples/mpi clean
 	$(MAKE) -C examples/ggml clean
+
+# MQAR training demo (examples/train, docs/experiments.md): checks the HLA operator the training uses
+# (hla.torch, else a torch stand-in) against libhla, trains tiny models with each mixer (softmax, linear,
+# hla2, ahla, hla3) on CPU and prints the accuracy table; a few minutes. Non-zero exit on NaN/errors only.
+train-demo: python
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/train/check_standin.py
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/train/train.py --preset demo
 
 bench: all
 	$(PYTHON) -m pip install -q matplotlib threadpoolctl ml_dtypes

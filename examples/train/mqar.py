@@ -6,8 +6,10 @@ with N key-value pairs k_1 v_1 ... k_N v_N (distinct keys, values drawn without 
 remaining T - 2N positions hold (T - 2N) // 2 slots of two tokens; N of them, chosen uniformly at random,
 hold a query (one of the N keys, each exactly once, in random order) and the target at the query position
 is that key's value (next-token prediction). Every other position is a random token of the whole
-vocabulary. Loss and accuracy are on the N query positions only. (Zoology draws the query slots from a
-power law favouring short gaps; here they are uniform, so long-range recall is tested as much as short.)
+vocabulary (the default of Zoology's generator, random_non_queries=True; Zoology's published MQAR
+configs use token 0 instead: --filler zero). Loss and accuracy are on the N query positions only.
+(Zoology draws the query slots from a power law favouring short gaps; here they are uniform, so
+long-range recall is tested as much as short.)
 
 Model: token embedding; L blocks of [LayerNorm -> mixer -> residual -> LayerNorm -> MLP -> residual];
 LayerNorm; linear head. No positional embedding: every mixer's q, k, v pass through the same depthwise
@@ -39,8 +41,12 @@ IGNORE = -100
 MIXERS = ("softmax", "linear", "hla2", "ahla", "hla3")
 
 
-def make_batch(rng, batch, T, pairs, vocab):
-    """One MQAR batch: inputs [batch, T] int64, targets [batch, T] (IGNORE except at query positions)."""
+def make_batch(rng, batch, T, pairs, vocab, filler="random"):
+    """One MQAR batch: inputs [batch, T] int64, targets [batch, T] (IGNORE except at query positions).
+    filler: "random" (uniform tokens of the whole vocabulary at the non-query positions, the default of
+    Zoology's generator) or "zero" (token 0, as Zoology's published MQAR configs: random_non_queries=False)."""
+    if filler not in ("random", "zero"):
+        raise ValueError("filler must be 'random' or 'zero'")
     if 4 * pairs > T:
         raise ValueError("need T >= 4 * pairs (T=%d, pairs=%d)" % (T, pairs))
     half = vocab // 2
@@ -48,7 +54,10 @@ def make_batch(rng, batch, T, pairs, vocab):
         raise ValueError("too many pairs for the vocabulary")
     ctx = 2 * pairs
     slots = (T - ctx) // 2
-    inputs = rng.integers(0, vocab, size=(batch, T))          # noise everywhere first
+    if filler == "random":
+        inputs = rng.integers(0, vocab, size=(batch, T))      # noise everywhere first
+    else:
+        inputs = np.zeros((batch, T), dtype=np.int64)
     targets = np.full((batch, T), IGNORE, dtype=np.int64)
     for b in range(batch):
         keys = rng.choice(np.arange(1, half), size=pairs, replace=False)

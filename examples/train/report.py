@@ -23,8 +23,8 @@ STYLE = {"softmax": ("k", "o"), "linear": ("tab:gray", "s"), "hla2": ("tab:blue"
          "ahla": ("tab:orange", "v"), "hla3": ("tab:green", "D")}
 
 
-SAME = ("steps", "tokens_per_step", "eval_seqs", "per_length", "vocab", "width", "heads", "layers", "conv",
-        "feature", "norm", "lr", "weight_decay", "warmup")
+SAME = ("steps", "tokens_per_step", "eval_seqs", "per_length", "vocab", "filler", "width", "heads", "layers",
+        "conv", "feature", "norm", "lr", "weight_decay", "warmup")
 
 
 def load(paths):
@@ -33,6 +33,7 @@ def load(paths):
     for path in paths:
         with open(path) as f:
             data = json.load(f)
+        data["config"].setdefault("filler", "random")      # files written before --filler existed
         if config is None:
             config = data["config"]
         elif any(config.get(k) != data["config"].get(k) for k in SAME):
@@ -57,17 +58,21 @@ def acc_stats(runs, mixer, cell):
     return a.mean(), a.min(), a.max(), len(a)
 
 
+def seeds_of(runs, cell):
+    key = "%d:%d" % cell
+    return ",".join(str(s) for s in sorted({r["seed"] for r in runs if key in r["acc"]}))
+
+
 def tables(config, runs, cells, mixers):
     out = []
-    seeds = sorted({r["seed"] for r in runs})
-    out.append("Accuracy on the query positions of %d held-out sequences per cell; mean over seeds %s%s."
-               % (config["eval_seqs"], ",".join(map(str, seeds)),
-                  " (min-max in brackets)" if len(seeds) > 1 else ""))
+    out.append("Accuracy on the query positions of %d held-out sequences per cell; mean over the seeds "
+               "(min-max in brackets when more than one)." % config["eval_seqs"])
     out.append("")
     Ts = sorted({c[0] for c in cells})
     for T in Ts:
         cs = [c for c in cells if c[0] == T]
-        out.append("| T = %d | " % T + " | ".join("N = %d" % c[1] for c in cs) + " |")
+        out.append("| T = %d, seeds %s | " % (T, seeds_of(runs, cs[0])) + " | ".join("N = %d" % c[1] for c in cs)
+                   + " |")
         out.append("|---|" + "---|" * len(cs))
         for m in mixers:
             row = []
@@ -108,9 +113,10 @@ def plots(config, runs, cells, mixers, outdir, prefix="experiments"):
     import matplotlib.pyplot as plt
 
     impl = config.get("hla_implementation", "?")
-    seeds = sorted({r["seed"] for r in runs})
-    sub = "%d steps, width %d, %d layers, %d seed(s); HLA via %s" % (config["steps"], config["width"],
-                                                                   config["layers"], len(seeds), impl)
+    Ts = sorted({c[0] for c in cells})
+    nseeds = sorted({len(seeds_of(runs, c).split(",")) for c in cells})
+    sub = "%d steps, width %d, %d layers, %s seeds per cell; HLA via %s" % (
+        config["steps"], config["width"], config["layers"], "-".join(map(str, nseeds)), impl)
 
     def panel_lines(ax, xs_cells, xvals):
         # chance (a uniformly random value token) and the score of guessing one of the N context values

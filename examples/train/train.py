@@ -3,18 +3,19 @@
 
     PYTHONPATH=bindings/python python3 examples/train/train.py --preset demo      # make train-demo
     PYTHONPATH=bindings/python python3 examples/train/train.py --preset full \
-        --out docs/bench/experiments_results.json                                  # docs/experiments.md
+        --out examples/train/results/full.json                                     # docs/experiments.md
 
 With --per-length (presets demo and full) one model per (mixer, seed, T) is trained on the cells of
-that sequence length T; without it (preset mixture) one model per (mixer, seed) on all cells. Each step
-draws one cell of the model's cells uniformly; the batch holds tokens_per_step // T sequences. Every
-model is evaluated on a fixed held-out set of each of its cells (the same sequences for every mixer and
-seed). Every mixer gets the same width, depth,
-heads, steps, batch, optimizer (AdamW) and learning-rate schedule (linear warm-up, cosine decay).
+that sequence length T; with --mixture (preset mixture) one model per (mixer, seed) on all cells. Each
+step draws one cell of the model's cells uniformly; the batch holds tokens_per_step // T sequences.
+Every model is evaluated on a fixed held-out set of each of its cells (the same sequences for every
+mixer and seed). Every mixer gets the same width, depth, heads, steps, batch, optimizer (AdamW) and
+learning-rate schedule (linear warm-up, cosine decay).
 
-Exit status: 0 when every run finished with finite losses (whatever the accuracies), 2 when a loss or
-an evaluation became NaN/Inf, 1 on other errors. Results (per run: accuracies per cell, wall time,
-parameter count, loss curve) go to --out as JSON; runs already in that file are skipped (--resume).
+Exit status: 0 when every run finished with finite losses (whatever the accuracies), 2 when a loss, a
+gradient norm or an evaluation logit became NaN/Inf, 1 on other errors. Results (per run: accuracies
+per cell, wall time, parameter count, loss curve) go to --out as JSON; runs already in that file are
+skipped, so an interrupted run resumes (the file must hold the same configuration).
 """
 import argparse
 import json
@@ -72,7 +73,7 @@ def evaluate(model, cells, args):
             bs = max(1, args.tokens_per_step // T)
             left = args.eval_seqs
             while left > 0:
-                x, y = make_batch(rng, min(bs, left), T, n, args.vocab)
+                x, y = make_batch(rng, min(bs, left), T, n, args.vocab, args.filler)
                 left -= x.shape[0]
                 logits = model(x)
                 if not torch.isfinite(logits).all():
@@ -100,7 +101,7 @@ def train_one(mixer, seed, cells, args):
     t0 = time.time()
     for step in range(args.steps):
         T, n = cells[rng.integers(len(cells))]
-        x, y = make_batch(rng, max(1, args.tokens_per_step // T), T, n, args.vocab)
+        x, y = make_batch(rng, max(1, args.tokens_per_step // T), T, n, args.vocab, args.filler)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, warmup)
         logits = model(x)
@@ -159,6 +160,8 @@ def main(argv=None):
     ap.add_argument("--mixture", dest="per_length", action="store_false",
                     help="one model on the mixture of all cells")
     ap.add_argument("--vocab", type=int, default=256)
+    ap.add_argument("--filler", choices=("random", "zero"), default="random",
+                    help="non-query positions: random tokens (Zoology generator default) or token 0")
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--layers", type=int, default=2)
@@ -186,7 +189,7 @@ def main(argv=None):
     for m in mixers:
         if m not in MIXERS:
             ap.error("unknown mixer %r" % m)
-    config = {k: getattr(args, k) for k in ("preset", "grid", "steps", "tokens_per_step", "eval_seqs", "vocab",
+    config = {k: getattr(args, k) for k in ("preset", "grid", "steps", "tokens_per_step", "eval_seqs", "vocab", "filler",
                                             "per_length", "width", "heads", "layers", "conv", "feature", "norm", "lr", "weight_decay",
                                             "warmup", "threads")}
     config["hla_implementation"] = IMPLEMENTATION
@@ -196,6 +199,7 @@ def main(argv=None):
     if args.out and os.path.exists(args.out):
         with open(args.out) as f:
             saved = json.load(f)
+        saved["config"].setdefault("filler", "random")     # results written before --filler existed
         if {k: v for k, v in saved["config"].items() if not k.startswith("hla_implementation")} != \
                 {k: v for k, v in config.items() if not k.startswith("hla_implementation")}:
             sys.exit("%s holds results of another configuration; remove it or choose another --out" % args.out)
