@@ -57,10 +57,8 @@ enum Gemm {
             if upperB { hi = min(hi, j0 + w) }
             return (upperA ? min(i0, hi) : 0, hi)
         }
-        let kcMax = kc
-        var panel = InlineArray<128, T.Panel>(repeating: T.Panel())
-        withUnsafeMutablePointer(to: &panel) { panelPointer in
-            let packed = UnsafeMutableRawPointer(panelPointer).assumingMemoryBound(to: T.self)
+        /// Every column panel of C; `packed` (kc × nr elements) receives op(B) where it cannot be read in place.
+        @inline(__always) func panels(_ packed: UnsafeMutablePointer<T>?) {
             var j0 = 0
             while j0 < n {
                 let w = min(nr, n - j0)
@@ -80,9 +78,10 @@ enum Gemm {
                         i0 += mr
                     }
                 } else {
+                    let packed = packed.unsafelyUnwrapped
                     var p0 = 0
                     while p0 < k {
-                        let kb = min(kcMax, k - p0)
+                        let kb = min(kc, k - p0)
                         pack(kb, w, b + p0 * brs + j0 * bcs, brs, bcs, packed)
                         var i0 = iStart
                         while i0 < m {
@@ -101,6 +100,19 @@ enum Gemm {
                 }
                 j0 += nr
             }
+        }
+        if !transB && n % nr == 0 { return panels(nil) }
+        // The packing buffer lives on the stack, sized to the k at hand (it must be initialized, and zeroing
+        // 8 KiB on every call was a measurable share of the small products).
+        @inline(__always) func withPanel<Buffer>(_ buffer: inout Buffer) {
+            withUnsafeMutablePointer(to: &buffer) { panels(UnsafeMutableRawPointer($0).assumingMemoryBound(to: T.self)) }
+        }
+        if k <= 32 {
+            var buffer = InlineArray<32, T.Panel>(repeating: T.Panel()); withPanel(&buffer)
+        } else if k <= 64 {
+            var buffer = InlineArray<64, T.Panel>(repeating: T.Panel()); withPanel(&buffer)
+        } else {
+            var buffer = InlineArray<128, T.Panel>(repeating: T.Panel()); withPanel(&buffer)
         }
     }
 
@@ -136,11 +148,23 @@ enum Gemm {
     }
 
     /// One register tile: C[rows × w] = α · A[rows × kb] · P[kb × nr] + β · C, where P's row p is at
-    /// bp + p·bs. Rows past `rows` repeat the last valid row of A and are not stored.
+    /// bp + p·bs. Tiles of 1-2 and 3-4 rows (the last rows of a 32- or 64-row product) run with 2 or 4
+    /// accumulator rows instead of 6; rows past `rows` repeat the last valid row of A and are not stored.
     @inline(__always)
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
                                   _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T) {
+        if rows > 4 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 6) }
+        else if rows > 2 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 4) }
+        else { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 2) }
+    }
+
+    /// The tile with `height` (2, 4 or 6, a constant at each call) accumulator rows, rows ≤ height.
+    @inline(__always)
+    static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
+                                  _ bp: UnsafePointer<T>, _ bs: Int,
+                                  _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
+                                  height: Int) {
         typealias V = T.Panel
         let a0 = a
         let a1 = a + min(1, rows - 1) * ars
@@ -154,19 +178,27 @@ enum Gemm {
             let bv = UnsafeRawPointer(bp + q).loadUnaligned(as: V.self)
             x0.addProduct(a0[o], bv)
             x1.addProduct(a1[o], bv)
-            x2.addProduct(a2[o], bv)
-            x3.addProduct(a3[o], bv)
-            x4.addProduct(a4[o], bv)
-            x5.addProduct(a5[o], bv)
+            if height > 2 {
+                x2.addProduct(a2[o], bv)
+                x3.addProduct(a3[o], bv)
+            }
+            if height > 4 {
+                x4.addProduct(a4[o], bv)
+                x5.addProduct(a5[o], bv)
+            }
             o += acs
             q += bs
         }
         store(x0, c, w, alpha, beta)
         if rows > 1 { store(x1, c + ldc, w, alpha, beta) }
-        if rows > 2 { store(x2, c + 2 * ldc, w, alpha, beta) }
-        if rows > 3 { store(x3, c + 3 * ldc, w, alpha, beta) }
-        if rows > 4 { store(x4, c + 4 * ldc, w, alpha, beta) }
-        if rows > 5 { store(x5, c + 5 * ldc, w, alpha, beta) }
+        if height > 2 {
+            if rows > 2 { store(x2, c + 2 * ldc, w, alpha, beta) }
+            if rows > 3 { store(x3, c + 3 * ldc, w, alpha, beta) }
+        }
+        if height > 4 {
+            if rows > 4 { store(x4, c + 4 * ldc, w, alpha, beta) }
+            if rows > 5 { store(x5, c + 5 * ldc, w, alpha, beta) }
+        }
     }
 
     /// c[0..<w] = α·x + β·c (β = 0: c is not read).

@@ -40,30 +40,49 @@ enum Paths {
         func free() { buffer.free() }
     }
 
-    /// Chunked: for each unit, chunk after chunk, outputs from the carry then carry advanced.
+    /// Chunked: for each unit, chunk after chunk, outputs from the carry then carry advanced. The kv heads of
+    /// one sequence are swept in bands, chunk by chunk across the band's heads: with heads interleaved in
+    /// memory ([B, T, H, D]) one token's rows of the band's heads are adjacent, so the band reads each input
+    /// row once as one contiguous run instead of one head's slice per page.
     static func chunked<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                    carry: Rows<T>) throws(HLAError) {
-        let n0 = min(chunkLength(c), seqs.maxLength), units = seqs.count * c.kvHeads
-        let parallel = worthThreads(c, seqs, n0: n0), workers = workerCount(units, parallel: parallel)
+        let n0 = min(chunkLength(c), seqs.maxLength)
+        let parallel = worthThreads(c, seqs, n0: n0)
         let layout = Layout.state(c)
+        let perSeq = bandsPerSequence(c, seqs, unitBytes: (layout.kvTotal + c.group * layout.qTotal) * MemoryLayout<T>.stride,
+                                      parallel: parallel)
+        let width = (c.kvHeads + perSeq - 1) / perSeq, bands = seqs.count * perSeq
+        let workers = workerCount(bands, parallel: parallel)
         let work = try Work<T>(op, c, n: n0, workers: workers)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
-            let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
-            let unit = layout.unit(carry.row(sq), g: g)
+        parallelFor(bands, parallel: parallel, balanced: seqs.cu != nil) { i, w in
+            let sq = seqs.scheduled(i / perSeq), b = seqs.batch(sq), row = carry.row(sq)
+            let g0 = (i % perSeq) * width, g1 = min(c.kvHeads, g0 + width)
             var t0 = seqs.bos(sq)
             let end = t0 + seqs.length(sq)
             while t0 < end {
                 let n = min(n0, end - t0)
-                io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
-                var s = work.scratch(w)
-                chunkOrSteps(op, c, pw, unit, n: n, work: work, w: w, scratch: &s)
-                io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
+                for g in g0..<g1 {
+                    io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                    var s = work.scratch(w)
+                    chunkOrSteps(op, c, pw, layout.unit(row, g: g), n: n, work: work, w: w, scratch: &s)
+                    io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
+                }
                 t0 += n
             }
         }
+    }
+
+    /// Bands the kv heads of each sequence are split into: enough for every thread to have one, and each
+    /// band's states (`unitBytes` per kv head) within about a quarter of a core's L2 so they stay cached
+    /// while the band's heads take turns.
+    static func bandsPerSequence(_ c: Config, _ seqs: Seqs, unitBytes: Int, parallel: Bool) -> Int {
+        let budget = 256 << 10
+        let fit = max(1, budget / max(1, unitBytes))
+        let forThreads = parallel ? (hlaThreadCount + seqs.count - 1) / seqs.count : 1
+        return min(c.kvHeads, max((c.kvHeads + fit - 1) / fit, forThreads))
     }
 
     /// The outputs of one packed chunk from the carry in `u`, then the carry advanced past it, through the
