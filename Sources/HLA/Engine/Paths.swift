@@ -76,10 +76,10 @@ enum Paths {
     }
 
     /// Bands the kv heads of each sequence are split into: enough for every thread to have one, and each
-    /// band's states (`unitBytes` per kv head) within about a quarter of a core's L2 so they stay cached
+    /// band's states (`unitBytes` per kv head) within half of a core's L2 (1 MiB here) so they stay cached
     /// while the band's heads take turns.
     static func bandsPerSequence(_ c: Config, _ seqs: Seqs, unitBytes: Int, parallel: Bool) -> Int {
-        let budget = 256 << 10
+        let budget = 512 << 10
         let fit = max(1, budget / max(1, unitBytes))
         let forThreads = parallel ? (hlaThreadCount + seqs.count - 1) / seqs.count : 1
         return min(c.kvHeads, max((c.kvHeads + fit - 1) / fit, forThreads))
