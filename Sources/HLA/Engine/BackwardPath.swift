@@ -118,10 +118,19 @@ enum BackwardPath {
 
 /// An operator with a dense-product reverse of its chunk kernel (docs/gradients.md §9–§10).
 protocol ChunkBackward: Operator {
+    /// Elements `carry` keeps for `chunkBackward` per chunk of n tokens.
+    static func keepSize(_ c: Config, n: Int) -> Int
+    /// The carry `chunk` leaves for n tokens, bit for bit, without its outputs (scratch: `chunkScratch`);
+    /// `keep` (nil, or `keepSize` elements) receives products of the chunk that `chunkBackward` reads back.
+    static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                   K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                   keep: UnsafeMutablePointer<T>?, scratch: inout Scratch<T>)
     static func chunkBackwardScratch(_ c: Config, n: Int) -> Int
     /// Reverse of `chunk` for n tokens: `u` the carry-in (read only), `d` the carry-out's adjoint in and the
-    /// carry-in's adjoint out; G (group × n × dvp) = ∂L/∂numerators → dK (n × dk), dV (n × dvp), dQ (group × n × dk).
+    /// carry-in's adjoint out; `kept` what `carry` kept advancing `u` over the same tokens;
+    /// G (group × n × dvp) = ∂L/∂numerators → dK (n × dk), dV (n × dvp), dQ (group × n × dk).
     static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
+                                           kept: UnsafePointer<T>,
                                            K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                            G: UnsafePointer<T>, dK: UnsafeMutablePointer<T>,
                                            dV: UnsafeMutablePointer<T>, dQ: UnsafeMutablePointer<T>,
@@ -132,8 +141,10 @@ extension BackwardPath {
     /// The chunked path (docs/gradients.md §9): per unit, a forward sweep through the dense chunk kernel keeping
     /// the carry at the start of every group of ~√chunks chunks; then the groups in reverse: each chunk's carry
     /// recomputed from its group's checkpoint, and the group's chunks in reverse — the chunk's numerators from
-    /// its carry-in (for the normalisation) and the operator's `chunkBackward` (dense products). Memory per
-    /// thread O(√chunks · state + chunk² + chunk · d); one extra chunked forward of work.
+    /// its carry-in (for the normalisation) and the operator's `chunkBackward` (dense products). Both sweeps
+    /// run the operator's `carry` (the chunk kernel's carry update without its outputs); the group's sweep
+    /// keeps each chunk's products that `chunkBackward` reads back (`keepSize` per chunk). Memory per thread
+    /// O(√chunks · (state + keepSize) + chunk² + chunk · d).
     static func chunked<Op: ChunkBackward, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>, dO: Strided<T>, dQ: Strided<T>,
                                          dK: Strided<T>, dV: Strided<T>, initial: Rows<T>?, dFinal: Rows<T>?,
                                          dInitial: Rows<T>?) throws(HLAError) {
@@ -150,7 +161,10 @@ extension BackwardPath {
         var every = Int(Double(chunks).squareRoot())
         while every * every < chunks { every += 1 }
         let groups = (chunks + every - 1) / every
-        let big = try checkedMul(groups + every, ue, "backward checkpoints")
+        // per chunk of the group being reversed: its packed inputs and what `carry` keeps for `chunkBackward`
+        let ks = Op.keepSize(c, n: n0), slot = ks + n0 * dk + n0 * dvp + group * n0 * dk
+        let big = try checkedAdd(try checkedMul(groups + every, ue, "backward checkpoints"),
+                                 try checkedMul(every, slot, "backward checkpoints"), "backward checkpoints")
         let rest = Scratch<Double>.need([ue, ue, n0 * dk, n0 * dvp, group * n0 * dk, group * n0 * dvp,
                                          group * n0 * dvp, n0 * dk, n0 * dvp, group * n0 * dk, dv, scratchElems])
         let per = try checkedAdd(big, rest + 64, "backward buffers")
@@ -166,7 +180,7 @@ extension BackwardPath {
             func unit(_ p: UnsafeMutablePointer<T>) -> Unit<T> {
                 Unit(kv: p, q: p + layout.kvTotal, qStride: layout.qTotal, group: group)
             }
-            let gck = s.take(groups * ue), local = s.take(every * ue)
+            let gck = s.take(groups * ue), local = s.take(every * ue), slots = s.take(every * slot)
             let cur = unit(s.take(ue)), adj = unit(s.take(ue))
             let K = s.take(n0 * dk), V = s.take(n0 * dvp), Q = s.take(group * n0 * dk), O = s.take(group * n0 * dvp)
             let G = s.take(group * n0 * dvp), gK = s.take(n0 * dk), gV = s.take(n0 * dvp), gQ = s.take(group * n0 * dk)
@@ -177,61 +191,68 @@ extension BackwardPath {
             if let dFinal { Paths.copyBlocks(layout, from: layout.unit(dFinal.row(sq), g: g), to: adj, group: group) }
             else { for x in 0..<ue { adj.kv[x] = 0 } }
             let nc = (nT + n0 - 1) / n0
-            /// Advance `cur` past chunk ch through the dense chunk kernel.
-            func advance(_ ch: Int) {
+            /// Slot i of the group: kept products, then the packed K, V, Q of its chunk.
+            func inputs(_ i: Int) -> (keep: UnsafeMutablePointer<T>, K: UnsafeMutablePointer<T>,
+                                      V: UnsafeMutablePointer<T>, Q: UnsafeMutablePointer<T>) {
+                let p = slots + i * slot, k = p + ks, v = k + n0 * dk
+                return (p, k, v, v + n0 * dvp)
+            }
+            /// Pack chunk ch into K, V, Q and advance `cur` past it: the chunk kernel's carry update alone.
+            func advance(_ ch: Int, K: UnsafeMutablePointer<T>, V: UnsafeMutablePointer<T>, Q: UnsafeMutablePointer<T>,
+                         keep: UnsafeMutablePointer<T>?) {
                 let t0 = bos + ch * n0, n = min(n0, bos + nT - t0)
                 io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q)
                 var k2 = kernel
-                Op.chunk(c, pw, cur, n: n, K: K, V: V, Q: Q, O: O, scratch: &k2)
+                Op.carry(c, pw, cur, n: n, K: K, V: V, Q: Q, keep: keep, scratch: &k2)
             }
             // forward sweep: the carry at the start of every group of `every` chunks
             let lastStart = (nc - 1) / every * every
             for ch in 0..<lastStart {
                 if ch % every == 0 { for x in 0..<ue { gck[(ch / every) * ue + x] = cur.kv[x] } }
-                advance(ch)
+                advance(ch, K: K, V: V, Q: Q, keep: nil)
             }
             for x in 0..<ue { gck[(lastStart / every) * ue + x] = cur.kv[x] }
-            /// The reverse of chunk ch from its carry-in `cp`: numerator cotangents, then the chunk kernel's reverse.
-            func reverse(_ ch: Int, carryIn cp: Unit<T>) {
+            /// The reverse of chunk ch from its carry-in `cp` and its slot (packed by `advance`): numerator
+            /// cotangents, then the chunk kernel's reverse.
+            func reverse(_ ch: Int, carryIn cp: Unit<T>, slot i: Int) {
                 let t0 = bos + ch * n0, n = min(n0, bos + nT - t0)
-                io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q)
+                let (kept, K, V, Q) = inputs(i)
                 if c.normalize {   // the numerators, for the normalisation's cotangent
                     for x in 0..<ue { cur.kv[x] = cp.kv[x] }
                     var k2 = kernel
                     Op.chunk(c, pw, cur, n: n, K: K, V: V, Q: Q, O: O, scratch: &k2)
                 }
                 for j in 0..<group {
+                    if !c.normalize { dO.gather(b, g * group + j, t0, n, dv, into: G + j * n * dvp, ld: dvp); continue }
                     for r in 0..<n {
                         let num = O + (j * n + r) * dvp, gj = G + (j * n + r) * dvp
                         dO.gather(b, g * group + j, t0 + r, 1, dv, into: dOrow, ld: dv)
-                        if c.normalize {
-                            let inv = 1 / (num[dv] + eps)
-                            var dot: T = 0
-                            for x in 0..<dv { gj[x] = dOrow[x] * inv; dot += dOrow[x] * num[x] }
-                            gj[dv] = -dot * inv * inv
-                        } else {
-                            for x in 0..<dv { gj[x] = dOrow[x] }
-                        }
+                        let inv = 1 / (num[dv] + eps)
+                        var dot: T = 0
+                        for x in 0..<dv { gj[x] = dOrow[x] * inv; dot += dOrow[x] * num[x] }
+                        gj[dv] = -dot * inv * inv
                     }
                 }
                 var k2 = kernel
-                Op.chunkBackward(c, pw, cp, adj, n: n, K: K, V: V, Q: Q, G: G, dK: gK, dV: gV, dQ: gQ, scratch: &k2)
+                Op.chunkBackward(c, pw, cp, adj, n: n, kept: kept, K: K, V: V, Q: Q, G: G, dK: gK, dV: gV, dQ: gQ, scratch: &k2)
                 for r in 0..<n {
                     dK.store(b, t0 + r, g, gK + r * dk, dk)
                     dV.store(b, t0 + r, g, gV + r * dvp, dv)
                     for j in 0..<group { dQ.store(b, t0 + r, g * group + j, gQ + (j * n + r) * dk, dk, mul: scale) }
                 }
             }
-            // groups in reverse: each chunk's carry from the group's checkpoint, then its chunks in reverse
+            // groups in reverse: each chunk's carry (and kept products) from the group's checkpoint, then its
+            // chunks in reverse (the group's last chunk is advanced too, for its products; its carry-out is unused)
             for grp in stride(from: lastStart / every, through: 0, by: -1) {
                 let c0 = grp * every, c1 = min(nc, c0 + every)
                 for x in 0..<ue { cur.kv[x] = gck[grp * ue + x] }
                 for ch in c0..<c1 {
                     for x in 0..<ue { local[(ch - c0) * ue + x] = cur.kv[x] }
-                    if ch < c1 - 1 { advance(ch) }
+                    let (keep, K, V, Q) = inputs(ch - c0)
+                    advance(ch, K: K, V: V, Q: Q, keep: keep)
                 }
                 for ch in stride(from: c1 - 1, through: c0, by: -1) {
-                    reverse(ch, carryIn: unit(local + (ch - c0) * ue))
+                    reverse(ch, carryIn: unit(local + (ch - c0) * ue), slot: ch - c0)
                 }
             }
             if let dInitial {

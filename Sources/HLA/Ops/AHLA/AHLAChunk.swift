@@ -48,4 +48,38 @@ extension AHLA {
         Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
         T.gemm(true, false, dk, dvp, n, 1, K, dk, Vd, dvp, gn, P0, dvp)             // P
     }
+
+    /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A ⊙ D, then Y).
+    static func keepSize(_ c: Config, n: Int) -> Int { c.masked ? c.group * (n * n + n * c.dvp) : 0 }
+
+    /// The carry update of `chunk` alone (no outputs), bit for bit the carry `chunk` leaves (masked: Y and
+    /// E without Q E0 and (A ⊙ D) Y; unmasked: R and P, no n × n product at all).
+    /// `keep` (`keepSize` elements, or nil): receives the products `chunkBackward` would otherwise recompute.
+    static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                   K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                   keep: UnsafeMutablePointer<T>?, scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp
+        let As = scratch.take(n * n), Ys = scratch.take(n * max(dk, dvp))
+        let Vd = scratch.take(n * dvp), T2 = scratch.take(n * max(dk, dvp))
+        let P0 = u.kv, gn = pw[n]
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, st = u.head(j)
+            if c.masked {
+                let kj = keep.map { $0 + j * (n * n + n * dvp) }
+                let A = kj ?? As, Y = kj.map { $0 + n * n } ?? Ys
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)
+                Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
+                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
+                Mask.scaledCopy(T2, Y, n, dvp) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, T2, dvp, gn, st, dvp)     // E
+            } else {
+                Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dk, n, 1, K, dk, T2, dk, gn, st, dk)        // R
+            }
+        }
+        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
+        T.gemm(true, false, dk, dvp, n, 1, K, dk, Vd, dvp, gn, P0, dvp)             // P
+    }
 }

@@ -10,15 +10,17 @@ extension AHLA: ChunkBackward {
         return Scratch<Double>.need([n * n, n * n, n * n, nd, nd, nd, nd, nd, c.dk * c.dvp])
     }
 
+    /// `kept`: what `carry` kept for this chunk (masked: A ⊙ D and Y per head).
     static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
+                                           kept: UnsafePointer<T>,
                                            K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                            G: UnsafePointer<T>, dK: UnsafeMutablePointer<T>,
                                            dV: UnsafeMutablePointer<T>, dQ: UnsafeMutablePointer<T>,
                                            scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp, gn = pw[n]
-        let A = scratch.take(n * n), W = scratch.take(n * n), dA = scratch.take(n * n)
+        let As = scratch.take(n * n), W = scratch.take(n * n), dA = scratch.take(n * n)
         let nd = n * max(dk, dvp)
-        let Y = scratch.take(nd), dY = scratch.take(nd), G1 = scratch.take(nd), Kd = scratch.take(nd)
+        let Ys = scratch.take(nd), dY = scratch.take(nd), G1 = scratch.take(nd), Kd = scratch.take(nd)
         let Tm = scratch.take(nd), dPacc = scratch.take(dk * dvp)
         let P0 = u.kv, dP = d.kv
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }                              // Γn K
@@ -28,29 +30,33 @@ extension AHLA: ChunkBackward {
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Gh = G + j * n * dvp, dQh = dQ + j * n * dk
             let st = u.head(j), ds = d.head(j)
-            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)
-            Mask.lowerDecay(A, n, n, pw, 1)                                            // AD
+            // masked: AD and Y as `carry` kept them; unmasked: AD recomputed
+            let A: UnsafePointer<T>
+            if c.masked {
+                A = kept + j * (n * n + n * dvp)
+            } else {
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, As, n)
+                Mask.lowerDecay(As, n, n, pw, 1)                                       // AD
+                A = UnsafePointer(As)
+            }
             Mask.scaledCopy(G1, Gh, n, dvp) { pw[$0 + 1] }                             // Γ₁ G
             if c.masked {
-                let E0 = st, dE = ds
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
-                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp)          // Y
+                let E0 = st, dE = ds, Y = A + n * n                                    // Y = AD V + Γ₁ Q P0
                 T.gemm(false, false, n, dvp, dk, 1, Kd, dk, dE, dvp, 0, dY, dvp)     // dY = Γn K dE1
-                T.gemm(true, false, n, dvp, n, 1, A, n, Gh, dvp, 1, dY, dvp)         //    + ADᵀ G
+                T.gemm(true, false, n, dvp, n, 1, A, n, Gh, dvp, 1, dY, dvp, structure: .upperA)  //    + ADᵀ G
                 T.gemm(false, true, n, dk, dvp, 1, Y, dvp, dE, dvp, 0, Tm, dk)
                 Mask.scaleRows(Tm, n, dk, dk) { pw[n - 1 - $0] }
                 Mask.axpby(dK, Tm, n * dk, 1, 1)                                       // dK += Γn Y dE1ᵀ
-                T.gemm(false, true, n, n, dvp, 1, Gh, dvp, Y, dvp, 0, dA, n)         // dAD = G Yᵀ
-                T.gemm(false, true, n, n, dvp, 1, dY, dvp, V, dvp, 1, dA, n)         //     + dY Vᵀ
-                T.gemm(true, false, n, dvp, n, 1, A, n, dY, dvp, 1, dV, dvp)         // dV += ADᵀ dY
+                T.gemm(false, true, n, n, dvp, 1, Gh, dvp, Y, dvp, 0, dA, n, structure: .lowerC)  // dAD = G Yᵀ
+                T.gemm(false, true, n, n, dvp, 1, dY, dvp, V, dvp, 1, dA, n, structure: .lowerC)  //     + dY Vᵀ
+                T.gemm(true, false, n, dvp, n, 1, A, n, dY, dvp, 1, dV, dvp, structure: .upperA)  // dV += ADᵀ dY
                 T.gemm(false, true, n, dk, dvp, 1, G1, dvp, E0, dvp, 0, dQh, dk)     // dQ = Γ₁ G E0ᵀ
                 Mask.scaledCopy(Tm, dY, n, dvp) { pw[$0 + 1] }                         // Γ₁ dY
                 T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, P0, dvp, 1, dQh, dk)     // dQ += Γ₁ dY P0ᵀ
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Tm, dvp, 1, dPacc, dvp)   // dP0 += Qᵀ Γ₁ dY
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, G1, dvp, gn, dE, dvp)     // dE0 = γⁿ dE1 + Qᵀ Γ₁ G
             } else {
-                let R0 = st, dR = ds, X = Y, dX = dY
+                let R0 = st, dR = ds, X = Ys, dX = dY
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, R0, dk, 0, X, dk)
                 Mask.scaleRows(X, n, dk, dk) { pw[$0 + 1] }
                 T.gemm(false, false, n, dk, n, 1, A, n, Qh, dk, 1, X, dk)            // X
@@ -75,8 +81,8 @@ extension AHLA: ChunkBackward {
                 T.gemm(false, true, n, n, dk, 1, dX, dk, Qh, dk, 0, dA, n)           // dAD = dX Qᵀ
             }
             Mask.lowerDecay(dA, n, n, pw, 1)                                           // dA = dAD ⊙ D
-            T.gemm(false, false, n, dk, n, 1, dA, n, K, dk, 1, dQh, dk)              // dQ += dA K
-            T.gemm(true, false, n, dk, n, 1, dA, n, Qh, dk, 1, dK, dk)               // dK += dAᵀ Q
+            T.gemm(false, false, n, dk, n, 1, dA, n, K, dk, 1, dQh, dk, structure: .lowerA)   // dQ += dA K (dA lower)
+            T.gemm(true, false, n, dk, n, 1, dA, n, Qh, dk, 1, dK, dk, structure: .upperA)    // dK += dAᵀ Q
         }
         // P1 = γⁿ P0 + Kᵀ Γn V
         T.gemm(false, true, n, dk, dvp, 1, V, dvp, dP, dvp, 0, Tm, dk)

@@ -69,4 +69,44 @@ extension HLA2 {
         }
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S ← γⁿ S0 + Kᵀ Γ K
     }
+
+    /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: B, Γ₁ Q S0, Γ B Γ V).
+    static func keepSize(_ c: Config, n: Int) -> Int { c.masked ? c.group * keepHead(c, n: n) : 0 }
+    @inline(__always) static func keepHead(_ c: Config, n: Int) -> Int { n * n + n * c.dk + n * c.dvp }
+
+    /// The carry update of `chunk` alone (no outputs), bit for bit the carry `chunk` leaves: the same products
+    /// in the same order, minus those only the outputs need (A ⊙ D, W, W V, Q U0, the unmasked cross terms).
+    /// `keep` (`keepSize` elements, or nil): receives the products `chunkBackward` would otherwise recompute.
+    static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                   K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                   keep: UnsafeMutablePointer<T>?, scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
+        let A = scratch.take(n * n), Bs = scratch.take(n * n)
+        let QSs = scratch.take(n * dk), Kd = scratch.take(n * dk)
+        let Vd = scratch.take(n * dvp), Tm = scratch.take(n * dvp), Zs = scratch.take(n * dvp)
+        let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
+        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
+        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, st = u.head(j)
+            let C0 = st + cOffset(c)
+            if c.masked {
+                let kj = keep.map { $0 + j * keepHead(c, n: n) }
+                let B = kj ?? Bs, QS = kj.map { $0 + n * n } ?? QSs, Z = kj.map { $0 + n * n + n * dk } ?? Zs
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower
+                for i in 0..<n { for x in 0..<n { B[i * n + x] = i > x ? 0 : A[x * n + i] } }   // B = Aᵀ, upper
+                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)       // Q S0
+                Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                         // diag(γ^τ) Q S0
+                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp, structure: .upperA)   // B Γ V
+                Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, Z, dvp, g2n, st, dvp)     // γ²ⁿ U0 + Kᵀ Γ B Γ V
+                Mask.scaledCopy(Tm, V, n, dvp) { pw[2 * (n - 1 - $0)] }
+                T.gemm(true, false, dk, dvp, n, 1, QS, dk, Tm, dvp, 1, st, dvp)     // + γⁿ S0 Qᵀ Γ V
+            }
+            if !c.masked || lam != 0 {
+                T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
+            }
+        }
+        T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S ← γⁿ S0 + Kᵀ Γ K
+    }
 }

@@ -9,22 +9,24 @@ extension HLA2: ChunkBackward {
     static func chunkBackwardScratch(_ c: Config, n: Int) -> Int {
         let nd = n * max(c.dk, c.dvp)
         return Scratch<Double>.need([n * n, n * n, n * n, n * n, n * n, n * n,
-                                     nd, nd, nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk])
+                                     nd, nd, nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk, c.dk * c.dk])
     }
 
     /// `u`: carry-in (read only). `d`: adjoint of the carry-out in, of the carry-in out. G, dQ: group × n × (dvp, dk).
+    /// `kept`: what `carry` kept for this chunk (masked: B, Γ₁ Q S0 and Γn B Γn V per head).
     static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
+                                           kept: UnsafePointer<T>,
                                            K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                            G: UnsafePointer<T>, dK: UnsafeMutablePointer<T>,
                                            dV: UnsafeMutablePointer<T>, dQ: UnsafeMutablePointer<T>,
                                            scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge), gn = pw[n], g2n = pw[2 * n]
-        let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
+        let A = scratch.take(n * n), Bs = scratch.take(n * n), W = scratch.take(n * n)
         let dW = scratch.take(n * n), dAD = scratch.take(n * n), dB = scratch.take(n * n)
         let nd = n * max(dk, dvp)
-        let QS = scratch.take(nd), dQS = scratch.take(nd), T3 = scratch.take(nd), Kd = scratch.take(nd)
+        let QSs = scratch.take(nd), dQS = scratch.take(nd), T3 = scratch.take(nd), Kd = scratch.take(nd)
         let Vd = scratch.take(nd), Vn2 = scratch.take(nd), Z = scratch.take(nd), dZ = scratch.take(nd)
-        let Tm = scratch.take(nd), G1 = scratch.take(nd), dSacc = scratch.take(dk * dk)
+        let Tm = scratch.take(nd), G1 = scratch.take(nd), dSacc = scratch.take(dk * dk), dS2 = scratch.take(dk * dk)
         let S0 = u.kv, dS = d.kv
         let hasC = !c.masked || lam != 0
         Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }                             // Γn V
@@ -36,13 +38,20 @@ extension HLA2: ChunkBackward {
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Gh = G + j * n * dvp, dQh = dQ + j * n * dk
             let st = u.head(j), ds = d.head(j), C0 = st + cOffset(c), dC = ds + cOffset(c)
-            // recompute the chunk's products
-            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n,                 // A = Q Kᵀ (masked: lower half)
-                   structure: c.masked ? .lowerC : [])
-            for i in 0..<n { for x in 0..<n { B[i * n + x] = (c.masked && i > x) ? 0 : A[x * n + i] } }
+            // the chunk's products: masked, B and QS as `carry` kept them; else recomputed
+            let B: UnsafePointer<T>, QS: UnsafePointer<T>
+            let kj = kept + j * keepHead(c, n: n)
+            if c.masked {
+                B = kj; QS = kj + n * n
+                for x in 0..<n { for i in 0...x { A[x * n + i] = kj[i * n + x] } }     // A = Bᵀ (lower half)
+            } else {
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)             // A = Q Kᵀ
+                for i in 0..<n { for x in 0..<n { Bs[i * n + x] = A[x * n + i] } }
+                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QSs, dk)
+                Mask.scaleRows(QSs, n, dk, dk) { pw[$0 + 1] }                          // QS = Γ₁ Q S0
+                B = UnsafePointer(Bs); QS = UnsafePointer(QSs)
+            }
             Mask.lowerDecay(A, n, n, pw, 1)                                            // A ← AD
-            T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)
-            Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                               // QS = Γ₁ Q S0
             T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n,
                    structure: c.masked ? [.lowerA, .upperB, .lowerC] : [.lowerA, .lowerC])
             T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n, structure: .lowerC)
@@ -54,7 +63,8 @@ extension HLA2: ChunkBackward {
             Mask.lowerDecay(dW, n, n, pw, 1)                                           // dW = dWD ⊙ D
             // W = AD B + QS Qᵀ + λ Q Qᵀ
             T.gemm(false, true, n, n, n, 1, dW, n, B, n, 0, dAD, n, structure: [.lowerA, .lowerC])  // dAD = dW Bᵀ
-            T.gemm(true, false, n, n, n, 1, A, n, dW, n, 0, dB, n, structure: .upperA)        // dB = ADᵀ dW
+            T.gemm(true, false, n, n, n, 1, dW, n, A, n, 0, dB, n,                             // dBᵀ = dWᵀ AD
+                   structure: c.masked ? [.upperA, .lowerC] : .upperA)
             T.gemm(false, false, n, dk, n, 1, dW, n, Qh, dk, 0, dQS, dk, structure: .lowerA)  // dQS = dW Q
             T.gemm(true, false, n, dk, n, 1, dW, n, QS, dk, 0, dQh, dk, structure: .upperA)   // dQ = dWᵀ QS
             if lam != 0 {
@@ -64,12 +74,12 @@ extension HLA2: ChunkBackward {
             // carry-out adjoints first (they still hold dU1, dC1)
             if c.masked {
                 let dU = ds
-                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp, structure: .upperA)
-                Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }                      // Z = Γn B Γn V
+                let Z = kj + n * n + n * dk                                            // Z = Γn B Γn V (kept)
                 T.gemm(false, true, n, dk, dvp, 1, Z, dvp, dU, dvp, 1, dK, dk)       // dK += Z dU1ᵀ
                 T.gemm(false, false, n, dvp, dk, 1, K, dk, dU, dvp, 0, dZ, dvp)      // dZ = K dU1
                 Mask.scaleRows(dZ, n, dvp, dvp) { pw[n - 1 - $0] }                     // Γn dZ
-                T.gemm(false, true, n, n, dvp, 1, dZ, dvp, Vd, dvp, 1, dB, n)        // dB += Γn dZ (Γn V)ᵀ
+                T.gemm(false, true, n, n, dvp, 1, Vd, dvp, dZ, dvp, 1, dB, n,        // dBᵀ += Γn V (Γn dZ)ᵀ
+                       structure: .lowerC)
                 T.gemm(true, false, n, dvp, n, 1, B, n, dZ, dvp, 0, Tm, dvp, structure: .lowerA)
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
                 Mask.axpby(dV, Tm, n * dvp, 1, 1)                                      // dV += Γn Bᵀ Γn dZ
@@ -112,17 +122,17 @@ extension HLA2: ChunkBackward {
             Mask.scaledCopy(T3, dQS, n, dk) { pw[$0 + 1] }
             T.gemm(false, true, n, dk, dk, 1, T3, dk, S0, dk, 1, dQh, dk)            // dQ += Γ₁ dQS S0ᵀ
             T.gemm(true, false, dk, dk, n, 1, Qh, dk, T3, dk, 1, dSacc, dk)          // dS0 += Qᵀ Γ₁ dQS
-            // AD = A ⊙ D and B = (Aᵀ ⊙ upper): dA = dAD ⊙ D + (dB ⊙ upper)ᵀ
+            // AD = A ⊙ D and B = (Aᵀ ⊙ upper): dA = dAD ⊙ D + (dB ⊙ upper)ᵀ (dB holds dBᵀ)
             Mask.lowerDecay(dAD, n, n, pw, 1)
-            for x in 0..<n { for i in 0..<n where !(c.masked && i > x) { dAD[x * n + i] += dB[i * n + x] } }
+            for x in 0..<n { let hi = c.masked ? x + 1 : n; for i in 0..<hi { dAD[x * n + i] += dB[x * n + i] } }
             T.gemm(false, false, n, dk, n, 1, dAD, n, K, dk, 1, dQh, dk,             // dQ += dA K (masked: dA lower)
                    structure: c.masked ? .lowerA : [])
             T.gemm(true, false, n, dk, n, 1, dAD, n, Qh, dk, 1, dK, dk,              // dK += dAᵀ Q
                    structure: c.masked ? .upperA : [])
         }
         // S1 = γⁿ S0 + Kᵀ Γn K
-        T.gemm(false, false, n, dk, dk, 1, Kd, dk, dS, dk, 1, dK, dk)                // dK += Γn K dS1
-        T.gemm(false, true, n, dk, dk, 1, Kd, dk, dS, dk, 1, dK, dk)                 // dK += Γn K dS1ᵀ
+        for a in 0..<dk { for b in 0..<dk { dS2[a * dk + b] = dS[a * dk + b] + dS[b * dk + a] } }
+        T.gemm(false, false, n, dk, dk, 1, Kd, dk, dS2, dk, 1, dK, dk)               // dK += Γn K (dS1 + dS1ᵀ)
         Mask.axpby(dS, dSacc, dk * dk, 1, gn)                                          // dS0 = γⁿ dS1 + …
     }
 }

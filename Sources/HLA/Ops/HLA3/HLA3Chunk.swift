@@ -71,4 +71,50 @@ extension HLA3 {
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, gn, P0, dvp)             // P
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S
     }
+
+    /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A = Q Kᵀ with its upper
+    /// half zeroed, Bᵗ, Q S0, Y).
+    static func keepSize(_ c: Config, n: Int) -> Int { c.masked ? c.group * (2 * n * n + n * c.dk + n * c.dvp) : 0 }
+
+    /// The carry update of `chunk` alone (no outputs), bit for bit the carry `chunk` leaves (masked: Y, Q S0,
+    /// Bᵗ and W without M = A Bᵗ + Q S0 Qᵀ diag(γ^u), Q W0 and M Y; unmasked: S^Q, no n × n product).
+    /// `keep` (`keepSize` elements, or nil): receives the products `chunkBackward` would otherwise recompute.
+    static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                   K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                   keep: UnsafeMutablePointer<T>?, scratch: inout Scratch<T>) {
+        let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
+        let A = scratch.take(n * n), Bts = scratch.take(n * n)
+        let Ys = scratch.take(n * d), X1s = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
+        let Kd = scratch.take(n * dk)
+        let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n], g3n = pw[3 * n]
+        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, st = u.head(j)
+            if c.masked {
+                let kj = keep.map { $0 + j * (2 * n * n + n * dk + n * dvp) }
+                let Ar = kj ?? A, Bt = kj.map { $0 + n * n } ?? Bts
+                let X1 = kj.map { $0 + 2 * n * n } ?? X1s, Y = kj.map { $0 + 2 * n * n + n * dk } ?? Ys
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, Ar, n, structure: .lowerC)  // A = Q Kᵀ, lower half
+                for r in 0..<n { for i in (r + 1)..<max(n, r + 1) { Ar[r * n + i] = 0 } }
+                for a in 0..<n { for x in 0..<n { Bt[a * n + x] = Ar[x * n + a] } }
+                Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
+                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
+                if kj != nil { for x in 0..<(n * n) { A[x] = Ar[x] } }
+                Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
+                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
+                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
+                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
+                T.gemm(true, false, dk, dvp, n, 1, X1, dk, T2, dvp, g3n, st, dvp)
+                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
+                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, X2, dvp, structure: .upperA)
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
+            } else {
+                Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, gn, st, dk)       // S^Q
+            }
+        }
+        T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, gn, P0, dvp)             // P
+        T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S
+    }
 }

@@ -11,21 +11,24 @@ extension HLA3: ChunkBackward {
     static func chunkBackwardScratch(_ c: Config, n: Int) -> Int {
         let nd = n * max(c.dk, c.dvp)
         return Scratch<Double>.need([n * n, n * n, n * n, n * n, n * n, n * n,
-                                     nd, nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk, c.dk * c.dvp])
+                                     nd, nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk, c.dk * c.dvp, c.dk * c.dk])
     }
 
+    /// `kept`: what `carry` kept for this chunk (masked: A with its upper half zeroed, Bᵗ, Q S0, Y per head).
     static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
+                                           kept: UnsafePointer<T>,
                                            K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                            G: UnsafePointer<T>, dK: UnsafeMutablePointer<T>,
                                            dV: UnsafeMutablePointer<T>, dQ: UnsafeMutablePointer<T>,
                                            scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp, gn = pw[n], g3n = pw[3 * n]
-        let A = scratch.take(n * n), Bt = scratch.take(n * n), M = scratch.take(n * n)
+        let A = scratch.take(n * n), Bts = scratch.take(n * n), M = scratch.take(n * n)
         let dM = scratch.take(n * n), dA = scratch.take(n * n), dBt = scratch.take(n * n)
         let nd = n * max(dk, dvp)
-        let Y = scratch.take(nd), dY = scratch.take(nd), X1 = scratch.take(nd), X2 = scratch.take(nd)
+        let dY = scratch.take(nd), X1s = scratch.take(nd), X2 = scratch.take(nd)
         let dX1 = scratch.take(nd), dX2 = scratch.take(nd), Tm = scratch.take(nd), Tm2 = scratch.take(nd)
         let Kd = scratch.take(nd), dSacc = scratch.take(dk * dk), dPacc = scratch.take(dk * dvp)
+        let dS2 = scratch.take(dk * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, dS = d.kv, dP = d.kv + dk * dk
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }                              // Γn K
         for x in 0..<(n * dk) { dK[x] = 0 }
@@ -35,54 +38,49 @@ extension HLA3: ChunkBackward {
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Gh = G + j * n * dvp, dQh = dQ + j * n * dk
             let st = u.head(j), ds = d.head(j)
-            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)                 // A (raw)
             if c.masked {
                 let W0 = st, dW = ds
-                for a in 0..<n { for x in 0..<n { Bt[a * n + x] = A[x * n + a] } }
-                Mask.upperDecay(Bt, n, n, pw, 1)                                       // Bᵗ
-                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)        // X1 = Q S0
+                // A (upper half zeroed), Bᵗ, X1 = Q S0 and Y = (A ⊙ D_1) V + Γ₁ Q P0 as `carry` kept them
+                let kj = kept + j * (2 * n * n + n * dk + n * dvp)
+                let Ar = kj, Bt = kj + n * n, X1 = kj + 2 * n * n, Y = kj + 2 * n * n + n * dk
                 Mask.scaledCopy(X2, Qh, n, dk) { pw[$0 + 1] }                          // X2 = Γ₁ Q
-                T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n)
-                T.gemm(false, true, n, n, dk, 1, X1, dk, X2, dk, 1, M, n)
+                T.gemm(false, false, n, n, n, 1, Ar, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])
+                T.gemm(false, true, n, n, dk, 1, X1, dk, X2, dk, 1, M, n, structure: .lowerC)
                 Mask.lowerDecay(M, n, n, pw, 3)                                        // M
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
-                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-                Mask.lowerDecay(A, n, n, pw, 1)                                        // A ← A ⊙ D_1
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp)          // Y
+                for x in 0..<(n * n) { A[x] = Ar[x] }
+                Mask.lowerDecay(A, n, n, pw, 1)                                        // A ⊙ D_1
                 // O = M Y + Γ₃ Q W0;  W1 = γ³ⁿ W0 + X1ᵀ Λa Y + Kᵀ Bᵗ Λb Y
-                T.gemm(true, false, n, dvp, n, 1, M, n, Gh, dvp, 0, dY, dvp)         // dY = Mᵀ G
+                T.gemm(true, false, n, dvp, n, 1, M, n, Gh, dvp, 0, dY, dvp, structure: .upperA)  // dY = Mᵀ G
                 T.gemm(false, false, n, dvp, dk, 1, X1, dk, dW, dvp, 0, Tm, dvp)
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
                 Mask.axpby(dY, Tm, n * dvp, 1, 1)                                      //    + Λa X1 dW1
                 T.gemm(false, false, n, dvp, dk, 1, K, dk, dW, dvp, 0, Tm2, dvp)     // K dW1
-                T.gemm(true, false, n, dvp, n, 1, Bt, n, Tm2, dvp, 0, Tm, dvp)
+                T.gemm(true, false, n, dvp, n, 1, Bt, n, Tm2, dvp, 0, Tm, dvp, structure: .lowerA)
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[3 * (n - 1 - $0)] }
                 Mask.axpby(dY, Tm, n * dvp, 1, 1)                                      //    + Λb Bᵗᵀ K dW1
                 Mask.scaledCopy(Tm, Y, n, dvp) { pw[3 * (n - 1 - $0)] }                // Λb Y
                 T.gemm(false, true, n, n, dvp, 1, Tm2, dvp, Tm, dvp, 0, dBt, n)      // dBᵗ = K dW1 (Λb Y)ᵀ
                 T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, dW, dvp, 0, Tm2, dk)     // Λb Y dW1ᵀ
-                T.gemm(false, false, n, dk, n, 1, Bt, n, Tm2, dk, 1, dK, dk)         // dK += Bᵗ Λb Y dW1ᵀ
-                Mask.scaledCopy(Tm, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }       // Λa Y
-                T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, dW, dvp, 0, dX1, dk)     // dX1 = Λa Y dW1ᵀ
+                T.gemm(false, false, n, dk, n, 1, Bt, n, Tm2, dk, 1, dK, dk, structure: .upperA)  // dK += Bᵗ Λb Y dW1ᵀ
+                Mask.scaledCopy(dX1, Tm2, n, dk) { pw[$0 + 1] }                        // dX1 = Λa Y dW1ᵀ = Γ₁ (Λb Y dW1ᵀ)
                 // dW0 (dW1 no longer needed)
                 Mask.scaledCopy(Tm, Gh, n, dvp) { pw[3 * ($0 + 1)] }                   // Γ₃ G
                 T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, W0, dvp, 0, dQh, dk)     // dQ = Γ₃ G W0ᵀ
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Tm, dvp, g3n, dW, dvp)    // dW0 = γ³ⁿ dW1 + Qᵀ Γ₃ G
                 // M = (A Bᵗ + X1 X2ᵀ) ⊙ D_3 (A raw in the product; A now holds A ⊙ D_1)
-                T.gemm(false, true, n, n, dvp, 1, Gh, dvp, Y, dvp, 0, dM, n)         // dM = G Yᵀ
+                T.gemm(false, true, n, n, dvp, 1, Gh, dvp, Y, dvp, 0, dM, n, structure: .lowerC)  // dM = G Yᵀ
                 Mask.lowerDecay(dM, n, n, pw, 3)
-                T.gemm(false, true, n, n, n, 1, dM, n, Bt, n, 0, dA, n)              // dA = dM Bᵗᵀ
-                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, M, n)             // M ← raw A (M done)
-                T.gemm(true, false, n, n, n, 1, M, n, dM, n, 1, dBt, n)              // dBᵗ += Aᵀ dM
-                T.gemm(false, false, n, dk, n, 1, dM, n, X2, dk, 1, dX1, dk)         // dX1 += dM X2
-                T.gemm(true, false, n, dk, n, 1, dM, n, X1, dk, 0, Tm, dk)           // dX2 = dMᵀ X1
+                T.gemm(false, true, n, n, n, 1, dM, n, Bt, n, 0, dA, n, structure: .lowerA)  // dA = dM Bᵗᵀ
+                T.gemm(true, false, n, n, n, 1, Ar, n, dM, n, 1, dBt, n, structure: .upperA)  // dBᵗ += Aᵀ dM
+                T.gemm(false, false, n, dk, n, 1, dM, n, X2, dk, 1, dX1, dk, structure: .lowerA)  // dX1 += dM X2
+                T.gemm(true, false, n, dk, n, 1, dM, n, X1, dk, 0, Tm, dk, structure: .upperA)  // dX2 = dMᵀ X1
                 Mask.scaleRows(Tm, n, dk, dk) { pw[$0 + 1] }
                 Mask.axpby(dQh, Tm, n * dk, 1, 1)                                      // dQ += Γ₁ dX2
                 T.gemm(false, true, n, dk, dk, 1, dX1, dk, S0, dk, 1, dQh, dk)       // dQ += dX1 S0ᵀ
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, dX1, dk, 1, dSacc, dk)     // dS0 += Qᵀ dX1
                 // Y = (A ⊙ D_1) V + Γ₁ Q P0
-                T.gemm(false, true, n, n, dvp, 1, dY, dvp, V, dvp, 0, dM, n)         // dAD1 = dY Vᵀ
-                T.gemm(true, false, n, dvp, n, 1, A, n, dY, dvp, 1, dV, dvp)         // dV += AD1ᵀ dY
+                T.gemm(false, true, n, n, dvp, 1, dY, dvp, V, dvp, 0, dM, n, structure: .lowerC)  // dAD1 = dY Vᵀ
+                T.gemm(true, false, n, dvp, n, 1, A, n, dY, dvp, 1, dV, dvp, structure: .upperA)  // dV += AD1ᵀ dY
                 Mask.scaledCopy(Tm, dY, n, dvp) { pw[$0 + 1] }                         // Γ₁ dY
                 T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, P0, dvp, 1, dQh, dk)     // dQ += Γ₁ dY P0ᵀ
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Tm, dvp, 1, dPacc, dvp)   // dP0 += Qᵀ Γ₁ dY
@@ -91,7 +89,8 @@ extension HLA3: ChunkBackward {
                 Mask.upperDecay(dBt, n, n, pw, 1)
                 for x in 0..<n { for a in 0..<n { dA[x * n + a] += dM[x * n + a] + dBt[a * n + x] } }
             } else {
-                let SQ0 = st, dSQ = ds
+                let SQ0 = st, dSQ = ds, Bt = Bts, X1 = X1s
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)             // A (raw)
                 Mask.lowerDecay(A, n, n, pw, 1)                                        // AD
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)
                 Mask.scaleRows(X1, n, dk, dk) { pw[$0 + 1] }
@@ -133,12 +132,12 @@ extension HLA3: ChunkBackward {
                 T.gemm(false, true, n, n, dk, 1, dX1, dk, K, dk, 0, dA, n)
                 Mask.lowerDecay(dA, n, n, pw, 1)                                       // dA = (dX1 Kᵀ) ⊙ D_1
             }
-            T.gemm(false, false, n, dk, n, 1, dA, n, K, dk, 1, dQh, dk)              // dQ += dA K
-            T.gemm(true, false, n, dk, n, 1, dA, n, Qh, dk, 1, dK, dk)               // dK += dAᵀ Q
+            T.gemm(false, false, n, dk, n, 1, dA, n, K, dk, 1, dQh, dk, structure: .lowerA)   // dQ += dA K (dA lower)
+            T.gemm(true, false, n, dk, n, 1, dA, n, Qh, dk, 1, dK, dk, structure: .upperA)    // dK += dAᵀ Q
         }
         // S1 = γⁿ S0 + Kᵀ Γn K,  P1 = γⁿ P0 + Kᵀ Γn V
-        T.gemm(false, false, n, dk, dk, 1, Kd, dk, dS, dk, 1, dK, dk)
-        T.gemm(false, true, n, dk, dk, 1, Kd, dk, dS, dk, 1, dK, dk)                 // dK += Γn K (dS1 + dS1ᵀ)
+        for a in 0..<dk { for b in 0..<dk { dS2[a * dk + b] = dS[a * dk + b] + dS[b * dk + a] } }
+        T.gemm(false, false, n, dk, dk, 1, Kd, dk, dS2, dk, 1, dK, dk)               // dK += Γn K (dS1 + dS1ᵀ)
         T.gemm(false, true, n, dk, dvp, 1, V, dvp, dP, dvp, 0, Tm, dk)
         Mask.scaleRows(Tm, n, dk, dk) { pw[n - 1 - $0] }
         Mask.axpby(dK, Tm, n * dk, 1, 1)                                               // dK += Γn V dP1ᵀ
