@@ -2,8 +2,9 @@
 /// blocks with the accumulators held in SIMD registers, so a d × d update streams the matrix through
 /// the cache exactly once and the inner loop is pure fused multiply-adds. The products sweep blocks of
 /// four panels (64 float32 / 32 float64 columns: eight independent accumulator registers, enough to
-/// hide the multiply-add latency), then single 16-wide blocks, then scalars; every output is the same
-/// row-ordered sum whichever block computes it.
+/// hide the multiply-add latency), then the 16-wide blocks left (up to three in one sweep), then scalar
+/// columns (one register sum each; rank1Project folds a single last column into the panel sweep); every
+/// output is the same row-ordered sum whichever block computes it, so the blocking never changes a bit.
 enum Vec {
     @inline(__always)
     static func panel<T: HLAFloat>(_ p: UnsafePointer<T>) -> T.Panel {
@@ -41,18 +42,33 @@ enum Vec {
             put(a0, y + c0); put(a1, y + c0 + p); put(a2, y + c0 + 2 * p); put(a3, y + c0 + 3 * p)
             c0 += 4 * p
         }
+        // The 16-wide blocks left (up to three) in one sweep, one accumulator each (see rank1Project).
         while c0 + 16 <= cols {
-            var acc = SIMD16<T>(repeating: 0)
-            for r in 0..<rows { acc.addProduct(SIMD16(repeating: x[r]), load(m + r * ld + c0)) }
-            store(acc, y + c0)
-            c0 += 16
-        }
-        if c0 < cols {
-            for c in c0..<cols { y[c] = 0 }
-            for r in 0..<rows {
-                let row = m + r * ld, xr = x[r]
-                for c in c0..<cols { y[c] += xr * row[c] }
+            let nb = min((cols - c0) / 16, 3)
+            var s0 = SIMD16<T>(repeating: 0), s1 = s0, s2 = s0
+            @inline(__always) func sweep(_ nb: Int) {
+                var row = m + c0
+                for r in 0..<rows {
+                    let xr = SIMD16<T>(repeating: x[r])
+                    s0.addProduct(xr, load(row))
+                    if nb > 1 { s1.addProduct(xr, load(row + 16)) }
+                    if nb > 2 { s2.addProduct(xr, load(row + 32)) }
+                    row += ld
+                }
             }
+            sweep(nb)
+            store(s0, y + c0)
+            if nb > 1 { store(s1, y + c0 + 16) }
+            if nb > 2 { store(s2, y + c0 + 32) }
+            c0 += 16 * nb
+        }
+        // Scalar columns, one at a time with the sum in a register (y never aliases m or x).
+        while c0 < cols {
+            var acc: T = 0
+            var row = m + c0
+            for r in 0..<rows { acc += x[r] * row[0]; row += ld }
+            y[c0] = acc
+            c0 += 1
         }
     }
 
@@ -82,51 +98,98 @@ enum Vec {
         var c0 = 0
         let p = T.Panel.scalarCount
         while c0 + 4 * p <= cols {
-            let w0 = panel(w + c0), w1 = panel(w + c0 + p), w2 = panel(w + c0 + 2 * p), w3 = panel(w + c0 + 3 * p)
             var a0 = T.Panel(), a1 = T.Panel(), a2 = T.Panel(), a3 = T.Panel()
-            var row = m + c0
-            for r in 0..<rows {
-                let ur = u[r], xr = x[r]
-                var n0 = panel(row), n1 = panel(row + p), n2 = panel(row + 2 * p), n3 = panel(row + 3 * p)
-                if g != 1 { n0 *= g; n1 *= g; n2 *= g; n3 *= g }
-                n0.addProduct(ur, w0); n1.addProduct(ur, w1); n2.addProduct(ur, w2); n3.addProduct(ur, w3)
-                put(n0, row); put(n1, row + p); put(n2, row + 2 * p); put(n3, row + 3 * p)
-                a0.addProduct(xr, n0); a1.addProduct(xr, n1); a2.addProduct(xr, n2); a3.addProduct(xr, n3)
-                row += ld
+            let wc = w + c0
+            // A single column left after this block (the normalize column of d = 64, 128, ...) is swept in
+            // the same row loop, with its own scalar accumulator: the same operations in the same row order
+            // as the scalar tail below, but without a second pass over the rows.
+            let tc = c0 + 4 * p, fold = tc == cols - 1
+            var yt: T = fold && b != 0 ? b * y[tc] : 0
+            // One panel at a time: load, update, store, accumulate, so only the four accumulators and one
+            // panel are live across the row (w is re-read from L1 as a memory operand). Holding all four
+            // updated panels and w in registers needed more than AVX2's 16 vector registers and the
+            // compiler spilled an accumulator, putting a store-to-load round trip into every row's
+            // dependency chain. The decay test is hoisted out of the row loop for the same reason
+            // (n·1 = n exactly, so both loops give the same bits as scaling conditionally per row).
+            @inline(__always) func sweep(_ scaled: Bool, _ tail: Bool) {
+                var row = m + c0
+                for r in 0..<rows {
+                    let ur = u[r], xr = x[r]
+                    @inline(__always) func one(_ o: Int, _ acc: inout T.Panel) {
+                        var n = panel(row + o)
+                        if scaled { n *= g }
+                        n.addProduct(ur, panel(wc + o))
+                        put(n, row + o)
+                        acc.addProduct(xr, n)
+                    }
+                    one(0, &a0); one(p, &a1); one(2 * p, &a2); one(3 * p, &a3)
+                    if tail {
+                        let nv = g * row[4 * p] + ur * w[tc]
+                        row[4 * p] = nv
+                        yt += (a * xr) * nv
+                    }
+                    row += ld
+                }
+            }
+            switch (g == 1, fold) {
+            case (true, false): sweep(false, false)
+            case (false, false): sweep(true, false)
+            case (true, true): sweep(false, true)
+            case (false, true): sweep(true, true)
             }
             @inline(__always) func out(_ acc: T.Panel, _ o: UnsafeMutablePointer<T>) {
                 put(b == 0 ? acc * a : acc * a + panel(o) * b, o)
             }
             out(a0, y + c0); out(a1, y + c0 + p); out(a2, y + c0 + 2 * p); out(a3, y + c0 + 3 * p)
             c0 += 4 * p
+            if fold { y[tc] = yt; c0 = cols }
         }
+        // The 16-wide blocks left (up to three for float32: 16, 32 or 48 columns past the panels) in one
+        // sweep over the rows, each with its own accumulator. One block per sweep left a single
+        // accumulator chain, so each row waited for the previous row's multiply-add to complete.
         let gv = SIMD16<T>(repeating: g)
         while c0 + 16 <= cols {
-            let wv = load(w + c0)
-            var acc = SIMD16<T>(repeating: 0)
-            if g == 1 {
+            let nb = min((cols - c0) / 16, 3)
+            var s0 = SIMD16<T>(repeating: 0), s1 = s0, s2 = s0
+            let wb = w + c0
+            @inline(__always) func sweep(_ scaled: Bool, _ nb: Int) {
+                var row = m + c0
                 for r in 0..<rows {
-                    let p = m + r * ld + c0
-                    var nv = load(p); nv.addProduct(SIMD16(repeating: u[r]), wv); store(nv, p)
-                    acc.addProduct(SIMD16(repeating: x[r]), nv)
-                }
-            } else {
-                for r in 0..<rows {
-                    let p = m + r * ld + c0
-                    var nv = load(p) * gv; nv.addProduct(SIMD16(repeating: u[r]), wv); store(nv, p)
-                    acc.addProduct(SIMD16(repeating: x[r]), nv)
+                    let ur = SIMD16<T>(repeating: u[r]), xr = SIMD16<T>(repeating: x[r])
+                    @inline(__always) func one(_ o: Int, _ acc: inout SIMD16<T>) {
+                        var nv = scaled ? load(row + o) * gv : load(row + o)
+                        nv.addProduct(ur, load(wb + o)); store(nv, row + o)
+                        acc.addProduct(xr, nv)
+                    }
+                    one(0, &s0)
+                    if nb > 1 { one(16, &s1) }
+                    if nb > 2 { one(32, &s2) }
+                    row += ld
                 }
             }
-            let out = b == 0 ? acc * SIMD16(repeating: a) : acc * SIMD16(repeating: a) + load(y + c0) * SIMD16(repeating: b)
-            store(out, y + c0)
-            c0 += 16
+            if g == 1 { sweep(false, nb) } else { sweep(true, nb) }
+            @inline(__always) func out(_ acc: SIMD16<T>, _ o: UnsafeMutablePointer<T>) {
+                store(b == 0 ? acc * SIMD16(repeating: a) : acc * SIMD16(repeating: a) + load(o) * SIMD16(repeating: b), o)
+            }
+            out(s0, y + c0)
+            if nb > 1 { out(s1, y + c0 + 16) }
+            if nb > 2 { out(s2, y + c0 + 32) }
+            c0 += 16 * nb
         }
-        if c0 < cols {
-            for c in c0..<cols { y[c] = b == 0 ? 0 : b * y[c] }
+        // Scalar columns, one at a time with the sum in a register (y never aliases m, u, w or x): summing
+        // into y[c] in memory made every row wait for the previous row's store.
+        while c0 < cols {
+            var acc: T = b == 0 ? 0 : b * y[c0]
+            let wc = w[c0]
+            var row = m + c0
             for r in 0..<rows {
-                let row = m + r * ld, ur = u[r], xr = a * x[r]
-                for c in c0..<cols { let nv = g * row[c] + ur * w[c]; row[c] = nv; y[c] += xr * nv }
+                let nv = g * row[0] + u[r] * wc
+                row[0] = nv
+                acc += (a * x[r]) * nv
+                row += ld
             }
+            y[c0] = acc
+            c0 += 1
         }
     }
 }
