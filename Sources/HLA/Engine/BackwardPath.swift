@@ -24,7 +24,7 @@ enum BackwardPath {
         let layout = Layout.state(c)
         let dk = c.dk, dv = c.dv, dvp = c.dvp, group = c.group
         let ue = layout.kvTotal + group * layout.qTotal
-        let tmpSize = max(Op.backwardScratch(c), Op.stepScratch(c))
+        let tmpSize = max(Op.backwardScratch(c), Op.stepScratchAll(c))
         // Per worker: checkpoints (chunks units), per-token states of one chunk (n0 units), the current unit,
         // the adjoint unit; packed inputs and numerators of one chunk; per-token vectors.
         let big = try checkedAdd(try checkedMul(chunks, ue, "backward checkpoints"),

@@ -188,13 +188,14 @@ enum Paths {
     static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                   carry: Rows<T>) throws(HLAError) {
         let units = seqs.count * c.kvHeads
-        if seqs.tokens == 1 && seqs.cu == nil && units < hlaThreadCount && seqs.count * c.heads > units {
+        if seqs.tokens == 1 && seqs.cu == nil && units < hlaThreadCount && seqs.count * c.heads > units
+            && worthThreads(seqs.count &* c.heads &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp)) {
             return try stepByHead(op, c, seqs, io: io, carry: carry)
         }
         let parallel = worthThreads(units &* seqs.tokens &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
         let workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
-        let stepScratch = Op.stepScratch(c)
+        let stepScratch = Op.stepScratchAll(c)
         let per = c.dk + c.dvp + c.group * (c.dk + c.dvp) + stepScratch
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
         defer { buf.free() }

@@ -24,6 +24,12 @@ protocol Operator {
     static func stepSingle<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                         q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
 
+    /// Consume one token of a unit with several query heads: `stepKV` then `stepHead` for every head, bit for
+    /// bit, with the products of the shared kv blocks by the heads' vectors formed for all heads in one sweep
+    /// over each block. q (group × dk), out (group × dvp); tmp holds `stepScratchAll` elements.
+    static func stepGroup<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                       q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
+
     /// Outputs of n tokens from the carry in `u`, then advance the carry past them.
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
@@ -60,12 +66,17 @@ protocol Operator {
 
 extension Operator {
     /// Consume one token: k (dk), v (dvp), q (group × dk); write out (group × dvp).
+    /// `tmp` holds `stepScratchAll(c)` elements.
     @inline(__always)
     static func step<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                   q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
         if u.group == 1 { return stepSingle(c, u, k: k, v: v, q: q, out: out, tmp: tmp) }
-        stepKV(c, u, k: k, v: v)
-        for j in 0..<u.group { stepHead(c, u, j, k: k, v: v, q: q + j * c.dk, out: out + j * c.dvp, tmp: tmp) }
+        stepGroup(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
+    }
+
+    /// Scratch elements `step` needs: `stepScratch`, and with grouped heads two vectors per query head.
+    static func stepScratchAll(_ c: Config) -> Int {
+        stepScratch(c) + (c.group > 1 ? c.group * (c.dk + max(c.dk, c.dvp)) : 0)
     }
 }
 

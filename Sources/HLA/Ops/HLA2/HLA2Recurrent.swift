@@ -20,6 +20,14 @@ extension HLA2 {
         headFromZ(c, u, 0, v: v, q: q, z: tmp, out: out)
     }
 
+    static func stepGroup<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                       q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp
+        stepKV(c, u, k: k, v: v)
+        Vec.gemvTMany(u.kv, dk, dk, dk, q, dk, u.group, tmp, dk)                 // z_j = S q_j
+        for j in 0..<u.group { headFromZ(c, u, j, v: v, q: q + j * dk, z: tmp + j * dk, out: out + j * dvp) }
+    }
+
     /// The query head's blocks advanced and its output, given z = S q (z is clobbered with ridge, unmasked).
     @inline(__always)
     static func headFromZ<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, v: UnsafePointer<T>, q: UnsafePointer<T>,
