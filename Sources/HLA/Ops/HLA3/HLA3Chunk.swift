@@ -19,7 +19,7 @@ extension HLA3 {
         let A = scratch.take(n * n), Bt = scratch.take(n * n), M = scratch.take(n * n)
         let Y = scratch.take(n * d), X1 = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
         let Kd = scratch.take(n * dk)
-        let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n], g3n = pw[3 * n]
+        let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
@@ -42,13 +42,7 @@ extension HLA3 {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[3 * ($0 + 1)] }
                 T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
-                // W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y
-                // S0 Qᵀ diag(·) Y = (Q S0)ᵀ diag(·) Y (S0 symmetric; Q S0 is already in X1)
-                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
-                T.gemm(true, false, dk, dvp, n, 1, X1, dk, T2, dvp, g3n, st, dvp)
-                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
-                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, X2, dvp, structure: .upperA)
-                T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
+                advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, X2: X2)
             } else {
                 Mask.lowerDecay(A, n, n, pw, 1)
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)
@@ -86,7 +80,7 @@ extension HLA3 {
         let A = scratch.take(n * n), Bts = scratch.take(n * n)
         let Ys = scratch.take(n * d), X1s = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
         let Kd = scratch.take(n * dk)
-        let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n], g3n = pw[3 * n]
+        let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)
@@ -104,11 +98,7 @@ extension HLA3 {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
-                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
-                T.gemm(true, false, dk, dvp, n, 1, X1, dk, T2, dvp, g3n, st, dvp)
-                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
-                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, X2, dvp, structure: .upperA)
-                T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
+                advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, X2: X2)
             } else {
                 Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, gn, st, dk)       // S^Q
@@ -116,5 +106,19 @@ extension HLA3 {
         }
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, gn, P0, dvp)             // P
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S
+    }
+
+    /// Masked: W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y, with S0 Qᵀ diag(·) Y formed as
+    /// (Q S0)ᵀ diag(·) Y (S0 symmetric; X1 = Q S0). T2 and X2: n × dvp scratch. Shared by `chunk` and `carry`.
+    @inline(__always)
+    static func advanceW<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafeMutablePointer<T>,
+                                      X1: UnsafePointer<T>, Y: UnsafePointer<T>, Bt: UnsafePointer<T>, K: UnsafePointer<T>,
+                                      T2: UnsafeMutablePointer<T>, X2: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp
+        Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
+        T.gemm(true, false, dk, dvp, n, 1, X1, dk, T2, dvp, pw[3 * n], st, dvp)
+        Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
+        T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, X2, dvp, structure: .upperA)
+        T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
     }
 }
