@@ -1,7 +1,9 @@
 """Shared helpers of the Python test suite."""
+import itertools
 import zlib
 
 import numpy as np
+import pytest
 
 import bruteforce as bf
 import hla
@@ -82,3 +84,15 @@ WORST = {}
 def record(op, dtype, path, err, normalize=False):
     key = (op, np.dtype(dtype).name, path, "normalized" if normalize else "raw")
     WORST[key] = max(WORST.get(key, 0.0), err)
+
+
+def option_grid():
+    """The option grid of the gradient suites (hla.backward, hla.torch and hla.jax against brute force):
+    every operator x masked x normalize x decay (1, 0.85) x ridge (hla2: 0, 0.3) x heads (2/2, grouped
+    4/2), as pytest params "op,masked,normalize,decay,ridge,H,Hkv"."""
+    for op in OPS:
+        ridges = (0.0, 0.3) if op == "hla2" else (0.0,)
+        for masked, normalize, decay, ridge, (H, Hkv) in itertools.product(
+                (True, False), (False, True), (1.0, 0.85), ridges, ((2, 2), (4, 2))):
+            yield pytest.param(op, masked, normalize, decay, ridge, H, Hkv, id="%s-%s-%s-g%s-l%s-H%d/%d" % (
+                op, "m" if masked else "u", "norm" if normalize else "raw", decay, ridge, H, Hkv))

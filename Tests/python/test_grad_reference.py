@@ -3,7 +3,6 @@ independent forward evaluations: the SPEC section 2 index sums (grad_torch.brute
 recurrence over state rows (grad_torch.serial, for d_initial and d_final). Also checks that both
 torch evaluations are the library's operator (hla.reference, the serial path's final state), and that
 deliberately wrong identities are caught."""
-import itertools
 
 import numpy as np
 import pytest
@@ -14,22 +13,13 @@ import bruteforce as bf   # noqa: E402
 import grad_reference as gr   # noqa: E402
 import grad_torch as gt   # noqa: E402
 import hla   # noqa: E402
-from common import make, seed_of   # noqa: E402
+from common import make, option_grid, seed_of   # noqa: E402
 
 TOL = 1e-9
 
 
 def rel(x, ref):
     return bf.rel_err(x, ref)
-
-
-def grid():
-    for op in ("hla2", "ahla", "hla3"):
-        ridges = (0.0, 0.3) if op == "hla2" else (0.0,)
-        for masked, normalize, decay, ridge, (H, Hkv) in itertools.product(
-                (True, False), (False, True), (1.0, 0.85), ridges, ((2, 2), (4, 2))):
-            yield pytest.param(op, masked, normalize, decay, ridge, H, Hkv, id="%s-%s-%s-g%s-l%s-H%d/%d" % (
-                op, "m" if masked else "u", "norm" if normalize else "raw", decay, ridge, H, Hkv))
 
 
 def inputs(op, masked, normalize, decay, ridge, H, Hkv, T=None):
@@ -50,7 +40,7 @@ def autograd(fn, tensors, outs_and_cots):
     return [x.detach().numpy() for x in torch.autograd.grad(loss, tensors)]
 
 
-@pytest.mark.parametrize("op,masked,normalize,decay,ridge,H,Hkv", list(grid()))
+@pytest.mark.parametrize("op,masked,normalize,decay,ridge,H,Hkv", list(option_grid()))
 def test_reference_backward(op, masked, normalize, decay, ridge, H, Hkv):
     q, k, v, do, opts = inputs(op, masked, normalize, decay, ridge, H, Hkv)
     tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))

@@ -29,6 +29,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import hla  # noqa: E402
+from common import option_grid  # noqa: E402
 
 try:
     import hla.jax as hj  # noqa: E402
@@ -169,15 +170,6 @@ def valid_state(rows, H, Hkv, seed, T0=5, **opts):
 def seq_len(op):
     """T of the brute-force comparisons (one shape per operator: XLA compiles each once)."""
     return 8 if op == "hla3" else 13
-
-
-def grid():
-    for op in ("hla2", "ahla", "hla3"):
-        ridges = (0.0, 0.3) if op == "hla2" else (0.0,)
-        for masked, normalize, decay, ridge, (H, Hkv) in itertools.product(
-                (True, False), (False, True), (1.0, 0.85), ridges, ((2, 2), (4, 2))):
-            yield pytest.param(op, masked, normalize, decay, ridge, H, Hkv, id="%s-%s-%s-g%s-l%s-H%d/%d" % (
-                op, "m" if masked else "u", "norm" if normalize else "raw", decay, ridge, H, Hkv))
 
 
 def options(op, masked, normalize, decay, ridge):
@@ -368,7 +360,7 @@ def loss_weights(B, T, H, seed):
     return jnp.asarray(np.random.default_rng(seed).standard_normal((B, T, H, DV)))
 
 
-@pytest.mark.parametrize("op,masked,normalize,decay,ridge,H,Hkv", list(grid()))
+@pytest.mark.parametrize("op,masked,normalize,decay,ridge,H,Hkv", list(option_grid()))
 def test_grad_against_backward_and_bruteforce(op, masked, normalize, decay, ridge, H, Hkv):
     B, T = 2, seq_len(op)
     opts = options(op, masked, normalize, decay, ridge)

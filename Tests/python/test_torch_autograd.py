@@ -37,7 +37,7 @@ import hla.torch as ht  # noqa: E402
 
 import grad_reference as gr  # noqa: E402
 import grad_torch as gt  # noqa: E402
-from common import make, seed_of  # noqa: E402
+from common import make, option_grid, seed_of  # noqa: E402
 
 TOL = {torch.float64: 1e-9, torch.float32: 2e-3}
 HALF_TOL = {torch.bfloat16: 2e-2, torch.float16: 4e-3}
@@ -241,15 +241,6 @@ def test_gradcheck_catches_a_wrong_backward(how, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 # Against torch autograd of independent float64 evaluations (SPEC section 2 sums, serial recurrence)
 # ------------------------------------------------------------------------------------------------
-def truth_grid():
-    for op in ("hla2", "ahla", "hla3"):
-        ridges = (0.0, 0.3) if op == "hla2" else (0.0,)
-        for masked, normalize, decay, ridge, (H, Hkv) in itertools.product(
-                (True, False), (False, True), (1.0, 0.85), ridges, ((2, 2), (4, 2))):
-            yield pytest.param(op, masked, normalize, decay, ridge, H, Hkv, id="%s-%s-%s-g%s-l%s-H%d/%d" % (
-                op, "m" if masked else "u", "norm" if normalize else "raw", decay, ridge, H, Hkv))
-
-
 def upstream(shape, tag):
     g = np.random.default_rng(seed_of("upstream", tag, shape)).standard_normal(shape)
     return torch.tensor(g.astype(np.float32).astype(np.float64))
@@ -300,7 +291,7 @@ def compare(op, got, want, dtype, names=("dq", "dk", "dv", "d_initial"), tol=Non
     return errs
 
 
-@pytest.mark.parametrize("op,masked,normalize,decay,ridge,H,Hkv", list(truth_grid()))
+@pytest.mark.parametrize("op,masked,normalize,decay,ridge,H,Hkv", list(option_grid()))
 def test_grads_vs_bruteforce_autograd(op, masked, normalize, decay, ridge, H, Hkv):
     T = 8 if op == "hla3" else 11
     q, k, v = inputs(op, 2, T, H, Hkv, normalize, tag="truth%s%s" % (decay, ridge))
@@ -312,7 +303,7 @@ def test_grads_vs_bruteforce_autograd(op, masked, normalize, decay, ridge, H, Hk
 
 
 @pytest.mark.parametrize("op,masked,normalize,decay,ridge,H,Hkv",
-                         [p for p in truth_grid() if p.values[5] == 4 or p.values[4] != 0 or p.values[3] != 1])
+                         [p for p in option_grid() if p.values[5] == 4 or p.values[4] != 0 or p.values[3] != 1])
 def test_grads_with_initial_and_final_state(op, masked, normalize, decay, ridge, H, Hkv):
     """d_initial (symmetrised, docs/gradients.md section 7) and the final state's cotangent, against autograd
     of the serial recurrence over state rows."""
