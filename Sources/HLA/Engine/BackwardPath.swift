@@ -316,6 +316,27 @@ enum Adj {
     }
     @inline(__always)
     static func zero<T: HLAFloat>(_ y: UnsafeMutablePointer<T>, _ count: Int) { for i in 0..<count { y[i] = 0 } }
+
+    /// Reverse of the unmasked output form O = Γ₁ X P0 + W V, W = (X Kᵀ) ⊙ D_1 (ahla with X = Γ₁ Q R0 + AD Q, hla3
+    /// with X = X2), n tokens: forms W, then dX = Γ₁ G P0ᵀ + dW K, dP0 += Xᵀ Γ₁ G, dV += Wᵀ G, dK += dWᵀ X, with
+    /// dW = (G Vᵀ) ⊙ D_1. G1 = Γ₁ G; W and dW: n × n scratch.
+    @inline(__always)
+    static func projectedOutput<T: HLAFloat>(_ n: Int, _ dk: Int, _ dvp: Int, _ pw: Powers<T>,
+                                             X: UnsafePointer<T>, K: UnsafePointer<T>, V: UnsafePointer<T>,
+                                             P0: UnsafePointer<T>, G: UnsafePointer<T>, G1: UnsafePointer<T>,
+                                             W: UnsafeMutablePointer<T>, dW: UnsafeMutablePointer<T>,
+                                             dX: UnsafeMutablePointer<T>, dP0: UnsafeMutablePointer<T>,
+                                             dV: UnsafeMutablePointer<T>, dK: UnsafeMutablePointer<T>) {
+        T.gemm(false, true, n, n, dk, 1, X, dk, K, dk, 0, W, n)
+        Mask.lowerDecay(W, n, n, pw, 1)                                        // W
+        T.gemm(false, true, n, dk, dvp, 1, G1, dvp, P0, dvp, 0, dX, dk)      // dX = Γ₁ G P0ᵀ
+        T.gemm(true, false, dk, dvp, n, 1, X, dk, G1, dvp, 1, dP0, dvp)      // dP0 += Xᵀ Γ₁ G
+        T.gemm(true, false, n, dvp, n, 1, W, n, G, dvp, 1, dV, dvp)          // dV += Wᵀ G
+        T.gemm(false, true, n, n, dvp, 1, G, dvp, V, dvp, 0, dW, n)
+        Mask.lowerDecay(dW, n, n, pw, 1)                                       // dW
+        T.gemm(false, false, n, dk, n, 1, dW, n, K, dk, 1, dX, dk)           // dX += dW K
+        T.gemm(true, false, n, dk, n, 1, dW, n, X, dk, 1, dK, dk)            // dK += dWᵀ X
+    }
 }
 
 /// Backward over whole sequences (docs/spec.md §9): dq, dk, dv and optionally d_initial.

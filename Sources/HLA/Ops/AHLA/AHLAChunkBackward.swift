@@ -60,15 +60,8 @@ extension AHLA: ChunkBackward {
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, R0, dk, 0, X, dk)
                 Mask.scaleRows(X, n, dk, dk) { pw[$0 + 1] }
                 T.gemm(false, false, n, dk, n, 1, A, n, Qh, dk, 1, X, dk)            // X
-                T.gemm(false, true, n, n, dk, 1, X, dk, K, dk, 0, W, n)
-                Mask.lowerDecay(W, n, n, pw, 1)                                        // W
-                T.gemm(false, true, n, dk, dvp, 1, G1, dvp, P0, dvp, 0, dX, dk)      // dX = Γ₁ G P0ᵀ
-                T.gemm(true, false, dk, dvp, n, 1, X, dk, G1, dvp, 1, dPacc, dvp)    // dP0 += Xᵀ Γ₁ G
-                T.gemm(true, false, n, dvp, n, 1, W, n, Gh, dvp, 1, dV, dvp)         // dV += Wᵀ G
-                T.gemm(false, true, n, n, dvp, 1, Gh, dvp, V, dvp, 0, dA, n)
-                Mask.lowerDecay(dA, n, n, pw, 1)                                       // dW
-                T.gemm(false, false, n, dk, n, 1, dA, n, K, dk, 1, dX, dk)           // dX += dW K
-                T.gemm(true, false, n, dk, n, 1, dA, n, X, dk, 1, dK, dk)            // dK += dWᵀ X
+                Adj.projectedOutput(n, dk, dvp, pw, X: X, K: K, V: V, P0: P0, G: Gh, G1: G1, W: W, dW: dA,
+                                    dX: dX, dP0: dPacc, dV: dV, dK: dK)
                 // R1 = γⁿ R0 + Kᵀ Γn Q (dR still holds dR1)
                 T.gemm(false, false, n, dk, dk, 1, Kd, dk, dR, dk, 0, dQh, dk)       // dQ = Γn K dR1
                 Mask.scaledCopy(Tm, Qh, n, dk) { pw[n - 1 - $0] }

@@ -100,17 +100,10 @@ extension HLA3: ChunkBackward {
                 T.gemm(false, false, n, dk, dk, 1, X1, dk, SQ0, dk, 0, X2, dk)
                 Mask.scaleRows(X2, n, dk, dk) { pw[$0 + 1] }
                 T.gemm(false, false, n, dk, n, 1, M, n, Qh, dk, 1, X2, dk)           // X2
-                T.gemm(false, true, n, n, dk, 1, X2, dk, K, dk, 0, Bt, n)
-                Mask.lowerDecay(Bt, n, n, pw, 1)                                       // My (in Bt)
-                // O = Γ₁ X2 P0 + My V
+                // O = Γ₁ X2 P0 + My V, My = (X2 Kᵀ) ⊙ D_1 (in Bt, its adjoint in dM)
                 Mask.scaledCopy(Tm, Gh, n, dvp) { pw[$0 + 1] }                         // Γ₁ G
-                T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, P0, dvp, 0, dX2, dk)     // dX2 = Γ₁ G P0ᵀ
-                T.gemm(true, false, dk, dvp, n, 1, X2, dk, Tm, dvp, 1, dPacc, dvp)   // dP0 += X2ᵀ Γ₁ G
-                T.gemm(true, false, n, dvp, n, 1, Bt, n, Gh, dvp, 1, dV, dvp)        // dV += Myᵀ G
-                T.gemm(false, true, n, n, dvp, 1, Gh, dvp, V, dvp, 0, dM, n)
-                Mask.lowerDecay(dM, n, n, pw, 1)                                       // dMy
-                T.gemm(false, false, n, dk, n, 1, dM, n, K, dk, 1, dX2, dk)          // dX2 += dMy K
-                T.gemm(true, false, n, dk, n, 1, dM, n, X2, dk, 1, dK, dk)           // dK += dMyᵀ X2
+                Adj.projectedOutput(n, dk, dvp, pw, X: X2, K: K, V: V, P0: P0, G: Gh, G1: Tm, W: Bt, dW: dM,
+                                    dX: dX2, dP0: dPacc, dV: dV, dK: dK)
                 // S^Q_1 = γⁿ S^Q_0 + Qᵀ Γn Q (dSQ still holds dS^Q_1)
                 Mask.scaledCopy(Tm, Qh, n, dk) { pw[n - 1 - $0] }                      // Γn Q
                 T.gemm(false, false, n, dk, dk, 1, Tm, dk, dSQ, dk, 0, dQh, dk)      // dQ = Γn Q dS^Q_1
