@@ -136,34 +136,25 @@ def plots(config, runs, cells, mixers, outdir, prefix="experiments"):
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
 
-    Ts = sorted({c[0] for c in cells})
-    fig, axes = plt.subplots(1, len(Ts), figsize=(4.2 * len(Ts), 3.6), sharey=True, squeeze=False)
-    for ax, T in zip(axes[0], Ts):
-        cs = [c for c in cells if c[0] == T]
-        panel_lines(ax, cs, [c[1] for c in cs])
-        ax.set_title("T = %d" % T)
-        ax.set_xlabel("key-value pairs N")
-    axes[0][0].set_ylabel("recall accuracy (query positions)")
-    axes[0][-1].legend(loc="center right", fontsize=8)
-    fig.suptitle("MQAR accuracy vs number of pairs (%s)" % sub, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(outdir, prefix + "_accuracy.png"), dpi=110)
-    plt.close(fig)
-
-    Ns = sorted({c[1] for c in cells if sum(1 for d in cells if d[1] == c[1]) > 1})
-    if Ns:
-        fig, axes = plt.subplots(1, len(Ns), figsize=(3.4 * len(Ns), 3.4), sharey=True, squeeze=False)
-        for ax, n in zip(axes[0], Ns):
-            cs = [c for c in cells if c[1] == n]
-            panel_lines(ax, cs, [c[0] for c in cs])
-            ax.set_title("N = %d pairs" % n)
-            ax.set_xlabel("sequence length T")
+    def accuracy_figure(keys, index, title, xlabel, width, height, what, suffix):
+        """One panel per value of cell[index] (T or N), accuracy against the other coordinate of the cell."""
+        fig, axes = plt.subplots(1, len(keys), figsize=(width * len(keys), height), sharey=True, squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            cs = [c for c in cells if c[index] == key]
+            panel_lines(ax, cs, [c[1 - index] for c in cs])
+            ax.set_title(title % key)
+            ax.set_xlabel(xlabel)
         axes[0][0].set_ylabel("recall accuracy (query positions)")
         axes[0][-1].legend(loc="center right", fontsize=8)
-        fig.suptitle("MQAR accuracy vs sequence length (%s)" % sub, fontsize=9)
+        fig.suptitle("MQAR accuracy vs %s (%s)" % (what, sub), fontsize=9)
         fig.tight_layout()
-        fig.savefig(os.path.join(outdir, prefix + "_length.png"), dpi=110)
+        fig.savefig(os.path.join(outdir, prefix + suffix), dpi=110)
         plt.close(fig)
+
+    accuracy_figure(Ts, 0, "T = %d", "key-value pairs N", 4.2, 3.6, "number of pairs", "_accuracy.png")
+    Ns = sorted({c[1] for c in cells if sum(1 for d in cells if d[1] == c[1]) > 1})
+    if Ns:
+        accuracy_figure(Ns, 1, "N = %d pairs", "sequence length T", 3.4, 3.4, "sequence length", "_length.png")
 
     groups = sorted({r.get("T") for r in runs}, key=lambda t: -1 if t is None else t)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), sharey=True, squeeze=False)
