@@ -189,15 +189,20 @@ struct Slice {
   int64_t index;  // leading index (loop), 0 when folded
 };
 
-// Bytes of one leading index of a token tensor [B, T, heads, d] and of a state [N, n].
-char* TokenPtr(const Operand& x, const Geometry& g, int64_t heads, int64_t d, int64_t index) {
-  return x.data + static_cast<size_t>(index) * static_cast<size_t>(g.B * g.T * heads * d) * x.elem;
+// The hla_tensor of slice s of a token tensor [B, T, heads, d], a state [N, n] and cu_seqlens [N + 1]
+// (leading index s.index of each).
+ffi::Error TokenView(const Operand& x, const Geometry& g, const Slice& s, int64_t heads, int64_t d,
+                     hla_tensor* t) {
+  char* p = x.data + static_cast<size_t>(s.index) * static_cast<size_t>(g.B * g.T * heads * d) * x.elem;
+  return Tensor(x, p, {s.batch, g.T, heads, d}, t);
 }
-char* StatePtr(const Operand& x, const Geometry& g, int64_t index) {
-  return x.data + static_cast<size_t>(index) * static_cast<size_t>(g.N * g.n) * x.elem;
+ffi::Error StateView(const Operand& x, const Geometry& g, const Slice& s, hla_tensor* t) {
+  char* p = x.data + static_cast<size_t>(s.index) * static_cast<size_t>(g.N * g.n) * x.elem;
+  return Tensor(x, p, {s.rows, g.n}, t);
 }
-char* CuPtr(const Operand& x, const Geometry& g, int64_t index) {
-  return x.data + static_cast<size_t>(index) * static_cast<size_t>(g.N + 1) * x.elem;
+ffi::Error CuView(const Operand& x, const Geometry& g, const Slice& s, hla_tensor* t) {
+  char* p = x.data + static_cast<size_t>(s.index) * static_cast<size_t>(g.N + 1) * x.elem;
+  return Tensor(x, p, {g.N + 1}, t);
 }
 
 ffi::Error CheckState(const Operand& x, const Geometry& g, int32_t want_dtype) {
@@ -253,25 +258,18 @@ ffi::Error ForwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_
   }
   return ForEachCall(has_cu, g, [&](const Slice& s) -> ffi::Error {
     hla_tensor tq, tk, tv, to, tcu, tin, tfin;
-    const int64_t l = s.index;
-    auto tokens = [&](const Operand& x, int64_t heads, int64_t d, hla_tensor* t) {
-      return Tensor(x, TokenPtr(x, g, heads, d, l), {s.batch, g.T, heads, d}, t);
-    };
-    auto state = [&](const Operand& x, hla_tensor* t) {
-      return Tensor(x, StatePtr(x, g, l), {s.rows, g.n}, t);
-    };
-    if (auto e = tokens(q, g.H, g.dk, &tq); e.failure()) return e;
-    if (auto e = tokens(k, g.Hkv, g.dk, &tk); e.failure()) return e;
-    if (auto e = tokens(v, g.Hkv, g.dv, &tv); e.failure()) return e;
-    if (auto e = tokens(o, g.H, g.dv, &to); e.failure()) return e;
+    if (auto e = TokenView(q, g, s, g.H, g.dk, &tq); e.failure()) return e;
+    if (auto e = TokenView(k, g, s, g.Hkv, g.dk, &tk); e.failure()) return e;
+    if (auto e = TokenView(v, g, s, g.Hkv, g.dv, &tv); e.failure()) return e;
+    if (auto e = TokenView(o, g, s, g.H, g.dv, &to); e.failure()) return e;
     if (has_cu) {
-      if (auto e = Tensor(cu, CuPtr(cu, g, l), {g.N + 1}, &tcu); e.failure()) return e;
+      if (auto e = CuView(cu, g, s, &tcu); e.failure()) return e;
     }
     if (has_initial) {
-      if (auto e = state(initial, &tin); e.failure()) return e;
+      if (auto e = StateView(initial, g, s, &tin); e.failure()) return e;
     }
     if (want_final) {
-      if (auto e = state(fin, &tfin); e.failure()) return e;
+      if (auto e = StateView(fin, g, s, &tfin); e.failure()) return e;
     }
     hla_status st = hla_forward(&cfg, static_cast<int32_t>(opt.path), &tq, &tk, &tv, &to,
                                 has_cu ? &tcu : nullptr, has_initial ? &tin : nullptr,
@@ -324,29 +322,22 @@ ffi::Error BackwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v
   }
   return ForEachCall(has_cu, g, [&](const Slice& s) -> ffi::Error {
     hla_tensor tq, tk, tv, tdo, tdq, tdk, tdv, tcu, tin, tdf, tdi;
-    const int64_t l = s.index;
-    auto tokens = [&](const Operand& x, int64_t heads, int64_t d, hla_tensor* t) {
-      return Tensor(x, TokenPtr(x, g, heads, d, l), {s.batch, g.T, heads, d}, t);
-    };
-    auto state = [&](const Operand& x, hla_tensor* t) {
-      return Tensor(x, StatePtr(x, g, l), {s.rows, g.n}, t);
-    };
-    if (auto e = tokens(q, g.H, g.dk, &tq); e.failure()) return e;
-    if (auto e = tokens(k, g.Hkv, g.dk, &tk); e.failure()) return e;
-    if (auto e = tokens(v, g.Hkv, g.dv, &tv); e.failure()) return e;
-    if (auto e = tokens(d_out, g.H, g.dv, &tdo); e.failure()) return e;
-    if (auto e = tokens(dq, g.H, g.dk, &tdq); e.failure()) return e;
-    if (auto e = tokens(dk, g.Hkv, g.dk, &tdk); e.failure()) return e;
-    if (auto e = tokens(dv, g.Hkv, g.dv, &tdv); e.failure()) return e;
+    if (auto e = TokenView(q, g, s, g.H, g.dk, &tq); e.failure()) return e;
+    if (auto e = TokenView(k, g, s, g.Hkv, g.dk, &tk); e.failure()) return e;
+    if (auto e = TokenView(v, g, s, g.Hkv, g.dv, &tv); e.failure()) return e;
+    if (auto e = TokenView(d_out, g, s, g.H, g.dv, &tdo); e.failure()) return e;
+    if (auto e = TokenView(dq, g, s, g.H, g.dk, &tdq); e.failure()) return e;
+    if (auto e = TokenView(dk, g, s, g.Hkv, g.dk, &tdk); e.failure()) return e;
+    if (auto e = TokenView(dv, g, s, g.Hkv, g.dv, &tdv); e.failure()) return e;
     if (has_cu) {
-      if (auto e = Tensor(cu, CuPtr(cu, g, l), {g.N + 1}, &tcu); e.failure()) return e;
+      if (auto e = CuView(cu, g, s, &tcu); e.failure()) return e;
     }
     if (has_initial) {
-      if (auto e = state(initial, &tin); e.failure()) return e;
-      if (auto e = state(d_initial, &tdi); e.failure()) return e;
+      if (auto e = StateView(initial, g, s, &tin); e.failure()) return e;
+      if (auto e = StateView(d_initial, g, s, &tdi); e.failure()) return e;
     }
     if (has_d_final) {
-      if (auto e = state(d_final, &tdf); e.failure()) return e;
+      if (auto e = StateView(d_final, g, s, &tdf); e.failure()) return e;
     }
     hla_status st = hla_backward(&cfg, static_cast<int32_t>(opt.path), &tq, &tk, &tv, &tdo, &tdq, &tdk,
                                  &tdv, has_cu ? &tcu : nullptr, has_initial ? &tin : nullptr,
