@@ -122,6 +122,18 @@ def _heads(x, Hkv, g):
     return np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(Hkv, g, T, D)
 
 
+def _chunk_heads(op, Q, K, V, O, n, tri, triu):
+    """The chunked algorithm of `op` on [Hkv, g, T, d] stacks (numpy or torch), outputs into O."""
+    if op == "hla2":
+        _hla2(Q, K, V, O, n, tri, triu)
+    elif op == "ahla":
+        _ahla(Q, K, V, O, n, tri)
+    elif op == "hla3":
+        _hla3(Q, K, V, O, n, tri, triu)
+    else:
+        raise ValueError(op)
+
+
 def chunked(op, q, k, v, n=64, scale=1.0):
     B, T, H, dk = q.shape
     Hkv, dv = k.shape[2], v.shape[3]
@@ -135,14 +147,7 @@ def chunked(op, q, k, v, n=64, scale=1.0):
         K = _heads(k[b], Hkv, 1)
         V = _heads(v[b], Hkv, 1)
         O = np.empty((Hkv, g, T, dv), dt)
-        if op == "hla2":
-            _hla2(Q, K, V, O, n, tri, triu)
-        elif op == "ahla":
-            _ahla(Q, K, V, O, n, tri)
-        elif op == "hla3":
-            _hla3(Q, K, V, O, n, tri, triu)
-        else:
-            raise ValueError(op)
+        _chunk_heads(op, Q, K, V, O, n, tri, triu)
         out[b] = O.reshape(H, T, dv).transpose(1, 0, 2)
     return out
 
@@ -254,14 +259,7 @@ def chunked_torch(op, q, k, v, n=64, scale=1.0):
             K = k[b].permute(1, 0, 2).contiguous().reshape(Hkv, 1, T, dk)
             V = v[b].permute(1, 0, 2).contiguous().reshape(Hkv, 1, T, dv)
             O = torch.empty((Hkv, g, T, dv), dtype=q.dtype)
-            if op == "hla2":
-                _hla2(Q, K, V, O, n, tri, triu)
-            elif op == "ahla":
-                _ahla(Q, K, V, O, n, tri)
-            elif op == "hla3":
-                _hla3(Q, K, V, O, n, tri, triu)
-            else:
-                raise ValueError(op)
+            _chunk_heads(op, Q, K, V, O, n, tri, triu)
             out[b] = O.reshape(H, T, dv).permute(1, 0, 2)
     return out
 
