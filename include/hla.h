@@ -52,9 +52,9 @@
 /* Version of this header and of the library built with it (hla_version() returns the library's).
  * These three lines are the single source of truth: the library and the Python package read them.
  * A change of MAJOR means an incompatible ABI or state layout (the serialized format carries its own
- * format version, docs/state-layout.md). */
+ * format version, docs/state-layout.md); a change of MINOR adds entry points (1.1: checkpoints). */
 #define HLA_VERSION_MAJOR 1
-#define HLA_VERSION_MINOR 0
+#define HLA_VERSION_MINOR 1
 #define HLA_VERSION_PATCH 0
 
 /* Largest number of dimensions of an hla_tensor. */
@@ -162,7 +162,7 @@ hla_status hla_config_validate(const hla_config *cfg);
 
 /* Fill *t with data, dtype and a shape of ndim sizes, and strides (element strides; NULL means
  * C-contiguous). Checks ndim, dtype, sizes >= 0 and that the extent fits in 64 bits. data may be NULL
- * (a tensor to be described by hla_*_deserialize). */
+ * (a tensor to be described by hla_*_deserialize, or one without elements, which no call reads or writes). */
 hla_status hla_tensor_init(hla_tensor *t, void *data, int32_t dtype, int32_t ndim,
                            const int64_t *shape, const int64_t *strides);
 
@@ -202,6 +202,37 @@ hla_status hla_backward(const hla_config *cfg, int32_t path, const hla_tensor *q
                         const hla_tensor *dq, const hla_tensor *dk, const hla_tensor *dv,
                         const hla_tensor *cu_seqlens, const hla_tensor *initial,
                         const hla_tensor *d_final, const hla_tensor *d_initial);
+
+/* Checkpoint tensor of hla_forward_checkpoints and hla_backward_checkpoints for a call over q of shape
+ * [batch, tokens, ...] (sequences = 0), or over `sequences` packed sequences (cu_seqlens of sequences + 1
+ * entries; batch 1): *rows (an upper bound over every packing) x n state rows (n = hla_state_elements),
+ * and *stride, the checkpoint spacing in tokens (a whole number of chunks, about sqrt(tokens * chunk)).
+ * Memory O(rows * n) = O(sqrt(tokens / chunk) * state) per sequence; rows may be 0 (short sequences). */
+hla_status hla_checkpoint_rows(const hla_config *cfg, int64_t batch, int64_t tokens,
+                               int64_t sequences, int64_t *rows, int64_t *stride);
+
+/* hla_forward on the chunked path that also writes checkpoints [rows, n] (hla_checkpoint_rows; state
+ * dtype): each sequence's state before its tokens stride, 2*stride, ..., sequence i's rows after those of
+ * sequences 0..i-1 (rows past the last are not written). Arguments otherwise as hla_forward. Outputs and
+ * final state are those of hla_forward on HLA_PATH_CHUNKED, bit for bit. */
+hla_status hla_forward_checkpoints(const hla_config *cfg, const hla_tensor *q, const hla_tensor *k,
+                                   const hla_tensor *v, const hla_tensor *output,
+                                   const hla_tensor *cu_seqlens, const hla_tensor *initial,
+                                   const hla_tensor *final_state, const hla_tensor *rows,
+                                   const hla_tensor *checkpoints);
+
+/* hla_backward on the chunked path, reading the checkpoints hla_forward_checkpoints wrote for the same
+ * cfg, q, k, v, cu_seqlens and initial: it starts each stretch of stride tokens from its checkpoint
+ * instead of recomputing the carries first (about one forward less). Gradients are those of hla_backward
+ * on HLA_PATH_CHUNKED, bit for bit, when the checkpoints are the forward's; other checkpoint values give
+ * the gradients at those carries (nothing checks where they came from). */
+hla_status hla_backward_checkpoints(const hla_config *cfg, const hla_tensor *q,
+                                    const hla_tensor *k, const hla_tensor *v,
+                                    const hla_tensor *d_out, const hla_tensor *dq,
+                                    const hla_tensor *dk, const hla_tensor *dv,
+                                    const hla_tensor *cu_seqlens, const hla_tensor *initial,
+                                    const hla_tensor *d_final, const hla_tensor *d_initial,
+                                    const hla_tensor *checkpoints);
 
 /* Consume one token of R sequences: q [R,H,dk], k [R,Hkv,dk], v [R,Hkv,dv] (one floating dtype);
  * output [R,H,dv] of the same dtype. state: [slots, n] tensor advanced in place (float32, or float64 for

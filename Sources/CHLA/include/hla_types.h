@@ -9,9 +9,9 @@
 /* Version of this header and of the library built with it (hla_version() returns the library's).
  * These three lines are the single source of truth: the library and the Python package read them.
  * A change of MAJOR means an incompatible ABI or state layout (the serialized format carries its own
- * format version, docs/state-layout.md). */
+ * format version, docs/state-layout.md); a change of MINOR adds entry points (1.1: checkpoints). */
 #define HLA_VERSION_MAJOR 1
-#define HLA_VERSION_MINOR 0
+#define HLA_VERSION_MINOR 1
 #define HLA_VERSION_PATCH 0
 
 /* Largest number of dimensions of an hla_tensor. */

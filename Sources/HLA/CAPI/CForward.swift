@@ -14,19 +14,29 @@ import CHLA
                            _ initial: UnsafePointer<hla_tensor>?, _ final_state: UnsafePointer<hla_tensor>?,
                            _ rows: UnsafePointer<hla_tensor>?) -> hla_status {
     working("hla_forward") { () throws(HLAError) in
-        let c = try config(cfg)
-        guard let route = Path(rawValue: path) else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
-        let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: output, needsOut: true, cuSeqlens: cu_seqlens)
-        let n = Engine.elements(c, summary: false), N = x.seqs.count
-        let ini = try initial.map { (p) throws(HLAError) in try Engine.block(p, "initial", n: n, compute: x.compute, count: N, rows: rows) }
-        let fin = try final_state.map { (p) throws(HLAError) in
-            let b = try Engine.block(p, "final", n: n, compute: x.compute, count: N, rows: rows)
-            try b.view.expectWritable()
-            return b
-        }
-        if rows != nil && ini == nil && fin == nil { throw .invalid("rows given without an initial or final state") }
-        try dispatch(c, x.compute, ForwardJob(c: c, path: route, x: x, initial: ini, final: fin))
+        let job = try forwardJob(cfg, path, q, k, v, output, cu_seqlens, initial, final_state, rows)
+        try dispatch(job.c, job.x.compute, job)
     }
+}
+
+/// hla_forward's arguments, validated.
+private func forwardJob(_ cfg: UnsafePointer<hla_config>?, _ path: Int32,
+                        _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
+                        _ output: UnsafePointer<hla_tensor>?, _ cu_seqlens: UnsafePointer<hla_tensor>?,
+                        _ initial: UnsafePointer<hla_tensor>?, _ final_state: UnsafePointer<hla_tensor>?,
+                        _ rows: UnsafePointer<hla_tensor>?) throws(HLAError) -> ForwardJob {
+    let c = try config(cfg)
+    guard let route = Path(rawValue: path) else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
+    let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: output, needsOut: true, cuSeqlens: cu_seqlens)
+    let n = Engine.elements(c, summary: false), N = x.seqs.count
+    let ini = try initial.map { (p) throws(HLAError) in try Engine.block(p, "initial", n: n, compute: x.compute, count: N, rows: rows) }
+    let fin = try final_state.map { (p) throws(HLAError) in
+        let b = try Engine.block(p, "final", n: n, compute: x.compute, count: N, rows: rows)
+        try b.view.expectWritable()
+        return b
+    }
+    if rows != nil && ini == nil && fin == nil { throw .invalid("rows given without an initial or final state") }
+    return ForwardJob(c: c, path: route, x: x, initial: ini, final: fin)
 }
 
 /// Gradients of a loss L through hla_forward (docs/spec.md section 9, docs/gradients.md): given
@@ -47,32 +57,101 @@ import CHLA
                             _ cu_seqlens: UnsafePointer<hla_tensor>?, _ initial: UnsafePointer<hla_tensor>?,
                             _ d_final: UnsafePointer<hla_tensor>?, _ d_initial: UnsafePointer<hla_tensor>?) -> hla_status {
     working("hla_backward") { () throws(HLAError) in
+        let job = try backwardJob(cfg, path, q, k, v, d_out, dq, dk, dv, cu_seqlens, initial, d_final, d_initial)
+        try dispatch(job.c, job.x.compute, job)
+    }
+}
+
+/// hla_backward's arguments, validated.
+private func backwardJob(_ cfg: UnsafePointer<hla_config>?, _ path: Int32,
+                         _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
+                         _ d_out: UnsafePointer<hla_tensor>?, _ dq: UnsafePointer<hla_tensor>?,
+                         _ dk: UnsafePointer<hla_tensor>?, _ dv: UnsafePointer<hla_tensor>?,
+                         _ cu_seqlens: UnsafePointer<hla_tensor>?, _ initial: UnsafePointer<hla_tensor>?,
+                         _ d_final: UnsafePointer<hla_tensor>?, _ d_initial: UnsafePointer<hla_tensor>?) throws(HLAError) -> BackwardJob {
+    let c = try config(cfg)
+    guard let route = Path(rawValue: path) else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
+    let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: nil, needsOut: false, cuSeqlens: cu_seqlens)
+    let B = x.q.shape[0], T = x.q.shape[1]
+    func tensor(_ p: UnsafePointer<hla_tensor>?, _ name: String, heads: Int, features: Int, what: String,
+                written: Bool) throws(HLAError) -> TensorView {
+        let t = try TensorView(p, name, ndim: 4)
+        try t.expectFloat(x.q.dtype)
+        try t.expectShape(Dims(B, T, heads, features), "[B, T, heads, features] with \(what)")
+        if written { try t.expectWritable() }
+        return t
+    }
+    let dO = try tensor(d_out, "d_out", heads: c.heads, features: c.dv, what: "heads = cfg.heads, features = cfg.dv", written: false)
+    let dQ = try tensor(dq, "dq", heads: c.heads, features: c.dk, what: "heads = cfg.heads, features = cfg.dk", written: true)
+    let dK = try tensor(dk, "dk", heads: c.kvHeads, features: c.dk, what: "heads = cfg.kv_heads, features = cfg.dk", written: true)
+    let dV = try tensor(dv, "dv", heads: c.kvHeads, features: c.dv, what: "heads = cfg.kv_heads, features = cfg.dv", written: true)
+    let n = Engine.elements(c, summary: false), N = x.seqs.count
+    let ini = try initial.map { (p) throws(HLAError) in try Engine.block(p, "initial", n: n, compute: x.compute, count: N) }
+    let dfin = try d_final.map { (p) throws(HLAError) in try Engine.block(p, "d_final", n: n, compute: x.compute, count: N) }
+    let dini = try d_initial.map { (p) throws(HLAError) in
+        let b = try Engine.block(p, "d_initial", n: n, compute: x.compute, count: N)
+        try b.view.expectWritable()
+        return b
+    }
+    return BackwardJob(c: c, path: route, x: x, dO: dO, dQ: dQ, dK: dK, dV: dV, initial: ini, dFinal: dfin, dInitial: dini)
+}
+
+/// Checkpoint tensor of hla_forward_checkpoints and hla_backward_checkpoints for a call over q of shape
+/// [batch, tokens, ...] (sequences = 0), or over `sequences` packed sequences (cu_seqlens of sequences + 1
+/// entries; batch 1): *rows (an upper bound over every packing) x n state rows (n = hla_state_elements),
+/// and *stride, the checkpoint spacing in tokens (a whole number of chunks, about sqrt(tokens * chunk)).
+/// Memory O(rows * n) = O(sqrt(tokens / chunk) * state) per sequence; rows may be 0 (short sequences).
+@c public func hla_checkpoint_rows(_ cfg: UnsafePointer<hla_config>?, _ batch: Int64, _ tokens: Int64,
+                                   _ sequences: Int64, _ rows: UnsafeMutablePointer<Int64>?,
+                                   _ stride: UnsafeMutablePointer<Int64>?) -> hla_status {
+    working("hla_checkpoint_rows") { () throws(HLAError) in
         let c = try config(cfg)
-        guard let route = Path(rawValue: path) else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
-        let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: nil, needsOut: false, cuSeqlens: cu_seqlens)
-        let B = x.q.shape[0], T = x.q.shape[1]
-        func tensor(_ p: UnsafePointer<hla_tensor>?, _ name: String, heads: Int, features: Int, what: String,
-                    written: Bool) throws(HLAError) -> TensorView {
-            let t = try TensorView(p, name, ndim: 4)
-            try t.expectFloat(x.q.dtype)
-            try t.expectShape(Dims(B, T, heads, features), "[B, T, heads, features] with \(what)")
-            if written { try t.expectWritable() }
-            return t
+        guard let rows else { throw .null("rows") }
+        guard let stride else { throw .null("stride") }
+        guard batch >= 1 else { throw .invalid("batch = \(batch) must be >= 1") }
+        guard tokens >= 1 else { throw .invalid("tokens = \(tokens) must be >= 1") }
+        guard sequences >= 0 && sequences <= tokens else {
+            throw .invalid("sequences = \(sequences) must be 0 (no cu_seqlens) or between 1 and tokens = \(tokens)")
         }
-        let dO = try tensor(d_out, "d_out", heads: c.heads, features: c.dv, what: "heads = cfg.heads, features = cfg.dv", written: false)
-        let dQ = try tensor(dq, "dq", heads: c.heads, features: c.dk, what: "heads = cfg.heads, features = cfg.dk", written: true)
-        let dK = try tensor(dk, "dk", heads: c.kvHeads, features: c.dk, what: "heads = cfg.kv_heads, features = cfg.dk", written: true)
-        let dV = try tensor(dv, "dv", heads: c.kvHeads, features: c.dv, what: "heads = cfg.kv_heads, features = cfg.dv", written: true)
-        let n = Engine.elements(c, summary: false), N = x.seqs.count
-        let ini = try initial.map { (p) throws(HLAError) in try Engine.block(p, "initial", n: n, compute: x.compute, count: N) }
-        let dfin = try d_final.map { (p) throws(HLAError) in try Engine.block(p, "d_final", n: n, compute: x.compute, count: N) }
-        let dini = try d_initial.map { (p) throws(HLAError) in
-            let b = try Engine.block(p, "d_initial", n: n, compute: x.compute, count: N)
-            try b.view.expectWritable()
-            return b
-        }
-        try dispatch(c, x.compute, BackwardJob(c: c, path: route, x: x, dO: dO, dQ: dQ, dK: dK, dV: dV,
-                                               initial: ini, dFinal: dfin, dInitial: dini))
+        guard sequences == 0 || batch == 1 else { throw .invalid("sequences = \(sequences) with batch = \(batch): packed sequences need batch 1") }
+        let plan = CheckpointPlan(c, tokens: Int(tokens))
+        rows.pointee = Int64(try plan.bound(batch: Int(batch), tokens: Int(tokens), sequences: sequences == 0 ? nil : Int(sequences)))
+        stride.pointee = Int64(plan.stride)
+    }
+}
+
+/// hla_forward on the chunked path that also writes checkpoints [rows, n] (hla_checkpoint_rows; state
+/// dtype): each sequence's state before its tokens stride, 2*stride, ..., sequence i's rows after those of
+/// sequences 0..i-1 (rows past the last are not written). Arguments otherwise as hla_forward. Outputs and
+/// final state are those of hla_forward on HLA_PATH_CHUNKED, bit for bit.
+@c public func hla_forward_checkpoints(_ cfg: UnsafePointer<hla_config>?,
+                                       _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
+                                       _ output: UnsafePointer<hla_tensor>?, _ cu_seqlens: UnsafePointer<hla_tensor>?,
+                                       _ initial: UnsafePointer<hla_tensor>?, _ final_state: UnsafePointer<hla_tensor>?,
+                                       _ rows: UnsafePointer<hla_tensor>?, _ checkpoints: UnsafePointer<hla_tensor>?) -> hla_status {
+    working("hla_forward_checkpoints") { () throws(HLAError) in
+        var job = try forwardJob(cfg, Path.chunked.rawValue, q, k, v, output, cu_seqlens, initial, final_state, rows)
+        job.checkpoints = try Engine.tape(checkpoints, job.c, job.x, written: true)
+        try dispatch(job.c, job.x.compute, job)
+    }
+}
+
+/// hla_backward on the chunked path, reading the checkpoints hla_forward_checkpoints wrote for the same
+/// cfg, q, k, v, cu_seqlens and initial: it starts each stretch of stride tokens from its checkpoint
+/// instead of recomputing the carries first (about one forward less). Gradients are those of hla_backward
+/// on HLA_PATH_CHUNKED, bit for bit, when the checkpoints are the forward's; other checkpoint values give
+/// the gradients at those carries (nothing checks where they came from).
+@c public func hla_backward_checkpoints(_ cfg: UnsafePointer<hla_config>?,
+                                        _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
+                                        _ d_out: UnsafePointer<hla_tensor>?, _ dq: UnsafePointer<hla_tensor>?,
+                                        _ dk: UnsafePointer<hla_tensor>?, _ dv: UnsafePointer<hla_tensor>?,
+                                        _ cu_seqlens: UnsafePointer<hla_tensor>?, _ initial: UnsafePointer<hla_tensor>?,
+                                        _ d_final: UnsafePointer<hla_tensor>?, _ d_initial: UnsafePointer<hla_tensor>?,
+                                        _ checkpoints: UnsafePointer<hla_tensor>?) -> hla_status {
+    working("hla_backward_checkpoints") { () throws(HLAError) in
+        var job = try backwardJob(cfg, Path.chunked.rawValue, q, k, v, d_out, dq, dk, dv, cu_seqlens, initial, d_final, d_initial)
+        job.checkpoints = try Engine.tape(checkpoints, job.c, job.x, written: false)
+        try dispatch(job.c, job.x.compute, job)
     }
 }
 

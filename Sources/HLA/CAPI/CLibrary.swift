@@ -54,7 +54,7 @@ import CHLA
 
 /// Fill *t with data, dtype and a shape of ndim sizes, and strides (element strides; NULL means
 /// C-contiguous). Checks ndim, dtype, sizes >= 0 and that the extent fits in 64 bits. data may be NULL
-/// (a tensor to be described by hla_*_deserialize).
+/// (a tensor to be described by hla_*_deserialize, or one without elements, which no call reads or writes).
 @c public func hla_tensor_init(_ t: UnsafeMutablePointer<hla_tensor>?, _ data: UnsafeMutableRawPointer?, _ dtype: Int32,
                                _ ndim: Int32, _ shape: UnsafePointer<Int64>?, _ strides: UnsafePointer<Int64>?) -> hla_status {
     working("hla_tensor_init") { () throws(HLAError) in

@@ -27,15 +27,20 @@ struct TensorView {
     let strides: Dims
     let name: String
 
+    /// The address of an empty tensor given without memory.
+    nonisolated(unsafe) static let nowhere = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+
     init(_ p: UnsafePointer<hla_tensor>?, _ name: String, ndim: Int) throws(HLAError) {
         guard let p else { throw .null(name) }
         let t = p.pointee
         self.name = name
         guard t.ndim == Int32(ndim) else { throw .invalid("\(name).ndim = \(t.ndim), expected \(ndim)") }
         dtype = try DType.code(t.dtype, name)
-        guard let data = t.data else { throw .null("\(name).data") }
-        raw = data
         let sh = SIMD4<Int64>(t.shape.0, t.shape.1, t.shape.2, t.shape.3)
+        // a tensor without elements may have no memory (what hosts give for zero-size arrays); nothing of it is read
+        let empty = (0..<ndim).contains { sh[$0] == 0 }
+        guard let data = t.data ?? (empty ? TensorView.nowhere : nil) else { throw .null("\(name).data") }
+        raw = data
         let st = SIMD4<Int64>(t.strides.0, t.strides.1, t.strides.2, t.strides.3)
         var shape = Dims(), strides = Dims()
         shape.count = ndim; strides.count = ndim

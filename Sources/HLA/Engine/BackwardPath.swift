@@ -144,10 +144,11 @@ extension BackwardPath {
     /// its carry-in (for the normalisation) and the operator's `chunkBackward` (dense products). Both sweeps
     /// run the operator's `carry` (the chunk kernel's carry update without its outputs); the group's sweep
     /// keeps each chunk's products that `chunkBackward` reads back (`keepSize` per chunk). Memory per thread
-    /// O(√chunks · (state + keepSize) + chunk² + chunk · d).
+    /// O(√chunks · (state + keepSize) + chunk² + chunk · d). With `checkpoints` (a chunked forward's, same inputs
+    /// and configuration) the groups are the checkpoints' stretches and start from them: no forward sweep.
     static func chunked<Op: ChunkBackward, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>, dO: Strided<T>, dQ: Strided<T>,
                                          dK: Strided<T>, dV: Strided<T>, initial: Rows<T>?, dFinal: Rows<T>?,
-                                         dInitial: Rows<T>?) throws(HLAError) {
+                                         dInitial: Rows<T>?, checkpoints: Checkpoints<T>? = nil) throws(HLAError) {
         let units = seqs.count * c.kvHeads, workers = workerCount(units)
         let maxT = seqs.maxLength
         let n0 = min(Paths.chunkLength(c), maxT)
@@ -160,7 +161,8 @@ extension BackwardPath {
         // being reversed, each chunk's carry (recomputed from the group's checkpoint): O(√chunks · state).
         var every = Int(Double(chunks).squareRoot())
         while every * every < chunks { every += 1 }
-        let groups = (chunks + every - 1) / every
+        if let ck = checkpoints { every = min(ck.plan.every, chunks) }   // chunks = 1 when n0 < the plan's chunk
+        let groups = checkpoints == nil ? (chunks + every - 1) / every : 1   // kept here (with checkpoints: the carry-in)
         // per chunk of the group being reversed: its packed inputs and what `carry` keeps for `chunkBackward`
         let ks = Op.keepSize(c, n: n0), slot = ks + n0 * dk + n0 * dvp + group * n0 * dk
         let big = try checkedAdd(try checkedMul(groups + every, ue, "backward checkpoints"),
@@ -205,13 +207,26 @@ extension BackwardPath {
                 var k2 = kernel
                 Op.carry(c, pw, cur, n: n, K: K, V: V, Q: Q, keep: keep, scratch: &k2)
             }
-            // forward sweep: the carry at the start of every group of `every` chunks
+            // forward sweep: the carry at the start of every group of `every` chunks (given checkpoints: none)
             let lastStart = (nc - 1) / every * every
-            for ch in 0..<lastStart {
-                if ch % every == 0 { for x in 0..<ue { gck[(ch / every) * ue + x] = cur.kv[x] } }
-                advance(ch, K: K, V: V, Q: Q, keep: nil)
+            if checkpoints == nil {
+                for ch in 0..<lastStart {
+                    if ch % every == 0 { for x in 0..<ue { gck[(ch / every) * ue + x] = cur.kv[x] } }
+                    advance(ch, K: K, V: V, Q: Q, keep: nil)
+                }
+                for x in 0..<ue { gck[(lastStart / every) * ue + x] = cur.kv[x] }
+            } else {
+                for x in 0..<ue { gck[x] = cur.kv[x] }
             }
-            for x in 0..<ue { gck[(lastStart / every) * ue + x] = cur.kv[x] }
+            /// The carry at the start of group grp into `cur`.
+            func start(_ grp: Int) {
+                if let ck = checkpoints, grp > 0 {
+                    Paths.copyBlocks(layout, from: layout.unit(ck.row(sq, grp - 1), g: g), to: cur, group: group)
+                } else {
+                    let src = gck + (checkpoints == nil ? grp : 0) * ue
+                    for x in 0..<ue { cur.kv[x] = src[x] }
+                }
+            }
             /// The reverse of chunk ch from its carry-in `cp` and its slot (packed by `advance`): numerator
             /// cotangents, then the chunk kernel's reverse.
             func reverse(_ ch: Int, carryIn cp: Unit<T>, slot i: Int) {
@@ -245,7 +260,7 @@ extension BackwardPath {
             // chunks in reverse (the group's last chunk is advanced too, for its products; its carry-out is unused)
             for grp in stride(from: lastStart / every, through: 0, by: -1) {
                 let c0 = grp * every, c1 = min(nc, c0 + every)
-                for x in 0..<ue { cur.kv[x] = gck[grp * ue + x] }
+                start(grp)
                 for ch in c0..<c1 {
                     for x in 0..<ue { local[(ch - c0) * ue + x] = cur.kv[x] }
                     let (keep, K, V, Q) = inputs(ch - c0)
@@ -343,12 +358,14 @@ enum Adj {
 struct BackwardJob: Job {
     let c: Config, path: Path, x: Engine.Inputs, dO: TensorView, dQ: TensorView, dK: TensorView, dV: TensorView
     let initial: Engine.Block?, dFinal: Engine.Block?, dInitial: Engine.Block?
+    var checkpoints: Engine.Tape? = nil   // chunked path only
     func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type) throws(HLAError) {
         if path == .chunked {
             func chunked<C: ChunkBackward>(_ cb: C.Type) throws(HLAError) {
                 try BackwardPath.chunked(cb, c, x.seqs, io: x.io(T.self), dO: Strided(dO), dQ: Strided(dQ),
                                          dK: Strided(dK), dV: Strided(dV), initial: initial?.typed(T.self),
-                                         dFinal: dFinal?.typed(T.self), dInitial: dInitial?.typed(T.self))
+                                         dFinal: dFinal?.typed(T.self), dInitial: dInitial?.typed(T.self),
+                                         checkpoints: checkpoints?.typed(T.self))
             }
             switch c.op {
             case .hla2: return try chunked(HLA2.self)

@@ -125,6 +125,7 @@ func dispatch<J: Job>(_ c: Config, _ compute: DType, _ job: J) throws(HLAError) 
 /// Forward over whole sequences (also prefill: initial and final the same rows).
 struct ForwardJob: Job {
     let c: Config, path: Path, x: Engine.Inputs, initial: Engine.Block?, final: Engine.Block?
+    var checkpoints: Engine.Tape? = nil   // chunked path only
     func run<Op: Operator, T: HLAFloat>(_ op: Op.Type, _: T.Type) throws(HLAError) {
         let N = x.seqs.count, n = Engine.elements(c, summary: false)
         var scratch: RawBuffer<T>? = nil
@@ -147,7 +148,7 @@ struct ForwardJob: Job {
         }
         let io = x.io(T.self)
         switch path {
-        case .chunked: try Paths.chunked(op, c, x.seqs, io: io, carry: carry)
+        case .chunked: try Paths.chunked(op, c, x.seqs, io: io, carry: carry, checkpoints: checkpoints?.typed(T.self))
         case .serial: try Paths.serial(op, c, x.seqs, io: io, carry: carry)
         case .scan: try Paths.scan(op, c, x.seqs, io: io, carry: carry)
         }

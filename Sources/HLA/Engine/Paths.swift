@@ -44,8 +44,9 @@ enum Paths {
     /// one sequence are swept in bands, chunk by chunk across the band's heads: with heads interleaved in
     /// memory ([B, T, H, D]) one token's rows of the band's heads are adjacent, so the band reads each input
     /// row once as one contiguous run instead of one head's slice per page.
+    /// `checkpoints` (nil, or rows for `CheckpointPlan`) receives each sequence's carry at every checkpoint.
     static func chunked<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
-                                                   carry: Rows<T>) throws(HLAError) {
+                                                   carry: Rows<T>, checkpoints: Checkpoints<T>? = nil) throws(HLAError) {
         let n0 = min(chunkLength(c), seqs.maxLength)
         let parallel = worthThreads(c, seqs, n0: n0)
         let layout = Layout.state(c)
@@ -60,8 +61,8 @@ enum Paths {
         parallelFor(bands, parallel: parallel, balanced: seqs.cu != nil) { i, w in
             let sq = seqs.scheduled(i / perSeq), b = seqs.batch(sq), row = carry.row(sq)
             let g0 = (i % perSeq) * width, g1 = min(c.kvHeads, g0 + width)
-            var t0 = seqs.bos(sq)
-            let end = t0 + seqs.length(sq)
+            let bos = seqs.bos(sq), end = bos + seqs.length(sq)
+            var t0 = bos
             while t0 < end {
                 let n = min(n0, end - t0)
                 for g in g0..<g1 {
@@ -71,6 +72,11 @@ enum Paths {
                     io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
                 }
                 t0 += n
+                // (n0 < the plan's chunk only when every sequence is one chunk: no checkpoint then)
+                if let ck = checkpoints, t0 < end, (t0 - bos) % ck.plan.stride == 0 {
+                    let dst = ck.row(sq, (t0 - bos) / ck.plan.stride - 1)
+                    for g in g0..<g1 { copyBlocks(layout, from: layout.unit(row, g: g), to: layout.unit(dst, g: g), group: c.group) }
+                }
             }
         }
     }

@@ -45,7 +45,7 @@ import collections as _collections  # noqa: E402
 from . import _arrays, _hla, _state  # noqa: E402
 from ._state import Segment, State, combine, state_from_segment  # noqa: E402
 
-__all__ = ["forward", "backward", "Gradients", "reference", "summarize", "combine", "state_elements",
+__all__ = ["forward", "backward", "Gradients", "new_checkpoints", "checkpoint_rows", "reference", "summarize", "combine", "state_elements",
            "summary_elements", "State", "Segment", "state_from_segment", "__version__", "library_version"]
 
 # The version of the header the extension was built with (HLA_VERSION_* macros of hla.h, the single
@@ -122,7 +122,7 @@ def _carry_in(initial_state, cfg):
 
 def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
             scale=1.0, initial_state=None, output_final_state=False, cu_seqlens=None,
-            chunk_size=None, path="chunked"):
+            chunk_size=None, path="chunked", checkpoints=None):
     """Run the operator over whole sequences.
 
     Parameters
@@ -143,6 +143,10 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
         Chunk length of the chunked/scan paths (None = automatic).
     path : {"chunked", "serial", "scan"}
         Execution path; all compute the same operator.
+    checkpoints : array or None
+        A writable array from :func:`new_checkpoints` for the same call (chunked path only): receives
+        each sequence's state every ``stride`` tokens, for :func:`backward` (``checkpoints=``), which
+        then skips recomputing them (hla_forward_checkpoints). The outputs are the same bit for bit.
 
     Returns
     -------
@@ -160,8 +164,34 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
         final = State._make(state_cfg, _zeros_state(state_cfg, _sequences(q, cu), q))
     with lock:
         _hla.forward(cfg, path, q, k, v, out, cu, initial,
-                     None if final is None else final._array, None)
+                     None if final is None else final._array, None, checkpoints)
     return _arrays.deliver(out, q), final
+
+
+def new_checkpoints(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0,
+                    eps=1e-6, scale=1.0, cu_seqlens=None, chunk_size=None):
+    """A zeroed checkpoint array ``[rows, n]`` (numpy, state dtype) for ``forward(..., checkpoints=)``
+    and ``backward(..., checkpoints=)`` of a call with these inputs and options (docs/gradients.md
+    section 11): ``rows`` from :func:`checkpoint_rows`, n the state's elements."""
+    q, k, v = _arrays.prepare(q, "q"), _arrays.prepare(k, "k"), _arrays.prepare(v, "v")
+    cfg = _call_config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size)
+    s = _arrays.shape(q)
+    if len(s) != 4:
+        raise ValueError("q must be [B, T, H, Dk], got shape %s" % (s,))
+    sequences = 0 if cu_seqlens is None else _sequences(q, _arrays.index_array(cu_seqlens))
+    rows, _ = _hla.checkpoint_rows(cfg, s[0], s[1], sequences)
+    return _arrays.aligned_zeros((rows, _hla.state_elements(cfg)), _arrays.state_dtype(q))
+
+
+def checkpoint_rows(op="hla2", *, heads, dk, dv, batch, tokens, sequences=0, kv_heads=None,
+                    masked=True, normalize=False, ridge=0.0, chunk_size=None):
+    """``(rows, stride)`` of the checkpoints of a chunked call over ``[batch, tokens, ...]`` inputs, or
+    over ``sequences`` packed sequences (``cu_seqlens`` of sequences + 1 entries, batch 1): a
+    ``[rows, n]`` state array holds each sequence's state before its tokens stride, 2 stride, ...
+    (hla_checkpoint_rows). For hosts that allocate the array themselves (torch, JAX)."""
+    cfg = _state.make_config(op, masked, normalize, heads, kv_heads, dk, dv, ridge=ridge,
+                             chunk_size=chunk_size)
+    return _hla.checkpoint_rows(cfg, batch, tokens, sequences)
 
 
 Gradients = _collections.namedtuple("Gradients", ["dq", "dk", "dv", "d_initial_state"])
@@ -171,7 +201,7 @@ array of the state dtype when an initial state was given, else None)."""
 
 def backward(q, k, v, do, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
              scale=1.0, initial_state=None, d_final_state=None, cu_seqlens=None, chunk_size=None,
-             path="chunked"):
+             path="chunked", checkpoints=None):
     """Gradients of a loss L through :func:`forward` (docs/spec.md section 9, docs/gradients.md).
 
     Parameters
@@ -183,6 +213,10 @@ def backward(q, k, v, do, *, op="hla2", masked=True, normalize=False, decay=1.0,
     d_final_state : array [N, n], State or None
         dL/d(final state), the cotangent of the state after the last token (None: zero). Backward of a
         later segment gives it as its ``d_initial_state``, so segments chain.
+    checkpoints : array or None
+        What ``forward(..., checkpoints=)`` wrote for the same inputs and options (chunked path only):
+        the backward starts from them instead of recomputing them (hla_backward_checkpoints), with the
+        same gradients bit for bit.
 
     Returns
     -------
@@ -213,7 +247,8 @@ def backward(q, k, v, do, *, op="hla2", masked=True, normalize=False, decay=1.0,
         state_cfg = _state.canonical(cfg)._replace(chunk_size=0)
         d_initial = _zeros_state(state_cfg, _sequences(q, cu), q)
     with lock:
-        _hla.backward(cfg, path, q, k, v, do, dq, dk, dv, cu, initial, d_final_state, d_initial)
+        _hla.backward(cfg, path, q, k, v, do, dq, dk, dv, cu, initial, d_final_state, d_initial,
+                      checkpoints)
     return Gradients(_arrays.deliver(dq, q), _arrays.deliver(dk, q), _arrays.deliver(dv, q), d_initial)
 
 

@@ -10,14 +10,20 @@ Operators (``torch.ops.hla.*``, CPU tensors):
   (float64 for float64 inputs, else float32; n = :func:`hla.state_elements`). ``chunk_size`` 0 means
   automatic. The CPU kernel is :func:`hla.forward` (libhla's ``hla_forward``; tensors through DLPack,
   no copy).
-* ``hla::backward(q, k, v, do, initial_state?, d_final?, cu_seqlens?, <same options>) -> (dq, dk, dv,
-  d_initial)``: :func:`hla.backward` (libhla's ``hla_backward``, docs/gradients.md). ``d_initial`` is
-  [N, n] (zeros when no initial state was given). Not itself differentiable (no double backward).
+* ``hla::forward_train(<same arguments>) -> (o, final, checkpoints)``: ``hla::forward`` on the chunked
+  path that also returns the checkpoints of :func:`hla.new_checkpoints` ([rows, n], rows data-dependent
+  for the fake kernel) for the backward (libhla's ``hla_forward_checkpoints``, docs/gradients.md
+  section 11); :func:`forward` calls it when a gradient will be taken through the chunked path.
+* ``hla::backward(q, k, v, do, initial_state?, d_final?, cu_seqlens?, <same options>, checkpoints?=None)
+  -> (dq, dk, dv, d_initial)``: :func:`hla.backward` (libhla's ``hla_backward``, docs/gradients.md);
+  given ``hla::forward_train``'s checkpoints it starts from them (``hla_backward_checkpoints``: the same
+  gradients, about one forward less work). ``d_initial`` is [N, n] (zeros when no initial state was
+  given). Not itself differentiable (no double backward).
 
-Both have fake (meta) implementations, so ``torch.compile(fullgraph=True)``, ``torch.export`` and
-``torch.library.opcheck`` trace them; ``hla::forward`` has a registered autograd formula that calls
-``hla::backward`` (q, k, v and initial_state are differentiable; the cotangent of the final state enters
-as d_final). The cotangent of the symmetric state blocks (S, S^Q) is reported symmetrised (docs/gradients.md
+All have fake (meta) implementations, so ``torch.compile(fullgraph=True)``, ``torch.export`` and
+``torch.library.opcheck`` trace them; ``hla::forward`` and ``hla::forward_train`` have registered autograd
+formulas that call ``hla::backward`` (q, k, v and initial_state are differentiable; the cotangent of the
+final state enters as d_final). The cotangent of the symmetric state blocks (S, S^Q) is reported symmetrised (docs/gradients.md
 section 7): the operator only reads their symmetric part.
 
 Python API:
@@ -123,16 +129,41 @@ def _forward_fake(q, k, v, initial_state, cu_seqlens, op, masked, normalize, dec
     return q.new_empty((B, T, H, v.shape[3])), q.new_empty((N, n), dtype=state_dtype(q.dtype))
 
 
+@torch.library.custom_op("hla::forward_train", mutates_args=(), device_types="cpu")
+def _forward_train_op(q: _Tensor, k: _Tensor, v: _Tensor, initial_state: Optional[_Tensor],
+                      cu_seqlens: Optional[_Tensor], op: str, masked: bool, normalize: bool, decay: float,
+                      ridge: float, eps: float, scale: float, chunk_size: int,
+                      path: str) -> Tuple[_Tensor, _Tensor, _Tensor]:
+    opts = _options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path)
+    if path != "chunked":
+        raise ValueError("hla::forward_train runs the chunked path only, got path=%r" % (path,))
+    opts.pop("path")
+    ck = _hla_pkg.new_checkpoints(q, k, v, cu_seqlens=cu_seqlens, **opts)
+    o, final = _hla_pkg.forward(q, k, v, initial_state=initial_state, output_final_state=True,
+                                cu_seqlens=cu_seqlens, checkpoints=ck, **opts)
+    return o, torch.from_numpy(final.array), torch.from_numpy(ck)
+
+
+@_forward_train_op.register_fake
+def _forward_train_fake(q, k, v, initial_state, cu_seqlens, op, masked, normalize, decay, ridge, eps, scale,
+                        chunk_size, path):
+    N, n = _check(q, k, v, initial_state, cu_seqlens, op, masked, normalize, ridge)
+    B, T, H, _ = q.shape
+    rows = torch.library.get_ctx().new_dynamic_size()    # a function of T through a square root
+    return (q.new_empty((B, T, H, v.shape[3])), q.new_empty((N, n), dtype=state_dtype(q.dtype)),
+            q.new_empty((rows, n), dtype=state_dtype(q.dtype)))
+
+
 @torch.library.custom_op("hla::backward", mutates_args=(), device_types="cpu")
 def _backward_op(q: _Tensor, k: _Tensor, v: _Tensor, do: _Tensor, initial_state: Optional[_Tensor],
                  d_final: Optional[_Tensor], cu_seqlens: Optional[_Tensor], op: str, masked: bool,
                  normalize: bool, decay: float, ridge: float, eps: float, scale: float, chunk_size: int,
-                 path: str) -> Tuple[_Tensor, _Tensor, _Tensor, _Tensor]:
+                 path: str, checkpoints: Optional[_Tensor] = None) -> Tuple[_Tensor, _Tensor, _Tensor, _Tensor]:
     if not hasattr(_hla_pkg._hla, "backward"):
         raise NotImplementedError("hla::backward: this build of the hla extension has no hla_backward "
                                   "(libhla %s); rebuild it" % _hla_pkg.library_version())
     g = _hla_pkg.backward(q, k, v, do, initial_state=initial_state, d_final_state=d_final,
-                          cu_seqlens=cu_seqlens,
+                          cu_seqlens=cu_seqlens, checkpoints=checkpoints,
                           **_options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path))
     if g.d_initial_state is not None:
         d_initial = torch.from_numpy(g.d_initial_state)
@@ -145,7 +176,7 @@ def _backward_op(q: _Tensor, k: _Tensor, v: _Tensor, do: _Tensor, initial_state:
 
 @_backward_op.register_fake
 def _backward_fake(q, k, v, do, initial_state, d_final, cu_seqlens, op, masked, normalize, decay, ridge,
-                   eps, scale, chunk_size, path):
+                   eps, scale, chunk_size, path, checkpoints=None):
     N, n = _check(q, k, v, initial_state, cu_seqlens, op, masked, normalize, ridge)
     if tuple(do.shape) != (q.shape[0], q.shape[1], q.shape[2], v.shape[3]) or do.dtype != q.dtype:
         raise ValueError("do must be [B, T, H, Dv] of q's dtype, got %s %s" % (tuple(do.shape), do.dtype))
@@ -156,21 +187,25 @@ def _backward_fake(q, k, v, do, initial_state, d_final, cu_seqlens, op, masked, 
 def _setup_context(ctx, inputs, output):
     q, k, v, initial_state, cu_seqlens = inputs[:5]
     ctx.options = inputs[5:]
-    ctx.save_for_backward(q, k, v, initial_state, cu_seqlens)
+    checkpoints = output[2] if len(output) > 2 else None      # hla::forward_train's
+    if checkpoints is not None:
+        ctx.mark_non_differentiable(checkpoints)
+    ctx.save_for_backward(q, k, v, initial_state, cu_seqlens, checkpoints)
 
 
-def _forward_backward(ctx, do, d_final):
-    q, k, v, initial_state, cu_seqlens = ctx.saved_tensors
+def _forward_backward(ctx, do, d_final, d_checkpoints=None):
+    q, k, v, initial_state, cu_seqlens, checkpoints = ctx.saved_tensors
     if do is None:
         do = q.new_zeros((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
     if d_final is not None:
         d_final = d_final.contiguous()      # libhla needs each state row contiguous (not e.g. expanded)
     dq, dk, dv, d_initial = torch.ops.hla.backward(q, k, v, do, initial_state, d_final, cu_seqlens,
-                                                   *ctx.options)
+                                                   *ctx.options, checkpoints)
     return (dq, dk, dv, d_initial if initial_state is not None else None, None) + (None,) * len(ctx.options)
 
 
 _forward_op.register_autograd(_forward_backward, setup_context=_setup_context)
+_forward_train_op.register_autograd(_forward_backward, setup_context=_setup_context)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,9 +238,14 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
         raise ValueError("op must be one of %s, got %r" % (", ".join(_OPS), op))
     if chunk_size is None:
         chunk_size = 0
-    o, final = torch.ops.hla.forward(q, k, v, initial_state, cu_seqlens, op, bool(masked), bool(normalize),
-                                     float(decay), float(ridge), float(eps), float(scale), int(chunk_size),
-                                     str(path))
+    args = (q, k, v, initial_state, cu_seqlens, op, bool(masked), bool(normalize), float(decay), float(ridge),
+            float(eps), float(scale), int(chunk_size), str(path))
+    if path == "chunked" and torch.is_grad_enabled() and any(
+            x is not None and x.requires_grad for x in (q, k, v, initial_state)):
+        # a gradient will be taken: keep the forward's checkpoints for the backward
+        o, final, _ = torch.ops.hla.forward_train(*args)
+    else:
+        o, final = torch.ops.hla.forward(*args)
     return o, (final if output_final_state else None)
 
 

@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#define MAX_ARGS 11
+#define MAX_ARGS 12
 #define MESSAGE_SIZE 4096
 
 typedef struct {
@@ -63,32 +63,43 @@ finish(const outcome *r)
 
 #define P(i) hla_ext_ptr(&t[i])
 
-/* forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows) -> None */
+/* forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows[, checkpoints]) -> None
+ * (hla_forward; hla_forward_checkpoints when checkpoints is given and not None: path must be chunked) */
 static PyObject *
 py_forward(PyObject *m, PyObject *args)
 {
     static const argspec spec[] = {
         {"q", HLA_EXT_READ, 0}, {"k", HLA_EXT_READ, 0}, {"v", HLA_EXT_READ, 0},
         {"output", HLA_EXT_WRITE, 0}, {"cu_seqlens", HLA_EXT_READ, 1},
-        {"initial_state", HLA_EXT_READ, 1}, {"final_state", HLA_EXT_WRITE, 1}, {"rows", HLA_EXT_READ, 1}};
-    PyObject *cfgo, *patho, *o[8];
+        {"initial_state", HLA_EXT_READ, 1}, {"final_state", HLA_EXT_WRITE, 1}, {"rows", HLA_EXT_READ, 1},
+        {"checkpoints", HLA_EXT_WRITE, 1}};
+    PyObject *cfgo, *patho, *o[9];
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
     int32_t path;
+    int saving;
     outcome r;
     (void)m;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:forward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
-                          &o[4], &o[5], &o[6], &o[7])) return NULL;
+    o[8] = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO|O:forward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
+                          &o[4], &o[5], &o[6], &o[7], &o[8])) return NULL;
     if (hla_ext_config_from_py(cfgo, &cfg) < 0 || hla_ext_path_from_py(patho, &path) < 0) return NULL;
-    if (convert_all(o, spec, 8, t) < 0) return NULL;
+    saving = o[8] != Py_None;
+    if (saving && path != HLA_PATH_CHUNKED) {
+        PyErr_SetString(PyExc_ValueError, "checkpoints are written by the chunked path only (path=\"chunked\")");
+        return NULL;
+    }
+    if (convert_all(o, spec, 9, t) < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    record(&r, hla_forward(&cfg, path, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)));
+    if (saving) record(&r, hla_forward_checkpoints(&cfg, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), P(8)));
+    else record(&r, hla_forward(&cfg, path, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)));
     Py_END_ALLOW_THREADS
-    release_all(t, 8);
+    release_all(t, 9);
     return finish(&r);
 }
 
-/* backward(cfg, path, q, k, v, d_out, dq, dk, dv, cu_seqlens, initial, d_final, d_initial) -> None */
+/* backward(cfg, path, q, k, v, d_out, dq, dk, dv, cu_seqlens, initial, d_final, d_initial[, checkpoints])
+ * -> None (hla_backward; hla_backward_checkpoints when checkpoints is given and not None: path chunked) */
 static PyObject *
 py_backward(PyObject *m, PyObject *args)
 {
@@ -96,21 +107,31 @@ py_backward(PyObject *m, PyObject *args)
         {"q", HLA_EXT_READ, 0}, {"k", HLA_EXT_READ, 0}, {"v", HLA_EXT_READ, 0}, {"do", HLA_EXT_READ, 0},
         {"dq", HLA_EXT_WRITE, 0}, {"dk", HLA_EXT_WRITE, 0}, {"dv", HLA_EXT_WRITE, 0},
         {"cu_seqlens", HLA_EXT_READ, 1}, {"initial_state", HLA_EXT_READ, 1},
-        {"d_final_state", HLA_EXT_READ, 1}, {"d_initial_state", HLA_EXT_WRITE, 1}};
-    PyObject *cfgo, *patho, *o[11];
+        {"d_final_state", HLA_EXT_READ, 1}, {"d_initial_state", HLA_EXT_WRITE, 1},
+        {"checkpoints", HLA_EXT_READ, 1}};
+    PyObject *cfgo, *patho, *o[12];
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
     int32_t path;
+    int saved;
     outcome r;
     (void)m;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO:backward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
-                          &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10])) return NULL;
+    o[11] = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO|O:backward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
+                          &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11])) return NULL;
     if (hla_ext_config_from_py(cfgo, &cfg) < 0 || hla_ext_path_from_py(patho, &path) < 0) return NULL;
-    if (convert_all(o, spec, 11, t) < 0) return NULL;
+    saved = o[11] != Py_None;
+    if (saved && path != HLA_PATH_CHUNKED) {
+        PyErr_SetString(PyExc_ValueError, "checkpoints are read by the chunked path only (path=\"chunked\")");
+        return NULL;
+    }
+    if (convert_all(o, spec, 12, t) < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    record(&r, hla_backward(&cfg, path, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), P(8), P(9), P(10)));
+    if (saved) record(&r, hla_backward_checkpoints(&cfg, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), P(8), P(9),
+                                                   P(10), P(11)));
+    else record(&r, hla_backward(&cfg, path, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), P(8), P(9), P(10)));
     Py_END_ALLOW_THREADS
-    release_all(t, 11);
+    release_all(t, 12);
     return finish(&r);
 }
 
@@ -435,6 +456,23 @@ elements(PyObject *cfgo, int summary)
     return PyLong_FromLongLong((long long)n);
 }
 
+/* checkpoint_rows(cfg, batch, tokens, sequences) -> (rows, stride) (hla_checkpoint_rows) */
+static PyObject *
+py_checkpoint_rows(PyObject *m, PyObject *args)
+{
+    PyObject *cfgo;
+    long long batch, tokens, sequences;
+    int64_t rows = 0, stride = 0;
+    hla_config cfg;
+    outcome r;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OLLL:checkpoint_rows", &cfgo, &batch, &tokens, &sequences)) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    record(&r, hla_checkpoint_rows(&cfg, (int64_t)batch, (int64_t)tokens, (int64_t)sequences, &rows, &stride));
+    if (r.status != HLA_OK) return hla_ext_raise(r.status, r.message);
+    return Py_BuildValue("(LL)", (long long)rows, (long long)stride);
+}
+
 static PyObject *
 py_state_elements(PyObject *m, PyObject *cfgo)
 {
@@ -506,9 +544,9 @@ py_version(PyObject *m, PyObject *Py_UNUSED(ignored))
 
 PyMethodDef hla_ext_ops_methods[] = {
     {"forward", py_forward, METH_VARARGS,
-     "forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows) -> None (hla_forward)"},
+     "forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows[, checkpoints]) -> None"},
     {"backward", py_backward, METH_VARARGS,
-     "backward(cfg, path, q, k, v, do, dq, dk, dv, cu_seqlens, initial, d_final, d_initial) -> None"},
+     "backward(cfg, path, q, k, v, do, dq, dk, dv, cu_seqlens, initial, d_final, d_initial[, checkpoints]) -> None"},
     {"reference", py_reference, METH_VARARGS,
      "reference(cfg, q, k, v, output, cu_seqlens) -> None (hla_reference)"},
     {"step", py_step, METH_VARARGS, "step(cfg, q, k, v, output, state, rows) -> None (hla_step)"},
@@ -529,6 +567,8 @@ PyMethodDef hla_ext_ops_methods[] = {
     {"summary_deserialize", py_summary_deserialize, METH_O,
      "summary_deserialize(data) -> (cfg, summary, lengths)"},
     {"state_elements", py_state_elements, METH_O, "state_elements(cfg) -> int"},
+    {"checkpoint_rows", py_checkpoint_rows, METH_VARARGS,
+     "checkpoint_rows(cfg, batch, tokens, sequences) -> (rows, stride) (hla_checkpoint_rows)"},
     {"summary_elements", py_summary_elements, METH_O, "summary_elements(cfg) -> int"},
     {"config", py_config, METH_O, "config(cfg) -> tuple: the options as an hla_config holds them"},
     {"state_serialized_size", py_state_serialized_size, METH_VARARGS,

@@ -1,0 +1,66 @@
+import CHLA
+
+/// Checkpoints a chunked forward leaves for the chunked backward (docs/gradients.md §11; C:
+/// hla_checkpoint_rows, hla_forward_checkpoints, hla_backward_checkpoints): each sequence's state before its
+/// tokens L, 2L, 3L, … (L = `stride`, a whole number of chunks, about √(T · chunk) tokens for the call's T
+/// tokens per batch row), the rows of sequence i after those of sequences 0..<i. The backward walks each
+/// stretch of L tokens from its checkpoint, so it skips the carry sweep it would otherwise run to find them.
+struct CheckpointPlan {
+    /// Chunk length of the chunked path (before it is capped at the longest sequence).
+    let chunk: Int
+    /// Chunks per stretch: ⌈√(chunks of T tokens)⌉.
+    let every: Int
+    var stride: Int { chunk * every }
+
+    init(_ c: Config, tokens: Int) {
+        chunk = Paths.chunkLength(c)
+        let chunks = max(1, (tokens + chunk - 1) / chunk)
+        var e = Int(Double(chunks).squareRoot())
+        while e * e < chunks { e += 1 }
+        while e > 1 && (e - 1) * (e - 1) >= chunks { e -= 1 }
+        every = e
+    }
+
+    /// Checkpoints of a sequence of `length` ≥ 1 tokens: its states before tokens L, 2L, … < length.
+    func count(length: Int) -> Int { (length - 1) / stride }
+
+    /// Rows that hold the checkpoints of any call with these shapes: B sequences of T tokens
+    /// (`sequences` nil), or N packed sequences of T tokens in all (Σ ⌊(len − 1)/L⌋ ≤ ⌊(T − N)/L⌋).
+    func bound(batch: Int, tokens: Int, sequences: Int?) throws(HLAError) -> Int {
+        if let n = sequences { return (tokens - n) / stride }
+        return try checkedMul(batch, (tokens - 1) / stride, "checkpoint rows")
+    }
+}
+
+/// The checkpoint rows of one call, typed: row `first[i] + j` is sequence i's state before its token (j + 1) L.
+struct Checkpoints<T> {
+    let rows: Rows<T>
+    let first: UnsafePointer<Int>
+    let plan: CheckpointPlan
+    /// Sequence i's state before its token (j + 1) · stride.
+    @inline(__always) func row(_ i: Int, _ j: Int) -> UnsafeMutablePointer<T> { rows.row(first[i] + j) }
+}
+
+extension Engine {
+    /// A validated checkpoint tensor of a call ([rows, n] of the state type, at least the rows the call's
+    /// sequences need) with each sequence's first row.
+    struct Tape {
+        let block: Block
+        let first: Indices
+        let plan: CheckpointPlan
+        func typed<T: HLAFloat>(_: T.Type) -> Checkpoints<T> {
+            Checkpoints(rows: block.typed(T.self), first: first.pointer, plan: plan)
+        }
+    }
+
+    static func tape(_ p: UnsafePointer<hla_tensor>?, _ c: Config, _ x: Inputs, written: Bool) throws(HLAError) -> Tape {
+        guard p != nil else { throw .null("checkpoints") }
+        let plan = CheckpointPlan(c, tokens: x.seqs.tokens)
+        var first = [Int](), total = 0
+        first.reserveCapacity(x.seqs.count)
+        for i in 0..<x.seqs.count { first.append(total); total += plan.count(length: x.seqs.length(i)) }
+        let b = try block(p, "checkpoints", n: elements(c, summary: false), compute: x.compute, count: total)
+        if written { try b.view.expectWritable() }
+        return Tape(block: b, first: try Indices(first), plan: plan)
+    }
+}
