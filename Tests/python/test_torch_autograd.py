@@ -393,12 +393,19 @@ def test_opcheck(op, dtype, extra):
     args = op_args(opts, 4)
     result = torch.library.opcheck(torch.ops.hla.forward.default, (q, k, v, init, cu) + args)
     assert set(result.values()) == {"SUCCESS"}, result
+    result = torch.library.opcheck(torch.ops.hla.forward_train.default, (q, k, v, init, cu) + args)
+    assert set(result.values()) == {"SUCCESS"}, result
     do = torch.randn(B, T, H, DV).to(dtype)
     dfin = torch.randn(N, state_size(opts, H, Hkv), dtype=ht.state_dtype(dtype))
     detached = [x.detach() for x in (q, k, v)]
     for i, d in ((init, dfin), (None, None)):
         result = torch.library.opcheck(torch.ops.hla.backward.default,
                                        (*detached, do, None if i is None else i.detach(), d, cu) + args)
+        assert set(result.values()) == {"SUCCESS"}, result
+        # with hla::forward_train's checkpoints
+        ck = torch.ops.hla.forward_train(*detached, None if i is None else i.detach(), cu, *args)[2]
+        result = torch.library.opcheck(torch.ops.hla.backward.default,
+                                       (*detached, do, None if i is None else i.detach(), d, cu) + args + (ck,))
         assert set(result.values()) == {"SUCCESS"}, result
 
 
