@@ -1735,17 +1735,19 @@ static void test_serialization(void)
 
 enum {
     A_Q, A_K, A_V, A_O, A_CU, A_INI, A_FIN, A_ROWS, A_Q3, A_K3, A_V3, A_O3, A_ST, A_SRC, A_DST, A_SUM, A_LEN,
-    A_SA, A_LA, A_SB, A_LB, A_SR, A_LR, A_DSTATE, A_DSUM, A_DLEN, A_DO, A_DQ, A_DK, A_DV, A_DFIN, A_DINI, A_COUNT
+    A_SA, A_LA, A_SB, A_LB, A_SR, A_LR, A_DSTATE, A_DSUM, A_DLEN, A_DO, A_DQ, A_DK, A_DV, A_DFIN, A_DINI, A_CK,
+    A_COUNT
 };
 static const char *arg_names[A_COUNT] = {"q", "k", "v", "output", "cu_seqlens", "initial", "final", "rows", "q",
                                          "k", "v", "output", "state", "src_rows", "dst_rows", "summary", "lengths",
                                          "a", "a_lengths", "b", "b_lengths", "result", "result_lengths", "state",
-                                         "summary", "lengths", "d_out", "dq", "dk", "dv", "d_final", "d_initial"};
+                                         "summary", "lengths", "d_out", "dq", "dk", "dv", "d_final", "d_initial",
+                                         "checkpoints"};
 
 enum { E_FORWARD, E_STEP, E_REFERENCE, E_RESET, E_COPY, E_SSER, E_SDES, E_SUMMARIZE, E_COMBINE, E_TOSTATE, E_USER,
-       E_UDES, E_BACKWARD, E_COUNT };
+       E_UDES, E_BACKWARD, E_FWDCK, E_BWDCK, E_COUNT };
 
-#define MAXARGS 11 /* tensor arguments of the widest entry point (hla_backward) */
+#define MAXARGS 12 /* tensor arguments of the widest entry point (hla_backward_checkpoints) */
 
 /* argument roles */
 enum {
@@ -1781,6 +1783,10 @@ static const entry g_entries[E_COUNT] = {
     {"hla_summary_deserialize", 2, {A_DSUM, A_DLEN}, {R_DEST, R_LOUT}, {0, 0}},
     {"hla_backward", 11, {A_Q, A_K, A_V, A_DO, A_DQ, A_DK, A_DV, A_CU, A_INI, A_DFIN, A_DINI},
      {R_IN, R_IN, R_IN, R_IN, R_OUT, R_OUT, R_OUT, R_CU, R_ST, R_ST, R_ST}, {0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1}},
+    {"hla_forward_checkpoints", 9, {A_Q, A_K, A_V, A_O, A_CU, A_INI, A_FIN, A_ROWS, A_CK},
+     {R_IN, R_IN, R_IN, R_OUT, R_CU, R_ST, R_ST, R_IDX, R_ST}, {0, 0, 0, 0, 1, 1, 1, 1, 0}},
+    {"hla_backward_checkpoints", 12, {A_Q, A_K, A_V, A_DO, A_DQ, A_DK, A_DV, A_CU, A_INI, A_DFIN, A_DINI, A_CK},
+     {R_IN, R_IN, R_IN, R_IN, R_OUT, R_OUT, R_OUT, R_CU, R_ST, R_ST, R_ST, R_ST}, {0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0}},
 };
 
 typedef struct {
@@ -1805,7 +1811,8 @@ static void fx_tensor(fixture *f, int a, int dt, int nd, int64_t s0, int64_t s1,
 }
 
 /* hla2 with ridge (or op), H = 2, Hkv = 1, dk = 3, dv = 2; B = 1, T = 5 packed as 2 sequences
- * {0, 2, 5}; a 4-row state with rows {3, 1}; summaries of 2 rows. */
+ * {0, 2, 5}; a 4-row state with rows {3, 1}; summaries of 2 rows; checkpoints of 4 rows (chunk 2: stride
+ * 4, so the packed sequences of 2 and 3 tokens need none, one unpacked sequence of 5 tokens needs 1). */
 static void fx_init(fixture *f, int op, int dt)
 {
     static const int64_t cu[3] = {0, 2, 5}, rows[2] = {3, 1}, src[2] = {0, 0}, lens[2] = {2, 3}, lb[2] = {1, 4};
@@ -1842,8 +1849,8 @@ static void fx_init(fixture *f, int op, int dt)
     fx_tensor(f, A_DSUM, sdt, 2, 2, f->m, 0, 0, NULL);
     fx_tensor(f, A_DLEN, HLA_INT64, 1, 2, 0, 0, 0, lens);
     {
-        /* hla_backward's cotangents and gradients (the generator is restored so that the data of the
-         * tests after this fixture do not depend on these draws) */
+        /* hla_backward's cotangents and gradients, and the checkpoint rows (the generator is restored so that
+         * the data of the tests after this fixture do not depend on these draws) */
         const uint64_t rng = g_rng;
         fx_tensor(f, A_DO, dt, 4, 1, 5, 2, 2, NULL);
         fx_tensor(f, A_DQ, dt, 4, 1, 5, 2, 3, NULL);
@@ -1851,6 +1858,7 @@ static void fx_init(fixture *f, int op, int dt)
         fx_tensor(f, A_DV, dt, 4, 1, 5, 1, 2, NULL);
         fx_tensor(f, A_DFIN, sdt, 2, 4, f->n, 0, 0, NULL);
         fx_tensor(f, A_DINI, sdt, 2, 4, f->n, 0, 0, NULL);
+        fx_tensor(f, A_CK, sdt, 2, 4, f->n, 0, 0, NULL);
         g_rng = rng;
     }
     /* real summaries for a and b (random rows need not be valid summaries) */
@@ -1931,6 +1939,9 @@ static hla_status fx_call(int e, fixture *f, const hla_config *cfg, hla_tensor *
     case E_USER: return hla_summary_serialize(cfg, a[0], a[1], f->obuf, f->ocap, &f->written);
     case E_BACKWARD:
         return hla_backward(cfg, HLA_PATH_CHUNKED, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
+    case E_FWDCK: return hla_forward_checkpoints(cfg, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+    case E_BWDCK:
+        return hla_backward_checkpoints(cfg, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]);
     default: return hla_summary_deserialize(f->ubytes, f->nubytes, &f->cout, a[0], a[1]);
     }
 }
@@ -3226,6 +3237,444 @@ static void test_backward(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* 11. checkpoints: hla_checkpoint_rows against the plan of include/hla.h; hla_forward_checkpoints =
+ *     hla_forward (chunked) bit for bit, each row = the state after its sequence's prefix; rows past the
+ *     needed ones untouched; hla_backward_checkpoints = hla_backward (chunked) bit for bit; empty checkpoint
+ *     tensors with data NULL; bad checkpoint tensors and sizes. (Per-tensor mutations: the E_FWDCK and
+ *     E_BWDCK entries of section 7.)                                                                    */
+
+/* The checkpoint stride for q of T tokens: chunk = cfg.chunk_size (at most 1024; automatic: 32 if
+ * max(dk, dv) <= 96, else 64), every = ceil(sqrt(ceil(T / chunk))), stride = chunk * every. (The library's
+ * automatic rule counts dv + 1 when normalizing: the automatic cases here keep away from 96.) */
+static int64_t ck_stride(const hla_config *c, int64_t T)
+{
+    const int64_t d = c->dk > c->dv ? c->dk : c->dv;
+    const int64_t chunk = c->chunk_size > 1024 ? 1024 : c->chunk_size > 0 ? c->chunk_size : d <= 96 ? 32 : 64;
+    const int64_t chunks = (T + chunk - 1) / chunk;
+    int64_t every = 1;
+    while (every * every < chunks) every++;
+    return chunk * every;
+}
+
+/* Buffers a failing call must leave as they were (each with its slack). */
+typedef struct {
+    int count;
+    void *p[8], *copy[8];
+    size_t bytes[8];
+} guard;
+
+static void guard_add(guard *g, void *p, int64_t elements, int dt)
+{
+    g->p[g->count] = p;
+    g->bytes[g->count] = (size_t)(elements + SLACK) * esize(dt);
+    g->copy[g->count] = xmalloc(g->bytes[g->count]);
+    g->count++;
+}
+static void guard_take(guard *g)
+{
+    int i;
+    for (i = 0; i < g->count; i++) memcpy(g->copy[i], g->p[i], g->bytes[i]);
+}
+static int guard_same(const guard *g)
+{
+    int i;
+    for (i = 0; i < g->count; i++)
+        if (memcmp(g->copy[i], g->p[i], g->bytes[i]) != 0) return 0;
+    return 1;
+}
+static void guard_free(guard *g)
+{
+    int i;
+    for (i = 0; i < g->count; i++) free(g->copy[i]);
+}
+
+/* hla_checkpoint_rows: the formula over chunk sizes, head sizes, batches, lengths and packings; bad sizes
+ * and pointers (nothing written). */
+static void ck_rows_api(void)
+{
+    static const int64_t chunks[6] = {0, 1, 3, 4, 37, 5000}, dks[2] = {3, 128},
+                         Ts[14] = {1, 2, 3, 4, 5, 9, 16, 17, 45, 60, 100, 1000, 4097, 100000};
+    int ci, di, ti, bi;
+    set_ctx("hla_checkpoint_rows");
+    for (di = 0; di < 2; di++)
+        for (ci = 0; ci < 6; ci++)
+            for (ti = 0; ti < 14; ti++) {
+                const hla_config c = cfg_make(HLA_OP_HLA2, 1, 0, 1.0, 0.0, 2, 1, dks[di], 8, chunks[ci]);
+                const int64_t T = Ts[ti], L = ck_stride(&c, T), seqs[3] = {1, 2, T};
+                for (bi = 0; bi < 5; bi++) {
+                    const int64_t B = bi < 2 ? 1 + 2 * bi : 1, N = bi < 2 ? 0 : seqs[bi - 2];
+                    const int64_t want = N == 0 ? B * ((T - 1) / L) : (T - N) / L;
+                    int64_t rows = -77, stride = -77;
+                    if (N > T) continue;
+                    OK(hla_checkpoint_rows(&c, B, T, N, &rows, &stride), "dk %lld chunk %lld: batch %lld, tokens %lld, "
+                       "sequences %lld", (long long)dks[di], (long long)chunks[ci], (long long)B, (long long)T, (long long)N);
+                    CHECK(rows == want && stride == L,
+                          "dk %lld chunk %lld: batch %lld, tokens %lld, sequences %lld: rows %lld, stride %lld; want %lld, %lld",
+                          (long long)dks[di], (long long)chunks[ci], (long long)B, (long long)T, (long long)N,
+                          (long long)rows, (long long)stride, (long long)want, (long long)L);
+                }
+            }
+    /* the largest batch whose rows fit: chunk 4, 10 tokens: stride 8, 1 row per sequence */
+    {
+        const hla_config c = cfg_make(HLA_OP_HLA3, 1, 0, 1.0, 0.0, 2, 1, 3, 2, 4);
+        int64_t rows = -77, stride = -77;
+        if (OK(hla_checkpoint_rows(&c, INT64_MAX, 10, 0, &rows, &stride), "batch INT64_MAX, 1 row each"))
+            CHECK(rows == INT64_MAX && stride == 8, "batch INT64_MAX, tokens 10: rows %lld, stride %lld", (long long)rows,
+                  (long long)stride);
+        /* the longest sequence: ceil(T / chunk) must not overflow (T + chunk - 1 would) */
+        rows = -77, stride = -77;
+        if (OK(hla_checkpoint_rows(&c, 1, INT64_MAX, 0, &rows, &stride), "tokens INT64_MAX"))
+            CHECK(stride % 4 == 0 && stride > 4 && rows == (INT64_MAX - 1) / stride &&
+                      (double)stride * (double)stride >= 4.0 * (double)INT64_MAX * 0.999,
+                  "tokens INT64_MAX: rows %lld, stride %lld", (long long)rows, (long long)stride);
+    }
+    /* bad sizes and pointers: the status, and nothing written */
+    {
+        static const struct {
+            int64_t b, t, s;
+            hla_status want;
+            const char *kw, *what;
+        } bad[12] = {{0, 10, 0, HLA_ERR_INVALID_ARGUMENT, "batch", "batch 0"},
+                     {-1, 10, 0, HLA_ERR_INVALID_ARGUMENT, "batch", "batch -1"},
+                     {INT64_MIN, 10, 0, HLA_ERR_INVALID_ARGUMENT, "batch", "batch INT64_MIN"},
+                     {1, 0, 0, HLA_ERR_INVALID_ARGUMENT, "tokens", "tokens 0"},
+                     {2, 0, 0, HLA_ERR_INVALID_ARGUMENT, "tokens", "tokens 0, batch 2"},
+                     {1, -5, 0, HLA_ERR_INVALID_ARGUMENT, "tokens", "tokens -5"},
+                     {1, 10, 11, HLA_ERR_INVALID_ARGUMENT, "sequences", "sequences 11 > tokens 10"},
+                     {1, 0, 1, HLA_ERR_INVALID_ARGUMENT, "tokens", "tokens 0, sequences 1"},
+                     {1, 10, -1, HLA_ERR_INVALID_ARGUMENT, "sequences", "sequences -1"},
+                     {1, 10, INT64_MIN, HLA_ERR_INVALID_ARGUMENT, "sequences", "sequences INT64_MIN"},
+                     {2, 10, 3, HLA_ERR_INVALID_ARGUMENT, "sequences", "sequences 3 with batch 2"},
+                     {INT64_MAX, 100, 0, HLA_ERR_OVERFLOW, "hla_checkpoint_rows", "batch INT64_MAX x 4 rows"}};
+        hla_config c = cfg_make(HLA_OP_HLA2, 1, 0, 1.0, 0.0, 2, 1, 3, 2, 4);
+        int64_t rows, stride;
+        int i;
+        for (i = 0; i < 12; i++) {
+            rows = stride = -77;
+            EXPECT(hla_checkpoint_rows(&c, bad[i].b, bad[i].t, bad[i].s, &rows, &stride), bad[i].want, bad[i].kw, "%s",
+                   bad[i].what);
+            CHECK(rows == -77 && stride == -77, "%s failed but wrote rows %lld, stride %lld", bad[i].what,
+                  (long long)rows, (long long)stride);
+        }
+        rows = stride = -77;
+        EXPECT(hla_checkpoint_rows(NULL, 1, 10, 0, &rows, &stride), HLA_ERR_NULL_POINTER, "cfg", "cfg NULL");
+        CHECK(rows == -77 && stride == -77, "cfg NULL failed but wrote rows %lld, stride %lld", (long long)rows,
+              (long long)stride);
+        EXPECT(hla_checkpoint_rows(&c, 1, 10, 0, NULL, &stride), HLA_ERR_NULL_POINTER, "rows", "rows NULL");
+        CHECK(stride == -77, "rows NULL failed but wrote stride %lld", (long long)stride);
+        EXPECT(hla_checkpoint_rows(&c, 1, 10, 0, &rows, NULL), HLA_ERR_NULL_POINTER, "stride", "stride NULL");
+        CHECK(rows == -77, "stride NULL failed but wrote rows %lld", (long long)rows);
+        c.chunk_size = -1;
+        EXPECT(hla_checkpoint_rows(&c, 1, 10, 0, &rows, &stride), HLA_ERR_INVALID_ARGUMENT, "chunk_size", "chunk_size -1");
+        c.chunk_size = 4, c.struct_size = 8;
+        EXPECT(hla_checkpoint_rows(&c, 1, 10, 0, &rows, &stride), HLA_ERR_INVALID_ARGUMENT, "struct_size", "struct_size 8");
+        CHECK(rows == -77 && stride == -77, "a bad configuration failed but wrote rows %lld, stride %lld", (long long)rows,
+              (long long)stride);
+    }
+}
+
+/* One configuration (grouped heads H = 4, Hkv = 2, dk = 3 != dv = 2, normalized, decay 0.9, chunk 4) in element
+ * type dt. variant 0: B = 2, T = 45 (stride 16: 2 checkpoints per sequence); 1: B = 1, T = 60 packed as
+ * {0, 7, 8, 40, 60} with int64 cu_seqlens (stride 16: rows 0, 0, 1, 1; hla_checkpoint_rows gives 3); 2: the
+ * same with int32 cu_seqlens, rows {2, 0, 3, 1} of the initial and final states, and checkpoint rows padded
+ * (row stride n + 5). Always an initial state (the final states of random prefixes). */
+static void ck_case(int op, int dt, int variant)
+{
+    static const int64_t cu[5] = {0, 7, 8, 40, 60}, slot_of[4] = {2, 0, 3, 1};
+    const int packed = variant > 0, withrows = variant == 2, cudt = variant == 2 ? HLA_INT32 : HLA_INT64;
+    const int sdt = state_dt(dt), osdt = sdt == HLA_FLOAT64 ? HLA_FLOAT32 : HLA_FLOAT64;
+    const int64_t B = packed ? 1 : 2, T = packed ? 60 : 45, N = packed ? 4 : 2;
+    hla_config c = cfg_make(op, 1, 1, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, 4, 2, 3, 2, 4);
+    prob p;
+    int64_t n, L, R = -1, stride = -1, Rv, need = 0, checked = 0, ckrows, ckst, i, j;
+    int64_t first[MAXSEQ], t0s[MAXSEQ], lens[MAXSEQ];
+    double *ini_d, *tmp;
+    void *ini_seq, *ini_slot, *fin1, *fin2, *out1, *out2, *out3, *pre, *ck, *ckz, *cub, *rowsb, *dout, *dfin;
+    void *g1[4], *g2[4], *g3[4];
+    hla_tensor tq, tk, tv, td, to1, to2, tcu, tini, tis, tf1, tf2, trows, tdf, tck, tckz;
+    hla_tensor *cup, *rowp;
+    set_ctx("checkpoints %s %s %s", op_name(op), dt_name(dt),
+            variant == 0 ? "B=2 T=45" : variant == 1 ? "packed, int64" : "packed, int32, rows, padded checkpoint rows");
+    prob_init(&p, &c, dt, B, T, 1, packed ? cu : NULL, N);
+    n = p.n;
+    for (i = 0; i < N; i++) {
+        t0s[i] = packed ? cu[i] : i * T; /* first token of sequence i in the [B * T] tokens */
+        lens[i] = packed ? cu[i + 1] - cu[i] : T;
+    }
+    L = ck_stride(&c, T);
+    for (i = 0; i < N; i++) first[i] = need, need += (lens[i] - 1) / L;
+    Rv = packed ? (T - N) / L : B * ((T - 1) / L);
+    OK(hla_checkpoint_rows(&c, B, T, packed ? N : 0, &R, &stride), "hla_checkpoint_rows");
+    CHECK(R == Rv && stride == L, "hla_checkpoint_rows: rows %lld, stride %lld; want %lld, %lld", (long long)R,
+          (long long)stride, (long long)Rv, (long long)L);
+    CHECK(L == 16 && need >= 2 && Rv >= need, "setup: stride %lld, %lld rows needed of %lld", (long long)L,
+          (long long)need, (long long)Rv);
+    /* checkpoints: one row more than hla_checkpoint_rows asks for, every element (padding, slack) 7.25 */
+    ckrows = Rv + 1, ckst = withrows ? n + 5 : n;
+    ck = talloc_fill(ckrows * ckst, sdt, 7.25);
+    {
+        int64_t sh[2], st[2];
+        sh[0] = ckrows, sh[1] = n, st[0] = ckst, st[1] = 1;
+        tck = mks(ck, sdt, 2, sh, st);
+    }
+    /* initial states: sequence order for hla_backward and the prefixes; slot order (rows) for hla_forward */
+    ini_d = xmalloc((size_t)(N * n) * sizeof(double));
+    valid_states(&c, N, 1, ini_d);
+    ini_seq = typed_of(ini_d, N * n, sdt);
+    ini_slot = talloc(N * n, sdt);
+    for (i = 0; i < N; i++)
+        memcpy(eptr(ini_slot, sdt, (withrows ? slot_of[i] : i) * n), eptr(ini_seq, sdt, i * n), (size_t)n * esize(sdt));
+    fin1 = talloc(N * n, sdt), fin2 = talloc(N * n, sdt), pre = talloc(n, sdt);
+    out1 = talloc(p.no, dt), out2 = talloc(p.no, dt), out3 = talloc(p.no, dt);
+    cub = ints_of(cu, 5, cudt);
+    rowsb = ints_of(slot_of, 4, HLA_INT32);
+    tq = pq(&p, 0, T), tk = pk(&p, 0, T), tv = pv(&p, 0, T), to1 = po(&p, out1, 0, T), to2 = po(&p, out2, 0, T);
+    tcu = mk(cub, cudt, 1, N + 1, 0, 0, 0), trows = mk(rowsb, HLA_INT32, 1, N, 0, 0, 0);
+    tini = mk(ini_slot, sdt, 2, N, n, 0, 0), tis = mk(ini_seq, sdt, 2, N, n, 0, 0);
+    tf1 = mk(fin1, sdt, 2, N, n, 0, 0), tf2 = mk(fin2, sdt, 2, N, n, 0, 0);
+    cup = packed ? &tcu : NULL, rowp = withrows ? &trows : NULL;
+
+    /* forward: = hla_forward chunked, bit for bit */
+    if (OK(hla_forward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &to1, cup, &tini, &tf1, rowp), "hla_forward chunked") &&
+        OK(hla_forward_checkpoints(&c, &tq, &tk, &tv, &to2, cup, &tini, &tf2, rowp, &tck), "hla_forward_checkpoints")) {
+        CHECK(count_nan(out2, dt, p.no) == 0 && memcmp(out1, out2, (size_t)p.no * esize(dt)) == 0,
+              "hla_forward_checkpoints: outputs differ from hla_forward chunked (rel err %.3g, %lld NaN)",
+              err_vec(out2, dt, out1, dt, p.no), (long long)count_nan(out2, dt, p.no));
+        CHECK(count_nan(fin2, sdt, N * n) == 0 && memcmp(fin1, fin2, (size_t)(N * n) * esize(sdt)) == 0,
+              "hla_forward_checkpoints: final states differ from hla_forward chunked (rel err %.3g)",
+              err_vec(fin2, sdt, fin1, sdt, N * n));
+    }
+    /* row first[i] + j - 1 = sequence i's state before its token j L: the final state of its tokens [0, j L) */
+    for (i = 0; i < N; i++)
+        for (j = 1; j * L < lens[i]; j++) {
+            const int64_t a = t0s[i], e = t0s[i] + j * L, cu1[2] = {0, j * L};
+            void *cub1 = ints_of(cu1, 2, cudt), *row = eptr(ck, sdt, (first[i] + j - 1) * ckst);
+            hla_tensor q1 = tokv(p.q, dt, 1, B * T, p.H, p.dk, a, e), k1 = tokv(p.k, dt, 1, B * T, p.Hkv, p.dk, a, e),
+                       v1 = tokv(p.v, dt, 1, B * T, p.Hkv, p.dv, a, e), o1 = tokv(out3, dt, 1, B * T, p.H, p.dv, a, e),
+                       ti1 = mk(eptr(ini_seq, sdt, i * n), sdt, 2, 1, n, 0, 0), tp = mk(pre, sdt, 2, 1, n, 0, 0),
+                       tc1 = mk(cub1, cudt, 1, 2, 0, 0, 0);
+            fill(pre, sdt, n, NAN);
+            if (OK(hla_forward(&c, HLA_PATH_CHUNKED, &q1, &k1, &v1, &o1, packed ? &tc1 : NULL, &ti1, &tp, NULL),
+                   "forward of sequence %lld's tokens [0, %lld)", (long long)i, (long long)(j * L))) {
+                CHECK(count_nan(pre, sdt, n) == 0 && memcmp(pre, row, (size_t)n * esize(sdt)) == 0,
+                      "checkpoint row %lld (sequence %lld before its token %lld) differs from the state after its tokens "
+                      "[0, %lld): rel err %.3g",
+                      (long long)(first[i] + j - 1), (long long)i, (long long)(j * L), (long long)(j * L),
+                      err_vec(row, sdt, pre, sdt, n));
+                checked++;
+            }
+            free(cub1);
+        }
+    CHECK(checked == need, "%lld checkpoint rows compared, %lld needed", (long long)checked, (long long)need);
+    /* nothing written past the needed rows, between padded rows or past the tensor */
+    {
+        int64_t x, bad = 0;
+        for (x = 0; x < ckrows * ckst + SLACK; x++)
+            if (!(x / ckst < need && x % ckst < n) && !(getv(ck, sdt, x) == 7.25)) bad++;
+        CHECK(bad == 0, "hla_forward_checkpoints wrote %lld elements outside the %lld rows it needs", (long long)bad,
+              (long long)need);
+    }
+
+    /* backward from the checkpoints = hla_backward chunked, bit for bit; the checkpoints are only read */
+    tmp = xmalloc((size_t)(p.no > N * n ? p.no : N * n) * sizeof(double));
+    for (i = 0; i < p.no; i++) tmp[i] = normal();
+    dout = typed_of(tmp, p.no, dt);
+    for (i = 0; i < N * n; i++) tmp[i] = 0.5 * normal();
+    dfin = typed_of(tmp, N * n, sdt);
+    free(tmp);
+    td = po(&p, dout, 0, T), tdf = mk(dfin, sdt, 2, N, n, 0, 0);
+    ckz = talloc_fill(ckrows * ckst, sdt, 7.25); /* the checkpoints with the needed rows zeroed */
+    memcpy(ckz, ck, (size_t)(ckrows * ckst) * esize(sdt));
+    for (i = 0; i < need; i++) fill(eptr(ckz, sdt, i * ckst), sdt, n, 0.0);
+    tckz = tck, tckz.data = ckz;
+    {
+        void **gs[3];
+        hla_tensor tg[3][4];
+        int s, w;
+        const int64_t cnt[4] = {p.nq, p.nk, p.nv, N * n};
+        gs[0] = g1, gs[1] = g2, gs[2] = g3;
+        for (s = 0; s < 3; s++) {
+            gs[s][0] = talloc(p.nq, dt), gs[s][1] = talloc(p.nk, dt), gs[s][2] = talloc(p.nv, dt);
+            gs[s][3] = talloc(N * n, sdt);
+            tg[s][0] = mk(gs[s][0], dt, 4, B, T, p.H, p.dk), tg[s][1] = mk(gs[s][1], dt, 4, B, T, p.Hkv, p.dk);
+            tg[s][2] = mk(gs[s][2], dt, 4, B, T, p.Hkv, p.dv), tg[s][3] = mk(gs[s][3], sdt, 2, N, n, 0, 0);
+        }
+        {
+            guard gk;
+            memset(&gk, 0, sizeof gk);
+            guard_add(&gk, ck, ckrows * ckst, sdt);
+            guard_take(&gk);
+            if (OK(hla_backward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &td, &tg[0][0], &tg[0][1], &tg[0][2], cup, &tis,
+                                &tdf, &tg[0][3]),
+                   "hla_backward chunked") &&
+                OK(hla_backward_checkpoints(&c, &tq, &tk, &tv, &td, &tg[1][0], &tg[1][1], &tg[1][2], cup, &tis, &tdf,
+                                            &tg[1][3], &tck),
+                   "hla_backward_checkpoints")) {
+                static const char *names[4] = {"dq", "dk", "dv", "d_initial"};
+                for (w = 0; w < 4; w++) {
+                    const int wdt = w == 3 ? sdt : dt;
+                    CHECK(count_nan(gs[1][w], wdt, cnt[w]) == 0 &&
+                              memcmp(gs[0][w], gs[1][w], (size_t)cnt[w] * esize(wdt)) == 0,
+                          "hla_backward_checkpoints: %s differs from hla_backward chunked (rel err %.3g, %lld NaN)",
+                          names[w], err_vec(gs[1][w], wdt, gs[0][w], wdt, cnt[w]),
+                          (long long)count_nan(gs[1][w], wdt, cnt[w]));
+                }
+            }
+            CHECK(guard_same(&gk), "hla_backward_checkpoints wrote into its checkpoints");
+            guard_free(&gk);
+        }
+        /* other checkpoint values give other gradients: the checkpoints are what the backward starts from */
+        if (OK(hla_backward_checkpoints(&c, &tq, &tk, &tv, &td, &tg[2][0], &tg[2][1], &tg[2][2], cup, &tis, &tdf,
+                                        &tg[2][3], &tckz),
+               "hla_backward_checkpoints from zeroed checkpoints"))
+            CHECK(memcmp(gs[2][0], gs[0][0], (size_t)p.nq * esize(dt)) != 0,
+                  "hla_backward_checkpoints from zeroed checkpoints gives the dq of the forward's checkpoints");
+
+        /* bad checkpoint tensors: the status, naming the argument, and nothing written */
+        {
+            guard gf, gb;
+            void *altm = talloc_fill(ckrows * n, osdt, 7.25);
+            int64_t sh0[2];
+            hla_tensor few = tck, other = mk(altm, osdt, 2, ckrows, n, 0, 0), wide = tck, empty;
+            const hla_tensor *bad[5];
+            static const hla_status want[5] = {HLA_ERR_MISMATCH, HLA_ERR_DTYPE, HLA_ERR_MISMATCH, HLA_ERR_MISMATCH,
+                                               HLA_ERR_NULL_POINTER};
+            static const char *what[5] = {"one row fewer than needed", "the other precision", "rows of n - 1 elements",
+                                          "0 rows, data NULL", "checkpoints NULL"};
+            int k;
+            few.shape[0] = need - 1;
+            wide.shape[1] = n - 1;
+            sh0[0] = 0, sh0[1] = n;
+            empty = mks(NULL, sdt, 2, sh0, NULL);
+            bad[0] = &few, bad[1] = &other, bad[2] = &wide, bad[3] = &empty, bad[4] = NULL;
+            memset(&gf, 0, sizeof gf);
+            memset(&gb, 0, sizeof gb);
+            guard_add(&gf, out2, p.no, dt), guard_add(&gf, fin2, N * n, sdt), guard_add(&gf, ck, ckrows * ckst, sdt);
+            guard_add(&gf, altm, ckrows * n, osdt);
+            guard_add(&gb, gs[1][0], p.nq, dt), guard_add(&gb, gs[1][1], p.nk, dt), guard_add(&gb, gs[1][2], p.nv, dt);
+            guard_add(&gb, gs[1][3], N * n, sdt), guard_add(&gb, ck, ckrows * ckst, sdt);
+            guard_add(&gb, altm, ckrows * n, osdt);
+            for (k = 0; k < 5; k++) {
+                guard_take(&gf);
+                EXPECT(hla_forward_checkpoints(&c, &tq, &tk, &tv, &to2, cup, &tini, &tf2, rowp, bad[k]), want[k],
+                       "checkpoints", "hla_forward_checkpoints, %s", what[k]);
+                CHECK(guard_same(&gf), "hla_forward_checkpoints with %s failed but wrote memory", what[k]);
+                guard_take(&gb);
+                EXPECT(hla_backward_checkpoints(&c, &tq, &tk, &tv, &td, &tg[1][0], &tg[1][1], &tg[1][2], cup, &tis,
+                                                &tdf, &tg[1][3], bad[k]),
+                       want[k], "checkpoints", "hla_backward_checkpoints, %s", what[k]);
+                CHECK(guard_same(&gb), "hla_backward_checkpoints with %s failed but wrote memory", what[k]);
+            }
+            guard_free(&gf);
+            guard_free(&gb);
+            free(altm);
+        }
+        for (s = 0; s < 3; s++)
+            for (w = 0; w < 4; w++) free(gs[s][w]);
+    }
+    free(ini_d), free(ini_seq), free(ini_slot), free(fin1), free(fin2), free(pre), free(out1), free(out2), free(out3);
+    free(ck), free(ckz), free(cub), free(rowsb), free(dout), free(dfin);
+    prob_free(&p);
+}
+
+/* Sequences shorter than the chunk (T = 3, chunk 4): no checkpoint rows; a [0, n] tensor with data NULL works
+ * and gives hla_forward's and hla_backward's results (chunked) bit for bit; B = 2, or packed {0, 1, 3}. Empty
+ * tensors are still checked: another precision or another n fails. */
+static void ck_short(int op, int dt)
+{
+    static const int64_t cu[3] = {0, 1, 3};
+    const int sdt = state_dt(dt), osdt = sdt == HLA_FLOAT64 ? HLA_FLOAT32 : HLA_FLOAT64;
+    hla_config c = cfg_make(op, 1, 1, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, 4, 2, 3, 2, 4);
+    int packed;
+    for (packed = 0; packed < 2; packed++) {
+        const int64_t B = packed ? 1 : 2, T = 3, N = 2;
+        prob p;
+        int64_t R = -1, stride = -1, sh[2], i;
+        void *cub = ints_of(cu, 3, HLA_INT64), *o1, *o2, *f1, *f2, *dout, *dfin, *g[2][4];
+        hla_tensor tq, tk, tv, to1, to2, tf1, tf2, tcu, te, tbad, td, tdf, tg[2][4];
+        hla_tensor *cup;
+        double *tmp;
+        int s, w;
+        set_ctx("checkpoints, T = 3 < chunk 4, %s %s %s", op_name(op), dt_name(dt), packed ? "packed {0, 1, 3}" : "B = 2");
+        prob_init(&p, &c, dt, B, T, 1, packed ? cu : NULL, N);
+        OK(hla_checkpoint_rows(&c, B, T, packed ? N : 0, &R, &stride), "hla_checkpoint_rows");
+        CHECK(R == 0 && stride == 4, "hla_checkpoint_rows: rows %lld, stride %lld; want 0, 4", (long long)R,
+              (long long)stride);
+        sh[0] = 0, sh[1] = p.n;
+        te = mks(NULL, sdt, 2, sh, NULL);
+        o1 = talloc(p.no, dt), o2 = talloc(p.no, dt), f1 = talloc(N * p.n, sdt), f2 = talloc(N * p.n, sdt);
+        tq = pq(&p, 0, T), tk = pk(&p, 0, T), tv = pv(&p, 0, T), to1 = po(&p, o1, 0, T), to2 = po(&p, o2, 0, T);
+        tf1 = mk(f1, sdt, 2, N, p.n, 0, 0), tf2 = mk(f2, sdt, 2, N, p.n, 0, 0), tcu = mk(cub, HLA_INT64, 1, 3, 0, 0, 0);
+        cup = packed ? &tcu : NULL;
+        if (OK(hla_forward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &to1, cup, NULL, &tf1, NULL), "hla_forward chunked") &&
+            OK(hla_forward_checkpoints(&c, &tq, &tk, &tv, &to2, cup, NULL, &tf2, NULL, &te),
+               "hla_forward_checkpoints, [0, n] checkpoints with data NULL")) {
+            CHECK(count_nan(o2, dt, p.no) == 0 && memcmp(o1, o2, (size_t)p.no * esize(dt)) == 0 &&
+                      memcmp(f1, f2, (size_t)(N * p.n) * esize(sdt)) == 0,
+                  "hla_forward_checkpoints differs from hla_forward chunked (outputs rel err %.3g, final %.3g)",
+                  err_vec(o2, dt, o1, dt, p.no), err_vec(f2, sdt, f1, sdt, N * p.n));
+            CHECK(err_out(&p, o2, 0, T) <= tol_of(dt), "hla_forward_checkpoints vs the reference: rel err %.3g",
+                  err_out(&p, o2, 0, T));
+        }
+        /* still checked when empty: element type and row length */
+        fill(o2, dt, p.no, NAN);
+        tbad = te, tbad.dtype = osdt;
+        EXPECT(hla_forward_checkpoints(&c, &tq, &tk, &tv, &to2, cup, NULL, NULL, NULL, &tbad), HLA_ERR_DTYPE,
+               "checkpoints", "[0, n] checkpoints of the other precision");
+        tbad = te, tbad.shape[1] = p.n + 1;
+        EXPECT(hla_forward_checkpoints(&c, &tq, &tk, &tv, &to2, cup, NULL, NULL, NULL, &tbad), HLA_ERR_MISMATCH,
+               "checkpoints", "[0, n + 1] checkpoints");
+        CHECK(count_nan(o2, dt, p.no + SLACK) == p.no + SLACK, "a failing hla_forward_checkpoints wrote its output");
+        /* backward */
+        tmp = xmalloc((size_t)(p.no > N * p.n ? p.no : N * p.n) * sizeof(double));
+        for (i = 0; i < p.no; i++) tmp[i] = normal();
+        dout = typed_of(tmp, p.no, dt);
+        for (i = 0; i < N * p.n; i++) tmp[i] = 0.5 * normal();
+        dfin = typed_of(tmp, N * p.n, sdt);
+        free(tmp);
+        td = po(&p, dout, 0, T), tdf = mk(dfin, sdt, 2, N, p.n, 0, 0);
+        for (s = 0; s < 2; s++) {
+            g[s][0] = talloc(p.nq, dt), g[s][1] = talloc(p.nk, dt), g[s][2] = talloc(p.nv, dt);
+            g[s][3] = talloc(N * p.n, sdt);
+            tg[s][0] = mk(g[s][0], dt, 4, B, T, p.H, p.dk), tg[s][1] = mk(g[s][1], dt, 4, B, T, p.Hkv, p.dk);
+            tg[s][2] = mk(g[s][2], dt, 4, B, T, p.Hkv, p.dv), tg[s][3] = mk(g[s][3], sdt, 2, N, p.n, 0, 0);
+        }
+        if (OK(hla_backward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &td, &tg[0][0], &tg[0][1], &tg[0][2], cup, NULL, &tdf,
+                            &tg[0][3]),
+               "hla_backward chunked") &&
+            OK(hla_backward_checkpoints(&c, &tq, &tk, &tv, &td, &tg[1][0], &tg[1][1], &tg[1][2], cup, NULL, &tdf,
+                                        &tg[1][3], &te),
+               "hla_backward_checkpoints, [0, n] checkpoints with data NULL")) {
+            int same = 1;
+            int64_t nan = 0;
+            for (w = 0; w < 4; w++) {
+                const int wdt = w == 3 ? sdt : dt;
+                const int64_t cnt = w == 0 ? p.nq : w == 1 ? p.nk : w == 2 ? p.nv : N * p.n;
+                same &= memcmp(g[0][w], g[1][w], (size_t)cnt * esize(wdt)) == 0;
+                nan += count_nan(g[1][w], wdt, cnt);
+            }
+            CHECK(same && nan == 0, "hla_backward_checkpoints differs from hla_backward chunked (%lld NaN)", (long long)nan);
+        }
+        for (s = 0; s < 2; s++)
+            for (w = 0; w < 4; w++) free(g[s][w]);
+        free(cub), free(o1), free(o2), free(f1), free(f2), free(dout), free(dfin);
+        prob_free(&p);
+    }
+}
+
+static void test_checkpoints(void)
+{
+    static const int dts[3] = {HLA_FLOAT64, HLA_FLOAT32, HLA_BFLOAT16};
+    int op, di, variant;
+    ck_rows_api();
+    for (op = 0; op < 3; op++)
+        for (di = 0; di < 3; di++) {
+            for (variant = 0; variant < 3; variant++) ck_case(op, dts[di], variant);
+            ck_short(op, dts[di]);
+        }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 int main(void)
 {
@@ -3261,6 +3710,7 @@ int main(void)
     SECTION(test_causality);
     SECTION(test_threads);
     SECTION(test_backward);
+    SECTION(test_checkpoints);
     printf("total %.2f s\n", now_s() - t0);
     printf("%ld passed, %ld failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;

@@ -1,6 +1,7 @@
 """Backward section of the libhla benchmark (examples/bench/bench.py), and its memory probe.
 
-    python3 backward.py --memprobe OP T H D   ->  one JSON line (peak memory of one hla.backward)
+    python3 backward.py --memprobe OP T H D [ck]  ->  one JSON line (peak memory of one hla.backward;
+                                                      with ck: from the forward's checkpoints)
 
 The torch peer is `chunked_torch` of examples/python/torch_train.py (the chunked algorithm written
 functionally in torch, masked, decay 1), imported from there so there is one copy.
@@ -25,31 +26,37 @@ def _inputs(T, seed=0):
     return tuple(rng.standard_normal((1, T, H, D), dtype=np.float32) for _ in range(4))   # q, k, v, do
 
 
-def memprobe(op, T, Hh, Dd):
+def memprobe(op, T, Hh, Dd, ck=False):
     """Peak memory of one hla.backward beyond its inputs (q, k, v, do) and gradients (dq, dk, dv), in
-    this fresh process: VmHWM (reset through /proc/self/clear_refs) - VmRSS(before) - gradient bytes."""
+    this fresh process: VmHWM (reset through /proc/self/clear_refs) - VmRSS(before) - gradient bytes.
+    With ck, the forward's checkpoints (made before the reset, reported as checkpoint_bytes) are given."""
     hla = mp.import_hla()
     rng = np.random.default_rng(0)
     q, k, v, do = (rng.standard_normal((1, T, Hh, Dd), dtype=np.float32) for _ in range(4))
     # warm the library (threads, buffers) on a tiny call so they are not charged to T
     hla.backward(q[:, :64], k[:, :64], v[:, :64], do[:, :64], op=op)
+    kw = {}
+    if ck:
+        kw["checkpoints"] = hla.new_checkpoints(q, k, v, op=op, scale=Dd ** -0.5)
+        hla.forward(q, k, v, op=op, scale=Dd ** -0.5, **kw)
     rss0, reset = mp.start_peak()
-    dq, dk, dv, _ = hla.backward(q, k, v, do, op=op, scale=Dd ** -0.5)
+    dq, dk, dv, _ = hla.backward(q, k, v, do, op=op, scale=Dd ** -0.5, **kw)
     hwm = mp.status("VmHWM")
     gb = dq.nbytes + dk.nbytes + dv.nbytes
     print(json.dumps({"op": op, "T": T, "hwm_reset": reset, "input_bytes": q.nbytes * 4, "grad_bytes": gb,
-                      "extra": hwm - rss0 - gb}))
+                      "extra": hwm - rss0 - gb, "checkpoint_bytes": kw["checkpoints"].nbytes if ck else 0}))
 
 
-def _probe(op, T):
+def _probe(op, T, ck=False):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memprobe", op, str(T), str(H), str(D)],
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memprobe", op, str(T), str(H), str(D)]
+                         + (["ck"] if ck else []), capture_output=True, text=True, env=env)
     try:
         return json.loads(out.stdout.strip().splitlines()[-1])
     except Exception:  # noqa: BLE001
         print(out.stderr, file=sys.stderr)
-        return {"extra": float("nan"), "input_bytes": 0, "grad_bytes": 0, "hwm_reset": False}
+        return {"extra": float("nan"), "input_bytes": 0, "grad_bytes": 0, "hwm_reset": False,
+                "checkpoint_bytes": 0}
 
 
 def _torch_peer():
@@ -66,24 +73,34 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
     s = D ** -0.5
     R.p("## Backward (B=1, H=Hkv=%d, dk=dv=%d, float32, masked, chunked path, automatic chunk)" % (H, D))
     R.p()
-    R.p("`hla.backward` (libhla's chunked backward: a forward sweep keeping a checkpoint every ⌈√chunks⌉ "
-        "chunks, then the groups in reverse, docs/gradients.md §9) against `hla.forward` on the same numpy "
-        "inputs (T=%d), interleaved in rounds, %d repetitions or more (up to about 1 s per round). "
-        "Load before: %s." % (T, a.reps, load()))
+    R.p("libhla's chunked backward (docs/gradients.md §9-§11) against `hla.forward` on the same numpy "
+        "inputs (T=%d), interleaved in rounds, %d repetitions or more (up to about 1.5 s per round): "
+        "`hla.backward` alone (a carry sweep keeping the carry every ⌈√chunks⌉ chunks, then the groups in "
+        "reverse) and, as in training, `hla.backward(..., checkpoints=ck)` from the checkpoints "
+        "`hla.forward(..., checkpoints=ck)` kept (no carry sweep; the same gradients bit for bit). The "
+        "target is read on the second, against the plain forward. Load before: %s." % (T, a.reps, load()))
     R.p()
     res = {}
     rows = []
     for op in OPS:
         q, k, v, do = _inputs(T, seed=5)
+        ck = hla.new_checkpoints(q, k, v, op=op, scale=s)
         tm = interleaved_all({
             "fwd": lambda op=op: hla.forward(q, k, v, op=op, scale=s),
-            "bwd": lambda op=op: hla.backward(q, k, v, do, op=op, scale=s)}, a.reps, budget=1.0)
+            "fwd_ck": lambda op=op: hla.forward(q, k, v, op=op, scale=s, checkpoints=ck),
+            "bwd": lambda op=op: hla.backward(q, k, v, do, op=op, scale=s),
+            "bwd_ck": lambda op=op: hla.backward(q, k, v, do, op=op, scale=s, checkpoints=ck)}, a.reps, budget=1.5)
         del q, k, v, do
-        f, b = med_min(tm["fwd"]), med_min(tm["bwd"])
-        res[op] = {"fwd": f, "bwd": b, "ratio": b[0] / f[0]}
-        rows.append([op, T, "%s (%s)" % (fmt_t(f[0]), fmt_t(f[1])), "%s (%s)" % (fmt_t(b[0]), fmt_t(b[1])),
-                     "%.2fx (%.2fx)" % (b[0] / f[0], b[1] / f[1])])
-    R.table(["op", "T", "forward median (min)", "backward median (min)", "backward / forward median (min)"], rows)
+        f, fc, b, bc = (med_min(tm[x]) for x in ("fwd", "fwd_ck", "bwd", "bwd_ck"))
+        res[op] = {"fwd": f, "fwd_ck": fc, "bwd": b, "bwd_ck": bc, "ratio": bc[0] / f[0],
+                   "ratio_plain": b[0] / f[0], "ck_bytes": ck.nbytes, "ck_rows": ck.shape[0]}
+        rows.append([op, T, "%s (%s)" % (fmt_t(f[0]), fmt_t(f[1])), "%s (%s)" % (fmt_t(fc[0]), fmt_t(fc[1])),
+                     "%s (%s)" % (fmt_t(b[0]), fmt_t(b[1])), "%s (%s)" % (fmt_t(bc[0]), fmt_t(bc[1])),
+                     "%.2fx (%.2fx)" % (b[0] / f[0], b[1] / f[1]), "%.2fx (%.2fx)" % (bc[0] / f[0], bc[1] / f[1]),
+                     "%.2fx" % ((fc[0] + bc[0]) / (f[0] + b[0])), "%d rows, %s" % (ck.shape[0], fmt_bytes(ck.nbytes))])
+    R.table(["op", "T", "forward median (min)", "forward keeping checkpoints", "backward alone",
+             "backward from checkpoints", "backward alone / forward", "backward from checkpoints / forward",
+             "training step (fwd + bwd) with / without checkpoints", "checkpoints"], rows)
 
     if a.has_torch:
         import torch
@@ -94,8 +111,9 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
             "examples/python/torch_train.py, chunk 64, functional, torch %s): forward + backward "
             "(`torch.autograd.grad` of o with cotangent do) at T=%d, not %d, to keep the torch side's run time "
             "short (its forward + backward takes seconds per call at T=4096 here); torch at 1 intra-op thread and at its default %d threads, the "
-            "faster counts. libhla: `hla.torch.forward` + autograd (its chunked forward and chunked backward) "
-            "and `hla.forward` + `hla.backward` on numpy arrays. Outputs and gradients are checked against the "
+            "faster counts. libhla: `hla.torch.forward` + autograd (its chunked forward keeping checkpoints, "
+            "`torch.ops.hla.forward_train`, and the chunked backward from them) and `hla.forward` + "
+            "`hla.backward` with checkpoints on numpy arrays. Outputs and gradients are checked against the "
             "peer first; then %d interleaved rounds (median)." % (
                 torch.__version__, Tt, T, torch.get_num_threads(), reps))
         R.p()
@@ -113,8 +131,9 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
                 return (o.detach(),) + torch.autograd.grad(o, (tq, tk, tv), tdo)
 
             def lib_np(op=op):
-                o, _ = hla.forward(q, k, v, op=op, scale=s)
-                return hla.backward(q, k, v, do, op=op, scale=s)
+                ck = hla.new_checkpoints(q, k, v, op=op, scale=s)
+                o, _ = hla.forward(q, k, v, op=op, scale=s, checkpoints=ck)
+                return hla.backward(q, k, v, do, op=op, scale=s, checkpoints=ck)
 
             ref = peer()
             mine = (ht.forward(tq, tk, tv, op=op, scale=s)[0].detach(),) + lib_t()
@@ -138,19 +157,23 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
         R.p("torch is not installed: no autograd comparison.")
         R.p()
 
-    R.p("Peak memory of one `hla.backward` (fresh process per (op, T), same method as the scaling section: "
-        "inputs q, k, v, do made first, VmHWM reset, one backward, VmHWM − VmRSS(before) − bytes of dq, dk, "
-        "dv = memory the call used beyond its inputs and gradients).")
+    R.p("Peak memory of one `hla.backward`, alone and from the forward's checkpoints (fresh process per (op, "
+        "T, variant), same method as the scaling section: inputs q, k, v, do (and the checkpoints) made "
+        "first, VmHWM reset, one backward, VmHWM − VmRSS(before) − bytes of dq, dk, dv = memory the call "
+        "used beyond its inputs and gradients). The checkpoints themselves are listed apart: the forward "
+        "keeps them for the backward, O(√T) states per sequence.")
     R.p()
     mrows = []
     for op in OPS:
-        res[op]["mem"] = {}
+        res[op]["mem"], res[op]["mem_ck"] = {}, {}
         for Tx in Tm:
-            m = _probe(op, Tx)
-            res[op]["mem"][Tx] = m
+            m, mc = _probe(op, Tx), _probe(op, Tx, ck=True)
+            res[op]["mem"][Tx], res[op]["mem_ck"][Tx] = m, mc
             mrows.append([op, Tx, fmt_bytes(m["input_bytes"] + m["grad_bytes"]), fmt_bytes(m["extra"]),
+                          fmt_bytes(mc["extra"]), fmt_bytes(mc["checkpoint_bytes"]),
                           "" if m.get("hwm_reset") else "VmHWM not resettable"])
-    R.table(["op", "T", "inputs+gradients", "extra peak memory", "note"], mrows)
+    R.table(["op", "T", "inputs+gradients", "extra peak memory (backward alone)",
+             "extra peak memory (from checkpoints)", "checkpoints", "note"], mrows)
     R.p("Load after: %s." % load())
     R.p()
 
@@ -158,9 +181,11 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
     trg = []
     for op in OPS:
         r = res[op]
-        trg.append(["%s chunked backward ≤ 3x the chunked forward (T=%d, H=8, d=64)" % (op, T),
-                    "%.2fx (%s vs %s; min %.2fx)" % (r["ratio"], fmt_t(r["bwd"][0]), fmt_t(r["fwd"][0]),
-                                                     r["bwd"][1] / r["fwd"][1]),
+        trg.append(["%s chunked backward ≤ 3x the chunked forward (T=%d, H=8, d=64; backward from the "
+                    "forward's checkpoints)" % (op, T),
+                    "%.2fx (%s vs %s; min %.2fx; backward alone %.2fx)" % (
+                        r["ratio"], fmt_t(r["bwd_ck"][0]), fmt_t(r["fwd"][0]), r["bwd_ck"][1] / r["fwd"][1],
+                        r["ratio_plain"]),
                     "%.2f of allowance" % (r["ratio"] / 3), "met" if r["ratio"] <= 3 else "NOT met"])
         if "torch" in r:
             t = r["torch"]
@@ -168,18 +193,19 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
                         "%.1fx (hla.torch %s vs torch %s, torch threads: %s)" % (t["ratio"], fmt_t(t["lib_t"]),
                                                                          fmt_t(t["peer"]), t["peer_threads"]),
                         "%.2f of target" % (t["ratio"] / 3), "met" if t["ratio"] >= 3 else "NOT met"])
-        ms = r["mem"]
-        lo, hi = min(ms), max(ms)
-        grow = ms[hi]["extra"] - ms[lo]["extra"]
-        trg.append(["%s backward memory independent of T beyond the gradients" % op,
-                    "extra peak %s at T=%d, %s at T=%d" % (fmt_bytes(ms[lo]["extra"]), lo,
-                                                          fmt_bytes(ms[hi]["extra"]), hi),
-                    "growth %s" % fmt_bytes(grow), "met" if abs(grow) <= 4 << 20 else "NOT met"])
+        for key, what in (("mem", "alone"), ("mem_ck", "from checkpoints, checkpoints included")):
+            ms = r[key]
+            lo, hi = min(ms), max(ms)
+            ex = {t: ms[t]["extra"] + ms[t]["checkpoint_bytes"] for t in (lo, hi)}
+            grow = ex[hi] - ex[lo]
+            trg.append(["%s backward memory independent of T beyond the gradients (%s)" % (op, what),
+                        "extra peak %s at T=%d, %s at T=%d" % (fmt_bytes(ex[lo]), lo, fmt_bytes(ex[hi]), hi),
+                        "growth %s" % fmt_bytes(grow), "met" if abs(grow) <= 4 << 20 else "NOT met"])
     return res, trg
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--memprobe":
-        memprobe(sys.argv[2], *map(int, sys.argv[3:6]))
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "--memprobe":
+        memprobe(sys.argv[2], *map(int, sys.argv[3:6]), ck=len(sys.argv) == 7 and sys.argv[6] == "ck")
     else:
         sys.exit(__doc__)

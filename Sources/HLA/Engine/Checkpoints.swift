@@ -6,7 +6,8 @@ import CHLA
 /// tokens per batch row), the rows of sequence i after those of sequences 0..<i. The backward walks each
 /// stretch of L tokens from its checkpoint, so it skips the carry sweep it would otherwise run to find them.
 struct CheckpointPlan {
-    /// Chunk length of the chunked path (before it is capped at the longest sequence).
+    /// Chunk length of the chunked path (before it is capped at the longest sequence): `chunk_size`, or 32 when
+    /// max(dk, dv + normalize) ≤ 96, else 64.
     let chunk: Int
     /// Chunks per stretch: ⌈√(chunks of T tokens)⌉.
     let every: Int
@@ -14,7 +15,7 @@ struct CheckpointPlan {
 
     init(_ c: Config, tokens: Int) {
         chunk = Paths.chunkLength(c)
-        let chunks = max(1, (tokens + chunk - 1) / chunk)
+        let chunks = (max(tokens, 1) - 1) / chunk + 1   // ⌈tokens / chunk⌉ without overflow
         var e = Int(Double(chunks).squareRoot())
         while e * e < chunks { e += 1 }
         while e > 1 && (e - 1) * (e - 1) >= chunks { e -= 1 }
@@ -59,7 +60,10 @@ extension Engine {
         var first = [Int](), total = 0
         first.reserveCapacity(x.seqs.count)
         for i in 0..<x.seqs.count { first.append(total); total += plan.count(length: x.seqs.length(i)) }
-        let b = try block(p, "checkpoints", n: elements(c, summary: false), compute: x.compute, count: total)
+        let b = try block(p, "checkpoints", n: elements(c, summary: false), compute: x.compute, count: 0)
+        guard b.view.shape[0] >= total else {
+            throw .mismatch("checkpoints has \(b.view.shape[0]) rows; the call's \(x.seqs.count) sequences need \(total) (stride \(plan.stride) tokens; hla_checkpoint_rows gives a bound)")
+        }
         if written { try b.view.expectWritable() }
         return Tape(block: b, first: try Indices(first), plan: plan)
     }
