@@ -9,6 +9,12 @@
   state's gradient against hla.backward, finite differences and the brute force of the concatenated
   sequence (d_initial of a segment flows into d_final of the one before); packed cu_seqlens;
   bfloat16 / float16; jit(grad) and vmap(grad);
+* checkpoints: under differentiation the chunked path runs hla_forward_checkpoints and
+  hla_backward_checkpoints (the lowered computation names those custom calls; inference and the serial
+  and scan paths do not), and the gradients equal hla.backward without checkpoints bit for bit (every
+  operator and dtype, grouped heads, normalize, decay, initial state and d_final, cu_seqlens, several
+  and zero checkpoint rows), eagerly, under jit, vmap (folded and looped with cu_seqlens), grad of vmap
+  and nested vmap; the saved checkpoints equal hla.forward(checkpoints=)'s;
 * the comparison catches a deliberately wrong gradient; bad input raises (no crash); `import hla`
   does not import JAX, and `import hla.jax` explains what is missing.
 
@@ -504,6 +510,298 @@ def test_a_wrong_gradient_is_caught():
                         argnums=(0, 1, 2))(q, k, v)
     with pytest.raises(AssertionError):
         check_grads(unmasked, want, 2e-3, "unmasked vs masked")
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints: under differentiation the chunked path's forward rule is hla_forward_checkpoints and the
+# backward rule hla_backward_checkpoints (hla_jax_forward_checkpoints / hla_jax_backward_checkpoints);
+# the gradients equal hla.backward without checkpoints bit for bit.
+
+CK_CHUNK = 4
+
+
+def ck_options(op, normalize):
+    return dict(op=op, normalize=normalize, decay=0.9, scale=DK ** -0.5, chunk_size=CK_CHUNK,
+                ridge=0.2 if op == "hla2" else 0.0)
+
+
+def ck_rows(B, T, H, Hkv, sequences=0, op="hla2", normalize=False, ridge=0.0, **_):
+    """(rows, stride) of the checkpoints of a call with chunk_size CK_CHUNK (ck_options(...) as opts)."""
+    return hla.checkpoint_rows(op, heads=H, kv_heads=Hkv, dk=DK, dv=DV, batch=B, tokens=T,
+                               sequences=sequences, normalize=normalize, ridge=ridge,
+                               chunk_size=CK_CHUNK)
+
+
+def ck_loss(opts, w, wf, cu=None):
+    """loss(q, k, v, s) = sum(o * w) + sum(final * wf), from initial state s (sums in float32 or
+    wider: the cotangents are w and wf exactly)."""
+    def loss(q, k, v, s, c=cu):
+        o, fin = hj.forward(q, k, v, initial_state=s, output_final_state=True, cu_seqlens=c, **opts)
+        acc = jnp.float64 if o.dtype == jnp.float64 else jnp.float32
+        return jnp.sum((o * w.astype(o.dtype)).astype(acc)) + jnp.sum(fin * wf.astype(fin.dtype))
+    return loss
+
+
+def ck_want(q, k, v, init, w, wf, opts, cu=None):
+    """hla.backward (numpy, no checkpoints) with the loss's cotangents."""
+    qn, kn, vn = (np.asarray(x) for x in (q, k, v))
+    sdt = np.float64 if qn.dtype == np.float64 else np.float32
+    return hla.backward(qn, kn, vn, np.asarray(jnp.asarray(w).astype(q.dtype)),
+                        initial_state=np.asarray(init), d_final_state=np.asarray(wf).astype(sdt),
+                        cu_seqlens=None if cu is None else np.asarray(cu), **opts)
+
+
+def bitwise(got, want, what):
+    for name, a, b in zip(("dq", "dk", "dv", "d_initial"), got, want):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.dtype == b.dtype and a.shape == b.shape, (what, name, a.dtype, b.dtype, a.shape, b.shape)
+        assert np.array_equal(a, b), "%s %s: not bit for bit (max |diff| %.3e)" % (
+            what, name, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))))
+
+
+@pytest.mark.parametrize("name", DTYPES)
+@pytest.mark.parametrize("op", ("hla2", "ahla", "hla3"))
+def test_checkpointed_grad_equals_backward(op, name):
+    B, H, Hkv = 2, 4, 2
+    T = 41 if op == "hla3" else 53
+    rows, stride = ck_rows(B, T, H, Hkv, op=op)
+    assert rows // B >= 2 and stride % CK_CHUNK == 0     # several checkpoints per sequence
+    sdt = jnp.float64 if name == "float64" else jnp.float32
+    for normalize in (False, True):
+        opts = ck_options(op, normalize)
+        (q, k, v), _ = cast(make(B, T, H, Hkv, seed_of("ck", op, normalize), positive=normalize), name)
+        init = valid_state(B, H, Hkv, 71, **dict(opts, chunk_size=None)).astype(sdt)
+        w = loss_weights(B, T, H, 72)
+        wf = jnp.asarray(np.random.default_rng(73).standard_normal(init.shape)).astype(sdt)
+        loss = ck_loss(opts, w, wf)
+        g = jax.grad(loss, argnums=(0, 1, 2, 3))(q, k, v, init)
+        assert all(a.dtype == q.dtype for a in g[:3]) and g[3].dtype == sdt
+        want = ck_want(q, k, v, init, w, wf, opts)
+        bitwise(g, want, "%s %s normalize=%s" % (op, name, normalize))
+        # without initial state or final state in the loss
+        L0 = lambda q, k, v: jnp.sum((hj.forward(q, k, v, **opts)[0] * w.astype(q.dtype))  # noqa: E731
+                                     .astype(jnp.float64 if name == "float64" else jnp.float32))
+        g0 = jax.grad(L0, argnums=(0, 1, 2))(q, k, v)
+        w0 = hla.backward(*(np.asarray(x) for x in (q, k, v)), np.asarray(w.astype(q.dtype)), **opts)
+        bitwise(g0, w0[:3], "%s %s no state" % (op, name))
+
+
+@pytest.mark.parametrize("op", ("hla2", "ahla", "hla3"))
+def test_checkpointed_grad_cu_seqlens(op):
+    T, H, Hkv = 50, 4, 2
+    opts = ck_options(op, False)
+    (q, k, v), _ = cast(make(1, T, H, Hkv, 81), "float64")
+    w = loss_weights(1, T, H, 82)
+    for cu in ([0, 10, 25, 50], [0, 3, 40, 50], [0, 50], [0, 1, 2, 50]):
+        N = len(cu) - 1
+        assert ck_rows(1, T, H, Hkv, sequences=N, **opts)[0] >= 1
+        init = valid_state(N, H, Hkv, 83, op=op, decay=0.9, ridge=opts["ridge"])
+        wf = jnp.asarray(np.random.default_rng(84).standard_normal(init.shape))
+        for dt in (jnp.int32, jnp.int64):
+            c = jnp.asarray(cu, dt)
+            loss = ck_loss(opts, w, wf)
+            g = jax.grad(loss, argnums=(0, 1, 2, 3))(q, k, v, init, c)
+            bitwise(g, ck_want(q, k, v, init, w, wf, opts, cu=cu), "cu %s" % cu)
+            gj = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(q, k, v, init, c)
+            bitwise(gj, g, "jit cu %s" % cu)
+
+
+@pytest.mark.parametrize("op", ("hla2", "ahla", "hla3"))
+def test_checkpointed_grad_jit_and_vmap(op):
+    V, B, H, Hkv = 3, 2, 4, 2
+    T = 41 if op == "hla3" else 47
+    opts = ck_options(op, True)
+    rng = np.random.default_rng(91)
+    qs, ks, vs = (jnp.asarray(np.abs(x) if i < 2 else x) for i, x in enumerate(
+        (rng.standard_normal((V, B, T, H, DK)), rng.standard_normal((V, B, T, Hkv, DK)),
+         rng.standard_normal((V, B, T, Hkv, DV)))))
+    n = hla.state_elements(op, heads=H, kv_heads=Hkv, dk=DK, dv=DV, normalize=True, ridge=opts["ridge"])
+    inits = valid_state(V * B, H, Hkv, 92, **dict(opts, chunk_size=None)).reshape(V, B, n)
+    w = loss_weights(B, T, H, 93)
+    wf = jnp.asarray(rng.standard_normal((B, n)))
+    loss = ck_loss(opts, w, wf)
+    grad = jax.grad(loss, argnums=(0, 1, 2, 3))
+    # jit
+    bitwise(jax.jit(grad)(qs[0], ks[0], vs[0], inits[0]),
+            ck_want(qs[0], ks[0], vs[0], inits[0], w, wf, opts), "jit(grad)")
+    # vmap (the leading axis folds into the batch: [V, rows, n] checkpoints), eagerly and under jit,
+    # batched and unbatched arguments
+    for in_axes in ((0, 0, 0, 0), (0, None, 0, None), (None, 0, None, 0)):
+        args = [x if ax == 0 else x[1] for x, ax in zip((qs, ks, vs, inits), in_axes)]
+        for f in (jax.vmap(grad, in_axes=in_axes), jax.jit(jax.vmap(grad, in_axes=in_axes))):
+            g = f(*args)
+            for i in range(V):
+                sl = [x[i] if ax == 0 else x for x, ax in zip(args, in_axes)]
+                bitwise([a[i] for a in g], ck_want(*sl, w, wf, opts), "vmap(grad) %s [%d]" % (in_axes, i))
+    # grad of a loss over a vmapped forward
+    gv = jax.grad(lambda q, k, v, s: jnp.sum(jax.vmap(loss)(q, k, v, s)), argnums=(0, 1, 2, 3))(
+        qs, ks, vs, inits)
+    for i in range(V):
+        bitwise([a[i] for a in gv], ck_want(qs[i], ks[i], vs[i], inits[i], w, wf, opts),
+                "grad(vmap) [%d]" % i)
+    # nested vmap
+    q2, k2, v2, s2 = (jnp.stack([x, x[::-1]]) for x in (qs, ks, vs, inits))
+    g = jax.jit(jax.vmap(jax.vmap(grad)))(q2, k2, v2, s2)
+    for a in range(2):
+        for i in range(V):
+            bitwise([x[a, i] for x in g], ck_want(q2[a, i], k2[a, i], v2[a, i], s2[a, i], w, wf, opts),
+                    "vmap(vmap(grad)) [%d, %d]" % (a, i))
+
+
+@pytest.mark.parametrize("op", ("hla2", "ahla", "hla3"))
+def test_checkpointed_grad_vmap_cu_seqlens(op):
+    """vmap with cu_seqlens: the custom calls loop over the leading index, each with its own packing
+    and its own [rows, n] checkpoints (rows: a bound over every packing)."""
+    V, T, H, Hkv = 3, 50, 2, 1
+    opts = ck_options(op, False)
+    rng = np.random.default_rng(101)
+    qs = jnp.asarray(rng.standard_normal((V, 1, T, H, DK)))
+    ks = jnp.asarray(rng.standard_normal((V, 1, T, Hkv, DK)))
+    vs = jnp.asarray(rng.standard_normal((V, 1, T, Hkv, DV)))
+    cus = [[0, 10, 25, 50], [0, 3, 40, 50], [0, 20, 40, 50]]       # 1, 2 and 2 checkpoints of 2 rows
+    n = hla.state_elements(op, heads=H, kv_heads=Hkv, dk=DK, dv=DV, ridge=opts["ridge"])
+    inits = valid_state(V * 3, H, Hkv, 102, op=op, decay=0.9, ridge=opts["ridge"]).reshape(V, 3, n)
+    w = loss_weights(1, T, H, 103)
+    wf = jnp.asarray(rng.standard_normal((3, n)))
+    grad = jax.grad(ck_loss(opts, w, wf), argnums=(0, 1, 2, 3))
+    c = jnp.asarray(cus, jnp.int32)
+    for in_axes, cu in (((0, 0, 0, 0, 0), c), ((0, 0, 0, 0, None), c[1])):
+        for f in (jax.vmap(grad, in_axes=in_axes), jax.jit(jax.vmap(grad, in_axes=in_axes))):
+            g = f(qs, ks, vs, inits, cu)
+            for i in range(V):
+                ci = cus[i] if in_axes[4] == 0 else cus[1]
+                bitwise([a[i] for a in g], ck_want(qs[i], ks[i], vs[i], inits[i], w, wf, opts, cu=ci),
+                        "vmap(grad) cu %s [%d]" % (ci, i))
+
+
+@pytest.mark.parametrize("name", ("float64", "float32", "bfloat16"))
+def test_forward_checkpoints_layout(name):
+    """The fwd rule's checkpoints equal hla.forward(checkpoints=) of each batch element (no cu_seqlens:
+    the folded call's [V*rows, n] is [V, rows, n]; with: one call per index, unused rows zero)."""
+    op, V, B, T, H, Hkv = "hla2", 3, 2, 45, 4, 2
+    opts = ck_options(op, False)
+    rng = np.random.default_rng(111)
+    (qs, ks, vs), _ = cast((rng.standard_normal((V, B, T, H, DK)), rng.standard_normal((V, B, T, Hkv, DK)),
+                            rng.standard_normal((V, B, T, Hkv, DV))), name)
+
+    def fwd(q, k, v, c=None):
+        s, *args = hj._prepare(q, k, v, initial_state=None, output_final_state=False, cu_seqlens=c,
+                               path="chunked", masked=True, eps=1e-6, **opts)
+        return hj._forward_call(s, *args, checkpoints=True)
+
+    o, _, ck = jax.jit(jax.vmap(fwd))(qs, ks, vs)
+    rows = ck_rows(B, T, H, Hkv, **opts)[0]
+    assert ck.shape == (V, rows, hla.state_elements(op, heads=H, kv_heads=Hkv, dk=DK, dv=DV, ridge=0.2))
+    for i in range(V):
+        qn, kn, vn = (np.asarray(x[i]) for x in (qs, ks, vs))
+        want = hla.new_checkpoints(qn, kn, vn, **opts)
+        wo, _ = hla.forward(qn, kn, vn, checkpoints=want, **opts)
+        assert np.array_equal(np.asarray(ck[i]), want) and np.array_equal(np.asarray(o[i]), wo)
+        # and the unbatched call
+        o1, _, ck1 = fwd(qs[i], ks[i], vs[i])
+        assert np.array_equal(np.asarray(ck1), want) and np.array_equal(np.asarray(o1), wo)
+    cus = [[0, 10, 25, 45], [0, 3, 40, 45], [0, 20, 30, 45]]
+    q1, k1, v1 = (x[:, :1] for x in (qs, ks, vs))
+    o, _, ck = jax.vmap(fwd)(q1, k1, v1, jnp.asarray(cus, jnp.int32))
+    assert ck.shape[1] == ck_rows(1, T, H, Hkv, sequences=3, **opts)[0]
+    for i in range(V):
+        qn, kn, vn = (np.asarray(x[i]) for x in (q1, k1, v1))
+        want = hla.new_checkpoints(qn, kn, vn, cu_seqlens=np.asarray(cus[i]), **opts)
+        hla.forward(qn, kn, vn, cu_seqlens=np.asarray(cus[i]), checkpoints=want, **opts)
+        assert np.array_equal(np.asarray(ck[i]), want), i
+
+
+def test_zero_checkpoint_rows():
+    """Sequences shorter than one stride: the checkpoint array has zero rows (data NULL to libhla)."""
+    op, B, T, H, Hkv = "hla2", 2, 6, 4, 2
+    opts = ck_options(op, False)
+    assert ck_rows(B, T, H, Hkv, **opts)[0] == 0
+    (q, k, v), _ = cast(make(B, T, H, Hkv, 121), "float64")
+    init = valid_state(B, H, Hkv, 122, op=op, decay=0.9, ridge=0.2)
+    w = loss_weights(B, T, H, 123)
+    wf = jnp.asarray(np.random.default_rng(124).standard_normal(init.shape))
+    grad = jax.grad(ck_loss(opts, w, wf), argnums=(0, 1, 2, 3))
+    bitwise(grad(q, k, v, init), ck_want(q, k, v, init, w, wf, opts), "zero rows")
+    bitwise(jax.jit(grad)(q, k, v, init), ck_want(q, k, v, init, w, wf, opts), "zero rows, jit")
+    qs, ks, vs, ss = (jnp.stack([x, 2 * x]) for x in (q, k, v, init))
+    g = jax.vmap(grad)(qs, ks, vs, ss)
+    for i in range(2):
+        bitwise([a[i] for a in g], ck_want(qs[i], ks[i], vs[i], ss[i], w, wf, opts), "zero rows, vmap")
+    assert "hla_jax_backward_checkpoints" in jax.jit(grad).lower(q, k, v, init).as_text()
+
+
+def _targets(text):
+    import re
+    return set(re.findall(r"\bhla_jax_\w+", text))
+
+
+def test_checkpointed_targets_run_under_grad():
+    """The lowered computations name the checkpointed custom calls under differentiation on the chunked
+    path (and only then): the test fails if the fwd/bwd rules fall back to hla_forward/hla_backward."""
+    op, B, T, H, Hkv = "hla2", 2, 45, 4, 2
+    opts = ck_options(op, False)
+    (q, k, v), _ = cast(make(B, T, H, Hkv, 131), "float32")
+    init = valid_state(B, H, Hkv, 132, op=op, decay=0.9, ridge=0.2).astype(jnp.float32)
+    w = loss_weights(B, T, H, 133)
+    wf = jnp.asarray(np.random.default_rng(134).standard_normal(init.shape))
+    loss = ck_loss(opts, w, wf)
+    grad = jax.grad(loss, argnums=(0, 1, 2, 3))
+    want = {"hla_jax_forward_checkpoints", "hla_jax_backward_checkpoints"}
+    assert _targets(jax.jit(grad).lower(q, k, v, init).as_text()) == want
+    assert _targets(jax.jit(jax.vmap(grad)).lower(*(jnp.stack([x, x]) for x in (q, k, v, init)))
+                    .as_text()) == want
+    c = jnp.asarray([0, 20, 45], jnp.int32)
+    q1, k1, v1 = q[:1], k[:1], v[:1]
+    assert _targets(jax.jit(jax.grad(lambda q, c: jnp.sum(hj.forward(q, k1, v1, cu_seqlens=c, **opts)[0])))
+                    .lower(q1, c).as_text()) == want
+    # value_and_grad: one forward (the checkpointed one) and the checkpointed backward
+    text = jax.jit(jax.value_and_grad(loss)).lower(q, k, v, init).as_text()
+    assert _targets(text) == want and text.count("@hla_jax_forward_checkpoints(") == 1
+    # the checkpoints are an output of the forward custom call and an operand of the backward one
+    rows = ck_rows(B, T, H, Hkv, **opts)[0]
+    n = init.shape[1]
+    assert rows >= 2 and ("tensor<%dx%dxf32>" % (rows, n)) in text
+    # inference (no differentiation) calls plain hla_forward, without checkpoints
+    assert _targets(jax.jit(lambda q, k, v, s: loss(q, k, v, s)).lower(q, k, v, init).as_text()) == \
+        {"hla_jax_forward"}
+    # the serial and scan paths keep hla_forward / hla_backward under grad
+    for path in ("serial", "scan"):
+        lp = ck_loss(dict(opts, path=path), w, wf)
+        # (under jit(grad) without the value, the forward is dead code there and XLA drops it)
+        assert _targets(jax.jit(jax.grad(lp, argnums=(0, 1, 2, 3))).lower(q, k, v, init).as_text()) == \
+            {"hla_jax_backward"}
+        assert _targets(jax.jit(jax.value_and_grad(lp)).lower(q, k, v, init).as_text()) == \
+            {"hla_jax_forward", "hla_jax_backward"}
+        g = jax.grad(lp, argnums=(0, 1, 2, 3))(q, k, v, init)
+        bitwise(g, ck_want(q, k, v, init, w, wf, dict(opts, path=path)), path)
+
+
+def test_checkpoint_custom_calls_check_their_operands():
+    """The checkpointed custom calls check the checkpoint array (shape, dtype, path) themselves."""
+    B, T, H, Hkv = 1, 45, 2, 2
+    q, k, v = (jnp.asarray(x) for x in make(B, T, H, Hkv, 141))
+    n = hla.state_elements("hla2", heads=H, kv_heads=Hkv, dk=DK, dv=DV)
+    rows = ck_rows(B, T, H, Hkv)[0]
+    attrs = dict(op=np.int64(0), masked=True, normalize=False, scale=1.0, decay=1.0, ridge=0.0,
+                 eps=1e-6, chunk_size=np.int64(CK_CHUNK), path=np.int64(0), has_initial=False,
+                 has_cu=False)
+    out = (jax.ShapeDtypeStruct((B, T, H, DV), q.dtype), jax.ShapeDtypeStruct((0,), jnp.float64))
+    ph = (jnp.zeros((0,)), jnp.zeros((0,), jnp.int32))
+    for shape, dtype, path, text in (((rows + 1, n), jnp.float64, 0, "checkpoints has shape"),
+                                     ((rows, n), jnp.float32, 0, "checkpoints must be float64"),
+                                     ((rows, n), jnp.float64, 1, "chunked path only")):
+        call = jax.ffi.ffi_call("hla_jax_forward_checkpoints", out + (jax.ShapeDtypeStruct(shape, dtype),))
+        with pytest.raises(Exception, match=text):
+            call(q, k, v, *ph, want_final=False, **dict(attrs, path=np.int64(path)))[0].block_until_ready()
+        grads = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, q.dtype),
+                 jax.ShapeDtypeStruct(v.shape, q.dtype), jax.ShapeDtypeStruct((0,), jnp.float64))
+        call = jax.ffi.ffi_call("hla_jax_backward_checkpoints", grads)
+        with pytest.raises(Exception, match=text.replace("written", "read")):
+            call(q, k, v, jnp.zeros((B, T, H, DV)), *ph, jnp.zeros((0,)), jnp.zeros(shape, dtype),
+                 has_d_final=False, **dict(attrs, path=np.int64(path)))[0].block_until_ready()
+    # still alive and correct afterwards
+    o, _ = hj.forward(q, k, v)
+    assert rel(o, hla.forward(*(np.asarray(x) for x in (q, k, v)))[0]) == 0.0
 
 
 # ----------------------------------------------------------------------------------------------

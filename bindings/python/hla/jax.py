@@ -9,6 +9,18 @@ over, with ``cu_seqlens``). Differentiable in q, k, v and initial_state; the fin
 enters the backward (so segments chain). Second derivatives and forward-mode (``jax.jvp``) are not
 provided.
 
+What the custom_vjp's forward rule (used only when a gradient is taken) saves for the backward: q, k,
+v, initial_state and cu_seqlens, and on the chunked path (the default) also the checkpoints
+``[rows, n]`` (state dtype; ``rows`` from ``hla.checkpoint_rows``, known when the call is traced, may
+be 0; ``[..., rows, n]`` under ``jax.vmap``): that forward is ``hla_forward_checkpoints`` (custom call
+``hla_jax_forward_checkpoints``), and the backward ``hla_backward_checkpoints``
+(``hla_jax_backward_checkpoints``) starts from them instead of recomputing the chunk carries (about one
+forward less; the same gradients bit for bit). The primal without differentiation (inference) is plain
+``hla_forward`` and writes no checkpoints. The serial and scan paths save no checkpoints (their backward
+is ``hla_backward``). (Under ``jax.jit(jax.grad(...))`` without the loss value, XLA used to drop the
+unused forward; the checkpointed forward is kept, as the backward reads it, and the pair costs about
+what ``hla_backward`` alone did. With the value -- ``value_and_grad``, training -- one forward is saved.)
+
 Built only when JAX is installed: the handlers (``src/jax_ffi.cc``) compile against the XLA FFI
 headers jaxlib ships (``jax.ffi.include_dir()``) into ``hla/_hla_jax_ffi.so`` -- by setup.py's
 build_ext (``make python``, ``pip install``) when ``import jax`` works there, or by ``make jax-ffi``.
@@ -40,6 +52,8 @@ __all__ = ["forward", "state_elements", "library_path"]
 _LIBRARY_NAME = "_hla_jax_ffi.so"
 _FORWARD_TARGET = "hla_jax_forward"
 _BACKWARD_TARGET = "hla_jax_backward"
+_FORWARD_CHECKPOINTS_TARGET = "hla_jax_forward_checkpoints"
+_BACKWARD_CHECKPOINTS_TARGET = "hla_jax_backward_checkpoints"
 _OPS = {"hla2": 0, "ahla": 1, "hla3": 2}
 _PATHS = {"chunked": 0, "serial": 1, "scan": 2}
 _FLOATS = ("float32", "float64", "bfloat16", "float16")
@@ -74,11 +88,16 @@ _lib = _load()
 # Registration is global to the process (registering a target again replaces it, e.g. on reload).
 _jax.ffi.register_ffi_target(_FORWARD_TARGET, _jax.ffi.pycapsule(_lib.HlaJaxForward), platform="cpu")
 _jax.ffi.register_ffi_target(_BACKWARD_TARGET, _jax.ffi.pycapsule(_lib.HlaJaxBackward), platform="cpu")
+_jax.ffi.register_ffi_target(_FORWARD_CHECKPOINTS_TARGET, _jax.ffi.pycapsule(_lib.HlaJaxForwardCheckpoints),
+                             platform="cpu")
+_jax.ffi.register_ffi_target(_BACKWARD_CHECKPOINTS_TARGET,
+                             _jax.ffi.pycapsule(_lib.HlaJaxBackwardCheckpoints), platform="cpu")
 
 # The non-differentiable part of a call (hashable: the custom_vjp's static argument). n is the state
-# row length, want_final whether the final state is returned.
+# row length, want_final whether the final state is returned, cfg the validated hla Config (for
+# hla_checkpoint_rows).
 _Static = _collections.namedtuple(
-    "_Static", "op masked normalize scale decay ridge eps chunk_size path n want_final")
+    "_Static", "op masked normalize scale decay ridge eps chunk_size path n want_final cfg")
 
 
 def _dtype_name(x):
@@ -149,33 +168,54 @@ def _sequences(q, cu):
     return q.shape[0] if cu is None else cu.shape[0] - 1
 
 
-def _forward_call(s, q, k, v, initial, cu):
+def _checkpoint_rows(s, q, cu):
+    """Rows of the checkpoints of one call (hla_checkpoint_rows; shapes are static under tracing):
+    B sequences of T tokens, or the N packed sequences of cu_seqlens. Under jax.vmap q and cu are one
+    batch element's, and the custom calls' checkpoints are [..., rows, n]."""
+    B, T = q.shape[0], q.shape[1]
+    return _hla.checkpoint_rows(s.cfg, B, T, 0 if cu is None else _sequences(q, cu))[0]
+
+
+def _forward_call(s, q, k, v, initial, cu, checkpoints=False):
+    """(o, final) through hla_forward, or (o, final, checkpoints [rows, n]) through
+    hla_forward_checkpoints when checkpoints is true (chunked path)."""
     B, T, H, _ = q.shape
     sdt = _state_dtype(q.dtype)
     N = _sequences(q, cu)
     result = (_jax.ShapeDtypeStruct((B, T, H, v.shape[3]), q.dtype),
               _jax.ShapeDtypeStruct((N, s.n) if s.want_final else (0,), sdt))
-    call = _jax.ffi.ffi_call(_FORWARD_TARGET, result, vmap_method="broadcast_all")
-    o, final = call(q, k, v,
-                    _placeholder(sdt) if initial is None else initial,
-                    _placeholder(_jnp.int32) if cu is None else cu,
-                    has_initial=_np.bool_(initial is not None), has_cu=_np.bool_(cu is not None),
-                    want_final=_np.bool_(s.want_final), **_attrs(s))
-    return o, (final if s.want_final else None)
+    target = _FORWARD_TARGET
+    if checkpoints:
+        result += (_jax.ShapeDtypeStruct((_checkpoint_rows(s, q, cu), s.n), sdt),)
+        target = _FORWARD_CHECKPOINTS_TARGET
+    call = _jax.ffi.ffi_call(target, result, vmap_method="broadcast_all")
+    out = call(q, k, v,
+               _placeholder(sdt) if initial is None else initial,
+               _placeholder(_jnp.int32) if cu is None else cu,
+               has_initial=_np.bool_(initial is not None), has_cu=_np.bool_(cu is not None),
+               want_final=_np.bool_(s.want_final), **_attrs(s))
+    o, final = out[0], (out[1] if s.want_final else None)
+    return (o, final, out[2]) if checkpoints else (o, final)
 
 
-def _backward_call(s, q, k, v, do, initial, cu, d_final):
+def _backward_call(s, q, k, v, do, initial, cu, d_final, checkpoints=None):
+    """Gradients through hla_backward, or hla_backward_checkpoints from the checkpoints of
+    _forward_call(..., checkpoints=True) when they are given."""
     sdt = _state_dtype(q.dtype)
     N = _sequences(q, cu)
     result = (_jax.ShapeDtypeStruct(q.shape, q.dtype), _jax.ShapeDtypeStruct(k.shape, q.dtype),
               _jax.ShapeDtypeStruct(v.shape, q.dtype),
               _jax.ShapeDtypeStruct((N, s.n) if initial is not None else (0,), sdt))
-    call = _jax.ffi.ffi_call(_BACKWARD_TARGET, result, vmap_method="broadcast_all")
-    dq, dk, dv, d_initial = call(q, k, v, do.astype(q.dtype),
-                                 _placeholder(sdt) if initial is None else initial,
-                                 _placeholder(_jnp.int32) if cu is None else cu,
-                                 _placeholder(sdt) if d_final is None else d_final.astype(sdt),
-                                 has_initial=_np.bool_(initial is not None),
+    operands = (q, k, v, do.astype(q.dtype),
+                _placeholder(sdt) if initial is None else initial,
+                _placeholder(_jnp.int32) if cu is None else cu,
+                _placeholder(sdt) if d_final is None else d_final.astype(sdt))
+    target = _BACKWARD_TARGET
+    if checkpoints is not None:
+        operands += (checkpoints,)
+        target = _BACKWARD_CHECKPOINTS_TARGET
+    call = _jax.ffi.ffi_call(target, result, vmap_method="broadcast_all")
+    dq, dk, dv, d_initial = call(*operands, has_initial=_np.bool_(initial is not None),
                                  has_cu=_np.bool_(cu is not None),
                                  has_d_final=_np.bool_(d_final is not None), **_attrs(s))
     return dq, dk, dv, (d_initial if initial is not None else None)
@@ -183,17 +223,25 @@ def _backward_call(s, q, k, v, do, initial, cu, d_final):
 
 @_functools.partial(_jax.custom_vjp, nondiff_argnums=(0,))
 def _op(s, q, k, v, initial, cu):
+    # The primal without differentiation: plain hla_forward (no checkpoints).
     return _forward_call(s, q, k, v, initial, cu)
 
 
 def _op_fwd(s, q, k, v, initial, cu):
-    return _forward_call(s, q, k, v, initial, cu), (q, k, v, initial, cu)
+    # Under differentiation: on the chunked path the forward also writes the checkpoints, which the
+    # backward starts from (hla_forward_checkpoints / hla_backward_checkpoints).
+    if s.path == "chunked":
+        o, final, checkpoints = _forward_call(s, q, k, v, initial, cu, checkpoints=True)
+    else:
+        (o, final), checkpoints = _forward_call(s, q, k, v, initial, cu), None
+    return (o, final), (q, k, v, initial, cu, checkpoints)
 
 
 def _op_bwd(s, residuals, cotangents):
-    q, k, v, initial, cu = residuals
+    q, k, v, initial, cu, checkpoints = residuals
     do, d_final = cotangents
-    dq, dk, dv, d_initial = _backward_call(s, q, k, v, do, initial, cu, d_final if s.want_final else None)
+    dq, dk, dv, d_initial = _backward_call(s, q, k, v, do, initial, cu, d_final if s.want_final else None,
+                                           checkpoints)
     return dq, dk, dv, d_initial, None
 
 
@@ -213,6 +261,15 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
     None. Differentiable in q, k, v and initial_state (``jax.grad``); works under ``jax.jit`` and
     ``jax.vmap``.
     """
+    return _op(*_prepare(q, k, v, op=op, masked=masked, normalize=normalize, decay=decay, ridge=ridge,
+                         eps=eps, scale=scale, initial_state=initial_state,
+                         output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+                         chunk_size=chunk_size, path=path))
+
+
+def _prepare(q, k, v, *, op, masked, normalize, decay, ridge, eps, scale, initial_state,
+             output_final_state, cu_seqlens, chunk_size, path):
+    """forward's checks: the arguments of _op, (s, q, k, v, initial, cu)."""
     q, k, v = _as_array(q, "q"), _as_array(k, "k"), _as_array(v, "v")
     cfg = _config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size)
     if not isinstance(path, str) or path not in _PATHS:
@@ -253,5 +310,5 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
                              % (N, n, tuple(initial.shape)))
     s = _Static(cfg.op, bool(cfg.masked), bool(cfg.normalize), float(cfg.scale), float(cfg.decay),
                 float(cfg.ridge), float(cfg.eps), int(cfg.chunk_size or 0), path, int(n),
-                bool(output_final_state))
-    return _op(s, q, k, v, initial, cu)
+                bool(output_final_state), cfg)
+    return s, q, k, v, initial, cu

@@ -1,5 +1,6 @@
-// XLA FFI handlers of hla.jax (bindings/python/hla/jax.py): libhla's hla_forward and hla_backward as
-// typed XLA custom calls on the CPU (custom_call_api_version 4). Built into hla/_hla_jax_ffi.so, only
+// XLA FFI handlers of hla.jax (bindings/python/hla/jax.py): libhla's hla_forward and hla_backward, and
+// their checkpointed forms hla_forward_checkpoints and hla_backward_checkpoints, as typed XLA custom
+// calls on the CPU (custom_call_api_version 4). Built into hla/_hla_jax_ffi.so, only
 // when JAX is installed (its headers: jax.ffi.include_dir()), by setup.py's build_ext or `make jax-ffi`.
 //
 // Buffers arrive row-major and contiguous (XLA's default layout for custom-call operands); each one is
@@ -14,10 +15,18 @@
 //   backward: q, k, v, d_out [..., B,T,H,dv], initial, cu_seqlens, d_final [..., N, n] (placeholder when
 //             has_d_final is false)  ->  dq, dk, dv, d_initial [..., N, n] (placeholder when has_initial
 //             is false).
+//   forward_checkpoints (hla_forward_checkpoints, chunked path only): the forward's operands  ->  o,
+//             final, checkpoints [..., R, n] (state dtype; R = hla_checkpoint_rows of one leading index:
+//             B sequences of T tokens, or N packed sequences; may be 0).
+//   backward_checkpoints (hla_backward_checkpoints, chunked path only): the backward's operands, then
+//             checkpoints [..., R, n] as forward_checkpoints wrote them  ->  dq, dk, dv, d_initial.
 //
 // The leading "..." axes (none, or those jax.vmap adds with vmap_method="broadcast_all") are batch
 // axes of the call: without cu_seqlens they fold into B (one library call over L*B sequences); with
-// cu_seqlens each leading index has its own packing, so the call loops over them.
+// cu_seqlens each leading index has its own packing, so the call loops over them. Checkpoints follow
+// both: a folded call of L*B sequences has L*R rows (R = (T-1)/stride per sequence, the stride depends on
+// T and the chunk only), sequence l*B+b's rows after those of the sequences before it, i.e. exactly the
+// [L, R, n] array; a looped call reads and writes leading index l's own [R, n] rows.
 // Errors (shapes, dtypes, anything libhla rejects: its hla_last_error() message) are returned as
 // ffi::Error; JAX raises them as exceptions.
 #include <cstdint>
@@ -205,6 +214,34 @@ ffi::Error CuView(const Operand& x, const Geometry& g, const Slice& s, hla_tenso
   return Tensor(x, p, {g.N + 1}, t);
 }
 
+// Checkpoint rows R of one leading index (hla_checkpoint_rows: B sequences of T tokens, or N packed).
+ffi::Error CheckpointRows(const hla_config& cfg, const Geometry& g, bool has_cu, int64_t* rows) {
+  if (has_cu && g.N < 1) return Invalid("cu_seqlens must have at least 2 entries");
+  int64_t stride = 0;
+  hla_status s = hla_checkpoint_rows(&cfg, g.B, g.T, has_cu ? g.N : 0, rows, &stride);
+  if (s != HLA_OK) return LibraryError("hla_checkpoint_rows", s);
+  return ffi::Error::Success();
+}
+
+// Checks the checkpoint operand [..., R, n] (state dtype) of a call.
+ffi::Error CheckCheckpoints(const Operand& x, const Geometry& g, int64_t rows, int32_t want_dtype) {
+  if (auto e = CheckShape(x, g, {rows, g.n}); e.failure()) return e;
+  if (x.dtype != want_dtype)
+    return Invalid(std::string(x.name) + " must be " +
+                   (want_dtype == HLA_FLOAT64 ? "float64" : "float32") + " (the state dtype)");
+  return ffi::Error::Success();
+}
+
+// The checkpoint rows of slice s: s.batch / B leading indices (all L folded, or one) of R rows each,
+// starting at leading index s.index. Zero rows: data NULL (libhla accepts an empty tensor so).
+ffi::Error CheckpointView(const Operand& x, const Geometry& g, const Slice& s, int64_t rows,
+                          hla_tensor* t) {
+  int64_t count = (s.batch / g.B) * rows;
+  char* p = count == 0 ? nullptr
+                       : x.data + static_cast<size_t>(s.index) * static_cast<size_t>(rows * g.n) * x.elem;
+  return Tensor(x, p, {count, g.n}, t);
+}
+
 ffi::Error CheckState(const Operand& x, const Geometry& g, int32_t want_dtype) {
   if (auto e = CheckShape(x, g, {g.N, g.n}); e.failure()) return e;
   if (x.dtype != want_dtype)
@@ -227,13 +264,12 @@ ffi::Error ForEachCall(bool has_cu, const Geometry& g, Fn fn) {
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_b,
-                       ffi::AnyBuffer initial_b, ffi::AnyBuffer cu_b, ffi::Result<ffi::AnyBuffer> o_b,
-                       ffi::Result<ffi::AnyBuffer> final_b, int64_t op, bool masked, bool normalize,
-                       double scale, double decay, double ridge, double eps, int64_t chunk_size,
-                       int64_t path, bool has_initial, bool has_cu, bool want_final) {
-  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
-  Operand q, k, v, initial, cu, o, fin;
+// hla_forward, or hla_forward_checkpoints when ck_b is not null (its result buffer).
+ffi::Error Forward(const Options& opt, ffi::AnyBuffer& q_b, ffi::AnyBuffer& k_b, ffi::AnyBuffer& v_b,
+                   ffi::AnyBuffer& initial_b, ffi::AnyBuffer& cu_b, ffi::Result<ffi::AnyBuffer>& o_b,
+                   ffi::Result<ffi::AnyBuffer>& final_b, ffi::Result<ffi::AnyBuffer>* ck_b,
+                   bool has_initial, bool has_cu, bool want_final) {
+  Operand q, k, v, initial, cu, o, fin, ck;
   if (auto e = Describe("q", q_b, &q); e.failure()) return e;
   if (auto e = Describe("k", k_b, &k); e.failure()) return e;
   if (auto e = Describe("v", v_b, &v); e.failure()) return e;
@@ -256,8 +292,19 @@ ffi::Error ForwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_
     if (auto e = Describe("final_state", final_b, &fin); e.failure()) return e;
     if (auto e = CheckState(fin, g, sdt); e.failure()) return e;
   }
+  int64_t ck_rows = 0;
+  if (ck_b != nullptr) {
+    if (opt.path != HLA_PATH_CHUNKED) return Invalid("checkpoints are written on the chunked path only");
+    if (auto e = Describe("checkpoints", *ck_b, &ck); e.failure()) return e;
+    if (auto e = CheckpointRows(cfg, g, has_cu, &ck_rows); e.failure()) return e;
+    if (auto e = CheckCheckpoints(ck, g, ck_rows, sdt); e.failure()) return e;
+    // With cu_seqlens, ck_rows is a bound over every packing and the rows past a packing's last
+    // checkpoint are not written: zero them, so that the result is defined. (Without, all are written.)
+    size_t bytes = static_cast<size_t>(g.L * ck_rows * g.n) * ck.elem;
+    if (has_cu && bytes > 0) std::memset(ck.data, 0, bytes);
+  }
   return ForEachCall(has_cu, g, [&](const Slice& s) -> ffi::Error {
-    hla_tensor tq, tk, tv, to, tcu, tin, tfin;
+    hla_tensor tq, tk, tv, to, tcu, tin, tfin, tck;
     if (auto e = TokenView(q, g, s, g.H, g.dk, &tq); e.failure()) return e;
     if (auto e = TokenView(k, g, s, g.Hkv, g.dk, &tk); e.failure()) return e;
     if (auto e = TokenView(v, g, s, g.Hkv, g.dv, &tv); e.failure()) return e;
@@ -271,6 +318,14 @@ ffi::Error ForwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_
     if (want_final) {
       if (auto e = StateView(fin, g, s, &tfin); e.failure()) return e;
     }
+    if (ck_b != nullptr) {
+      if (auto e = CheckpointView(ck, g, s, ck_rows, &tck); e.failure()) return e;
+      hla_status st = hla_forward_checkpoints(&cfg, &tq, &tk, &tv, &to, has_cu ? &tcu : nullptr,
+                                              has_initial ? &tin : nullptr,
+                                              want_final ? &tfin : nullptr, nullptr, &tck);
+      if (st != HLA_OK) return LibraryError("hla_forward_checkpoints", st);
+      return ffi::Error::Success();
+    }
     hla_status st = hla_forward(&cfg, static_cast<int32_t>(opt.path), &tq, &tk, &tv, &to,
                                 has_cu ? &tcu : nullptr, has_initial ? &tin : nullptr,
                                 want_final ? &tfin : nullptr, nullptr);
@@ -279,16 +334,36 @@ ffi::Error ForwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_
   });
 }
 
-ffi::Error BackwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_b,
-                        ffi::AnyBuffer do_b, ffi::AnyBuffer initial_b, ffi::AnyBuffer cu_b,
-                        ffi::AnyBuffer d_final_b, ffi::Result<ffi::AnyBuffer> dq_b,
-                        ffi::Result<ffi::AnyBuffer> dk_b, ffi::Result<ffi::AnyBuffer> dv_b,
-                        ffi::Result<ffi::AnyBuffer> d_initial_b, int64_t op, bool masked,
-                        bool normalize, double scale, double decay, double ridge, double eps,
-                        int64_t chunk_size, int64_t path, bool has_initial, bool has_cu,
-                        bool has_d_final) {
+ffi::Error ForwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_b,
+                       ffi::AnyBuffer initial_b, ffi::AnyBuffer cu_b, ffi::Result<ffi::AnyBuffer> o_b,
+                       ffi::Result<ffi::AnyBuffer> final_b, int64_t op, bool masked, bool normalize,
+                       double scale, double decay, double ridge, double eps, int64_t chunk_size,
+                       int64_t path, bool has_initial, bool has_cu, bool want_final) {
   Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
-  Operand q, k, v, d_out, initial, cu, d_final, dq, dk, dv, d_initial;
+  return Forward(opt, q_b, k_b, v_b, initial_b, cu_b, o_b, final_b, nullptr, has_initial, has_cu,
+                 want_final);
+}
+
+ffi::Error ForwardCheckpointsImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_b,
+                                  ffi::AnyBuffer initial_b, ffi::AnyBuffer cu_b,
+                                  ffi::Result<ffi::AnyBuffer> o_b, ffi::Result<ffi::AnyBuffer> final_b,
+                                  ffi::Result<ffi::AnyBuffer> ck_b, int64_t op, bool masked,
+                                  bool normalize, double scale, double decay, double ridge, double eps,
+                                  int64_t chunk_size, int64_t path, bool has_initial, bool has_cu,
+                                  bool want_final) {
+  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
+  return Forward(opt, q_b, k_b, v_b, initial_b, cu_b, o_b, final_b, &ck_b, has_initial, has_cu,
+                 want_final);
+}
+
+// hla_backward, or hla_backward_checkpoints when ck_b is not null (its operand buffer).
+ffi::Error Backward(const Options& opt, ffi::AnyBuffer& q_b, ffi::AnyBuffer& k_b, ffi::AnyBuffer& v_b,
+                    ffi::AnyBuffer& do_b, ffi::AnyBuffer& initial_b, ffi::AnyBuffer& cu_b,
+                    ffi::AnyBuffer& d_final_b, ffi::AnyBuffer* ck_b, ffi::Result<ffi::AnyBuffer>& dq_b,
+                    ffi::Result<ffi::AnyBuffer>& dk_b, ffi::Result<ffi::AnyBuffer>& dv_b,
+                    ffi::Result<ffi::AnyBuffer>& d_initial_b, bool has_initial, bool has_cu,
+                    bool has_d_final) {
+  Operand q, k, v, d_out, initial, cu, d_final, dq, dk, dv, d_initial, ck;
   if (auto e = Describe("q", q_b, &q); e.failure()) return e;
   if (auto e = Describe("k", k_b, &k); e.failure()) return e;
   if (auto e = Describe("v", v_b, &v); e.failure()) return e;
@@ -320,8 +395,15 @@ ffi::Error BackwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v
     if (auto e = Describe("d_final_state", d_final_b, &d_final); e.failure()) return e;
     if (auto e = CheckState(d_final, g, sdt); e.failure()) return e;
   }
+  int64_t ck_rows = 0;
+  if (ck_b != nullptr) {
+    if (opt.path != HLA_PATH_CHUNKED) return Invalid("checkpoints are read on the chunked path only");
+    if (auto e = Describe("checkpoints", *ck_b, &ck); e.failure()) return e;
+    if (auto e = CheckpointRows(cfg, g, has_cu, &ck_rows); e.failure()) return e;
+    if (auto e = CheckCheckpoints(ck, g, ck_rows, sdt); e.failure()) return e;
+  }
   return ForEachCall(has_cu, g, [&](const Slice& s) -> ffi::Error {
-    hla_tensor tq, tk, tv, tdo, tdq, tdk, tdv, tcu, tin, tdf, tdi;
+    hla_tensor tq, tk, tv, tdo, tdq, tdk, tdv, tcu, tin, tdf, tdi, tck;
     if (auto e = TokenView(q, g, s, g.H, g.dk, &tq); e.failure()) return e;
     if (auto e = TokenView(k, g, s, g.Hkv, g.dk, &tk); e.failure()) return e;
     if (auto e = TokenView(v, g, s, g.Hkv, g.dv, &tv); e.failure()) return e;
@@ -339,12 +421,48 @@ ffi::Error BackwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v
     if (has_d_final) {
       if (auto e = StateView(d_final, g, s, &tdf); e.failure()) return e;
     }
+    if (ck_b != nullptr) {
+      if (auto e = CheckpointView(ck, g, s, ck_rows, &tck); e.failure()) return e;
+      hla_status st = hla_backward_checkpoints(&cfg, &tq, &tk, &tv, &tdo, &tdq, &tdk, &tdv,
+                                               has_cu ? &tcu : nullptr, has_initial ? &tin : nullptr,
+                                               has_d_final ? &tdf : nullptr,
+                                               has_initial ? &tdi : nullptr, &tck);
+      if (st != HLA_OK) return LibraryError("hla_backward_checkpoints", st);
+      return ffi::Error::Success();
+    }
     hla_status st = hla_backward(&cfg, static_cast<int32_t>(opt.path), &tq, &tk, &tv, &tdo, &tdq, &tdk,
                                  &tdv, has_cu ? &tcu : nullptr, has_initial ? &tin : nullptr,
                                  has_d_final ? &tdf : nullptr, has_initial ? &tdi : nullptr);
     if (st != HLA_OK) return LibraryError("hla_backward", st);
     return ffi::Error::Success();
   });
+}
+
+ffi::Error BackwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_b,
+                        ffi::AnyBuffer do_b, ffi::AnyBuffer initial_b, ffi::AnyBuffer cu_b,
+                        ffi::AnyBuffer d_final_b, ffi::Result<ffi::AnyBuffer> dq_b,
+                        ffi::Result<ffi::AnyBuffer> dk_b, ffi::Result<ffi::AnyBuffer> dv_b,
+                        ffi::Result<ffi::AnyBuffer> d_initial_b, int64_t op, bool masked,
+                        bool normalize, double scale, double decay, double ridge, double eps,
+                        int64_t chunk_size, int64_t path, bool has_initial, bool has_cu,
+                        bool has_d_final) {
+  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
+  return Backward(opt, q_b, k_b, v_b, do_b, initial_b, cu_b, d_final_b, nullptr, dq_b, dk_b, dv_b,
+                  d_initial_b, has_initial, has_cu, has_d_final);
+}
+
+ffi::Error BackwardCheckpointsImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_b,
+                                   ffi::AnyBuffer do_b, ffi::AnyBuffer initial_b, ffi::AnyBuffer cu_b,
+                                   ffi::AnyBuffer d_final_b, ffi::AnyBuffer ck_b,
+                                   ffi::Result<ffi::AnyBuffer> dq_b, ffi::Result<ffi::AnyBuffer> dk_b,
+                                   ffi::Result<ffi::AnyBuffer> dv_b,
+                                   ffi::Result<ffi::AnyBuffer> d_initial_b, int64_t op, bool masked,
+                                   bool normalize, double scale, double decay, double ridge, double eps,
+                                   int64_t chunk_size, int64_t path, bool has_initial, bool has_cu,
+                                   bool has_d_final) {
+  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
+  return Backward(opt, q_b, k_b, v_b, do_b, initial_b, cu_b, d_final_b, &ck_b, dq_b, dk_b, dv_b,
+                  d_initial_b, has_initial, has_cu, has_d_final);
 }
 
 }  // namespace
@@ -383,6 +501,36 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxBackward, BackwardImpl,
                                   .Arg<ffi::AnyBuffer>()   // initial state or placeholder
                                   .Arg<ffi::AnyBuffer>()   // cu_seqlens or placeholder
                                   .Arg<ffi::AnyBuffer>()   // d_final or placeholder
+                                  .Ret<ffi::AnyBuffer>()   // dq
+                                  .Ret<ffi::AnyBuffer>()   // dk
+                                  .Ret<ffi::AnyBuffer>()   // dv
+                                  .Ret<ffi::AnyBuffer>()   // d_initial or placeholder
+                                  HLA_FFI_OPTION_ATTRS
+                                  .Attr<bool>("has_d_final"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxForwardCheckpoints, ForwardCheckpointsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()   // q
+                                  .Arg<ffi::AnyBuffer>()   // k
+                                  .Arg<ffi::AnyBuffer>()   // v
+                                  .Arg<ffi::AnyBuffer>()   // initial state or placeholder
+                                  .Arg<ffi::AnyBuffer>()   // cu_seqlens or placeholder
+                                  .Ret<ffi::AnyBuffer>()   // o
+                                  .Ret<ffi::AnyBuffer>()   // final state or placeholder
+                                  .Ret<ffi::AnyBuffer>()   // checkpoints [..., R, n]
+                                  HLA_FFI_OPTION_ATTRS
+                                  .Attr<bool>("want_final"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxBackwardCheckpoints, BackwardCheckpointsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()   // q
+                                  .Arg<ffi::AnyBuffer>()   // k
+                                  .Arg<ffi::AnyBuffer>()   // v
+                                  .Arg<ffi::AnyBuffer>()   // d_out
+                                  .Arg<ffi::AnyBuffer>()   // initial state or placeholder
+                                  .Arg<ffi::AnyBuffer>()   // cu_seqlens or placeholder
+                                  .Arg<ffi::AnyBuffer>()   // d_final or placeholder
+                                  .Arg<ffi::AnyBuffer>()   // checkpoints [..., R, n]
                                   .Ret<ffi::AnyBuffer>()   // dq
                                   .Ret<ffi::AnyBuffer>()   // dk
                                   .Ret<ffi::AnyBuffer>()   // dv
