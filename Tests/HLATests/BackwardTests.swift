@@ -15,6 +15,18 @@ func cBackward(_ cfg: hla_config?, _ path: Int32, _ q: Tn?, _ k: Tn?, _ v: Tn?, 
     return hla_backward(&c, path, q?.p, k?.p, v?.p, dOut?.p, dq?.p, dk?.p, dv?.p, cu?.p, initial?.p, dFinal?.p, dInitial?.p)
 }
 
+/// A float32 or float64 array in caller memory (values as Double), for bit-for-bit comparisons.
+final class Flat: @unchecked Sendable {
+    let rb: RowBuf
+    init(count: Int, _ dtype: Int32) { rb = RowBuf(dtype: dtype, rows: 1, n: count, fill: .nan) }
+    convenience init(_ v: [Double], _ dtype: Int32) {
+        self.init(count: v.count, dtype)
+        for i in 0..<v.count { rb[i] = v[i] }
+    }
+    var values: [Double] { rb.values }
+    func tensor(_ shape: [Int]) -> Tn { Tn(rb.mem.raw, rb.dtype, shape, owner: rb) }
+}
+
 final class BackwardTests: XCTestCase {
     let s = Shape(B: 2, T: 9, H: 4, Hkv: 2, dk: 3, dv: 2)
 
@@ -109,6 +121,73 @@ final class BackwardTests: XCTestCase {
             }
         }
         print("hla_backward vs finite differences: worst relative error \(worst)")
+    }
+
+    /// hla_forward_checkpoints / hla_backward_checkpoints (docs/gradients.md §11): outputs, final state and
+    /// gradients bit for bit those of hla_forward / hla_backward on the chunked path, every option, float32
+    /// and float64; a changed checkpoint changes the gradients (so the backward reads them).
+    func testCheckpointsGiveTheSameResults() {
+        var cs = s; cs.T = 41
+        for o in cases() {
+            for dt in [F64, F32] {
+                var opt = o; opt.chunk = 2
+                let cfg = makeConfig(cs, opt)
+                var c = cfg
+                let p = Problem(cs, seed: 77)
+                let shapes = [[cs.B, cs.T, cs.H, cs.dk], [cs.B, cs.T, cs.Hkv, cs.dk], [cs.B, cs.T, cs.Hkv, cs.dv],
+                              [cs.B, cs.T, cs.H, cs.dv]]
+                var r = SplitMix64(seed: 78)
+                let dO = r.normals(cs.B * cs.T * cs.H * cs.dv)
+                let vals: [[Double]] = [o.normalize ? p.q.map { abs($0) } : p.q, o.normalize ? p.k.map { abs($0) } : p.k, p.v, dO]
+                var rows: Int64 = -1, stride: Int64 = -1
+                XCTAssertEqual(hla_checkpoint_rows(&c, Int64(cs.B), Int64(cs.T), 0, &rows, &stride), HLA_OK)
+                XCTAssertEqual(stride, 10)            // chunk 2: ⌈√21⌉ = 5 chunks
+                XCTAssertEqual(rows, Int64(cs.B * 4))  // (41 − 1) / 10 per sequence
+                var n: Int64 = 0
+                XCTAssertEqual(hla_state_elements(&c, &n), HLA_OK)
+                let results: [[[Double]]] = [false, true].map { (withCk: Bool) -> [[Double]] in
+                    let ins = (0..<4).map { i in Flat(vals[i], dt) }
+                    let out = Flat(count: vals[3].count, dt), fin = RowBuf(dtype: dt, rows: cs.B, n: Int(n), fill: .nan)
+                    let ck = RowBuf(dtype: dt, rows: Int(rows), n: Int(n), fill: .nan)
+                    let dq = Flat(count: vals[0].count, dt), dk = Flat(count: vals[1].count, dt)
+                    let dv = Flat(count: vals[2].count, dt)
+                    let dFin = RowBuf(dtype: dt, rows: cs.B, n: Int(n)), dIni = RowBuf(dtype: dt, rows: cs.B, n: Int(n), fill: .nan)
+                    for i in 0..<(cs.B * Int(n)) { dFin[i] = Double((i * 7919) % 13) / 13 - 0.5 }
+                    let t = (0..<4).map { ins[$0].tensor(shapes[$0]) }
+                    let tOut = out.tensor(shapes[3]), finT = fin.tensor, ckT = ck.tensor, dFinT = dFin.tensor
+                    let ini = RowBuf(dtype: dt, rows: cs.B, n: Int(n)), iniT = ini.tensor
+                    for i in 0..<(cs.B * Int(n)) { ini[i] = Double((i * 104729) % 17) / 170 }
+                    let dIniT = dIni.tensor, dqT = dq.tensor(shapes[0]), dkT = dk.tensor(shapes[1]), dvT = dv.tensor(shapes[2])
+                    if withCk {
+                        XCTAssertEqual(hla_forward_checkpoints(&c, t[0].p, t[1].p, t[2].p, tOut.p, nil, iniT.p, finT.p, nil, ckT.p),
+                                       HLA_OK, lastError())
+                        XCTAssertTrue(ck.values.allSatisfy { $0.isFinite }, "every checkpoint row written")
+                        XCTAssertEqual(hla_backward_checkpoints(&c, t[0].p, t[1].p, t[2].p, t[3].p, dqT.p, dkT.p, dvT.p, nil,
+                                                                iniT.p, dFinT.p, dIniT.p, ckT.p), HLA_OK, lastError())
+                        // a changed checkpoint changes the gradients before it (the reverse passes through it)
+                        let dq2 = Flat(count: vals[0].count, dt), dq2T = dq2.tensor(shapes[0])
+                        let dk2 = Flat(count: vals[1].count, dt), dk2T = dk2.tensor(shapes[1])
+                        let dv2 = Flat(count: vals[2].count, dt), dv2T = dv2.tensor(shapes[2])
+                        let dIni2 = RowBuf(dtype: dt, rows: cs.B, n: Int(n)), dIni2T = dIni2.tensor
+                        ck[0] += 0.25
+                        XCTAssertEqual(hla_backward_checkpoints(&c, t[0].p, t[1].p, t[2].p, t[3].p, dq2T.p, dk2T.p, dv2T.p, nil,
+                                                                iniT.p, dFinT.p, dIni2T.p, ckT.p), HLA_OK)
+                        XCTAssertTrue(dq.values != dq2.values, "\(o) \(dt): the backward ignored its checkpoints")
+                        keepAlive(dq2, dq2T, dk2, dk2T, dv2, dv2T, dIni2, dIni2T)
+                    } else {
+                        XCTAssertEqual(cForward(cfg, HLA_PATH_CHUNKED.rawValue.asInt32, t[0], t[1], t[2], tOut, initial: iniT, final: finT), HLA_OK)
+                        XCTAssertEqual(hla_backward(&c, HLA_PATH_CHUNKED.rawValue.asInt32, t[0].p, t[1].p, t[2].p, t[3].p,
+                                                    dqT.p, dkT.p, dvT.p, nil, iniT.p, dFinT.p, dIniT.p), HLA_OK)
+                    }
+                    keepAlive(tOut, finT, ckT, dFinT, dIniT, dqT, dkT, dvT, ini, iniT)
+                    keepAlive(ins, out, fin, ck, dFin, t, tOut)
+                    return [out.values, fin.values, dq.values, dk.values, dv.values, dIni.values]
+                }
+                for (i, name) in ["output", "final", "dq", "dk", "dv", "d_initial"].enumerated() {
+                    XCTAssertTrue(results[0][i].map { $0.bitPattern } == results[1][i].map { $0.bitPattern }, "\(o) \(dt) \(name)")
+                }
+            }
+        }
     }
 
     func testBadInputWritesNothing() {
