@@ -232,6 +232,17 @@ ffi::Error CheckCheckpoints(const Operand& x, const Geometry& g, int64_t rows, i
   return ffi::Error::Success();
 }
 
+// The checkpoint operand of a call (chunked path only): described into *ck, its rows per leading index
+// into *rows, shape and dtype checked.
+template <typename Buffer>
+ffi::Error CheckpointOperand(Buffer& b, int64_t path, const hla_config& cfg, const Geometry& g,
+                             bool has_cu, int32_t sdt, Operand* ck, int64_t* rows) {
+  if (path != HLA_PATH_CHUNKED) return Invalid("checkpoints are written and read on the chunked path only");
+  if (auto e = Describe("checkpoints", b, ck); e.failure()) return e;
+  if (auto e = CheckpointRows(cfg, g, has_cu, rows); e.failure()) return e;
+  return CheckCheckpoints(*ck, g, *rows, sdt);
+}
+
 // The checkpoint rows of slice s: s.batch / B leading indices (all L folded, or one) of R rows each,
 // starting at leading index s.index. Zero rows: data NULL (libhla accepts an empty tensor so).
 ffi::Error CheckpointView(const Operand& x, const Geometry& g, const Slice& s, int64_t rows,
@@ -294,10 +305,7 @@ ffi::Error Forward(const Options& opt, ffi::AnyBuffer& q_b, ffi::AnyBuffer& k_b,
   }
   int64_t ck_rows = 0;
   if (ck_b != nullptr) {
-    if (opt.path != HLA_PATH_CHUNKED) return Invalid("checkpoints are written on the chunked path only");
-    if (auto e = Describe("checkpoints", *ck_b, &ck); e.failure()) return e;
-    if (auto e = CheckpointRows(cfg, g, has_cu, &ck_rows); e.failure()) return e;
-    if (auto e = CheckCheckpoints(ck, g, ck_rows, sdt); e.failure()) return e;
+    if (auto e = CheckpointOperand(*ck_b, opt.path, cfg, g, has_cu, sdt, &ck, &ck_rows); e.failure()) return e;
     // With cu_seqlens, ck_rows is a bound over every packing and the rows past a packing's last
     // checkpoint are not written: zero them, so that the result is defined. (Without, all are written.)
     size_t bytes = static_cast<size_t>(g.L * ck_rows * g.n) * ck.elem;
@@ -397,10 +405,7 @@ ffi::Error Backward(const Options& opt, ffi::AnyBuffer& q_b, ffi::AnyBuffer& k_b
   }
   int64_t ck_rows = 0;
   if (ck_b != nullptr) {
-    if (opt.path != HLA_PATH_CHUNKED) return Invalid("checkpoints are read on the chunked path only");
-    if (auto e = Describe("checkpoints", *ck_b, &ck); e.failure()) return e;
-    if (auto e = CheckpointRows(cfg, g, has_cu, &ck_rows); e.failure()) return e;
-    if (auto e = CheckCheckpoints(ck, g, ck_rows, sdt); e.failure()) return e;
+    if (auto e = CheckpointOperand(*ck_b, opt.path, cfg, g, has_cu, sdt, &ck, &ck_rows); e.failure()) return e;
   }
   return ForEachCall(has_cu, g, [&](const Slice& s) -> ffi::Error {
     hla_tensor tq, tk, tv, tdo, tdq, tdk, tdv, tcu, tin, tdf, tdi, tck;
@@ -480,61 +485,50 @@ ffi::Error BackwardCheckpointsImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::
       .Attr<bool>("has_initial")                                                    \
       .Attr<bool>("has_cu")
 
+// The operands shared by a handler and its checkpointed variant.
+#define HLA_FFI_FORWARD_ARGS                                                        \
+  .Arg<ffi::AnyBuffer>()          /* q */                                           \
+      .Arg<ffi::AnyBuffer>()      /* k */                                           \
+      .Arg<ffi::AnyBuffer>()      /* v */                                           \
+      .Arg<ffi::AnyBuffer>()      /* initial state or placeholder */                \
+      .Arg<ffi::AnyBuffer>()      /* cu_seqlens or placeholder */
+#define HLA_FFI_FORWARD_RETS                                                        \
+  .Ret<ffi::AnyBuffer>()          /* o */                                           \
+      .Ret<ffi::AnyBuffer>()      /* final state or placeholder */
+#define HLA_FFI_BACKWARD_ARGS                                                       \
+  .Arg<ffi::AnyBuffer>()          /* q */                                           \
+      .Arg<ffi::AnyBuffer>()      /* k */                                           \
+      .Arg<ffi::AnyBuffer>()      /* v */                                           \
+      .Arg<ffi::AnyBuffer>()      /* d_out */                                       \
+      .Arg<ffi::AnyBuffer>()      /* initial state or placeholder */                \
+      .Arg<ffi::AnyBuffer>()      /* cu_seqlens or placeholder */                   \
+      .Arg<ffi::AnyBuffer>()      /* d_final or placeholder */
+#define HLA_FFI_BACKWARD_RETS                                                       \
+  .Ret<ffi::AnyBuffer>()          /* dq */                                          \
+      .Ret<ffi::AnyBuffer>()      /* dk */                                          \
+      .Ret<ffi::AnyBuffer>()      /* dv */                                          \
+      .Ret<ffi::AnyBuffer>()      /* d_initial or placeholder */
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()   // q
-                                  .Arg<ffi::AnyBuffer>()   // k
-                                  .Arg<ffi::AnyBuffer>()   // v
-                                  .Arg<ffi::AnyBuffer>()   // initial state or placeholder
-                                  .Arg<ffi::AnyBuffer>()   // cu_seqlens or placeholder
-                                  .Ret<ffi::AnyBuffer>()   // o
-                                  .Ret<ffi::AnyBuffer>()   // final state or placeholder
+                              ffi::Ffi::Bind() HLA_FFI_FORWARD_ARGS HLA_FFI_FORWARD_RETS
                                   HLA_FFI_OPTION_ATTRS
                                   .Attr<bool>("want_final"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxBackward, BackwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()   // q
-                                  .Arg<ffi::AnyBuffer>()   // k
-                                  .Arg<ffi::AnyBuffer>()   // v
-                                  .Arg<ffi::AnyBuffer>()   // d_out
-                                  .Arg<ffi::AnyBuffer>()   // initial state or placeholder
-                                  .Arg<ffi::AnyBuffer>()   // cu_seqlens or placeholder
-                                  .Arg<ffi::AnyBuffer>()   // d_final or placeholder
-                                  .Ret<ffi::AnyBuffer>()   // dq
-                                  .Ret<ffi::AnyBuffer>()   // dk
-                                  .Ret<ffi::AnyBuffer>()   // dv
-                                  .Ret<ffi::AnyBuffer>()   // d_initial or placeholder
+                              ffi::Ffi::Bind() HLA_FFI_BACKWARD_ARGS HLA_FFI_BACKWARD_RETS
                                   HLA_FFI_OPTION_ATTRS
                                   .Attr<bool>("has_d_final"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxForwardCheckpoints, ForwardCheckpointsImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()   // q
-                                  .Arg<ffi::AnyBuffer>()   // k
-                                  .Arg<ffi::AnyBuffer>()   // v
-                                  .Arg<ffi::AnyBuffer>()   // initial state or placeholder
-                                  .Arg<ffi::AnyBuffer>()   // cu_seqlens or placeholder
-                                  .Ret<ffi::AnyBuffer>()   // o
-                                  .Ret<ffi::AnyBuffer>()   // final state or placeholder
+                              ffi::Ffi::Bind() HLA_FFI_FORWARD_ARGS HLA_FFI_FORWARD_RETS
                                   .Ret<ffi::AnyBuffer>()   // checkpoints [..., R, n]
                                   HLA_FFI_OPTION_ATTRS
                                   .Attr<bool>("want_final"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxBackwardCheckpoints, BackwardCheckpointsImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()   // q
-                                  .Arg<ffi::AnyBuffer>()   // k
-                                  .Arg<ffi::AnyBuffer>()   // v
-                                  .Arg<ffi::AnyBuffer>()   // d_out
-                                  .Arg<ffi::AnyBuffer>()   // initial state or placeholder
-                                  .Arg<ffi::AnyBuffer>()   // cu_seqlens or placeholder
-                                  .Arg<ffi::AnyBuffer>()   // d_final or placeholder
+                              ffi::Ffi::Bind() HLA_FFI_BACKWARD_ARGS
                                   .Arg<ffi::AnyBuffer>()   // checkpoints [..., R, n]
-                                  .Ret<ffi::AnyBuffer>()   // dq
-                                  .Ret<ffi::AnyBuffer>()   // dk
-                                  .Ret<ffi::AnyBuffer>()   // dv
-                                  .Ret<ffi::AnyBuffer>()   // d_initial or placeholder
+                                  HLA_FFI_BACKWARD_RETS
                                   HLA_FFI_OPTION_ATTRS
                                   .Attr<bool>("has_d_final"));
 
