@@ -224,8 +224,9 @@ hla_status hla_forward_checkpoints(const hla_config *cfg, const hla_tensor *q, c
 /* hla_backward on the chunked path, reading the checkpoints hla_forward_checkpoints wrote for the same
  * cfg, q, k, v, cu_seqlens and initial: it starts each stretch of stride tokens from its checkpoint
  * instead of recomputing the carries first (about one forward less). Gradients are those of hla_backward
- * on HLA_PATH_CHUNKED, bit for bit, when the checkpoints are the forward's; other checkpoint values give
- * the gradients at those carries (nothing checks where they came from). */
+ * on HLA_PATH_CHUNKED, bit for bit, when the checkpoints are the forward's and the inputs finite (after a
+ * NaN/Inf the forward's carries come from its causal token-by-token recomputation: last bits may differ);
+ * other checkpoint values give the gradients at those carries (nothing checks where they came from). */
 hla_status hla_backward_checkpoints(const hla_config *cfg, const hla_tensor *q,
                                     const hla_tensor *k, const hla_tensor *v,
                                     const hla_tensor *d_out, const hla_tensor *dq,

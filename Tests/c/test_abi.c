@@ -3327,6 +3327,15 @@ static void ck_rows_api(void)
             CHECK(stride % 4 == 0 && stride > 4 && rows == (INT64_MAX - 1) / stride &&
                       (double)stride * (double)stride >= 4.0 * (double)INT64_MAX * 0.999,
                   "tokens INT64_MAX: rows %lld, stride %lld", (long long)rows, (long long)stride);
+        /* chunk 1: ceil(sqrt(INT64_MAX)) = 3037000500, whose square overflows int64 */
+        {
+            hla_config c1 = c;
+            c1.chunk_size = 1;
+            rows = -77, stride = -77;
+            if (OK(hla_checkpoint_rows(&c1, 1, INT64_MAX, 0, &rows, &stride), "chunk 1, tokens INT64_MAX"))
+                CHECK(stride == INT64_C(3037000500) && rows == (INT64_MAX - 1) / stride,
+                      "chunk 1, tokens INT64_MAX: rows %lld, stride %lld", (long long)rows, (long long)stride);
+        }
     }
     /* bad sizes and pointers: the status, and nothing written */
     {

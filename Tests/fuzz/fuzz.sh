@@ -6,7 +6,8 @@
 #   Tests/fuzz/fuzz.sh run SECONDS [JOBS]    fuzz each harness for SECONDS from the saved corpus, JOBS at once
 #
 # Environment: SWIFT (swift), FUZZ_CC (/opt/swift/usr/bin/clang, or clang next to swift), FUZZ_CONFIG
-# (debug: asserts and overflow checks on, fast to build; release: the shipped -Ounchecked code, ~2 min build).
+# (debug: asserts and overflow checks on, fast to build; release: the shipped -Ounchecked code, ~2 min build),
+# FUZZ_CFLAGS: extra compiler flags for the harnesses.
 set -u -o pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -37,7 +38,8 @@ build() {
     local t1=$SECONDS
     mkdir -p "$OUT"
     for h in $HARNESSES; do
-        "$FUZZ_CC" -g -O1 -std=gnu11 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+        # shellcheck disable=SC2086
+        "$FUZZ_CC" -g -O1 -std=gnu11 -Wall -Wextra -Werror ${FUZZ_CFLAGS:-} -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
             -fuse-ld=lld -I"$ROOT/include" "$HERE/$h.c" -o "$OUT/$h" -L"$LIBDIR" -lhla -Wl,-rpath,"$LIBDIR" -lm || return 1
     done
     echo "fuzz build: instrumented libhla ($FUZZ_CONFIG) $((t1 - t0)) s, harnesses $((SECONDS - t1)) s"

@@ -1,6 +1,7 @@
 /* libFuzzer harness: a small configuration, tensors, strides, states and index tensors decoded from the
- * input bytes, run through hla_forward (chunked, serial, scan), hla_reference, an hla_step loop, and
- * hla_summarize + hla_summary_combine + hla_summary_to_state.
+ * input bytes, run through hla_forward (chunked, serial, scan), hla_reference, an hla_step loop,
+ * hla_summarize + hla_summary_combine + hla_summary_to_state, and the checkpoints of docs/gradients.md
+ * section 11 (hla_checkpoint_rows, hla_forward_checkpoints, hla_backward vs hla_backward_checkpoints).
  *
  * Checks (abort() on failure, so libFuzzer keeps the input):
  *  - every tensor lives in its own allocation of exactly its described extent (ASan sees any stray access);
@@ -12,7 +13,29 @@
  *    summaries (split, combined, identity, to_state) agree to relative error <= 1e-9 (max-norm); with
  *    normalize, rows whose denominator is ill-conditioned (sum of |terms| > 1e6 |den + eps|) are skipped;
  *    with NaN/Inf inputs, only outputs before the first non-finite token of each sequence are compared
- *    (causality, docs/spec.md section 4) and only clean sequences' states.
+ *    (causality, docs/spec.md section 4) and only clean sequences' states;
+ *  - checkpoints, every valid call (all element types, finite or not): hla_checkpoint_rows(B, T, N or 0)
+ *    gives a stride that is ceil(sqrt(chunks)) chunks and rows B (T - 1) / stride or (T - N) / stride, at
+ *    least the sum over sequences of (len - 1) / stride the call writes; it refuses batch < 1, tokens < 1,
+ *    sequences out of range or with batch > 1, NULL pointers, and reports HLA_ERR_OVERFLOW exactly when
+ *    rows exceed INT64_MAX (tokens up to INT64_MAX). hla_forward_checkpoints with the case's arguments and
+ *    a [rows, n] tensor of exactly those rows (own allocation; row padding, negative stride, data NULL when
+ *    empty) succeeds, writes outputs and final state bit for bit those of the chunked hla_forward, writes
+ *    nothing outside them (gaps, unused state rows) and leaves every checkpoint byte past the rows needed
+ *    at the sentinel; float64: checkpoint j of sequence i is within TOL of a serial forward's final state
+ *    over its first (j + 1) stride tokens (clean prefixes only). Then (always when the call writes
+ *    checkpoints, else one case in four), from an hla_forward_checkpoints
+ *    with the initial rows gathered into [N, n] (its outputs and checkpoints bit for bit the case's),
+ *    hla_backward (chunked) and hla_backward_checkpoints with d_out from the input, optional d_final and
+ *    d_initial (apart, or the same memory as initial or d_final) succeed, write neither inputs, d_out nor
+ *    checkpoints, and (finite inputs: see the open bug in crashes-found/) give dq, dk, dv, d_initial bit
+ *    for bit alike;
+ *  - refused checkpoint tensors (sometimes, on a valid call, forward or backward): too few rows (when the
+ *    call needs some), another dtype, wrong n, rank, strides[1] = 2, overlapping rows, data NULL, a NULL
+ *    tensor: the call fails and writes nothing (outputs, final, gradients, d_initial, checkpoints);
+ *  - invalid calls: hla_forward_checkpoints with the same arguments and a checkpoint tensor of the bound's
+ *    rows fails too and writes nothing.
+ * The bytes of the checkpoint checks are read last (the input's while it lasts, then the generator's).
  * The input layout is documented next to each decode step below; make_corpus.py writes valid seeds.
  */
 #include <math.h>
@@ -440,9 +463,13 @@ static void check_inputs(const fcase *c, const pristine *p, const char *call) {
     if (c->has_ini && !c->same) FUZZ_CHECK(!memcmp(c->ini.mem, p->ini, c->ini.bytes), "%s wrote initial", call);
 }
 
-/* One hla_forward on `path` into fresh output/final buffers (copies of the case's, sentinel-filled).
- * Returns the status; on success *o (dense outputs) and the final tensor are handed back. */
-static hla_status run_forward(fcase *c, const pristine *p, int32_t path, int valid, tbuf *fout, tbuf *ffin) {
+/* One hla_forward on `path` into fresh output/final buffers (copies of the case's, sentinel-filled), or with
+ * ck != NULL one hla_forward_checkpoints (path ignored) writing the checkpoint tensor ck (a failed call
+ * must leave it untouched too). Returns the status; on success *o (dense outputs) and the final tensor
+ * are handed back. ck = &CK_NULL passes a NULL checkpoint tensor pointer. */
+static tbuf CK_NULL;
+static hla_status run_forward_ck(fcase *c, const pristine *p, int32_t path, int valid, tbuf *fout, tbuf *ffin,
+                                 tbuf *ck) {
     copy_tb(fout, &c->out);
     memset(fout->mem, SENT, fout->bytes);
     int have_fin = c->has_fin;
@@ -452,9 +479,21 @@ static hla_status run_forward(fcase *c, const pristine *p, int32_t path, int val
     }
     const tbuf *ini = c->has_ini ? (c->same ? ffin : &c->ini) : NULL;
     uint8_t *fin_before = have_fin ? dup_bytes(ffin) : NULL;
-    hla_status s = hla_forward(c->f.cfg, path, &c->q.t, &c->k.t, &c->v.t, &fout->t, c->has_cu ? &c->cu.t : NULL,
-                               ini ? &ini->t : NULL, have_fin ? &ffin->t : NULL, c->has_rows ? &c->rows.t : NULL);
-    check_inputs(c, p, "hla_forward");
+    uint8_t *ck_before = ck && ck != &CK_NULL ? dup_bytes(ck) : NULL;
+    hla_status s;
+    if (ck) {
+        s = hla_forward_checkpoints(c->f.cfg, &c->q.t, &c->k.t, &c->v.t, &fout->t, c->has_cu ? &c->cu.t : NULL,
+                                    ini ? &ini->t : NULL, have_fin ? &ffin->t : NULL, c->has_rows ? &c->rows.t : NULL,
+                                    ck == &CK_NULL ? NULL : &ck->t);
+        check_inputs(c, p, "hla_forward_checkpoints");
+        path = 100;   /* in the messages below: hla_forward_checkpoints */
+        if (s != HLA_OK && ck_before) FUZZ_CHECK(!memcmp(ck->mem, ck_before, ck->bytes), "failed hla_forward_checkpoints wrote checkpoints");
+    } else {
+        s = hla_forward(c->f.cfg, path, &c->q.t, &c->k.t, &c->v.t, &fout->t, c->has_cu ? &c->cu.t : NULL,
+                        ini ? &ini->t : NULL, have_fin ? &ffin->t : NULL, c->has_rows ? &c->rows.t : NULL);
+        check_inputs(c, p, "hla_forward");
+    }
+    free(ck_before);
     if (s != HLA_OK) {
         for (size_t i = 0; i < fout->bytes; i++)
             if (fout->mem[i] != SENT) FUZZ_FAIL("failed hla_forward (path %d, %s) wrote output byte %zu", path, hla_status_string(s), i);
@@ -477,6 +516,10 @@ static hla_status run_forward(fcase *c, const pristine *p, int32_t path, int val
     }
     free(fin_before);
     return s;
+}
+
+static hla_status run_forward(fcase *c, const pristine *p, int32_t path, int valid, tbuf *fout, tbuf *ffin) {
+    return run_forward_ck(c, p, path, valid, fout, ffin, NULL);
 }
 
 static void free_pristine(pristine *p) { free(p->q); free(p->k); free(p->v); free(p->cu); free(p->rows); free(p->ini); }
@@ -502,6 +545,360 @@ static hla_tensor range_view(const tbuf *b, int64_t t0, int64_t len) {
 
 static void summary_rows(const tbuf *s, int64_t N, int64_t m, double *x) {
     for (int64_t i = 0; i < N; i++) state_row(s, i, m, x + i * m);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Checkpoints (hla_checkpoint_rows, hla_forward_checkpoints, hla_backward_checkpoints; docs/gradients.md
+ * section 11)                                                                                          */
+
+/* A byte for the checkpoint checks (they come last): the input's while it lasts, then the generator's. */
+static uint8_t dbyte(dec *d) {
+    if (d->r.o < d->r.n) return d8(d);
+    d->rng ^= d->rng << 13; d->rng ^= d->rng >> 7; d->rng ^= d->rng << 17;
+    return (uint8_t)(d->rng >> 29);
+}
+
+typedef struct {
+    int64_t rows, stride;   /* hla_checkpoint_rows */
+    int64_t need;           /* rows the call writes: sum over sequences of (len - 1) / stride */
+    int64_t first[8];       /* first row of each sequence */
+} ckplan;
+
+/* hla_checkpoint_rows for the case's shapes (valid configuration, B, T >= 1), checked against
+ * docs/gradients.md section 11: stride a whole number of chunks, rows B (T - 1) / stride (batch) or
+ * (T - N) / stride (N packed), at least the rows the call needs. */
+static void ck_plan(const fcase *c, ckplan *k) {
+    int64_t seqs = c->has_cu ? c->N : 0;
+    k->rows = k->stride = -7;
+    hla_status s = hla_checkpoint_rows(c->f.cfg, c->B, c->T, seqs, &k->rows, &k->stride);
+    FUZZ_CHECK(s == HLA_OK, "hla_checkpoint_rows(B %lld, T %lld, N %lld): %s", (long long)c->B, (long long)c->T,
+               (long long)seqs, hla_status_string(s));
+    /* chunk_size above 1024 acts as 1024; automatic: 32 while max(dk, dv + normalize) <= 96 */
+    int64_t chunk = c->f.chunk > 1024 ? 1024 : c->f.chunk > 0 ? c->f.chunk : 32;
+    FUZZ_CHECK(k->stride >= 1 && k->stride % chunk == 0, "checkpoint stride %lld, chunk %lld", (long long)k->stride, (long long)chunk);
+    int64_t chunks = (c->T - 1) / chunk + 1, every = k->stride / chunk;
+    FUZZ_CHECK(every * every >= chunks && (every == 1 || (every - 1) * (every - 1) < chunks),
+               "checkpoint stride %lld = %lld chunks of %lld for %lld chunks (not ceil(sqrt))", (long long)k->stride,
+               (long long)every, (long long)chunk, (long long)chunks);
+    int64_t bound = c->has_cu ? (c->T - c->N) / k->stride : c->B * ((c->T - 1) / k->stride);
+    FUZZ_CHECK(k->rows == bound, "hla_checkpoint_rows: %lld rows, expected %lld", (long long)k->rows, (long long)bound);
+    k->need = 0;
+    for (int64_t i = 0; i < c->N && i < 8; i++) {
+        k->first[i] = k->need;
+        k->need += (seq_len(c, i) - 1) / k->stride;
+    }
+    FUZZ_CHECK(k->need <= k->rows, "hla_checkpoint_rows: %lld rows, the call needs %lld", (long long)k->rows, (long long)k->need);
+}
+
+/* A checkpoint tensor [rows, n] of dtype dt in an exact allocation, sentinel-filled: row padding and sign
+ * from lay; with zero rows, data NULL when lay & 8. */
+static void ck_alloc(tbuf *b, int32_t dt, int64_t rows, int64_t n, uint8_t lay) {
+    int64_t pad = lay & 3, shape[2] = {rows, n}, st[2] = {(lay & 4) ? -(n + pad) : n + pad, 1};
+    tb_alloc(b, dt, 2, shape, st, SENT);
+    if (rows == 0 && (lay & 8)) b->t.data = NULL;
+}
+
+/* Byte address of row r of a [rows, n] tensor inside its allocation. */
+static size_t row_at(const tbuf *b, int64_t r) {
+    return (size_t)(((uint8_t *)b->t.data - b->mem) + r * b->t.strides[0] * (int64_t)b->es);
+}
+
+/* Only rows 0..need-1 (their n elements) were written: every other byte still holds the sentinel. */
+static void ck_check_unused(const tbuf *ck, int64_t need, int64_t n, const char *what) {
+    uint8_t *m = (uint8_t *)calloc(ck->bytes ? ck->bytes : 1, 1);
+    for (int64_t r = 0; r < need; r++) memset(m + row_at(ck, r), 1, (size_t)n * ck->es);
+    for (size_t i = 0; i < ck->bytes; i++)
+        if (!m[i] && ck->mem[i] != SENT) FUZZ_FAIL("%s: checkpoint byte %zu (beyond the %lld rows needed) written", what, i, (long long)need);
+    free(m);
+}
+
+/* A view of tokens t0..t0+len-1 of batch row b0 as a [1, len, heads, feat] tensor. */
+static hla_tensor seq_view(const tbuf *b, int64_t b0, int64_t t0, int64_t len) {
+    hla_tensor v = b->t;
+    v.shape[0] = 1; v.shape[1] = len;
+    v.data = (uint8_t *)b->t.data + (b0 * b->t.strides[0] + t0 * b->t.strides[1]) * (int64_t)b->es;
+    return v;
+}
+
+/* float64: checkpoint j of sequence i is the state before its token (j + 1) stride, i.e. the final state of
+ * a serial forward over that prefix from the sequence's initial row (relative error <= TOL); only prefixes
+ * before the sequence's first non-finite token. */
+static void ck_check_values(const fcase *c, const ckplan *k, const tbuf *ck) {
+    int64_t n = c->n, H = c->f.H, dv = c->f.dv;
+    double *a = (double *)xmalloc(sizeof(double) * (size_t)n), *r = (double *)xmalloc(sizeof(double) * (size_t)n);
+    for (int64_t i = 0; i < c->N && i < 8; i++) {
+        int64_t cnt = (seq_len(c, i) - 1) / k->stride;
+        for (int64_t j = 0; j < cnt; j++) {
+            int64_t L = (j + 1) * k->stride;
+            if (c->bad_t[i] < L) break;
+            int64_t b0 = c->has_cu ? 0 : i, t0 = seq_bos(c, i);
+            hla_tensor q = seq_view(&c->q, b0, t0, L), kk = seq_view(&c->k, b0, t0, L), v = seq_view(&c->v, b0, t0, L);
+            int64_t so[4] = {1, L, H, dv}, sto[4] = {L * H * dv, H * dv, dv, 1}, ss[2] = {1, n}, sts[2] = {n, 1};
+            tbuf o, ini, fin;
+            tb_alloc(&o, HLA_FLOAT64, 4, so, sto, 0);
+            tb_alloc(&ini, HLA_FLOAT64, 2, ss, sts, 0);
+            tb_alloc(&fin, HLA_FLOAT64, 2, ss, sts, SENT);
+            if (c->has_ini) memcpy(ini.mem, c->ini.mem + row_at(&c->ini, row_of(c, i)), (size_t)n * 8);
+            hla_status s = hla_forward(c->f.cfg, HLA_PATH_SERIAL, &q, &kk, &v, &o.t, NULL, c->has_ini ? &ini.t : NULL, &fin.t, NULL);
+            FUZZ_CHECK(s == HLA_OK, "prefix forward (sequence %lld, %lld tokens): %s", (long long)i, (long long)L, hla_status_string(s));
+            state_row(&fin, 0, n, r);
+            state_row(ck, k->first[i] + j, n, a);
+            compare_vec(a, r, n, "checkpoint vs serial forward over the prefix");
+            tb_free(&o); tb_free(&ini); tb_free(&fin);
+        }
+    }
+    free(a); free(r);
+}
+
+/* A checkpoint tensor the call must refuse (its rows, dtype, n, rank, strides or pointer), from byte fb;
+ * returns 1 when the tensor pointer itself is to be NULL (b then owns an empty allocation). */
+static int ck_bad(tbuf *b, const fcase *c, const ckplan *k, uint8_t fb, const char **what) {
+    int64_t n = c->n, rows = k->rows;
+    int32_t other = c->state_dt == HLA_FLOAT64 ? HLA_FLOAT32 : HLA_FLOAT64;
+    int f = fb & 7;
+    if (f == 0 && k->need < 1) f = 1;
+    if (f == 5 && n < 2) f = 2;
+    if (f == 6 && rows < 1) f = 4;
+    if (f == 7 && (rows < 2 || n < 2)) f = 1;
+    switch (f) {
+    case 0: ck_alloc(b, c->state_dt, k->need - 1, n, fb >> 3); *what = "too few rows"; break;
+    case 1: {
+        static const int32_t DT[4] = {-1, HLA_BFLOAT16, HLA_INT64, 99};
+        int32_t dt = DT[(fb >> 3) & 3] < 0 ? other : DT[(fb >> 3) & 3];
+        ck_alloc(b, dt, rows, n, fb >> 5);
+        *what = "wrong dtype";
+        break;
+    }
+    case 2: ck_alloc(b, c->state_dt, rows, (fb & 8) || n < 2 ? n + 1 : n - 1, fb >> 4); *what = "wrong n"; break;
+    case 3: memset(b, 0, sizeof *b); b->mem = (uint8_t *)xmalloc(0); *what = "NULL tensor"; break;
+    case 4: {   /* rank 3 [rows, n, 1] or 1 [rows * n] */
+        ck_alloc(b, c->state_dt, rows, n, 0);
+        if (fb & 8) { b->t.ndim = 3; b->t.shape[2] = 1; b->t.strides[2] = 1; }
+        else { b->t.ndim = 1; b->t.shape[0] = rows * n; }
+        *what = "wrong rank";
+        break;
+    }
+    case 5: {   /* elements of a row not contiguous */
+        int64_t shape[2] = {rows, n}, st[2] = {2 * n, 2};
+        tb_alloc(b, c->state_dt, 2, shape, st, SENT);
+        *what = "strides[1] = 2";
+        break;
+    }
+    case 6: ck_alloc(b, c->state_dt, rows, n, 0); b->t.data = NULL; *what = "data NULL"; break;
+    case 7: {   /* overlapping rows */
+        int64_t shape[2] = {rows, n}, st[2] = {(fb & 8) ? n - 1 : 1 - n, 1};
+        tb_alloc(b, c->state_dt, 2, shape, st, SENT);
+        *what = "overlapping rows";
+        break;
+    }
+    }
+    return f == 3;
+}
+
+/* A contiguous [B, T, heads, feat] tensor. */
+static void tb_dense4(tbuf *b, int32_t dt, int64_t B, int64_t T, int64_t heads, int64_t feat, uint8_t fill) {
+    int64_t sh[4] = {B, T, heads, feat}, st[4] = {T * heads * feat, heads * feat, feat, 1};
+    tb_alloc(b, dt, 4, sh, st, fill);
+}
+
+/* hla_backward on the chunked path vs hla_backward_checkpoints from the checkpoints of an
+ * hla_forward_checkpoints with the same initial state ([N, n]: the case's initial rows gathered), bit
+ * for bit (dq, dk, dv, d_initial). d_out from the input, d_final and d_initial optional, d_initial
+ * apart or the same memory as initial or d_final. That forward must also reproduce the case's chunked
+ * outputs and checkpoints (the rows tensor only selects memory). With bad_ck, a refused checkpoint tensor
+ * instead: the call fails and writes nothing. */
+static void ck_backward(fcase *c, const pristine *p, dec *d, const ckplan *k, const tbuf *out0, const tbuf *ck0) {
+    int64_t B = c->B, T = c->T, H = c->f.H, Hkv = c->f.Hkv ? c->f.Hkv : H, n = c->n, N = c->N;
+    int32_t dt = c->q.t.dtype, sdt = c->state_dt;
+    uint8_t ob = dbyte(d), fb = dbyte(d);
+    int has_dfin = ob & 1, dini_mode = (ob >> 1) & 3;   /* 0 none, 1 apart, 2 = initial, 3 = d_final */
+    if (dini_mode == 2 && !c->has_ini) dini_mode = 1;
+    if (dini_mode == 3 && !has_dfin) dini_mode = 1;
+    int64_t ss[2] = {N, n}, sts[2] = {n, 1};
+    tbuf ini, dfin, dini, dO, ck, fo;
+    /* the initial rows, gathered */
+    if (c->has_ini) {
+        tb_alloc(&ini, sdt, 2, ss, sts, 0);
+        for (int64_t i = 0; i < N; i++)
+            memcpy(ini.mem + row_at(&ini, i), c->ini.mem + row_at(&c->ini, row_of(c, i)), (size_t)n * ini.es);
+    }
+    /* the forward with checkpoints from [N, n] initial, no rows, no final */
+    copy_tb(&fo, &c->out);
+    memset(fo.mem, SENT, fo.bytes);
+    ck_alloc(&ck, sdt, k->rows, n, ob >> 3);
+    hla_status s = hla_forward_checkpoints(c->f.cfg, &c->q.t, &c->k.t, &c->v.t, &fo.t, c->has_cu ? &c->cu.t : NULL,
+                                           c->has_ini ? &ini.t : NULL, NULL, NULL, &ck.t);
+    check_inputs(c, p, "hla_forward_checkpoints (gathered initial)");
+    FUZZ_CHECK(s == HLA_OK, "hla_forward_checkpoints (gathered initial): %s", hla_status_string(s));
+    FUZZ_CHECK(!memcmp(fo.mem, out0->mem, fo.bytes), "hla_forward_checkpoints with gathered initial rows: other outputs");
+    for (int64_t r = 0; r < k->need; r++)
+        FUZZ_CHECK(!memcmp(ck.mem + row_at(&ck, r), ck0->mem + row_at(ck0, r), (size_t)n * ck.es),
+                   "hla_forward_checkpoints with gathered initial rows: checkpoint %lld differs", (long long)r);
+    ck_check_unused(&ck, k->need, n, "hla_forward_checkpoints (gathered initial)");
+    tb_free(&fo);
+    /* cotangents */
+    copy_tb(&dO, &c->out);
+    fill_seq(d, &dO, 1.0);
+    if (has_dfin) {
+        tb_alloc(&dfin, sdt, 2, ss, sts, 0);
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t j = 0; j < n; j++) st_elem(&dfin, i * n + j, dval(d));
+    }
+    if (dini_mode == 1) tb_alloc(&dini, sdt, 2, ss, sts, SENT);
+    uint8_t *dO0 = dup_bytes(&dO);
+    /* run 0: hla_backward chunked; run 1: hla_backward_checkpoints; run 2 (sometimes): a refused tensor */
+    int runs = fb >= 0xC0 ? 3 : 2;
+    tbuf g[3][6];   /* dq, dk, dv, initial, d_final, d_initial (copies per run) */
+    tbuf bad;
+    const char *bad_what = "";
+    int bad_null = runs == 3 ? ck_bad(&bad, c, k, fb, &bad_what) : 0;
+    for (int run = 0; run < runs; run++) {
+        tbuf *G = g[run];
+        tb_dense4(&G[0], dt, B, T, H, c->f.dk, SENT);
+        tb_dense4(&G[1], dt, B, T, Hkv, c->f.dk, SENT);
+        tb_dense4(&G[2], dt, B, T, Hkv, c->f.dv, SENT);
+        if (c->has_ini) copy_tb(&G[3], &ini);
+        if (has_dfin) copy_tb(&G[4], &dfin);
+        if (dini_mode == 1) copy_tb(&G[5], &dini);
+        const tbuf *dI = dini_mode == 1 ? &G[5] : dini_mode == 2 ? &G[3] : dini_mode == 3 ? &G[4] : NULL;
+        uint8_t *before[6];
+        for (int j = 0; j < 6; j++) before[j] = NULL;
+        for (int j = 0; j < 6; j++)
+            if ((j < 3) || (j == 3 && c->has_ini) || (j == 4 && has_dfin) || (j == 5 && dini_mode == 1)) before[j] = dup_bytes(&G[j]);
+        uint8_t *ckb = run == 1 ? dup_bytes(&ck) : NULL;
+        const hla_tensor *iniT = c->has_ini ? &G[3].t : NULL, *dfT = has_dfin ? &G[4].t : NULL, *diT = dI ? &dI->t : NULL;
+        if (run == 0)
+            s = hla_backward(c->f.cfg, HLA_PATH_CHUNKED, &c->q.t, &c->k.t, &c->v.t, &dO.t, &G[0].t, &G[1].t, &G[2].t,
+                             c->has_cu ? &c->cu.t : NULL, iniT, dfT, diT);
+        else
+            s = hla_backward_checkpoints(c->f.cfg, &c->q.t, &c->k.t, &c->v.t, &dO.t, &G[0].t, &G[1].t, &G[2].t,
+                                         c->has_cu ? &c->cu.t : NULL, iniT, dfT, diT,
+                                         run == 1 ? &ck.t : bad_null ? NULL : &bad.t);
+        check_inputs(c, p, run ? "hla_backward_checkpoints" : "hla_backward");
+        FUZZ_CHECK(!memcmp(dO.mem, dO0, dO.bytes), "hla_backward%s wrote d_out", run ? "_checkpoints" : "");
+        if (ckb) FUZZ_CHECK(!memcmp(ck.mem, ckb, ck.bytes), "hla_backward_checkpoints wrote its checkpoints");
+        /* inputs not aliased by d_initial stay */
+        if (c->has_ini && dini_mode != 2) FUZZ_CHECK(!memcmp(G[3].mem, before[3], G[3].bytes), "backward (run %d) wrote initial", run);
+        if (has_dfin && dini_mode != 3) FUZZ_CHECK(!memcmp(G[4].mem, before[4], G[4].bytes), "backward (run %d) wrote d_final", run);
+        if (run < 2) {
+            FUZZ_CHECK(s == HLA_OK, "valid hla_backward%s: %s", run ? "_checkpoints" : " (chunked)", hla_status_string(s));
+        } else {
+            FUZZ_CHECK(s != HLA_OK, "hla_backward_checkpoints accepted a bad checkpoint tensor (%s)", bad_what);
+            for (int j = 0; j < 6; j++)
+                if (before[j]) FUZZ_CHECK(!memcmp(G[j].mem, before[j], G[j].bytes), "failed hla_backward_checkpoints (%s) wrote tensor %d", bad_what, j);
+        }
+        for (int j = 0; j < 6; j++) free(before[j]);
+        free(ckb);
+    }
+    /* bit for bit: dq, dk, dv, and d_initial wherever it lives, for finite inputs (the documented contract,
+     * docs/gradients.md section 11): after a chunk with a non-finite input the forward's carry, hence its
+     * checkpoint, comes from the streaming steps that keep the forward causal (chunkOrSteps), while
+     * hla_backward's carry sweep recomputes it densely, so finite gradient elements may differ in the last
+     * bits (crashes-found/fuzz_forward-backward-checkpoints-nonfinite is such an input). */
+    static const char *NAMES[6] = {"dq", "dk", "dv", "initial (= d_initial)", "d_final (= d_initial)", "d_initial"};
+    int bitwise = c->finite;
+    for (int j = 0; j < 6 && bitwise; j++) {
+        int live = j < 3 || (j == 3 && dini_mode == 2) || (j == 4 && dini_mode == 3) || (j == 5 && dini_mode == 1);
+        if (live && memcmp(g[0][j].mem, g[1][j].mem, g[0][j].bytes)) {
+            size_t at = 0;
+            while (g[0][j].mem[at] == g[1][j].mem[at]) at++;
+            FUZZ_FAIL("hla_backward_checkpoints vs hla_backward (chunked): %s differs at byte %zu of %zu", NAMES[j], at, g[0][j].bytes);
+        }
+    }
+    for (int run = 0; run < runs; run++) {
+        for (int j = 0; j < 3; j++) tb_free(&g[run][j]);
+        if (c->has_ini) tb_free(&g[run][3]);
+        if (has_dfin) tb_free(&g[run][4]);
+        if (dini_mode == 1) tb_free(&g[run][5]);
+    }
+    if (runs == 3) tb_free(&bad);
+    free(dO0);
+    tb_free(&dO); tb_free(&ck);
+    if (c->has_ini) tb_free(&ini);
+    if (has_dfin) tb_free(&dfin);
+    if (dini_mode == 1) tb_free(&dini);
+}
+
+/* Valid case: hla_checkpoint_rows (and its refusals), hla_forward_checkpoints against the chunked forward's
+ * output out0 and final fin0 bit for bit, checkpoint rows past those needed untouched, float64 checkpoint
+ * values, sometimes a refused checkpoint tensor, and the backward comparison. */
+static void check_checkpoints(fcase *c, const pristine *p, dec *d, const tbuf *out0, const tbuf *fin0) {
+    ckplan k;
+    ck_plan(c, &k);
+    int64_t n = c->n;
+    /* refused arguments of hla_checkpoint_rows; and a huge call that must not overflow silently */
+    {
+        uint8_t ib = dbyte(d);
+        int64_t r = -7, st = -7;
+        hla_status s = HLA_OK;
+        const char *what = "";
+        switch (ib & 7) {
+        case 0: s = hla_checkpoint_rows(c->f.cfg, 0, c->T, 0, &r, &st); what = "batch 0"; break;
+        case 1: s = hla_checkpoint_rows(c->f.cfg, c->B, (ib & 8) ? 0 : -1, 0, &r, &st); what = "tokens < 1"; break;
+        case 2: s = hla_checkpoint_rows(c->f.cfg, 1, c->T, (ib & 8) ? c->T + 1 : -1, &r, &st); what = "sequences out of range"; break;
+        case 3: s = hla_checkpoint_rows(c->f.cfg, 2, c->T, 1, &r, &st); what = "sequences with batch 2"; break;
+        case 4: s = hla_checkpoint_rows(c->f.cfg, c->B, c->T, 0, NULL, &st); what = "rows NULL"; break;
+        case 5: s = hla_checkpoint_rows(c->f.cfg, c->B, c->T, 0, &r, NULL); what = "stride NULL"; break;
+        case 6: s = hla_checkpoint_rows(NULL, c->B, c->T, 0, &r, &st); what = "cfg NULL"; break;
+        case 7: {   /* tokens up to INT64_MAX: batch 1 fits; a huge batch fits exactly or is HLA_ERR_OVERFLOW */
+            int64_t T = INT64_MAX >> ((ib >> 3) & 31), Bh = (ib & 0x80) ? INT64_MAX / 3 : 2, r1 = -7, st1 = -7;
+            s = hla_checkpoint_rows(c->f.cfg, 1, T, 0, &r1, &st1);
+            FUZZ_CHECK(s == HLA_OK && st1 >= 1 && r1 == (T - 1) / st1, "hla_checkpoint_rows(1, %lld): %s, rows %lld, stride %lld",
+                       (long long)T, hla_status_string(s), (long long)r1, (long long)st1);
+            __int128 want = (__int128)Bh * r1;
+            s = hla_checkpoint_rows(c->f.cfg, Bh, T, 0, &r, &st);
+            if (want > INT64_MAX) FUZZ_CHECK(s == HLA_ERR_OVERFLOW, "hla_checkpoint_rows(%lld, %lld): %s", (long long)Bh, (long long)T, hla_status_string(s));
+            else FUZZ_CHECK(s == HLA_OK && r == (int64_t)want && st == st1, "hla_checkpoint_rows(%lld, %lld): %s, rows %lld, stride %lld",
+                            (long long)Bh, (long long)T, hla_status_string(s), (long long)r, (long long)st);
+            s = HLA_ERR_INVALID_ARGUMENT;
+            break;
+        }
+        }
+        FUZZ_CHECK(s != HLA_OK, "hla_checkpoint_rows accepted %s", what);
+    }
+    /* the forward, bit for bit the chunked hla_forward */
+    tbuf ck, fo, ff;
+    ck_alloc(&ck, c->state_dt, k.rows, n, dbyte(d));
+    hla_status s = run_forward_ck(c, p, HLA_PATH_CHUNKED, 1, &fo, &ff, &ck);
+    FUZZ_CHECK(s == HLA_OK, "valid hla_forward_checkpoints failed: %s", hla_status_string(s));
+    FUZZ_CHECK(!memcmp(fo.mem, out0->mem, fo.bytes), "hla_forward_checkpoints: outputs not bit for bit the chunked hla_forward's");
+    if (c->has_fin)
+        FUZZ_CHECK(!memcmp(ff.mem, fin0->mem, ff.bytes), "hla_forward_checkpoints: final state not bit for bit the chunked hla_forward's");
+    ck_check_unused(&ck, k.need, n, "hla_forward_checkpoints");
+    if (c->dt == HLA_FLOAT64) ck_check_values(c, &k, &ck);
+    tb_free(&fo);
+    if (c->has_fin) tb_free(&ff);
+    /* a checkpoint tensor the forward must refuse, writing nothing */
+    uint8_t fb = dbyte(d);
+    if (fb >= 0xC0) {
+        tbuf bad, o2, f2;
+        const char *what = "";
+        int null = ck_bad(&bad, c, &k, dbyte(d), &what);
+        s = run_forward_ck(c, p, HLA_PATH_CHUNKED, 0, &o2, &f2, null ? &CK_NULL : &bad);
+        FUZZ_CHECK(s != HLA_OK, "hla_forward_checkpoints accepted a bad checkpoint tensor (%s)", what);
+        tb_free(&bad); tb_free(&o2);
+        if (c->has_fin) tb_free(&f2);
+    }
+    /* the backward (the costliest check in the debug build): always when the call has checkpoints, else
+     * one case in four (an empty tape) */
+    uint8_t bb = dbyte(d);
+    if (k.need > 0 || bb < 0x40) ck_backward(c, p, d, &k, out0, &ck);
+    tb_free(&ck);
+}
+
+/* Invalid case: hla_forward_checkpoints with the same arguments and a checkpoint tensor of the bound's rows
+ * (or of B * T rows when hla_checkpoint_rows refuses the shapes) fails and writes nothing. */
+static void check_invalid_checkpoints(fcase *c, const pristine *p, int dontcare) {
+    int64_t rows = -1, st = 0;
+    if (c->f.cfg_ok && c->B >= 1 && c->T >= 1 &&
+        hla_checkpoint_rows(c->f.cfg, c->B, c->T, c->has_cu ? c->N : 0, &rows, &st) != HLA_OK) rows = -1;
+    if (rows < 0) rows = c->B * c->T > 0 && c->B * c->T < 256 ? c->B * c->T : 1;
+    tbuf ck, o, f;
+    ck_alloc(&ck, c->state_dt, rows, c->n, (uint8_t)(c->T + c->B));
+    hla_status s = run_forward_ck(c, p, HLA_PATH_CHUNKED, 0, &o, &f, &ck);
+    if (!dontcare) FUZZ_CHECK(s != HLA_OK, "invalid hla_forward_checkpoints call accepted");
+    tb_free(&ck); tb_free(&o);
+    if (c->has_fin) tb_free(&f);
 }
 
 /* Valid float64 case: all paths, step loop and summaries against the serial path. */
@@ -789,6 +1186,7 @@ step:
         }
         tb_free(&S); tb_free(&L);
     }
+    check_checkpoints(c, p, d, &outs[0], c->has_fin ? &fins[0] : NULL);
     free(sref);
     free(mk.row);
     for (int path = 0; path < 3; path++) {
@@ -807,6 +1205,7 @@ static void check_invalid(fcase *c, const pristine *p, int dontcare) {
         tb_free(&o);
         if (c->has_fin) tb_free(&f);
     }
+    check_invalid_checkpoints(c, p, dontcare);
     /* hla_step on token 0 with the case's state tensors (rank 3 views) */
     if (!c->q.unallocated && !c->k.unallocated && !c->v.unallocated && !c->out.unallocated && c->T >= 1 &&
         c->q.t.data && c->k.t.data && c->v.t.data && c->out.t.data &&

@@ -7,7 +7,8 @@ corpus/fuzz_deserialize/: serialized state and summary rows made by the real lib
     prefixed with the harness's two control bytes (mode, destination).
 corpus/fuzz_forward/: valid forward cases encoded in the byte layout fuzz_forward.c decodes (every op,
     masked/unmasked, normalize, grouped heads, ridge, decay, chunk sizes, element types, strided and
-    permuted layouts, cu_seqlens, initial/final states in place or apart, rows).
+    permuted layouts, cu_seqlens, initial/final states in place or apart, rows, long sequences with short
+    chunks for the checkpoint checks).
 Files are named by the SHA-1 of their contents, as libFuzzer names the inputs it adds, so rerunning the
 script is idempotent. Use a non-instrumented library (the default is .build/release/libhla.so).
 """
@@ -177,6 +178,12 @@ def forward_seeds(lib, rng):
     s.append(forward_seed(lib, rng, op=2, T=5, B=2, layouts=lay, fin=True))
     lay = [(0, 0, 0x0F, 0), (0, 0, 0x0F, 0), (0, 0, 0x0F, 0), (0, 0, 0x0F, 0)]
     s.append(forward_seed(lib, rng, op=1, normalize=1, T=7, B=3, layouts=lay, ini=True, fin=True, same=True, neg=1))
+    # long sequences with short chunks: several checkpoint rows per sequence (hla_forward_checkpoints and
+    # hla_backward_checkpoints; docs/gradients.md section 11), appended so the seeds above stay as they were
+    s.append(forward_seed(lib, rng, op=0, T=24, B=2, chunk_i=3, ini=True, fin=True, rows=True, extra_slots=1, pad=2))
+    s.append(forward_seed(lib, rng, op=2, T=23, cu=[4, 11, 17], chunk_i=4, ini=True, fin=True, same=True))
+    s.append(forward_seed(lib, rng, op=1, masked=0, normalize=1, dtype_sel=10, T=20, B=3, chunk_i=3, ini=True, fin=True))
+    s.append(forward_seed(lib, rng, op=0, ridge_i=0, T=24, cu=[9], chunk_i=5, fin=True, rows=True, extra_slots=2))
     return s
 
 

@@ -139,8 +139,9 @@ private func backwardJob(_ cfg: UnsafePointer<hla_config>?, _ path: Int32,
 /// hla_backward on the chunked path, reading the checkpoints hla_forward_checkpoints wrote for the same
 /// cfg, q, k, v, cu_seqlens and initial: it starts each stretch of stride tokens from its checkpoint
 /// instead of recomputing the carries first (about one forward less). Gradients are those of hla_backward
-/// on HLA_PATH_CHUNKED, bit for bit, when the checkpoints are the forward's; other checkpoint values give
-/// the gradients at those carries (nothing checks where they came from).
+/// on HLA_PATH_CHUNKED, bit for bit, when the checkpoints are the forward's and the inputs finite (after a
+/// NaN/Inf the forward's carries come from its causal token-by-token recomputation: last bits may differ);
+/// other checkpoint values give the gradients at those carries (nothing checks where they came from).
 @c public func hla_backward_checkpoints(_ cfg: UnsafePointer<hla_config>?,
                                         _ q: UnsafePointer<hla_tensor>?, _ k: UnsafePointer<hla_tensor>?, _ v: UnsafePointer<hla_tensor>?,
                                         _ d_out: UnsafePointer<hla_tensor>?, _ dq: UnsafePointer<hla_tensor>?,

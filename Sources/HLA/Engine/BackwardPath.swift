@@ -159,8 +159,7 @@ extension BackwardPath {
         let scratchElems = max(Op.chunkScratch(c, n: n0), Op.chunkBackwardScratch(c, n: n0))
         // Two levels of checkpoints: the carry every `every` chunks (forward sweep), and, for the group of chunks
         // being reversed, each chunk's carry (recomputed from the group's checkpoint): O(√chunks · state).
-        var every = Int(Double(chunks).squareRoot())
-        while every * every < chunks { every += 1 }
+        var every = CheckpointPlan.ceilSqrt(chunks)
         if let ck = checkpoints { every = min(ck.plan.every, chunks) }   // chunks = 1 when n0 < the plan's chunk
         let groups = checkpoints == nil ? (chunks + every - 1) / every : 1   // kept here (with checkpoints: the carry-in)
         // per chunk of the group being reversed: its packed inputs and what `carry` keeps for `chunkBackward`

@@ -16,10 +16,21 @@ struct CheckpointPlan {
     init(_ c: Config, tokens: Int) {
         chunk = Paths.chunkLength(c)
         let chunks = (max(tokens, 1) - 1) / chunk + 1   // ⌈tokens / chunk⌉ without overflow
-        var e = Int(Double(chunks).squareRoot())
-        while e * e < chunks { e += 1 }
-        while e > 1 && (e - 1) * (e - 1) >= chunks { e -= 1 }
-        every = e
+        every = CheckpointPlan.ceilSqrt(chunks)
+    }
+
+    /// ⌈√x⌉ for x ≥ 1, exact for every Int (no square overflows near Int.max).
+    static func ceilSqrt(_ x: Int) -> Int {
+        var e = max(1, Int(Double(x).squareRoot()))
+        while e > 1 {   // down while (e − 1)² ≥ x
+            let (sq, o) = (e - 1).multipliedReportingOverflow(by: e - 1)
+            if o || sq >= x { e -= 1 } else { break }
+        }
+        while true {    // up while e² < x
+            let (sq, o) = e.multipliedReportingOverflow(by: e)
+            if o || sq >= x { return e }
+            e += 1
+        }
     }
 
     /// Checkpoints of a sequence of `length` ≥ 1 tokens: its states before tokens L, 2L, … < length.
