@@ -156,6 +156,20 @@ struct Strided<T: HLAFloat> {
         }
     }
 
+    /// Ask the caches for rows t0..<t0+n of (b, h), first `d` elements (contiguous rows only; no-op otherwise).
+    /// A hint: never faults, so rows past the tensor's end are harmless.
+    @inline(__always)
+    func prefetch(_ b: Int, _ h: Int, _ t0: Int, _ n: Int, _ d: Int) {
+        if sd != 1 { return }
+        let bytes = d * elem.size
+        for r in 0..<n {
+            let row = UnsafeRawPointer(raw) + offset(b, t0 + r, h) * elem.size
+            var x = 0
+            while x < bytes { hla_private_prefetch(row + x); x += 64 }
+            hla_private_prefetch(row + bytes - 1)
+        }
+    }
+
     /// Read element j of row (b, t, h), widened.
     @inline(__always) func load(_ b: Int, _ t: Int, _ h: Int, _ j: Int) -> T {
         let o = offset(b, t, h) + j * sd
