@@ -63,19 +63,19 @@ enum Gemm {
             while j0 < n {
                 let w = min(nr, n - j0)
                 // With .lowerC, row tiles that end above this panel's first column are skipped.
-                let iStart = lowerC ? (j0 / mr) * mr : 0
+                let iStart = lowerC ? firstTile(m, j0) : 0
                 if !transB && w == nr {
                     // op(B) rows are contiguous panels of B itself: no packing, the whole k in registers.
                     var i0 = iStart
                     while i0 < m {
-                        let rows = min(mr, m - i0), (lo, hi) = range(i0, rows, j0, w)
+                        let rows = tileRows(m, i0), (lo, hi) = range(i0, rows, j0, w)
                         if hi > lo {
                             tile(hi - lo, a + i0 * ars + lo * acs, ars, acs, rows, b + lo * ldb + j0, ldb,
                                  c + i0 * ldc + j0, ldc, w, alpha, beta)
                         } else {
                             scale(rows, w, beta, c + i0 * ldc + j0, ldc)
                         }
-                        i0 += mr
+                        i0 += rows
                     }
                 } else {
                     let packed = packed.unsafelyUnwrapped
@@ -85,7 +85,7 @@ enum Gemm {
                         pack(kb, w, b + p0 * brs + j0 * bcs, brs, bcs, packed)
                         var i0 = iStart
                         while i0 < m {
-                            let rows = min(mr, m - i0), (kLo, kHi) = range(i0, rows, j0, w)
+                            let rows = tileRows(m, i0), (kLo, kHi) = range(i0, rows, j0, w)
                             let lo = max(kLo, p0), hi = min(kHi, p0 + kb)
                             if hi > lo {
                                 tile(hi - lo, a + i0 * ars + lo * acs, ars, acs, rows, packed + (lo - p0) * nr, nr,
@@ -93,7 +93,7 @@ enum Gemm {
                             } else if kHi <= kLo && p0 == 0 {
                                 scale(rows, w, beta, c + i0 * ldc + j0, ldc)
                             }
-                            i0 += mr
+                            i0 += rows
                         }
                         p0 += kb
                     }
@@ -114,6 +114,22 @@ enum Gemm {
         } else {
             var buffer = InlineArray<128, T.Panel>(repeating: T.Panel()); withPanel(&buffer)
         }
+    }
+
+    /// Rows of the row tile starting at i0 of an m-row product: `mr`, except that the last 8 rows of an m with
+    /// m % mr == 2 (32, 128) run as two 4-row tiles rather than 6 + 2 (a 2-row tile keeps only 4 accumulators
+    /// in flight, half the FMA throughput). Tiles start at multiples of `mr` below m - 8.
+    @inline(__always)
+    static func tileRows(_ m: Int, _ i0: Int) -> Int {
+        let left = m - i0
+        return left == 8 && m % mr == 2 ? 4 : min(mr, left)
+    }
+
+    /// Start of the row tile holding row r (< m) under `tileRows`.
+    @inline(__always)
+    static func firstTile(_ m: Int, _ r: Int) -> Int {
+        if m % mr == 2 && m >= 8 && r >= m - 8 && r < m { return r >= m - 4 ? m - 4 : m - 8 }
+        return (r / mr) * mr
     }
 
     /// C ← β·C (β = 0 writes zeros without reading C).
