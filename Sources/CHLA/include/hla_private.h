@@ -12,4 +12,43 @@ __attribute__((visibility("hidden"))) void hla_private_fork_leave(void);
 /* Hint that the cache line holding p will be read soon (into L2 and outward; never faults). */
 static inline void hla_private_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }
 
+/* dst[i][j] = src[j][i] for an 8 x 8 float block: row j of src at src + j * src_stride, row i of dst at
+ * dst + i * dst_stride (elements; any alignment). Shuffles only: every value is copied exactly. */
+typedef float hla_private_v8f __attribute__((vector_size(32)));
+static inline void hla_private_transpose8x8(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_t dst_stride) {
+    hla_private_v8f r0, r1, r2, r3, r4, r5, r6, r7;
+    __builtin_memcpy(&r0, src + 0 * src_stride, 32); __builtin_memcpy(&r1, src + 1 * src_stride, 32);
+    __builtin_memcpy(&r2, src + 2 * src_stride, 32); __builtin_memcpy(&r3, src + 3 * src_stride, 32);
+    __builtin_memcpy(&r4, src + 4 * src_stride, 32); __builtin_memcpy(&r5, src + 5 * src_stride, 32);
+    __builtin_memcpy(&r6, src + 6 * src_stride, 32); __builtin_memcpy(&r7, src + 7 * src_stride, 32);
+    hla_private_v8f t0 = __builtin_shufflevector(r0, r1, 0, 8, 1, 9, 4, 12, 5, 13);
+    hla_private_v8f t1 = __builtin_shufflevector(r0, r1, 2, 10, 3, 11, 6, 14, 7, 15);
+    hla_private_v8f t2 = __builtin_shufflevector(r2, r3, 0, 8, 1, 9, 4, 12, 5, 13);
+    hla_private_v8f t3 = __builtin_shufflevector(r2, r3, 2, 10, 3, 11, 6, 14, 7, 15);
+    hla_private_v8f t4 = __builtin_shufflevector(r4, r5, 0, 8, 1, 9, 4, 12, 5, 13);
+    hla_private_v8f t5 = __builtin_shufflevector(r4, r5, 2, 10, 3, 11, 6, 14, 7, 15);
+    hla_private_v8f t6 = __builtin_shufflevector(r6, r7, 0, 8, 1, 9, 4, 12, 5, 13);
+    hla_private_v8f t7 = __builtin_shufflevector(r6, r7, 2, 10, 3, 11, 6, 14, 7, 15);
+    hla_private_v8f u0 = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+    hla_private_v8f u1 = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+    hla_private_v8f u2 = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+    hla_private_v8f u3 = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+    hla_private_v8f u4 = __builtin_shufflevector(t4, t6, 0, 1, 8, 9, 4, 5, 12, 13);
+    hla_private_v8f u5 = __builtin_shufflevector(t4, t6, 2, 3, 10, 11, 6, 7, 14, 15);
+    hla_private_v8f u6 = __builtin_shufflevector(t5, t7, 0, 1, 8, 9, 4, 5, 12, 13);
+    hla_private_v8f u7 = __builtin_shufflevector(t5, t7, 2, 3, 10, 11, 6, 7, 14, 15);
+    hla_private_v8f o0 = __builtin_shufflevector(u0, u4, 0, 1, 2, 3, 8, 9, 10, 11);
+    hla_private_v8f o1 = __builtin_shufflevector(u1, u5, 0, 1, 2, 3, 8, 9, 10, 11);
+    hla_private_v8f o2 = __builtin_shufflevector(u2, u6, 0, 1, 2, 3, 8, 9, 10, 11);
+    hla_private_v8f o3 = __builtin_shufflevector(u3, u7, 0, 1, 2, 3, 8, 9, 10, 11);
+    hla_private_v8f o4 = __builtin_shufflevector(u0, u4, 4, 5, 6, 7, 12, 13, 14, 15);
+    hla_private_v8f o5 = __builtin_shufflevector(u1, u5, 4, 5, 6, 7, 12, 13, 14, 15);
+    hla_private_v8f o6 = __builtin_shufflevector(u2, u6, 4, 5, 6, 7, 12, 13, 14, 15);
+    hla_private_v8f o7 = __builtin_shufflevector(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15);
+    __builtin_memcpy(dst + 0 * dst_stride, &o0, 32); __builtin_memcpy(dst + 1 * dst_stride, &o1, 32);
+    __builtin_memcpy(dst + 2 * dst_stride, &o2, 32); __builtin_memcpy(dst + 3 * dst_stride, &o3, 32);
+    __builtin_memcpy(dst + 4 * dst_stride, &o4, 32); __builtin_memcpy(dst + 5 * dst_stride, &o5, 32);
+    __builtin_memcpy(dst + 6 * dst_stride, &o6, 32); __builtin_memcpy(dst + 7 * dst_stride, &o7, 32);
+}
+
 #endif

@@ -1,3 +1,5 @@
+import CHLA
+
 /// The engine's dense products: row-major C[m×n] = α·op(A)·op(B) + β·C on register tiles.
 ///
 /// libhla owns this kernel rather than calling a BLAS: its products are small (chunk × d, d × d) and
@@ -156,9 +158,22 @@ enum Gemm {
         } else {
             // Transposed source: walk it row by row (contiguous in p), scatter into the panel's columns.
             if w < nr { for p in 0..<kb { for j in w..<nr { dst[p * nr + j] = 0 } } }
+            var j8 = 0, p8 = 0
+            if T.self == Float.self && brs == 1 {
+                // 8 × 8 blocks through register shuffles (float32, source contiguous in p); the rest below.
+                j8 = w & ~7; p8 = kb & ~7
+                let s = UnsafeRawPointer(b).assumingMemoryBound(to: Float.self)
+                let d = UnsafeMutableRawPointer(dst).assumingMemoryBound(to: Float.self)
+                var j = 0
+                while j < j8 {
+                    var p = 0
+                    while p < p8 { hla_private_transpose8x8(s + j * bcs + p, bcs, d + p * nr + j, nr); p += 8 }
+                    j += 8
+                }
+            }
             for j in 0..<w {
                 let src = b + j * bcs
-                for p in 0..<kb { dst[p * nr + j] = src[p * brs] }
+                for p in (j < j8 ? p8 : 0)..<kb { dst[p * nr + j] = src[p * brs] }
             }
         }
     }
