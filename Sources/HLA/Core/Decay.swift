@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CHLA
 
 /// Powers γ^k for k = 0...maxPower, computed in double (pow) and rounded once to T.
 struct Powers<T: HLAFloat> {
@@ -13,6 +14,8 @@ struct Powers<T: HLAFloat> {
         for k in 0...maxPower { table.base[k] = T(gamma == 1 ? 1 : pow(gamma, Double(k))) }
     }
     @inline(__always) subscript(_ k: Int) -> T { table.base[k] }
+    /// γ = 1: every power is exactly 1, so scaling by one changes nothing and may be skipped.
+    @inline(__always) var unit: Bool { gamma == 1 }
     func free() { table.free() }
 
     /// γ^n for any n ≥ 0 (segments longer than the table).
@@ -24,6 +27,10 @@ enum Mask {
     /// M[r][i] ← M[r][i] · γ^{p·(r−i)} for i ≤ r, 0 for i > r (n × n, leading dimension ld).
     @inline(__always)
     static func lowerDecay<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ n: Int, _ ld: Int, _ pw: Powers<T>, _ p: Int) {
+        if pw.unit {
+            for r in 0..<n { let row = m + r * ld; for i in (r + 1)..<max(n, r + 1) { row[i] = 0 } }
+            return
+        }
         for r in 0..<n {
             let row = m + r * ld
             for i in 0...r { row[i] *= pw[p * (r - i)] }
@@ -33,10 +40,40 @@ enum Mask {
     /// M[i][j] ← M[i][j] · γ^{p·(j−i)} for i ≤ j, 0 for i > j (n × n).
     @inline(__always)
     static func upperDecay<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ n: Int, _ ld: Int, _ pw: Powers<T>, _ p: Int) {
+        if pw.unit {
+            for i in 0..<n { let row = m + i * ld; for j in 0..<i { row[j] = 0 } }
+            return
+        }
         for i in 0..<n {
             let row = m + i * ld
             for j in 0..<i { row[j] = 0 }
             for j in i..<n { row[j] *= pw[p * (j - i)] }
+        }
+    }
+    /// B = Aᵀ (n × n, leading dimension n); `upper`: only Aᵀ's upper half (B[i][x] = A[x][i] for i ≤ x, 0 below
+    /// the diagonal, A's upper half never read into B). Float32 with n % 8 == 0 by 8 × 8 register blocks.
+    @inline(__always)
+    static func transpose<T: HLAFloat>(_ b: UnsafeMutablePointer<T>, _ a: UnsafePointer<T>, _ n: Int, upper: Bool) {
+        guard T.self == Float.self && n % 8 == 0 else {
+            for i in 0..<n { for x in 0..<n { b[i * n + x] = (upper && i > x) ? 0 : a[x * n + i] } }
+            return
+        }
+        let s = UnsafeRawPointer(a).assumingMemoryBound(to: Float.self)
+        let d = UnsafeMutableRawPointer(b).assumingMemoryBound(to: Float.self)
+        var i = 0
+        while i < n {
+            var x = 0
+            while x < n {
+                let blk = d + i * n + x
+                if upper && i > x {
+                    for r in 0..<8 { for j in 0..<8 { blk[r * n + j] = 0 } }
+                } else {
+                    hla_private_transpose8x8(s + x * n + i, n, blk, n)
+                    if upper && i == x { for r in 1..<8 { for j in 0..<r { blk[r * n + j] = 0 } } }
+                }
+                x += 8
+            }
+            i += 8
         }
     }
     /// Rows r of an n × cols matrix scaled by s(r).

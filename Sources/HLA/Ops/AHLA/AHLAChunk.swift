@@ -14,10 +14,9 @@ extension AHLA {
                                    O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp
         let A = scratch.take(n * n), W = scratch.take(n * n), Y = scratch.take(n * max(dk, dvp))
-        let Kd = scratch.take(n * dk), Vd = scratch.take(n * dvp), T2 = scratch.take(n * dvp)
+        let Vd = scratch.take(n * dvp), T2 = scratch.take(n * dvp)
         let Qd = scratch.take(n * dk)
         let P0 = u.kv, gn = pw[n]
-        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)
@@ -29,8 +28,8 @@ extension AHLA {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
-                Mask.scaledCopy(T2, Y, n, dvp) { pw[n - 1 - $0] }
-                T.gemm(true, false, dk, dvp, n, 1, K, dk, T2, dvp, gn, st, dvp)     // E
+                let YG = pw.unit ? UnsafePointer(Y) : { Mask.scaledCopy(T2, Y, n, dvp) { pw[n - 1 - $0] }; return UnsafePointer(T2) }()
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, YG, dvp, gn, st, dvp)     // E
             } else {
                 let X = Y
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, st, dk, 0, X, dk)
@@ -41,12 +40,12 @@ extension AHLA {
                 T.gemm(false, false, n, dvp, dk, 1, X, dk, P0, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
-                Mask.scaledCopy(Qd, Qh, n, dk) { pw[n - 1 - $0] }
-                T.gemm(true, false, dk, dk, n, 1, K, dk, Qd, dk, gn, st, dk)        // R
+                let QG = pw.unit ? Qh : { Mask.scaledCopy(Qd, Qh, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(Qd) }()
+                T.gemm(true, false, dk, dk, n, 1, K, dk, QG, dk, gn, st, dk)        // R
             }
         }
-        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
-        T.gemm(true, false, dk, dvp, n, 1, K, dk, Vd, dvp, gn, P0, dvp)             // P
+        let VG = pw.unit ? V : { Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }; return UnsafePointer(Vd) }()
+        T.gemm(true, false, dk, dvp, n, 1, K, dk, VG, dvp, gn, P0, dvp)             // P
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A ⊙ D, then Y).

@@ -36,18 +36,18 @@ extension HLA2 {
             T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n, structure: .lowerC)
             if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n, structure: .lowerC) }
             Mask.lowerDecay(W, n, n, pw, 1)
-            T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 0, Oh, dvp, structure: .lowerA)   // O = W V
+            // The carry terms first, into O itself; then O = W V + them (β = 1: the same single rounding of
+            // the sum as adding them after).
             if c.masked {
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, T2, dvp)    // Q U0
-                Mask.scaleRows(T2, n, dvp, dvp) { pw[2 * ($0 + 1)] }
-                Mask.axpby(Oh, T2, n * dvp, 1, 1)
+                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)    // Q U0
+                Mask.scaleRows(Oh, n, dvp, dvp) { pw[2 * ($0 + 1)] }
             } else {
                 T.gemm(false, false, n, dvp, dk, 1, K, dk, C0, dvp, 0, Tm, dvp)     // K C0
-                T.gemm(false, false, n, dvp, dk, 1, QS, dk, C0, dvp, 0, T2, dvp)    // diag(γ^τ) Q S0 C0
-                T.gemm(false, false, n, dvp, n, 1, A, n, Tm, dvp, 1, T2, dvp, structure: .lowerA)  // + (A ⊙ D) K C0
-                Mask.scaleRows(T2, n, dvp, dvp) { pw[$0 + 1] }
-                Mask.axpby(Oh, T2, n * dvp, 1, 1)
+                T.gemm(false, false, n, dvp, dk, 1, QS, dk, C0, dvp, 0, Oh, dvp)    // diag(γ^τ) Q S0 C0
+                T.gemm(false, false, n, dvp, n, 1, A, n, Tm, dvp, 1, Oh, dvp, structure: .lowerA)  // + (A ⊙ D) K C0
+                Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
             }
+            T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O = W V + ...
             if lam != 0 {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, C0, dvp, 0, T2, dvp)    // Q C0
                 Mask.scaleRows(T2, n, dvp, dvp) { lam * pw[$0 + 1] }

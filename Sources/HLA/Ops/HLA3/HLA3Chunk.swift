@@ -20,7 +20,7 @@ extension HLA3 {
         let Y = scratch.take(n * d), X1 = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
         let Kd = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
-        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        let KG = pw.unit ? K : { Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(Kd) }()   // Γ K
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower half
@@ -28,12 +28,12 @@ extension HLA3 {
                 // Bᵗ and the wanted (lower) part of A Bᵗ read only A's lower half: zero the rest, so the
                 // product may run its k-range to the tile's edge over exact zeros.
                 for r in 0..<n { for i in (r + 1)..<max(n, r + 1) { A[r * n + i] = 0 } }
-                for a in 0..<n { for x in 0..<n { Bt[a * n + x] = A[x * n + a] } }
+                Mask.transpose(Bt, A, n, upper: true)
                 Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
                 T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
-                Mask.scaledCopy(X2, Qh, n, dk) { pw[$0 + 1] }                        // diag(γ^u) Q
-                T.gemm(false, true, n, n, dk, 1, X1, dk, X2, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
+                let QU = pw.unit ? Qh : { Mask.scaledCopy(X2, Qh, n, dk) { pw[$0 + 1] }; return UnsafePointer(X2) }()   // diag(γ^u) Q
+                T.gemm(false, true, n, n, dk, 1, X1, dk, QU, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
                 Mask.lowerDecay(M, n, n, pw, 3)
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
@@ -58,12 +58,12 @@ extension HLA3 {
                 T.gemm(false, false, n, dvp, dk, 1, X2, dk, P0, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, M, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
-                Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
-                T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, gn, st, dk)       // S^Q
+                let QG = pw.unit ? Qh : { Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(T2) }()
+                T.gemm(true, false, dk, dk, n, 1, Qh, dk, QG, dk, gn, st, dk)       // S^Q
             }
         }
-        T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, gn, P0, dvp)             // P
-        T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S
+        T.gemm(true, false, dk, dvp, n, 1, KG, dk, V, dvp, gn, P0, dvp)             // P
+        T.gemm(true, false, dk, dk, n, 1, K, dk, KG, dk, gn, S0, dk)                // S
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A = Q Kᵀ with its upper
@@ -115,10 +115,10 @@ extension HLA3 {
                                       X1: UnsafePointer<T>, Y: UnsafePointer<T>, Bt: UnsafePointer<T>, K: UnsafePointer<T>,
                                       T2: UnsafeMutablePointer<T>, X2: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
-        Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
-        T.gemm(true, false, dk, dvp, n, 1, X1, dk, T2, dvp, pw[3 * n], st, dvp)
-        Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
-        T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, X2, dvp, structure: .upperA)
+        let Y1 = pw.unit ? Y : { Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }; return UnsafePointer(T2) }()
+        T.gemm(true, false, dk, dvp, n, 1, X1, dk, Y1, dvp, pw[3 * n], st, dvp)
+        let Y3 = pw.unit ? Y : { Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }; return UnsafePointer(T2) }()
+        T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, X2, dvp, structure: .upperA)
         T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
     }
 }
