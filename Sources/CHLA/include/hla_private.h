@@ -9,6 +9,26 @@ __attribute__((visibility("hidden"))) const char *hla_private_get_error(void);
 __attribute__((visibility("hidden"))) void hla_private_fork_enter(void);
 __attribute__((visibility("hidden"))) void hla_private_fork_leave(void);
 
+/* The calling thread's prefetch plan (prefetch.c): streams of rows (first row, byte stride, rows, bytes per
+ * row) added after a reset; `hla_private_plan_get` gives the cursor (row = NULL: nothing left), which the
+ * caller advances line by line (`hla_private_plan_step`). */
+typedef struct {
+    const char *row;
+    ptrdiff_t line, lines, stride, rows_left;
+} hla_private_plan;
+__attribute__((visibility("hidden"))) hla_private_plan *hla_private_plan_get(void);
+__attribute__((visibility("hidden"))) void hla_private_plan_reset(void);
+__attribute__((visibility("hidden"))) void hla_private_plan_rows(const void *first, ptrdiff_t stride, ptrdiff_t rows, ptrdiff_t bytes);
+__attribute__((visibility("hidden"))) void hla_private_plan_next(hla_private_plan *cursor);
+/* Prefetch the cursor's next line and advance it (no-op when the plan is used up). */
+static inline void hla_private_plan_step(hla_private_plan *c) {
+    if (!c->row) return;
+    __builtin_prefetch(c->row + 64 * c->line, 0, 2);
+    if (++c->line == c->lines) {
+        c->line = 0; c->row += c->stride;
+        if (--c->rows_left == 0) hla_private_plan_next(c);
+    }
+}
 /* Hint that the cache line holding p will be read soon (into L2 and outward; never faults). */
 static inline void hla_private_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }
 

@@ -59,6 +59,13 @@ enum Gemm {
             if upperB { hi = min(hi, j0 + w) }
             return (upperA ? min(i0, hi) : 0, hi)
         }
+        // Three lines of the thread's prefetch plan (the next inputs) before each register tile.
+        let plan = hla_private_plan_get()
+        @inline(__always) func prefetchStep() {
+            if plan.unsafelyUnwrapped.pointee.row != nil {
+                hla_private_plan_step(plan); hla_private_plan_step(plan); hla_private_plan_step(plan)
+            }
+        }
         /// Every column panel of C; `packed` (kc × nr elements) receives op(B) where it cannot be read in place.
         @inline(__always) func panels(_ packed: UnsafeMutablePointer<T>?) {
             var j0 = 0
@@ -71,6 +78,7 @@ enum Gemm {
                     var i0 = iStart
                     while i0 < m {
                         let rows = tileRows(m, i0), (lo, hi) = range(i0, rows, j0, w)
+                        prefetchStep()
                         if hi > lo {
                             tile(hi - lo, a + i0 * ars + lo * acs, ars, acs, rows, b + lo * ldb + j0, ldb,
                                  c + i0 * ldc + j0, ldc, w, alpha, beta)
@@ -89,6 +97,7 @@ enum Gemm {
                         while i0 < m {
                             let rows = tileRows(m, i0), (kLo, kHi) = range(i0, rows, j0, w)
                             let lo = max(kLo, p0), hi = min(kHi, p0 + kb)
+                            prefetchStep()
                             if hi > lo {
                                 tile(hi - lo, a + i0 * ars + lo * acs, ars, acs, rows, packed + (lo - p0) * nr, nr,
                                      c + i0 * ldc + j0, ldc, w, alpha, lo == kLo ? beta : 1)

@@ -156,18 +156,12 @@ struct Strided<T: HLAFloat> {
         }
     }
 
-    /// Ask the caches for rows t0..<t0+n of (b, h), first `d` elements (contiguous rows only; no-op otherwise).
-    /// A hint: never faults, so rows past the tensor's end are harmless.
+    /// Add rows t0..<t0+n of (b, h), first `d` elements, to the calling thread's prefetch plan (contiguous rows
+    /// only; nothing otherwise). Hints: rows past the tensor's end are never read.
     @inline(__always)
-    func prefetch(_ b: Int, _ h: Int, _ t0: Int, _ n: Int, _ d: Int) {
+    func plan(_ b: Int, _ h: Int, _ t0: Int, _ n: Int, _ d: Int) {
         if sd != 1 { return }
-        let bytes = d * elem.size
-        for r in 0..<n {
-            let row = UnsafeRawPointer(raw) + offset(b, t0 + r, h) * elem.size
-            var x = 0
-            while x < bytes { hla_private_prefetch(row + x); x += 64 }
-            hla_private_prefetch(row + bytes - 1)
-        }
+        hla_private_plan_rows(UnsafeRawPointer(raw) + offset(b, t0, h) * elem.size, st * elem.size, n, d * elem.size)
     }
 
     /// Read element j of row (b, t, h), widened.

@@ -1,3 +1,5 @@
+import CHLA
+
 /// Moving one unit's tokens between the caller's strided tensors and the dense blocks the kernels use.
 struct IO<T: HLAFloat> {
     let q: Strided<T>, k: Strided<T>, v: Strided<T>
@@ -14,12 +16,14 @@ struct IO<T: HLAFloat> {
         if c.normalize { for r in 0..<n { V[r * dvp + dv] = 1 } }
         let s = T(c.scale)
         for j in 0..<group { q.gather(b, g * group + j, t0, n, dk, into: Q + j * n * dk, ld: dk, mul: s) }
-        // The unit packed next (the paths sweep kv heads inside a chunk): its rows are on their way from
-        // memory while this one computes.
+        // The unit packed next (the paths sweep kv heads inside a chunk): its rows are brought in while this
+        // one computes, a few lines between register tiles (Gemm), since one burst of prefetches stalls as
+        // long as the reads it replaces.
         let (gn, tn) = g + 1 < c.kvHeads ? (g + 1, t0) : (0, t0 + n)
-        k.prefetch(b, gn, tn, n, dk)
-        v.prefetch(b, gn, tn, n, dv)
-        for j in 0..<group { q.prefetch(b, gn * group + j, tn, n, dk) }
+        hla_private_plan_reset()
+        k.plan(b, gn, tn, n, dk)
+        v.plan(b, gn, tn, n, dv)
+        for j in 0..<group { q.plan(b, gn * group + j, tn, n, dk) }
     }
 
     /// Write numerators O (group × n × dvp) as outputs, dividing by the ones column plus eps when normalizing.
