@@ -29,9 +29,6 @@ static inline void hla_private_plan_step(hla_private_plan *c) {
         if (--c->rows_left == 0) hla_private_plan_next(c);
     }
 }
-/* Hint that the cache line holding p will be read soon (into L2 and outward; never faults). */
-static inline void hla_private_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }
-
 /* dst[i][j] = src[j][i] for an 8 x 8 float block: row j of src at src + j * src_stride, row i of dst at
  * dst + i * dst_stride (elements; any alignment). Shuffles only: every value is copied exactly. */
 typedef float hla_private_v8f __attribute__((vector_size(32)));
