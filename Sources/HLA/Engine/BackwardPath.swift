@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CHLA
 
 /// Reverse-mode gradients (docs/gradients.md, docs/spec.md §9) through the streaming recurrence, with
 /// checkpoints: per (sequence, kv head) unit, a forward sweep keeps the unit's state at every chunk boundary
@@ -200,9 +201,11 @@ extension BackwardPath {
             }
             /// Pack chunk ch into K, V, Q and advance `cur` past it: the chunk kernel's carry update alone.
             func advance(_ ch: Int, K: UnsafeMutablePointer<T>, V: UnsafeMutablePointer<T>, Q: UnsafeMutablePointer<T>,
-                         keep: UnsafeMutablePointer<T>?) {
+                         keep: UnsafeMutablePointer<T>?, last: Int) {
                 let t0 = bos + ch * n0, n = min(n0, bos + nT - t0)
-                io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q)
+                // the sweeps advance this unit chunk after chunk, up to chunk `last`
+                io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q,
+                        next: ch < last ? .at(g: g, t0: t0 + n, n: min(n0, bos + nT - t0 - n)) : .none)
                 var k2 = kernel
                 Op.carry(c, pw, cur, n: n, K: K, V: V, Q: Q, keep: keep, scratch: &k2)
             }
@@ -211,7 +214,7 @@ extension BackwardPath {
             if checkpoints == nil {
                 for ch in 0..<lastStart {
                     if ch % every == 0 { for x in 0..<ue { gck[(ch / every) * ue + x] = cur.kv[x] } }
-                    advance(ch, K: K, V: V, Q: Q, keep: nil)
+                    advance(ch, K: K, V: V, Q: Q, keep: nil, last: lastStart - 1)
                 }
                 for x in 0..<ue { gck[(lastStart / every) * ue + x] = cur.kv[x] }
             } else {
@@ -247,6 +250,9 @@ extension BackwardPath {
                         gj[dv] = -dot * inv * inv
                     }
                 }
+                // the cotangent rows of the chunk reversed next, brought in during this one's products
+                hla_private_plan_reset()
+                if ch > 0 { for j in 0..<group { dO.plan(b, g * group + j, t0 - n0, n0, dv) } }
                 var k2 = kernel
                 Op.chunkBackward(c, pw, cp, adj, n: n, kept: kept, K: K, V: V, Q: Q, G: G, dK: gK, dV: gV, dQ: gQ, scratch: &k2)
                 for r in 0..<n {
@@ -263,7 +269,7 @@ extension BackwardPath {
                 for ch in c0..<c1 {
                     for x in 0..<ue { local[(ch - c0) * ue + x] = cur.kv[x] }
                     let (keep, K, V, Q) = inputs(ch - c0)
-                    advance(ch, K: K, V: V, Q: Q, keep: keep)
+                    advance(ch, K: K, V: V, Q: Q, keep: keep, last: c1 - 1)
                 }
                 for ch in stride(from: c1 - 1, through: c0, by: -1) {
                     reverse(ch, carryIn: unit(local + (ch - c0) * ue), slot: ch - c0)

@@ -1,5 +1,15 @@
 import CHLA
 
+/// Which rows `IO.pack` asks the prefetch plan for (the unit the caller packs next).
+enum NextUnit {
+    /// The next kv head of the same chunk, or the first head of the next chunk (a sweep over all kv heads).
+    case sweep
+    /// Tokens t0..<t0+n of kv head g.
+    case at(g: Int, t0: Int, n: Int)
+    /// Nothing (the plan is emptied).
+    case none
+}
+
 /// Moving one unit's tokens between the caller's strided tensors and the dense blocks the kernels use.
 struct IO<T: HLAFloat> {
     let q: Strided<T>, k: Strided<T>, v: Strided<T>
@@ -9,21 +19,26 @@ struct IO<T: HLAFloat> {
     /// t0..<t0+n of unit (b, g).
     @inline(__always)
     func pack(_ c: Config, b: Int, g: Int, t0: Int, n: Int,
-              K: UnsafeMutablePointer<T>, V: UnsafeMutablePointer<T>, Q: UnsafeMutablePointer<T>) {
+              K: UnsafeMutablePointer<T>, V: UnsafeMutablePointer<T>, Q: UnsafeMutablePointer<T>,
+              next: NextUnit = .sweep) {
         let dk = c.dk, dv = c.dv, dvp = c.dvp, group = c.group
         k.gather(b, g, t0, n, dk, into: K, ld: dk)
         v.gather(b, g, t0, n, dv, into: V, ld: dvp)
         if c.normalize { for r in 0..<n { V[r * dvp + dv] = 1 } }
         let s = T(c.scale)
         for j in 0..<group { q.gather(b, g * group + j, t0, n, dk, into: Q + j * n * dk, ld: dk, mul: s) }
-        // The unit packed next (the paths sweep kv heads inside a chunk): its rows are brought in while this
-        // one computes, a few lines between register tiles (Gemm), since one burst of prefetches stalls as
-        // long as the reads it replaces.
-        let (gn, tn) = g + 1 < c.kvHeads ? (g + 1, t0) : (0, t0 + n)
+        // The unit packed next: its rows are brought in while this one computes, a few lines between register
+        // tiles (Gemm), since one burst of prefetches stalls as long as the reads it replaces.
         hla_private_plan_reset()
-        k.plan(b, gn, tn, n, dk)
-        v.plan(b, gn, tn, n, dv)
-        for j in 0..<group { q.plan(b, gn * group + j, tn, n, dk) }
+        let gn: Int, tn: Int, nn: Int
+        switch next {
+        case .sweep: (gn, tn, nn) = g + 1 < c.kvHeads ? (g + 1, t0, n) : (0, t0 + n, n)
+        case let .at(g1, t1, n1): (gn, tn, nn) = (g1, t1, n1)
+        case .none: return
+        }
+        k.plan(b, gn, tn, nn, dk)
+        v.plan(b, gn, tn, nn, dv)
+        for j in 0..<group { q.plan(b, gn * group + j, tn, nn, dk) }
     }
 
     /// Write numerators O (group × n × dvp) as outputs, dividing by the ones column plus eps when normalizing.

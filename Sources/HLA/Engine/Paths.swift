@@ -66,7 +66,10 @@ enum Paths {
             while t0 < end {
                 let n = min(n0, end - t0)
                 for g in g0..<g1 {
-                    io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
+                    // next: the band's next head in this chunk, else its first head in the next chunk
+                    let next: NextUnit = g + 1 < g1 ? .at(g: g + 1, t0: t0, n: n)
+                        : t0 + n < end ? .at(g: g0, t0: t0 + n, n: min(n0, end - t0 - n)) : .none
+                    io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
                     var s = work.scratch(w)
                     chunkOrSteps(op, c, pw, layout.unit(row, g: g), n: n, work: work, w: w, scratch: &s)
                     io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
