@@ -27,7 +27,7 @@ extension HLA2 {
             let C0 = st + cOffset(c)
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n,               // A = Q Kᵀ (masked: lower half)
                    structure: c.masked ? .lowerC : [])
-            for i in 0..<n { for x in 0..<n { B[i * n + x] = (c.masked && i > x) ? 0 : A[x * n + i] } }
+            Mask.transpose(B, A, n, upper: c.masked)                                 // B = Aᵀ (masked: upper)
             Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
             T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n,                   // (A ⊙ D) B
                    structure: c.masked ? [.lowerA, .upperB, .lowerC] : [.lowerA, .lowerC])
@@ -94,7 +94,7 @@ extension HLA2 {
                 let kj = keep.map { $0 + j * keepHead(c, n: n) }
                 let B = kj ?? Bs, QS = kj.map { $0 + n * n } ?? QSs, Z = kj.map { $0 + n * n + n * dk } ?? Zs
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower
-                for i in 0..<n { for x in 0..<n { B[i * n + x] = i > x ? 0 : A[x * n + i] } }   // B = Aᵀ, upper
+                Mask.transpose(B, A, n, upper: true)                                 // B = Aᵀ, upper
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)       // Q S0
                 Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                         // diag(γ^τ) Q S0
                 T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp, structure: .upperA)   // B Γ V

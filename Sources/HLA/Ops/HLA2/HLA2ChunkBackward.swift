@@ -46,7 +46,7 @@ extension HLA2: ChunkBackward {
                 for x in 0..<n { for i in 0...x { A[x * n + i] = kj[i * n + x] } }     // A = Bᵀ (lower half)
             } else {
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)             // A = Q Kᵀ
-                for i in 0..<n { for x in 0..<n { Bs[i * n + x] = A[x * n + i] } }
+                Mask.transpose(Bs, A, n, upper: false)                                 // B = Aᵀ
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QSs, dk)
                 Mask.scaleRows(QSs, n, dk, dk) { pw[$0 + 1] }                          // QS = Γ₁ Q S0
                 B = UnsafePointer(Bs); QS = UnsafePointer(QSs)
