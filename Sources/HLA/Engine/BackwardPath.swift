@@ -250,9 +250,10 @@ extension BackwardPath {
                         gj[dv] = -dot * inv * inv
                     }
                 }
-                // the cotangent rows of the chunk reversed next, brought in during this one's products
+                // the cotangent rows of the chunk reversed next (the group's previous one; before the group's
+                // first chunk comes the previous group's carry sweep), brought in during this one's products
                 hla_private_plan_reset()
-                if ch > 0 { for j in 0..<group { dO.plan(b, g * group + j, t0 - n0, n0, dv) } }
+                if i > 0 { for j in 0..<group { dO.plan(b, g * group + j, t0 - n0, n0, dv) } }
                 var k2 = kernel
                 Op.chunkBackward(c, pw, cp, adj, n: n, kept: kept, K: K, V: V, Q: Q, G: G, dK: gK, dV: gV, dQ: gQ, scratch: &k2)
                 for r in 0..<n {
