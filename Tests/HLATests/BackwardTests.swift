@@ -139,13 +139,20 @@ final class BackwardTests: XCTestCase {
                 var r = SplitMix64(seed: 78)
                 let dO = r.normals(cs.B * cs.T * cs.H * cs.dv)
                 let vals: [[Double]] = [o.normalize ? p.q.map { abs($0) } : p.q, o.normalize ? p.k.map { abs($0) } : p.k, p.v, dO]
-                var rows: Int64 = -1, stride: Int64 = -1
-                XCTAssertEqual(hla_checkpoint_rows(&c, Int64(cs.B), Int64(cs.T), 0, &rows, &stride), HLA_OK)
-                XCTAssertEqual(stride, 10)            // chunk 2: ⌈√21⌉ = 5 chunks
-                XCTAssertEqual(rows, Int64(cs.B * 4))  // (41 − 1) / 10 per sequence
                 var n: Int64 = 0
                 XCTAssertEqual(hla_state_elements(&c, &n), HLA_OK)
-                let results: [[[Double]]] = [false, true].map { (withCk: Bool) -> [[Double]] in
+                // checkpoint_every: automatic (0), every chunk, every 3 chunks, more than the 21 chunks (no rows);
+                // the plain backward takes it for its own kept carries too
+                let variants: [(withCk: Bool, every: Int64, stride: Int64)] =
+                    [(false, 0, 0), (false, 1, 0), (true, 0, 10), (true, 1, 2), (true, 3, 6), (true, 100, 42)]
+                let results: [[[Double]]] = variants.map { (withCk: Bool, every: Int64, wantStride: Int64) -> [[Double]] in
+                    c.checkpoint_every = every
+                    var rows: Int64 = -1, stride: Int64 = -1
+                    XCTAssertEqual(hla_checkpoint_rows(&c, Int64(cs.B), Int64(cs.T), 0, &rows, &stride), HLA_OK)
+                    if withCk {
+                        XCTAssertEqual(stride, wantStride)                       // chunk 2; automatic: ⌈√21⌉ = 5 chunks
+                        XCTAssertEqual(rows, Int64(cs.B) * ((41 - 1) / wantStride))
+                    }
                     let ins = (0..<4).map { i in Flat(vals[i], dt) }
                     let out = Flat(count: vals[3].count, dt), fin = RowBuf(dtype: dt, rows: cs.B, n: Int(n), fill: .nan)
                     let ck = RowBuf(dtype: dt, rows: Int(rows), n: Int(n), fill: .nan)
@@ -165,15 +172,17 @@ final class BackwardTests: XCTestCase {
                         XCTAssertEqual(hla_backward_checkpoints(&c, t[0].p, t[1].p, t[2].p, t[3].p, dqT.p, dkT.p, dvT.p, nil,
                                                                 iniT.p, dFinT.p, dIniT.p, ckT.p), HLA_OK, lastError())
                         // a changed checkpoint changes the gradients before it (the reverse passes through it)
-                        let dq2 = Flat(count: vals[0].count, dt), dq2T = dq2.tensor(shapes[0])
-                        let dk2 = Flat(count: vals[1].count, dt), dk2T = dk2.tensor(shapes[1])
-                        let dv2 = Flat(count: vals[2].count, dt), dv2T = dv2.tensor(shapes[2])
-                        let dIni2 = RowBuf(dtype: dt, rows: cs.B, n: Int(n)), dIni2T = dIni2.tensor
-                        ck[0] += 0.25
-                        XCTAssertEqual(hla_backward_checkpoints(&c, t[0].p, t[1].p, t[2].p, t[3].p, dq2T.p, dk2T.p, dv2T.p, nil,
-                                                                iniT.p, dFinT.p, dIni2T.p, ckT.p), HLA_OK)
-                        XCTAssertTrue(dq.values != dq2.values, "\(o) \(dt): the backward ignored its checkpoints")
-                        keepAlive(dq2, dq2T, dk2, dk2T, dv2, dv2T, dIni2, dIni2T)
+                        if rows > 0 {
+                            let dq2 = Flat(count: vals[0].count, dt), dq2T = dq2.tensor(shapes[0])
+                            let dk2 = Flat(count: vals[1].count, dt), dk2T = dk2.tensor(shapes[1])
+                            let dv2 = Flat(count: vals[2].count, dt), dv2T = dv2.tensor(shapes[2])
+                            let dIni2 = RowBuf(dtype: dt, rows: cs.B, n: Int(n)), dIni2T = dIni2.tensor
+                            ck[0] += 0.25
+                            XCTAssertEqual(hla_backward_checkpoints(&c, t[0].p, t[1].p, t[2].p, t[3].p, dq2T.p, dk2T.p, dv2T.p,
+                                                                    nil, iniT.p, dFinT.p, dIni2T.p, ckT.p), HLA_OK)
+                            XCTAssertTrue(dq.values != dq2.values, "\(o) \(dt) every \(every): the backward ignored its checkpoints")
+                            keepAlive(dq2, dq2T, dk2, dk2T, dv2, dv2T, dIni2, dIni2T)
+                        }
                     } else {
                         XCTAssertEqual(cForward(cfg, HLA_PATH_CHUNKED.rawValue.asInt32, t[0], t[1], t[2], tOut, initial: iniT, final: finT), HLA_OK)
                         XCTAssertEqual(hla_backward(&c, HLA_PATH_CHUNKED.rawValue.asInt32, t[0].p, t[1].p, t[2].p, t[3].p,
@@ -184,7 +193,10 @@ final class BackwardTests: XCTestCase {
                     return [out.values, fin.values, dq.values, dk.values, dv.values, dIni.values]
                 }
                 for (i, name) in ["output", "final", "dq", "dk", "dv", "d_initial"].enumerated() {
-                    XCTAssertTrue(results[0][i].map { $0.bitPattern } == results[1][i].map { $0.bitPattern }, "\(o) \(dt) \(name)")
+                    for v in 1..<variants.count {
+                        XCTAssertTrue(results[0][i].map { $0.bitPattern } == results[v][i].map { $0.bitPattern },
+                                      "\(o) \(dt) \(name) \(variants[v])")
+                    }
                 }
             }
         }

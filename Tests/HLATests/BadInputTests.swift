@@ -100,6 +100,8 @@ final class BadInputTests: XCTestCase {
             ("chunk_size -1", HLA_ERR_INVALID_ARGUMENT, ["chunk_size"], cfg { $0.chunk_size = -1 }),
             ("struct_size 0", HLA_ERR_INVALID_ARGUMENT, ["struct_size"], cfg { $0.struct_size = 0 }),
             ("struct_size one short", HLA_ERR_INVALID_ARGUMENT, ["struct_size"], cfg { $0.struct_size = UInt32(configSize) - 1 }),
+            ("struct_size of 1.0, one short", HLA_ERR_INVALID_ARGUMENT, ["struct_size"], cfg { $0.struct_size = UInt32(configSize) - 9 }),
+            ("checkpoint_every -1", HLA_ERR_INVALID_ARGUMENT, ["checkpoint_every"], cfg { $0.checkpoint_every = -1 }),
         ]
         for (what, want, names, c) in bad {
             callAll(c) { fn, st in expect(st, want, names: names + [fn], "\(fn) with \(what)") }

@@ -9,9 +9,9 @@
 /* Version of this header and of the library built with it (hla_version() returns the library's).
  * These three lines are the single source of truth: the library and the Python package read them.
  * A change of MAJOR means an incompatible ABI or state layout (the serialized format carries its own
- * format version, docs/state-layout.md); a change of MINOR adds entry points (1.1: checkpoints). */
+ * format version, docs/state-layout.md); a change of MINOR adds entry points or config fields (1.1: checkpoints; 1.2: checkpoint_every). */
 #define HLA_VERSION_MAJOR 1
-#define HLA_VERSION_MINOR 1
+#define HLA_VERSION_MINOR 2
 #define HLA_VERSION_PATCH 0
 
 /* Largest number of dimensions of an hla_tensor. */
@@ -75,7 +75,9 @@ typedef struct hla_tensor {
 /* Configuration of an operator: everything but the shapes and element types, which the tensors carry.
  * Always start from hla_config_init(&cfg, sizeof cfg), which fills the defaults below and records the
  * struct size the caller was compiled with, then set the fields you need. New fields are only ever
- * added at the end; a library given a larger struct accepts it when the fields it does not know are 0. */
+ * added at the end; a library given a larger struct accepts it when the fields it does not know are 0,
+ * and one given the smaller struct of an older header (1.0 and 1.1: up to chunk_size) takes the fields
+ * that struct lacks as 0. */
 typedef struct hla_config {
     uint32_t struct_size; /* sizeof(hla_config) as compiled by the caller; set by hla_config_init */
     int32_t op;           /* hla_op; default HLA_OP_HLA2 */
@@ -91,6 +93,11 @@ typedef struct hla_config {
     double eps;           /* > 0, used when normalize = 1; default 1e-6 */
     int64_t chunk_size;   /* >= 0: chunk length of the chunked and scan paths, 0 = automatic (default);
                              values above 1024 act as 1024 */
+    /* 1.2: */
+    int64_t checkpoint_every; /* >= 0: chunks between the carries the chunked backward keeps (its own and
+                             hla_forward_checkpoints'): 0 = automatic, ceil(sqrt(chunks)) (default); 1 = every
+                             chunk (fastest backward, memory chunks * state); values above the chunk count act
+                             as the chunk count. Results do not depend on it. */
 } hla_config;
 
 #endif /* HLA_TYPES_H */

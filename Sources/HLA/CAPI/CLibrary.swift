@@ -33,15 +33,14 @@ import CHLA
 }
 
 /// Fill *cfg with the defaults (hla2, masked, not normalized, H = 1, kv_heads 0 = H, dk = dv = 64,
-/// scale 1, decay 1, ridge 0, eps 1e-6, chunk_size 0 = automatic) and set cfg->struct_size = size.
-/// Pass size = sizeof(hla_config) as your compiler sees it; bytes past the fields this library knows
-/// are zeroed.
+/// scale 1, decay 1, ridge 0, eps 1e-6, chunk_size 0 and checkpoint_every 0 = automatic) and set
+/// cfg->struct_size = size. Pass size = sizeof(hla_config) as your compiler sees it (an older header's
+/// smaller struct gets the fields it has); bytes past the fields this library knows are zeroed.
 @c public func hla_config_init(_ cfg: UnsafeMutablePointer<hla_config>?, _ size: UInt) -> hla_status {
     working("hla_config_init") { () throws(HLAError) in
         guard let cfg else { throw .null("cfg") }
-        guard size >= UInt(Config.structSize), size <= 1 << 16 else {
-            throw .invalid("size = \(size): an hla_config of this library has \(Config.structSize) bytes")
-        }
+        guard size <= 1 << 16 else { throw .invalid("size = \(size): an hla_config has \(Config.structSize) bytes") }
+        _ = try Config.callerSize(Int(size), "size")
         cfg.pointee.struct_size = UInt32(size)
         try writeConfig(Config.defaults(), to: cfg)
     }

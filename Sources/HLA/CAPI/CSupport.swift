@@ -74,11 +74,7 @@ func writeLengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, _ values: [In
 /// The struct size of a caller's hla_config that the library is about to write (hla_config_init sized it).
 func writableConfigSize(_ p: UnsafeMutablePointer<hla_config>?) throws(HLAError) -> Int {
     guard let p else { throw .null("cfg") }
-    let size = Int(p.pointee.struct_size)
-    guard size >= Config.structSize, size <= 1 << 16 else {
-        throw .invalid("cfg.struct_size = \(size): initialise cfg with hla_config_init(&cfg, sizeof cfg) first")
-    }
-    return size
+    return try Config.callerSize(Int(p.pointee.struct_size), "cfg.struct_size")
 }
 
 /// The element type of a tensor of state or summary rows: float32 or float64, as the caller chose.
@@ -95,10 +91,11 @@ func writeConfig(_ c: hla_config, to p: UnsafeMutablePointer<hla_config>?) throw
     let size = try writableConfigSize(p)
     guard let p else { throw .null("cfg") }
     let raw = UnsafeMutableRawPointer(p)
-    memset(raw + Config.structSize, 0, size - Config.structSize)
     var v = c
     v.struct_size = UInt32(size)
-    p.pointee = v
+    // the fields the caller's struct has (an older header's lacks the later ones), then zeros
+    withUnsafeBytes(of: &v) { raw.copyMemory(from: $0.baseAddress!, byteCount: min(size, Config.structSize)) }
+    if size > Config.structSize { memset(raw + Config.structSize, 0, size - Config.structSize) }
 }
 
 /// Serialize `count` rows of a block: *written always gets the size; buffer NULL with capacity 0 queries it.

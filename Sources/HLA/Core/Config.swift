@@ -20,6 +20,7 @@ struct Config: Equatable, Sendable {
     var ridge: Double
     var eps: Double
     var chunkSize: Int  // 0 = automatic
+    var checkpointEvery: Int  // chunks between the backward's kept carries; 0 = automatic (⌈√chunks⌉)
 
     /// Width of the value rows the kernels carry: the values plus a column of ones when normalizing.
     var dvp: Int { dv + (normalize ? 1 : 0) }
@@ -32,26 +33,34 @@ struct Config: Equatable, Sendable {
     static let maxChunk = 1024
 
     static let structSize = MemoryLayout<hla_config>.size
+    /// Size of the hla_config of headers 1.0 and 1.1 (up to chunk_size): accepted, the later fields taken as 0.
+    static let structSize1_0 = MemoryLayout<hla_config>.offset(of: \hla_config.checkpoint_every)!
 
     static func defaults() -> hla_config {
         hla_config(struct_size: UInt32(structSize), op: HLA_OP_HLA2.rawValue.asInt32, masked: 1, normalize: 0,
                    heads: 1, kv_heads: 0, dk: 64, dv: 64,
-                   scale: 1.0, decay: 1.0, ridge: 0.0, eps: 1e-6, chunk_size: 0)
+                   scale: 1.0, decay: 1.0, ridge: 0.0, eps: 1e-6, chunk_size: 0, checkpoint_every: 0)
     }
 
-    /// Read a caller's struct: `struct_size` must cover every field this library knows; fields of a newer
-    /// header that this library does not know must be zero.
+    /// Read a caller's struct: `struct_size` must cover at least the fields of header 1.0 (those of a later
+    /// header it lacks are taken as 0); fields of a newer header that this library does not know must be zero.
     init(_ p: UnsafePointer<hla_config>) throws(HLAError) {
-        let size = Int(p.pointee.struct_size)
-        guard size >= Config.structSize else {
-            throw .invalid("config.struct_size = \(size): this library needs \(Config.structSize) (call hla_config_init(&cfg, sizeof cfg))")
-        }
-        guard size <= 1 << 16 else { throw .invalid("config.struct_size = \(size) is not the size of an hla_config") }
+        let size = try Config.callerSize(Int(p.pointee.struct_size), "config.struct_size")
         let raw = UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self)
-        for i in Config.structSize..<size where raw[i] != 0 {
+        for i in min(size, Config.structSize)..<size where raw[i] != 0 {
             throw .invalid("config has nonzero fields unknown to libhla \(hlaVersionString) (byte \(i) of \(size))")
         }
-        try self.init(p.pointee)
+        var c = hla_config()   // all zero: the fields an older caller's struct lacks
+        withUnsafeMutableBytes(of: &c) { $0.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: min(size, Config.structSize))) }
+        try self.init(c)
+    }
+
+    /// A caller's `struct_size` when it is one an hla_config can have: header 1.0's, or this header's up to 64 KiB.
+    static func callerSize(_ size: Int, _ what: String) throws(HLAError) -> Int {
+        guard size == Config.structSize1_0 || (size >= Config.structSize && size <= 1 << 16) else {
+            throw .invalid("\(what) = \(size): an hla_config has \(Config.structSize) bytes (\(Config.structSize1_0) for headers 1.0 and 1.1); initialise it with hla_config_init(&cfg, sizeof cfg)")
+        }
+        return size
     }
 
     init(_ c: hla_config) throws(HLAError) {
@@ -75,11 +84,15 @@ struct Config: Equatable, Sendable {
         guard c.ridge.isFinite, c.ridge >= 0 else { throw .invalid("config.ridge = \(c.ridge) must be finite and >= 0") }
         if c.ridge != 0 && op != .hla2 { throw .invalid("config.ridge = \(c.ridge) is only defined for op hla2, not \(op.name)") }
         guard c.chunk_size >= 0 else { throw .invalid("config.chunk_size = \(c.chunk_size) must be >= 0 (0 = automatic)") }
+        guard c.checkpoint_every >= 0 else {
+            throw .invalid("config.checkpoint_every = \(c.checkpoint_every) must be >= 0 (0 = automatic)")
+        }
         self.op = op; self.masked = c.masked == 1; self.normalize = c.normalize == 1
         self.heads = heads; self.kvHeads = kvHeads; self.dk = dk; self.dv = dv
         self.scale = c.scale; self.decay = c.decay; self.ridge = c.ridge; self.eps = c.eps
         // Chunks longer than maxChunk only cost memory (n × n blocks); the result is the same.
         self.chunkSize = Int(min(c.chunk_size, Int64(Config.maxChunk)))
+        self.checkpointEvery = Int(c.checkpoint_every)
         // Every size the engine forms is bounded by these products; check them once here.
         let d = max(dk, dv + 1)
         let perHead = try checkedMul(try checkedMul(d, d, "dk·dv"), 8, "state per head")

@@ -123,9 +123,10 @@ protocol ChunkBackward: Operator {
     static func keepSize(_ c: Config, n: Int) -> Int
     /// The carry `chunk` leaves for n tokens, bit for bit, without its outputs (scratch: `chunkScratch`);
     /// `keep` (nil, or `keepSize` elements) receives products of the chunk that `chunkBackward` reads back.
+    /// `carryOut` false: only those products (`u` is left as it was; nothing happens when there are none).
     static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
-                                   keep: UnsafeMutablePointer<T>?, scratch: inout Scratch<T>)
+                                   keep: UnsafeMutablePointer<T>?, carryOut: Bool, scratch: inout Scratch<T>)
     static func chunkBackwardScratch(_ c: Config, n: Int) -> Int
     /// Reverse of `chunk` for n tokens: `u` the carry-in (read only), `d` the carry-out's adjoint in and the
     /// carry-in's adjoint out; `kept` what `carry` kept advancing `u` over the same tokens;
@@ -160,7 +161,7 @@ extension BackwardPath {
         let scratchElems = max(Op.chunkScratch(c, n: n0), Op.chunkBackwardScratch(c, n: n0))
         // Two levels of checkpoints: the carry every `every` chunks (forward sweep), and, for the group of chunks
         // being reversed, each chunk's carry (recomputed from the group's checkpoint): O(√chunks · state).
-        var every = CheckpointPlan.ceilSqrt(chunks)
+        var every = CheckpointPlan.every(c, chunks: chunks)
         if let ck = checkpoints { every = min(ck.plan.every, chunks) }   // chunks = 1 when n0 < the plan's chunk
         let groups = checkpoints == nil ? (chunks + every - 1) / every : 1   // kept here (with checkpoints: the carry-in)
         // per chunk of the group being reversed: its packed inputs and what `carry` keeps for `chunkBackward`
@@ -199,15 +200,16 @@ extension BackwardPath {
                 let p = slots + i * slot, k = p + ks, v = k + n0 * dk
                 return (p, k, v, v + n0 * dvp)
             }
-            /// Pack chunk ch into K, V, Q and advance `cur` past it: the chunk kernel's carry update alone.
+            /// Pack chunk ch into K, V, Q and advance `cur` past it: the chunk kernel's carry update alone (with
+            /// `carryOut` false only the products it keeps: `cur` is left as it was).
             func advance(_ ch: Int, K: UnsafeMutablePointer<T>, V: UnsafeMutablePointer<T>, Q: UnsafeMutablePointer<T>,
-                         keep: UnsafeMutablePointer<T>?, last: Int) {
+                         keep: UnsafeMutablePointer<T>?, last: Int, carryOut: Bool = true) {
                 let t0 = bos + ch * n0, n = min(n0, bos + nT - t0)
                 // the sweeps advance this unit chunk after chunk, up to chunk `last`
                 io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q,
                         next: ch < last ? .at(g: g, t0: t0 + n, n: min(n0, bos + nT - t0 - n)) : .none)
                 var k2 = kernel
-                Op.carry(c, pw, cur, n: n, K: K, V: V, Q: Q, keep: keep, scratch: &k2)
+                Op.carry(c, pw, cur, n: n, K: K, V: V, Q: Q, keep: keep, carryOut: carryOut, scratch: &k2)
             }
             // forward sweep: the carry at the start of every group of `every` chunks (given checkpoints: none)
             let lastStart = (nc - 1) / every * every
@@ -263,17 +265,19 @@ extension BackwardPath {
                 }
             }
             // groups in reverse: each chunk's carry (and kept products) from the group's checkpoint, then its
-            // chunks in reverse (the group's last chunk is advanced too, for its products; its carry-out is unused)
+            // chunks in reverse (the group's last chunk only for its kept products: its carry-out is unused, and
+            // its carry-in stays in `cur`, which the reverse reads in place unless normalising overwrites it)
             for grp in stride(from: lastStart / every, through: 0, by: -1) {
                 let c0 = grp * every, c1 = min(nc, c0 + every)
                 start(grp)
                 for ch in c0..<c1 {
-                    for x in 0..<ue { local[(ch - c0) * ue + x] = cur.kv[x] }
-                    let (keep, K, V, Q) = inputs(ch - c0)
-                    advance(ch, K: K, V: V, Q: Q, keep: keep, last: c1 - 1)
+                    let (keep, K, V, Q) = inputs(ch - c0), last = ch == c1 - 1
+                    if !last || c.normalize { for x in 0..<ue { local[(ch - c0) * ue + x] = cur.kv[x] } }
+                    advance(ch, K: K, V: V, Q: Q, keep: keep, last: c1 - 1, carryOut: !last)
                 }
                 for ch in stride(from: c1 - 1, through: c0, by: -1) {
-                    reverse(ch, carryIn: unit(local + (ch - c0) * ue), slot: ch - c0)
+                    let inPlace = ch == c1 - 1 && !c.normalize
+                    reverse(ch, carryIn: inPlace ? cur : unit(local + (ch - c0) * ue), slot: ch - c0)
                 }
             }
             if let dInitial {

@@ -2,21 +2,27 @@ import CHLA
 
 /// Checkpoints a chunked forward leaves for the chunked backward (docs/gradients.md §11; C:
 /// hla_checkpoint_rows, hla_forward_checkpoints, hla_backward_checkpoints): each sequence's state before its
-/// tokens L, 2L, 3L, … (L = `stride`, a whole number of chunks, about √(T · chunk) tokens for the call's T
-/// tokens per batch row), the rows of sequence i after those of sequences 0..<i. The backward walks each
+/// tokens L, 2L, 3L, … (L = `stride`, a whole number of chunks: `checkpoint_every` of them, or by default
+/// ⌈√(chunks of the call's T tokens)⌉, about √(T · chunk) tokens), the rows of sequence i after those of sequences 0..<i. The backward walks each
 /// stretch of L tokens from its checkpoint, so it skips the carry sweep it would otherwise run to find them.
 struct CheckpointPlan {
     /// Chunk length of the chunked path (before it is capped at the longest sequence): `chunk_size`, or 32 when
     /// max(dk, dv + normalize) ≤ 96, else 64.
     let chunk: Int
-    /// Chunks per stretch: ⌈√(chunks of T tokens)⌉.
+    /// Chunks per stretch: `checkpoint_every` (at most the chunks of T tokens), or ⌈√(chunks of T tokens)⌉.
     let every: Int
     var stride: Int { chunk * every }
 
     init(_ c: Config, tokens: Int) {
         chunk = Paths.chunkLength(c)
         let chunks = (max(tokens, 1) - 1) / chunk + 1   // ⌈tokens / chunk⌉ without overflow
-        every = CheckpointPlan.ceilSqrt(chunks)
+        every = CheckpointPlan.every(c, chunks: chunks)
+    }
+
+    /// Chunks between kept carries for a sequence of `chunks` chunks: `checkpoint_every` capped at `chunks`,
+    /// or (0, automatic) ⌈√chunks⌉, which balances the carries kept against the chunks recomputed from each.
+    static func every(_ c: Config, chunks: Int) -> Int {
+        c.checkpointEvery > 0 ? min(c.checkpointEvery, max(chunks, 1)) : ceilSqrt(max(chunks, 1))
     }
 
     /// ⌈√x⌉ for x ≥ 1, exact for every Int (no square overflows near Int.max).

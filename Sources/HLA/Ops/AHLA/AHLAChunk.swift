@@ -56,7 +56,8 @@ extension AHLA {
     /// `keep` (`keepSize` elements, or nil): receives the products `chunkBackward` would otherwise recompute.
     static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
-                                   keep: UnsafeMutablePointer<T>?, scratch: inout Scratch<T>) {
+                                   keep: UnsafeMutablePointer<T>?, carryOut: Bool, scratch: inout Scratch<T>) {
+        if !carryOut && (keep == nil || keepSize(c, n: n) == 0) { return }   // nothing to keep
         let dk = c.dk, dvp = c.dvp
         let As = scratch.take(n * n), Ys = scratch.take(n * max(dk, dvp))
         let Vd = scratch.take(n * dvp), T2 = scratch.take(n * max(dk, dvp))
@@ -71,6 +72,7 @@ extension AHLA {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
+                if !carryOut { continue }
                 Mask.scaledCopy(T2, Y, n, dvp) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, T2, dvp, gn, st, dvp)     // E
             } else {
@@ -78,6 +80,7 @@ extension AHLA {
                 T.gemm(true, false, dk, dk, n, 1, K, dk, T2, dk, gn, st, dk)        // R
             }
         }
+        if !carryOut { return }
         Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
         T.gemm(true, false, dk, dvp, n, 1, K, dk, Vd, dvp, gn, P0, dvp)             // P
     }

@@ -79,7 +79,8 @@ extension HLA2 {
     /// `keep` (`keepSize` elements, or nil): receives the products `chunkBackward` would otherwise recompute.
     static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
-                                   keep: UnsafeMutablePointer<T>?, scratch: inout Scratch<T>) {
+                                   keep: UnsafeMutablePointer<T>?, carryOut: Bool, scratch: inout Scratch<T>) {
+        if !carryOut && (keep == nil || keepSize(c, n: n) == 0) { return }   // nothing to keep
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let A = scratch.take(n * n), Bs = scratch.take(n * n)
         let QSs = scratch.take(n * dk), Kd = scratch.take(n * dk)
@@ -99,6 +100,7 @@ extension HLA2 {
                 Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                         // diag(γ^τ) Q S0
                 T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp, structure: .upperA)   // B Γ V
                 Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }
+                if !carryOut { continue }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, Z, dvp, g2n, st, dvp)     // γ²ⁿ U0 + Kᵀ Γ B Γ V
                 Mask.scaledCopy(Tm, V, n, dvp) { pw[2 * (n - 1 - $0)] }
                 T.gemm(true, false, dk, dvp, n, 1, QS, dk, Tm, dvp, 1, st, dvp)     // + γⁿ S0 Qᵀ Γ V
@@ -107,6 +109,7 @@ extension HLA2 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
             }
         }
+        if !carryOut { return }
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S ← γⁿ S0 + Kᵀ Γ K
     }
 }

@@ -75,7 +75,8 @@ extension HLA3 {
     /// `keep` (`keepSize` elements, or nil): receives the products `chunkBackward` would otherwise recompute.
     static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
-                                   keep: UnsafeMutablePointer<T>?, scratch: inout Scratch<T>) {
+                                   keep: UnsafeMutablePointer<T>?, carryOut: Bool, scratch: inout Scratch<T>) {
+        if !carryOut && (keep == nil || keepSize(c, n: n) == 0) { return }   // nothing to keep
         let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
         let A = scratch.take(n * n), Bts = scratch.take(n * n)
         let Ys = scratch.take(n * d), X1s = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
@@ -98,12 +99,13 @@ extension HLA3 {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
-                advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, X2: X2)
+                if carryOut { advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, X2: X2) }
             } else {
                 Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, gn, st, dk)       // S^Q
             }
         }
+        if !carryOut { return }
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, gn, P0, dvp)             // P
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S
     }
