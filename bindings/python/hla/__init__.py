@@ -122,7 +122,7 @@ def _carry_in(initial_state, cfg):
 
 def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
             scale=1.0, initial_state=None, output_final_state=False, cu_seqlens=None,
-            chunk_size=None, path="chunked", checkpoints=None):
+            chunk_size=None, path="chunked", checkpoints=None, checkpoint_every=None):
     """Run the operator over whole sequences.
 
     Parameters
@@ -147,6 +147,11 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
         A writable array from :func:`new_checkpoints` for the same call (chunked path only): receives
         each sequence's state every ``stride`` tokens, for :func:`backward` (``checkpoints=``), which
         then skips recomputing them (hla_forward_checkpoints). The outputs are the same bit for bit.
+    checkpoint_every : int or None
+        Chunks between the checkpoints (``stride = checkpoint_every * chunk`` tokens; None or 0 =
+        automatic, about sqrt(chunks); values above the chunk count act as it). Only the checkpoints
+        depend on it, not the outputs: give :func:`new_checkpoints` and :func:`backward` the same
+        value. 1 = a checkpoint every chunk: the fastest backward and the most memory.
 
     Returns
     -------
@@ -164,34 +169,38 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
         final = State._make(state_cfg, _zeros_state(state_cfg, _sequences(q, cu), q))
     with lock:
         _hla.forward(cfg, path, q, k, v, out, cu, initial,
-                     None if final is None else final._array, None, checkpoints)
+                     None if final is None else final._array, None, checkpoints, checkpoint_every)
     return _arrays.deliver(out, q), final
 
 
 def new_checkpoints(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0,
-                    eps=1e-6, scale=1.0, cu_seqlens=None, chunk_size=None):
+                    eps=1e-6, scale=1.0, cu_seqlens=None, chunk_size=None, checkpoint_every=None):
     """A zeroed checkpoint array ``[rows, n]`` (numpy, state dtype) for ``forward(..., checkpoints=)``
     and ``backward(..., checkpoints=)`` of a call with these inputs and options (docs/gradients.md
-    section 11): ``rows`` from :func:`checkpoint_rows`, n the state's elements."""
+    section 11): ``rows`` from :func:`checkpoint_rows`, n the state's elements. ``checkpoint_every``
+    (chunks between checkpoints, None = automatic, 1 = every chunk: fastest backward, most rows) must
+    be the value given to that forward and backward."""
     q, k, v = _arrays.prepare(q, "q"), _arrays.prepare(k, "k"), _arrays.prepare(v, "v")
     cfg = _call_config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size)
     s = _arrays.shape(q)
     if len(s) != 4:
         raise ValueError("q must be [B, T, H, Dk], got shape %s" % (s,))
     sequences = 0 if cu_seqlens is None else _sequences(q, _arrays.index_array(cu_seqlens))
-    rows, _ = _hla.checkpoint_rows(cfg, s[0], s[1], sequences)
+    rows, _ = _hla.checkpoint_rows(cfg, s[0], s[1], sequences, checkpoint_every)
     return _arrays.aligned_zeros((rows, _hla.state_elements(cfg)), _arrays.state_dtype(q))
 
 
 def checkpoint_rows(op="hla2", *, heads, dk, dv, batch, tokens, sequences=0, kv_heads=None,
-                    masked=True, normalize=False, ridge=0.0, chunk_size=None):
+                    masked=True, normalize=False, ridge=0.0, chunk_size=None, checkpoint_every=None):
     """``(rows, stride)`` of the checkpoints of a chunked call over ``[batch, tokens, ...]`` inputs, or
     over ``sequences`` packed sequences (``cu_seqlens`` of sequences + 1 entries, batch 1): a
     ``[rows, n]`` state array holds each sequence's state before its tokens stride, 2 stride, ...
-    (hla_checkpoint_rows). For hosts that allocate the array themselves (torch, JAX)."""
+    (hla_checkpoint_rows). For hosts that allocate the array themselves (torch, JAX).
+    ``checkpoint_every``: chunks per stride (None = automatic, about sqrt(chunks); 1 = every chunk,
+    fastest backward and most rows), the value the forward and backward of the call are given."""
     cfg = _state.make_config(op, masked, normalize, heads, kv_heads, dk, dv, ridge=ridge,
                              chunk_size=chunk_size)
-    return _hla.checkpoint_rows(cfg, batch, tokens, sequences)
+    return _hla.checkpoint_rows(cfg, batch, tokens, sequences, checkpoint_every)
 
 
 Gradients = _collections.namedtuple("Gradients", ["dq", "dk", "dv", "d_initial_state"])
@@ -201,7 +210,7 @@ array of the state dtype when an initial state was given, else None)."""
 
 def backward(q, k, v, do, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
              scale=1.0, initial_state=None, d_final_state=None, cu_seqlens=None, chunk_size=None,
-             path="chunked", checkpoints=None):
+             path="chunked", checkpoints=None, checkpoint_every=None):
     """Gradients of a loss L through :func:`forward` (docs/spec.md section 9, docs/gradients.md).
 
     Parameters
@@ -217,6 +226,11 @@ def backward(q, k, v, do, *, op="hla2", masked=True, normalize=False, decay=1.0,
         What ``forward(..., checkpoints=)`` wrote for the same inputs and options (chunked path only):
         the backward starts from them instead of recomputing them (hla_backward_checkpoints), with the
         same gradients bit for bit.
+    checkpoint_every : int or None
+        Chunks between the carries the chunked backward keeps (None or 0 = automatic, about
+        sqrt(chunks); 1 = every chunk: the fastest backward and the most memory, chunks * state), also
+        without ``checkpoints``. With ``checkpoints`` it must be the value given to :func:`forward` and
+        :func:`new_checkpoints`. The gradients do not depend on it, bit for bit.
 
     Returns
     -------
@@ -248,7 +262,7 @@ def backward(q, k, v, do, *, op="hla2", masked=True, normalize=False, decay=1.0,
         d_initial = _zeros_state(state_cfg, _sequences(q, cu), q)
     with lock:
         _hla.backward(cfg, path, q, k, v, do, dq, dk, dv, cu, initial, d_final_state, d_initial,
-                      checkpoints)
+                      checkpoints, checkpoint_every)
     return Gradients(_arrays.deliver(dq, q), _arrays.deliver(dk, q), _arrays.deliver(dv, q), d_initial)
 
 

@@ -63,8 +63,40 @@ finish(const outcome *r)
 
 #define P(i) hla_ext_ptr(&t[i])
 
-/* forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows[, checkpoints]) -> None
- * (hla_forward; hla_forward_checkpoints when checkpoints is given and not None: path must be chunked) */
+/* The optional trailing checkpoint_every argument into cfg->checkpoint_every: an int (None or absent:
+ * 0, automatic); bools, floats and strings are refused like config.c refuses them for chunk_size. The
+ * range (>= 0) is the library's check. Returns 0, or -1 with an exception set. */
+static int
+set_checkpoint_every(PyObject *obj, hla_config *cfg)
+{
+    PyObject *idx;
+    long long v;
+    int overflow = 0;
+    if (obj == Py_None) {
+        cfg->checkpoint_every = 0;
+        return 0;
+    }
+    if (PyFloat_Check(obj) || PyUnicode_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj) ||
+        (idx = PyNumber_Index(obj)) == NULL) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "checkpoint_every must be an int or None, got %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    Py_DECREF(idx);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow != 0) {
+        PyErr_Format(PyExc_ValueError, "checkpoint_every = %R is out of the range of a 64-bit integer", obj);
+        return -1;
+    }
+    cfg->checkpoint_every = (int64_t)v;
+    return 0;
+}
+
+/* forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows[, checkpoints[, checkpoint_every]])
+ * -> None (hla_forward; hla_forward_checkpoints when checkpoints is given and not None: path must be
+ * chunked; checkpoint_every, default 0 = automatic, is written into cfg.checkpoint_every) */
 static PyObject *
 py_forward(PyObject *m, PyObject *args)
 {
@@ -73,7 +105,7 @@ py_forward(PyObject *m, PyObject *args)
         {"output", HLA_EXT_WRITE, 0}, {"cu_seqlens", HLA_EXT_READ, 1},
         {"initial_state", HLA_EXT_READ, 1}, {"final_state", HLA_EXT_WRITE, 1}, {"rows", HLA_EXT_READ, 1},
         {"checkpoints", HLA_EXT_WRITE, 1}};
-    PyObject *cfgo, *patho, *o[9];
+    PyObject *cfgo, *patho, *o[9], *every = Py_None;
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
     int32_t path;
@@ -81,9 +113,10 @@ py_forward(PyObject *m, PyObject *args)
     outcome r;
     (void)m;
     o[8] = Py_None;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOO|O:forward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
-                          &o[4], &o[5], &o[6], &o[7], &o[8])) return NULL;
-    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || hla_ext_path_from_py(patho, &path) < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO|OO:forward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
+                          &o[4], &o[5], &o[6], &o[7], &o[8], &every)) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || set_checkpoint_every(every, &cfg) < 0 ||
+        hla_ext_path_from_py(patho, &path) < 0) return NULL;
     saving = o[8] != Py_None;
     if (saving && path != HLA_PATH_CHUNKED) {
         PyErr_SetString(PyExc_ValueError, "checkpoints are written by the chunked path only (path=\"chunked\")");
@@ -98,8 +131,10 @@ py_forward(PyObject *m, PyObject *args)
     return finish(&r);
 }
 
-/* backward(cfg, path, q, k, v, d_out, dq, dk, dv, cu_seqlens, initial, d_final, d_initial[, checkpoints])
- * -> None (hla_backward; hla_backward_checkpoints when checkpoints is given and not None: path chunked) */
+/* backward(cfg, path, q, k, v, d_out, dq, dk, dv, cu_seqlens, initial, d_final, d_initial[, checkpoints[,
+ * checkpoint_every]]) -> None (hla_backward; hla_backward_checkpoints when checkpoints is given and not
+ * None: path chunked; checkpoint_every, default 0, is written into cfg.checkpoint_every either way: plain
+ * hla_backward's chunked path keeps its own carries that far apart) */
 static PyObject *
 py_backward(PyObject *m, PyObject *args)
 {
@@ -109,7 +144,7 @@ py_backward(PyObject *m, PyObject *args)
         {"cu_seqlens", HLA_EXT_READ, 1}, {"initial_state", HLA_EXT_READ, 1},
         {"d_final_state", HLA_EXT_READ, 1}, {"d_initial_state", HLA_EXT_WRITE, 1},
         {"checkpoints", HLA_EXT_READ, 1}};
-    PyObject *cfgo, *patho, *o[12];
+    PyObject *cfgo, *patho, *o[12], *every = Py_None;
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
     int32_t path;
@@ -117,9 +152,10 @@ py_backward(PyObject *m, PyObject *args)
     outcome r;
     (void)m;
     o[11] = Py_None;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO|O:backward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
-                          &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11])) return NULL;
-    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || hla_ext_path_from_py(patho, &path) < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO|OO:backward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
+                          &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &every)) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || set_checkpoint_every(every, &cfg) < 0 ||
+        hla_ext_path_from_py(patho, &path) < 0) return NULL;
     saved = o[11] != Py_None;
     if (saved && path != HLA_PATH_CHUNKED) {
         PyErr_SetString(PyExc_ValueError, "checkpoints are read by the chunked path only (path=\"chunked\")");
@@ -456,18 +492,19 @@ elements(PyObject *cfgo, int summary)
     return PyLong_FromLongLong((long long)n);
 }
 
-/* checkpoint_rows(cfg, batch, tokens, sequences) -> (rows, stride) (hla_checkpoint_rows) */
+/* checkpoint_rows(cfg, batch, tokens, sequences[, checkpoint_every]) -> (rows, stride) (hla_checkpoint_rows) */
 static PyObject *
 py_checkpoint_rows(PyObject *m, PyObject *args)
 {
-    PyObject *cfgo;
+    PyObject *cfgo, *every = Py_None;
     long long batch, tokens, sequences;
     int64_t rows = 0, stride = 0;
     hla_config cfg;
     outcome r;
     (void)m;
-    if (!PyArg_ParseTuple(args, "OLLL:checkpoint_rows", &cfgo, &batch, &tokens, &sequences)) return NULL;
-    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "OLLL|O:checkpoint_rows", &cfgo, &batch, &tokens, &sequences, &every))
+        return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || set_checkpoint_every(every, &cfg) < 0) return NULL;
     record(&r, hla_checkpoint_rows(&cfg, (int64_t)batch, (int64_t)tokens, (int64_t)sequences, &rows, &stride));
     if (r.status != HLA_OK) return hla_ext_raise(r.status, r.message);
     return Py_BuildValue("(LL)", (long long)rows, (long long)stride);
@@ -544,9 +581,11 @@ py_version(PyObject *m, PyObject *Py_UNUSED(ignored))
 
 PyMethodDef hla_ext_ops_methods[] = {
     {"forward", py_forward, METH_VARARGS,
-     "forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows[, checkpoints]) -> None"},
+     "forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows[, checkpoints[, checkpoint_every]])"
+     " -> None (checkpoint_every: int or None, default 0 = automatic; cfg.checkpoint_every)"},
     {"backward", py_backward, METH_VARARGS,
-     "backward(cfg, path, q, k, v, do, dq, dk, dv, cu_seqlens, initial, d_final, d_initial[, checkpoints]) -> None"},
+     "backward(cfg, path, q, k, v, do, dq, dk, dv, cu_seqlens, initial, d_final, d_initial[, checkpoints[, "
+     "checkpoint_every]]) -> None (checkpoint_every as for forward; also without checkpoints)"},
     {"reference", py_reference, METH_VARARGS,
      "reference(cfg, q, k, v, output, cu_seqlens) -> None (hla_reference)"},
     {"step", py_step, METH_VARARGS, "step(cfg, q, k, v, output, state, rows) -> None (hla_step)"},
@@ -568,7 +607,7 @@ PyMethodDef hla_ext_ops_methods[] = {
      "summary_deserialize(data) -> (cfg, summary, lengths)"},
     {"state_elements", py_state_elements, METH_O, "state_elements(cfg) -> int"},
     {"checkpoint_rows", py_checkpoint_rows, METH_VARARGS,
-     "checkpoint_rows(cfg, batch, tokens, sequences) -> (rows, stride) (hla_checkpoint_rows)"},
+     "checkpoint_rows(cfg, batch, tokens, sequences[, checkpoint_every]) -> (rows, stride) (hla_checkpoint_rows)"},
     {"summary_elements", py_summary_elements, METH_O, "summary_elements(cfg) -> int"},
     {"config", py_config, METH_O, "config(cfg) -> tuple: the options as an hla_config holds them"},
     {"state_serialized_size", py_state_serialized_size, METH_VARARGS,
