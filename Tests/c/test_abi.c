@@ -15,6 +15,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -516,6 +517,97 @@ static double err_out(const prob *p, const void *out, int64_t t0, int64_t t1)
 /* ------------------------------------------------------------------------------------------ */
 /* 1. version, status strings, last_error, config defaults and struct growth, hla_tensor_init  */
 
+/* Size of the hla_config of headers 1.0 and 1.1 (it ended with chunk_size): a caller compiled against them
+ * passes struct_size 88, which this library accepts, taking checkpoint_every as 0 and never reading or
+ * writing past those 88 bytes. */
+#define OLD_CONFIG_SIZE ((size_t)offsetof(hla_config, checkpoint_every))
+#define OLD_SENTINEL 0xA5 /* bytes past an 88-byte config: read as checkpoint_every, a negative (invalid) value */
+
+/* An 88-byte configuration as a header-1.1 caller has it: the first 88 bytes of c (struct_size 88) in an
+ * allocation of exactly 88 bytes (valgrind and ASan see any access past it). */
+static void *old_config_of(const hla_config *c)
+{
+    hla_config t = *c;
+    void *p = xmalloc(OLD_CONFIG_SIZE);
+    t.struct_size = (uint32_t)OLD_CONFIG_SIZE;
+    memcpy(p, &t, OLD_CONFIG_SIZE);
+    return p;
+}
+
+/* The same inside a full hla_config whose bytes past 88 hold OLD_SENTINEL. */
+static void old_config_in(hla_config *dst, const hla_config *c)
+{
+    hla_config t = *c;
+    t.struct_size = (uint32_t)OLD_CONFIG_SIZE;
+    memset(dst, OLD_SENTINEL, sizeof *dst);
+    memcpy(dst, &t, OLD_CONFIG_SIZE);
+}
+
+static int tail_is_sentinel(const hla_config *c)
+{
+    size_t i;
+    for (i = OLD_CONFIG_SIZE; i < sizeof *c; i++)
+        if (((const unsigned char *)c)[i] != OLD_SENTINEL) return 0;
+    return 1;
+}
+
+/* The 88-byte struct of headers 1.0 and 1.1: hla_config_init fills those bytes only, every reader accepts it
+ * and ignores what lies past it. (Results against a 96-byte config: section 11, ck_old_struct.) */
+static void old_struct_basics(void)
+{
+    hla_config full, old, want;
+    void *exact;
+    int64_t n96 = -1, n88 = -2, m96 = -1, m88 = -2;
+    set_ctx("basics: 88-byte hla_config (headers 1.0, 1.1)");
+    CHECK(OLD_CONFIG_SIZE == 88 && sizeof(hla_config) == 96, "offsetof(hla_config, checkpoint_every) = %u, sizeof %u",
+          (unsigned)OLD_CONFIG_SIZE, (unsigned)sizeof(hla_config));
+    hla_config_init(&want, sizeof want);
+    memset(&old, OLD_SENTINEL, sizeof old);
+    if (OK(hla_config_init(&old, OLD_CONFIG_SIZE), "config_init(size 88)")) {
+        CHECK(old.struct_size == OLD_CONFIG_SIZE, "struct_size %u, want 88", (unsigned)old.struct_size);
+        CHECK(memcmp((unsigned char *)&old + 4, (unsigned char *)&want + 4, OLD_CONFIG_SIZE - 4) == 0,
+              "config_init(size 88): the first 88 bytes are not the defaults");
+        CHECK(tail_is_sentinel(&old), "config_init(size 88) wrote past byte 88");
+        OK(hla_config_validate(&old), "validate(88 bytes, sentinel bytes past them)");
+        CHECK(tail_is_sentinel(&old), "validate(88 bytes) wrote past byte 88");
+    }
+    /* an exact 88-byte allocation: initialised, validated, sized like a 96-byte config (dk 6, dv 3) */
+    exact = xmalloc(OLD_CONFIG_SIZE);
+    memset(exact, OLD_SENTINEL, OLD_CONFIG_SIZE);
+    OK(hla_config_init((hla_config *)exact, OLD_CONFIG_SIZE), "config_init(exact 88-byte allocation, size 88)");
+    full = cfg_make(HLA_OP_HLA3, 1, 1, 0.9, 0.0, 4, 2, 6, 3, 8);
+    free(exact);
+    exact = old_config_of(&full);
+    OK(hla_config_validate((const hla_config *)exact), "validate(exact 88-byte allocation)");
+    OK(hla_state_elements(&full, &n96), "state_elements(96 bytes)");
+    OK(hla_summary_elements(&full, &m96), "summary_elements(96 bytes)");
+    OK(hla_state_elements((const hla_config *)exact, &n88), "state_elements(88 bytes)");
+    OK(hla_summary_elements((const hla_config *)exact, &m88), "summary_elements(88 bytes)");
+    CHECK(n88 == n96 && m88 == m96 && n96 > 0, "88 bytes: state %lld, summary %lld; 96 bytes: %lld, %lld",
+          (long long)n88, (long long)m88, (long long)n96, (long long)m96);
+    old_config_in(&old, &full);
+    n88 = m88 = -2;
+    OK(hla_state_elements(&old, &n88), "state_elements(88 bytes, sentinel past them)");
+    CHECK(n88 == n96 && tail_is_sentinel(&old), "88 bytes + sentinel: state %lld (want %lld)", (long long)n88,
+          (long long)n96);
+    /* a bad field of the 88 is still found; the missing field is 0, not the sentinel */
+    old.dk = 0;
+    EXPECT(hla_config_validate(&old), HLA_ERR_INVALID_ARGUMENT, "dk", "validate(88 bytes, dk 0)");
+    /* a 96-byte config: checkpoint_every is read (negative rejected, naming it), INT64_MAX accepted */
+    full.checkpoint_every = -1;
+    EXPECT(hla_config_validate(&full), HLA_ERR_INVALID_ARGUMENT, "checkpoint_every", "validate(checkpoint_every -1)");
+    full.checkpoint_every = INT64_MIN;
+    EXPECT(hla_config_validate(&full), HLA_ERR_INVALID_ARGUMENT, "checkpoint_every",
+           "validate(checkpoint_every INT64_MIN)");
+    full.checkpoint_every = INT64_MAX;
+    OK(hla_config_validate(&full), "validate(checkpoint_every INT64_MAX)");
+    /* the sentinel past 88 bytes is the value a 96-byte reader would take: it is rejected there */
+    memcpy(&full.checkpoint_every, (const unsigned char *)&old + OLD_CONFIG_SIZE, sizeof full.checkpoint_every);
+    EXPECT(hla_config_validate(&full), HLA_ERR_INVALID_ARGUMENT, "checkpoint_every",
+           "validate(96 bytes with the sentinel as checkpoint_every)");
+    free(exact);
+}
+
 static void test_basics(void)
 {
     char want[64];
@@ -573,11 +665,11 @@ static void test_basics(void)
         CHECK(c.struct_size == sizeof c, "struct_size = %u, want %u", (unsigned)c.struct_size, (unsigned)sizeof c);
         CHECK(c.op == HLA_OP_HLA2 && c.masked == 1 && c.normalize == 0 && c.heads == 1 && c.kv_heads == 0 &&
                   c.dk == 64 && c.dv == 64 && c.scale == 1.0 && c.decay == 1.0 && c.ridge == 0.0 && c.eps == 1e-6 &&
-                  c.chunk_size == 0,
+                  c.chunk_size == 0 && c.checkpoint_every == 0,
               "defaults: op %d masked %d normalize %d heads %lld kv_heads %lld dk %lld dv %lld scale %g decay %g ridge "
-              "%g eps %g chunk %lld",
+              "%g eps %g chunk %lld checkpoint_every %lld",
               c.op, c.masked, c.normalize, (long long)c.heads, (long long)c.kv_heads, (long long)c.dk,
-              (long long)c.dv, c.scale, c.decay, c.ridge, c.eps, (long long)c.chunk_size);
+              (long long)c.dv, c.scale, c.decay, c.ridge, c.eps, (long long)c.chunk_size, (long long)c.checkpoint_every);
         OK(hla_config_validate(&c), "validate(defaults)");
     }
     EXPECT(hla_config_init(NULL, sizeof c), HLA_ERR_NULL_POINTER, "hla_config_init", "config_init(NULL)");
@@ -618,21 +710,32 @@ static void test_basics(void)
             ((unsigned char *)&big)[sizeof big - 1] = 0;
             OK(hla_config_validate(&big.c), "validate(tail zero again)");
         }
-        /* smaller than this library's struct: rejected by init and by every reader */
-        EXPECT(hla_config_init(&small, sizeof small - 8), HLA_ERR_INVALID_ARGUMENT, "hla_config_init",
-               "config_init(size - 8)");
+        /* smaller than header 1.0's struct (88 bytes, up to chunk_size): rejected by init and by every reader */
+        memset(&small, 0x5A, sizeof small);
+        EXPECT(hla_config_init(&small, OLD_CONFIG_SIZE - 8), HLA_ERR_INVALID_ARGUMENT, "hla_config_init",
+               "config_init(size 80)");
+        EXPECT(hla_config_init(&small, OLD_CONFIG_SIZE - 1), HLA_ERR_INVALID_ARGUMENT, "size", "config_init(size 87)");
         EXPECT(hla_config_init(&small, 0), HLA_ERR_INVALID_ARGUMENT, NULL, "config_init(size 0)");
         EXPECT(hla_config_init(&small, 4), HLA_ERR_INVALID_ARGUMENT, NULL, "config_init(size 4)");
         EXPECT(hla_config_init(&small, (size_t)1 << 40), HLA_ERR_INVALID_ARGUMENT, NULL, "config_init(size 2^40)");
+        {
+            unsigned char z[sizeof small];
+            memset(z, 0x5A, sizeof z);
+            CHECK(memcmp(z, &small, sizeof small) == 0, "a failing hla_config_init wrote *cfg");
+        }
         hla_config_init(&small, sizeof small);
-        small.struct_size = (uint32_t)(sizeof small - 8);
-        EXPECT(hla_config_validate(&small), HLA_ERR_INVALID_ARGUMENT, "struct_size", "validate(struct_size - 8)");
+        small.struct_size = (uint32_t)(OLD_CONFIG_SIZE - 8);
+        EXPECT(hla_config_validate(&small), HLA_ERR_INVALID_ARGUMENT, "struct_size", "validate(struct_size 80)");
+        EXPECT(hla_state_elements(&small, &n0), HLA_ERR_INVALID_ARGUMENT, "struct_size", "state_elements(struct_size 80)");
+        small.struct_size = (uint32_t)(OLD_CONFIG_SIZE - 1);
+        EXPECT(hla_config_validate(&small), HLA_ERR_INVALID_ARGUMENT, "struct_size", "validate(struct_size 87)");
         small.struct_size = 0;
         EXPECT(hla_config_validate(&small), HLA_ERR_INVALID_ARGUMENT, NULL, "validate(struct_size 0)");
         EXPECT(hla_state_elements(&small, &n0), HLA_ERR_INVALID_ARGUMENT, NULL, "state_elements(struct_size 0)");
         small.struct_size = 1u << 20;
         EXPECT(hla_config_validate(&small), HLA_ERR_INVALID_ARGUMENT, NULL, "validate(struct_size 2^20)");
     }
+    old_struct_basics();
 
     /* state and summary sizes: positive, growing with the configuration, summary >= state */
     {
@@ -1572,6 +1675,60 @@ static int cfg_same(const hla_config *a, const hla_config *b)
            memcmp(&a->eps, &b->eps, 8) == 0;
 }
 
+/* Deserializing (state or summary bytes buf of rows x width) into the 88-byte hla_config of headers 1.0 and
+ * 1.1: into an exact 88-byte allocation and into a full struct whose bytes past 88 hold a sentinel, both
+ * described and copied; the configuration arrives in the 88 bytes, struct_size stays 88, nothing past it is
+ * written. struct_size 80: rejected, nothing written. */
+static void old_struct_deserialize(const unsigned char *buf, size_t nb, int summary, const hla_config *want, int sdt,
+                                   int64_t rows, int64_t width)
+{
+    hla_config base, old, snap, got;
+    void *exact, *dest = talloc_fill(rows * width, sdt, 5.5);
+    int64_t lens[8 + SLACK];
+    hla_tensor td, tl;
+    int k;
+    hla_status st;
+    const char *what = summary ? "summary" : "state";
+    hla_config_init(&base, sizeof base);
+    base.dk = 77;
+    for (k = 0; k < 4; k++) {
+        const int in_exact = k & 1, copy = k >> 1;
+        old_config_in(&old, &base);
+        exact = old_config_of(&base);
+        memset(&td, 0, sizeof td);
+        memset(&tl, 0, sizeof tl);
+        if (copy) td = mk(dest, sdt, 2, rows, width, 0, 0), tl = mk(lens, HLA_INT64, 1, rows, 0, 0, 0);
+        {
+            hla_config *cp = in_exact ? (hla_config *)exact : &old;
+            st = summary ? hla_summary_deserialize(buf, nb, cp, &td, &tl) : hla_state_deserialize(buf, nb, cp, &td);
+        }
+        if (OK(st, "%s deserialize into an 88-byte hla_config (%s, %s)", what, in_exact ? "exact allocation" :
+               "sentinel past it", copy ? "copy" : "describe")) {
+            memset(&got, 0, sizeof got);
+            memcpy(&got, in_exact ? exact : (void *)&old, OLD_CONFIG_SIZE);
+            CHECK(got.struct_size == OLD_CONFIG_SIZE && cfg_same(&got, want),
+                  "%s into 88 bytes: struct_size %u, configuration %s", what, (unsigned)got.struct_size,
+                  cfg_same(&got, want) ? "as serialized" : "differs");
+            if (!in_exact) CHECK(tail_is_sentinel(&old), "%s deserialize wrote past byte 88 of an 88-byte config", what);
+            CHECK(copy ? td.data == dest : td.data == NULL && td.shape[0] == rows && td.shape[1] == width,
+                  "%s into 88 bytes: destination tensor", what);
+        }
+        free(exact);
+    }
+    /* struct_size 80: rejected, neither *cfg nor the destination written */
+    old_config_in(&old, &base);
+    old.struct_size = (uint32_t)OLD_CONFIG_SIZE - 8;
+    snap = old;
+    fill(dest, sdt, rows * width, 5.5);
+    td = mk(dest, sdt, 2, rows, width, 0, 0), tl = mk(lens, HLA_INT64, 1, rows, 0, 0, 0);
+    lens[0] = -9;
+    st = summary ? hla_summary_deserialize(buf, nb, &old, &td, &tl) : hla_state_deserialize(buf, nb, &old, &td);
+    EXPECT(st, HLA_ERR_INVALID_ARGUMENT, "struct_size", "%s deserialize into an hla_config with struct_size 80", what);
+    CHECK(memcmp(&old, &snap, sizeof old) == 0 && all_equal(dest, sdt, rows * width + SLACK, 5.5) && lens[0] == -9,
+          "a %s deserialize refused for struct_size 80 wrote memory", what);
+    free(dest);
+}
+
 static void serial_case(int op, int sdt, int sweep)
 {
     hla_config c = cfg_make(op, 1, 1, 0.9, op == HLA_OP_HLA2 ? 0.25 : 0.0, 2, 1, 3, 2, 0), c2;
@@ -1651,6 +1808,7 @@ static void serial_case(int op, int sdt, int sweep)
         big.c.struct_size = 8;
         EXPECT(hla_state_deserialize(buf, need, &big.c, &t0), HLA_ERR_INVALID_ARGUMENT, "struct_size",
                "deserialize into an hla_config with struct_size 8");
+        old_struct_deserialize(buf, need, 0, &c, sdt, 2, n);
         EXPECT(hla_state_deserialize(buf, need, NULL, &t0), HLA_ERR_NULL_POINTER, "cfg", "cfg NULL");
         EXPECT(hla_state_deserialize(NULL, need, &c2, &t0), HLA_ERR_NULL_POINTER, "buffer", "buffer NULL");
         EXPECT(hla_state_deserialize(buf, need, &c2, NULL), HLA_ERR_NULL_POINTER, "state", "state NULL");
@@ -1716,6 +1874,7 @@ static void serial_case(int op, int sdt, int sweep)
     EXPECT(hla_summary_deserialize(buf, need, &c2, &td, NULL), HLA_ERR_NULL_POINTER, "lengths", "lengths NULL");
     tdl = mk(dl, HLA_INT64, 1, 2, 0, 0, 0);
     EXPECT(hla_summary_deserialize(buf, need, &c2, &td, &tdl), HLA_ERR_MISMATCH, "lengths", "2 lengths for 3 rows");
+    old_struct_deserialize(buf, need, 1, &c, sdt, 3, m);
     if (sweep) corrupt_sweep(buf, need, 1, sdt, 3, m, "summary bytes");
     free(buf), free(buf2);
     free(st), free(dst), free(rows), free(su), free(du), free(l32);
@@ -2533,12 +2692,16 @@ static int bad_config(int i, hla_config *c, const char **what, hla_status *want)
     case 35: c->chunk_size = -1, *what = "chunk_size -1"; break;
     case 36: c->chunk_size = INT64_MIN, *what = "chunk_size INT64_MIN"; break;
     case 37: c->struct_size = 0, *what = "struct_size 0"; break;
-    case 38: c->struct_size = (uint32_t)sizeof *c - 4, *what = "struct_size - 4"; break;
+    case 38: c->struct_size = (uint32_t)OLD_CONFIG_SIZE - 1, *what = "struct_size 87 (below header 1.0's 88)"; break;
     case 39: c->struct_size = 1u << 20, *what = "struct_size 2^20"; break;
     case 40:
         c->heads = INT64_C(1) << 24, c->kv_heads = 0, c->dk = c->dv = INT64_C(1) << 24;
         *what = "heads = dk = dv = 2^24 (state size overflows)", *want = HLA_ERR_OVERFLOW;
         break;
+    case 41: c->checkpoint_every = -1, *what = "checkpoint_every -1"; break;
+    case 42: c->checkpoint_every = INT64_MIN, *what = "checkpoint_every INT64_MIN"; break;
+    case 43: c->struct_size = (uint32_t)OLD_CONFIG_SIZE - 8, *what = "struct_size 80"; break;
+    case 44: c->struct_size = 4, *what = "struct_size 4"; break;
     default: return 0;
     }
     return 1;
@@ -2546,12 +2709,13 @@ static int bad_config(int i, hla_config *c, const char **what, hla_status *want)
 
 static const char *bad_config_kw(int i)
 {
-    static const char *kw[41] = {"op", "op", "masked", "masked", "normalize", "normalize", "heads", "heads", "heads",
+    static const char *kw[45] = {"op", "op", "masked", "masked", "normalize", "normalize", "heads", "heads", "heads",
                                  "kv_heads", "kv_heads", "kv_heads", "kv_heads", "dk", "dk", "dk", "dv", "dv",
                                  "scale", "scale", "scale", "decay", "decay", "decay", "decay", "decay", "ridge",
                                  "ridge", "ridge", "ridge", "ridge", "eps", "eps", "eps", "eps", "chunk_size",
-                                 "chunk_size", "struct_size", "struct_size", "struct_size", NULL};
-    return i < 41 ? kw[i] : NULL;
+                                 "chunk_size", "struct_size", "struct_size", "struct_size", NULL,
+                                 "checkpoint_every", "checkpoint_every", "struct_size", "struct_size"};
+    return i < 45 ? kw[i] : NULL;
 }
 
 static void test_bad_configs(void)
@@ -2583,8 +2747,13 @@ static void test_bad_configs(void)
         set_ctx("config extremes");
         c.decay = 5e-324;
         OK(hla_config_validate(&c), "decay = smallest subnormal");
-        c.decay = 1.0, c.eps = 1e-300, c.scale = -1e300, c.chunk_size = INT64_MAX;
-        OK(hla_config_validate(&c), "tiny eps, huge negative scale, chunk_size INT64_MAX");
+        c.decay = 1.0, c.eps = 1e-300, c.scale = -1e300, c.chunk_size = INT64_MAX, c.checkpoint_every = INT64_MAX;
+        OK(hla_config_validate(&c), "tiny eps, huge negative scale, chunk_size INT64_MAX, checkpoint_every INT64_MAX");
+        c.checkpoint_every = 1;
+        OK(hla_config_validate(&c), "checkpoint_every 1");
+        c.checkpoint_every = 0, c.struct_size = (uint32_t)OLD_CONFIG_SIZE;
+        OK(hla_config_validate(&c), "struct_size 88 (headers 1.0 and 1.1)");
+        c.struct_size = (uint32_t)sizeof c;
         c.heads = 6, c.kv_heads = 3;
         OK(hla_config_validate(&c), "heads 6, kv_heads 3");
         c.kv_heads = 6;
@@ -3237,24 +3406,47 @@ static void test_backward(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* 11. checkpoints: hla_checkpoint_rows against the plan of include/hla.h; hla_forward_checkpoints =
- *     hla_forward (chunked) bit for bit, each row = the state after its sequence's prefix; rows past the
- *     needed ones untouched; hla_backward_checkpoints = hla_backward (chunked) bit for bit; empty checkpoint
- *     tensors with data NULL; bad checkpoint tensors and sizes. (Per-tensor mutations: the E_FWDCK and
- *     E_BWDCK entries of section 7.)                                                                    */
+/* 11. checkpoints: hla_checkpoint_rows against the plan of include/hla.h for checkpoint_every 0 (automatic),
+ *     1, 2, 3, ..., INT64_MAX, tokens up to INT64_MAX; hla_forward_checkpoints with any checkpoint_every =
+ *     hla_forward (chunked, checkpoint_every 0) bit for bit, each row = the state after its sequence's
+ *     prefix; rows past the needed ones untouched; hla_backward_checkpoints = hla_backward (chunked,
+ *     checkpoint_every 0) bit for bit, and so is hla_backward with checkpoint_every 1, 2, 3, 5, INT64_MAX;
+ *     masked and unmasked, normalized or not, decay, grouped heads, packed sequences; a negative
+ *     checkpoint_every refused by every call, nothing written; the 88-byte hla_config of headers 1.0 and
+ *     1.1 gives what a 96-byte one with checkpoint_every 0 gives; empty checkpoint tensors with data NULL;
+ *     bad checkpoint tensors and sizes. (Per-tensor mutations: the E_FWDCK and E_BWDCK entries of
+ *     section 7; checkpoint_every < 0 through every entry point: section 7's bad configurations.)       */
 
 /* The checkpoint stride for q of T tokens: chunk = cfg.chunk_size (at most 1024; automatic: 32 if
- * max(dk, dv) <= 96, else 64), every = ceil(sqrt(ceil(T / chunk))), stride = chunk * every. (The library's
- * automatic rule counts dv + 1 when normalizing: the automatic cases here keep away from 96.) */
-static int64_t ck_stride(const hla_config *c, int64_t T)
+ * max(dk, dv) <= 96, else 64), chunks = ceil(T / chunk), every = cfg.checkpoint_every capped at chunks, or
+ * (0, automatic) ceil(sqrt(chunks)); stride = chunk * every. (The library's automatic chunk counts dv + 1
+ * when normalizing: the automatic cases here keep away from 96.) -1 when chunk * every exceeds INT64_MAX. */
+static int64_t ck_chunk(const hla_config *c)
 {
     const int64_t d = c->dk > c->dv ? c->dk : c->dv;
-    const int64_t chunk = c->chunk_size > 1024 ? 1024 : c->chunk_size > 0 ? c->chunk_size : d <= 96 ? 32 : 64;
-    const int64_t chunks = (T + chunk - 1) / chunk;
-    int64_t every = 1;
-    while (every * every < chunks) every++;
-    return chunk * every;
+    return c->chunk_size > 1024 ? 1024 : c->chunk_size > 0 ? c->chunk_size : d <= 96 ? 32 : 64;
 }
+static int64_t ceil_sqrt(int64_t x) /* x >= 1, exact up to INT64_MAX */
+{
+    uint64_t e = (uint64_t)sqrt((double)x);
+    while (e * e < (uint64_t)x) e++;
+    while (e > 1 && (e - 1) * (e - 1) >= (uint64_t)x) e--;
+    return (int64_t)e;
+}
+static int64_t ck_every(const hla_config *c, int64_t T)
+{
+    const int64_t chunks = (T - 1) / ck_chunk(c) + 1; /* ceil(T / chunk) without overflow */
+    if (c->checkpoint_every > 0) return c->checkpoint_every < chunks ? c->checkpoint_every : chunks;
+    return ceil_sqrt(chunks);
+}
+static int64_t ck_stride(const hla_config *c, int64_t T)
+{
+    const int64_t chunk = ck_chunk(c), every = ck_every(c, T);
+    return every > INT64_MAX / chunk ? -1 : chunk * every;
+}
+
+/* checkpoint_every values of the checkpoint tests: automatic, every chunk, 2, 3, and more than any call has */
+static const int64_t g_every[5] = {0, 1, 2, 3, INT64_MAX};
 
 /* Buffers a failing call must leave as they were (each with its slack). */
 typedef struct {
@@ -3288,32 +3480,66 @@ static void guard_free(guard *g)
     for (i = 0; i < g->count; i++) free(g->copy[i]);
 }
 
-/* hla_checkpoint_rows: the formula over chunk sizes, head sizes, batches, lengths and packings; bad sizes
- * and pointers (nothing written). */
+/* hla_checkpoint_rows: the formula over chunk sizes, head sizes, checkpoint_every, batches, lengths and
+ * packings; tokens INT64_MAX; bad sizes, pointers and checkpoint_every (nothing written). */
 static void ck_rows_api(void)
 {
     static const int64_t chunks[6] = {0, 1, 3, 4, 37, 5000}, dks[2] = {3, 128},
-                         Ts[14] = {1, 2, 3, 4, 5, 9, 16, 17, 45, 60, 100, 1000, 4097, 100000};
-    int ci, di, ti, bi;
+                         Ts[14] = {1, 2, 3, 4, 5, 9, 16, 17, 45, 60, 100, 1000, 4097, 100000},
+                         everys[7] = {0, 1, 2, 3, 5, INT64_C(1) << 40, INT64_MAX};
+    int ci, di, ti, bi, ei;
     set_ctx("hla_checkpoint_rows");
-    for (di = 0; di < 2; di++)
-        for (ci = 0; ci < 6; ci++)
-            for (ti = 0; ti < 14; ti++) {
-                const hla_config c = cfg_make(HLA_OP_HLA2, 1, 0, 1.0, 0.0, 2, 1, dks[di], 8, chunks[ci]);
-                const int64_t T = Ts[ti], L = ck_stride(&c, T), seqs[3] = {1, 2, T};
-                for (bi = 0; bi < 5; bi++) {
-                    const int64_t B = bi < 2 ? 1 + 2 * bi : 1, N = bi < 2 ? 0 : seqs[bi - 2];
-                    const int64_t want = N == 0 ? B * ((T - 1) / L) : (T - N) / L;
-                    int64_t rows = -77, stride = -77;
-                    if (N > T) continue;
-                    OK(hla_checkpoint_rows(&c, B, T, N, &rows, &stride), "dk %lld chunk %lld: batch %lld, tokens %lld, "
-                       "sequences %lld", (long long)dks[di], (long long)chunks[ci], (long long)B, (long long)T, (long long)N);
-                    CHECK(rows == want && stride == L,
-                          "dk %lld chunk %lld: batch %lld, tokens %lld, sequences %lld: rows %lld, stride %lld; want %lld, %lld",
-                          (long long)dks[di], (long long)chunks[ci], (long long)B, (long long)T, (long long)N,
-                          (long long)rows, (long long)stride, (long long)want, (long long)L);
+    for (ei = 0; ei < 7; ei++)
+        for (di = 0; di < 2; di++)
+            for (ci = 0; ci < 6; ci++)
+                for (ti = 0; ti < 14; ti++) {
+                    hla_config c = cfg_make(HLA_OP_HLA2, 1, 0, 1.0, 0.0, 2, 1, dks[di], 8, chunks[ci]);
+                    int64_t T = Ts[ti], L, seqs[3];
+                    c.checkpoint_every = everys[ei];
+                    L = ck_stride(&c, T);
+                    seqs[0] = 1, seqs[1] = 2, seqs[2] = T;
+                    for (bi = 0; bi < 5; bi++) {
+                        const int64_t B = bi < 2 ? 1 + 2 * bi : 1, N = bi < 2 ? 0 : seqs[bi - 2];
+                        const int64_t want = N == 0 ? B * ((T - 1) / L) : (T - N) / L;
+                        int64_t rows = -77, stride = -77;
+                        if (N > T) continue;
+                        if (!OK(hla_checkpoint_rows(&c, B, T, N, &rows, &stride),
+                                "dk %lld chunk %lld every %lld: batch %lld, tokens %lld, sequences %lld",
+                                (long long)dks[di], (long long)chunks[ci], (long long)everys[ei], (long long)B,
+                                (long long)T, (long long)N))
+                            continue;
+                        CHECK(rows == want && stride == L,
+                              "dk %lld chunk %lld every %lld: batch %lld, tokens %lld, sequences %lld: rows %lld, "
+                              "stride %lld; want %lld, %lld",
+                              (long long)dks[di], (long long)chunks[ci], (long long)everys[ei], (long long)B,
+                              (long long)T, (long long)N, (long long)rows, (long long)stride, (long long)want,
+                              (long long)L);
+                    }
                 }
-            }
+    /* the stride by hand for chunk 4 and T = 1, T = chunk, T = chunk + 1, T = 45 (12 chunks), packed */
+    {
+        static const struct {
+            int64_t every, B, T, N, rows, stride;
+        } hand[18] = {{0, 1, 1, 0, 0, 4},    {1, 1, 1, 0, 0, 4},    {3, 1, 1, 0, 0, 4},     {INT64_MAX, 1, 1, 0, 0, 4},
+                      {1, 2, 4, 0, 0, 4},    {INT64_MAX, 1, 4, 0, 0, 4}, {1, 3, 5, 0, 3, 4}, {2, 1, 5, 0, 0, 8},
+                      {0, 2, 45, 0, 4, 16},  {1, 2, 45, 0, 22, 4},  {2, 2, 45, 0, 10, 8},   {3, 2, 45, 0, 6, 12},
+                      {5, 2, 45, 0, 4, 20},  {12, 2, 45, 0, 0, 48}, {INT64_MAX, 2, 45, 0, 0, 48},
+                      {1, 1, 60, 4, 14, 4},  {3, 1, 60, 4, 4, 12},  {INT64_MAX, 1, 60, 4, 0, 60}};
+        int i;
+        for (i = 0; i < 18; i++) {
+            hla_config c = cfg_make(HLA_OP_AHLA, 0, 1, 0.9, 0.0, 4, 2, 3, 2, 4);
+            int64_t rows = -77, stride = -77;
+            c.checkpoint_every = hand[i].every;
+            if (OK(hla_checkpoint_rows(&c, hand[i].B, hand[i].T, hand[i].N, &rows, &stride),
+                   "chunk 4, every %lld, batch %lld, tokens %lld, sequences %lld", (long long)hand[i].every,
+                   (long long)hand[i].B, (long long)hand[i].T, (long long)hand[i].N))
+                CHECK(rows == hand[i].rows && stride == hand[i].stride,
+                      "chunk 4, every %lld, batch %lld, tokens %lld, sequences %lld: rows %lld, stride %lld; want %lld, "
+                      "%lld",
+                      (long long)hand[i].every, (long long)hand[i].B, (long long)hand[i].T, (long long)hand[i].N,
+                      (long long)rows, (long long)stride, (long long)hand[i].rows, (long long)hand[i].stride);
+        }
+    }
     /* the largest batch whose rows fit: chunk 4, 10 tokens: stride 8, 1 row per sequence */
     {
         const hla_config c = cfg_make(HLA_OP_HLA3, 1, 0, 1.0, 0.0, 2, 1, 3, 2, 4);
@@ -3336,6 +3562,60 @@ static void ck_rows_api(void)
                 CHECK(stride == INT64_C(3037000500) && rows == (INT64_MAX - 1) / stride,
                       "chunk 1, tokens INT64_MAX: rows %lld, stride %lld", (long long)rows, (long long)stride);
         }
+        /* with checkpoint_every: 1 row each (every 0) fits INT64_MAX sequences; 2 (every 1) overflow; 0 (every 3
+         * and up: stride 12 > 9) is 0 rows */
+        {
+            static const int64_t ev[4] = {1, 2, 3, INT64_MAX};
+            int i;
+            for (i = 0; i < 4; i++) {
+                hla_config ce = c;
+                ce.checkpoint_every = ev[i];
+                rows = -77, stride = -77;
+                if (i == 0) {
+                    EXPECT(hla_checkpoint_rows(&ce, INT64_MAX, 10, 0, &rows, &stride), HLA_ERR_OVERFLOW,
+                           "hla_checkpoint_rows", "batch INT64_MAX x 2 rows (every 1)");
+                    CHECK(rows == -77 && stride == -77, "an overflowing hla_checkpoint_rows wrote rows %lld, stride %lld",
+                          (long long)rows, (long long)stride);
+                } else if (OK(hla_checkpoint_rows(&ce, INT64_MAX, 10, 0, &rows, &stride),
+                              "batch INT64_MAX, every %lld", (long long)ev[i])) {
+                    CHECK(rows == (i == 1 ? INT64_MAX : 0) && stride == (i == 1 ? 8 : 12),
+                          "batch INT64_MAX, tokens 10, every %lld: rows %lld, stride %lld", (long long)ev[i],
+                          (long long)rows, (long long)stride);
+                }
+            }
+        }
+    }
+    /* tokens INT64_MAX for every chunk size and checkpoint_every: no overflow, no hang. When chunk * every (every
+     * capped at the chunks, ceil(T / chunk)) fits an int64 it is the stride; when it does not (checkpoint_every of
+     * the chunk count or more, T not a multiple of the chunk), the exact stride exceeds T: the call either gives
+     * a positive stride and 0 rows, or reports HLA_ERR_OVERFLOW writing nothing. */
+    {
+        static const int64_t chs[6] = {1, 3, 4, 1000, 1024, 0},
+                             evs[8] = {0, 1, 2, 3, 5, INT64_C(1) << 40, INT64_MAX / 1024, INT64_MAX};
+        int i, j;
+        for (i = 0; i < 6; i++)
+            for (j = 0; j < 8; j++) {
+                hla_config c = cfg_make(HLA_OP_HLA2, 1, 0, 1.0, 0.0, 2, 1, 3, 2, chs[i]);
+                int64_t rows = -77, stride = -77, L;
+                hla_status st;
+                c.checkpoint_every = evs[j];
+                L = ck_stride(&c, INT64_MAX);
+                st = hla_checkpoint_rows(&c, 1, INT64_MAX, 0, &rows, &stride);
+                if (L > 0) {
+                    if (OK(st, "tokens INT64_MAX, chunk %lld, every %lld", (long long)chs[i], (long long)evs[j]))
+                        CHECK(stride == L && rows == (INT64_MAX - 1) / L,
+                              "tokens INT64_MAX, chunk %lld, every %lld: rows %lld, stride %lld; want %lld, %lld",
+                              (long long)chs[i], (long long)evs[j], (long long)rows, (long long)stride,
+                              (long long)((INT64_MAX - 1) / L), (long long)L);
+                } else {
+                    CHECK((st == HLA_OK && stride > 0 && rows == 0) ||
+                              (st == HLA_ERR_OVERFLOW && rows == -77 && stride == -77),
+                          "tokens INT64_MAX, chunk %lld, every %lld (chunk x %lld chunks > INT64_MAX): %s, rows %lld, "
+                          "stride %lld; want a positive stride and 0 rows, or HLA_ERR_OVERFLOW",
+                          (long long)chs[i], (long long)evs[j], (long long)ck_every(&c, INT64_MAX), sname(st),
+                          (long long)rows, (long long)stride);
+                }
+            }
     }
     /* bad sizes and pointers: the status, and nothing written */
     {
@@ -3375,35 +3655,62 @@ static void ck_rows_api(void)
         CHECK(rows == -77, "stride NULL failed but wrote rows %lld", (long long)rows);
         c.chunk_size = -1;
         EXPECT(hla_checkpoint_rows(&c, 1, 10, 0, &rows, &stride), HLA_ERR_INVALID_ARGUMENT, "chunk_size", "chunk_size -1");
-        c.chunk_size = 4, c.struct_size = 8;
+        c.chunk_size = 4, c.checkpoint_every = -1;
+        EXPECT(hla_checkpoint_rows(&c, 1, 10, 0, &rows, &stride), HLA_ERR_INVALID_ARGUMENT, "checkpoint_every",
+               "checkpoint_every -1");
+        c.checkpoint_every = INT64_MIN;
+        EXPECT(hla_checkpoint_rows(&c, 1, 10, 0, &rows, &stride), HLA_ERR_INVALID_ARGUMENT, "checkpoint_every",
+               "checkpoint_every INT64_MIN");
+        EXPECT(hla_checkpoint_rows(&c, 1, INT64_MAX, 0, &rows, &stride), HLA_ERR_INVALID_ARGUMENT, "checkpoint_every",
+               "checkpoint_every INT64_MIN, tokens INT64_MAX");
+        c.checkpoint_every = 0, c.struct_size = 8;
         EXPECT(hla_checkpoint_rows(&c, 1, 10, 0, &rows, &stride), HLA_ERR_INVALID_ARGUMENT, "struct_size", "struct_size 8");
+        c.struct_size = (uint32_t)OLD_CONFIG_SIZE - 8;
+        EXPECT(hla_checkpoint_rows(&c, 1, 10, 0, &rows, &stride), HLA_ERR_INVALID_ARGUMENT, "struct_size", "struct_size 80");
         CHECK(rows == -77 && stride == -77, "a bad configuration failed but wrote rows %lld, stride %lld", (long long)rows,
               (long long)stride);
+        /* struct_size 88 (headers 1.0, 1.1): accepted, checkpoint_every taken as 0 whatever lies past byte 88 */
+        {
+            hla_config old, full = cfg_make(HLA_OP_HLA2, 1, 0, 1.0, 0.0, 2, 1, 3, 2, 4);
+            int64_t r0 = -1, s0 = -1;
+            old_config_in(&old, &full);
+            OK(hla_checkpoint_rows(&full, 3, 45, 0, &r0, &s0), "96 bytes, every 0");
+            if (OK(hla_checkpoint_rows(&old, 3, 45, 0, &rows, &stride), "struct_size 88, sentinel bytes past it"))
+                CHECK(rows == r0 && stride == s0 && stride == 16 && tail_is_sentinel(&old),
+                      "struct_size 88: rows %lld, stride %lld; 96 bytes: %lld, %lld", (long long)rows, (long long)stride,
+                      (long long)r0, (long long)s0);
+        }
     }
 }
 
-/* One configuration (grouped heads H = 4, Hkv = 2, dk = 3 != dv = 2, normalized, decay 0.9, chunk 4) in element
- * type dt. variant 0: B = 2, T = 45 (stride 16: 2 checkpoints per sequence); 1: B = 1, T = 60 packed as
- * {0, 7, 8, 40, 60} with int64 cu_seqlens (stride 16: rows 0, 0, 1, 1; hla_checkpoint_rows gives 3); 2: the
- * same with int32 cu_seqlens, rows {2, 0, 3, 1} of the initial and final states, and checkpoint rows padded
- * (row stride n + 5). Always an initial state (the final states of random prefixes). */
-static void ck_case(int op, int dt, int variant)
+/* One configuration (grouped heads H = 4, Hkv = 2, dk = 3 != dv = 2, chunk 4; masked, normalize and decay as
+ * given, ridge 0.5 with hla2) in element type dt, checkpoint_every `every` for the checkpoint calls, against
+ * hla_forward and hla_backward (chunked) with checkpoint_every 0. variant 0: B = 2, T = 45 (12 chunks;
+ * automatic stride 16: 2 checkpoints per sequence); 1: B = 1, T = 60 packed as {0, 7, 8, 40, 60} with int64
+ * cu_seqlens (15 chunks; automatic stride 16: rows 0, 0, 1, 1; hla_checkpoint_rows gives 3); 2: the same with
+ * int32 cu_seqlens, rows {2, 0, 3, 1} of the initial and final states, and checkpoint rows padded (row stride
+ * n + 5). Always an initial state (the final states of random prefixes). With every != 0, hla_backward with
+ * that checkpoint_every (its own carries) must also give the gradients of checkpoint_every 0, bit for bit. */
+static void ck_case(int op, int dt, int variant, int64_t every, int masked, int norm, double decay)
 {
     static const int64_t cu[5] = {0, 7, 8, 40, 60}, slot_of[4] = {2, 0, 3, 1};
     const int packed = variant > 0, withrows = variant == 2, cudt = variant == 2 ? HLA_INT32 : HLA_INT64;
     const int sdt = state_dt(dt), osdt = sdt == HLA_FLOAT64 ? HLA_FLOAT32 : HLA_FLOAT64;
     const int64_t B = packed ? 1 : 2, T = packed ? 60 : 45, N = packed ? 4 : 2;
-    hla_config c = cfg_make(op, 1, 1, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, 4, 2, 3, 2, 4);
+    const hla_config c0 = cfg_make(op, masked, norm, decay, op == HLA_OP_HLA2 ? 0.5 : 0.0, 4, 2, 3, 2, 4);
+    hla_config c = c0;
     prob p;
     int64_t n, L, R = -1, stride = -1, Rv, need = 0, checked = 0, ckrows, ckst, i, j;
     int64_t first[MAXSEQ], t0s[MAXSEQ], lens[MAXSEQ];
     double *ini_d, *tmp;
     void *ini_seq, *ini_slot, *fin1, *fin2, *out1, *out2, *out3, *pre, *ck, *ckz, *cub, *rowsb, *dout, *dfin;
-    void *g1[4], *g2[4], *g3[4];
+    void *g1[4], *g2[4], *g3[4], *g4[4];
     hla_tensor tq, tk, tv, td, to1, to2, tcu, tini, tis, tf1, tf2, trows, tdf, tck, tckz;
     hla_tensor *cup, *rowp;
-    set_ctx("checkpoints %s %s %s", op_name(op), dt_name(dt),
-            variant == 0 ? "B=2 T=45" : variant == 1 ? "packed, int64" : "packed, int32, rows, padded checkpoint rows");
+    c.checkpoint_every = every;
+    set_ctx("checkpoints %s %s %s, every %lld, %s, norm=%d, decay=%g", op_name(op), dt_name(dt),
+            variant == 0 ? "B=2 T=45" : variant == 1 ? "packed, int64" : "packed, int32, rows, padded checkpoint rows",
+            (long long)every, masked ? "masked" : "unmasked", norm, decay);
     prob_init(&p, &c, dt, B, T, 1, packed ? cu : NULL, N);
     n = p.n;
     for (i = 0; i < N; i++) {
@@ -3416,8 +3723,8 @@ static void ck_case(int op, int dt, int variant)
     OK(hla_checkpoint_rows(&c, B, T, packed ? N : 0, &R, &stride), "hla_checkpoint_rows");
     CHECK(R == Rv && stride == L, "hla_checkpoint_rows: rows %lld, stride %lld; want %lld, %lld", (long long)R,
           (long long)stride, (long long)Rv, (long long)L);
-    CHECK(L == 16 && need >= 2 && Rv >= need, "setup: stride %lld, %lld rows needed of %lld", (long long)L,
-          (long long)need, (long long)Rv);
+    CHECK((every != 0 || L == 16) && (every > 3 || need >= 2) && Rv >= need,
+          "setup: stride %lld, %lld rows needed of %lld", (long long)L, (long long)need, (long long)Rv);
     /* checkpoints: one row more than hla_checkpoint_rows asks for, every element (padding, slack) 7.25 */
     ckrows = Rv + 1, ckst = withrows ? n + 5 : n;
     ck = talloc_fill(ckrows * ckst, sdt, 7.25);
@@ -3428,7 +3735,7 @@ static void ck_case(int op, int dt, int variant)
     }
     /* initial states: sequence order for hla_backward and the prefixes; slot order (rows) for hla_forward */
     ini_d = xmalloc((size_t)(N * n) * sizeof(double));
-    valid_states(&c, N, 1, ini_d);
+    valid_states(&c0, N, 1, ini_d);
     ini_seq = typed_of(ini_d, N * n, sdt);
     ini_slot = talloc(N * n, sdt);
     for (i = 0; i < N; i++)
@@ -3443,8 +3750,8 @@ static void ck_case(int op, int dt, int variant)
     tf1 = mk(fin1, sdt, 2, N, n, 0, 0), tf2 = mk(fin2, sdt, 2, N, n, 0, 0);
     cup = packed ? &tcu : NULL, rowp = withrows ? &trows : NULL;
 
-    /* forward: = hla_forward chunked, bit for bit */
-    if (OK(hla_forward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &to1, cup, &tini, &tf1, rowp), "hla_forward chunked") &&
+    /* forward: = hla_forward chunked (checkpoint_every 0), bit for bit */
+    if (OK(hla_forward(&c0, HLA_PATH_CHUNKED, &tq, &tk, &tv, &to1, cup, &tini, &tf1, rowp), "hla_forward chunked") &&
         OK(hla_forward_checkpoints(&c, &tq, &tk, &tv, &to2, cup, &tini, &tf2, rowp, &tck), "hla_forward_checkpoints")) {
         CHECK(count_nan(out2, dt, p.no) == 0 && memcmp(out1, out2, (size_t)p.no * esize(dt)) == 0,
               "hla_forward_checkpoints: outputs differ from hla_forward chunked (rel err %.3g, %lld NaN)",
@@ -3463,7 +3770,7 @@ static void ck_case(int op, int dt, int variant)
                        ti1 = mk(eptr(ini_seq, sdt, i * n), sdt, 2, 1, n, 0, 0), tp = mk(pre, sdt, 2, 1, n, 0, 0),
                        tc1 = mk(cub1, cudt, 1, 2, 0, 0, 0);
             fill(pre, sdt, n, NAN);
-            if (OK(hla_forward(&c, HLA_PATH_CHUNKED, &q1, &k1, &v1, &o1, packed ? &tc1 : NULL, &ti1, &tp, NULL),
+            if (OK(hla_forward(&c0, HLA_PATH_CHUNKED, &q1, &k1, &v1, &o1, packed ? &tc1 : NULL, &ti1, &tp, NULL),
                    "forward of sequence %lld's tokens [0, %lld)", (long long)i, (long long)(j * L))) {
                 CHECK(count_nan(pre, sdt, n) == 0 && memcmp(pre, row, (size_t)n * esize(sdt)) == 0,
                       "checkpoint row %lld (sequence %lld before its token %lld) differs from the state after its tokens "
@@ -3484,7 +3791,8 @@ static void ck_case(int op, int dt, int variant)
               (long long)need);
     }
 
-    /* backward from the checkpoints = hla_backward chunked, bit for bit; the checkpoints are only read */
+    /* backward from the checkpoints = hla_backward chunked (checkpoint_every 0), bit for bit; the checkpoints are
+     * only read; hla_backward with this checkpoint_every = the same */
     tmp = xmalloc((size_t)(p.no > N * n ? p.no : N * n) * sizeof(double));
     for (i = 0; i < p.no; i++) tmp[i] = normal();
     dout = typed_of(tmp, p.no, dt);
@@ -3497,12 +3805,13 @@ static void ck_case(int op, int dt, int variant)
     for (i = 0; i < need; i++) fill(eptr(ckz, sdt, i * ckst), sdt, n, 0.0);
     tckz = tck, tckz.data = ckz;
     {
-        void **gs[3];
-        hla_tensor tg[3][4];
+        void **gs[4];
+        hla_tensor tg[4][4];
         int s, w;
         const int64_t cnt[4] = {p.nq, p.nk, p.nv, N * n};
-        gs[0] = g1, gs[1] = g2, gs[2] = g3;
-        for (s = 0; s < 3; s++) {
+        static const char *names[4] = {"dq", "dk", "dv", "d_initial"};
+        gs[0] = g1, gs[1] = g2, gs[2] = g3, gs[3] = g4;
+        for (s = 0; s < 4; s++) {
             gs[s][0] = talloc(p.nq, dt), gs[s][1] = talloc(p.nk, dt), gs[s][2] = talloc(p.nv, dt);
             gs[s][3] = talloc(N * n, sdt);
             tg[s][0] = mk(gs[s][0], dt, 4, B, T, p.H, p.dk), tg[s][1] = mk(gs[s][1], dt, 4, B, T, p.Hkv, p.dk);
@@ -3513,13 +3822,12 @@ static void ck_case(int op, int dt, int variant)
             memset(&gk, 0, sizeof gk);
             guard_add(&gk, ck, ckrows * ckst, sdt);
             guard_take(&gk);
-            if (OK(hla_backward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &td, &tg[0][0], &tg[0][1], &tg[0][2], cup, &tis,
+            if (OK(hla_backward(&c0, HLA_PATH_CHUNKED, &tq, &tk, &tv, &td, &tg[0][0], &tg[0][1], &tg[0][2], cup, &tis,
                                 &tdf, &tg[0][3]),
                    "hla_backward chunked") &&
                 OK(hla_backward_checkpoints(&c, &tq, &tk, &tv, &td, &tg[1][0], &tg[1][1], &tg[1][2], cup, &tis, &tdf,
                                             &tg[1][3], &tck),
                    "hla_backward_checkpoints")) {
-                static const char *names[4] = {"dq", "dk", "dv", "d_initial"};
                 for (w = 0; w < 4; w++) {
                     const int wdt = w == 3 ? sdt : dt;
                     CHECK(count_nan(gs[1][w], wdt, cnt[w]) == 0 &&
@@ -3532,30 +3840,53 @@ static void ck_case(int op, int dt, int variant)
             CHECK(guard_same(&gk), "hla_backward_checkpoints wrote into its checkpoints");
             guard_free(&gk);
         }
+        /* hla_backward's own carries every `every` chunks: the gradients of checkpoint_every 0 */
+        if (every != 0 &&
+            OK(hla_backward(&c, HLA_PATH_CHUNKED, &tq, &tk, &tv, &td, &tg[3][0], &tg[3][1], &tg[3][2], cup, &tis, &tdf,
+                            &tg[3][3]),
+               "hla_backward chunked, checkpoint_every %lld", (long long)every))
+            for (w = 0; w < 4; w++) {
+                const int wdt = w == 3 ? sdt : dt;
+                CHECK(count_nan(gs[3][w], wdt, cnt[w]) == 0 &&
+                          memcmp(gs[0][w], gs[3][w], (size_t)(cnt[w] + SLACK) * esize(wdt)) == 0,
+                      "hla_backward with checkpoint_every %lld: %s differs from checkpoint_every 0 (rel err %.3g, %lld "
+                      "NaN)",
+                      (long long)every, names[w], err_vec(gs[3][w], wdt, gs[0][w], wdt, cnt[w]),
+                      (long long)count_nan(gs[3][w], wdt, cnt[w]));
+            }
         /* other checkpoint values give other gradients: the checkpoints are what the backward starts from */
-        if (OK(hla_backward_checkpoints(&c, &tq, &tk, &tv, &td, &tg[2][0], &tg[2][1], &tg[2][2], cup, &tis, &tdf,
+        if (need > 0 &&
+            OK(hla_backward_checkpoints(&c, &tq, &tk, &tv, &td, &tg[2][0], &tg[2][1], &tg[2][2], cup, &tis, &tdf,
                                         &tg[2][3], &tckz),
                "hla_backward_checkpoints from zeroed checkpoints"))
             CHECK(memcmp(gs[2][0], gs[0][0], (size_t)p.nq * esize(dt)) != 0,
                   "hla_backward_checkpoints from zeroed checkpoints gives the dq of the forward's checkpoints");
 
-        /* bad checkpoint tensors: the status, naming the argument, and nothing written */
+        /* bad checkpoint tensors, and a negative checkpoint_every: the status, naming the argument, and nothing
+         * written (hla_backward too, for the configuration) */
         {
             guard gf, gb;
             void *altm = talloc_fill(ckrows * n, osdt, 7.25);
             int64_t sh0[2];
             hla_tensor few = tck, other = mk(altm, osdt, 2, ckrows, n, 0, 0), wide = tck, empty;
-            const hla_tensor *bad[5];
-            static const hla_status want[5] = {HLA_ERR_MISMATCH, HLA_ERR_DTYPE, HLA_ERR_MISMATCH, HLA_ERR_MISMATCH,
-                                               HLA_ERR_NULL_POINTER};
-            static const char *what[5] = {"one row fewer than needed", "the other precision", "rows of n - 1 elements",
-                                          "0 rows, data NULL", "checkpoints NULL"};
+            const hla_tensor *bad[7];
+            hla_config cb[7];
+            static const hla_status want[7] = {HLA_ERR_MISMATCH,     HLA_ERR_DTYPE,            HLA_ERR_MISMATCH,
+                                               HLA_ERR_MISMATCH,     HLA_ERR_NULL_POINTER,     HLA_ERR_INVALID_ARGUMENT,
+                                               HLA_ERR_INVALID_ARGUMENT};
+            static const char *what[7] = {"one row fewer than needed", "the other precision", "rows of n - 1 elements",
+                                          "0 rows, data NULL", "checkpoints NULL", "checkpoint_every -1",
+                                          "checkpoint_every INT64_MIN"};
+            static const char *kws[7] = {"checkpoints", "checkpoints", "checkpoints", "checkpoints", "checkpoints",
+                                         "checkpoint_every", "checkpoint_every"};
             int k;
             few.shape[0] = need - 1;
             wide.shape[1] = n - 1;
             sh0[0] = 0, sh0[1] = n;
             empty = mks(NULL, sdt, 2, sh0, NULL);
-            bad[0] = &few, bad[1] = &other, bad[2] = &wide, bad[3] = &empty, bad[4] = NULL;
+            bad[0] = &few, bad[1] = &other, bad[2] = &wide, bad[3] = &empty, bad[4] = NULL, bad[5] = bad[6] = &tck;
+            for (k = 0; k < 7; k++) cb[k] = c;
+            cb[5].checkpoint_every = -1, cb[6].checkpoint_every = INT64_MIN;
             memset(&gf, 0, sizeof gf);
             memset(&gb, 0, sizeof gb);
             guard_add(&gf, out2, p.no, dt), guard_add(&gf, fin2, N * n, sdt), guard_add(&gf, ck, ckrows * ckst, sdt);
@@ -3563,22 +3894,36 @@ static void ck_case(int op, int dt, int variant)
             guard_add(&gb, gs[1][0], p.nq, dt), guard_add(&gb, gs[1][1], p.nk, dt), guard_add(&gb, gs[1][2], p.nv, dt);
             guard_add(&gb, gs[1][3], N * n, sdt), guard_add(&gb, ck, ckrows * ckst, sdt);
             guard_add(&gb, altm, ckrows * n, osdt);
-            for (k = 0; k < 5; k++) {
+            for (k = 0; k < 7; k++) {
+                if ((k == 0 || k == 3) && need == 0) continue; /* no row fewer than none; no rows are enough */
                 guard_take(&gf);
-                EXPECT(hla_forward_checkpoints(&c, &tq, &tk, &tv, &to2, cup, &tini, &tf2, rowp, bad[k]), want[k],
-                       "checkpoints", "hla_forward_checkpoints, %s", what[k]);
+                EXPECT(hla_forward_checkpoints(&cb[k], &tq, &tk, &tv, &to2, cup, &tini, &tf2, rowp, bad[k]), want[k],
+                       kws[k], "hla_forward_checkpoints, %s", what[k]);
                 CHECK(guard_same(&gf), "hla_forward_checkpoints with %s failed but wrote memory", what[k]);
                 guard_take(&gb);
-                EXPECT(hla_backward_checkpoints(&c, &tq, &tk, &tv, &td, &tg[1][0], &tg[1][1], &tg[1][2], cup, &tis,
+                EXPECT(hla_backward_checkpoints(&cb[k], &tq, &tk, &tv, &td, &tg[1][0], &tg[1][1], &tg[1][2], cup, &tis,
                                                 &tdf, &tg[1][3], bad[k]),
-                       want[k], "checkpoints", "hla_backward_checkpoints, %s", what[k]);
+                       want[k], kws[k], "hla_backward_checkpoints, %s", what[k]);
                 CHECK(guard_same(&gb), "hla_backward_checkpoints with %s failed but wrote memory", what[k]);
+                if (k >= 5) {
+                    int64_t rr = -77, rs = -77;
+                    guard_take(&gb);
+                    EXPECT(hla_backward(&cb[k], HLA_PATH_CHUNKED, &tq, &tk, &tv, &td, &tg[1][0], &tg[1][1], &tg[1][2],
+                                        cup, &tis, &tdf, &tg[1][3]),
+                           want[k], kws[k], "hla_backward, %s", what[k]);
+                    CHECK(guard_same(&gb), "hla_backward with %s failed but wrote memory", what[k]);
+                    EXPECT(hla_checkpoint_rows(&cb[k], B, T, packed ? N : 0, &rr, &rs), want[k], kws[k],
+                           "hla_checkpoint_rows, %s", what[k]);
+                    CHECK(rr == -77 && rs == -77, "hla_checkpoint_rows with %s failed but wrote rows %lld, stride %lld",
+                          what[k], (long long)rr, (long long)rs);
+                    EXPECT(hla_config_validate(&cb[k]), want[k], kws[k], "hla_config_validate, %s", what[k]);
+                }
             }
             guard_free(&gf);
             guard_free(&gb);
             free(altm);
         }
-        for (s = 0; s < 3; s++)
+        for (s = 0; s < 4; s++)
             for (w = 0; w < 4; w++) free(gs[s][w]);
     }
     free(ini_d), free(ini_seq), free(ini_slot), free(fin1), free(fin2), free(pre), free(out1), free(out2), free(out3);
@@ -3671,15 +4016,148 @@ static void ck_short(int op, int dt)
     }
 }
 
+/* Everything one configuration gives for a problem (outputs and gradients in buffers that start as 7.25, slack
+ * included): hla_forward chunked (outputs, final states), hla_checkpoint_rows, hla_forward_checkpoints (outputs,
+ * final states, checkpoints), hla_backward chunked and hla_backward_checkpoints (dq, dk, dv, d_initial). */
+enum { CR_OUT, CR_FIN, CR_CKOUT, CR_CKFIN, CR_CK, CR_G, CR_COUNT = CR_G + 8 };
+typedef struct {
+    void *buf[CR_COUNT];
+    int64_t count[CR_COUNT];
+    int dt[CR_COUNT];
+    int64_t rows, stride;
+} ck_run;
+
+static void ck_run_all(const hla_config *cfg, const char *what, const prob *p, void *ini, void *dout, void *dfin,
+                       int64_t ckrows, ck_run *r)
+{
+    const int dt = p->dt, sdt = p->sdt;
+    const int64_t B = p->B, T = p->T, N = p->B, n = p->n;
+    hla_tensor tq = pq(p, 0, T), tk = pk(p, 0, T), tv = pv(p, 0, T), td = po(p, dout, 0, T);
+    hla_tensor ti = mk(ini, sdt, 2, N, n, 0, 0), tdf = mk(dfin, sdt, 2, N, n, 0, 0), t[CR_COUNT];
+    int i, k;
+    memset(r, 0, sizeof *r);
+    for (i = 0; i < CR_COUNT; i++) {
+        const int g = i >= CR_G ? (i - CR_G) % 4 : -1;
+        r->dt[i] = i == CR_FIN || i == CR_CKFIN || i == CR_CK || g == 3 ? sdt : dt;
+        r->count[i] = i == CR_OUT || i == CR_CKOUT ? p->no : i == CR_FIN || i == CR_CKFIN || g == 3 ? N * n
+                      : i == CR_CK ? ckrows * n : g == 0 ? p->nq : g == 1 ? p->nk : p->nv;
+        r->buf[i] = talloc_fill(r->count[i], r->dt[i], 7.25);
+    }
+    t[CR_OUT] = po(p, r->buf[CR_OUT], 0, T), t[CR_CKOUT] = po(p, r->buf[CR_CKOUT], 0, T);
+    t[CR_FIN] = mk(r->buf[CR_FIN], sdt, 2, N, n, 0, 0), t[CR_CKFIN] = mk(r->buf[CR_CKFIN], sdt, 2, N, n, 0, 0);
+    t[CR_CK] = mk(r->buf[CR_CK], sdt, 2, ckrows, n, 0, 0);
+    for (k = 0; k < 2; k++) {
+        const int g0 = CR_G + 4 * k;
+        t[g0] = mk(r->buf[g0], dt, 4, B, T, p->H, p->dk), t[g0 + 1] = mk(r->buf[g0 + 1], dt, 4, B, T, p->Hkv, p->dk);
+        t[g0 + 2] = mk(r->buf[g0 + 2], dt, 4, B, T, p->Hkv, p->dv), t[g0 + 3] = mk(r->buf[g0 + 3], sdt, 2, N, n, 0, 0);
+    }
+    r->rows = r->stride = -1;
+    OK(hla_checkpoint_rows(cfg, B, T, 0, &r->rows, &r->stride), "hla_checkpoint_rows, %s", what);
+    OK(hla_forward(cfg, HLA_PATH_CHUNKED, &tq, &tk, &tv, &t[CR_OUT], NULL, &ti, &t[CR_FIN], NULL), "hla_forward, %s",
+       what);
+    OK(hla_forward_checkpoints(cfg, &tq, &tk, &tv, &t[CR_CKOUT], NULL, &ti, &t[CR_CKFIN], NULL, &t[CR_CK]),
+       "hla_forward_checkpoints, %s", what);
+    OK(hla_backward(cfg, HLA_PATH_CHUNKED, &tq, &tk, &tv, &td, &t[CR_G], &t[CR_G + 1], &t[CR_G + 2], NULL, &ti, &tdf,
+                    &t[CR_G + 3]),
+       "hla_backward, %s", what);
+    OK(hla_backward_checkpoints(cfg, &tq, &tk, &tv, &td, &t[CR_G + 4], &t[CR_G + 5], &t[CR_G + 6], NULL, &ti, &tdf,
+                                &t[CR_G + 7], &t[CR_CK]),
+       "hla_backward_checkpoints, %s", what);
+}
+
+static void ck_run_free(ck_run *r)
+{
+    int i;
+    for (i = 0; i < CR_COUNT; i++) free(r->buf[i]);
+}
+
+/* The 88-byte hla_config of headers 1.0 and 1.1 gives what a 96-byte one with checkpoint_every 0 gives, bit for
+ * bit (every output, gradient and checkpoint, and the slack past them): in an exact 88-byte allocation, and
+ * with bytes past it that would be an invalid checkpoint_every if they were read. (B = 2, T = 45, chunk 4:
+ * stride 16, 2 checkpoints per sequence; grouped heads, normalized, decay 0.9, an initial state.) */
+static void ck_old_struct(int op, int dt)
+{
+    static const char *names[CR_COUNT] = {"hla_forward outputs", "hla_forward final", "hla_forward_checkpoints outputs",
+                                          "hla_forward_checkpoints final", "checkpoints", "hla_backward dq",
+                                          "hla_backward dk", "hla_backward dv", "hla_backward d_initial",
+                                          "hla_backward_checkpoints dq", "hla_backward_checkpoints dk",
+                                          "hla_backward_checkpoints dv", "hla_backward_checkpoints d_initial"};
+    const hla_config c = cfg_make(op, 1, 1, 0.9, op == HLA_OP_HLA2 ? 0.5 : 0.0, 4, 2, 3, 2, 4);
+    hla_config inbuf;
+    void *exact = old_config_of(&c), *ini, *dout, *dfin;
+    double *tmp;
+    prob p;
+    ck_run r[3];
+    int64_t i, ckrows = 4;
+    int k, x;
+    set_ctx("checkpoints, 88-byte hla_config, %s %s", op_name(op), dt_name(dt));
+    prob_init(&p, &c, dt, 2, 45, 1, NULL, 0);
+    tmp = xmalloc((size_t)(p.no > 2 * p.n ? p.no : 2 * p.n) * sizeof(double));
+    valid_states(&c, 2, 1, tmp);
+    ini = typed_of(tmp, 2 * p.n, p.sdt);
+    for (i = 0; i < p.no; i++) tmp[i] = normal();
+    dout = typed_of(tmp, p.no, dt);
+    for (i = 0; i < 2 * p.n; i++) tmp[i] = 0.5 * normal();
+    dfin = typed_of(tmp, 2 * p.n, p.sdt);
+    free(tmp);
+    old_config_in(&inbuf, &c);
+    ck_run_all(&c, "96 bytes, checkpoint_every 0", &p, ini, dout, dfin, ckrows, &r[0]);
+    ck_run_all((const hla_config *)exact, "88 bytes (exact allocation)", &p, ini, dout, dfin, ckrows, &r[1]);
+    ck_run_all(&inbuf, "88 bytes, sentinel bytes past them", &p, ini, dout, dfin, ckrows, &r[2]);
+    CHECK(r[0].rows == 4 && r[0].stride == 16, "96 bytes: checkpoint rows %lld, stride %lld; want 4, 16",
+          (long long)r[0].rows, (long long)r[0].stride);
+    CHECK(tail_is_sentinel(&inbuf), "a call wrote past byte 88 of an 88-byte config");
+    for (k = 1; k < 3; k++) {
+        CHECK(r[k].rows == r[0].rows && r[k].stride == r[0].stride,
+              "%s: hla_checkpoint_rows gives rows %lld, stride %lld; 96 bytes: %lld, %lld",
+              k == 1 ? "88 bytes (exact)" : "88 bytes + sentinel", (long long)r[k].rows, (long long)r[k].stride,
+              (long long)r[0].rows, (long long)r[0].stride);
+        for (x = 0; x < CR_COUNT; x++)
+            CHECK(memcmp(r[k].buf[x], r[0].buf[x], (size_t)(r[0].count[x] + SLACK) * esize(r[0].dt[x])) == 0 &&
+                      count_nan(r[k].buf[x], r[k].dt[x], r[k].count[x]) == 0,
+                  "%s: %s differ from a 96-byte config with checkpoint_every 0 (rel err %.3g)",
+                  k == 1 ? "88 bytes (exact)" : "88 bytes + sentinel", names[x],
+                  err_vec(r[k].buf[x], r[k].dt[x], r[0].buf[x], r[0].dt[x], r[0].count[x]));
+    }
+    /* the checkpoint calls agree with the plain ones under both sizes (the rest of section 11 in short) */
+    CHECK(memcmp(r[0].buf[CR_OUT], r[0].buf[CR_CKOUT], (size_t)p.no * esize(dt)) == 0 &&
+              memcmp(r[0].buf[CR_G], r[0].buf[CR_G + 4], (size_t)p.nq * esize(dt)) == 0,
+          "hla_forward_checkpoints / hla_backward_checkpoints differ from hla_forward / hla_backward");
+    for (k = 0; k < 3; k++) ck_run_free(&r[k]);
+    free(exact), free(ini), free(dout), free(dfin);
+    prob_free(&p);
+}
+
 static void test_checkpoints(void)
 {
     static const int dts[3] = {HLA_FLOAT64, HLA_FLOAT32, HLA_BFLOAT16};
-    int op, di, variant;
+    /* masked, normalize, decay; checkpoint_every (5: 12 chunks in groups of 5, 5, 2) */
+    static const struct {
+        int masked, norm;
+        double decay;
+    } opts[3] = {{0, 1, 0.9}, {1, 0, 1.0}, {0, 0, 1.0}};
+    static const int64_t every_opt[3] = {1, 3, 5};
+    int op, di, variant, e, o;
     ck_rows_api();
     for (op = 0; op < 3; op++)
         for (di = 0; di < 3; di++) {
-            for (variant = 0; variant < 3; variant++) ck_case(op, dts[di], variant);
+            for (variant = 0; variant < 3; variant++)
+                for (e = 0; e < 5; e++) {
+                    /* every checkpoint_every in float64; float32: automatic, 1 and 3; bfloat16: automatic and 2 */
+                    if (dts[di] == HLA_FLOAT32 && e != 0 && e != 1 && e != 3) continue;
+                    if (dts[di] == HLA_BFLOAT16 && e != 0 && e != 2) continue;
+                    ck_case(op, dts[di], variant, g_every[e], 1, 1, 0.9);
+                }
             ck_short(op, dts[di]);
+            ck_old_struct(op, dts[di]);
+        }
+    /* unmasked, not normalized, no decay, each with checkpoint_every 1, 3 or 5: float64 in a batch, float32
+     * packed with rows */
+    for (op = 0; op < 3; op++)
+        for (o = 0; o < 3; o++) {
+            e = (op + o) % 3;
+            ck_case(op, HLA_FLOAT64, 0, every_opt[e], opts[o].masked, opts[o].norm, opts[o].decay);
+            ck_case(op, HLA_FLOAT32, 2, every_opt[(e + 1) % 3], opts[o].masked, opts[o].norm, opts[o].decay);
         }
 }
 

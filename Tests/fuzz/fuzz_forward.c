@@ -14,11 +14,18 @@
  *    normalize, rows whose denominator is ill-conditioned (sum of |terms| > 1e6 |den + eps|) are skipped;
  *    with NaN/Inf inputs, only outputs before the first non-finite token of each sequence are compared
  *    (causality, docs/spec.md section 4) and only clean sequences' states;
- *  - checkpoints, every valid call (all element types, finite or not): hla_checkpoint_rows(B, T, N or 0)
- *    gives a stride that is ceil(sqrt(chunks)) chunks and rows B (T - 1) / stride or (T - N) / stride, at
+ *  - the configuration: struct_size sizeof, sizeof + 8 (zero tail), or 88 (the struct of headers 1.0 and 1.1,
+ *    in an allocation of exactly 88 bytes: hla_config_init fills those with the defaults, every call takes
+ *    checkpoint_every as 0 and ASan sees any access past them); invalid: a nonzero tail, 80, 87, 70000;
+ *  - checkpoints, every valid call (all element types, finite or not), with a checkpoint_every drawn for the
+ *    checkpoint calls (0..5, the call's chunk count, one more, 2^40, INT64_MAX; the reference hla_forward and
+ *    hla_backward keep the case's configuration, checkpoint_every 0): hla_checkpoint_rows(B, T, N or 0)
+ *    gives the stride chunk * min(checkpoint_every, chunks), or ceil(sqrt(chunks)) chunks for 0, and rows
+ *    B (T - 1) / stride or (T - N) / stride, at
  *    least the sum over sequences of (len - 1) / stride the call writes; it refuses batch < 1, tokens < 1,
  *    sequences out of range or with batch > 1, NULL pointers, and reports HLA_ERR_OVERFLOW exactly when
- *    rows exceed INT64_MAX (tokens up to INT64_MAX). hla_forward_checkpoints with the case's arguments and
+ *    rows exceed INT64_MAX (tokens up to INT64_MAX; a stride past INT64_MAX must come back as a positive
+ *    stride with 0 rows, or HLA_ERR_OVERFLOW). hla_forward_checkpoints with the case's arguments and
  *    a [rows, n] tensor of exactly those rows (own allocation; row padding, negative stride, data NULL when
  *    empty) succeeds, writes outputs and final state bit for bit those of the chunked hla_forward, writes
  *    nothing outside them (gaps, unused state rows) and leaves every checkpoint byte past the rows needed
@@ -28,8 +35,11 @@
  *    with the initial rows gathered into [N, n] (its outputs and checkpoints bit for bit the case's),
  *    hla_backward (chunked) and hla_backward_checkpoints with d_out from the input, optional d_final and
  *    d_initial (apart, or the same memory as initial or d_final) succeed, write neither inputs, d_out nor
- *    checkpoints, and (finite inputs: see the open bug in crashes-found/) give dq, dk, dv, d_initial bit
- *    for bit alike;
+ *    checkpoints, and (finite inputs: see crashes-found/README.md) give dq, dk, dv, d_initial bit for bit
+ *    alike; so does hla_backward with the drawn checkpoint_every (its own carries) when it is not 0;
+ *  - a negative checkpoint_every (one valid case in sixteen: -1..-8 or INT64_MIN): hla_config_validate,
+ *    hla_checkpoint_rows, hla_forward, hla_forward_checkpoints, hla_backward and hla_backward_checkpoints
+ *    return HLA_ERR_INVALID_ARGUMENT naming checkpoint_every and write nothing;
  *  - refused checkpoint tensors (sometimes, on a valid call, forward or backward): too few rows (when the
  *    call needs some), another dtype, wrong n, rank, strides[1] = 2, overlapping rows, data NULL, a NULL
  *    tensor: the call fails and writes nothing (outputs, final, gradients, d_initial, checkpoints);
@@ -39,6 +49,7 @@
  * The input layout is documented next to each decode step below; make_corpus.py writes valid seeds.
  */
 #include <math.h>
+#include <stddef.h>
 #include "fuzz_common.h"
 
 #define TOL 1e-9
@@ -244,14 +255,32 @@ static void dec_strides(dec *d, const int64_t *shape, int64_t *st, int *special)
     }
 }
 
+/* Size of the hla_config of headers 1.0 and 1.1 (it ended with chunk_size), which the library still accepts. */
+#define OLD_CONFIG_SIZE ((size_t)offsetof(hla_config, checkpoint_every))
+
 typedef struct {
-    hla_config *cfg;
+    hla_config *cfg;    /* the caller's bytes: cfg_bytes of them (88, sizeof, sizeof + 8 or 70000) */
     size_t cfg_bytes;
     int op, masked, normalize;
     int64_t H, Hkv, dk, dv, chunk;
     double scale, decay, ridge, eps;
     int cfg_ok;
 } fcfg;
+
+/* The bytes of the case's configuration that an hla_config holds (all of them but an 88-byte struct's). */
+static size_t cfg_prefix(const fcfg *f) { return f->cfg_bytes < sizeof(hla_config) ? f->cfg_bytes : sizeof(hla_config); }
+
+/* A full hla_config (own allocation of max(cfg_bytes, sizeof) bytes, tail as the case's) with the case's fields
+ * and the given checkpoint_every. */
+static hla_config *cfg_with_every(const fcfg *f, int64_t every) {
+    size_t bytes = f->cfg_bytes > sizeof(hla_config) ? f->cfg_bytes : sizeof(hla_config);
+    hla_config *c = (hla_config *)xmalloc(bytes);
+    memset(c, 0, bytes);
+    memcpy(c, f->cfg, f->cfg_bytes);
+    if (f->cfg_bytes < sizeof(hla_config)) c->struct_size = sizeof(hla_config);
+    c->checkpoint_every = every;
+    return c;
+}
 
 static void dec_config(dec *d, fcfg *f) {
     uint8_t b;
@@ -289,23 +318,37 @@ static void dec_config(dec *d, fcfg *f) {
     b = d8(d); f->eps = b < 0xF8 ? EP[b % 4] : EPI[b & 3]; if (b >= 0xF8) bad(d);
     static const int64_t CH[16] = {0, 0, 0, 1, 2, 3, 4, 5, 7, 8, 13, 16, 33, 1024, 5000, INT64_MAX};
     b = d8(d); f->chunk = b < 0xF8 ? CH[b % 16] : ((b & 1) ? -1 : INT64_MIN); if (b >= 0xF8) bad(d);
-    /* struct size: sizeof, sizeof + 8 (zero tail, valid), nonzero tail, too small, too large */
+    /* struct size: sizeof; sizeof + 8 (zero tail, valid); 88 bytes, the struct of headers 1.0 and 1.1 (valid:
+     * checkpoint_every taken as 0), in an allocation of exactly 88 bytes so that ASan sees any access past it;
+     * a nonzero tail; too small (80 or 87); too large */
     b = d8(d);
-    int sz = b < 0xF0 ? 0 : b < 0xF8 ? 1 : b < 0xFC ? 2 : b < 0xFE ? 3 : 4;
-    size_t alloc = sizeof(hla_config) + (sz == 1 || sz == 2 ? 8 : sz == 4 ? 70000 : 0);
+    int sz = b < 0xF0 ? 0 : b < 0xF4 ? 1 : b < 0xF8 ? 5 : b < 0xFC ? 2 : b < 0xFE ? 3 : 4;
+    size_t alloc = sz == 5 ? OLD_CONFIG_SIZE : sizeof(hla_config) + (sz == 1 || sz == 2 ? 8 : sz == 4 ? 70000 : 0);
     f->cfg = (hla_config *)xmalloc(alloc);
     f->cfg_bytes = alloc;
-    memset(f->cfg, 0, alloc);
-    if (hla_config_init(f->cfg, sz == 1 || sz == 2 ? alloc : sizeof(hla_config)) != HLA_OK) FUZZ_FAIL("hla_config_init");
-    f->cfg->op = f->op; f->cfg->masked = f->masked; f->cfg->normalize = f->normalize;
-    f->cfg->heads = f->H; f->cfg->kv_heads = f->Hkv; f->cfg->dk = f->dk; f->cfg->dv = f->dv;
-    f->cfg->scale = f->scale; f->cfg->decay = f->decay; f->cfg->ridge = f->ridge; f->cfg->eps = f->eps;
-    f->cfg->chunk_size = f->chunk;
+    memset(f->cfg, sz == 5 ? 0xA5 : 0, alloc);   /* hla_config_init must set every byte of an 88-byte struct */
+    if (hla_config_init(f->cfg, sz == 1 || sz == 2 || sz == 5 ? alloc : sizeof(hla_config)) != HLA_OK) FUZZ_FAIL("hla_config_init");
+    /* the fields are set in a full struct and copied into the caller's bytes (an 88-byte allocation is no
+     * hla_config to C) */
+    hla_config t;
+    memset(&t, 0, sizeof t);
+    memcpy(&t, f->cfg, cfg_prefix(f));
+    if (sz == 5) {
+        hla_config def;
+        FUZZ_CHECK(hla_config_init(&def, sizeof def) == HLA_OK, "hla_config_init");
+        FUZZ_CHECK(t.struct_size == OLD_CONFIG_SIZE && !memcmp((uint8_t *)&t + 4, (uint8_t *)&def + 4, OLD_CONFIG_SIZE - 4),
+                   "hla_config_init(88 bytes): struct_size %u or the defaults wrong", t.struct_size);
+    }
+    t.op = f->op; t.masked = f->masked; t.normalize = f->normalize;
+    t.heads = f->H; t.kv_heads = f->Hkv; t.dk = f->dk; t.dv = f->dv;
+    t.scale = f->scale; t.decay = f->decay; t.ridge = f->ridge; t.eps = f->eps;
+    t.chunk_size = f->chunk;
     f->cfg_ok = d->invalid == inv0;
     if (sz == 2) { ((uint8_t *)f->cfg)[sizeof(hla_config) + 3] = 1; bad(d); }
-    if (sz == 3) { f->cfg->struct_size = sizeof(hla_config) - 8; bad(d); }
-    if (sz == 4) { f->cfg->struct_size = 70000; bad(d); }
-    if (sz >= 2) f->cfg_ok = 0;
+    if (sz == 3) { t.struct_size = (b & 1) ? OLD_CONFIG_SIZE - 1 : OLD_CONFIG_SIZE - 8; bad(d); }
+    if (sz == 4) { t.struct_size = 70000; bad(d); }
+    memcpy(f->cfg, &t, cfg_prefix(f));
+    if (sz >= 2 && sz <= 4) f->cfg_ok = 0;
     /* the decoder's view of validity must match hla_config_validate */
     hla_status s = hla_config_validate(f->cfg);
     if (f->cfg_ok && s != HLA_OK) FUZZ_FAIL("valid configuration rejected: %s", hla_status_string(s));
@@ -468,8 +511,8 @@ static void check_inputs(const fcase *c, const pristine *p, const char *call) {
  * must leave it untouched too). Returns the status; on success *o (dense outputs) and the final tensor
  * are handed back. ck = &CK_NULL passes a NULL checkpoint tensor pointer. */
 static tbuf CK_NULL;
-static hla_status run_forward_ck(fcase *c, const pristine *p, int32_t path, int valid, tbuf *fout, tbuf *ffin,
-                                 tbuf *ck) {
+static hla_status run_forward_ck(fcase *c, const pristine *p, const hla_config *cfg, int32_t path, int valid, tbuf *fout,
+                                 tbuf *ffin, tbuf *ck) {
     copy_tb(fout, &c->out);
     memset(fout->mem, SENT, fout->bytes);
     int have_fin = c->has_fin;
@@ -482,14 +525,14 @@ static hla_status run_forward_ck(fcase *c, const pristine *p, int32_t path, int 
     uint8_t *ck_before = ck && ck != &CK_NULL ? dup_bytes(ck) : NULL;
     hla_status s;
     if (ck) {
-        s = hla_forward_checkpoints(c->f.cfg, &c->q.t, &c->k.t, &c->v.t, &fout->t, c->has_cu ? &c->cu.t : NULL,
+        s = hla_forward_checkpoints(cfg, &c->q.t, &c->k.t, &c->v.t, &fout->t, c->has_cu ? &c->cu.t : NULL,
                                     ini ? &ini->t : NULL, have_fin ? &ffin->t : NULL, c->has_rows ? &c->rows.t : NULL,
                                     ck == &CK_NULL ? NULL : &ck->t);
         check_inputs(c, p, "hla_forward_checkpoints");
         path = 100;   /* in the messages below: hla_forward_checkpoints */
         if (s != HLA_OK && ck_before) FUZZ_CHECK(!memcmp(ck->mem, ck_before, ck->bytes), "failed hla_forward_checkpoints wrote checkpoints");
     } else {
-        s = hla_forward(c->f.cfg, path, &c->q.t, &c->k.t, &c->v.t, &fout->t, c->has_cu ? &c->cu.t : NULL,
+        s = hla_forward(cfg, path, &c->q.t, &c->k.t, &c->v.t, &fout->t, c->has_cu ? &c->cu.t : NULL,
                         ini ? &ini->t : NULL, have_fin ? &ffin->t : NULL, c->has_rows ? &c->rows.t : NULL);
         check_inputs(c, p, "hla_forward");
     }
@@ -519,7 +562,7 @@ static hla_status run_forward_ck(fcase *c, const pristine *p, int32_t path, int 
 }
 
 static hla_status run_forward(fcase *c, const pristine *p, int32_t path, int valid, tbuf *fout, tbuf *ffin) {
-    return run_forward_ck(c, p, path, valid, fout, ffin, NULL);
+    return run_forward_ck(c, p, c->f.cfg, path, valid, fout, ffin, NULL);
 }
 
 static void free_pristine(pristine *p) { free(p->q); free(p->k); free(p->v); free(p->cu); free(p->rows); free(p->ini); }
@@ -564,22 +607,39 @@ typedef struct {
     int64_t first[8];       /* first row of each sequence */
 } ckplan;
 
-/* hla_checkpoint_rows for the case's shapes (valid configuration, B, T >= 1), checked against
- * docs/gradients.md section 11: stride a whole number of chunks, rows B (T - 1) / stride (batch) or
- * (T - N) / stride (N packed), at least the rows the call needs. */
-static void ck_plan(const fcase *c, ckplan *k) {
+/* Chunk length of the chunked path: chunk_size (above 1024: 1024), automatic 32 while max(dk, dv + normalize)
+ * <= 96 (always here: dk, dv <= 8). */
+static int64_t ck_chunk(const fcase *c) { return c->f.chunk > 1024 ? 1024 : c->f.chunk > 0 ? c->f.chunk : 32; }
+
+/* ceil(sqrt(x)) for 1 <= x <= INT64_MAX. */
+static int64_t ceil_sqrt(int64_t x) {
+    uint64_t e = (uint64_t)sqrt((double)x);
+    while (e * e < (uint64_t)x) e++;
+    while (e > 1 && (e - 1) * (e - 1) >= (uint64_t)x) e--;
+    return (int64_t)e;
+}
+
+/* The documented stride for T tokens: chunk * every, every = checkpoint_every capped at ceil(T / chunk), or
+ * (0) ceil(sqrt(ceil(T / chunk))); -1 when it exceeds INT64_MAX. */
+static int64_t ck_stride_of(const fcase *c, int64_t every, int64_t T) {
+    int64_t chunk = ck_chunk(c), chunks = (T - 1) / chunk + 1;
+    int64_t e = every > 0 ? (every < chunks ? every : chunks) : ceil_sqrt(chunks);
+    return e > INT64_MAX / chunk ? -1 : chunk * e;
+}
+
+/* hla_checkpoint_rows for the case's shapes (valid configuration cfg with checkpoint_every `every`, B, T >= 1),
+ * checked against docs/gradients.md section 11: stride chunk * every (every = checkpoint_every capped at the
+ * chunks, or ceil(sqrt(chunks))), rows B (T - 1) / stride (batch) or (T - N) / stride (N packed), at least the
+ * rows the call needs. */
+static void ck_plan(const fcase *c, const hla_config *cfg, int64_t every, ckplan *k) {
     int64_t seqs = c->has_cu ? c->N : 0;
     k->rows = k->stride = -7;
-    hla_status s = hla_checkpoint_rows(c->f.cfg, c->B, c->T, seqs, &k->rows, &k->stride);
-    FUZZ_CHECK(s == HLA_OK, "hla_checkpoint_rows(B %lld, T %lld, N %lld): %s", (long long)c->B, (long long)c->T,
-               (long long)seqs, hla_status_string(s));
-    /* chunk_size above 1024 acts as 1024; automatic: 32 while max(dk, dv + normalize) <= 96 */
-    int64_t chunk = c->f.chunk > 1024 ? 1024 : c->f.chunk > 0 ? c->f.chunk : 32;
-    FUZZ_CHECK(k->stride >= 1 && k->stride % chunk == 0, "checkpoint stride %lld, chunk %lld", (long long)k->stride, (long long)chunk);
-    int64_t chunks = (c->T - 1) / chunk + 1, every = k->stride / chunk;
-    FUZZ_CHECK(every * every >= chunks && (every == 1 || (every - 1) * (every - 1) < chunks),
-               "checkpoint stride %lld = %lld chunks of %lld for %lld chunks (not ceil(sqrt))", (long long)k->stride,
-               (long long)every, (long long)chunk, (long long)chunks);
+    hla_status s = hla_checkpoint_rows(cfg, c->B, c->T, seqs, &k->rows, &k->stride);
+    FUZZ_CHECK(s == HLA_OK, "hla_checkpoint_rows(B %lld, T %lld, N %lld, every %lld): %s", (long long)c->B, (long long)c->T,
+               (long long)seqs, (long long)every, hla_status_string(s));
+    int64_t want = ck_stride_of(c, every, c->T);
+    FUZZ_CHECK(k->stride == want, "checkpoint stride %lld, expected %lld (chunk %lld, T %lld, checkpoint_every %lld)",
+               (long long)k->stride, (long long)want, (long long)ck_chunk(c), (long long)c->T, (long long)every);
     int64_t bound = c->has_cu ? (c->T - c->N) / k->stride : c->B * ((c->T - 1) / k->stride);
     FUZZ_CHECK(k->rows == bound, "hla_checkpoint_rows: %lld rows, expected %lld", (long long)k->rows, (long long)bound);
     k->need = 0;
@@ -701,13 +761,17 @@ static void tb_dense4(tbuf *b, int32_t dt, int64_t B, int64_t T, int64_t heads, 
     tb_alloc(b, dt, 4, sh, st, fill);
 }
 
-/* hla_backward on the chunked path vs hla_backward_checkpoints from the checkpoints of an
- * hla_forward_checkpoints with the same initial state ([N, n]: the case's initial rows gathered), bit
- * for bit (dq, dk, dv, d_initial). d_out from the input, d_final and d_initial optional, d_initial
- * apart or the same memory as initial or d_final. That forward must also reproduce the case's chunked
- * outputs and checkpoints (the rows tensor only selects memory). With bad_ck, a refused checkpoint tensor
- * instead: the call fails and writes nothing. */
-static void ck_backward(fcase *c, const pristine *p, dec *d, const ckplan *k, const tbuf *out0, const tbuf *ck0) {
+/* hla_backward on the chunked path (the case's configuration `ref`: checkpoint_every 0, or absent from an 88-byte
+ * struct) vs hla_backward_checkpoints (configuration `cke`, checkpoint_every as drawn) from the checkpoints of an
+ * hla_forward_checkpoints (cke) with the same initial state ([N, n]: the case's initial rows gathered), bit for
+ * bit (dq, dk, dv, d_initial); with a nonzero checkpoint_every also hla_backward (cke), whose own carries are
+ * kept every checkpoint_every chunks. d_out from the input, d_final and d_initial optional, d_initial apart or the
+ * same memory as initial or d_final. That forward must also reproduce the case's chunked outputs and checkpoints
+ * (the rows tensor only selects memory). Sometimes a refused checkpoint tensor; with cneg (a negative
+ * checkpoint_every) hla_backward and hla_backward_checkpoints: the call fails and writes nothing. */
+enum { RUN_REF, RUN_CK, RUN_OWN, RUN_BAD, RUN_NEG, RUN_NEG_CK, RUN_KINDS };
+static void ck_backward(fcase *c, const pristine *p, dec *d, const ckplan *k, const tbuf *out0, const tbuf *ck0,
+                        const hla_config *ref, const hla_config *cke, int64_t every, const hla_config *cneg) {
     int64_t B = c->B, T = c->T, H = c->f.H, Hkv = c->f.Hkv ? c->f.Hkv : H, n = c->n, N = c->N;
     int32_t dt = c->q.t.dtype, sdt = c->state_dt;
     uint8_t ob = dbyte(d), fb = dbyte(d);
@@ -726,7 +790,7 @@ static void ck_backward(fcase *c, const pristine *p, dec *d, const ckplan *k, co
     copy_tb(&fo, &c->out);
     memset(fo.mem, SENT, fo.bytes);
     ck_alloc(&ck, sdt, k->rows, n, ob >> 3);
-    hla_status s = hla_forward_checkpoints(c->f.cfg, &c->q.t, &c->k.t, &c->v.t, &fo.t, c->has_cu ? &c->cu.t : NULL,
+    hla_status s = hla_forward_checkpoints(cke, &c->q.t, &c->k.t, &c->v.t, &fo.t, c->has_cu ? &c->cu.t : NULL,
                                            c->has_ini ? &ini.t : NULL, NULL, NULL, &ck.t);
     check_inputs(c, p, "hla_forward_checkpoints (gathered initial)");
     FUZZ_CHECK(s == HLA_OK, "hla_forward_checkpoints (gathered initial): %s", hla_status_string(s));
@@ -746,13 +810,24 @@ static void ck_backward(fcase *c, const pristine *p, dec *d, const ckplan *k, co
     }
     if (dini_mode == 1) tb_alloc(&dini, sdt, 2, ss, sts, SENT);
     uint8_t *dO0 = dup_bytes(&dO);
-    /* run 0: hla_backward chunked; run 1: hla_backward_checkpoints; run 2 (sometimes): a refused tensor */
-    int runs = fb >= 0xC0 ? 3 : 2;
-    tbuf g[3][6];   /* dq, dk, dv, initial, d_final, d_initial (copies per run) */
+    /* the runs: hla_backward (ref), hla_backward_checkpoints (cke), hla_backward (cke) when checkpoint_every is
+     * not 0, sometimes a refused checkpoint tensor, and the negative checkpoint_every */
+    int kinds[RUN_KINDS], runs = 0;
+    kinds[runs++] = RUN_REF;
+    kinds[runs++] = RUN_CK;
+    if (every != 0) kinds[runs++] = RUN_OWN;
+    if (fb >= 0xC0) kinds[runs++] = RUN_BAD;
+    if (cneg) { kinds[runs++] = RUN_NEG; kinds[runs++] = RUN_NEG_CK; }
+    tbuf g[RUN_KINDS][6];   /* dq, dk, dv, initial, d_final, d_initial (copies per run) */
     tbuf bad;
     const char *bad_what = "";
-    int bad_null = runs == 3 ? ck_bad(&bad, c, k, fb, &bad_what) : 0;
+    int bad_null = fb >= 0xC0 ? ck_bad(&bad, c, k, fb, &bad_what) : 0;
+    static const char *RUN_NAMES[RUN_KINDS] = {"hla_backward (chunked)", "hla_backward_checkpoints",
+                                               "hla_backward (chunked, checkpoint_every)", "hla_backward_checkpoints (bad tensor)",
+                                               "hla_backward (negative checkpoint_every)",
+                                               "hla_backward_checkpoints (negative checkpoint_every)"};
     for (int run = 0; run < runs; run++) {
+        int kind = kinds[run];
         tbuf *G = g[run];
         tb_dense4(&G[0], dt, B, T, H, c->f.dk, SENT);
         tb_dense4(&G[1], dt, B, T, Hkv, c->f.dk, SENT);
@@ -765,27 +840,35 @@ static void ck_backward(fcase *c, const pristine *p, dec *d, const ckplan *k, co
         for (int j = 0; j < 6; j++) before[j] = NULL;
         for (int j = 0; j < 6; j++)
             if ((j < 3) || (j == 3 && c->has_ini) || (j == 4 && has_dfin) || (j == 5 && dini_mode == 1)) before[j] = dup_bytes(&G[j]);
-        uint8_t *ckb = run == 1 ? dup_bytes(&ck) : NULL;
+        uint8_t *ckb = dup_bytes(&ck);
         const hla_tensor *iniT = c->has_ini ? &G[3].t : NULL, *dfT = has_dfin ? &G[4].t : NULL, *diT = dI ? &dI->t : NULL;
-        if (run == 0)
-            s = hla_backward(c->f.cfg, HLA_PATH_CHUNKED, &c->q.t, &c->k.t, &c->v.t, &dO.t, &G[0].t, &G[1].t, &G[2].t,
-                             c->has_cu ? &c->cu.t : NULL, iniT, dfT, diT);
-        else
-            s = hla_backward_checkpoints(c->f.cfg, &c->q.t, &c->k.t, &c->v.t, &dO.t, &G[0].t, &G[1].t, &G[2].t,
-                                         c->has_cu ? &c->cu.t : NULL, iniT, dfT, diT,
-                                         run == 1 ? &ck.t : bad_null ? NULL : &bad.t);
-        check_inputs(c, p, run ? "hla_backward_checkpoints" : "hla_backward");
-        FUZZ_CHECK(!memcmp(dO.mem, dO0, dO.bytes), "hla_backward%s wrote d_out", run ? "_checkpoints" : "");
-        if (ckb) FUZZ_CHECK(!memcmp(ck.mem, ckb, ck.bytes), "hla_backward_checkpoints wrote its checkpoints");
+        const hla_tensor *cuT = c->has_cu ? &c->cu.t : NULL;
+        switch (kind) {
+        case RUN_REF: case RUN_OWN: case RUN_NEG:
+            s = hla_backward(kind == RUN_REF ? ref : kind == RUN_OWN ? cke : cneg, HLA_PATH_CHUNKED, &c->q.t, &c->k.t,
+                             &c->v.t, &dO.t, &G[0].t, &G[1].t, &G[2].t, cuT, iniT, dfT, diT);
+            break;
+        default:
+            s = hla_backward_checkpoints(kind == RUN_NEG_CK ? cneg : cke, &c->q.t, &c->k.t, &c->v.t, &dO.t, &G[0].t,
+                                         &G[1].t, &G[2].t, cuT, iniT, dfT, diT,
+                                         kind == RUN_BAD ? (bad_null ? NULL : &bad.t) : &ck.t);
+            break;
+        }
+        check_inputs(c, p, RUN_NAMES[kind]);
+        FUZZ_CHECK(!memcmp(dO.mem, dO0, dO.bytes), "%s wrote d_out", RUN_NAMES[kind]);
+        FUZZ_CHECK(!memcmp(ck.mem, ckb, ck.bytes), "%s wrote the checkpoints", RUN_NAMES[kind]);
         /* inputs not aliased by d_initial stay */
-        if (c->has_ini && dini_mode != 2) FUZZ_CHECK(!memcmp(G[3].mem, before[3], G[3].bytes), "backward (run %d) wrote initial", run);
-        if (has_dfin && dini_mode != 3) FUZZ_CHECK(!memcmp(G[4].mem, before[4], G[4].bytes), "backward (run %d) wrote d_final", run);
-        if (run < 2) {
-            FUZZ_CHECK(s == HLA_OK, "valid hla_backward%s: %s", run ? "_checkpoints" : " (chunked)", hla_status_string(s));
+        if (c->has_ini && dini_mode != 2) FUZZ_CHECK(!memcmp(G[3].mem, before[3], G[3].bytes), "%s wrote initial", RUN_NAMES[kind]);
+        if (has_dfin && dini_mode != 3) FUZZ_CHECK(!memcmp(G[4].mem, before[4], G[4].bytes), "%s wrote d_final", RUN_NAMES[kind]);
+        if (kind <= RUN_OWN) {
+            FUZZ_CHECK(s == HLA_OK, "valid %s (checkpoint_every %lld): %s", RUN_NAMES[kind], (long long)every, hla_status_string(s));
         } else {
-            FUZZ_CHECK(s != HLA_OK, "hla_backward_checkpoints accepted a bad checkpoint tensor (%s)", bad_what);
+            FUZZ_CHECK(s != HLA_OK, "%s accepted (%s)", RUN_NAMES[kind], kind == RUN_BAD ? bad_what : "checkpoint_every < 0");
+            if (kind != RUN_BAD)
+                FUZZ_CHECK(s == HLA_ERR_INVALID_ARGUMENT && strstr(hla_last_error(), "checkpoint_every"),
+                           "%s: %s, want HLA_ERR_INVALID_ARGUMENT naming checkpoint_every", RUN_NAMES[kind], hla_status_string(s));
             for (int j = 0; j < 6; j++)
-                if (before[j]) FUZZ_CHECK(!memcmp(G[j].mem, before[j], G[j].bytes), "failed hla_backward_checkpoints (%s) wrote tensor %d", bad_what, j);
+                if (before[j]) FUZZ_CHECK(!memcmp(G[j].mem, before[j], G[j].bytes), "failed %s wrote tensor %d", RUN_NAMES[kind], j);
         }
         for (int j = 0; j < 6; j++) free(before[j]);
         free(ckb);
@@ -794,15 +877,20 @@ static void ck_backward(fcase *c, const pristine *p, dec *d, const ckplan *k, co
      * docs/gradients.md section 11): after a chunk with a non-finite input the forward's carry, hence its
      * checkpoint, comes from the streaming steps that keep the forward causal (chunkOrSteps), while
      * hla_backward's carry sweep recomputes it densely, so finite gradient elements may differ in the last
-     * bits (crashes-found/fuzz_forward-backward-checkpoints-nonfinite is such an input). */
+     * bits (crashes-found/fuzz_forward-backward-checkpoints-nonfinite is such an input). Both against run 0
+     * (hla_backward with the case's configuration): hla_backward_checkpoints, and hla_backward with the drawn
+     * checkpoint_every. */
     static const char *NAMES[6] = {"dq", "dk", "dv", "initial (= d_initial)", "d_final (= d_initial)", "d_initial"};
-    int bitwise = c->finite;
-    for (int j = 0; j < 6 && bitwise; j++) {
-        int live = j < 3 || (j == 3 && dini_mode == 2) || (j == 4 && dini_mode == 3) || (j == 5 && dini_mode == 1);
-        if (live && memcmp(g[0][j].mem, g[1][j].mem, g[0][j].bytes)) {
-            size_t at = 0;
-            while (g[0][j].mem[at] == g[1][j].mem[at]) at++;
-            FUZZ_FAIL("hla_backward_checkpoints vs hla_backward (chunked): %s differs at byte %zu of %zu", NAMES[j], at, g[0][j].bytes);
+    for (int run = 1; run < runs && c->finite; run++) {
+        if (kinds[run] != RUN_CK && kinds[run] != RUN_OWN) continue;
+        for (int j = 0; j < 6; j++) {
+            int live = j < 3 || (j == 3 && dini_mode == 2) || (j == 4 && dini_mode == 3) || (j == 5 && dini_mode == 1);
+            if (live && memcmp(g[0][j].mem, g[run][j].mem, g[0][j].bytes)) {
+                size_t at = 0;
+                while (g[0][j].mem[at] == g[run][j].mem[at]) at++;
+                FUZZ_FAIL("%s (checkpoint_every %lld) vs hla_backward (chunked, checkpoint_every 0): %s differs at byte %zu of %zu",
+                          RUN_NAMES[kinds[run]], (long long)every, NAMES[j], at, g[0][j].bytes);
+            }
         }
     }
     for (int run = 0; run < runs; run++) {
@@ -811,7 +899,7 @@ static void ck_backward(fcase *c, const pristine *p, dec *d, const ckplan *k, co
         if (has_dfin) tb_free(&g[run][4]);
         if (dini_mode == 1) tb_free(&g[run][5]);
     }
-    if (runs == 3) tb_free(&bad);
+    if (fb >= 0xC0) tb_free(&bad);
     free(dO0);
     tb_free(&dO); tb_free(&ck);
     if (c->has_ini) tb_free(&ini);
@@ -819,12 +907,60 @@ static void ck_backward(fcase *c, const pristine *p, dec *d, const ckplan *k, co
     if (dini_mode == 1) tb_free(&dini);
 }
 
-/* Valid case: hla_checkpoint_rows (and its refusals), hla_forward_checkpoints against the chunked forward's
- * output out0 and final fin0 bit for bit, checkpoint rows past those needed untouched, float64 checkpoint
- * values, sometimes a refused checkpoint tensor, and the backward comparison. */
+/* checkpoint_every for the checkpoint calls, from a byte: mostly 0..5, sometimes the call's chunk count, one more,
+ * 2^40 or INT64_MAX (all act as the chunk count or less); *neg: one time in sixteen also a negative value
+ * (-1..-8 or INT64_MIN), which every call must refuse. */
+static int64_t ck_draw_every(const fcase *c, uint8_t eb, int64_t *neg) {
+    static const int64_t SMALL[12] = {0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5};
+    int64_t chunks = (c->T - 1) / ck_chunk(c) + 1, every;
+    switch (eb & 15) {
+    case 12: every = chunks; break;
+    case 13: every = chunks + 1; break;
+    case 14: every = INT64_MAX; break;
+    case 15: every = (int64_t)1 << 40; break;
+    default: every = SMALL[eb & 15]; break;
+    }
+    *neg = (eb >> 4) == 15 ? ((eb & 8) ? INT64_MIN : -1 - (eb & 7)) : 0;
+    return every;
+}
+
+/* A negative checkpoint_every (cneg): hla_config_validate, hla_checkpoint_rows, hla_forward and
+ * hla_forward_checkpoints (a checkpoint tensor of k's rows) refuse it with HLA_ERR_INVALID_ARGUMENT naming
+ * checkpoint_every, writing nothing (the backward calls: ck_backward). */
+static void ck_negative(fcase *c, const pristine *p, const ckplan *k, const hla_config *cneg) {
+    FUZZ_CHECK(hla_config_validate(cneg) == HLA_ERR_INVALID_ARGUMENT && strstr(hla_last_error(), "checkpoint_every"),
+               "hla_config_validate accepted checkpoint_every %lld", (long long)cneg->checkpoint_every);
+    int64_t r = -7, st = -7;
+    hla_status s = hla_checkpoint_rows(cneg, c->B, c->T, c->has_cu ? c->N : 0, &r, &st);
+    FUZZ_CHECK(s == HLA_ERR_INVALID_ARGUMENT && r == -7 && st == -7 && strstr(hla_last_error(), "checkpoint_every"),
+               "hla_checkpoint_rows with checkpoint_every %lld: %s, rows %lld, stride %lld", (long long)cneg->checkpoint_every,
+               hla_status_string(s), (long long)r, (long long)st);
+    s = hla_checkpoint_rows(cneg, 1, INT64_MAX, 0, &r, &st);
+    FUZZ_CHECK(s == HLA_ERR_INVALID_ARGUMENT && r == -7 && st == -7, "hla_checkpoint_rows(1, INT64_MAX) with checkpoint_every %lld: %s",
+               (long long)cneg->checkpoint_every, hla_status_string(s));
+    for (int w = 0; w < 2; w++) {
+        tbuf ck, o, f;
+        ck_alloc(&ck, c->state_dt, k->rows, c->n, 0);
+        s = run_forward_ck(c, p, cneg, HLA_PATH_CHUNKED, 0, &o, &f, w ? &ck : NULL);
+        FUZZ_CHECK(s == HLA_ERR_INVALID_ARGUMENT && strstr(hla_last_error(), "checkpoint_every"),
+                   "%s with checkpoint_every %lld: %s", w ? "hla_forward_checkpoints" : "hla_forward",
+                   (long long)cneg->checkpoint_every, hla_status_string(s));
+        ck_check_unused(&ck, 0, c->n, "hla_forward_checkpoints with a negative checkpoint_every");
+        tb_free(&ck); tb_free(&o);
+        if (c->has_fin) tb_free(&f);
+    }
+}
+
+/* Valid case: checkpoint_every drawn for the checkpoint calls (the reference hla_forward and hla_backward keep
+ * the case's configuration), hla_checkpoint_rows (and its refusals), hla_forward_checkpoints against the chunked
+ * forward's output out0 and final fin0 bit for bit, checkpoint rows past those needed untouched, float64
+ * checkpoint values, sometimes a refused checkpoint tensor or a negative checkpoint_every, and the backward
+ * comparison. */
 static void check_checkpoints(fcase *c, const pristine *p, dec *d, const tbuf *out0, const tbuf *fin0) {
+    int64_t neg, every = ck_draw_every(c, dbyte(d), &neg);
+    hla_config *cke = cfg_with_every(&c->f, every), *cneg = neg ? cfg_with_every(&c->f, neg) : NULL;
     ckplan k;
-    ck_plan(c, &k);
+    ck_plan(c, cke, every, &k);
     int64_t n = c->n;
     /* refused arguments of hla_checkpoint_rows; and a huge call that must not overflow silently */
     {
@@ -833,20 +969,31 @@ static void check_checkpoints(fcase *c, const pristine *p, dec *d, const tbuf *o
         hla_status s = HLA_OK;
         const char *what = "";
         switch (ib & 7) {
-        case 0: s = hla_checkpoint_rows(c->f.cfg, 0, c->T, 0, &r, &st); what = "batch 0"; break;
-        case 1: s = hla_checkpoint_rows(c->f.cfg, c->B, (ib & 8) ? 0 : -1, 0, &r, &st); what = "tokens < 1"; break;
-        case 2: s = hla_checkpoint_rows(c->f.cfg, 1, c->T, (ib & 8) ? c->T + 1 : -1, &r, &st); what = "sequences out of range"; break;
-        case 3: s = hla_checkpoint_rows(c->f.cfg, 2, c->T, 1, &r, &st); what = "sequences with batch 2"; break;
-        case 4: s = hla_checkpoint_rows(c->f.cfg, c->B, c->T, 0, NULL, &st); what = "rows NULL"; break;
-        case 5: s = hla_checkpoint_rows(c->f.cfg, c->B, c->T, 0, &r, NULL); what = "stride NULL"; break;
+        case 0: s = hla_checkpoint_rows(cke, 0, c->T, 0, &r, &st); what = "batch 0"; break;
+        case 1: s = hla_checkpoint_rows(cke, c->B, (ib & 8) ? 0 : -1, 0, &r, &st); what = "tokens < 1"; break;
+        case 2: s = hla_checkpoint_rows(cke, 1, c->T, (ib & 8) ? c->T + 1 : -1, &r, &st); what = "sequences out of range"; break;
+        case 3: s = hla_checkpoint_rows(cke, 2, c->T, 1, &r, &st); what = "sequences with batch 2"; break;
+        case 4: s = hla_checkpoint_rows(cke, c->B, c->T, 0, NULL, &st); what = "rows NULL"; break;
+        case 5: s = hla_checkpoint_rows(cke, c->B, c->T, 0, &r, NULL); what = "stride NULL"; break;
         case 6: s = hla_checkpoint_rows(NULL, c->B, c->T, 0, &r, &st); what = "cfg NULL"; break;
-        case 7: {   /* tokens up to INT64_MAX: batch 1 fits; a huge batch fits exactly or is HLA_ERR_OVERFLOW */
+        case 7: {   /* tokens up to INT64_MAX: batch 1 fits; a huge batch fits exactly or is HLA_ERR_OVERFLOW. The
+                     * stride as documented when it fits an int64; when it does not (a checkpoint_every of the chunk
+                     * count or more, T within a chunk of INT64_MAX), it exceeds T: 0 rows, or HLA_ERR_OVERFLOW */
             int64_t T = INT64_MAX >> ((ib >> 3) & 31), Bh = (ib & 0x80) ? INT64_MAX / 3 : 2, r1 = -7, st1 = -7;
-            s = hla_checkpoint_rows(c->f.cfg, 1, T, 0, &r1, &st1);
-            FUZZ_CHECK(s == HLA_OK && st1 >= 1 && r1 == (T - 1) / st1, "hla_checkpoint_rows(1, %lld): %s, rows %lld, stride %lld",
-                       (long long)T, hla_status_string(s), (long long)r1, (long long)st1);
+            int64_t want1 = ck_stride_of(c, every, T);
+            s = hla_checkpoint_rows(cke, 1, T, 0, &r1, &st1);
+            if (want1 < 0) {
+                FUZZ_CHECK((s == HLA_OK && st1 >= 1 && r1 == 0) || (s == HLA_ERR_OVERFLOW && r1 == -7 && st1 == -7),
+                           "hla_checkpoint_rows(1, %lld), checkpoint_every %lld (stride above INT64_MAX): %s, rows %lld, stride %lld",
+                           (long long)T, (long long)every, hla_status_string(s), (long long)r1, (long long)st1);
+                s = HLA_ERR_INVALID_ARGUMENT;
+                break;
+            }
+            FUZZ_CHECK(s == HLA_OK && st1 == want1 && r1 == (T - 1) / st1,
+                       "hla_checkpoint_rows(1, %lld), checkpoint_every %lld: %s, rows %lld, stride %lld (want %lld)",
+                       (long long)T, (long long)every, hla_status_string(s), (long long)r1, (long long)st1, (long long)want1);
             __int128 want = (__int128)Bh * r1;
-            s = hla_checkpoint_rows(c->f.cfg, Bh, T, 0, &r, &st);
+            s = hla_checkpoint_rows(cke, Bh, T, 0, &r, &st);
             if (want > INT64_MAX) FUZZ_CHECK(s == HLA_ERR_OVERFLOW, "hla_checkpoint_rows(%lld, %lld): %s", (long long)Bh, (long long)T, hla_status_string(s));
             else FUZZ_CHECK(s == HLA_OK && r == (int64_t)want && st == st1, "hla_checkpoint_rows(%lld, %lld): %s, rows %lld, stride %lld",
                             (long long)Bh, (long long)T, hla_status_string(s), (long long)r, (long long)st);
@@ -859,11 +1006,11 @@ static void check_checkpoints(fcase *c, const pristine *p, dec *d, const tbuf *o
     /* the forward, bit for bit the chunked hla_forward */
     tbuf ck, fo, ff;
     ck_alloc(&ck, c->state_dt, k.rows, n, dbyte(d));
-    hla_status s = run_forward_ck(c, p, HLA_PATH_CHUNKED, 1, &fo, &ff, &ck);
-    FUZZ_CHECK(s == HLA_OK, "valid hla_forward_checkpoints failed: %s", hla_status_string(s));
-    FUZZ_CHECK(!memcmp(fo.mem, out0->mem, fo.bytes), "hla_forward_checkpoints: outputs not bit for bit the chunked hla_forward's");
+    hla_status s = run_forward_ck(c, p, cke, HLA_PATH_CHUNKED, 1, &fo, &ff, &ck);
+    FUZZ_CHECK(s == HLA_OK, "valid hla_forward_checkpoints (checkpoint_every %lld) failed: %s", (long long)every, hla_status_string(s));
+    FUZZ_CHECK(!memcmp(fo.mem, out0->mem, fo.bytes), "hla_forward_checkpoints (checkpoint_every %lld): outputs not bit for bit the chunked hla_forward's", (long long)every);
     if (c->has_fin)
-        FUZZ_CHECK(!memcmp(ff.mem, fin0->mem, ff.bytes), "hla_forward_checkpoints: final state not bit for bit the chunked hla_forward's");
+        FUZZ_CHECK(!memcmp(ff.mem, fin0->mem, ff.bytes), "hla_forward_checkpoints (checkpoint_every %lld): final state not bit for bit the chunked hla_forward's", (long long)every);
     ck_check_unused(&ck, k.need, n, "hla_forward_checkpoints");
     if (c->dt == HLA_FLOAT64) ck_check_values(c, &k, &ck);
     tb_free(&fo);
@@ -874,16 +1021,19 @@ static void check_checkpoints(fcase *c, const pristine *p, dec *d, const tbuf *o
         tbuf bad, o2, f2;
         const char *what = "";
         int null = ck_bad(&bad, c, &k, dbyte(d), &what);
-        s = run_forward_ck(c, p, HLA_PATH_CHUNKED, 0, &o2, &f2, null ? &CK_NULL : &bad);
+        s = run_forward_ck(c, p, cke, HLA_PATH_CHUNKED, 0, &o2, &f2, null ? &CK_NULL : &bad);
         FUZZ_CHECK(s != HLA_OK, "hla_forward_checkpoints accepted a bad checkpoint tensor (%s)", what);
         tb_free(&bad); tb_free(&o2);
         if (c->has_fin) tb_free(&f2);
     }
-    /* the backward (the costliest check in the debug build): always when the call has checkpoints, else
-     * one case in four (an empty tape) */
+    if (cneg) ck_negative(c, p, &k, cneg);
+    /* the backward (the costliest check in the debug build): always when the call has checkpoints, a nonzero
+     * checkpoint_every or a negative one to refuse, else one case in four (an empty tape) */
     uint8_t bb = dbyte(d);
-    if (k.need > 0 || bb < 0x40) ck_backward(c, p, d, &k, out0, &ck);
+    if (k.need > 0 || every != 0 || cneg || bb < 0x40) ck_backward(c, p, d, &k, out0, &ck, c->f.cfg, cke, every, cneg);
     tb_free(&ck);
+    free(cke);
+    free(cneg);
 }
 
 /* Invalid case: hla_forward_checkpoints with the same arguments and a checkpoint tensor of the bound's rows
@@ -895,7 +1045,7 @@ static void check_invalid_checkpoints(fcase *c, const pristine *p, int dontcare)
     if (rows < 0) rows = c->B * c->T > 0 && c->B * c->T < 256 ? c->B * c->T : 1;
     tbuf ck, o, f;
     ck_alloc(&ck, c->state_dt, rows, c->n, (uint8_t)(c->T + c->B));
-    hla_status s = run_forward_ck(c, p, HLA_PATH_CHUNKED, 0, &o, &f, &ck);
+    hla_status s = run_forward_ck(c, p, c->f.cfg, HLA_PATH_CHUNKED, 0, &o, &f, &ck);
     if (!dontcare) FUZZ_CHECK(s != HLA_OK, "invalid hla_forward_checkpoints call accepted");
     tb_free(&ck); tb_free(&o);
     if (c->has_fin) tb_free(&f);
@@ -936,7 +1086,9 @@ static void check_valid(fcase *c, const pristine *p, dec *d) {
      * the bound of the sum of |terms| from the same on |q|, |k|, |v|, |scale|, |initial|. */
     if (c->f.normalize) {
         for (int pass = 0; pass < 2; pass++) {
-            hla_config c2 = *c->f.cfg;
+            hla_config c2;
+            memset(&c2, 0, sizeof c2);
+            memcpy(&c2, c->f.cfg, cfg_prefix(&c->f));
             c2.struct_size = sizeof c2;
             c2.normalize = 0; c2.dv = c->f.dv + 1;
             if (pass) c2.scale = fabs(c2.scale);

@@ -4,11 +4,11 @@
     python3 Tests/fuzz/make_corpus.py [--lib PATH/libhla.so] [--out Tests/fuzz/corpus]
 
 corpus/fuzz_deserialize/: serialized state and summary rows made by the real library (through ctypes),
-    prefixed with the harness's two control bytes (mode, destination).
+    prefixed with the harness's two control bytes (mode, destination; mode bit 3: an 88-byte hla_config).
 corpus/fuzz_forward/: valid forward cases encoded in the byte layout fuzz_forward.c decodes (every op,
     masked/unmasked, normalize, grouped heads, ridge, decay, chunk sizes, element types, strided and
     permuted layouts, cu_seqlens, initial/final states in place or apart, rows, long sequences with short
-    chunks for the checkpoint checks).
+    chunks for the checkpoint checks, checkpoint_every, the 88-byte hla_config of headers 1.0 and 1.1).
 Files are named by the SHA-1 of their contents, as libFuzzer names the inputs it adds, so rerunning the
 script is idempotent. Use a non-instrumented library (the default is .build/release/libhla.so).
 """
@@ -28,7 +28,7 @@ class Config(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("op", C.c_int32), ("masked", C.c_int32), ("normalize", C.c_int32),
                 ("heads", C.c_int64), ("kv_heads", C.c_int64), ("dk", C.c_int64), ("dv", C.c_int64),
                 ("scale", C.c_double), ("decay", C.c_double), ("ridge", C.c_double), ("eps", C.c_double),
-                ("chunk_size", C.c_int64)]
+                ("chunk_size", C.c_int64), ("checkpoint_every", C.c_int64)]
 
 
 class Tensor(C.Structure):
@@ -102,6 +102,10 @@ def deserialize_seeds(lib, rng):
                 mode = rng.choice([0, 0, 1, 2, 4, 5])
                 dest = rng.choice([0, 0, 0x01, 0x06, 0x13, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0])
                 seeds.append(bytes([mode, dest]) + body)
+    # mode bit 3, the 88-byte hla_config of headers 1.0 and 1.1: two of the seeds above again (no random draws,
+    # so the forward seeds after these stay as they were)
+    for i in (1, 8):
+        seeds.append(bytes([8 | (seeds[i][0] & 5), seeds[i][1]]) + seeds[i][2:])
     return seeds
 
 
@@ -109,16 +113,22 @@ def deserialize_seeds(lib, rng):
 SCALES = [1, 0.5, 0.35355339059327373, 2, -1, 0, 0.1, -0.7]
 DECAYS = [1, 0.9, 0.5, 0.99, 0.25, 1e-3, 0.75, 1]
 CHUNKS = [0, 0, 0, 1, 2, 3, 4, 5, 7, 8, 13, 16, 33, 1024, 5000, 2**63 - 1]
+RIDGES = [0.1, 1, 0.5, -0.0]
 
 
 def forward_seed(lib, rng, op=0, masked=1, normalize=0, H=1, hkv_sel=0, dk=2, dv=2, scale_i=0, decay_i=0,
                  ridge_i=None, eps_i=0, chunk_i=0, dtype_sel=0, B=1, T=4, cu=None, layouts=None,
-                 ini=False, fin=False, same=False, rows=False, extra_slots=0, pad=0, neg=0):
-    """cu: None or a list of cut points (strictly inside 0..T). layouts: 4 tuples (perm, pad, sign, special)."""
+                 ini=False, fin=False, same=False, rows=False, extra_slots=0, pad=0, neg=0, struct_byte=0,
+                 ck_bytes=None):
+    """cu: None or a list of cut points (strictly inside 0..T). layouts: 4 tuples (perm, pad, sign, special).
+    struct_byte: the struct size byte (0: sizeof; 0xF4: the 88-byte struct of headers 1.0 and 1.1).
+    ck_bytes: the first bytes the checkpoint checks read (checkpoint_every, hla_checkpoint_rows refusal,
+    checkpoint layout, refused-tensor byte, backward byte, then ck_backward's), after the bogus-path byte and
+    (batch, T >= 2) the split byte; None: 4 random trailing bytes."""
     out = bytearray()
     out += bytes([op, masked, normalize, H - 1, hkv_sel, dk - 1, dv - 1, scale_i, decay_i])
     out.append(0 if ridge_i is None else 0xE0 + ridge_i)
-    out += bytes([eps_i, chunk_i, 0])                 # eps, chunk_size, struct size = sizeof
+    out += bytes([eps_i, chunk_i, struct_byte])       # eps, chunk_size, struct size (0 = sizeof)
     out.append(dtype_sel)
     out.append(5 if cu else 0)                        # cu mode: 5 = valid
     out.append(B - 1)
@@ -141,12 +151,20 @@ def forward_seed(lib, rng, op=0, masked=1, normalize=0, H=1, hkv_sel=0, dk=2, dv
     if rows:
         for i in range(slots - 1, 0, -1):
             out.append(rng.randrange(256))
-    c = config(lib, op=op, masked=masked, normalize=normalize, H=H, Hkv=Hkv, dk=dk, dv=dv)
+    # the ridge matters: hla2 with a ridge keeps a larger state (the initial rows' bytes below)
+    c = config(lib, op=op, masked=masked, normalize=normalize, H=H, Hkv=Hkv, dk=dk, dv=dv,
+               ridge=0.0 if ridge_i is None else RIDGES[ridge_i])
     n = elements(lib, c, False)
     count = (slots * n if ini else 0) + B * T * (H * dk + Hkv * dk + Hkv * dv)
     out += bytes(rng.randrange(256) for _ in range(count))
     out.append(0)                                     # no non-finite element
-    out += bytes(rng.randrange(256) for _ in range(4))  # bogus-path and split bytes
+    if ck_bytes is None:
+        out += bytes(rng.randrange(256) for _ in range(4))  # bogus-path and split bytes
+    else:
+        out.append(rng.randrange(256))                # bogus path
+        if not cu and T >= 2:
+            out.append(rng.randrange(256))            # split point of the summaries
+        out += bytes(ck_bytes)
     return bytes(out)
 
 
@@ -184,6 +202,16 @@ def forward_seeds(lib, rng):
     s.append(forward_seed(lib, rng, op=2, T=23, cu=[4, 11, 17], chunk_i=4, ini=True, fin=True, same=True))
     s.append(forward_seed(lib, rng, op=1, masked=0, normalize=1, dtype_sel=10, T=20, B=3, chunk_i=3, ini=True, fin=True))
     s.append(forward_seed(lib, rng, op=0, ridge_i=0, T=24, cu=[9], chunk_i=5, fin=True, rows=True, extra_slots=2))
+    # checkpoint_every (the first checkpoint byte: low nibble 0-11 -> 0,0,1,1,1,2,2,3,3,4,4,5; 12 the chunk count,
+    # 13 one more, 14 INT64_MAX, 15 2^40; high nibble 15: also a negative value to refuse), appended likewise:
+    # every chunk (chunk 2, 12 chunks) with d_final and d_initial apart; 3 over packed sequences, unmasked,
+    # normalized; INT64_MAX with INT64_MIN refused, from the 88-byte struct of headers 1.0 and 1.1
+    s.append(forward_seed(lib, rng, op=2, T=24, B=2, chunk_i=4, decay_i=1, ini=True, fin=True,
+                          ck_bytes=[0x02, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00]))
+    s.append(forward_seed(lib, rng, op=1, masked=0, normalize=1, H=2, hkv_sel=1, T=23, cu=[4, 11, 17], chunk_i=4,
+                          ini=True, fin=True, rows=True, extra_slots=1, ck_bytes=[0x07, 0x01, 0x05, 0x00, 0x00, 0x05, 0x00]))
+    s.append(forward_seed(lib, rng, op=0, ridge_i=0, H=2, T=20, B=2, chunk_i=5, ini=True, fin=True, struct_byte=0xF4,
+                          ck_bytes=[0xFE, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00]))
     return s
 
 

@@ -11,7 +11,11 @@ struct CheckpointPlan {
     let chunk: Int
     /// Chunks per stretch: `checkpoint_every` (at most the chunks of T tokens), or ⌈√(chunks of T tokens)⌉.
     let every: Int
-    var stride: Int { chunk * every }
+    /// Tokens between checkpoints, saturated at Int.max (a stride past any call's tokens: no checkpoint).
+    var stride: Int {
+        let (s, o) = chunk.multipliedReportingOverflow(by: every)
+        return o ? Int.max : s
+    }
 
     init(_ c: Config, tokens: Int) {
         chunk = Paths.chunkLength(c)
