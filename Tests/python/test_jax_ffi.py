@@ -14,7 +14,8 @@
   and scan paths do not), and the gradients equal hla.backward without checkpoints bit for bit (every
   operator and dtype, grouped heads, normalize, decay, initial state and d_final, cu_seqlens, several
   and zero checkpoint rows), eagerly, under jit, vmap (folded and looped with cu_seqlens), grad of vmap
-  and nested vmap; the saved checkpoints equal hla.forward(checkpoints=)'s;
+  and nested vmap; the saved checkpoints equal hla.forward(checkpoints=)'s; checkpoint_every (None, 1,
+  3; static) changes no gradient bit and sets the checkpoint rows of the lowered custom calls;
 * the comparison catches a deliberately wrong gradient; bad input raises (no crash); `import hla`
   does not import JAX, and `import hla.jax` explains what is missing.
 
@@ -735,6 +736,49 @@ def _targets(text):
     return set(re.findall(r"\bhla_jax_\w+", text))
 
 
+@pytest.mark.parametrize("masked", (True, False), ids=("m", "u"))
+@pytest.mark.parametrize("op", ("hla2", "ahla", "hla3"))
+def test_checkpoint_every_grad(op, masked):
+    """checkpoint_every None, 1, 3 (a static argument): jax.grad bit for bit hla.backward's with the
+    default, eagerly, under jit and vmap (folded, and looped with cu_seqlens); the lowered computation
+    names the checkpointed targets, their checkpoints of hla.checkpoint_rows(checkpoint_every=) rows."""
+    V, B, H, Hkv = 2, 2, 4, 2
+    T = 41 if op == "hla3" else 47
+    opts = dict(ck_options(op, False), masked=masked)
+    rng = np.random.default_rng(seed_of("every", op, masked))
+    qs, ks, vs = (jnp.asarray(rng.standard_normal(shape)) for shape in
+                  ((V, B, T, H, DK), (V, B, T, Hkv, DK), (V, B, T, Hkv, DV)))
+    n = hla.state_elements(op, heads=H, kv_heads=Hkv, dk=DK, dv=DV, masked=masked, ridge=opts["ridge"])
+    inits = valid_state(V * B, H, Hkv, 151, **dict(opts, chunk_size=None)).reshape(V, B, n)
+    w = loss_weights(B, T, H, 152)
+    wf = jnp.asarray(rng.standard_normal((B, n)))
+    want = [ck_want(qs[i], ks[i], vs[i], inits[i], w, wf, opts) for i in range(V)]
+    cus = [[0, 10, 25, T], [0, 3, 40, T]]
+    q1, k1, v1 = (x[:, :1] for x in (qs, ks, vs))
+    inits1 = valid_state(V * 3, H, Hkv, 153, **dict(opts, chunk_size=None)).reshape(V, 3, n)
+    wf1 = jnp.asarray(rng.standard_normal((3, n)))
+    want1 = [ck_want(q1[i], k1[i], v1[i], inits1[i], w[:1], wf1, opts, cu=cus[i]) for i in range(V)]
+    seen = set()
+    for every in (None, 1, 3):
+        grad = jax.grad(ck_loss(dict(opts, checkpoint_every=every), w, wf), argnums=(0, 1, 2, 3))
+        bitwise(grad(qs[0], ks[0], vs[0], inits[0]), want[0], "grad every=%s" % every)
+        bitwise(jax.jit(grad)(qs[0], ks[0], vs[0], inits[0]), want[0], "jit(grad) every=%s" % every)
+        g = jax.jit(jax.vmap(grad))(qs, ks, vs, inits)
+        for i in range(V):
+            bitwise([a[i] for a in g], want[i], "vmap(grad) every=%s [%d]" % (every, i))
+        grad1 = jax.grad(ck_loss(dict(opts, checkpoint_every=every), w[:1], wf1), argnums=(0, 1, 2, 3))
+        g = jax.jit(jax.vmap(grad1))(q1, k1, v1, inits1, jnp.asarray(cus, jnp.int32))
+        for i in range(V):
+            bitwise([a[i] for a in g], want1[i], "vmap(grad) cu every=%s [%d]" % (every, i))
+        text = jax.jit(grad).lower(qs[0], ks[0], vs[0], inits[0]).as_text()
+        assert _targets(text) == {"hla_jax_forward_checkpoints", "hla_jax_backward_checkpoints"}
+        rows = hla.checkpoint_rows(op, heads=H, kv_heads=Hkv, dk=DK, dv=DV, batch=B, tokens=T, masked=masked,
+                                   ridge=opts["ridge"], chunk_size=CK_CHUNK, checkpoint_every=every)[0]
+        assert ("tensor<%dx%dxf64>" % (rows, n)) in text, (every, rows)
+        seen.add(rows)
+    assert len(seen) == 3          # three different checkpoint plans
+
+
 def test_checkpointed_targets_run_under_grad():
     """The lowered computations name the checkpointed custom calls under differentiation on the chunked
     path (and only then): the test fails if the fwd/bwd rules fall back to hla_forward/hla_backward."""
@@ -777,7 +821,8 @@ def test_checkpointed_targets_run_under_grad():
 
 
 def test_checkpoint_custom_calls_check_their_operands():
-    """The checkpointed custom calls check the checkpoint array (shape, dtype, path) themselves."""
+    """The checkpointed custom calls check the checkpoint array (shape, dtype, path) and checkpoint_every
+    themselves."""
     B, T, H, Hkv = 1, 45, 2, 2
     q, k, v = (jnp.asarray(x) for x in make(B, T, H, Hkv, 141))
     n = hla.state_elements("hla2", heads=H, kv_heads=Hkv, dk=DK, dv=DV)
@@ -787,18 +832,20 @@ def test_checkpoint_custom_calls_check_their_operands():
                  has_cu=False)
     out = (jax.ShapeDtypeStruct((B, T, H, DV), q.dtype), jax.ShapeDtypeStruct((0,), jnp.float64))
     ph = (jnp.zeros((0,)), jnp.zeros((0,), jnp.int32))
-    for shape, dtype, path, text in (((rows + 1, n), jnp.float64, 0, "checkpoints has shape"),
-                                     ((rows, n), jnp.float32, 0, "checkpoints must be float64"),
-                                     ((rows, n), jnp.float64, 1, "chunked path only")):
+    for shape, dtype, path, every, text in (((rows + 1, n), jnp.float64, 0, 0, "checkpoints has shape"),
+                                            ((rows, n), jnp.float32, 0, 0, "checkpoints must be float64"),
+                                            ((rows, n), jnp.float64, 0, -1, "checkpoint_every = -1 must be"),
+                                            ((rows, n), jnp.float64, 1, 0, "chunked path only")):
+        attrs.update(path=np.int64(path), checkpoint_every=np.int64(every))
         call = jax.ffi.ffi_call("hla_jax_forward_checkpoints", out + (jax.ShapeDtypeStruct(shape, dtype),))
         with pytest.raises(Exception, match=text):
-            call(q, k, v, *ph, want_final=False, **dict(attrs, path=np.int64(path)))[0].block_until_ready()
+            call(q, k, v, *ph, want_final=False, **attrs)[0].block_until_ready()
         grads = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, q.dtype),
                  jax.ShapeDtypeStruct(v.shape, q.dtype), jax.ShapeDtypeStruct((0,), jnp.float64))
         call = jax.ffi.ffi_call("hla_jax_backward_checkpoints", grads)
         with pytest.raises(Exception, match=text.replace("written", "read")):
             call(q, k, v, jnp.zeros((B, T, H, DV)), *ph, jnp.zeros((0,)), jnp.zeros(shape, dtype),
-                 has_d_final=False, **dict(attrs, path=np.int64(path)))[0].block_until_ready()
+                 has_d_final=False, **attrs)[0].block_until_ready()
     # still alive and correct afterwards
     o, _ = hj.forward(q, k, v)
     assert rel(o, hla.forward(*(np.asarray(x) for x in (q, k, v)))[0]) == 0.0
@@ -829,6 +876,11 @@ def test_bad_input_raises():
         (ValueError, "op", dict(op="hla4")),
         (ValueError, "path", dict(path="fast")),
         (TypeError, "chunk_size", dict(chunk_size=2.5)),
+        (TypeError, "checkpoint_every must be an int", dict(checkpoint_every=True)),
+        (TypeError, "checkpoint_every must be an int", dict(checkpoint_every=1.5)),
+        (TypeError, "checkpoint_every must be an int", dict(checkpoint_every="1")),
+        (ValueError, "checkpoint_every = -1 must be >= 0", dict(checkpoint_every=-1)),
+        (ValueError, "checkpoint_every = -1 must be >= 0", dict(checkpoint_every=-1, path="serial")),
         (TypeError, "cu_seqlens", dict(cu_seqlens=jnp.asarray([0.0, 6.0]))),
         (ValueError, "cu_seqlens", dict(cu_seqlens=jnp.asarray([0, 4, 3, 6], jnp.int32))),
         (ValueError, "cu_seqlens", dict(cu_seqlens=jnp.asarray([0, 5], jnp.int32))),

@@ -11,8 +11,10 @@ layer.
   float16 against a float64 evaluation of the same rounded inputs;
 * deliberately wrong backwards (a scaled dk, a dropped final-state cotangent, an unsymmetrised state
   cotangent read back through an asymmetric perturbation) are caught by the same checks;
-* torch.library.opcheck of both ops; torch.compile(fullgraph=True) (inductor) and torch.export of code using
-  them; the layer trains and its prefill + steps equal one call;
+* torch.library.opcheck of the ops (default and nonzero checkpoint_every); torch.compile(fullgraph=True)
+  (inductor) and torch.export of code using them; the layer trains and its prefill + steps equal one call;
+* checkpoint_every (None, 1, 3) changes no gradient bit, through hla.torch.forward (hla::forward_train's
+  checkpoints) and through hla::forward's autograd (hla::backward's own carries);
 * ``import hla`` does not import torch; ``import hla.torch`` without torch raises ImportError.
 """
 import copy
@@ -335,6 +337,41 @@ def test_grads_cu_seqlens(op):
         compare(op, through_hla(ht.forward, q, k, v, do, dtype, opts, cu=cu.tolist()), plain, dtype)
 
 
+@pytest.mark.parametrize("masked", [True, False], ids=["m", "u"])
+@pytest.mark.parametrize("op", ["hla2", "ahla", "hla3"])
+def test_checkpoint_every_grads_bit_identical(op, masked):
+    """checkpoint_every None, 1, 3: the same gradients bit for bit (torch.equal), through hla.torch.forward
+    (hla::forward_train's checkpoints that far apart, read by hla::backward) and through hla::forward's
+    autograd (hla::backward's own carries), equal to hla.backward with the default; batch and packed."""
+    chunk, H, Hkv = 4, 4, 2
+    opts = options(op, masked, False, 0.9, 0.2 if op == "hla2" else 0.0)
+    for B, T, cu in ((2, 37, None), (1, 45, torch.tensor([0, 5, 6, 30, 45]))):
+        N = B if cu is None else len(cu) - 1
+        q, k, v = (x.detach().to(torch.float32) for x in inputs(op, B, T, H, Hkv, False, tag="every%d" % B))
+        init = prefix_state(opts, N, H, Hkv, torch.float32, tag="every%d" % B)
+        do = upstream((B, T, H, DV), "every%d" % B).to(torch.float32)
+        dfin = upstream(tuple(init.shape), "everyf%d" % B).to(torch.float32)
+        g = hla.backward(q, k, v, do, initial_state=init, d_final_state=dfin, cu_seqlens=cu, chunk_size=chunk,
+                         **opts)
+        want = (g.dq, g.dk, g.dv, torch.from_numpy(g.d_initial_state))
+        for every in (None, 1, 3):
+            xs = [x.clone().requires_grad_() for x in (q, k, v, init)]
+            o, fin = ht.forward(*xs[:3], initial_state=xs[3], output_final_state=True, cu_seqlens=cu,
+                                chunk_size=chunk, checkpoint_every=every, **opts)
+            got = torch.autograd.grad((o, fin), xs, (do, dfin))
+            o, fin = torch.ops.hla.forward(*xs, cu, *op_args(opts, chunk), every or 0)
+            plain = torch.autograd.grad((o, fin), xs, (do, dfin))
+            for name, w, a, b in zip(("dq", "dk", "dv", "d_initial"), want, got, plain):
+                assert torch.equal(a, w) and torch.equal(b, w), (B, every, name)
+            # the checkpoints hla::forward_train keeps are checkpoint_every chunks apart
+            ck = torch.ops.hla.forward_train(q, k, v, init, cu, *op_args(opts, chunk), every or 0)[2]
+            rows = hla.checkpoint_rows(op, heads=H, kv_heads=Hkv, dk=DK, dv=DV, batch=B, tokens=T,
+                                       sequences=0 if cu is None else N, masked=masked, ridge=opts["ridge"],
+                                       chunk_size=chunk, checkpoint_every=every)[0]
+            assert ck.shape[0] == rows and (every != 1 or rows == (B * ((T - 1) // chunk) if cu is None
+                                                                   else (T - N) // chunk)), (B, every)
+
+
 @pytest.mark.parametrize("how", ["scale_dk", "drop_d_final", "raw_d_initial"])
 def test_comparison_catches_a_wrong_backward(how):
     op, H, Hkv = "hla3", 2, 2
@@ -382,6 +419,7 @@ def opcheck_cases():
 
 @pytest.mark.parametrize("op,dtype,extra", list(opcheck_cases()))
 def test_opcheck(op, dtype, extra):
+    """Each op, with checkpoint_every left at its default (plain) or 1 (a checkpoint every chunk)."""
     B, T, H, Hkv = (1, 9, 4, 2) if extra == "cu_seqlens" else (2, 9, 4, 2)
     opts = options(op, True, extra != "plain", 0.9, 0.2 if op == "hla2" else 0.0)
     q, k, v = inputs(op, B, T, H, Hkv, True, dtype=dtype, tag="opcheck")
@@ -390,7 +428,8 @@ def test_opcheck(op, dtype, extra):
     init = None
     if extra != "plain":
         init = (0.1 * torch.rand(N, state_size(opts, H, Hkv), dtype=ht.state_dtype(dtype))).requires_grad_()
-    args = op_args(opts, 4)
+    every = () if extra == "plain" else (1,)
+    args = op_args(opts, 4) + every
     result = torch.library.opcheck(torch.ops.hla.forward.default, (q, k, v, init, cu) + args)
     assert set(result.values()) == {"SUCCESS"}, result
     result = torch.library.opcheck(torch.ops.hla.forward_train.default, (q, k, v, init, cu) + args)
@@ -399,13 +438,20 @@ def test_opcheck(op, dtype, extra):
     dfin = torch.randn(N, state_size(opts, H, Hkv), dtype=ht.state_dtype(dtype))
     detached = [x.detach() for x in (q, k, v)]
     for i, d in ((init, dfin), (None, None)):
+        # (hla::backward takes checkpoint_every after checkpoints: its 1.1 schema ended in checkpoints)
         result = torch.library.opcheck(torch.ops.hla.backward.default,
-                                       (*detached, do, None if i is None else i.detach(), d, cu) + args)
+                                       (*detached, do, None if i is None else i.detach(), d, cu) + args[:9]
+                                       + ((None,) + every if every else ()))
         assert set(result.values()) == {"SUCCESS"}, result
         # with hla::forward_train's checkpoints
         ck = torch.ops.hla.forward_train(*detached, None if i is None else i.detach(), cu, *args)[2]
+        assert ck.shape[0] == hla.checkpoint_rows(op, heads=H, kv_heads=Hkv, dk=DK, dv=DV, batch=B, tokens=T,
+                                                  sequences=0 if cu is None else N, normalize=opts["normalize"],
+                                                  ridge=opts["ridge"], chunk_size=4,
+                                                  checkpoint_every=(every or (None,))[0])[0]
         result = torch.library.opcheck(torch.ops.hla.backward.default,
-                                       (*detached, do, None if i is None else i.detach(), d, cu) + args + (ck,))
+                                       (*detached, do, None if i is None else i.detach(), d, cu) + args[:9]
+                                       + (ck,) + (every or (0,)))
         assert set(result.values()) == {"SUCCESS"}, result
 
 
@@ -420,6 +466,12 @@ def test_ops_are_registered_with_fake_kernels():
     with pytest.raises(ValueError, match="multiple"):
         torch.ops.hla.forward(q, k[:, :, :1].expand(2, 5, 3, 3), v[:, :, :1].expand(2, 5, 3, 6), None, None,
                               *op_args(options("hla3"), 0))
+    # the fake kernels refuse a negative checkpoint_every as the CPU kernels (libhla) do
+    for f in (torch.ops.hla.forward, torch.ops.hla.forward_train):
+        with pytest.raises(ValueError, match="checkpoint_every = -1 must be >= 0"):
+            f(q, k, v, None, None, *op_args(options("hla3"), 0), -1)
+    with pytest.raises(ValueError, match="checkpoint_every = -1 must be >= 0"):
+        torch.ops.hla.backward(q, k, v, o, None, None, None, *op_args(options("hla3"), 0), None, -1)
 
 
 def _loss_fn(q, k, v, init):
@@ -453,7 +505,8 @@ def test_compile_fullgraph_inductor():
 def test_compile_dynamic_module_training_step():
     """A compiled (aot_eager, dynamic shapes) training step of the layer at two sequence lengths."""
     torch.manual_seed(0)
-    layer = ht.HLA(16, 4, num_kv_heads=2, op="ahla", decay=0.95, dtype=torch.float64)
+    layer = ht.HLA(16, 4, num_kv_heads=2, op="ahla", decay=0.95, chunk_size=4, checkpoint_every=1,
+                   dtype=torch.float64)
 
     def step(x):
         y, fin = layer(x, output_final_state=True)
@@ -596,6 +649,16 @@ def test_forward_api():
         ht.forward(q, k, v, initial_state=torch.zeros(3, 7))
     with pytest.raises(TypeError):
         ht.forward(q, k.double(), v)
+    # checkpoint_every: an int or None (as hla.forward), >= 0; with and without a gradient to take
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            for bad in (True, 1.5, "1"):
+                with pytest.raises(TypeError, match="checkpoint_every must be an int or None"):
+                    ht.forward(q, k, v, checkpoint_every=bad)
+            with pytest.raises(ValueError, match="checkpoint_every = -1 must be >= 0") as info:
+                ht.forward(q, k, v, checkpoint_every=-1)
+            assert info.value.hla_status == "HLA_ERR_INVALID_ARGUMENT"
+            assert torch.equal(ht.forward(q, k, v, checkpoint_every=np.int64(2))[0].detach(), want)
 
 
 def _python(code):

@@ -15,7 +15,9 @@ v, initial_state and cu_seqlens, and on the chunked path (the default) also the 
 be 0; ``[..., rows, n]`` under ``jax.vmap``): that forward is ``hla_forward_checkpoints`` (custom call
 ``hla_jax_forward_checkpoints``), and the backward ``hla_backward_checkpoints``
 (``hla_jax_backward_checkpoints``) starts from them instead of recomputing the chunk carries (about one
-forward less; the same gradients bit for bit). The primal without differentiation (inference) is plain
+forward less; the same gradients bit for bit). ``checkpoint_every`` (static, like chunk_size) sets the
+chunks between them: None = automatic (about sqrt(chunks)), 1 = every chunk (the fastest backward, the
+most rows); no output or gradient depends on it. The primal without differentiation (inference) is plain
 ``hla_forward`` and writes no checkpoints. The serial and scan paths save no checkpoints (their backward
 is ``hla_backward``). (Under ``jax.jit(jax.grad(...))`` without the loss value, XLA used to drop the
 unused forward; the checkpointed forward is kept, as the backward reads it, and the pair costs about
@@ -95,9 +97,10 @@ _jax.ffi.register_ffi_target(_BACKWARD_CHECKPOINTS_TARGET,
 
 # The non-differentiable part of a call (hashable: the custom_vjp's static argument). n is the state
 # row length, want_final whether the final state is returned, cfg the validated hla Config (for
-# hla_checkpoint_rows).
+# hla_checkpoint_rows), checkpoint_every the checkpointed calls' hla_config.checkpoint_every (0 = automatic).
 _Static = _collections.namedtuple(
-    "_Static", "op masked normalize scale decay ridge eps chunk_size path n want_final cfg")
+    "_Static", "op masked normalize scale decay ridge eps chunk_size path n want_final cfg "
+               "checkpoint_every")
 
 
 def _dtype_name(x):
@@ -173,7 +176,8 @@ def _checkpoint_rows(s, q, cu):
     B sequences of T tokens, or the N packed sequences of cu_seqlens. Under jax.vmap q and cu are one
     batch element's, and the custom calls' checkpoints are [..., rows, n]."""
     B, T = q.shape[0], q.shape[1]
-    return _hla.checkpoint_rows(s.cfg, B, T, 0 if cu is None else _sequences(q, cu))[0]
+    return _hla.checkpoint_rows(s.cfg, B, T, 0 if cu is None else _sequences(q, cu),
+                                s.checkpoint_every)[0]
 
 
 def _forward_call(s, q, k, v, initial, cu, checkpoints=False):
@@ -184,16 +188,17 @@ def _forward_call(s, q, k, v, initial, cu, checkpoints=False):
     N = _sequences(q, cu)
     result = (_jax.ShapeDtypeStruct((B, T, H, v.shape[3]), q.dtype),
               _jax.ShapeDtypeStruct((N, s.n) if s.want_final else (0,), sdt))
-    target = _FORWARD_TARGET
+    target, attrs = _FORWARD_TARGET, _attrs(s)
     if checkpoints:
         result += (_jax.ShapeDtypeStruct((_checkpoint_rows(s, q, cu), s.n), sdt),)
         target = _FORWARD_CHECKPOINTS_TARGET
+        attrs["checkpoint_every"] = _np.int64(s.checkpoint_every)
     call = _jax.ffi.ffi_call(target, result, vmap_method="broadcast_all")
     out = call(q, k, v,
                _placeholder(sdt) if initial is None else initial,
                _placeholder(_jnp.int32) if cu is None else cu,
                has_initial=_np.bool_(initial is not None), has_cu=_np.bool_(cu is not None),
-               want_final=_np.bool_(s.want_final), **_attrs(s))
+               want_final=_np.bool_(s.want_final), **attrs)
     o, final = out[0], (out[1] if s.want_final else None)
     return (o, final, out[2]) if checkpoints else (o, final)
 
@@ -210,14 +215,15 @@ def _backward_call(s, q, k, v, do, initial, cu, d_final, checkpoints=None):
                 _placeholder(sdt) if initial is None else initial,
                 _placeholder(_jnp.int32) if cu is None else cu,
                 _placeholder(sdt) if d_final is None else d_final.astype(sdt))
-    target = _BACKWARD_TARGET
+    target, attrs = _BACKWARD_TARGET, _attrs(s)
     if checkpoints is not None:
         operands += (checkpoints,)
         target = _BACKWARD_CHECKPOINTS_TARGET
+        attrs["checkpoint_every"] = _np.int64(s.checkpoint_every)
     call = _jax.ffi.ffi_call(target, result, vmap_method="broadcast_all")
     dq, dk, dv, d_initial = call(*operands, has_initial=_np.bool_(initial is not None),
                                  has_cu=_np.bool_(cu is not None),
-                                 has_d_final=_np.bool_(d_final is not None), **_attrs(s))
+                                 has_d_final=_np.bool_(d_final is not None), **attrs)
     return dq, dk, dv, (d_initial if initial is not None else None)
 
 
@@ -250,7 +256,7 @@ _op.defvjp(_op_fwd, _op_bwd)
 
 def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
             scale=1.0, initial_state=None, output_final_state=False, cu_seqlens=None, chunk_size=None,
-            path="chunked"):
+            path="chunked", checkpoint_every=None):
     """The operator over whole sequences, as :func:`hla.forward`, on JAX arrays (an XLA custom call).
 
     q ``[B, T, H, Dk]``, k ``[B, T, Hkv, Dk]``, v ``[B, T, Hkv, Dv]`` of one dtype (float32, float64,
@@ -259,21 +265,26 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
     int32/int64 array ``[N+1]`` of offsets (then B must be 1). Returns ``(o, final)``: o
     ``[B, T, H, Dv]`` of q's dtype, final ``[N, n]`` (state dtype) when ``output_final_state``, else
     None. Differentiable in q, k, v and initial_state (``jax.grad``); works under ``jax.jit`` and
-    ``jax.vmap``.
+    ``jax.vmap``. ``checkpoint_every`` (int or None, static): chunks between the checkpoints the chunked
+    forward keeps for the gradient (None or 0 = automatic, 1 = every chunk), as for :func:`hla.backward`;
+    results and gradients do not depend on it.
     """
     return _op(*_prepare(q, k, v, op=op, masked=masked, normalize=normalize, decay=decay, ridge=ridge,
                          eps=eps, scale=scale, initial_state=initial_state,
                          output_final_state=output_final_state, cu_seqlens=cu_seqlens,
-                         chunk_size=chunk_size, path=path))
+                         chunk_size=chunk_size, path=path, checkpoint_every=checkpoint_every))
 
 
 def _prepare(q, k, v, *, op, masked, normalize, decay, ridge, eps, scale, initial_state,
-             output_final_state, cu_seqlens, chunk_size, path):
+             output_final_state, cu_seqlens, chunk_size, path, checkpoint_every=None):
     """forward's checks: the arguments of _op, (s, q, k, v, initial, cu)."""
     q, k, v = _as_array(q, "q"), _as_array(k, "k"), _as_array(v, "v")
     cfg = _config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size)
     if not isinstance(path, str) or path not in _PATHS:
         raise ValueError("path must be 'chunked', 'serial' or 'scan', got %r" % (path,))
+    # checkpoint_every: the extension's type check and libhla's range check (TypeError / ValueError, as
+    # hla.forward's), on any path
+    _hla.checkpoint_rows(cfg, 1, 1, 0, checkpoint_every)
     n = _hla.state_elements(cfg._replace(chunk_size=0))
     cu = None
     if cu_seqlens is not None:
@@ -310,5 +321,5 @@ def _prepare(q, k, v, *, op, masked, normalize, decay, ridge, eps, scale, initia
                              % (N, n, tuple(initial.shape)))
     s = _Static(cfg.op, bool(cfg.masked), bool(cfg.normalize), float(cfg.scale), float(cfg.decay),
                 float(cfg.ridge), float(cfg.eps), int(cfg.chunk_size or 0), path, int(n),
-                bool(output_final_state), cfg)
+                bool(output_final_state), cfg, int(checkpoint_every or 0))
     return s, q, k, v, initial, cu

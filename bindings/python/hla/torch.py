@@ -6,19 +6,22 @@ and raises ImportError without it.
 Operators (``torch.ops.hla.*``, CPU tensors):
 
 * ``hla::forward(q, k, v, initial_state?, cu_seqlens?, op, masked, normalize, decay, ridge, eps, scale,
-  chunk_size, path) -> (o, final)``: ``o`` [B, T, H, Dv] of q's dtype, ``final`` [N, n] of the state dtype
-  (float64 for float64 inputs, else float32; n = :func:`hla.state_elements`). ``chunk_size`` 0 means
-  automatic. The CPU kernel is :func:`hla.forward` (libhla's ``hla_forward``; tensors through DLPack,
-  no copy).
+  chunk_size, path, checkpoint_every=0) -> (o, final)``: ``o`` [B, T, H, Dv] of q's dtype, ``final`` [N, n]
+  of the state dtype (float64 for float64 inputs, else float32; n = :func:`hla.state_elements`).
+  ``chunk_size`` 0 means automatic; so does ``checkpoint_every``: chunks between the checkpoints of
+  ``hla::forward_train`` and between the carries the chunked ``hla::backward`` keeps (1 = every chunk: the
+  fastest backward, the most memory; no output or gradient depends on it). The CPU kernel is
+  :func:`hla.forward` (libhla's ``hla_forward``; tensors through DLPack, no copy).
 * ``hla::forward_train(<same arguments>) -> (o, final, checkpoints)``: ``hla::forward`` on the chunked
   path that also returns the checkpoints of :func:`hla.new_checkpoints` ([rows, n], rows data-dependent
-  for the fake kernel) for the backward (libhla's ``hla_forward_checkpoints``, docs/gradients.md
-  section 11); :func:`forward` calls it when a gradient will be taken through the chunked path.
-* ``hla::backward(q, k, v, do, initial_state?, d_final?, cu_seqlens?, <same options>, checkpoints?=None)
-  -> (dq, dk, dv, d_initial)``: :func:`hla.backward` (libhla's ``hla_backward``, docs/gradients.md);
-  given ``hla::forward_train``'s checkpoints it starts from them (``hla_backward_checkpoints``: the same
-  gradients, about one forward less work). ``d_initial`` is [N, n] (zeros when no initial state was
-  given). Not itself differentiable (no double backward).
+  for the fake kernel; ``checkpoint_every`` chunks apart) for the backward (libhla's
+  ``hla_forward_checkpoints``, docs/gradients.md section 11); :func:`forward` calls it when a gradient
+  will be taken through the chunked path.
+* ``hla::backward(q, k, v, do, initial_state?, d_final?, cu_seqlens?, <same options but checkpoint_every>,
+  checkpoints?=None, checkpoint_every=0) -> (dq, dk, dv, d_initial)``: :func:`hla.backward` (libhla's ``hla_backward``, docs/gradients.md);
+  given ``hla::forward_train``'s checkpoints (of the same ``checkpoint_every``) it starts from them
+  (``hla_backward_checkpoints``: the same gradients, about one forward less work). ``d_initial`` is
+  [N, n] (zeros when no initial state was given). Not itself differentiable (no double backward).
 
 All have fake (meta) implementations, so ``torch.compile(fullgraph=True)``, ``torch.export`` and
 ``torch.library.opcheck`` trace them; ``hla::forward`` and ``hla::forward_train`` have registered autograd
@@ -103,9 +106,15 @@ def _check(q, k, v, initial_state, cu_seqlens, op, masked, normalize, ridge):
     return N, n
 
 
-def _options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path):
+def _check_every(checkpoint_every):
+    """checkpoint_every's range check made while tracing (the CPU kernels: libhla's, the same error)."""
+    if checkpoint_every < 0:
+        raise ValueError("checkpoint_every = %s must be >= 0 (0 = automatic)" % (checkpoint_every,))
+
+
+def _options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path, checkpoint_every):
     return dict(op=op, masked=masked, normalize=normalize, decay=decay, ridge=ridge, eps=eps, scale=scale,
-                chunk_size=(chunk_size or None), path=path)
+                chunk_size=(chunk_size or None), path=path, checkpoint_every=checkpoint_every)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,17 +123,19 @@ def _options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path):
 @torch.library.custom_op("hla::forward", mutates_args=(), device_types="cpu")
 def _forward_op(q: _Tensor, k: _Tensor, v: _Tensor, initial_state: Optional[_Tensor],
                 cu_seqlens: Optional[_Tensor], op: str, masked: bool, normalize: bool, decay: float,
-                ridge: float, eps: float, scale: float, chunk_size: int, path: str) -> Tuple[_Tensor, _Tensor]:
+                ridge: float, eps: float, scale: float, chunk_size: int, path: str,
+                checkpoint_every: int = 0) -> Tuple[_Tensor, _Tensor]:
     o, final = _hla_pkg.forward(q, k, v, initial_state=initial_state, output_final_state=True,
-                                cu_seqlens=cu_seqlens,
-                                **_options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path))
+                                cu_seqlens=cu_seqlens, **_options(op, masked, normalize, decay, ridge, eps,
+                                                                  scale, chunk_size, path, checkpoint_every))
     return o, torch.from_numpy(final.array)
 
 
 @_forward_op.register_fake
 def _forward_fake(q, k, v, initial_state, cu_seqlens, op, masked, normalize, decay, ridge, eps, scale,
-                  chunk_size, path):
+                  chunk_size, path, checkpoint_every=0):
     N, n = _check(q, k, v, initial_state, cu_seqlens, op, masked, normalize, ridge)
+    _check_every(checkpoint_every)
     B, T, H, _ = q.shape
     return q.new_empty((B, T, H, v.shape[3])), q.new_empty((N, n), dtype=state_dtype(q.dtype))
 
@@ -132,9 +143,9 @@ def _forward_fake(q, k, v, initial_state, cu_seqlens, op, masked, normalize, dec
 @torch.library.custom_op("hla::forward_train", mutates_args=(), device_types="cpu")
 def _forward_train_op(q: _Tensor, k: _Tensor, v: _Tensor, initial_state: Optional[_Tensor],
                       cu_seqlens: Optional[_Tensor], op: str, masked: bool, normalize: bool, decay: float,
-                      ridge: float, eps: float, scale: float, chunk_size: int,
-                      path: str) -> Tuple[_Tensor, _Tensor, _Tensor]:
-    opts = _options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path)
+                      ridge: float, eps: float, scale: float, chunk_size: int, path: str,
+                      checkpoint_every: int = 0) -> Tuple[_Tensor, _Tensor, _Tensor]:
+    opts = _options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path, checkpoint_every)
     if path != "chunked":
         raise ValueError("hla::forward_train runs the chunked path only, got path=%r" % (path,))
     opts.pop("path")
@@ -147,7 +158,7 @@ def _forward_train_op(q: _Tensor, k: _Tensor, v: _Tensor, initial_state: Optiona
 @_forward_train_op.register_fake
 def _forward_train_fake(*args):
     o, final = _forward_fake(*args)
-    rows = torch.library.get_ctx().new_dynamic_size()    # a function of T through a square root
+    rows = torch.library.get_ctx().new_dynamic_size()    # a function of T (and of checkpoint_every)
     return o, final, final.new_empty((rows, final.shape[1]))
 
 
@@ -155,13 +166,15 @@ def _forward_train_fake(*args):
 def _backward_op(q: _Tensor, k: _Tensor, v: _Tensor, do: _Tensor, initial_state: Optional[_Tensor],
                  d_final: Optional[_Tensor], cu_seqlens: Optional[_Tensor], op: str, masked: bool,
                  normalize: bool, decay: float, ridge: float, eps: float, scale: float, chunk_size: int,
-                 path: str, checkpoints: Optional[_Tensor] = None) -> Tuple[_Tensor, _Tensor, _Tensor, _Tensor]:
+                 path: str, checkpoints: Optional[_Tensor] = None,
+                 checkpoint_every: int = 0) -> Tuple[_Tensor, _Tensor, _Tensor, _Tensor]:
     if not hasattr(_hla_pkg._hla, "backward"):
         raise NotImplementedError("hla::backward: this build of the hla extension has no hla_backward "
                                   "(libhla %s); rebuild it" % _hla_pkg.library_version())
     g = _hla_pkg.backward(q, k, v, do, initial_state=initial_state, d_final_state=d_final,
                           cu_seqlens=cu_seqlens, checkpoints=checkpoints,
-                          **_options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path))
+                          **_options(op, masked, normalize, decay, ridge, eps, scale, chunk_size, path,
+                                     checkpoint_every))
     if g.d_initial_state is not None:
         d_initial = torch.from_numpy(g.d_initial_state)
     else:
@@ -173,8 +186,9 @@ def _backward_op(q: _Tensor, k: _Tensor, v: _Tensor, do: _Tensor, initial_state:
 
 @_backward_op.register_fake
 def _backward_fake(q, k, v, do, initial_state, d_final, cu_seqlens, op, masked, normalize, decay, ridge,
-                   eps, scale, chunk_size, path, checkpoints=None):
+                   eps, scale, chunk_size, path, checkpoints=None, checkpoint_every=0):
     N, n = _check(q, k, v, initial_state, cu_seqlens, op, masked, normalize, ridge)
+    _check_every(checkpoint_every)
     if tuple(do.shape) != (q.shape[0], q.shape[1], q.shape[2], v.shape[3]) or do.dtype != q.dtype:
         raise ValueError("do must be [B, T, H, Dv] of q's dtype, got %s %s" % (tuple(do.shape), do.dtype))
     return (q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape),
@@ -196,8 +210,9 @@ def _forward_backward(ctx, do, d_final, d_checkpoints=None):
         do = q.new_zeros((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
     if d_final is not None:
         d_final = d_final.contiguous()      # libhla needs each state row contiguous (not e.g. expanded)
+    *options, every = ctx.options       # hla::backward takes checkpoint_every last (its 1.1 schema ended in checkpoints)
     dq, dk, dv, d_initial = torch.ops.hla.backward(q, k, v, do, initial_state, d_final, cu_seqlens,
-                                                   *ctx.options, checkpoints)
+                                                   *options, checkpoints, every)
     return (dq, dk, dv, d_initial if initial_state is not None else None, None) + (None,) * len(ctx.options)
 
 
@@ -210,16 +225,20 @@ _forward_train_op.register_autograd(_forward_backward, setup_context=_setup_cont
 # ------------------------------------------------------------------------------------------------
 def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
             scale=1.0, initial_state=None, output_final_state=False, cu_seqlens=None, chunk_size=None,
-            path="chunked"):
+            path="chunked", checkpoint_every=None):
     """:func:`hla.forward` over torch tensors, differentiable in q, k, v and initial_state.
 
     q [B,T,H,Dk], k [B,T,Hkv,Dk], v [B,T,Hkv,Dv] (CPU, one dtype of float64/float32/bfloat16/float16,
     any strides). initial_state: None, a tensor [N, n] of the state dtype (float64 for float64 inputs,
     else float32; N = B, or len(cu_seqlens) - 1), or a :class:`hla.State` (viewed, not differentiable).
     cu_seqlens: None or N+1 int offsets (tensor, list or tuple; B must be 1). chunk_size None or 0 =
-    automatic. Returns ``(o, final)``: o [B,T,H,Dv] of q's dtype; final the state tensor [N, n] after
-    the last token when ``output_final_state``, else None. Gradients of o and of final flow back to q, k,
-    v and initial_state (dq, dk, dv in the inputs' dtype; the state cotangent in the state dtype).
+    automatic. checkpoint_every: chunks between the checkpoints the forward keeps for the backward and
+    between the carries that backward keeps (int or None; None or 0 = automatic, about sqrt(chunks);
+    1 = every chunk: the fastest backward, the most memory), as for :func:`hla.backward`; outputs and
+    gradients do not depend on it. Returns ``(o, final)``: o [B,T,H,Dv] of q's dtype; final the state
+    tensor [N, n] after the last token when ``output_final_state``, else None. Gradients of o and of
+    final flow back to q, k, v and initial_state (dq, dk, dv in the inputs' dtype; the state cotangent
+    in the state dtype).
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
@@ -235,8 +254,12 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
         raise ValueError("op must be one of %s, got %r" % (", ".join(_OPS), op))
     if chunk_size is None:
         chunk_size = 0
+    if checkpoint_every is None:
+        checkpoint_every = 0
+    elif isinstance(checkpoint_every, bool) or not hasattr(checkpoint_every, "__index__"):
+        raise TypeError("checkpoint_every must be an int or None, got %s" % type(checkpoint_every).__name__)
     args = (q, k, v, initial_state, cu_seqlens, op, bool(masked), bool(normalize), float(decay), float(ridge),
-            float(eps), float(scale), int(chunk_size), str(path))
+            float(eps), float(scale), int(chunk_size), str(path), int(checkpoint_every))
     if path == "chunked" and torch.is_grad_enabled() and any(
             x is not None and x.requires_grad for x in (q, k, v, initial_state)):
         # a gradient will be taken: keep the forward's checkpoints for the backward
@@ -257,7 +280,7 @@ class HLA(nn.Module):
       with ``qk_norm`` (default True), q and k are L2-normalised over the head dimension (the operators
       are polynomial in q·k: unit features keep their magnitude independent of the projections' scale).
     * the operator (``op``, ``masked``, ``normalize``, ``decay``, ``ridge``, ``eps``, ``scale`` (default
-      head_dim ** -0.5), ``chunk_size``, ``path``) through :func:`forward`;
+      head_dim ** -0.5), ``chunk_size``, ``path``, ``checkpoint_every``) through :func:`forward`;
     * ``output_norm`` (default True): an RMSNorm over each head's value_dim features (learned weight);
     * o_proj: ``num_heads * value_dim -> hidden_size``.
 
@@ -271,7 +294,7 @@ class HLA(nn.Module):
     def __init__(self, hidden_size, num_heads, *, num_kv_heads=None, head_dim=None, value_dim=None,
                  op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6, scale=None,
                  feature_map=None, qk_norm=True, output_norm=True, bias=False, chunk_size=None,
-                 path="chunked", device=None, dtype=None):
+                 path="chunked", checkpoint_every=None, device=None, dtype=None):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         head_dim = hidden_size // num_heads if head_dim is None else head_dim
@@ -285,7 +308,7 @@ class HLA(nn.Module):
         self.feature_map, self.qk_norm = feature_map, qk_norm
         self.options = dict(op=op, masked=masked, normalize=normalize, decay=decay, ridge=ridge, eps=eps,
                             scale=head_dim ** -0.5 if scale is None else scale, chunk_size=chunk_size,
-                            path=path)
+                            path=path, checkpoint_every=checkpoint_every)
         self.state_size = _hla_pkg.state_elements(op, heads=num_heads, dk=head_dim, dv=value_dim,
                                                   kv_heads=num_kv_heads, masked=masked, normalize=normalize,
                                                   ridge=ridge)          # also validates op/ridge

@@ -20,6 +20,9 @@
 //             B sequences of T tokens, or N packed sequences; may be 0).
 //   backward_checkpoints (hla_backward_checkpoints, chunked path only): the backward's operands, then
 //             checkpoints [..., R, n] as forward_checkpoints wrote them  ->  dq, dk, dv, d_initial.
+//   The two checkpointed targets also take the attribute checkpoint_every (hla_config.checkpoint_every:
+//   chunks between the checkpoints, 0 = automatic; R depends on it), the same for a forward and its
+//   backward.
 //
 // The leading "..." axes (none, or those jax.vmap adds with vmap_method="broadcast_all") are batch
 // axes of the call: without cu_seqlens they fold into B (one library call over L*B sequences); with
@@ -42,7 +45,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 struct Options {
-  int64_t op, chunk_size, path;
+  int64_t op, chunk_size, path, checkpoint_every;  // checkpoint_every: 0 (automatic) for the plain targets
   bool masked, normalize;
   double scale, decay, ridge, eps;
 };
@@ -164,6 +167,7 @@ ffi::Error Setup(const Options& o, const Operand& q, const Operand& k, const Ope
   cfg->ridge = o.ridge;
   cfg->eps = o.eps;
   cfg->chunk_size = o.chunk_size;
+  cfg->checkpoint_every = o.checkpoint_every;
   s = hla_state_elements(cfg, &g->n);
   if (s != HLA_OK) return LibraryError("hla_state_elements", s);
   return ffi::Error::Success();
@@ -347,7 +351,7 @@ ffi::Error ForwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v_
                        ffi::Result<ffi::AnyBuffer> final_b, int64_t op, bool masked, bool normalize,
                        double scale, double decay, double ridge, double eps, int64_t chunk_size,
                        int64_t path, bool has_initial, bool has_cu, bool want_final) {
-  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
+  Options opt{op, chunk_size, path, 0, masked, normalize, scale, decay, ridge, eps};
   return Forward(opt, q_b, k_b, v_b, initial_b, cu_b, o_b, final_b, nullptr, has_initial, has_cu,
                  want_final);
 }
@@ -358,8 +362,8 @@ ffi::Error ForwardCheckpointsImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::A
                                   ffi::Result<ffi::AnyBuffer> ck_b, int64_t op, bool masked,
                                   bool normalize, double scale, double decay, double ridge, double eps,
                                   int64_t chunk_size, int64_t path, bool has_initial, bool has_cu,
-                                  bool want_final) {
-  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
+                                  bool want_final, int64_t checkpoint_every) {
+  Options opt{op, chunk_size, path, checkpoint_every, masked, normalize, scale, decay, ridge, eps};
   return Forward(opt, q_b, k_b, v_b, initial_b, cu_b, o_b, final_b, &ck_b, has_initial, has_cu,
                  want_final);
 }
@@ -451,7 +455,7 @@ ffi::Error BackwardImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::AnyBuffer v
                         bool normalize, double scale, double decay, double ridge, double eps,
                         int64_t chunk_size, int64_t path, bool has_initial, bool has_cu,
                         bool has_d_final) {
-  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
+  Options opt{op, chunk_size, path, 0, masked, normalize, scale, decay, ridge, eps};
   return Backward(opt, q_b, k_b, v_b, do_b, initial_b, cu_b, d_final_b, nullptr, dq_b, dk_b, dv_b,
                   d_initial_b, has_initial, has_cu, has_d_final);
 }
@@ -464,8 +468,8 @@ ffi::Error BackwardCheckpointsImpl(ffi::AnyBuffer q_b, ffi::AnyBuffer k_b, ffi::
                                    ffi::Result<ffi::AnyBuffer> d_initial_b, int64_t op, bool masked,
                                    bool normalize, double scale, double decay, double ridge, double eps,
                                    int64_t chunk_size, int64_t path, bool has_initial, bool has_cu,
-                                   bool has_d_final) {
-  Options opt{op, chunk_size, path, masked, normalize, scale, decay, ridge, eps};
+                                   bool has_d_final, int64_t checkpoint_every) {
+  Options opt{op, chunk_size, path, checkpoint_every, masked, normalize, scale, decay, ridge, eps};
   return Backward(opt, q_b, k_b, v_b, do_b, initial_b, cu_b, d_final_b, &ck_b, dq_b, dk_b, dv_b,
                   d_initial_b, has_initial, has_cu, has_d_final);
 }
@@ -523,14 +527,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxForwardCheckpoints, ForwardCheckpointsImpl,
                               ffi::Ffi::Bind() HLA_FFI_FORWARD_ARGS HLA_FFI_FORWARD_RETS
                                   .Ret<ffi::AnyBuffer>()   // checkpoints [..., R, n]
                                   HLA_FFI_OPTION_ATTRS
-                                  .Attr<bool>("want_final"));
+                                  .Attr<bool>("want_final")
+                                  .Attr<int64_t>("checkpoint_every"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HlaJaxBackwardCheckpoints, BackwardCheckpointsImpl,
                               ffi::Ffi::Bind() HLA_FFI_BACKWARD_ARGS
                                   .Arg<ffi::AnyBuffer>()   // checkpoints [..., R, n]
                                   HLA_FFI_BACKWARD_RETS
                                   HLA_FFI_OPTION_ATTRS
-                                  .Attr<bool>("has_d_final"));
+                                  .Attr<bool>("has_d_final")
+                                  .Attr<int64_t>("checkpoint_every"));
 
 // The version of libhla this was built against (for hla.jax's load-time check).
 extern "C" int hla_jax_ffi_header_major(void) { return HLA_VERSION_MAJOR; }
