@@ -1,7 +1,8 @@
 """Backward section of the libhla benchmark (examples/bench/bench.py), and its memory probe.
 
-    python3 backward.py --memprobe OP T H D [ck]  ->  one JSON line (peak memory of one hla.backward;
-                                                      with ck: from the forward's checkpoints)
+    python3 backward.py --memprobe OP T H D [ck|ck1]  ->  one JSON line (peak memory of one hla.backward;
+                                                      with ck: from the forward's checkpoints, ck1: from
+                                                      checkpoints at every chunk, checkpoint_every=1)
 
 The torch peer is `chunked_torch` of examples/python/torch_train.py (the chunked algorithm written
 functionally in torch, masked, decay 1), imported from there so there is one copy.
@@ -26,10 +27,11 @@ def _inputs(T, seed=0):
     return tuple(rng.standard_normal((1, T, H, D), dtype=np.float32) for _ in range(4))   # q, k, v, do
 
 
-def memprobe(op, T, Hh, Dd, ck=False):
+def memprobe(op, T, Hh, Dd, ck=False, every=None):
     """Peak memory of one hla.backward beyond its inputs (q, k, v, do) and gradients (dq, dk, dv), in
     this fresh process: VmHWM (reset through /proc/self/clear_refs) - VmRSS(before) - gradient bytes.
-    With ck, the forward's checkpoints (made before the reset, reported as checkpoint_bytes) are given."""
+    With ck, the forward's checkpoints (made before the reset, reported as checkpoint_bytes) are given,
+    spaced `every` chunks apart (None: automatic)."""
     hla = mp.import_hla()
     rng = np.random.default_rng(0)
     q, k, v, do = (rng.standard_normal((1, T, Hh, Dd), dtype=np.float32) for _ in range(4))
@@ -37,7 +39,8 @@ def memprobe(op, T, Hh, Dd, ck=False):
     hla.backward(q[:, :64], k[:, :64], v[:, :64], do[:, :64], op=op)
     kw = {}
     if ck:
-        kw["checkpoints"] = hla.new_checkpoints(q, k, v, op=op, scale=Dd ** -0.5)
+        kw["checkpoint_every"] = every
+        kw["checkpoints"] = hla.new_checkpoints(q, k, v, op=op, scale=Dd ** -0.5, checkpoint_every=every)
         hla.forward(q, k, v, op=op, scale=Dd ** -0.5, **kw)
     rss0, reset = mp.start_peak()
     dq, dk, dv, _ = hla.backward(q, k, v, do, op=op, scale=Dd ** -0.5, **kw)
@@ -47,10 +50,11 @@ def memprobe(op, T, Hh, Dd, ck=False):
                       "extra": hwm - rss0 - gb, "checkpoint_bytes": kw["checkpoints"].nbytes if ck else 0}))
 
 
-def _probe(op, T, ck=False):
+def _probe(op, T, ck=None):
+    """ck: None (backward alone), "ck" (automatic checkpoints) or "ck1" (checkpoint_every=1)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memprobe", op, str(T), str(H), str(D)]
-                         + (["ck"] if ck else []), capture_output=True, text=True, env=env)
+                         + ([ck] if ck else []), capture_output=True, text=True, env=env)
     try:
         return json.loads(out.stdout.strip().splitlines()[-1])
     except Exception:  # noqa: BLE001
@@ -77,30 +81,46 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
         "inputs (T=%d), interleaved in rounds, %d repetitions or more (up to about 1.5 s per round): "
         "`hla.backward` alone (a carry sweep keeping the carry every ⌈√chunks⌉ chunks, then the groups in "
         "reverse) and, as in training, `hla.backward(..., checkpoints=ck)` from the checkpoints "
-        "`hla.forward(..., checkpoints=ck)` kept (no carry sweep; the same gradients bit for bit). The "
-        "target is read on the second, against the plain forward. Load before: %s." % (T, a.reps, load()))
+        "`hla.forward(..., checkpoints=ck)` kept (no carry sweep; the same gradients bit for bit), spaced "
+        "automatically (⌈√chunks⌉ chunks) and at every chunk (`checkpoint_every=1`: the backward then "
+        "recomputes no carry; the checkpoints take T/chunk states). The target is read on the backward from "
+        "checkpoints against the plain forward. Load before: %s." % (T, a.reps, load()))
     R.p()
     res = {}
     rows = []
     for op in OPS:
         q, k, v, do = _inputs(T, seed=5)
         ck = hla.new_checkpoints(q, k, v, op=op, scale=s)
+        ck1 = hla.new_checkpoints(q, k, v, op=op, scale=s, checkpoint_every=1)
         tm = interleaved_all({
             "fwd": lambda op=op: hla.forward(q, k, v, op=op, scale=s),
             "fwd_ck": lambda op=op: hla.forward(q, k, v, op=op, scale=s, checkpoints=ck),
+            "fwd_ck1": lambda op=op: hla.forward(q, k, v, op=op, scale=s, checkpoints=ck1, checkpoint_every=1),
             "bwd": lambda op=op: hla.backward(q, k, v, do, op=op, scale=s),
-            "bwd_ck": lambda op=op: hla.backward(q, k, v, do, op=op, scale=s, checkpoints=ck)}, a.reps, budget=1.5)
+            "bwd_ck": lambda op=op: hla.backward(q, k, v, do, op=op, scale=s, checkpoints=ck),
+            "bwd_ck1": lambda op=op: hla.backward(q, k, v, do, op=op, scale=s, checkpoints=ck1,
+                                                  checkpoint_every=1)}, a.reps, budget=2.0)
         del q, k, v, do
-        f, fc, b, bc = (med_min(tm[x]) for x in ("fwd", "fwd_ck", "bwd", "bwd_ck"))
-        res[op] = {"fwd": f, "fwd_ck": fc, "bwd": b, "bwd_ck": bc, "ratio": bc[0] / f[0],
-                   "ratio_plain": b[0] / f[0], "ck_bytes": ck.nbytes, "ck_rows": ck.shape[0]}
-        rows.append([op, T, "%s (%s)" % (fmt_t(f[0]), fmt_t(f[1])), "%s (%s)" % (fmt_t(fc[0]), fmt_t(fc[1])),
-                     "%s (%s)" % (fmt_t(b[0]), fmt_t(b[1])), "%s (%s)" % (fmt_t(bc[0]), fmt_t(bc[1])),
-                     "%.2fx (%.2fx)" % (b[0] / f[0], b[1] / f[1]), "%.2fx (%.2fx)" % (bc[0] / f[0], bc[1] / f[1]),
-                     "%.2fx" % ((fc[0] + bc[0]) / (f[0] + b[0])), "%d rows, %s" % (ck.shape[0], fmt_bytes(ck.nbytes))])
-    R.table(["op", "T", "forward median (min)", "forward keeping checkpoints", "backward alone",
-             "backward from checkpoints", "backward alone / forward", "backward from checkpoints / forward",
-             "training step (fwd + bwd) with / without checkpoints", "checkpoints"], rows)
+        f, fc, fc1, b, bc, bc1 = (med_min(tm[x]) for x in ("fwd", "fwd_ck", "fwd_ck1", "bwd", "bwd_ck", "bwd_ck1"))
+        res[op] = {"fwd": f, "fwd_ck": fc, "fwd_ck1": fc1, "bwd": b, "bwd_ck": bc, "bwd_ck1": bc1,
+                   "ratio": bc[0] / f[0], "ratio1": bc1[0] / f[0], "ratio_plain": b[0] / f[0],
+                   "ck_bytes": ck.nbytes, "ck_rows": ck.shape[0], "ck1_bytes": ck1.nbytes, "ck1_rows": ck1.shape[0]}
+
+        def mm(x):
+            return "%s (%s)" % (fmt_t(x[0]), fmt_t(x[1]))
+
+        def ratio(x):
+            return "%.2fx (%.2fx)" % (x[0] / f[0], x[1] / f[1])
+        rows.append([op, T, mm(f), mm(b), ratio(b), "%d rows, %s" % (ck.shape[0], fmt_bytes(ck.nbytes)), mm(fc),
+                     mm(bc), ratio(bc), "%.2fx" % ((fc[0] + bc[0]) / (f[0] + b[0])),
+                     "%d rows, %s" % (ck1.shape[0], fmt_bytes(ck1.nbytes)), mm(fc1), mm(bc1), ratio(bc1),
+                     "%.2fx" % ((fc1[0] + bc1[0]) / (f[0] + b[0]))])
+        del ck, ck1
+    R.table(["op", "T", "forward median (min)", "backward alone", "backward alone / forward",
+             "automatic checkpoints", "forward keeping them", "backward from them", "backward / forward",
+             "training step (fwd + bwd) / without checkpoints", "checkpoints at every chunk",
+             "forward keeping them", "backward from them", "backward / forward",
+             "training step / without checkpoints"], rows)
 
     if a.has_torch:
         import torch
@@ -161,19 +181,22 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
         "T, variant), same method as the scaling section: inputs q, k, v, do (and the checkpoints) made "
         "first, VmHWM reset, one backward, VmHWM − VmRSS(before) − bytes of dq, dk, dv = memory the call "
         "used beyond its inputs and gradients). The checkpoints themselves are listed apart: the forward "
-        "keeps them for the backward, O(√T) states per sequence.")
+        "keeps them for the backward (saved activations), O(√T) states per sequence automatically, T/chunk "
+        "states at every chunk (`checkpoint_every=1`).")
     R.p()
     mrows = []
     for op in OPS:
-        res[op]["mem"], res[op]["mem_ck"] = {}, {}
+        res[op]["mem"], res[op]["mem_ck"], res[op]["mem_ck1"] = {}, {}, {}
         for Tx in Tm:
-            m, mc = _probe(op, Tx), _probe(op, Tx, ck=True)
-            res[op]["mem"][Tx], res[op]["mem_ck"][Tx] = m, mc
+            m, mc, mc1 = _probe(op, Tx), _probe(op, Tx, ck="ck"), _probe(op, Tx, ck="ck1")
+            res[op]["mem"][Tx], res[op]["mem_ck"][Tx], res[op]["mem_ck1"][Tx] = m, mc, mc1
             mrows.append([op, Tx, fmt_bytes(m["input_bytes"] + m["grad_bytes"]), fmt_bytes(m["extra"]),
-                          fmt_bytes(mc["extra"]), fmt_bytes(mc["checkpoint_bytes"]),
+                          fmt_bytes(mc["extra"]), fmt_bytes(mc["checkpoint_bytes"]), fmt_bytes(mc1["extra"]),
+                          fmt_bytes(mc1["checkpoint_bytes"]),
                           "" if m.get("hwm_reset") else "VmHWM not resettable"])
     R.table(["op", "T", "inputs+gradients", "extra peak memory (backward alone)",
-             "extra peak memory (from checkpoints)", "checkpoints", "note"], mrows)
+             "extra peak memory (from automatic checkpoints)", "automatic checkpoints",
+             "extra peak memory (from checkpoints at every chunk)", "checkpoints at every chunk", "note"], mrows)
     R.p("Load after: %s." % load())
     R.p()
 
@@ -181,22 +204,27 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
     trg = []
     for op in OPS:
         r = res[op]
-        trg.append(["%s chunked backward ≤ 3x the chunked forward (T=%d, H=8, d=64; backward from the "
-                    "forward's checkpoints)" % (op, T),
-                    "%.2fx (%s vs %s; min %.2fx; backward alone %.2fx)" % (
-                        r["ratio"], fmt_t(r["bwd_ck"][0]), fmt_t(r["fwd"][0]), r["bwd_ck"][1] / r["fwd"][1],
-                        r["ratio_plain"]),
-                    "%.2f of allowance" % (r["ratio"] / 3), "met" if r["ratio"] <= 3 else "NOT met"])
+        for key, rk, what in (("bwd_ck", "ratio", "automatic checkpoints"),
+                              ("bwd_ck1", "ratio1", "checkpoints at every chunk")):
+            trg.append(["%s chunked backward ≤ 3x the chunked forward (T=%d, H=8, d=64; backward from the "
+                        "forward's %s)" % (op, T, what),
+                        "%.2fx (%s vs %s; min %.2fx; backward alone %.2fx)" % (
+                            r[rk], fmt_t(r[key][0]), fmt_t(r["fwd"][0]), r[key][1] / r["fwd"][1],
+                            r["ratio_plain"]),
+                        "%.2f of allowance" % (r[rk] / 3), "met" if r[rk] <= 3 else "NOT met"])
         if "torch" in r:
             t = r["torch"]
             trg.append(["%s fwd+bwd ≥ 3x torch autograd through the chunked algorithm (T=%d)" % (op, t["T"]),
                         "%.1fx (hla.torch %s vs torch %s, torch threads: %s)" % (t["ratio"], fmt_t(t["lib_t"]),
                                                                          fmt_t(t["peer"]), t["peer_threads"]),
                         "%.2f of target" % (t["ratio"] / 3), "met" if t["ratio"] >= 3 else "NOT met"])
-        for key, what in (("mem", "alone"), ("mem_ck", "from checkpoints, checkpoints included")):
+        for key, what, counted in (("mem", "alone", True), ("mem_ck", "from automatic checkpoints, "
+                                    "checkpoints included", True),
+                                   ("mem_ck1", "from checkpoints at every chunk, those O(chunks · state) "
+                                    "saved activations not counted", False)):
             ms = r[key]
             lo, hi = min(ms), max(ms)
-            ex = {t: ms[t]["extra"] + ms[t]["checkpoint_bytes"] for t in (lo, hi)}
+            ex = {t: ms[t]["extra"] + (ms[t]["checkpoint_bytes"] if counted else 0) for t in (lo, hi)}
             grow = ex[hi] - ex[lo]
             trg.append(["%s backward memory independent of T beyond the gradients (%s)" % (op, what),
                         "extra peak %s at T=%d, %s at T=%d" % (fmt_bytes(ex[lo]), lo, fmt_bytes(ex[hi]), hi),
@@ -206,6 +234,7 @@ def backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_
 
 if __name__ == "__main__":
     if len(sys.argv) in (6, 7) and sys.argv[1] == "--memprobe":
-        memprobe(sys.argv[2], *map(int, sys.argv[3:6]), ck=len(sys.argv) == 7 and sys.argv[6] == "ck")
+        mode = sys.argv[6] if len(sys.argv) == 7 else ""
+        memprobe(sys.argv[2], *map(int, sys.argv[3:6]), ck=mode in ("ck", "ck1"), every=1 if mode == "ck1" else None)
     else:
         sys.exit(__doc__)
