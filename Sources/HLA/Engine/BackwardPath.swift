@@ -205,9 +205,11 @@ extension BackwardPath {
             func advance(_ ch: Int, K: UnsafeMutablePointer<T>, V: UnsafeMutablePointer<T>, Q: UnsafeMutablePointer<T>,
                          keep: UnsafeMutablePointer<T>?, last: Int, carryOut: Bool = true) {
                 let t0 = bos + ch * n0, n = min(n0, bos + nT - t0)
-                // the sweeps advance this unit chunk after chunk, up to chunk `last`
+                // the sweeps advance this unit chunk after chunk, up to chunk `last`; after the last, a group's
+                // reverse begins with the chunk's cotangent rows
                 io.pack(c, b: b, g: g, t0: t0, n: n, K: K, V: V, Q: Q,
                         next: ch < last ? .at(g: g, t0: t0 + n, n: min(n0, bos + nT - t0 - n)) : .none)
+                if ch == last && !carryOut { for j in 0..<group { dO.plan(b, g * group + j, t0, n, dv) } }
                 var k2 = kernel
                 Op.carry(c, pw, cur, n: n, K: K, V: V, Q: Q, keep: keep, carryOut: carryOut, scratch: &k2)
             }
@@ -252,10 +254,16 @@ extension BackwardPath {
                         gj[dv] = -dot * inv * inv
                     }
                 }
-                // the cotangent rows of the chunk reversed next (the group's previous one; before the group's
-                // first chunk comes the previous group's carry sweep), brought in during this one's products
+                // brought in during this chunk's products: the gradient rows stored after them (a cached line
+                // takes a store without a read for ownership), then what comes next: the cotangent rows of the
+                // group's previous chunk, or before the group's first chunk the inputs of the previous group's
+                // first chunk (its carry sweep)
                 hla_private_plan_reset()
+                dK.plan(b, g, t0, n, dk)
+                dV.plan(b, g, t0, n, dv)
+                for j in 0..<group { dQ.plan(b, g * group + j, t0, n, dk) }
                 if i > 0 { for j in 0..<group { dO.plan(b, g * group + j, t0 - n0, n0, dv) } }
+                else if ch > 0 { io.plan(c, b: b, g: g, t0: t0 - every * n0, n: n0) }
                 var k2 = kernel
                 Op.chunkBackward(c, pw, cp, adj, n: n, kept: kept, K: K, V: V, Q: Q, G: G, dK: gK, dV: gV, dQ: gQ, scratch: &k2)
                 for r in 0..<n {

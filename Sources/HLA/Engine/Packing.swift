@@ -30,15 +30,27 @@ struct IO<T: HLAFloat> {
         // The unit packed next: its rows are brought in while this one computes, a few lines between register
         // tiles (Gemm), since one burst of prefetches stalls as long as the reads it replaces.
         hla_private_plan_reset()
-        let gn: Int, tn: Int, nn: Int
         switch next {
-        case .sweep: (gn, tn, nn) = g + 1 < c.kvHeads ? (g + 1, t0, n) : (0, t0 + n, n)
-        case let .at(g1, t1, n1): (gn, tn, nn) = (g1, t1, n1)
+        case .sweep: if g + 1 < c.kvHeads { plan(c, b: b, g: g + 1, t0: t0, n: n) } else { plan(c, b: b, g: 0, t0: t0 + n, n: n) }
+        case let .at(g1, t1, n1): plan(c, b: b, g: g1, t0: t1, n: n1)
         case .none: return
         }
-        k.plan(b, gn, tn, nn, dk)
-        v.plan(b, gn, tn, nn, dv)
-        for j in 0..<group { q.plan(b, gn * group + j, tn, nn, dk) }
+    }
+
+    /// Add the input rows `pack` reads for tokens t0..<t0+n of unit (b, g) to the prefetch plan.
+    @inline(__always)
+    func plan(_ c: Config, b: Int, g: Int, t0: Int, n: Int) {
+        k.plan(b, g, t0, n, c.dk)
+        v.plan(b, g, t0, n, c.dv)
+        for j in 0..<c.group { q.plan(b, g * c.group + j, t0, n, c.dk) }
+    }
+
+    /// Add the output rows `unpack` writes for tokens t0..<t0+n of unit (b, g) to the prefetch plan (a line
+    /// already cached when the store comes costs no read for ownership).
+    @inline(__always)
+    func planOut(_ c: Config, b: Int, g: Int, t0: Int, n: Int) {
+        guard let out else { return }
+        for j in 0..<c.group { out.plan(b, g * c.group + j, t0, n, c.dv) }
     }
 
     /// Write numerators O (group × n × dvp) as outputs, dividing by the ones column plus eps when normalizing.

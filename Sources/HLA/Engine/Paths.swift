@@ -70,6 +70,7 @@ enum Paths {
                     let next: NextUnit = g + 1 < g1 ? .at(g: g + 1, t0: t0, n: n)
                         : t0 + n < end ? .at(g: g0, t0: t0 + n, n: min(n0, end - t0 - n)) : .none
                     io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
+                    io.planOut(c, b: b, g: g, t0: t0, n: n)
                     var s = work.scratch(w)
                     chunkOrSteps(op, c, pw, layout.unit(row, g: g), n: n, work: work, w: w, scratch: &s)
                     io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
