@@ -86,7 +86,9 @@ final class ConfigTests: XCTestCase {
     }
 
     func testSmallerStructIsRejected() {
-        for size in [0, 4, known - 8, known - 1] {
+        // known − 8 is the struct of headers 1.0 and 1.1 (up to chunk_size): accepted (testStructOfHeader1_0);
+        // sizes between it and this library's, or below it, are not an hla_config
+        for size in [0, 4, known - 9, known - 7, known - 1] {
             let raw = Raw(known, fill: 0xCD)
             expectStatus(hla_config_init(raw.cfg, UInt(size)), HLA_ERR_INVALID_ARGUMENT, names: ["hla_config_init", "size"], "init size \(size)")
             XCTAssertTrue(raw.bytes.array.allSatisfy { $0 == 0xCD }, "a failing hla_config_init wrote the struct (size \(size))")
@@ -101,6 +103,26 @@ final class ConfigTests: XCTestCase {
         check(hla_config_init(raw.cfg, configSize), "init")
         raw.cfg.pointee.struct_size = UInt32.max
         expectStatus(hla_config_validate(raw.cfg), HLA_ERR_INVALID_ARGUMENT, names: ["struct_size"], "struct_size UInt32.max")
+    }
+
+    /// The 88-byte struct of headers 1.0 and 1.1 (it ended at chunk_size): hla_config_init fills those bytes and no
+    /// more, and every call takes checkpoint_every (absent) as 0, reading nothing past struct_size.
+    func testStructOfHeader1_0() {
+        let old = known - 8
+        XCTAssertEqual(old, MemoryLayout<hla_config>.offset(of: \hla_config.checkpoint_every))
+        let raw = Raw(known, fill: 0xCD)
+        check(hla_config_init(raw.cfg, UInt(old)), "init size \(old)")
+        XCTAssertEqual(raw.cfg.pointee.struct_size, UInt32(old))
+        XCTAssertTrue(raw.bytes.array[old...].allSatisfy { $0 == 0xCD }, "hla_config_init wrote past the 88 bytes")
+        XCTAssertEqual(raw.cfg.pointee.dk, 64)
+        // the bytes past 88 (a negative checkpoint_every if they were read) are not read
+        check(hla_config_validate(raw.cfg), "validate size \(old) with 0xCD past it")
+        var full = hla_config()
+        check(hla_config_init(&full, configSize), "init (full)")
+        var rows: Int64 = -1, stride: Int64 = -1, rows0: Int64 = -2, stride0: Int64 = -2
+        check(hla_checkpoint_rows(raw.cfg, 1, 1 << 14, 0, &rows, &stride), "checkpoint_rows")
+        check(hla_checkpoint_rows(&full, 1, 1 << 14, 0, &rows0, &stride0), "checkpoint_rows (full)")
+        XCTAssertEqual([rows, stride], [rows0, stride0], "an 88-byte config plans as checkpoint_every 0")
     }
 
     /// Deserialization writes the stored configuration into the caller's struct at its own size and zeroes its tail.
