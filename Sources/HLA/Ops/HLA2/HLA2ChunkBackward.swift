@@ -43,7 +43,7 @@ extension HLA2: ChunkBackward {
             let kj = kept + j * keepHead(c, n: n)
             if c.masked {
                 B = kj; QS = kj + n * n
-                for x in 0..<n { for i in 0...x { A[x * n + i] = kj[i * n + x] } }     // A = Bᵀ (lower half)
+                Mask.transpose(A, kj, n, upper: false)                                 // A = Bᵀ (B upper: A lower)
             } else {
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)             // A = Q Kᵀ
                 Mask.transpose(Bs, A, n, upper: false)                                 // B = Aᵀ

@@ -91,7 +91,7 @@ extension HLA3 {
                 let X1 = kj.map { $0 + 2 * n * n } ?? X1s, Y = kj.map { $0 + 2 * n * n + n * dk } ?? Ys
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, Ar, n, structure: .lowerC)  // A = Q Kᵀ, lower half
                 for r in 0..<n { for i in (r + 1)..<max(n, r + 1) { Ar[r * n + i] = 0 } }
-                for a in 0..<n { for x in 0..<n { Bt[a * n + x] = Ar[x * n + a] } }
+                Mask.transpose(Bt, Ar, n, upper: false)
                 Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
                 if kj != nil { for x in 0..<(n * n) { A[x] = Ar[x] } }

@@ -19,7 +19,7 @@ extension HLA3 {
             if c.masked {
                 let W = st, Q2 = st + dk * dvp, X = Q2 + dk * dk, Z = X + dk * dvp
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // Bᵗ and A ⊙ D read its lower half
-                for a in 0..<n { for x in 0..<n { Bt[a * n + x] = A[x * n + a] } }
+                Mask.transpose(Bt, A, n, upper: false)
                 Mask.upperDecay(Bt, n, n, pw, 1)
                 Mask.lowerDecay(A, n, n, pw, 1)
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp, structure: .lowerA)  // Y = (A ⊙ D) V
