@@ -137,10 +137,12 @@ typedef struct hla_config {
     int64_t chunk_size;   /* >= 0: chunk length of the chunked and scan paths, 0 = automatic (default);
                              values above 1024 act as 1024 */
     /* 1.2: */
-    int64_t checkpoint_every; /* >= 0: chunks between the carries the chunked backward keeps (its own and
+    int64_t checkpoint_every; /* >= 0: chunks k between the carries the chunked backward keeps (its own and
                              hla_forward_checkpoints'): 0 = automatic, ceil(sqrt(chunks)) (default); 1 = every
-                             chunk (fastest backward, memory chunks * state); values above the chunk count act
-                             as the chunk count. Results do not depend on it. */
+                             chunk (fastest backward). Memory per sequence: chunks/k checkpoints plus, in the
+                             backward, k chunks' carries and products, so both 1 and large k cost O(chunks)
+                             states; values above the chunk count act as the chunk count. Results do not
+                             depend on it. */
 } hla_config;
 
 #ifdef __cplusplus

@@ -3,8 +3,9 @@ import CHLA
 /// Checkpoints a chunked forward leaves for the chunked backward (docs/gradients.md §11; C:
 /// hla_checkpoint_rows, hla_forward_checkpoints, hla_backward_checkpoints): each sequence's state before its
 /// tokens L, 2L, 3L, … (L = `stride`, a whole number of chunks: `checkpoint_every` of them, or by default
-/// ⌈√(chunks of the call's T tokens)⌉, about √(T · chunk) tokens), the rows of sequence i after those of sequences 0..<i. The backward walks each
-/// stretch of L tokens from its checkpoint, so it skips the carry sweep it would otherwise run to find them.
+/// ⌈√(chunks of the call's T tokens)⌉, about √(T · chunk) tokens), the rows of sequence i after those of
+/// sequences 0..<i. The backward walks each stretch of L tokens from its checkpoint, so it skips the carry
+/// sweep it would otherwise run to find them.
 struct CheckpointPlan {
     /// Chunk length of the chunked path (before it is capped at the longest sequence): `chunk_size`, or 32 when
     /// max(dk, dv + normalize) ≤ 96, else 64.

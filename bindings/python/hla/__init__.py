@@ -151,7 +151,8 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
         Chunks between the checkpoints (``stride = checkpoint_every * chunk`` tokens; None or 0 =
         automatic, about sqrt(chunks); values above the chunk count act as it). Only the checkpoints
         depend on it, not the outputs: give :func:`new_checkpoints` and :func:`backward` the same
-        value. 1 = a checkpoint every chunk: the fastest backward and the most memory.
+        value. 1 = a checkpoint every chunk: the fastest backward, checkpoints of chunks * state (a large
+        value costs memory in the backward instead: it keeps that many chunks' carries).
 
     Returns
     -------
@@ -228,7 +229,8 @@ def backward(q, k, v, do, *, op="hla2", masked=True, normalize=False, decay=1.0,
         same gradients bit for bit.
     checkpoint_every : int or None
         Chunks between the carries the chunked backward keeps (None or 0 = automatic, about
-        sqrt(chunks); 1 = every chunk: the fastest backward and the most memory, chunks * state), also
+        sqrt(chunks); 1 = every chunk: the fastest backward, checkpoints of chunks * state; a large value
+        keeps that many chunks' carries inside the backward instead), also
         without ``checkpoints``. With ``checkpoints`` it must be the value given to :func:`forward` and
         :func:`new_checkpoints`. The gradients do not depend on it, bit for bit.
 

@@ -10,7 +10,7 @@ Operators (``torch.ops.hla.*``, CPU tensors):
   of the state dtype (float64 for float64 inputs, else float32; n = :func:`hla.state_elements`).
   ``chunk_size`` 0 means automatic; so does ``checkpoint_every``: chunks between the checkpoints of
   ``hla::forward_train`` and between the carries the chunked ``hla::backward`` keeps (1 = every chunk: the
-  fastest backward, the most memory; no output or gradient depends on it). The CPU kernel is
+  fastest backward, the most checkpoint memory; no output or gradient depends on it). The CPU kernel is
   :func:`hla.forward` (libhla's ``hla_forward``; tensors through DLPack, no copy).
 * ``hla::forward_train(<same arguments>) -> (o, final, checkpoints)``: ``hla::forward`` on the chunked
   path that also returns the checkpoints of :func:`hla.new_checkpoints` ([rows, n], rows data-dependent
@@ -234,7 +234,7 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
     cu_seqlens: None or N+1 int offsets (tensor, list or tuple; B must be 1). chunk_size None or 0 =
     automatic. checkpoint_every: chunks between the checkpoints the forward keeps for the backward and
     between the carries that backward keeps (int or None; None or 0 = automatic, about sqrt(chunks);
-    1 = every chunk: the fastest backward, the most memory), as for :func:`hla.backward`; outputs and
+    1 = every chunk: the fastest backward, the most checkpoint memory), as for :func:`hla.backward`; outputs and
     gradients do not depend on it. Returns ``(o, final)``: o [B,T,H,Dv] of q's dtype; final the state
     tensor [N, n] after the last token when ``output_final_state``, else None. Gradients of o and of
     final flow back to q, k, v and initial_state (dq, dk, dv in the inputs' dtype; the state cotangent
