@@ -106,6 +106,12 @@ def run_case(case, dtype, opts, init_kind, dfinal_mode):
     passed_dF = dF if (dfinal_mode == "all" or RANK == P - 1) else None
     g = hla.mpi.backward(sl(q), sl(k), sl(v), sl(do), initial_state=passed_init,
                          d_final_state=passed_dF, **opts)
+    # each rank's backward keeping a carry at every chunk: the same gradients bit for bit
+    g1 = hla.mpi.backward(sl(q), sl(k), sl(v), sl(do), initial_state=passed_init,
+                          d_final_state=passed_dF, checkpoint_every=1, **opts)
+    for name, x, y in zip(("dq", "dk", "dv", "d_initial_state"), g, g1):
+        if not (x is None and y is None) and not (x is not None and y is not None and np.array_equal(x, y)):
+            FAILURES.append("rank %d: case %d: %s differs with checkpoint_every=1" % (RANK, case, name))
     assert g.dq.dtype == dtype and g.dq.shape == (B, b - a, H, DK), (g.dq.dtype, g.dq.shape)
     assert g.dk.shape == (B, b - a, HKV, DK) and g.dv.shape == (B, b - a, HKV, DV)
     # one process, whole sequence, float64 evaluation of the same (rounded) inputs
@@ -213,6 +219,9 @@ def check_errors():
     bad_do = do[:, :, :, :DV - 1] if RANK == P - 1 else do
     expect_all_raise("bad do on the last rank",
                      lambda: hla.mpi.backward(q, k, v, bad_do, **opts), (ValueError, RuntimeError))
+    expect_all_raise("checkpoint_every -1 on the first rank",
+                     lambda: hla.mpi.backward(q, k, v, do, checkpoint_every=-1 if RANK == 0 else None, **opts),
+                     (ValueError, RuntimeError))
     expect_all_raise("another decay on rank 0",
                      lambda: hla.mpi.backward(q, k, v, do, decay=0.9 if RANK == 0 else 1.0, **opts),
                      (ValueError,))

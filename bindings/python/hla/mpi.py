@@ -322,7 +322,7 @@ def _state_rows_arg(x, cfg, rows, dtype, name):
 
 def backward(q, k, v, do, comm=None, *, op="hla2", masked=True, normalize=False, decay=1.0,
              ridge=0.0, eps=1e-6, scale=1.0, initial_state=None, d_final_state=None,
-             chunk_size=None, path="chunked"):
+             chunk_size=None, path="chunked", checkpoint_every=None):
     """Sequence-parallel backward of this rank's time slice (docs/spec.md sections 9-10).
 
     The gradients of a loss L through :func:`forward` of the same slices and options: every rank
@@ -351,6 +351,9 @@ def backward(q, k, v, do, comm=None, *, op="hla2", masked=True, normalize=False,
         As :func:`forward` (collective: every rank calls, with the same options).
     do : array
         dL/do of this rank's outputs, ``[B, T_r, H, Dv]``, of q's dtype.
+    checkpoint_every : int or None
+        Chunks between the carries each rank's chunked backward keeps, as :func:`hla.backward` (None =
+        automatic; 1 = every chunk, the fastest): a rank-local choice, the gradients do not depend on it.
     initial_state : State, Segment, array [B, n] or None
         As :func:`forward`: the carry-in before rank 0's first token, read on rank 0 only.
     d_final_state : State, array [B, n] or None
@@ -373,7 +376,7 @@ def backward(q, k, v, do, comm=None, *, op="hla2", masked=True, normalize=False,
                 scale=scale)
     if size == 1:
         return hla.backward(q, k, v, do, initial_state=initial_state, d_final_state=d_final_state,
-                            chunk_size=chunk_size, path=path, **opts)
+                            chunk_size=chunk_size, path=path, checkpoint_every=checkpoint_every, **opts)
     last = rank == size - 1
 
     # 1. local summary and checks; errors and configurations are shared before any other collective.
@@ -418,7 +421,7 @@ def backward(q, k, v, do, comm=None, *, op="hla2", masked=True, normalize=False,
         if status == 0:
             try:
                 g = hla.backward(q, k, v, do, initial_state=carry, d_final_state=d_final,
-                                 chunk_size=chunk_size, path=path, **opts)
+                                 chunk_size=chunk_size, path=path, checkpoint_every=checkpoint_every, **opts)
                 if rank > 0 or has_initial:
                     # d_final was read: msg now carries this rank's d_initial (rank 0: to step 4)
                     msg[:rows * n] = np.asarray(g.d_initial_state).reshape(-1)
