@@ -46,8 +46,9 @@ private func forwardJob(_ cfg: UnsafePointer<hla_config>?, _ path: Int32,
 /// prefix); d_out, dq, dk, dv of q's dtype (bfloat16/float16 widened to float32, rounded once on store);
 /// state tensors float32 (float64 for float64 inputs). The cotangent of a symmetric state block (S, S^Q) is
 /// reported symmetrised. d_initial may be the same memory as initial or d_final; dq, dk, dv must not overlap
-/// the inputs. HLA_PATH_CHUNKED: chunk carries kept at the start of every ~sqrt(chunks) chunks and recomputed
-/// per group (memory O(sqrt(chunks) * state) per thread), chunks walked in reverse through dense n x n products. HLA_PATH_SERIAL and HLA_PATH_SCAN: the checkpointed
+/// the inputs. HLA_PATH_CHUNKED: chunk carries kept at the start of every cfg.checkpoint_every chunks
+/// (automatic: ~sqrt(chunks), memory O(sqrt(chunks) * state) per thread) and recomputed per group, chunks
+/// walked in reverse through dense n x n products. HLA_PATH_SERIAL and HLA_PATH_SCAN: the checkpointed
 /// reverse sweep of the streaming recurrence (states kept every ~sqrt(T) tokens, each stretch recomputed
 /// once; memory O(sqrt(T) * state) per thread).
 @c public func hla_backward(_ cfg: UnsafePointer<hla_config>?, _ path: Int32,
@@ -99,8 +100,9 @@ private func backwardJob(_ cfg: UnsafePointer<hla_config>?, _ path: Int32,
 /// Checkpoint tensor of hla_forward_checkpoints and hla_backward_checkpoints for a call over q of shape
 /// [batch, tokens, ...] (sequences = 0), or over `sequences` packed sequences (cu_seqlens of sequences + 1
 /// entries; batch 1): *rows (an upper bound over every packing) x n state rows (n = hla_state_elements),
-/// and *stride, the checkpoint spacing in tokens (a whole number of chunks, about sqrt(tokens * chunk)).
-/// Memory O(rows * n) = O(sqrt(tokens / chunk) * state) per sequence; rows may be 0 (short sequences).
+/// and *stride, the checkpoint spacing in tokens (cfg.checkpoint_every chunks; automatic: about
+/// sqrt(tokens * chunk)). Memory O(rows * n): about sqrt(tokens / chunk) states per sequence automatically,
+/// tokens / chunk at checkpoint_every 1; rows may be 0 (short sequences).
 @c public func hla_checkpoint_rows(_ cfg: UnsafePointer<hla_config>?, _ batch: Int64, _ tokens: Int64,
                                    _ sequences: Int64, _ rows: UnsafeMutablePointer<Int64>?,
                                    _ stride: UnsafeMutablePointer<Int64>?) -> hla_status {
