@@ -84,8 +84,8 @@ parse_double(PyObject *obj, const char *name, double *out)
 }
 
 /* An int (None -> 0 when none_ok); floats, strings and bools are refused. */
-static int
-parse_int(PyObject *obj, const char *name, int none_ok, int64_t *out)
+int
+hla_ext_parse_int(PyObject *obj, const char *name, int none_ok, int64_t *out)
 {
     PyObject *idx;
     long long v;
@@ -153,15 +153,15 @@ hla_ext_config_from_py(PyObject *obj, hla_config *cfg)
     if (parse_op(item[0], &cfg->op) < 0) goto done;
     if (parse_flag(item[1], FIELD[1], &cfg->masked) < 0) goto done;
     if (parse_flag(item[2], FIELD[2], &cfg->normalize) < 0) goto done;
-    if (parse_int(item[3], FIELD[3], 0, &cfg->heads) < 0) goto done;
-    if (parse_int(item[4], FIELD[4], 1, &cfg->kv_heads) < 0) goto done;
-    if (parse_int(item[5], FIELD[5], 0, &cfg->dk) < 0) goto done;
-    if (parse_int(item[6], FIELD[6], 0, &cfg->dv) < 0) goto done;
+    if (hla_ext_parse_int(item[3], FIELD[3], 0, &cfg->heads) < 0) goto done;
+    if (hla_ext_parse_int(item[4], FIELD[4], 1, &cfg->kv_heads) < 0) goto done;
+    if (hla_ext_parse_int(item[5], FIELD[5], 0, &cfg->dk) < 0) goto done;
+    if (hla_ext_parse_int(item[6], FIELD[6], 0, &cfg->dv) < 0) goto done;
     if (parse_double(item[7], FIELD[7], &cfg->scale) < 0) goto done;
     if (parse_double(item[8], FIELD[8], &cfg->decay) < 0) goto done;
     if (parse_double(item[9], FIELD[9], &cfg->ridge) < 0) goto done;
     if (parse_double(item[10], FIELD[10], &cfg->eps) < 0) goto done;
-    if (parse_int(item[11], FIELD[11], 1, &cfg->chunk_size) < 0) goto done;
+    if (hla_ext_parse_int(item[11], FIELD[11], 1, &cfg->chunk_size) < 0) goto done;
     rc = 0;
     if (PyTuple_Check(obj)) {            /* immutable: safe to remember by identity */
         Py_INCREF(obj);

@@ -44,6 +44,9 @@ int hla_ext_config_from_py(PyObject *obj, hla_config *cfg);
 PyObject *hla_ext_config_to_py(const hla_config *cfg);
 /* 'chunked', 'serial', 'scan' -> hla_path. */
 int hla_ext_path_from_py(PyObject *obj, int32_t *path);
+/* An int into *out (None -> 0 when none_ok; floats, strings, bools refused: TypeError naming `name`).
+ * Returns 0, or -1 with an exception set. */
+int hla_ext_parse_int(PyObject *obj, const char *name, int none_ok, int64_t *out);
 
 /* ---- convert.c --------------------------------------------------------------------------- */
 

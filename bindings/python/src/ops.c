@@ -63,37 +63,6 @@ finish(const outcome *r)
 
 #define P(i) hla_ext_ptr(&t[i])
 
-/* The optional trailing checkpoint_every argument into cfg->checkpoint_every: an int (None or absent:
- * 0, automatic); bools, floats and strings are refused like config.c refuses them for chunk_size. The
- * range (>= 0) is the library's check. Returns 0, or -1 with an exception set. */
-static int
-set_checkpoint_every(PyObject *obj, hla_config *cfg)
-{
-    PyObject *idx;
-    long long v;
-    int overflow = 0;
-    if (obj == Py_None) {
-        cfg->checkpoint_every = 0;
-        return 0;
-    }
-    if (PyFloat_Check(obj) || PyUnicode_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj) ||
-        (idx = PyNumber_Index(obj)) == NULL) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "checkpoint_every must be an int or None, got %.100s",
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    v = PyLong_AsLongLongAndOverflow(idx, &overflow);
-    Py_DECREF(idx);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow != 0) {
-        PyErr_Format(PyExc_ValueError, "checkpoint_every = %R is out of the range of a 64-bit integer", obj);
-        return -1;
-    }
-    cfg->checkpoint_every = (int64_t)v;
-    return 0;
-}
-
 /* forward(cfg, path, q, k, v, output, cu_seqlens, initial, final, rows[, checkpoints[, checkpoint_every]])
  * -> None (hla_forward; hla_forward_checkpoints when checkpoints is given and not None: path must be
  * chunked; checkpoint_every, default 0 = automatic, is written into cfg.checkpoint_every) */
@@ -115,7 +84,8 @@ py_forward(PyObject *m, PyObject *args)
     o[8] = Py_None;
     if (!PyArg_ParseTuple(args, "OOOOOOOOOO|OO:forward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
                           &o[4], &o[5], &o[6], &o[7], &o[8], &every)) return NULL;
-    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || set_checkpoint_every(every, &cfg) < 0 ||
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0 ||
+        hla_ext_parse_int(every, "checkpoint_every", 1, &cfg.checkpoint_every) < 0 ||
         hla_ext_path_from_py(patho, &path) < 0) return NULL;
     saving = o[8] != Py_None;
     if (saving && path != HLA_PATH_CHUNKED) {
@@ -154,7 +124,8 @@ py_backward(PyObject *m, PyObject *args)
     o[11] = Py_None;
     if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO|OO:backward", &cfgo, &patho, &o[0], &o[1], &o[2], &o[3],
                           &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &every)) return NULL;
-    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || set_checkpoint_every(every, &cfg) < 0 ||
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0 ||
+        hla_ext_parse_int(every, "checkpoint_every", 1, &cfg.checkpoint_every) < 0 ||
         hla_ext_path_from_py(patho, &path) < 0) return NULL;
     saved = o[11] != Py_None;
     if (saved && path != HLA_PATH_CHUNKED) {
@@ -504,7 +475,8 @@ py_checkpoint_rows(PyObject *m, PyObject *args)
     (void)m;
     if (!PyArg_ParseTuple(args, "OLLL|O:checkpoint_rows", &cfgo, &batch, &tokens, &sequences, &every))
         return NULL;
-    if (hla_ext_config_from_py(cfgo, &cfg) < 0 || set_checkpoint_every(every, &cfg) < 0) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0 ||
+        hla_ext_parse_int(every, "checkpoint_every", 1, &cfg.checkpoint_every) < 0) return NULL;
     record(&r, hla_checkpoint_rows(&cfg, (int64_t)batch, (int64_t)tokens, (int64_t)sequences, &rows, &stride));
     if (r.status != HLA_OK) return hla_ext_raise(r.status, r.message);
     return Py_BuildValue("(LL)", (long long)rows, (long long)stride);
