@@ -29,6 +29,13 @@ static inline void hla_private_plan_step(hla_private_plan *c) {
         if (--c->rows_left == 0) hla_private_plan_next(c);
     }
 }
+/* Prefetch the cache lines of `bytes` bytes from `p` into L2 (a hint): the rows of a token the serial sweep
+ * packs a few tokens ahead. Into L2 rather than L1: the step's own state traffic keeps L1's miss buffers busy,
+ * and the prefetches queued behind it measured about 7% slower. */
+static inline void hla_private_prefetch(const void *p, ptrdiff_t bytes) {
+    const char *a = (const char *)((uintptr_t)p & ~(uintptr_t)63), *e = (const char *)p + bytes;
+    for (; a < e; a += 64) __builtin_prefetch(a, 0, 1);
+}
 /* dst[i][j] = src[j][i] for an 8 x 8 float block: row j of src at src + j * src_stride, row i of dst at
  * dst + i * dst_stride (elements; any alignment). Shuffles only: every value is copied exactly. */
 typedef float hla_private_v8f __attribute__((vector_size(32)));

@@ -164,6 +164,13 @@ struct Strided<T: HLAFloat> {
         hla_private_plan_rows(UnsafeRawPointer(raw) + offset(b, t0, h) * elem.size, st * elem.size, n, d * elem.size)
     }
 
+    /// Prefetch row (b, t, h), first `d` elements, into L2 (the first element only when not contiguous). A hint:
+    /// the callers never ask for rows past the tensor's end.
+    @inline(__always)
+    func prefetch(_ b: Int, _ t: Int, _ h: Int, _ d: Int) {
+        hla_private_prefetch(UnsafeRawPointer(raw) + offset(b, t, h) * elem.size, (sd == 1 ? d : 1) * elem.size)
+    }
+
     /// Read element j of row (b, t, h), widened.
     @inline(__always) func load(_ b: Int, _ t: Int, _ h: Int, _ j: Int) -> T {
         let o = offset(b, t, h) + j * sd
