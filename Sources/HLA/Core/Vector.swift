@@ -242,4 +242,75 @@ enum Vec {
             c0 += 1
         }
     }
+
+    /// Two consecutive tokens' `rank1Project` on one matrix in a single sweep over it: M ← g·M + u1 w1ᵀ,
+    /// y1 = a·Mᵀ x1 + b·y1, then M ← g·M + u2 w2ᵀ, y2 = a·Mᵀ x2 + b·y2. Every element and every output goes
+    /// through exactly the operations of the two calls, in the same order (columns below the last multiple of 16:
+    /// the same lane-wise multiply-adds, whichever block width; the rest: rank1Project's scalar formula), so the
+    /// results are the two calls' bit for bit, with the matrix read and written once instead of twice. y1 and y2
+    /// alias nothing else (they are written after the sweep).
+    @inline(__always)
+    static func rank1Project2<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ rows: Int, _ cols: Int, _ ld: Int, _ g: T,
+                                           _ u1: UnsafePointer<T>, _ w1: UnsafePointer<T>,
+                                           _ x1: UnsafePointer<T>, _ y1: UnsafeMutablePointer<T>,
+                                           _ u2: UnsafePointer<T>, _ w2: UnsafePointer<T>,
+                                           _ x2: UnsafePointer<T>, _ y2: UnsafeMutablePointer<T>, a: T = 1, b: T = 0) {
+        let wide = cols / 16 * 16, gv = SIMD16<T>(repeating: g)
+        var c0 = 0
+        /// Columns c0..<c0+16·nb (nb 1 or 2: a constant at each call): per row, token 1's update and product,
+        /// then token 2's, on the same registers; four accumulators per 32 float32 columns.
+        @inline(__always) func block(_ nb: Int, _ scaled: Bool) {
+            var s10 = SIMD16<T>(repeating: 0), s11 = s10, s20 = s10, s21 = s10
+            let w1b = w1 + c0, w2b = w2 + c0
+            var row = m + c0
+            for r in 0..<rows {
+                let a1 = SIMD16<T>(repeating: u1[r]), b1 = SIMD16<T>(repeating: x1[r])
+                let a2 = SIMD16<T>(repeating: u2[r]), b2 = SIMD16<T>(repeating: x2[r])
+                @inline(__always) func one(_ o: Int, _ acc1: inout SIMD16<T>, _ acc2: inout SIMD16<T>) {
+                    var n = scaled ? load(row + o) * gv : load(row + o)
+                    n.addProduct(a1, load(w1b + o))
+                    acc1.addProduct(b1, n)
+                    if scaled { n *= gv }
+                    n.addProduct(a2, load(w2b + o))
+                    acc2.addProduct(b2, n)
+                    store(n, row + o)
+                }
+                one(0, &s10, &s20)
+                if nb > 1 { one(16, &s11, &s21) }
+                row += ld
+            }
+            @inline(__always) func out(_ acc: SIMD16<T>, _ o: UnsafeMutablePointer<T>) {
+                store(b == 0 ? acc * SIMD16(repeating: a) : acc * SIMD16(repeating: a) + load(o) * SIMD16(repeating: b), o)
+            }
+            out(s10, y1 + c0); out(s20, y2 + c0)
+            if nb > 1 { out(s11, y1 + c0 + 16); out(s21, y2 + c0 + 16) }
+        }
+        let scaled = g != 1
+        if MemoryLayout<T>.size <= 4 {
+            while c0 + 32 <= wide {
+                if scaled { block(2, true) } else { block(2, false) }
+                c0 += 32
+            }
+        }
+        while c0 < wide {
+            if scaled { block(1, true) } else { block(1, false) }
+            c0 += 16
+        }
+        // Scalar columns: rank1Project's formula for both tokens, one column at a time.
+        while c0 < cols {
+            var acc1: T = b == 0 ? 0 : b * y1[c0], acc2: T = b == 0 ? 0 : b * y2[c0]
+            let wc1 = w1[c0], wc2 = w2[c0]
+            var row = m + c0
+            for r in 0..<rows {
+                let n1 = g * row[0] + u1[r] * wc1
+                acc1 += (a * x1[r]) * n1
+                let n2 = g * n1 + u2[r] * wc2
+                row[0] = n2
+                acc2 += (a * x2[r]) * n2
+                row += ld
+            }
+            y1[c0] = acc1; y2[c0] = acc2
+            c0 += 1
+        }
+    }
 }

@@ -209,20 +209,35 @@ enum Paths {
         let parallel = worthThreads(units &* seqs.tokens &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
         let workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
-        let stepScratch = Op.stepScratchAll(c)
-        let per = c.dk + c.dvp + c.group * (c.dk + c.dvp) + stepScratch
+        // Room for two tokens: with one query head per kv head, tokens go through `stepSingle2` in pairs.
+        let stepScratch = max(Op.stepScratchAll(c), 2 * Op.stepScratch(c))
+        let per = 2 * (c.dk + c.dvp + c.group * (c.dk + c.dvp)) + stepScratch
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
         defer { buf.free() }
         parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let unit = layout.unit(carry.row(sq), g: g)
-            let K = buf.base + w * per, V = K + c.dk, Q = V + c.dvp, O = Q + c.group * c.dk, tmp = O + c.group * c.dvp
+            let K = buf.base + w * per, V = K + 2 * c.dk, Q = V + 2 * c.dvp
+            let O = Q + 2 * c.group * c.dk, tmp = O + 2 * c.group * c.dvp
             let t0 = seqs.bos(sq), end = t0 + seqs.length(sq)
-            for t in t0..<end {
+            var t = t0
+            if c.group == 1 {
+                while t + 1 < end {
+                    if t + serialAhead + 1 < end {
+                        io.prefetch(c, b: b, g: g, t: t + serialAhead); io.prefetch(c, b: b, g: g, t: t + serialAhead + 1)
+                    }
+                    io.pack(c, b: b, g: g, t0: t, n: 2, K: K, V: V, Q: Q, next: .none)
+                    Op.stepSingle2(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp)
+                    io.unpack(c, b: b, g: g, t0: t, n: 2, O: O)
+                    t += 2
+                }
+            }
+            while t < end {
                 if t + serialAhead < end { io.prefetch(c, b: b, g: g, t: t + serialAhead) }
                 io.pack(c, b: b, g: g, t0: t, n: 1, K: K, V: V, Q: Q, next: .none)
                 Op.step(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp)
                 io.unpack(c, b: b, g: g, t0: t, n: 1, O: O)
+                t += 1
             }
         }
     }

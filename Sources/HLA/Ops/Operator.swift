@@ -24,6 +24,12 @@ protocol Operator {
     static func stepSingle<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                         q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
 
+    /// Consume two consecutive tokens of a unit with a single query head: `stepSingle` twice, bit for bit, with
+    /// each block swept once for both tokens (the serial path's inner step). k (2 × dk), v (2 × dvp), q (2 × dk),
+    /// out (2 × dvp), token after token; tmp holds 2 · `stepScratch` elements.
+    static func stepSingle2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                         q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
+
     /// Consume one token of a unit with several query heads: `stepKV` then `stepHead` for every head, bit for
     /// bit, with the products of the shared kv blocks by the heads' vectors formed for all heads in one sweep
     /// over each block. q (group × dk), out (group × dvp); tmp holds `stepScratchAll` elements.

@@ -50,4 +50,18 @@ extension AHLA {
             Vec.rank1Project(P, dk, dvp, dvp, g, k, v, tmp, out)             // P ← γP + k vᵀ, o = Pᵀ w
         }
     }
+
+    static func stepSingle2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                         q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay)
+        let P = u.kv, st = u.head(0)
+        let k2 = k + dk, v2 = v + dvp, q2 = q + dk, o2 = out + dvp, t1 = tmp, t2 = tmp + stepScratch(c)
+        if c.masked {
+            Vec.rank1Project2(P, dk, dvp, dvp, g, k, v, q, t1, k2, v2, q2, t2)          // P ← γP + k vᵀ, y = Pᵀ q
+            Vec.rank1Project2(st, dk, dvp, dvp, g, k, t1, q, out, k2, t2, q2, o2)       // E ← γE + k yᵀ, o = Eᵀ q
+        } else {
+            Vec.rank1Project2(st, dk, dk, dk, g, k, q, q, t1, k2, q2, q2, t2)           // R ← γR + k qᵀ, w = Rᵀ q
+            Vec.rank1Project2(P, dk, dvp, dvp, g, k, v, t1, out, k2, v2, t2, o2)        // P ← γP + k vᵀ, o = Pᵀ w
+        }
+    }
 }

@@ -28,6 +28,23 @@ extension HLA2 {
         for j in 0..<u.group { headFromZ(c, u, j, v: v, q: q + j * dk, z: tmp + j * dk, out: out + j * dvp) }
     }
 
+    static func stepSingle2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                         q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay), lam = T(c.ridge)
+        let k2 = k + dk, v2 = v + dvp, q2 = q + dk, o2 = out + dvp, z1 = tmp, z2 = tmp + stepScratch(c)
+        let st = u.head(0)
+        Vec.rank1Project2(u.kv, dk, dk, dk, g, k, k, q, z1, k2, k2, q2, z2)             // S ← γS + k kᵀ, z = S q
+        if c.masked {
+            Vec.rank1Project2(st, dk, dvp, dvp, g * g, z1, v, q, out, z2, v2, q2, o2)  // U ← γ²U + z vᵀ, o = Uᵀ q
+            if lam != 0 {                                                             // C ← γC + q vᵀ, o += λ Cᵀ q
+                Vec.rank1Project2(st + cOffset(c), dk, dvp, dvp, g, q, v, q, out, q2, v2, q2, o2, a: lam, b: 1)
+            }
+        } else {
+            if lam != 0 { for a in 0..<dk { z1[a] += lam * q[a] }; for a in 0..<dk { z2[a] += lam * q2[a] } }
+            Vec.rank1Project2(st, dk, dvp, dvp, g, q, v, z1, out, q2, v2, z2, o2)      // C ← γC + q vᵀ, o = Cᵀ z
+        }
+    }
+
     /// The query head's blocks advanced and its output, given z = S q (z is clobbered with ridge, unmasked).
     @inline(__always)
     static func headFromZ<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, v: UnsafePointer<T>, q: UnsafePointer<T>,

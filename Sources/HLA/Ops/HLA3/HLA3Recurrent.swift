@@ -59,4 +59,20 @@ extension HLA3 {
             Vec.rank1Project(P, dk, dvp, dvp, g, k, v, w, out)               // P ← γP + k vᵀ, o = Pᵀ w
         }
     }
+
+    static func stepSingle2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                         q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay), sc = stepScratch(c)
+        let S = u.kv, P = u.kv + dk * dk, st = u.head(0)
+        let k2 = k + dk, v2 = v + dvp, q2 = q + dk, o2 = out + dvp
+        let z1 = tmp, w1 = tmp + dk, y1 = tmp + 2 * dk, z2 = z1 + sc, w2 = w1 + sc, y2 = y1 + sc
+        Vec.rank1Project2(S, dk, dk, dk, g, k, k, q, z1, k2, k2, q2, z2)                // S ← γS + k kᵀ, z = S q
+        if c.masked {
+            Vec.rank1Project2(P, dk, dvp, dvp, g, k, v, q, y1, k2, v2, q2, y2)          // P ← γP + k vᵀ, y = Pᵀ q
+            Vec.rank1Project2(st, dk, dvp, dvp, g * g * g, z1, y1, q, out, z2, y2, q2, o2) // W ← γ³W + z yᵀ, o = Wᵀ q
+        } else {
+            Vec.rank1Project2(st, dk, dk, dk, g, q, q, z1, w1, q2, q2, z2, w2)          // S^Q ← γS^Q + q qᵀ, w = S^Q z
+            Vec.rank1Project2(P, dk, dvp, dvp, g, k, v, w1, out, k2, v2, w2, o2)        // P ← γP + k vᵀ, o = Pᵀ w
+        }
+    }
 }
