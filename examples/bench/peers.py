@@ -5,6 +5,11 @@ no normalization): what a user would write instead of calling the library.
   all heads batched through np.matmul on [Hkv, group, n, d] stacks (grouped kv heads broadcast).
 * ``chunked_torch`` -- the same functions on torch tensors (eager); ``chunked_jax`` -- the same chunk
   step as a jitted lax.scan over chunks (batch rows and heads batched).
+* ``scan(op, q, k, v, n, scale)`` -- the scan algorithm of the library's scan path (Paths.swift `scan`,
+  Sources/HLA/Ops/*/*Scan.swift): per chunk, the chunk's summary from a zero prefix, its outputs from the
+  carry-in, and the summary combined into the running carry with the operator's combine rule; all heads
+  batched as in ``chunked``. ``scan_torch`` -- the same functions on torch tensors; ``scan_jax`` -- the same
+  chunk function as a jitted lax.scan body.
 * ``StepPeer(op, H, Hkv, dk, dv)`` -- per-token recurrence with state arrays for all heads
   (``TorchStepPeer``, ``JaxStepPeer``: the same in torch and as one jitted JAX call per token).
 * ``softmax_attention(q, k, v, scale, block)`` -- causal softmax attention, query blocks so the
@@ -116,6 +121,14 @@ def _zeros(like, shape):
     return like.new_zeros(shape)
 
 
+def _carry_init(op, Hkv, g, dk, dv, zeros):
+    """The zero carry of `op` (its state blocks, kv blocks [Hkv, 1, ., .] then per query head
+    [Hkv, g, ., .]): hla2 S, U; ahla P, E; hla3 S, P, W. zeros(shape) makes one block."""
+    return {"hla2": (zeros((Hkv, 1, dk, dk)), zeros((Hkv, g, dk, dv))),
+            "ahla": (zeros((Hkv, 1, dk, dv)), zeros((Hkv, g, dk, dv))),
+            "hla3": (zeros((Hkv, 1, dk, dk)), zeros((Hkv, 1, dk, dv)), zeros((Hkv, g, dk, dv)))}[op]
+
+
 def _heads(x, Hkv, g):
     """[T, H, D] -> contiguous [Hkv, g, T, D]."""
     T, H, D = x.shape
@@ -134,7 +147,8 @@ def _chunk_heads(op, Q, K, V, O, n, tri, triu):
         raise ValueError(op)
 
 
-def chunked(op, q, k, v, n=64, scale=1.0):
+def _np_forward(heads_fn, op, q, k, v, n, scale):
+    """heads_fn(op, Q, K, V, O, n, tri, triu) over the batch rows of numpy [B, T, H, D] inputs."""
     B, T, H, dk = q.shape
     Hkv, dv = k.shape[2], v.shape[3]
     g = H // Hkv
@@ -147,9 +161,13 @@ def chunked(op, q, k, v, n=64, scale=1.0):
         K = _heads(k[b], Hkv, 1)
         V = _heads(v[b], Hkv, 1)
         O = np.empty((Hkv, g, T, dv), dt)
-        _chunk_heads(op, Q, K, V, O, n, tri, triu)
+        heads_fn(op, Q, K, V, O, n, tri, triu)
         out[b] = O.reshape(H, T, dv).transpose(1, 0, 2)
     return out
+
+
+def chunked(op, q, k, v, n=64, scale=1.0):
+    return _np_forward(_chunk_heads, op, q, k, v, n, scale)
 
 
 def _hla2(Q, K, V, O, n, tri, triu):
@@ -246,6 +264,11 @@ def have_jax():
 def chunked_torch(op, q, k, v, n=64, scale=1.0):
     """The same chunked algorithm as `chunked`, on torch CPU tensors [B, T, H, D] (eager, under
     inference_mode; all heads of a batch row batched through torch.matmul). Returns a torch tensor."""
+    return _torch_forward(_chunk_heads, op, q, k, v, n, scale)
+
+
+def _torch_forward(heads_fn, op, q, k, v, n, scale):
+    """heads_fn(op, Q, K, V, O, n, tri, triu) over the batch rows of torch [B, T, H, D] inputs."""
     import torch
     B, T, H, dk = q.shape
     Hkv, dv = k.shape[2], v.shape[3]
@@ -259,7 +282,7 @@ def chunked_torch(op, q, k, v, n=64, scale=1.0):
             K = k[b].permute(1, 0, 2).contiguous().reshape(Hkv, 1, T, dk)
             V = v[b].permute(1, 0, 2).contiguous().reshape(Hkv, 1, T, dv)
             O = torch.empty((Hkv, g, T, dv), dtype=q.dtype)
-            _chunk_heads(op, Q, K, V, O, n, tri, triu)
+            heads_fn(op, Q, K, V, O, n, tri, triu)
             out[b] = O.reshape(H, T, dv).permute(1, 0, 2)
     return out
 
@@ -322,30 +345,153 @@ def chunked_jax(op, q, k, v, n=64, scale=1.0):
     (padding after the last token changes no causal output). q, k, v: JAX arrays [B, T, H, D]."""
     fn = _jax_fns.get((op, n))
     if fn is None:
-        jax = _jax()
-        import jax.numpy as jnp
-
-        def fwd(q, k, v, scale):
-            B, T, H, dk = q.shape
-            Hkv, dv = k.shape[2], v.shape[3]
-            g = H // Hkv
-            nc = -(-T // n)
-            pad = ((0, 0), (0, nc * n - T), (0, 0), (0, 0))
-            dt = q.dtype
-            q, k, v = jnp.pad(q * scale.astype(dt), pad), jnp.pad(k, pad), jnp.pad(v, pad)
-
-            def chunks(x, heads, grp):     # [B, Tp, heads*grp, D] -> [nc, B, heads, grp, n, D]
-                return x.reshape(B, nc, n, heads, grp, x.shape[-1]).transpose(1, 0, 3, 4, 2, 5)
-            Q, K, V = chunks(q, Hkv, g), chunks(k, Hkv, 1), chunks(v, Hkv, 1)
-            L = jnp.tril(jnp.ones((n, n), dt))
-            z = lambda *s: jnp.zeros(s, dt)  # noqa: E731
-            init = {"hla2": (z(B, Hkv, 1, dk, dk), z(B, Hkv, g, dk, dv)),
-                    "ahla": (z(B, Hkv, 1, dk, dv), z(B, Hkv, g, dk, dv)),
-                    "hla3": (z(B, Hkv, 1, dk, dk), z(B, Hkv, 1, dk, dv), z(B, Hkv, g, dk, dv))}[op]
-            _, O = jax.lax.scan(_jax_chunk_body(op, L, L.T), init, (Q, K, V))   # [nc, B, Hkv, g, n, dv]
-            return O.transpose(1, 0, 4, 2, 3, 5).reshape(B, nc * n, H, dv)[:, :T]
-        fn = _jax_fns[(op, n)] = jax.jit(fwd)
+        fn = _jax_fns[(op, n)] = _jax_forward(op, n, lambda L, Lt: _jax_chunk_body(op, L, Lt))
     return fn(q, k, v, np.asarray(scale, q.dtype)).block_until_ready()
+
+
+def _jax_forward(op, n, make_body):
+    """The jitted forward of a chunk body: make_body(L, Lt) -> lax.scan body (carry, (Qc, Kc, Vc)) ->
+    (carry, Oc) on [B, Hkv, g|1, n, d] chunks, carry from zeros (`_carry_init` with a batch axis)."""
+    jax = _jax()
+    import jax.numpy as jnp
+
+    def fwd(q, k, v, scale):
+        B, T, H, dk = q.shape
+        Hkv, dv = k.shape[2], v.shape[3]
+        g = H // Hkv
+        nc = -(-T // n)
+        pad = ((0, 0), (0, nc * n - T), (0, 0), (0, 0))
+        dt = q.dtype
+        q, k, v = jnp.pad(q * scale.astype(dt), pad), jnp.pad(k, pad), jnp.pad(v, pad)
+
+        def chunks(x, heads, grp):     # [B, Tp, heads*grp, D] -> [nc, B, heads, grp, n, D]
+            return x.reshape(B, nc, n, heads, grp, x.shape[-1]).transpose(1, 0, 3, 4, 2, 5)
+        Q, K, V = chunks(q, Hkv, g), chunks(k, Hkv, 1), chunks(v, Hkv, 1)
+        L = jnp.tril(jnp.ones((n, n), dt))
+        init = _carry_init(op, Hkv, g, dk, dv, lambda shape: jnp.zeros((B,) + shape, dt))
+        _, O = jax.lax.scan(make_body(L, L.T), init, (Q, K, V))   # [nc, B, Hkv, g, n, dv]
+        return O.transpose(1, 0, 4, 2, 3, 5).reshape(B, nc * n, H, dv)[:, :T]
+    return jax.jit(fwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scan forward (numpy; torch and JAX through the same functions): the algorithm of the library's scan
+# path. Per chunk of n tokens: the chunk's summary from a zero prefix (the blocks of <Op>Scan.swift
+# `summarize`, masked, decay 1), the chunk's outputs from its carry-in (the output part of the chunked
+# step above), and the carry advanced by the operator's `combine` (full: false: only the state blocks of
+# the carry are kept, the cross-term blocks a full summary also carries -- ahla R0, hla3 Q2, X, Z, hla2 C --
+# are only read from the chunk's summary). Products the summary and the outputs share (Q K^T and its
+# masked forms, (A.D) V) are computed once per chunk; libhla recomputes them because it summarizes a
+# block of chunks before any outputs. Functional (no in-place updates) so one function serves numpy,
+# torch and jax.lax.scan. Stacks [Hkv, g, m, d] (query) / [Hkv, 1, m, d] (key, value); carry blocks
+# [Hkv, 1, ., .] per kv head and [Hkv, g, ., .] per query head.
+# ----------------------------------------------------------------------------------------------
+def _sw(x):
+    return x.swapaxes(-1, -2)
+
+
+def _scan_hla2(carry, Qc, Kc, Vc, L, Lt):
+    S, U = carry                                      # sum k k^T;  sum_{i<=j} k_i k_i^T q_j v_j^T
+    Qt, Kt = _sw(Qc), _sw(Kc)
+    A = Qc @ Kt                                       # q_t . k_i
+    Bm = _sw(A) * Lt                                  # B = K Q^T, i <= j
+    # summary of the chunk alone: S_B = K^T K, C_B = Q^T V, U_B = K^T B V
+    S_B = Kt @ Kc
+    C_B = Qt @ Vc
+    U_B = Kt @ (Bm @ Vc)
+    # outputs from the carry-in
+    W = ((A * L) @ Bm + (Qc @ S) @ Qt) * L
+    Oc = W @ Vc + Qc @ U
+    # combine: S = S_A + S_B, U = U_A + U_B + S_A C_B
+    return (S + S_B, U + U_B + S @ C_B), Oc
+
+
+def _scan_ahla(carry, Qc, Kc, Vc, L, Lt):
+    P, E = carry                                      # sum k v^T;  sum k_i y_i^T
+    Kt = _sw(Kc)
+    Al = (Qc @ Kt) * L
+    Y0 = Al @ Vc                                      # y_i of the chunk alone
+    # summary: P_B = K^T V, E_B = K^T Y0, R0_B = K^T Q
+    P_B = Kt @ Vc
+    E_B = Kt @ Y0
+    R_B = Kt @ Qc
+    # outputs from the carry-in: y_i = Y0_i + P_A^T q_i
+    Oc = Al @ (Y0 + Qc @ P) + Qc @ E
+    # combine: P = P_A + P_B, E = E_A + E_B + R0_B P_A
+    return (P + P_B, E + E_B + R_B @ P), Oc
+
+
+def _scan_hla3(carry, Qc, Kc, Vc, L, Lt):
+    S, P, W = carry                                   # sum k k^T;  sum k v^T;  sum_u S_u q_u y_u^T
+    Qt, Kt = _sw(Qc), _sw(Kc)
+    A = Qc @ Kt
+    Bt = _sw(A) * Lt                                  # k_a . q_u, a <= u
+    Y0 = (A * L) @ Vc                                 # y_u of the chunk alone
+    # summary (docs/hla3.md): S_B = K^T K, P_B = K^T V, W_B = K^T B^t Y0, Q2_B = Q^T Q, X_B = Q^T Y0,
+    # Z_B = K^T B^t Q
+    S_B = Kt @ Kc
+    P_B = Kt @ Vc
+    W_B = Kt @ (Bt @ Y0)
+    Q2_B = Qt @ Qc
+    X_B = Qt @ Y0
+    Z_B = Kt @ (Bt @ Qc)
+    # outputs from the carry-in
+    M = (A @ Bt + (Qc @ S) @ Qt) * L
+    Oc = M @ (Y0 + Qc @ P) + Qc @ W
+    # combine: S = S_A + S_B, P = P_A + P_B, W = W_A + W_B + S_A (Q2_B P_A + X_B) + Z_B P_A
+    return (S + S_B, P + P_B, W + W_B + S @ (Q2_B @ P + X_B) + Z_B @ P), Oc
+
+
+_SCAN_CHUNK = {"hla2": _scan_hla2, "ahla": _scan_ahla, "hla3": _scan_hla3}
+
+
+def _scan_heads(op, Q, K, V, O, n, tri, triu):
+    """The scan algorithm of `op` on [Hkv, g, T, d] stacks (numpy or torch), outputs into O."""
+    Hkv, g, T, dk = Q.shape
+    dv = V.shape[3]
+    step = _SCAN_CHUNK[op]
+    carry = _carry_init(op, Hkv, g, dk, dv, lambda shape: _zeros(Q, shape))
+    for t0 in range(0, T, n):
+        m = min(n, T - t0)
+        carry, O[:, :, t0:t0 + m] = step(carry, Q[:, :, t0:t0 + m], K[:, :, t0:t0 + m], V[:, :, t0:t0 + m],
+                                         tri[:m, :m], triu[:m, :m])
+
+
+def scan(op, q, k, v, n=64, scale=1.0):
+    """The scan algorithm (numpy), [B, T, H, D] in and out, all heads of a batch row batched."""
+    return _np_forward(_scan_heads, op, q, k, v, n, scale)
+
+
+def scan_torch(op, q, k, v, n=64, scale=1.0):
+    """`scan` on torch CPU tensors (eager, inference_mode). Returns a torch tensor."""
+    return _torch_forward(_scan_heads, op, q, k, v, n, scale)
+
+
+_jax_scan_fns = {}
+
+
+def scan_jax(op, q, k, v, n=64, scale=1.0):
+    """The scan algorithm in JAX: the chunk function above as the body of one jitted lax.scan over chunks
+    (batch rows and heads batched; T zero-padded to a multiple of n as in `chunked_jax`)."""
+    fn = _jax_scan_fns.get((op, n))
+    if fn is None:
+        fn = _jax_scan_fns[(op, n)] = _jax_forward(op, n, lambda L, Lt: (
+            lambda carry, x: _SCAN_CHUNK[op](carry, *x, L, Lt)))
+    return fn(q, k, v, np.asarray(scale, q.dtype)).block_until_ready()
+
+
+def scan_any(backend, op, q, k, v, n, scale):
+    """scan / scan_torch / scan_jax on numpy inputs, numpy output (for the verification)."""
+    if backend == "numpy":
+        return scan(op, q, k, v, n, scale)
+    if backend == "torch":
+        import torch
+        return scan_torch(op, *(torch.from_numpy(np.ascontiguousarray(x)) for x in (q, k, v)), n, scale).numpy()
+    if backend == "jax":
+        _jax()
+        import jax.numpy as jnp
+        return np.asarray(scan_jax(op, *(jnp.asarray(x) for x in (q, k, v)), n, scale))
+    raise ValueError(backend)
 
 
 # ----------------------------------------------------------------------------------------------
