@@ -105,11 +105,12 @@ enum Paths {
     /// of its sequence and heads).
     @inline(__always)
     static func chunkOrSteps<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
-                                                        work: Work<T>, w: Int, scratch: inout Scratch<T>) {
+                                                        work: Work<T>, w: Int, carryOut: Bool = true,
+                                                        scratch: inout Scratch<T>) {
         let K = work.K(w), V = work.V(w), Q = work.Q(w), O = work.O(w)
         let dk = c.dk, dvp = c.dvp, group = u.group
         if allFinite(K, n * dk) && allFinite(V, n * dvp) && allFinite(Q, group * n * dk) {
-            Op.chunk(c, pw, u, n: n, K: K, V: V, Q: Q, O: O, scratch: &scratch)
+            Op.chunk(c, pw, u, n: n, K: K, V: V, Q: Q, O: O, carryOut: carryOut, scratch: &scratch)
             return
         }
         let kvFirst = min(firstNonFinite(K, rows: n, cols: dk), firstNonFinite(V, rows: n, cols: dvp))
@@ -339,7 +340,9 @@ enum Paths {
                     let n = min(n0, nT - t0)
                     io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
                     var s = work.scratch(w)
-                    chunkOrSteps(op, c, pw, unitView(mine + ch * ue, c), n: n, work: work, w: w, scratch: &s)
+                    // the carry-in's slot is not read again: the chunk's carry-out is not needed
+                    chunkOrSteps(op, c, pw, unitView(mine + ch * ue, c), n: n, work: work, w: w, carryOut: false,
+                                 scratch: &s)
                     io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
                     t0 += n
                 }

@@ -36,10 +36,11 @@ protocol Operator {
     static func stepGroup<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
 
-    /// Outputs of n tokens from the carry in `u`, then advance the carry past them.
+    /// Outputs of n tokens from the carry in `u`, then (`carryOut`) advance the carry past them; without
+    /// `carryOut` the carry's products are skipped and `u` is left as it was (the outputs are the same bits).
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
-                                   O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>)
+                                   O: UnsafeMutablePointer<T>, carryOut: Bool, scratch: inout Scratch<T>)
     /// Summary (state and extra blocks, summary layout) of n tokens from an empty prefix, into zeroed `u`.
     static func summarize<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                        K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
@@ -71,6 +72,14 @@ protocol Operator {
 }
 
 extension Operator {
+    /// `chunk` with the carry advanced.
+    @inline(__always)
+    static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
+                                   K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                   O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
+        chunk(c, pw, u, n: n, K: K, V: V, Q: Q, O: O, carryOut: true, scratch: &scratch)
+    }
+
     /// Consume one token: k (dk), v (dvp), q (group × dk); write out (group × dvp).
     /// `tmp` holds `stepScratchAll(c)` elements.
     @inline(__always)

@@ -11,7 +11,7 @@ extension AHLA {
 
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
-                                   O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
+                                   O: UnsafeMutablePointer<T>, carryOut: Bool, scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp
         let A = scratch.take(n * n), W = scratch.take(n * n), Y = scratch.take(n * max(dk, dvp))
         let Vd = scratch.take(n * dvp), T2 = scratch.take(n * dvp)
@@ -28,6 +28,7 @@ extension AHLA {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+                if !carryOut { continue }
                 let YG = pw.unit ? UnsafePointer(Y) : { Mask.scaledCopy(T2, Y, n, dvp) { pw[n - 1 - $0] }; return UnsafePointer(T2) }()
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, YG, dvp, gn, st, dvp)     // E
             } else {
@@ -40,10 +41,12 @@ extension AHLA {
                 T.gemm(false, false, n, dvp, dk, 1, X, dk, P0, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+                if !carryOut { continue }
                 let QG = pw.unit ? Qh : { Mask.scaledCopy(Qd, Qh, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(Qd) }()
                 T.gemm(true, false, dk, dk, n, 1, K, dk, QG, dk, gn, st, dk)        // R
             }
         }
+        if !carryOut { return }
         let VG = pw.unit ? V : { Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }; return UnsafePointer(Vd) }()
         T.gemm(true, false, dk, dvp, n, 1, K, dk, VG, dvp, gn, P0, dvp)             // P
     }

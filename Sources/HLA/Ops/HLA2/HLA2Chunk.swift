@@ -14,7 +14,7 @@ extension HLA2 {
 
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
-                                   O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
+                                   O: UnsafeMutablePointer<T>, carryOut: Bool, scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
         let QS = scratch.take(n * dk), Kd = scratch.take(n * dk)
@@ -54,6 +54,7 @@ extension HLA2 {
                 Mask.axpby(Oh, T2, n * dvp, 1, 1)
             }
             // Carry of this head (uses the old S0).
+            if !carryOut { continue }
             if c.masked {
                 T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp, structure: .upperA)  // B Γ V
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
@@ -67,6 +68,7 @@ extension HLA2 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
             }
         }
+        if !carryOut { return }
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S ← γⁿ S0 + Kᵀ Γ K
     }
 

@@ -14,13 +14,12 @@ extension HLA3 {
 
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
-                                   O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
+                                   O: UnsafeMutablePointer<T>, carryOut: Bool, scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
         let A = scratch.take(n * n), Bt = scratch.take(n * n), M = scratch.take(n * n)
         let Y = scratch.take(n * d), X1 = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
         let Kd = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
-        let KG = pw.unit ? K : { Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(Kd) }()   // Γ K
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower half
@@ -42,6 +41,7 @@ extension HLA3 {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[3 * ($0 + 1)] }
                 T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+                if !carryOut { continue }
                 advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, X2: X2)
             } else {
                 Mask.lowerDecay(A, n, n, pw, 1)
@@ -58,10 +58,13 @@ extension HLA3 {
                 T.gemm(false, false, n, dvp, dk, 1, X2, dk, P0, dvp, 0, Oh, dvp)
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, M, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+                if !carryOut { continue }
                 let QG = pw.unit ? Qh : { Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(T2) }()
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, QG, dk, gn, st, dk)       // S^Q
             }
         }
+        if !carryOut { return }
+        let KG = pw.unit ? K : { Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(Kd) }()   // Γ K
         T.gemm(true, false, dk, dvp, n, 1, KG, dk, V, dvp, gn, P0, dvp)             // P
         T.gemm(true, false, dk, dk, n, 1, K, dk, KG, dk, gn, S0, dk)                // S
     }
