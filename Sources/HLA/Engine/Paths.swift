@@ -328,7 +328,7 @@ enum Paths {
                     Op.summarize(c, pw, summary, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
                     // carry-in of the next chunk = carry-in of this chunk · summary of this chunk
                     let next = unitView(mine + (chunks + 1) * ue, c), prev = unitView(mine + chunks * ue, c)
-                    for x in 0..<ue { next.kv[x] = prev.kv[x] }
+                    copyBlocks(layout, from: prev, to: next, group: c.group)     // combine reads only state blocks
                     var s2 = work.scratch(w)
                     Op.combine(c, next, nA: t0, summary, nB: n, full: false, scratch: &s2)
                     t0 += n
