@@ -95,8 +95,8 @@ enum Paths {
         return min(c.kvHeads, max((c.kvHeads + fit - 1) / fit, forThreads))
     }
 
-    /// The outputs of one packed chunk from the carry in `u`, then the carry advanced past it, through the
-    /// dense chunk kernel. A NaN or Inf inside the dense products would reach the outputs of earlier tokens
+    /// The outputs of one packed chunk from the carry in `u`, then (`carryOut`) the carry advanced past it,
+    /// through the dense chunk kernel; without `carryOut`, `u` is left as it was. A NaN or Inf inside the dense products would reach the outputs of earlier tokens
     /// of its chunk (through 0 · NaN under the causal mask), so a chunk with non-finite inputs runs the dense
     /// kernel on its inputs with those elements replaced by 0, which leaves every output the bad element cannot
     /// reach exactly as it would be without it, then recomputes what it can reach — the outputs of the query
@@ -124,7 +124,7 @@ enum Paths {
         let Ks = scratch.take(n * dk), Vs = scratch.take(n * dvp), Qs = scratch.take(group * n * dk)
         zeroNonFinite(K, Ks, n * dk); zeroNonFinite(V, Vs, n * dvp); zeroNonFinite(Q, Qs, group * n * dk)
         let tmp = scratch.take(Op.stepScratch(c)), spare = scratch.take(dvp)
-        Op.chunk(c, pw, u, n: n, K: Ks, V: Vs, Q: Qs, O: O, scratch: &scratch)
+        Op.chunk(c, pw, u, n: n, K: Ks, V: Vs, Q: Qs, O: O, carryOut: carryOut, scratch: &scratch)
         for r in 0..<n {
             let k = K + r * dk, v = V + r * dvp
             Op.stepKV(c, carryIn, k: k, v: v)
@@ -133,6 +133,7 @@ enum Paths {
                 Op.stepHead(c, carryIn, j, k: k, v: v, q: Q + (j * n + r) * dk, out: out, tmp: tmp)
             }
         }
+        if !carryOut { return }                                             // u is left as it was
         if kvFirst < n { for x in 0..<L.kvTotal { u.kv[x] = carryIn.kv[x] } }
         for j in 0..<group where Int(first[j]) < n {
             let s = carryIn.head(j), d = u.head(j)
@@ -286,26 +287,24 @@ enum Paths {
         return Unit(kv: base, q: base + l.kvTotal, qStride: l.qTotal, group: c.group)
     }
 
-    /// Scan: summaries of every chunk, an exclusive scan of `combine` from the initial carry giving each
-    /// chunk's carry-in, then every chunk's outputs from its own carry-in. (Within one call the chunks of a
-    /// unit run in order; across units in parallel. `hla_summarize`/`hla_summary_combine` expose the same
-    /// algebra for segments processed anywhere.)
+    /// Scan: the chunks of a unit in order, each chunk's outputs from its carry-in, then its summary (from a
+    /// zero prefix) combined into that carry, giving the next chunk's carry-in: an exclusive scan of `combine`
+    /// from the initial carry, interleaved with the outputs, so each chunk is packed once and the path holds
+    /// one carry and one summary per worker whatever T. (Units run in parallel; `hla_summarize` /
+    /// `hla_summary_combine` expose the same algebra for segments processed anywhere.)
     static func scan<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                 carry: Rows<T>) throws(HLAError) {
         let maxT = seqs.maxLength
         let n0 = min(chunkLength(c), maxT), units = seqs.count * c.kvHeads
         let parallel = worthThreads(c, seqs, n0: n0), workers = workerCount(units, parallel: parallel)
-        // Chunks are scanned in blocks of at most scanBlock, so the carries held at once (and the path's
-        // memory) do not grow with T; the block boundaries change no arithmetic.
-        let block = min((maxT + n0 - 1) / n0, scanBlock)
         let ue = unitElements(c)
         let layout = Layout.state(c)
         let work = try Work<T>(op, c, n: n0, workers: workers)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        // Per worker: the carry-in of every chunk of the current block, the carry after it, one chunk summary.
-        let perWorker = try checkedMul(block + 2, ue, "scan carries")
+        // Per worker: the running carry and one chunk summary (summary layout).
+        let perWorker = 2 * ue
         let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
         defer { carries.free() }
         parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
@@ -313,50 +312,28 @@ enum Paths {
             let bos = seqs.bos(sq), nT = seqs.length(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             let mine = carries.base + w * perWorker
-            let summary = unitView(mine + (block + 1) * ue, c)
-            // carry-in of the first chunk: the initial state
-            copyBlocks(layout, from: unit, to: unitView(mine, c), group: c.group)
-            var start = 0
-            while start < nT {
-                // summaries of the block's chunks, and the exclusive scan of combine giving each carry-in
-                var t0 = start, chunks = 0
-                while t0 < nT && chunks < block {
-                    let n = min(n0, nT - t0)
-                    io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
-                    for x in 0..<ue { summary.kv[x] = 0 }
-                    var s = work.scratch(w)
-                    Op.summarize(c, pw, summary, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
-                    // carry-in of the next chunk = carry-in of this chunk · summary of this chunk
-                    let next = unitView(mine + (chunks + 1) * ue, c), prev = unitView(mine + chunks * ue, c)
-                    copyBlocks(layout, from: prev, to: next, group: c.group)     // combine reads only state blocks
-                    var s2 = work.scratch(w)
-                    Op.combine(c, next, nA: t0, summary, nB: n, full: false, scratch: &s2)
-                    t0 += n
-                    chunks += 1
-                }
-                // every chunk's outputs from its own carry-in
-                t0 = start
-                for ch in 0..<chunks {
-                    let n = min(n0, nT - t0)
-                    io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
-                    var s = work.scratch(w)
-                    // the carry-in's slot is not read again: the chunk's carry-out is not needed
-                    chunkOrSteps(op, c, pw, unitView(mine + ch * ue, c), n: n, work: work, w: w, carryOut: false,
-                                 scratch: &s)
-                    io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
-                    t0 += n
-                }
-                // the carry after the block starts the next one
-                if chunks > 0 { copyBlocks(layout, from: unitView(mine + chunks * ue, c), to: unitView(mine, c), group: c.group) }
-                start = t0
+            let cur = unitView(mine, c), summary = unitView(mine + ue, c)
+            copyBlocks(layout, from: unit, to: cur, group: c.group)          // carry-in of the first chunk
+            var t0 = 0
+            while t0 < nT {
+                let n = min(n0, nT - t0)
+                io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w),
+                        next: t0 + n < nT ? .at(g: g, t0: bos + t0 + n, n: min(n0, nT - t0 - n)) : .none)
+                // the chunk's outputs from its carry-in (the carry itself is left as it was)
+                var s = work.scratch(w)
+                chunkOrSteps(op, c, pw, cur, n: n, work: work, w: w, carryOut: false, scratch: &s)
+                io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
+                // carry-in of the next chunk = carry-in of this chunk · summary of this chunk
+                for x in 0..<ue { summary.kv[x] = 0 }
+                var s1 = work.scratch(w)
+                Op.summarize(c, pw, summary, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s1)
+                var s2 = work.scratch(w)
+                Op.combine(c, cur, nA: t0, summary, nB: n, full: false, scratch: &s2)
+                t0 += n
             }
-            // final carry: the scan's last prefix
-            copyBlocks(layout, from: unitView(mine, c), to: unit, group: c.group)
+            copyBlocks(layout, from: cur, to: unit, group: c.group)          // final carry: the last prefix
         }
     }
-
-    /// Chunks per block of the scan path (bounds its memory independently of T).
-    static let scanBlock = 64
 
     /// Copy the blocks of `layout` (the state blocks, or all summary blocks) of a unit; the two units
     /// may live in different layouts, as long as each holds at least those blocks.
