@@ -36,7 +36,7 @@ enum BackwardPath {
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "backward buffers"))
         defer { buf.free() }
         let scale = T(c.scale), eps = T(c.eps)
-        parallelFor(units, balanced: seqs.cu != nil) { i, w in
+        parallelFor(units, balanced: seqs.balanced) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let bos = seqs.bos(sq), nT = seqs.length(sq)
             var s = Scratch(buf.base + w * per, per)
@@ -176,7 +176,7 @@ extension BackwardPath {
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
         let scale = T(c.scale), eps = T(c.eps)
-        parallelFor(units, balanced: seqs.cu != nil) { i, w in
+        parallelFor(units, balanced: seqs.balanced) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let bos = seqs.bos(sq), nT = seqs.length(sq)
             var s = Scratch(buf.base + w * per, per)

@@ -216,7 +216,7 @@ enum Paths {
         let per = 2 * (c.dk + c.dvp + c.group * (c.dk + c.dvp)) + stepScratch
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
         defer { buf.free() }
-        parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
+        parallelFor(units, parallel: parallel, balanced: seqs.balanced) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             let K = buf.base + w * per, V = K + 2 * c.dk, Q = V + 2 * c.dvp
@@ -307,7 +307,7 @@ enum Paths {
         let perWorker = 2 * ue
         let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
         defer { carries.free() }
-        parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
+        parallelFor(units, parallel: parallel, balanced: seqs.balanced) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let bos = seqs.bos(sq), nT = seqs.length(sq)
             let unit = layout.unit(carry.row(sq), g: g)
@@ -356,7 +356,7 @@ enum Paths {
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        parallelFor(units, parallel: parallel, balanced: seqs.cu != nil) { i, w in
+        parallelFor(units, parallel: parallel, balanced: seqs.balanced) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let acc = layout.unit(dst.row(sq), g: g)
             var s0 = work.scratch(w)

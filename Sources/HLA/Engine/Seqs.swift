@@ -14,6 +14,14 @@ struct Seqs {
     @inline(__always) func batch(_ i: Int) -> Int { cu == nil ? i : 0 }
     @inline(__always) func bos(_ i: Int) -> Int { cu.map { $0[i] } ?? 0 }
     @inline(__always) func length(_ i: Int) -> Int { cu.map { $0[i + 1] - $0[i] } ?? tokens }
+    /// Whether a parallel loop over this call's units hands them out from a shared counter (`parallelFor`'s
+    /// balanced mode): packed sequences (units of different lengths), and any call of more than one token
+    /// per sequence, where a unit's work dwarfs reloading its state into another core's cache, and a worker
+    /// slowed by other work on a shared machine leaves the units it has not started to the others (with a
+    /// fixed share each, the call waited for the slowest core). Single-token calls (decoding steps) keep
+    /// the fixed shares, so each unit's state stays in the cache of the core that ran it last.
+    var balanced: Bool { cu != nil || tokens > 1 }
+
     var maxLength: Int {
         guard let cu else { return tokens }
         var m = 0
