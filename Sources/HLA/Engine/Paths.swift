@@ -58,7 +58,7 @@ enum Paths {
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        parallelFor(bands, parallel: parallel, balanced: seqs.cu != nil) { i, w in
+        parallelFor(bands, parallel: parallel, balanced: seqs.balanced) { i, w in
             let sq = seqs.scheduled(i / perSeq), b = seqs.batch(sq), row = carry.row(sq)
             let g0 = (i % perSeq) * width, g1 = min(c.kvHeads, g0 + width)
             let bos = seqs.bos(sq), end = bos + seqs.length(sq)
