@@ -8,7 +8,8 @@ extension HLA2 {
                                        K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                        scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp
-        let B = scratch.take(n * n), Kd = scratch.take(n * dk), Vd = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
+        let B = scratch.take(n * n), A = scratch.take(n * n)
+        let Kd = scratch.take(n * dk), Vd = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
         Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, 0, u.kv, dk)                // S = Kᵀ Γ K
@@ -16,8 +17,10 @@ extension HLA2 {
             let Qh = Q + j * n * dk, st = u.head(j)
             T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, 0, st + cOffset(c), dvp)   // C = Qᵀ Γ V
             if c.masked {
-                T.gemm(false, true, n, n, dk, 1, K, dk, Qh, dk, 0, B, n)             // B = K Qᵀ, i ≤ j
-                for i in 0..<n { for x in 0..<i { B[i * n + x] = 0 } }
+                // B = K Qᵀ, i ≤ j, as the transpose of the lower half of Q Kᵀ (half the products; each
+                // element the same sum of the same products in the same order, so the same bits)
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)
+                Mask.transpose(B, A, n, upper: true)
                 T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp, structure: .upperA)
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, 0, st, dvp)      // U = Kᵀ Γ B Γ V
