@@ -211,8 +211,8 @@ enum Paths {
         let parallel = worthThreads(units &* seqs.tokens &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
         let workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
-        // Room for two tokens: with one query head per kv head, tokens go through `stepSingle2` in pairs.
-        let stepScratch = max(Op.stepScratchAll(c), 2 * Op.stepScratch(c))
+        // Room for two tokens: tokens go through `step2` in pairs.
+        let stepScratch = 2 * Op.stepScratchAll(c)
         let per = 2 * (c.dk + c.dvp + c.group * (c.dk + c.dvp)) + stepScratch
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
         defer { buf.free() }
@@ -223,16 +223,14 @@ enum Paths {
             let O = Q + 2 * c.group * c.dk, tmp = O + 2 * c.group * c.dvp
             let t0 = seqs.bos(sq), end = t0 + seqs.length(sq)
             var t = t0
-            if c.group == 1 {
-                while t + 1 < end {
-                    if t + serialAhead + 1 < end {
-                        io.prefetch(c, b: b, g: g, t: t + serialAhead); io.prefetch(c, b: b, g: g, t: t + serialAhead + 1)
-                    }
-                    io.pack(c, b: b, g: g, t0: t, n: 2, K: K, V: V, Q: Q, next: .none)
-                    Op.stepSingle2(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp)
-                    io.unpack(c, b: b, g: g, t0: t, n: 2, O: O)
-                    t += 2
+            while t + 1 < end {
+                if t + serialAhead + 1 < end {
+                    io.prefetch(c, b: b, g: g, t: t + serialAhead); io.prefetch(c, b: b, g: g, t: t + serialAhead + 1)
                 }
+                io.pack(c, b: b, g: g, t0: t, n: 2, K: K, V: V, Q: Q, next: .none)
+                Op.step2(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp)
+                io.unpack(c, b: b, g: g, t0: t, n: 2, O: O)
+                t += 2
             }
             while t < end {
                 if t + serialAhead < end { io.prefetch(c, b: b, g: g, t: t + serialAhead) }

@@ -30,6 +30,13 @@ protocol Operator {
     static func stepSingle2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                          q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
 
+    /// Consume two consecutive tokens of a unit with several query heads: `stepGroup` twice, bit for bit,
+    /// with each query head's blocks swept once for both tokens. k (2 × dk), v (2 × dvp); q (group × 2 × dk)
+    /// and out (group × 2 × dvp) as `IO.pack` lays out two tokens (head j's token r at row 2j + r); tmp holds
+    /// 2 · `stepScratchAll` elements.
+    static func stepGroup2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
+
     /// Consume one token of a unit with several query heads: `stepKV` then `stepHead` for every head, bit for
     /// bit, with the products of the shared kv blocks by the heads' vectors formed for all heads in one sweep
     /// over each block. q (group × dk), out (group × dvp); tmp holds `stepScratchAll` elements.
@@ -87,6 +94,15 @@ extension Operator {
                                   q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
         if u.group == 1 { return stepSingle(c, u, k: k, v: v, q: q, out: out, tmp: tmp) }
         stepGroup(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
+    }
+
+    /// Consume two consecutive tokens, packed as `IO.pack` lays them out (n = 2): `step` twice, bit for bit.
+    /// `tmp` holds 2 · `stepScratchAll(c)` elements.
+    @inline(__always)
+    static func step2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                   q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        if u.group == 1 { return stepSingle2(c, u, k: k, v: v, q: q, out: out, tmp: tmp) }
+        stepGroup2(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
     }
 
     /// Scratch elements `step` needs: `stepScratch`, and with grouped heads two vectors per query head.

@@ -64,4 +64,30 @@ extension AHLA {
             Vec.rank1Project2(P, dk, dvp, dvp, g, k, v, t1, out, k2, v2, t2, o2)        // P ← γP + k vᵀ, o = Pᵀ w
         }
     }
+
+    static func stepGroup2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay), P = u.kv, G = u.group
+        let k2 = k + dk, v2 = v + dvp
+        let t1 = tmp, t2 = tmp + stepScratchAll(c)
+        if c.masked {
+            Vec.rank1(P, dk, dvp, dvp, g, k, v)                                        // token 1: P, y_j = Pᵀ q_j
+            Vec.gemvTMany(P, dk, dvp, dvp, q, 2 * dk, G, t1, dvp)
+            Vec.rank1(P, dk, dvp, dvp, g, k2, v2)                                      // token 2
+            Vec.gemvTMany(P, dk, dvp, dvp, q + dk, 2 * dk, G, t2, dvp)
+            for j in 0..<G {                                                           // E_j ← γE_j + k y_jᵀ, o_j = E_jᵀ q_j
+                Vec.rank1Project2(u.head(j), dk, dvp, dvp, g, k, t1 + j * dvp, q + 2 * j * dk, out + 2 * j * dvp,
+                                  k2, t2 + j * dvp, q + (2 * j + 1) * dk, out + (2 * j + 1) * dvp)
+            }
+        } else {
+            Vec.rank1(P, dk, dvp, dvp, g, k, v)                                        // token 1: P
+            for j in 0..<G {                                                           // R_j ← γR_j + k q_jᵀ, w_j = R_jᵀ q_j
+                let q1 = q + 2 * j * dk, q2 = q1 + dk
+                Vec.rank1Project2(u.head(j), dk, dk, dk, g, k, q1, q1, t1 + j * dk, k2, q2, q2, t2 + j * dk)
+            }
+            Vec.gemvTMany(P, dk, dvp, dvp, t1, dk, G, out, 2 * dvp)                    // o_j = Pᵀ w_j, token 1
+            Vec.rank1(P, dk, dvp, dvp, g, k2, v2)                                      // token 2
+            Vec.gemvTMany(P, dk, dvp, dvp, t2, dk, G, out + dvp, 2 * dvp)
+        }
+    }
 }

@@ -30,18 +30,42 @@ extension HLA2 {
 
     static func stepSingle2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                          q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
-        let dk = c.dk, dvp = c.dvp, g = T(c.decay), lam = T(c.ridge)
-        let k2 = k + dk, v2 = v + dvp, q2 = q + dk, o2 = out + dvp, z1 = tmp, z2 = tmp + stepScratch(c)
-        let st = u.head(0)
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay)
+        let k2 = k + dk, q2 = q + dk, z1 = tmp, z2 = tmp + stepScratch(c)
         Vec.rank1Project2(u.kv, dk, dk, dk, g, k, k, q, z1, k2, k2, q2, z2)             // S ← γS + k kᵀ, z = S q
+        headFromZ2(c, u, 0, v1: v, v2: v + dvp, q1: q, q2: q2, z1: z1, z2: z2, out1: out, out2: out + dvp)
+    }
+
+    static func stepGroup2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, G = u.group, g = T(c.decay)
+        let Z1 = tmp, Z2 = tmp + stepScratchAll(c)
+        Vec.rank1(u.kv, dk, dk, dk, g, k, k)                                         // token 1: S, z_j = S q_j
+        Vec.gemvTMany(u.kv, dk, dk, dk, q, 2 * dk, G, Z1, dk)
+        Vec.rank1(u.kv, dk, dk, dk, g, k + dk, k + dk)                               // token 2
+        Vec.gemvTMany(u.kv, dk, dk, dk, q + dk, 2 * dk, G, Z2, dk)
+        for j in 0..<G {
+            headFromZ2(c, u, j, v1: v, v2: v + dvp, q1: q + 2 * j * dk, q2: q + (2 * j + 1) * dk,
+                       z1: Z1 + j * dk, z2: Z2 + j * dk, out1: out + 2 * j * dvp, out2: out + (2 * j + 1) * dvp)
+        }
+    }
+
+    /// `headFromZ` for two consecutive tokens in one sweep of each block.
+    @inline(__always)
+    static func headFromZ2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, v1: UnsafePointer<T>, v2: UnsafePointer<T>,
+                                        q1: UnsafePointer<T>, q2: UnsafePointer<T>,
+                                        z1: UnsafeMutablePointer<T>, z2: UnsafeMutablePointer<T>,
+                                        out1: UnsafeMutablePointer<T>, out2: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay), lam = T(c.ridge)
+        let st = u.head(j)
         if c.masked {
-            Vec.rank1Project2(st, dk, dvp, dvp, g * g, z1, v, q, out, z2, v2, q2, o2)  // U ← γ²U + z vᵀ, o = Uᵀ q
-            if lam != 0 {                                                             // C ← γC + q vᵀ, o += λ Cᵀ q
-                Vec.rank1Project2(st + cOffset(c), dk, dvp, dvp, g, q, v, q, out, q2, v2, q2, o2, a: lam, b: 1)
+            Vec.rank1Project2(st, dk, dvp, dvp, g * g, z1, v1, q1, out1, z2, v2, q2, out2)  // U ← γ²U + z vᵀ, o = Uᵀ q
+            if lam != 0 {                                                                  // C ← γC + q vᵀ, o += λ Cᵀ q
+                Vec.rank1Project2(st + cOffset(c), dk, dvp, dvp, g, q1, v1, q1, out1, q2, v2, q2, out2, a: lam, b: 1)
             }
         } else {
-            if lam != 0 { for a in 0..<dk { z1[a] += lam * q[a] }; for a in 0..<dk { z2[a] += lam * q2[a] } }
-            Vec.rank1Project2(st, dk, dvp, dvp, g, q, v, z1, out, q2, v2, z2, o2)      // C ← γC + q vᵀ, o = Cᵀ z
+            if lam != 0 { for a in 0..<dk { z1[a] += lam * q1[a] }; for a in 0..<dk { z2[a] += lam * q2[a] } }
+            Vec.rank1Project2(st, dk, dvp, dvp, g, q1, v1, z1, out1, q2, v2, z2, out2)       // C ← γC + q vᵀ, o = Cᵀ z
         }
     }
 

@@ -75,4 +75,38 @@ extension HLA3 {
             Vec.rank1Project2(P, dk, dvp, dvp, g, k, v, w1, out, k2, v2, w2, o2)        // P ← γP + k vᵀ, o = Pᵀ w
         }
     }
+
+    static func stepGroup2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay), G = u.group, sa = stepScratchAll(c)
+        let S = u.kv, P = u.kv + dk * dk
+        let k2 = k + dk, v2 = v + dvp
+        let Z1 = tmp, Y1 = tmp + G * dk, Z2 = Z1 + sa, Y2 = Y1 + sa
+        Vec.rank1(S, dk, dk, dk, g, k, k)                                              // token 1: S, P
+        Vec.rank1(P, dk, dvp, dvp, g, k, v)
+        Vec.gemvTMany(S, dk, dk, dk, q, 2 * dk, G, Z1, dk)                             // z_j = S q_j
+        if c.masked {
+            Vec.gemvTMany(P, dk, dvp, dvp, q, 2 * dk, G, Y1, dvp)                      // y_j = Pᵀ q_j
+            Vec.rank1(S, dk, dk, dk, g, k2, k2)                                        // token 2
+            Vec.rank1(P, dk, dvp, dvp, g, k2, v2)
+            Vec.gemvTMany(S, dk, dk, dk, q + dk, 2 * dk, G, Z2, dk)
+            Vec.gemvTMany(P, dk, dvp, dvp, q + dk, 2 * dk, G, Y2, dvp)
+            for j in 0..<G {                                                           // W_j ← γ³W_j + z_j y_jᵀ, o_j = W_jᵀ q_j
+                Vec.rank1Project2(u.head(j), dk, dvp, dvp, g * g * g, Z1 + j * dk, Y1 + j * dvp, q + 2 * j * dk,
+                                  out + 2 * j * dvp, Z2 + j * dk, Y2 + j * dvp, q + (2 * j + 1) * dk,
+                                  out + (2 * j + 1) * dvp)
+            }
+        } else {
+            Vec.rank1(S, dk, dk, dk, g, k2, k2)                                        // token 2's S (P waits)
+            Vec.gemvTMany(S, dk, dk, dk, q + dk, 2 * dk, G, Z2, dk)
+            for j in 0..<G {                                                           // S^Q_j ← γS^Q_j + q qᵀ, w_j = S^Q_j z_j
+                let q1 = q + 2 * j * dk, q2 = q1 + dk
+                Vec.rank1Project2(u.head(j), dk, dk, dk, g, q1, q1, Z1 + j * dk, Y1 + j * dk,
+                                  q2, q2, Z2 + j * dk, Y2 + j * dk)
+            }
+            Vec.gemvTMany(P, dk, dvp, dvp, Y1, dk, G, out, 2 * dvp)                    // o_j = Pᵀ w_j, token 1
+            Vec.rank1(P, dk, dvp, dvp, g, k2, v2)                                      // token 2's P
+            Vec.gemvTMany(P, dk, dvp, dvp, Y2, dk, G, out + dvp, 2 * dvp)
+        }
+    }
 }
