@@ -482,16 +482,7 @@ def scan_jax(op, q, k, v, n=64, scale=1.0):
 
 def scan_any(backend, op, q, k, v, n, scale):
     """scan / scan_torch / scan_jax on numpy inputs, numpy output (for the verification)."""
-    if backend == "numpy":
-        return scan(op, q, k, v, n, scale)
-    if backend == "torch":
-        import torch
-        return scan_torch(op, *(torch.from_numpy(np.ascontiguousarray(x)) for x in (q, k, v)), n, scale).numpy()
-    if backend == "jax":
-        _jax()
-        import jax.numpy as jnp
-        return np.asarray(scan_jax(op, *(jnp.asarray(x) for x in (q, k, v)), n, scale))
-    raise ValueError(backend)
+    return _on_numpy(backend, (scan, scan_torch, scan_jax), op, q, k, v, n, scale)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -614,18 +605,24 @@ def step_sequence(op, q, k, v, scale=1.0, backend="numpy"):
     raise ValueError(backend)
 
 
-def chunked_any(backend, op, q, k, v, n, scale):
-    """chunked / chunked_torch / chunked_jax on numpy inputs, numpy output (for the verification)."""
+def _on_numpy(backend, fns, op, q, k, v, n, scale):
+    """One of the (numpy, torch, jax) functions `fns` of a chunked algorithm on numpy inputs, numpy output."""
+    f_np, f_torch, f_jax = fns
     if backend == "numpy":
-        return chunked(op, q, k, v, n, scale)
+        return f_np(op, q, k, v, n, scale)
     if backend == "torch":
         import torch
-        return chunked_torch(op, *(torch.from_numpy(np.ascontiguousarray(x)) for x in (q, k, v)), n, scale).numpy()
+        return f_torch(op, *(torch.from_numpy(np.ascontiguousarray(x)) for x in (q, k, v)), n, scale).numpy()
     if backend == "jax":
         _jax()
         import jax.numpy as jnp
-        return np.asarray(chunked_jax(op, *(jnp.asarray(x) for x in (q, k, v)), n, scale))
+        return np.asarray(f_jax(op, *(jnp.asarray(x) for x in (q, k, v)), n, scale))
     raise ValueError(backend)
+
+
+def chunked_any(backend, op, q, k, v, n, scale):
+    """chunked / chunked_torch / chunked_jax on numpy inputs, numpy output (for the verification)."""
+    return _on_numpy(backend, (chunked, chunked_torch, chunked_jax), op, q, k, v, n, scale)
 
 
 # ----------------------------------------------------------------------------------------------
