@@ -96,13 +96,13 @@ enum Paths {
     }
 
     /// The outputs of one packed chunk from the carry in `u`, then (`carryOut`) the carry advanced past it,
-    /// through the dense chunk kernel; without `carryOut`, `u` is left as it was. A NaN or Inf inside the dense products would reach the outputs of earlier tokens
-    /// of its chunk (through 0 · NaN under the causal mask), so a chunk with non-finite inputs runs the dense
-    /// kernel on its inputs with those elements replaced by 0, which leaves every output the bad element cannot
-    /// reach exactly as it would be without it, then recomputes what it can reach — the outputs of the query
-    /// heads it feeds from its token on, and their blocks of the carry — token by token through the streaming
-    /// recurrence with the true inputs (docs/spec.md §4: a non-finite input at token t affects only outputs ≥ t
-    /// of its sequence and heads).
+    /// through the dense chunk kernel; without `carryOut`, `u` is left as it was. A NaN or Inf inside the dense
+    /// products would reach the outputs of earlier tokens of its chunk (through 0 · NaN under the causal mask),
+    /// so a chunk with non-finite inputs runs the dense kernel on its inputs with those elements replaced by 0,
+    /// which leaves every output the bad element cannot reach exactly as it would be without it, then
+    /// recomputes what it can reach — the outputs of the query heads it feeds from its token on, and their
+    /// blocks of the carry — token by token through the streaming recurrence with the true inputs
+    /// (docs/spec.md §4: a non-finite input at token t affects only outputs ≥ t of its sequence and heads).
     @inline(__always)
     static func chunkOrSteps<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                                         work: Work<T>, w: Int, carryOut: Bool = true,
@@ -223,21 +223,16 @@ enum Paths {
             let O = Q + 2 * c.group * c.dk, tmp = O + 2 * c.group * c.dvp
             let t0 = seqs.bos(sq), end = t0 + seqs.length(sq)
             var t = t0
-            while t + 1 < end {
-                if t + serialAhead + 1 < end {
-                    io.prefetch(c, b: b, g: g, t: t + serialAhead); io.prefetch(c, b: b, g: g, t: t + serialAhead + 1)
-                }
-                io.pack(c, b: b, g: g, t0: t, n: 2, K: K, V: V, Q: Q, next: .none)
-                Op.step2(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp)
-                io.unpack(c, b: b, g: g, t0: t, n: 2, O: O)
-                t += 2
-            }
             while t < end {
-                if t + serialAhead < end { io.prefetch(c, b: b, g: g, t: t + serialAhead) }
-                io.pack(c, b: b, g: g, t0: t, n: 1, K: K, V: V, Q: Q, next: .none)
-                Op.step(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp)
-                io.unpack(c, b: b, g: g, t0: t, n: 1, O: O)
-                t += 1
+                let n = min(2, end - t)                                     // a pair, or the last token alone
+                for a in stride(from: t + serialAhead, to: min(t + serialAhead + n, end), by: 1) {
+                    io.prefetch(c, b: b, g: g, t: a)
+                }
+                io.pack(c, b: b, g: g, t0: t, n: n, K: K, V: V, Q: Q, next: .none)
+                if n == 2 { Op.step2(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp) }
+                else { Op.step(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp) }
+                io.unpack(c, b: b, g: g, t0: t, n: n, O: O)
+                t += n
             }
         }
     }
