@@ -262,15 +262,11 @@ def verify_peers(R):
     return backends
 
 
-PEER_ALGOS = {"chunked": (peers.chunked, peers.chunked_torch, peers.chunked_jax),
-              "scan": (peers.scan, peers.scan_torch, peers.scan_jax)}
-
-
 def peer_chunked_fns(backends, op, arrays, n, s, prefix="", algo="chunked"):
     """name -> callable for every peer configuration of the chunked algorithm (algo="scan": the scan
     algorithm) at chunk n: numpy with its default BLAS threads and with one, torch with its default
     intra-op threads and with one, JAX (jit)."""
-    f_np, f_torch, f_jax = PEER_ALGOS[algo]
+    f_np, f_torch, f_jax = peers.ALGOS[algo]
     q, k, v = arrays["numpy"]
     fns = {prefix + "numpy": lambda: f_np(op, q, k, v, n, s),
            prefix + "numpy 1 thread": one_thread(lambda: f_np(op, q, k, v, n, s))}

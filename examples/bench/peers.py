@@ -482,7 +482,7 @@ def scan_jax(op, q, k, v, n=64, scale=1.0):
 
 def scan_any(backend, op, q, k, v, n, scale):
     """scan / scan_torch / scan_jax on numpy inputs, numpy output (for the verification)."""
-    return _on_numpy(backend, (scan, scan_torch, scan_jax), op, q, k, v, n, scale)
+    return _on_numpy(backend, ALGOS["scan"], op, q, k, v, n, scale)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -622,7 +622,11 @@ def _on_numpy(backend, fns, op, q, k, v, n, scale):
 
 def chunked_any(backend, op, q, k, v, n, scale):
     """chunked / chunked_torch / chunked_jax on numpy inputs, numpy output (for the verification)."""
-    return _on_numpy(backend, (chunked, chunked_torch, chunked_jax), op, q, k, v, n, scale)
+    return _on_numpy(backend, ALGOS["chunked"], op, q, k, v, n, scale)
+
+
+# The numpy, torch and JAX functions of each chunk-wise algorithm, by name.
+ALGOS = {"chunked": (chunked, chunked_torch, chunked_jax), "scan": (scan, scan_torch, scan_jax)}
 
 
 # ----------------------------------------------------------------------------------------------
