@@ -4,7 +4,8 @@
  * Makefile also runs it plainly (gcc -std=c99 -pedantic, against the installed library).
  *
  *  1. rows: host threads step distinct rows of one shared [slots, n] cache at once (hla_step with rows),
- *     each row ending bitwise equal to the same steps run serially;
+ *     each row ending bitwise equal to the same steps run serially; small steps, and steps large enough
+ *     for the pool (16 heads at d = 64, with 16 kv heads and with one);
  *  2. forward: host threads run hla_forward (and hla_summarize + hla_summary_combine) on distinct
  *     memory at once, with enough units for the pool: one thread holds the pool while the others find
  *     it busy and run their shares on their own threads; every result bitwise equal to a serial run;
@@ -110,8 +111,8 @@ static int64_t state_n(const hla_config *c)
 
 #define SLOTS 8
 #define STEPS 40
-#define SH 2
-#define SD 8
+#define SH_MAX 16
+#define SD_MAX 64
 
 typedef struct {
     hla_config cfg;
@@ -124,31 +125,34 @@ typedef struct {
 /* Step rows {first, first + NT} of cache for STEPS tokens; token t of row r has seed r * 1000 + t. */
 static hla_status step_rows(const hla_config *c, float *cache, int64_t n, int first)
 {
-    float q[2 * SH * SD], k[2 * SH * SD], v[2 * SH * SD], o[2 * SH * SD];
+    int64_t H = c->heads, G = c->kv_heads ? c->kv_heads : c->heads, D = c->dk;
+    float *q = xcalloc((size_t)(2 * H * D), sizeof(float)), *o = xcalloc((size_t)(2 * H * D), sizeof(float));
+    float *k = xcalloc((size_t)(2 * G * D), sizeof(float)), *v = xcalloc((size_t)(2 * G * D), sizeof(float));
     int64_t rows[2];
     int t, j, i;
+    hla_status st = HLA_OK;
     hla_tensor tq, tk, tv, to, ts, tr;
     rows[0] = first;
     rows[1] = first + NT;
-    tq = tens(q, HLA_FLOAT32, 3, 2, SH, SD, 0);
-    tk = tens(k, HLA_FLOAT32, 3, 2, SH, SD, 0);
-    tv = tens(v, HLA_FLOAT32, 3, 2, SH, SD, 0);
-    to = tens(o, HLA_FLOAT32, 3, 2, SH, SD, 0);
+    tq = tens(q, HLA_FLOAT32, 3, 2, H, D, 0);
+    tk = tens(k, HLA_FLOAT32, 3, 2, G, D, 0);
+    tv = tens(v, HLA_FLOAT32, 3, 2, G, D, 0);
+    to = tens(o, HLA_FLOAT32, 3, 2, H, D, 0);
     ts = tens(cache, HLA_FLOAT32, 2, SLOTS, n, 0, 0);
     tr = tens(rows, HLA_INT64, 1, 2, 0, 0, 0);
-    for (t = 0; t < STEPS; t++) {
-        hla_status st;
-        for (j = 0; j < 2; j++)
-            for (i = 0; i < SH * SD; i++) {
-                unsigned seed = (unsigned)(rows[j] * 1000 + t);
-                q[j * SH * SD + i] = val(seed, (size_t)i, 0.5f);
-                k[j * SH * SD + i] = val(seed + 7919u, (size_t)i, 0.5f);
-                v[j * SH * SD + i] = val(seed + 104729u, (size_t)i, 1.0f);
+    for (t = 0; t < STEPS && st == HLA_OK; t++) {
+        for (j = 0; j < 2; j++) {
+            unsigned seed = (unsigned)(rows[j] * 1000 + t);
+            for (i = 0; i < H * D; i++) q[j * H * D + i] = val(seed, (size_t)i, 0.5f);
+            for (i = 0; i < G * D; i++) {
+                k[j * G * D + i] = val(seed + 7919u, (size_t)i, 0.5f);
+                v[j * G * D + i] = val(seed + 104729u, (size_t)i, 1.0f);
             }
+        }
         st = hla_step(c, &tq, &tk, &tv, &to, &ts, &tr);
-        if (st != HLA_OK) return st;
     }
-    return HLA_OK;
+    free(q); free(k); free(v); free(o);
+    return st;
 }
 
 static void *rows_thread(void *vp)
@@ -158,20 +162,27 @@ static void *rows_thread(void *vp)
     return NULL;
 }
 
+/* Small steps (on the calling thread) and steps of 16 heads at d = 64, with 16 kv heads and with one
+ * (large enough for the library to put them on its pool, which the host threads then compete for). */
 static void test_rows(void)
 {
-    int op;
+    static const int64_t shapes[3][3] = {{2, 2, 8}, {SH_MAX, SH_MAX, SD_MAX}, {SH_MAX, 1, SD_MAX}};
+    int op, sh;
+    for (sh = 0; sh < 3; sh++)
     for (op = HLA_OP_HLA2; op <= HLA_OP_HLA3; op++) {
-        hla_config c = make_cfg(op, SH, SD);
-        int64_t n = state_n(&c);
-        float *serial = xcalloc((size_t)(SLOTS * n), sizeof(float));
-        float *shared = xcalloc((size_t)(SLOTS * n), sizeof(float));
+        hla_config c = make_cfg(op, shapes[sh][0], shapes[sh][2]);
+        int64_t n;
+        float *serial, *shared;
         pthread_t th[NT];
         int started[NT];
         rows_arg a[NT];
         int i, ok = 1;
+        c.kv_heads = shapes[sh][1];
+        n = state_n(&c);
+        serial = xcalloc((size_t)(SLOTS * n), sizeof(float));
+        shared = xcalloc((size_t)(SLOTS * n), sizeof(float));
         for (i = 0; i < NT; i++) ok &= step_rows(&c, serial, n, i) == HLA_OK;
-        check(ok, "rows op %d: serial steps failed: %s", op, hla_last_error());
+        check(ok, "rows op %d H %d: serial steps failed: %s", op, (int)c.heads, hla_last_error());
         for (i = 0; i < NT; i++) {
             a[i].cfg = c;
             a[i].cache = shared;
@@ -182,11 +193,12 @@ static void test_rows(void)
         }
         for (i = 0; i < NT; i++) {
             if (started[i]) pthread_join(th[i], NULL);
-            check(started[i] && a[i].st == HLA_OK, "rows op %d thread %d: status %s", op, i,
+            check(started[i] && a[i].st == HLA_OK, "rows op %d H %d thread %d: status %s", op, (int)c.heads, i,
                   hla_status_string(a[i].st));
         }
         check(memcmp(serial, shared, (size_t)(SLOTS * n) * sizeof(float)) == 0,
-              "rows op %d: concurrent steps on distinct rows differ from the serial steps", op);
+              "rows op %d H %d Hkv %d: concurrent steps on distinct rows differ from the serial steps", op,
+              (int)c.heads, (int)c.kv_heads);
         free(serial);
         free(shared);
     }

@@ -18,18 +18,29 @@ func workerCount(_ count: Int, parallel: Bool = true) -> Int {
 
 /// Run body(index, worker) for index in 0..<count on `workerCount(count, parallel:)` workers. Each index runs
 /// exactly once, on one worker, so per-worker scratch needs no locking. `balanced`: workers take the next
-/// index from a shared counter (units of unequal cost); else a fixed round-robin partition (cache
-/// locality across calls). `body` must only touch data owned by its index (and its worker's scratch).
-/// Uses the persistent pool when it is free; when another host thread holds it, runs the workers'
-/// shares on freshly created threads instead (same partition, same results).
-func parallelFor(_ count: Int, parallel: Bool = true, balanced: Bool = false, _ body: @escaping (Int, Int) -> Void) {
+/// index from a shared counter (units of unequal cost); else each worker starts on a fixed contiguous
+/// share (cache locality across calls) and, once it is done, takes the indices the others have not
+/// started yet from the ends of their shares. Either way a worker that is late, asleep or descheduled
+/// leaves its work to the others instead of holding up the call. `body` must only touch data owned by its
+/// index (and its worker's scratch). Uses the persistent pool when it is free; when another host thread
+/// holds it, runs the workers' shares on freshly created threads instead (same results), or with
+/// `spawn: false` (calls too short to pay for creating threads) all of them on the calling thread.
+/// Returns the pool's report: whether the call ran on the pool and how long the caller then waited for
+/// units a worker had started (a worker descheduled in the middle of a unit).
+@discardableResult
+func parallelFor(_ count: Int, parallel: Bool = true, balanced: Bool = false, spawn: Bool = true,
+                 _ body: @escaping (Int, Int) -> Void) -> PoolReport {
     let workers = workerCount(count, parallel: parallel)
     if workers <= 1 {
         for i in 0..<count { body(i, 0) }
-        return
+        return .unpooled
     }
     let job = PoolJob(body, workers: workers, count: count, balanced: balanced)
-    if ThreadPool.shared.run(job) { return }
+    if let report = ThreadPool.shared.run(job) { return report }
+    if !spawn {
+        job.runShare(0)   // takes every index: its own share, then the others' (nobody else runs this job)
+        return .unpooled
+    }
     var threads: [pthread_t] = []
     for w in 1..<workers {
         let box = Unmanaged.passRetained(Share(job, w))
@@ -40,35 +51,84 @@ func parallelFor(_ count: Int, parallel: Bool = true, balanced: Bool = false, _ 
         }, box.toOpaque()) == 0 {
             threads.append(tid)
         } else {
-            box.takeRetainedValue().run()   // no thread: run that share here
+            box.release()   // no thread: the shares that run take its indices
         }
     }
     job.runShare(0)
     for t in threads { pthread_join(t, nil) }
+    return .unpooled
+}
+
+/// What one `parallelFor` call saw of the pool.
+struct PoolReport {
+    let pooled: Bool       // ran on the persistent pool
+    let elapsed: UInt64    // ns from posting the job to its end (pooled calls only)
+    let waited: UInt64     // ns of those the caller waited, after taking every index left, for units workers had started
+    static var unpooled: PoolReport { PoolReport(pooled: false, elapsed: 0, waited: 0) }
 }
 
 private final class PoolJob: @unchecked Sendable {
     let body: (Int, Int) -> Void
     let workers: Int, count: Int
-    init(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int, balanced: Bool) {
-        self.body = body; self.workers = workers; self.count = count; self.balanced = balanced
-    }
-    /// Balanced: indices are handed out one at a time from a shared counter, so workers stay busy when
-    /// units differ in cost (packed sequences of different lengths). Otherwise worker w runs the indices
-    /// ≡ w mod workers, the same ones every call, so a unit's state stays in one core's cache across the
-    /// calls of a decoding loop. Which worker runs an index never changes a result.
-    private let next = Atomic<Int>(0)
     let balanced: Bool
+    /// Balanced: indices are handed out one at a time from `next`, so workers stay busy when units differ
+    /// in cost (packed sequences of different lengths). Otherwise worker w owns the contiguous share
+    /// [w·count/workers, (w+1)·count/workers) of `shares[w]`, takes it from the front, the same indices
+    /// every call so a unit's state stays in one core's cache across the calls of a decoding loop, then
+    /// takes what is left of the other shares from their backs. Contiguous shares, not every workers-th
+    /// index: with interleaved units each core's hardware prefetcher ran into the neighbouring units the
+    /// other core was writing (two threads were then slower than one on a 2 MiB state). Which worker runs
+    /// an index never changes a result.
+    private let next = Atomic<Int>(0)
+    private let shares: [ShareRange]
+    init(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int, balanced: Bool) {
+        self.body = body; self.workers = workers; self.count = count
+        let balanced = balanced || count > ShareRange.maxIndex   // shares pack two indices in 32 bits each
+        self.balanced = balanced
+        shares = balanced ? [] : (0..<workers).map { ShareRange(from: $0 * count / workers, to: ($0 + 1) * count / workers) }
+    }
     func runShare(_ w: Int) {
-        if !balanced {
-            var i = w
-            while i < count { body(i, w); i += workers }
-            return
+        if balanced {
+            while true {
+                let i = next.add(1, ordering: .relaxed).oldValue
+                if i >= count { return }
+                body(i, w)
+            }
         }
+        while let i = shares[w].takeFront() { body(i, w) }
+        for o in 1..<workers {
+            let other = shares[(w + o) % workers]
+            while let i = other.takeBack() { body(i, w) }
+        }
+    }
+}
+
+/// The indices [lo, hi) of one worker's share not yet taken, packed into one atomic word (lo in the high
+/// half): the owner takes lo, other workers take hi − 1, and a compare-and-swap makes each index go to one
+/// of them. Padded to a cache line of its own, so owners taking from their shares do not contend.
+private final class ShareRange: @unchecked Sendable {
+    static let maxIndex = Int(UInt32.max >> 1)
+    private let bounds: Atomic<Int>
+    private let pad: (Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0)
+    init(from lo: Int, to hi: Int) { bounds = Atomic(lo << 32 | hi) }
+    func takeFront() -> Int? {
+        var b = bounds.load(ordering: .relaxed)
         while true {
-            let i = next.add(1, ordering: .relaxed).oldValue
-            if i >= count { return }
-            body(i, w)
+            let lo = b >> 32, hi = b & 0xFFFF_FFFF
+            if lo >= hi { return nil }
+            let (ok, seen) = bounds.compareExchange(expected: b, desired: (lo + 1) << 32 | hi, ordering: .relaxed)
+            if ok { return lo }
+            b = seen
+        }
+    }
+    func takeBack() -> Int? {
+        var b = bounds.load(ordering: .relaxed)
+        while true {
+            let lo = b >> 32, hi = b & 0xFFFF_FFFF
+            if lo >= hi { return nil }
+            let (ok, seen) = bounds.compareExchange(expected: b, desired: lo << 32 | (hi - 1), ordering: .relaxed)
+            if ok { return hi - 1 }
+            b = seen
         }
     }
 }
@@ -79,14 +139,16 @@ private final class Share: @unchecked Sendable {
     func run() { job.runShare(worker) }
 }
 
-/// A persistent pool of hlaThreadCount − 1 threads; the caller runs share 0 of every job itself. Between
-/// jobs a worker polls the job counter for 200 µs (a decoding loop posts the next step within
-/// microseconds, so a hot worker picks it up at once and stays on its own core), then sleeps on a
-/// condition variable; the caller likewise polls briefly for the workers to finish, then sleeps. One job
-/// at a time; a caller that finds the pool busy (another host thread) falls back to its own threads.
-/// Re-created lazily in a forked child (no job runs at a fork: libhla's fork gate, Sources/CHLA/fork_gate.c,
-/// makes fork() wait for the entry points in flight, so `busy` is free; `lock` may still be held by a
-/// parent worker that was going to sleep, hence the re-initialisation below).
+/// A persistent pool of hlaThreadCount − 1 threads; the caller runs share 0 of every job itself, then takes
+/// whatever the workers have not started. Between jobs a worker polls for the next job for 200 µs (a
+/// decoding loop posts the next step within microseconds, so a hot worker picks it up at once and stays on
+/// its own core), then sleeps on a condition variable. A worker joins a job only while it is open; once
+/// the caller has taken every index left it closes the job and waits only for the workers inside it (to
+/// finish the units they have started), never for a worker that is asleep or descheduled and has not
+/// joined. One job at a time; a caller that finds the pool busy (another host thread) falls back to its
+/// own threads. Re-created lazily in a forked child (no job runs at a fork: libhla's fork gate,
+/// Sources/CHLA/fork_gate.c, makes fork() wait for the entry points in flight, so `busy` is free; `lock`
+/// may still be held by a parent worker that was going to sleep, hence the re-initialisation below).
 private final class ThreadPool: @unchecked Sendable {
     static let shared = ThreadPool()
     /// How long a thread polls before it sleeps: longer than the gap between the steps of a decoding
@@ -102,11 +164,14 @@ private final class ThreadPool: @unchecked Sendable {
         return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
     }
 
-    private let generation = Atomic<Int>(0)   // bumped once per posted job
-    private let pending = Atomic<Int>(0)      // pool threads that have not finished the current job
+    /// The current job's word: generation (bumped once per posted job) << genShift | closed | workers inside.
+    private static var closedBit: Int { 1 << 16 }
+    private static var insideMask: Int { (1 << 16) - 1 }
+    private static var genShift: Int { 17 }
+    private let slot = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)     // pool threads blocked on `wake`
     private let waiting = Atomic<Int>(0)      // 1 while the caller is (about to be) blocked on `finished`
-    private var job: PoolJob? = nil           // published by the release of `generation`
+    private var job: PoolJob? = nil           // written only while no worker is inside a job
     private var started = 0
     private var pid: pid_t = 0
     // Heap-allocated so their addresses never change (pthread objects must not move).
@@ -120,9 +185,9 @@ private final class ThreadPool: @unchecked Sendable {
         pthread_cond_init(wake, nil); pthread_cond_init(finished, nil)
     }
 
-    /// Run `job` on the pool (share 0 on the caller). False if the pool is busy or cannot start threads.
-    func run(_ j: PoolJob) -> Bool {
-        guard pthread_mutex_trylock(busy) == 0 else { return false }
+    /// Run `job` on the pool (share 0 on the caller). nil if the pool is busy or has no threads.
+    func run(_ j: PoolJob) -> PoolReport? {
+        guard pthread_mutex_trylock(busy) == 0 else { return nil }
         defer { pthread_mutex_unlock(busy) }
         if pid != getpid() {
             // First use, or a forked child: the parent's threads are not here, and the condition variables
@@ -132,12 +197,13 @@ private final class ThreadPool: @unchecked Sendable {
                 pthread_mutex_init(lock, nil); pthread_cond_init(wake, nil); pthread_cond_init(finished, nil)
             }
             pid = getpid(); started = 0; job = nil
+            slot.store(0, ordering: .sequentiallyConsistent)
             sleepers.store(0, ordering: .sequentiallyConsistent)
             waiting.store(0, ordering: .sequentiallyConsistent)
-            pending.store(0, ordering: .sequentiallyConsistent)
         }
         while started < hlaThreadCount - 1 {
-            let ctx = Unmanaged.passRetained(WorkerContext(self, started + 1, generation.load(ordering: .sequentiallyConsistent)))
+            let ctx = Unmanaged.passRetained(WorkerContext(self, started + 1,
+                                                           slot.load(ordering: .sequentiallyConsistent) >> ThreadPool.genShift))
             var tid = pthread_t()
             if pthread_create(&tid, nil, { arg in
                 let c = Unmanaged<WorkerContext>.fromOpaque(arg!).takeRetainedValue()
@@ -150,54 +216,76 @@ private final class ThreadPool: @unchecked Sendable {
             pthread_detach(tid)
             started += 1
         }
-        guard started >= j.workers - 1 else { return false }
+        guard started >= 1 else { return nil }
         job = j
-        pending.store(started, ordering: .sequentiallyConsistent)
-        generation.add(1, ordering: .sequentiallyConsistent)
+        let posted = ThreadPool.now()
+        // Post: a new generation, open, nobody inside (the previous job was closed and drained).
+        let generation = (slot.load(ordering: .relaxed) >> ThreadPool.genShift) &+ 1
+        slot.store(generation << ThreadPool.genShift, ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
             pthread_mutex_lock(lock); pthread_cond_broadcast(wake); pthread_mutex_unlock(lock)
         }
         j.runShare(0)
-        let until = ThreadPool.now() &+ ThreadPool.spinNanoseconds
-        var spins = 0
-        while pending.load(ordering: .acquiring) > 0 {
-            spins &+= 1
-            if spins & 255 == 0 && ThreadPool.now() > until { break }
-        }
-        if pending.load(ordering: .acquiring) > 0 {
-            pthread_mutex_lock(lock)
-            waiting.store(1, ordering: .sequentiallyConsistent)
-            while pending.load(ordering: .sequentiallyConsistent) > 0 { pthread_cond_wait(finished, lock) }
-            waiting.store(0, ordering: .sequentiallyConsistent)
-            pthread_mutex_unlock(lock)
+        // Every index is taken: close the job to late workers, then wait for the units in progress.
+        let before = slot.bitwiseOr(ThreadPool.closedBit, ordering: .sequentiallyConsistent).oldValue
+        var waited: UInt64 = 0
+        let closed = ThreadPool.now()
+        if before & ThreadPool.insideMask != 0 {
+            let until = closed &+ ThreadPool.spinNanoseconds
+            var spins = 0
+            while slot.load(ordering: .acquiring) & ThreadPool.insideMask != 0 {
+                spins &+= 1
+                if spins & 255 == 0 && ThreadPool.now() > until { break }
+            }
+            if slot.load(ordering: .acquiring) & ThreadPool.insideMask != 0 {
+                pthread_mutex_lock(lock)
+                waiting.store(1, ordering: .sequentiallyConsistent)
+                while slot.load(ordering: .sequentiallyConsistent) & ThreadPool.insideMask != 0 {
+                    pthread_cond_wait(finished, lock)
+                }
+                waiting.store(0, ordering: .sequentiallyConsistent)
+                pthread_mutex_unlock(lock)
+            }
+            waited = ThreadPool.now() &- closed
         }
         job = nil
-        return true
+        return PoolReport(pooled: true, elapsed: closed &- posted &+ waited, waited: waited)
     }
 
     fileprivate func loop(_ index: Int, from generation0: Int) {
         var seen = generation0
         while true {
-            var g = generation.load(ordering: .acquiring)
+            var s = slot.load(ordering: .acquiring)
             let until = ThreadPool.now() &+ ThreadPool.spinNanoseconds
             var spins = 0
-            while g == seen {
+            while s >> ThreadPool.genShift == seen {
                 spins &+= 1
                 if spins & 255 == 0 && ThreadPool.now() > until { break }
-                g = generation.load(ordering: .acquiring)
+                s = slot.load(ordering: .acquiring)
             }
-            if g == seen {
+            if s >> ThreadPool.genShift == seen {
                 pthread_mutex_lock(lock)
                 sleepers.add(1, ordering: .sequentiallyConsistent)
-                while generation.load(ordering: .sequentiallyConsistent) == seen { pthread_cond_wait(wake, lock) }
+                while slot.load(ordering: .sequentiallyConsistent) >> ThreadPool.genShift == seen {
+                    pthread_cond_wait(wake, lock)
+                }
                 sleepers.subtract(1, ordering: .sequentiallyConsistent)
                 pthread_mutex_unlock(lock)
-                g = generation.load(ordering: .acquiring)
+                s = slot.load(ordering: .acquiring)
             }
-            seen = g
+            // Join the newest job if it is still open; a closed one is finished without us.
+            var inside = false
+            while s & ThreadPool.closedBit == 0 {
+                let (ok, now) = slot.compareExchange(expected: s, desired: s + 1, ordering: .sequentiallyConsistent)
+                if ok { inside = true; break }
+                s = now
+            }
+            seen = s >> ThreadPool.genShift
+            guard inside else { continue }
+            // Inside, the caller neither returns nor posts another job, so `job` is this job's.
             if let j = job, index < j.workers { j.runShare(index) }
-            if pending.subtract(1, ordering: .sequentiallyConsistent).newValue == 0,
-               waiting.load(ordering: .sequentiallyConsistent) == 1 {
+            let after = slot.subtract(1, ordering: .sequentiallyConsistent).newValue
+            if after & ThreadPool.insideMask == 0 && waiting.load(ordering: .sequentiallyConsistent) == 1 {
                 pthread_mutex_lock(lock); pthread_cond_signal(finished); pthread_mutex_unlock(lock)
             }
         }

@@ -179,12 +179,9 @@ enum Paths {
         for i in 0..<count { dst[i] = src[i].isFinite ? src[i] : 0 }
     }
 
-    /// Whether a streaming call of about `work` multiply-adds is worth handing to the pool. Measured on the
-    /// 2-core reference VM, a step of 64 heads at d = 64 (0.8M multiply-adds, 25-40 µs on one core) took
-    /// 17-27 µs on two threads when the scheduler kept them on separate cores, but 60-100 µs for whole
-    /// runs when it did not (the second thread then only steals cycles): a bet that pays little and can
-    /// lose 2-4x. From about 4M multiply-adds (over 100 µs of work) the same misplacement costs far less
-    /// than the second core gains, so steps are threaded only from there.
+    /// Whether a serial-path call of several tokens per sequence, about `work` multiply-adds, is worth
+    /// handing to the pool (single-token steps ask `StepThreads`). From about 4M multiply-adds (over 100 µs
+    /// of work) a worker the scheduler keeps off its core costs far less than the second core gains.
     static func worthThreads(_ work: Int) -> Bool { work < 0 || work >= 1 << 22 }
 
     /// Whether a chunked, scan or summary call is worth the pool: about n0·(dk+dv) + dk·(dk+dv)
@@ -204,19 +201,20 @@ enum Paths {
     static func serial<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                   carry: Rows<T>) throws(HLAError) {
         let units = seqs.count * c.kvHeads
-        if seqs.tokens == 1 && seqs.cu == nil && units < hlaThreadCount && seqs.count * c.heads > units
-            && worthThreads(seqs.count &* c.heads &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp)) {
+        let work = units &* seqs.tokens &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp)
+        let step = seqs.tokens == 1 && seqs.cu == nil   // a decoding step: StepThreads decides
+        if step && units < hlaThreadCount && seqs.count * c.heads > units && StepThreads.shared.advised(work) {
             return try stepByHead(op, c, seqs, io: io, carry: carry)
         }
-        let parallel = worthThreads(units &* seqs.tokens &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
+        let parallel = step ? StepThreads.shared.advised(work) : worthThreads(work)
         let workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
         // Room for two tokens: tokens go through `step2` in pairs.
         let stepScratch = 2 * Op.stepScratchAll(c)
-        let per = 2 * (c.dk + c.dvp + c.group * (c.dk + c.dvp)) + stepScratch
+        let per = scratchStride(2 * (c.dk + c.dvp + c.group * (c.dk + c.dvp)) + stepScratch)
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
         defer { buf.free() }
-        parallelFor(units, parallel: parallel, balanced: seqs.balanced) { i, w in
+        let report = parallelFor(units, parallel: parallel, balanced: seqs.balanced, spawn: !step) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             let K = buf.base + w * per, V = K + 2 * c.dk, Q = V + 2 * c.dvp
@@ -235,18 +233,23 @@ enum Paths {
                 t += n
             }
         }
+        if step && parallel { StepThreads.shared.record(report) }
     }
+
+    /// Elements between consecutive workers' scratch areas: `n` rounded up to 32 elements (128 bytes at
+    /// float32), so two workers never write the same cache line or its prefetch pair.
+    static func scratchStride(_ n: Int) -> Int { (n + 31) & ~31 }
 
     /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): the kv
     /// blocks advance on the caller's thread, then the query heads run in parallel.
     static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                       carry: Rows<T>) throws(HLAError) {
         let units = seqs.count * c.kvHeads, items = seqs.count * c.heads
-        let parallel = worthThreads(items &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp))
+        let parallel = true   // `serial` sends a step here only when StepThreads advises threads
         let workers = workerCount(items, parallel: parallel)
         let layout = Layout.state(c)
         let kvWidth = c.dk + c.dvp
-        let per = c.dk + c.dvp + Op.stepScratch(c)
+        let per = scratchStride(c.dk + c.dvp + Op.stepScratch(c))
         let buf = try RawBuffer<T>.allocate(try checkedAdd(try checkedMul(units, kvWidth, "step buffers"),
                                                            try checkedMul(per, workers, "step buffers"), "step buffers"))
         defer { buf.free() }
@@ -260,7 +263,7 @@ enum Paths {
             Op.stepKV(c, layout.unit(carry.row(b), g: g), k: K, v: V)
         }
         let scale = T(c.scale), eps = T(c.eps)
-        parallelFor(items, parallel: parallel) { i, w in
+        let report = parallelFor(items, parallel: parallel, spawn: false) { i, w in
             let b = i / c.heads, h = i % c.heads, g = h / c.group, j = h % c.group
             let K = kvBase + (b * c.kvHeads + g) * kvWidth, V = K + c.dk
             let q = workBase + w * per, o = q + c.dk, tmp = o + c.dvp
@@ -268,6 +271,7 @@ enum Paths {
             Op.stepHead(c, layout.unit(carry.row(b), g: g), j, k: K, v: V, q: q, out: o, tmp: tmp)
             if let out = io.out { out.store(b, 0, h, o, c.dv, mul: c.normalize ? 1 / (o[c.dv] + eps) : 1) }
         }
+        StepThreads.shared.record(report)
     }
 
     /// Elements of one unit in summary layout (kv blocks then the group's query-head blocks).
