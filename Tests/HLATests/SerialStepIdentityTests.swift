@@ -152,6 +152,31 @@ final class SerialStepIdentityTests: XCTestCase {
                      Options(op: op).opName, cs.count, failed, Date().timeIntervalSince(t0)))
     }
 
+    /// Steps large enough for the thread pool (StepThreads.minWork multiply-adds and up), one sequence: with
+    /// one kv head `hla_step` splits the query heads into ranges run on the pool (`stepByHead`), with more
+    /// the units go to the pool's shares; the serial path over the same tokens runs each unit on one thread.
+    /// Same bits either way.
+    func testThreadedStepsEqualSerial() {
+        let shapes: [(H: Int, Hkv: Int, dk: Int, dv: Int)] = [(48, 1, 65, 33), (36, 1, 33, 97), (40, 4, 64, 48), (16, 16, 64, 64)]
+        var n = 0
+        for op in [opHLA2, opAHLA, opHLA3] {
+            let opts = Self.options(op)
+            for (si, sh) in shapes.enumerated() {
+                for dtype in [F32, F64] {
+                    let o = opts[(5 * si + Int(op) + (dtype == F64 ? 3 : 0)) % opts.count]
+                    let work = sh.H * (sh.dk * sh.dk + 2 * sh.dk * (sh.dv + (o.normalize ? 1 : 0)))
+                    XCTAssertGreaterThanOrEqual(work, StepThreads.minWork, "\(sh) is too small to be threaded")
+                    StepThreads.shared.reset()
+                    let c = Case(o: o, s: Shape(B: 1, T: 3, H: sh.H, Hkv: sh.Hkv, dk: sh.dk, dv: sh.dv), dtype: dtype,
+                                 seed: UInt64(1000 + n))
+                    _ = dtype == F64 ? run(Double.self, c) : run(Float.self, c)
+                    n += 1
+                }
+            }
+        }
+        print("SerialStepIdentity threaded steps: \(n) cases")
+    }
+
     func testHLA2SerialEqualsSteps() { sweep(opHLA2) }
     func testAHLASerialEqualsSteps() { sweep(opAHLA) }
     func testHLA3SerialEqualsSteps() { sweep(opHLA3) }

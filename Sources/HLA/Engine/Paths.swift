@@ -241,15 +241,18 @@ enum Paths {
     static func scratchStride(_ n: Int) -> Int { (n + 31) & ~31 }
 
     /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): the kv
-    /// blocks advance on the caller's thread, then the query heads run in parallel.
+    /// blocks advance on the caller's thread, then each unit's query heads run in `parts` contiguous ranges
+    /// in parallel, each range through `stepHeads` (one sweep of the shared kv blocks for all its heads).
     static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                       carry: Rows<T>) throws(HLAError) {
-        let units = seqs.count * c.kvHeads, items = seqs.count * c.heads
-        let parallel = true   // `serial` sends a step here only when StepThreads advises threads
-        let workers = workerCount(items, parallel: parallel)
+        let units = seqs.count * c.kvHeads
+        // Two ranges per thread: a worker that finishes first takes the other's second one.
+        let parts = min(c.group, 2 * hlaThreadCount), items = units * parts
+        let most = (c.group + parts - 1) / parts            // heads in the largest range
+        let workers = workerCount(items)
         let layout = Layout.state(c)
         let kvWidth = c.dk + c.dvp
-        let per = scratchStride(c.dk + c.dvp + Op.stepScratch(c))
+        let per = scratchStride(most * (c.dk + c.dvp) + Op.stepScratchHeads(c, most))
         let buf = try RawBuffer<T>.allocate(try checkedAdd(try checkedMul(units, kvWidth, "step buffers"),
                                                            try checkedMul(per, workers, "step buffers"), "step buffers"))
         defer { buf.free() }
@@ -263,13 +266,19 @@ enum Paths {
             Op.stepKV(c, layout.unit(carry.row(b), g: g), k: K, v: V)
         }
         let scale = T(c.scale), eps = T(c.eps)
-        let report = parallelFor(items, parallel: parallel, spawn: false) { i, w in
-            let b = i / c.heads, h = i % c.heads, g = h / c.group, j = h % c.group
-            let K = kvBase + (b * c.kvHeads + g) * kvWidth, V = K + c.dk
-            let q = workBase + w * per, o = q + c.dk, tmp = o + c.dvp
-            io.q.gather(b, h, 0, 1, c.dk, into: q, ld: c.dk, mul: scale)
-            Op.stepHead(c, layout.unit(carry.row(b), g: g), j, k: K, v: V, q: q, out: o, tmp: tmp)
-            if let out = io.out { out.store(b, 0, h, o, c.dv, mul: c.normalize ? 1 / (o[c.dv] + eps) : 1) }
+        let report = parallelFor(items, spawn: false) { i, w in
+            let unit = i / parts, p = i % parts, b = unit / c.kvHeads, g = unit % c.kvHeads
+            let j0 = p * c.group / parts, n = (p + 1) * c.group / parts - j0
+            let K = kvBase + unit * kvWidth, V = K + c.dk
+            let q = workBase + w * per, o = q + most * c.dk, tmp = o + most * c.dvp
+            for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
+            Op.stepHeads(c, layout.unit(carry.row(b), g: g), j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+            if let out = io.out {
+                for j in 0..<n {
+                    let oj = o + j * c.dvp
+                    out.store(b, 0, g * c.group + j0 + j, oj, c.dv, mul: c.normalize ? 1 / (oj[c.dv] + eps) : 1)
+                }
+            }
         }
         StepThreads.shared.record(report)
     }

@@ -44,6 +44,12 @@ final class StepThreads: @unchecked Sendable {
         return until == 0 || StepThreads.now() >= until
     }
 
+    /// Forget the account (tests: make the next step's advice depend on its size only).
+    func reset() {
+        holdUntil.store(0, ordering: .relaxed); credit.store(StepThreads.maxCredit, ordering: .relaxed)
+        factor.store(32, ordering: .relaxed); clean.store(0, ordering: .relaxed)
+    }
+
     /// Account for a threaded step's report from `parallelFor`. Racing host threads may lose an update:
     /// the account only steers timing.
     func record(_ r: PoolReport) {

@@ -37,11 +37,13 @@ protocol Operator {
     static func stepGroup2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                         q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
 
-    /// Consume one token of a unit with several query heads: `stepKV` then `stepHead` for every head, bit for
-    /// bit, with the products of the shared kv blocks by the heads' vectors formed for all heads in one sweep
-    /// over each block. q (group × dk), out (group × dvp); tmp holds `stepScratchAll` elements.
-    static func stepGroup<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
-                                       q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>)
+    /// Consume one token, second half, for the n query heads j0..<j0+n of the unit (after `stepKV`): `stepHead`
+    /// for each, bit for bit, with the products of the shared kv blocks by the heads' vectors formed for all n
+    /// heads in one sweep over each block. q (n × dk), out (n × dvp); tmp holds `stepScratchHeads(c, n)`
+    /// elements. Reads the kv blocks only, so disjoint ranges of heads can run on different threads.
+    static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                       v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                       tmp: UnsafeMutablePointer<T>)
 
     /// Outputs of n tokens from the carry in `u`, then (`carryOut`) advance the carry past them; without
     /// `carryOut` the carry's products are skipped and `u` is left as it was (the outputs are the same bits).
@@ -105,9 +107,21 @@ extension Operator {
         stepGroup2(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
     }
 
+    /// Consume one token of a unit with several query heads: `stepKV`, then `stepHeads` for all of them.
+    /// q (group × dk), out (group × dvp); tmp holds `stepScratchAll` elements.
+    @inline(__always)
+    static func stepGroup<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
+                                       q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        stepKV(c, u, k: k, v: v)
+        stepHeads(c, u, 0, u.group, k: k, v: v, q: q, out: out, tmp: tmp)
+    }
+
+    /// Scratch elements `stepHeads` needs for n heads: two vectors per head (and `stepScratch`).
+    static func stepScratchHeads(_ c: Config, _ n: Int) -> Int { stepScratch(c) + n * (c.dk + max(c.dk, c.dvp)) }
+
     /// Scratch elements `step` needs: `stepScratch`, and with grouped heads two vectors per query head.
     static func stepScratchAll(_ c: Config) -> Int {
-        stepScratch(c) + (c.group > 1 ? c.group * (c.dk + max(c.dk, c.dvp)) : 0)
+        c.group > 1 ? stepScratchHeads(c, c.group) : stepScratch(c)
     }
 }
 

@@ -21,20 +21,20 @@ extension AHLA {
         }
     }
 
-    static func stepGroup<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
-                                       q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+    static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                       v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                       tmp: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp, g = T(c.decay), P = u.kv
-        stepKV(c, u, k: k, v: v)
         if c.masked {
-            Vec.gemvTMany(P, dk, dvp, dvp, q, dk, u.group, tmp, dvp)            // y_j = Pᵀ q_j
-            for j in 0..<u.group {                                              // E_j ← γE_j + k y_jᵀ, o_j = E_jᵀ q_j
-                Vec.rank1Project(u.head(j), dk, dvp, dvp, g, k, tmp + j * dvp, q + j * dk, out + j * dvp)
+            Vec.gemvTMany(P, dk, dvp, dvp, q, dk, n, tmp, dvp)                  // y_j = Pᵀ q_j
+            for j in 0..<n {                                                    // E_j ← γE_j + k y_jᵀ, o_j = E_jᵀ q_j
+                Vec.rank1Project(u.head(j0 + j), dk, dvp, dvp, g, k, tmp + j * dvp, q + j * dk, out + j * dvp)
             }
         } else {
-            for j in 0..<u.group {                                              // R_j ← γR_j + k q_jᵀ, w_j = R_jᵀ q_j
-                Vec.rank1Project(u.head(j), dk, dk, dk, g, k, q + j * dk, q + j * dk, tmp + j * dk)
+            for j in 0..<n {                                                    // R_j ← γR_j + k q_jᵀ, w_j = R_jᵀ q_j
+                Vec.rank1Project(u.head(j0 + j), dk, dk, dk, g, k, q + j * dk, q + j * dk, tmp + j * dk)
             }
-            Vec.gemvTMany(P, dk, dvp, dvp, tmp, dk, u.group, out, dvp)          // o_j = Pᵀ w_j
+            Vec.gemvTMany(P, dk, dvp, dvp, tmp, dk, n, out, dvp)                // o_j = Pᵀ w_j
         }
     }
 

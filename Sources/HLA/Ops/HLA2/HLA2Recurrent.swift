@@ -20,12 +20,12 @@ extension HLA2 {
         headFromZ(c, u, 0, v: v, q: q, z: tmp, out: out)
     }
 
-    static func stepGroup<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
-                                       q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+    static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                       v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                       tmp: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
-        stepKV(c, u, k: k, v: v)
-        Vec.gemvTMany(u.kv, dk, dk, dk, q, dk, u.group, tmp, dk)                 // z_j = S q_j
-        for j in 0..<u.group { headFromZ(c, u, j, v: v, q: q + j * dk, z: tmp + j * dk, out: out + j * dvp) }
+        Vec.gemvTMany(u.kv, dk, dk, dk, q, dk, n, tmp, dk)                       // z_j = S q_j
+        for j in 0..<n { headFromZ(c, u, j0 + j, v: v, q: q + j * dk, z: tmp + j * dk, out: out + j * dvp) }
     }
 
     static func stepSingle2<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,

@@ -25,23 +25,23 @@ extension HLA3 {
         }
     }
 
-    static func stepGroup<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
-                                       q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
-        let dk = c.dk, dvp = c.dvp, g = T(c.decay), G = u.group
+    static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                       v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                       tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay)
         let S = u.kv, P = u.kv + dk * dk
-        let Z = tmp, Y = tmp + G * dk
-        stepKV(c, u, k: k, v: v)
-        Vec.gemvTMany(S, dk, dk, dk, q, dk, G, Z, dk)                           // z_j = S q_j
+        let Z = tmp, Y = tmp + n * dk
+        Vec.gemvTMany(S, dk, dk, dk, q, dk, n, Z, dk)                           // z_j = S q_j
         if c.masked {
-            Vec.gemvTMany(P, dk, dvp, dvp, q, dk, G, Y, dvp)                    // y_j = Pᵀ q_j
-            for j in 0..<G {                                                    // W_j ← γ³W_j + z_j y_jᵀ, o_j = W_jᵀ q_j
-                Vec.rank1Project(u.head(j), dk, dvp, dvp, g * g * g, Z + j * dk, Y + j * dvp, q + j * dk, out + j * dvp)
+            Vec.gemvTMany(P, dk, dvp, dvp, q, dk, n, Y, dvp)                    // y_j = Pᵀ q_j
+            for j in 0..<n {                                                    // W_j ← γ³W_j + z_j y_jᵀ, o_j = W_jᵀ q_j
+                Vec.rank1Project(u.head(j0 + j), dk, dvp, dvp, g * g * g, Z + j * dk, Y + j * dvp, q + j * dk, out + j * dvp)
             }
         } else {
-            for j in 0..<G {                                                    // S^Q_j ← γS^Q_j + q qᵀ, w_j = S^Q_j z_j
-                Vec.rank1Project(u.head(j), dk, dk, dk, g, q + j * dk, q + j * dk, Z + j * dk, Y + j * dk)
+            for j in 0..<n {                                                    // S^Q_j ← γS^Q_j + q qᵀ, w_j = S^Q_j z_j
+                Vec.rank1Project(u.head(j0 + j), dk, dk, dk, g, q + j * dk, q + j * dk, Z + j * dk, Y + j * dk)
             }
-            Vec.gemvTMany(P, dk, dvp, dvp, Y, dk, G, out, dvp)                  // o_j = Pᵀ w_j
+            Vec.gemvTMany(P, dk, dvp, dvp, Y, dk, n, out, dvp)                  // o_j = Pᵀ w_j
         }
     }
 
