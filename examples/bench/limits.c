@@ -9,6 +9,9 @@
  *   limits_rmw(buf, n, sweeps)            In-place read-modify-write sweep x = a*x + b over n float32
  *                                         (AVX2, four ymm per iteration), repeated `sweeps` times on the
  *                                         calling thread; returns seconds per sweep.
+ *   limits_rmw_threads(buf, n, sweeps, t) The same over t threads, each sweeping a contiguous 1/t of the
+ *                                         buffer `sweeps` times from a common start (barrier); returns
+ *                                         seconds per sweep to the last thread's end.
  *   limits_step_*                         A loop of hla_step calls from C (libhla dlopen'ed from the path
  *                                         given), on preallocated [ntok, H, d] tokens, to time the streaming
  *                                         step without the Python binding around it.
@@ -128,6 +131,53 @@ double limits_rmw(float *buf, long n, int sweeps) {
         __asm__ volatile("" ::: "memory");
     }
     return (now() - t0) / sweeps;
+}
+
+/* The same sweeps split over `threads` threads, each sweeping its contiguous part (64-byte aligned
+ * boundaries) `sweeps` times; all start from one barrier. Returns seconds per sweep: from the first
+ * thread's start to the last thread's end, over `sweeps`. */
+typedef struct {
+    float *p;
+    long n;
+    int sweeps;
+    pthread_barrier_t *bar;
+    double t_start, t_end;
+} rmw_arg;
+
+static void *rmw_thread(void *vp) {
+    rmw_arg *a = vp;
+    pthread_barrier_wait(a->bar);
+    a->t_start = now();
+    limits_rmw(a->p, a->n, a->sweeps);
+    a->t_end = now();
+    return NULL;
+}
+
+double limits_rmw_threads(float *buf, long n, int sweeps, int threads) {
+    if (!buf || threads < 1 || threads > 64 || n < 32L * threads || sweeps < 1) return -1;
+    pthread_t tid[64];
+    rmw_arg args[64];
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, (unsigned)threads);
+    for (int i = 0; i < threads; i++) {
+        long lo = (n * i / threads) & ~15L, hi = i + 1 == threads ? n : (n * (i + 1) / threads) & ~15L;
+        args[i] = (rmw_arg){buf + lo, hi - lo, sweeps, &bar, 0, 0};
+    }
+    for (int i = 1; i < threads; i++) {
+        if (pthread_create(&tid[i], NULL, rmw_thread, &args[i]) != 0) {
+            fprintf(stderr, "limits: pthread_create failed\n");
+            exit(1);
+        }
+    }
+    rmw_thread(&args[0]);
+    for (int i = 1; i < threads; i++) pthread_join(tid[i], NULL);
+    pthread_barrier_destroy(&bar);
+    double t0 = args[0].t_start, t1 = args[0].t_end;
+    for (int i = 1; i < threads; i++) {
+        if (args[i].t_start < t0) t0 = args[i].t_start;
+        if (args[i].t_end > t1) t1 = args[i].t_end;
+    }
+    return (t1 - t0) / sweeps;
 }
 
 /* ------------------------------------------------------------------------------------------------ */

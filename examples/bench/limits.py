@@ -57,6 +57,8 @@ def build():
     lib.limits_fma_peak.argtypes = [I, L, ctypes.POINTER(D)]
     lib.limits_rmw.restype = D
     lib.limits_rmw.argtypes = [P, L, I]
+    lib.limits_rmw_threads.restype = D
+    lib.limits_rmw_threads.argtypes = [P, L, I, I]
     lib.limits_step_new.restype = P
     lib.limits_step_new.argtypes = [ctypes.c_char_p, I, I64, I64, I64, I64, D, P, P, P, I64, P, P, I64]
     lib.limits_step_run.restype = D
@@ -105,8 +107,10 @@ class Sweep:
         self.n = self.buf.size
         self.nbytes = self.buf.nbytes
 
-    def __call__(self, sweeps=1):
-        """Seconds per sweep, over `sweeps` consecutive sweeps."""
+    def __call__(self, sweeps=1, threads=1):
+        """Seconds per sweep, over `sweeps` consecutive sweeps (split over `threads` threads)."""
+        if threads > 1:
+            return self.lib.limits_rmw_threads(self.buf.ctypes.data, self.n, sweeps, threads)
         return self.lib.limits_rmw(self.buf.ctypes.data, self.n, sweeps)
 
 
