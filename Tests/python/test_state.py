@@ -328,3 +328,29 @@ def test_version_comes_from_the_header():
              for p in ("MAJOR", "MINOR", "PATCH")]
     assert hla.__version__ == ".".join(parts)
     assert hla.library_version().split(".")[0] == parts[0]
+
+
+class _Sub(np.ndarray):
+    """An ndarray subclass: State.step's one-call numpy path declines it (NotImplemented)."""
+
+
+@pytest.mark.parametrize("dt", ["float16", "float32", "float64", ">f4"])
+def test_step_numpy_call_equals_the_general_path(dt):
+    """State.step's one-call path (_hla.step_numpy: exact numpy arrays of a native float dtype) and
+    its general path (any other array, here an ndarray subclass) give the same bits, output and state;
+    the output has q's float kind (native byte order) and shape [R, H, dv]."""
+    state_dt = "float64" if dt == "float64" else "float32"
+    a, b = new_state(state_dt, op="hla3"), new_state(state_dt, op="hla3")
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        q, k, v = (rng.standard_normal(s).astype(dt) for s in ((B, H, DK), (B, HKV, DK), (B, HKV, DV)))
+        assert hla._hla.step_numpy(a._cfg, q.view(_Sub), k, v, a._array, a._lock) is NotImplemented
+        oa = a.step(q, k, v)
+        ob = b.step(q.view(_Sub), k.view(_Sub), v.view(_Sub))
+        assert type(oa) is np.ndarray and oa.shape == (B, H, DV)
+        assert oa.dtype == np.dtype(dt).newbyteorder("=")
+        assert np.array_equal(oa, np.asarray(ob)) and np.array_equal(a.array, b.array)
+    assert not a._lock.locked()
+    with pytest.raises(ValueError, match="hla_step"):
+        a.step(q[:, :, :2], k, v)
+    assert not a._lock.locked()   # released on a failed call too

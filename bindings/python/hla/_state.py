@@ -192,14 +192,12 @@ class State(_Rows):
         (one floating dtype; float64 needs a float64 state, the others float32). rows: None
         (sequence i is row i) or R distinct row indices to read and advance. Returns o_t [R, H, Dv]
         of q_t's kind and dtype."""
-        if type(q_t) is np.ndarray and type(k_t) is np.ndarray and type(v_t) is np.ndarray and rows is None:
-            # the decode loop's common case, kept short: numpy in, numpy out (the library validates)
-            dt = q_t.dtype
-            out = np.empty((q_t.shape[0] if q_t.ndim else 1, self._cfg.heads, self._cfg.dv),
-                           dtype=dt if dt in _arrays.NATIVE_FLOATS else _arrays.numpy_float_dtype(q_t))
-            with self._lock:
-                _hla.step(self._cfg, q_t, k_t, v_t, out, self._array, None)
-            return out
+        if rows is None:
+            # the decode loop's common case in one C call: numpy float16/32/64 in, numpy out (the
+            # library validates); NotImplemented for anything else
+            out = _hla.step_numpy(self._cfg, q_t, k_t, v_t, self._array, self._lock)
+            if out is not NotImplemented:
+                return out
         q_t, k_t, v_t = (_arrays.prepare(x, n) for x, n in ((q_t, "q_t"), (k_t, "k_t"), (v_t, "v_t")))
         sq = _arrays.shape(q_t)
         out = _arrays.empty_like_kind(q_t, (sq[0] if sq else 1, self._cfg.heads, self._cfg.dv))

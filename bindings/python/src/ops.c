@@ -186,6 +186,70 @@ py_step(PyObject *m, PyObject *args)
     return finish(&r);
 }
 
+/* step_numpy(cfg, q, k, v, state, lock) -> o, or NotImplemented: State.step's common case in one call.
+ * q, k, v exact numpy arrays of one native float dtype (float16, float32, float64): allocates the output
+ * [R, H, dv] (R = q.shape[0]; 1 for a 0-d q, which the library then refuses) of q's dtype, holds `lock`
+ * (the State's threading.Lock) around hla_step with the GIL released. Anything else (other array kinds,
+ * bfloat16, rows) returns NotImplemented and the Python layer takes its general path. */
+static PyObject *
+py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const argspec spec[] = {
+        {"q_t", HLA_EXT_READ, 0}, {"k_t", HLA_EXT_READ, 0}, {"v_t", HLA_EXT_READ, 0},
+        {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}};
+    PyObject *o[5], *lock, *held;
+    hla_ext_tensor t[MAX_ARGS];
+    hla_config cfg;
+    npy_intp dims[3];
+    int typenum;
+    outcome r;
+    (void)m;
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "step_numpy takes 6 arguments, got %zd", nargs);
+        return NULL;
+    }
+    o[0] = args[1]; o[1] = args[2]; o[2] = args[3]; o[4] = args[4]; lock = args[5];
+    if (!PyArray_CheckExact(o[0]) || !PyArray_CheckExact(o[1]) || !PyArray_CheckExact(o[2])) Py_RETURN_NOTIMPLEMENTED;
+    typenum = PyArray_TYPE((PyArrayObject *)o[0]);
+    if (typenum != NPY_HALF && typenum != NPY_FLOAT && typenum != NPY_DOUBLE) Py_RETURN_NOTIMPLEMENTED;
+    if (hla_ext_config_from_py(args[0], &cfg) < 0) return NULL;
+    dims[0] = PyArray_NDIM((PyArrayObject *)o[0]) ? PyArray_DIM((PyArrayObject *)o[0], 0) : 1;
+    dims[1] = (npy_intp)cfg.heads;
+    dims[2] = (npy_intp)cfg.dv;
+    if (dims[1] < 0 || dims[2] < 0 || (npy_int64)dims[1] != cfg.heads || (npy_int64)dims[2] != cfg.dv) {
+        PyErr_SetString(PyExc_ValueError, "heads and dv must be non-negative sizes");
+        return NULL;
+    }
+    o[3] = PyArray_EMPTY(3, dims, typenum, 0);
+    if (o[3] == NULL) return NULL;
+    if (convert_all(o, spec, 5, t) < 0) {
+        Py_DECREF(o[3]);
+        return NULL;
+    }
+    held = PyObject_CallMethod(lock, "acquire", NULL);
+    if (held == NULL) {
+        release_all(t, 5);
+        Py_DECREF(o[3]);
+        return NULL;
+    }
+    Py_DECREF(held);
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_step(&cfg, P(0), P(1), P(2), P(3), P(4), NULL));
+    Py_END_ALLOW_THREADS
+    release_all(t, 5);
+    held = PyObject_CallMethod(lock, "release", NULL);
+    if (held == NULL) {
+        Py_DECREF(o[3]);
+        return NULL;
+    }
+    Py_DECREF(held);
+    if (r.status != HLA_OK) {
+        Py_DECREF(o[3]);
+        return hla_ext_raise(r.status, r.message);
+    }
+    return o[3];
+}
+
 /* summarize(cfg, q, k, v, cu_seqlens, summary, lengths) -> None */
 static PyObject *
 py_summarize(PyObject *m, PyObject *args)
@@ -561,6 +625,8 @@ PyMethodDef hla_ext_ops_methods[] = {
     {"reference", py_reference, METH_VARARGS,
      "reference(cfg, q, k, v, output, cu_seqlens) -> None (hla_reference)"},
     {"step", py_step, METH_VARARGS, "step(cfg, q, k, v, output, state, rows) -> None (hla_step)"},
+    {"step_numpy", (PyCFunction)(void (*)(void))py_step_numpy, METH_FASTCALL,
+     "step_numpy(cfg, q, k, v, state, lock) -> o, or NotImplemented (numpy q, k, v of one native float dtype)"},
     {"summarize", py_summarize, METH_VARARGS,
      "summarize(cfg, q, k, v, cu_seqlens, summary, lengths) -> None (hla_summarize)"},
     {"summary_combine", py_summary_combine, METH_VARARGS,
