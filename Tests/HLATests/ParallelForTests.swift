@@ -66,19 +66,31 @@ final class ParallelForTests: XCTestCase {
                   "worker 0's share \(share0) all ran on worker 0: \((0..<count).map { ledger.worker[$0] })")
     }
 
-    /// The step advice: small steps stay on the calling thread; a report of a long wait for a worker
-    /// holds threaded steps off for a while.
+    /// The step advice: small steps stay on the calling thread; large ones use the pool only right after
+    /// another step (the workers still polling); a report of a long wait for a worker holds threaded steps
+    /// off for a while, short waits within the credit do not.
     func testStepAdvice() {
+        let m = StepThreads.minWork, two = hlaThreadCount > 1
+        // Right after a step (a few tries: this thread may lose its core for longer than `linger`).
+        func adviceAfterStep(_ s: StepThreads, _ w: Int) -> Bool {
+            (0..<5).contains { _ in s.ended(m, nil); return s.advised(w) }
+        }
         let s = StepThreads()
-        XCTAssertFalse(s.advised(StepThreads.minWork - 1))
-        XCTAssertEqual(s.advised(StepThreads.minWork), hlaThreadCount > 1)
+        XCTAssertFalse(s.advised(m), "no step has ended yet: the workers are not polling")
+        XCTAssertFalse(adviceAfterStep(s, m - 1))
+        XCTAssertEqual(adviceAfterStep(s, m), two)
+        usleep(UInt32(2 * StepThreads.linger / 1000))
+        XCTAssertFalse(s.advised(m), "a step after a pause longer than the workers poll")
         // A wait of 5 ms against 20 µs steps overdraws the credit: steps go to one thread for ~160 ms.
-        for _ in 0..<10 { s.record(PoolReport(pooled: true, elapsed: 20_000, waited: 0)) }
-        s.record(PoolReport(pooled: true, elapsed: 5_020_000, waited: 5_000_000))
-        XCTAssertFalse(s.advised(StepThreads.minWork))
-        // Waits of a few µs within the credit do not.
+        for _ in 0..<10 { s.ended(m, PoolReport(pooled: true, elapsed: 20_000, waited: 0)) }
+        XCTAssertEqual(adviceAfterStep(s, m), two)
+        s.ended(m, PoolReport(pooled: true, elapsed: 5_020_000, waited: 5_000_000))
+        XCTAssertFalse(adviceAfterStep(s, m))
         let t = StepThreads()
-        for _ in 0..<1000 { t.record(PoolReport(pooled: true, elapsed: 20_000, waited: 3_000)) }
-        XCTAssertEqual(t.advised(StepThreads.minWork), hlaThreadCount > 1)
+        for _ in 0..<1000 { t.ended(m, PoolReport(pooled: true, elapsed: 20_000, waited: 3_000)) }
+        XCTAssertEqual(adviceAfterStep(t, m), two)
+        t.always.store(true, ordering: .relaxed)
+        usleep(UInt32(2 * StepThreads.linger / 1000))
+        XCTAssertEqual(t.advised(m), two, "always: whatever the timing")
     }
 }

@@ -159,6 +159,8 @@ final class SerialStepIdentityTests: XCTestCase {
     func testThreadedStepsEqualSerial() {
         let shapes: [(H: Int, Hkv: Int, dk: Int, dv: Int)] = [(48, 1, 65, 33), (36, 1, 33, 97), (40, 4, 64, 48), (16, 16, 64, 64)]
         var n = 0
+        StepThreads.shared.always.store(true, ordering: .relaxed)   // every step here on the pool's paths
+        defer { StepThreads.shared.always.store(false, ordering: .relaxed) }
         for op in [opHLA2, opAHLA, opHLA3] {
             let opts = Self.options(op)
             for (si, sh) in shapes.enumerated() {
@@ -166,7 +168,6 @@ final class SerialStepIdentityTests: XCTestCase {
                     let o = opts[(5 * si + Int(op) + (dtype == F64 ? 3 : 0)) % opts.count]
                     let work = sh.H * (sh.dk * sh.dk + 2 * sh.dk * (sh.dv + (o.normalize ? 1 : 0)))
                     XCTAssertGreaterThanOrEqual(work, StepThreads.minWork, "\(sh) is too small to be threaded")
-                    StepThreads.shared.reset()
                     let c = Case(o: o, s: Shape(B: 1, T: 3, H: sh.H, Hkv: sh.Hkv, dk: sh.dk, dv: sh.dv), dtype: dtype,
                                  seed: UInt64(1000 + n))
                     _ = dtype == F64 ? run(Double.self, c) : run(Float.self, c)

@@ -29,13 +29,13 @@ func workerCount(_ count: Int, parallel: Bool = true) -> Int {
 /// units a worker had started (a worker descheduled in the middle of a unit).
 @discardableResult
 func parallelFor(_ count: Int, parallel: Bool = true, balanced: Bool = false, spawn: Bool = true,
-                 _ body: @escaping (Int, Int) -> Void) -> PoolReport {
+                 linger: UInt64 = 200_000, _ body: @escaping (Int, Int) -> Void) -> PoolReport {
     let workers = workerCount(count, parallel: parallel)
     if workers <= 1 {
         for i in 0..<count { body(i, 0) }
         return .unpooled
     }
-    let job = PoolJob(body, workers: workers, count: count, balanced: balanced)
+    let job = PoolJob(body, workers: workers, count: count, balanced: balanced, linger: linger)
     if let report = ThreadPool.shared.run(job) { return report }
     if !spawn {
         job.runShare(0)   // takes every index: its own share, then the others' (nobody else runs this job)
@@ -71,6 +71,7 @@ private final class PoolJob: @unchecked Sendable {
     let body: (Int, Int) -> Void
     let workers: Int, count: Int
     let balanced: Bool
+    let linger: UInt64   // ns a worker polls for the next job after this one, before it sleeps
     /// Balanced: indices are handed out one at a time from `next`, so workers stay busy when units differ
     /// in cost (packed sequences of different lengths). Otherwise worker w owns the contiguous share
     /// [w·count/workers, (w+1)·count/workers) of `shares[w]`, takes it from the front, the same indices
@@ -81,8 +82,8 @@ private final class PoolJob: @unchecked Sendable {
     /// an index never changes a result.
     private let next = Atomic<Int>(0)
     private let shares: [ShareRange]
-    init(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int, balanced: Bool) {
-        self.body = body; self.workers = workers; self.count = count
+    init(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int, balanced: Bool, linger: UInt64) {
+        self.body = body; self.workers = workers; self.count = count; self.linger = linger
         let balanced = balanced || count > ShareRange.maxIndex   // shares pack two indices in 32 bits each
         self.balanced = balanced
         shares = balanced ? [] : (0..<workers).map { ShareRange(from: $0 * count / workers, to: ($0 + 1) * count / workers) }
@@ -140,9 +141,11 @@ private final class Share: @unchecked Sendable {
 }
 
 /// A persistent pool of hlaThreadCount − 1 threads; the caller runs share 0 of every job itself, then takes
-/// whatever the workers have not started. Between jobs a worker polls for the next job for 200 µs (a
-/// decoding loop posts the next step within microseconds, so a hot worker picks it up at once and stays on
-/// its own core), then sleeps on a condition variable. A worker joins a job only while it is open; once
+/// whatever the workers have not started. After a job a worker polls for the next one for the job's
+/// `linger` (200 µs by default; a decoding loop posts the next call within microseconds, so a hot worker
+/// picks it up at once and stays on its own core), then sleeps on a condition variable. Decoding steps
+/// linger less (`StepThreads.linger`): a host that runs its own threaded work between steps would
+/// otherwise share a core with a polling worker after every token. A worker joins a job only while it is open; once
 /// the caller has taken every index left it closes the job and waits only for the workers inside it (to
 /// finish the units they have started), never for a worker that is asleep or descheduled and has not
 /// joined. One job at a time; a caller that finds the pool busy (another host thread) falls back to its
@@ -254,9 +257,10 @@ private final class ThreadPool: @unchecked Sendable {
 
     fileprivate func loop(_ index: Int, from generation0: Int) {
         var seen = generation0
+        var linger = ThreadPool.spinNanoseconds
         while true {
             var s = slot.load(ordering: .acquiring)
-            let until = ThreadPool.now() &+ ThreadPool.spinNanoseconds
+            let until = ThreadPool.now() &+ linger
             var spins = 0
             while s >> ThreadPool.genShift == seen {
                 spins &+= 1
@@ -283,7 +287,10 @@ private final class ThreadPool: @unchecked Sendable {
             seen = s >> ThreadPool.genShift
             guard inside else { continue }
             // Inside, the caller neither returns nor posts another job, so `job` is this job's.
-            if let j = job, index < j.workers { j.runShare(index) }
+            if let j = job {
+                linger = j.linger
+                if index < j.workers { j.runShare(index) }
+            }
             let after = slot.subtract(1, ordering: .sequentiallyConsistent).newValue
             if after & ThreadPool.insideMask == 0 && waiting.load(ordering: .sequentiallyConsistent) == 1 {
                 pthread_mutex_lock(lock); pthread_cond_signal(finished); pthread_mutex_unlock(lock)

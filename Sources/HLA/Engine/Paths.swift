@@ -214,7 +214,8 @@ enum Paths {
         let per = scratchStride(2 * (c.dk + c.dvp + c.group * (c.dk + c.dvp)) + stepScratch)
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
         defer { buf.free() }
-        let report = parallelFor(units, parallel: parallel, balanced: seqs.balanced, spawn: !step) { i, w in
+        let report = parallelFor(units, parallel: parallel, balanced: seqs.balanced, spawn: !step,
+                                 linger: step ? StepThreads.linger : 200_000) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             let K = buf.base + w * per, V = K + 2 * c.dk, Q = V + 2 * c.dvp
@@ -233,7 +234,7 @@ enum Paths {
                 t += n
             }
         }
-        if step && parallel { StepThreads.shared.record(report) }
+        if step { StepThreads.shared.ended(work, parallel ? report : nil) }
     }
 
     /// Elements between consecutive workers' scratch areas: `n` rounded up to 32 elements (128 bytes at
@@ -266,7 +267,7 @@ enum Paths {
             Op.stepKV(c, layout.unit(carry.row(b), g: g), k: K, v: V)
         }
         let scale = T(c.scale), eps = T(c.eps)
-        let report = parallelFor(items, spawn: false) { i, w in
+        let report = parallelFor(items, spawn: false, linger: StepThreads.linger) { i, w in
             let unit = i / parts, p = i % parts, b = unit / c.kvHeads, g = unit % c.kvHeads
             let j0 = p * c.group / parts, n = (p + 1) * c.group / parts - j0
             let K = kvBase + unit * kvWidth, V = K + c.dk
@@ -280,7 +281,7 @@ enum Paths {
                 }
             }
         }
-        StepThreads.shared.record(report)
+        StepThreads.shared.ended(seqs.count &* c.heads &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp), report)
     }
 
     /// Elements of one unit in summary layout (kv blocks then the group's query-head blocks).

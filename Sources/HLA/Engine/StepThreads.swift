@@ -26,10 +26,17 @@ final class StepThreads: @unchecked Sendable {
     /// gained more than posting the step to it costs.
     static var minWork: Int { 1 << 17 }
     static var maxCredit: Int { 2_000_000 }   // ns
+    /// How long pool workers poll for the next job after a step (ns): well above the gap between the steps
+    /// of a decoding loop (a few µs from Python), well below the 200 µs after other jobs, so a host's own
+    /// threaded work between steps (a model's matrix products) does not share a core with a polling worker.
+    static var linger: UInt64 { 30_000 }
     private let holdUntil = Atomic<UInt64>(0)   // CLOCK_MONOTONIC ns before which steps stay on one thread
     private let credit = Atomic<Int>(StepThreads.maxCredit)
     private let factor = Atomic<Int>(32)
     private let clean = Atomic<Int>(0)          // threaded steps since the last overdraft
+    private let lastEnd = Atomic<UInt64>(0)     // CLOCK_MONOTONIC ns at the end of the last step of minWork or more
+    /// Tests: advise the pool for every step of minWork or more, whatever the timing and the account.
+    let always = Atomic<Bool>(false)
 
     private static func now() -> UInt64 {
         var t = timespec()
@@ -37,22 +44,36 @@ final class StepThreads: @unchecked Sendable {
         return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
     }
 
-    /// Whether a step of about `work` multiply-adds should use the pool now.
+    /// Whether a step of about `work` multiply-adds should use the pool now: large enough, no hold, and
+    /// the previous step (of any size that could be threaded) ended less than `linger` ago, so the pool's
+    /// workers are still polling. A decoding loop that calls back to back keeps them hot and runs on both
+    /// cores; a host that does other work between steps (a model's layers: milliseconds) steps on its own
+    /// thread without waking them: a woken worker joins tens of microseconds late, and polling workers
+    /// would share cores with the host's own threads after every token.
     func advised(_ work: Int) -> Bool {
         guard work < 0 || work >= StepThreads.minWork, hlaThreadCount > 1 else { return false }
-        let until = holdUntil.load(ordering: .relaxed)
-        return until == 0 || StepThreads.now() >= until
+        if always.load(ordering: .relaxed) { return true }
+        let now = StepThreads.now(), until = holdUntil.load(ordering: .relaxed)
+        return now &- lastEnd.load(ordering: .relaxed) < StepThreads.linger && (until == 0 || now >= until)
     }
 
-    /// Forget the account (tests: make the next step's advice depend on its size only).
+    /// A step of `work` multiply-adds ended: its report from `parallelFor` when it ran there (else nil).
+    func ended(_ work: Int, _ report: PoolReport?) {
+        guard work < 0 || work >= StepThreads.minWork else { return }
+        if let r = report { record(r) }
+        lastEnd.store(StepThreads.now(), ordering: .relaxed)
+    }
+
+    /// Forget the account, as if a step had just ended (tests: the next step's advice depends on its size).
     func reset() {
         holdUntil.store(0, ordering: .relaxed); credit.store(StepThreads.maxCredit, ordering: .relaxed)
         factor.store(32, ordering: .relaxed); clean.store(0, ordering: .relaxed)
+        lastEnd.store(StepThreads.now(), ordering: .relaxed)
     }
 
     /// Account for a threaded step's report from `parallelFor`. Racing host threads may lose an update:
     /// the account only steers timing.
-    func record(_ r: PoolReport) {
+    private func record(_ r: PoolReport) {
         guard r.pooled else { return }
         let waited = Int(clamping: r.waited)
         let c = min(credit.load(ordering: .relaxed) &+ Int(clamping: (r.elapsed &- r.waited) / 2),
