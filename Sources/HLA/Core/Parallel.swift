@@ -16,6 +16,13 @@ func workerCount(_ count: Int, parallel: Bool = true) -> Int {
     parallel ? max(1, min(hlaThreadCount, count)) : 1
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (the pool's polling deadlines and waits, the step advice's timing).
+@inline(__always) func monotonicNanoseconds() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
+}
+
 /// Run body(index, worker) for index in 0..<count on `workerCount(count, parallel:)` workers. Each index runs
 /// exactly once, on one worker, so per-worker scratch needs no locking. `balanced`: workers take the next
 /// index from a shared counter (units of unequal cost); else each worker starts on a fixed contiguous
@@ -25,17 +32,19 @@ func workerCount(_ count: Int, parallel: Bool = true) -> Int {
 /// index (and its worker's scratch). Uses the persistent pool when it is free; when another host thread
 /// holds it, runs the workers' shares on freshly created threads instead (same results), or with
 /// `spawn: false` (calls too short to pay for creating threads) all of them on the calling thread.
+/// `linger`: how long pool workers poll for the next job after this one (nil: the pool's default).
 /// Returns the pool's report: whether the call ran on the pool and how long the caller then waited for
 /// units a worker had started (a worker descheduled in the middle of a unit).
 @discardableResult
 func parallelFor(_ count: Int, parallel: Bool = true, balanced: Bool = false, spawn: Bool = true,
-                 linger: UInt64 = 200_000, _ body: @escaping (Int, Int) -> Void) -> PoolReport {
+                 linger: UInt64? = nil, _ body: @escaping (Int, Int) -> Void) -> PoolReport {
     let workers = workerCount(count, parallel: parallel)
     if workers <= 1 {
         for i in 0..<count { body(i, 0) }
         return .unpooled
     }
-    let job = PoolJob(body, workers: workers, count: count, balanced: balanced, linger: linger)
+    let job = PoolJob(body, workers: workers, count: count, balanced: balanced,
+                      linger: linger ?? ThreadPool.spinNanoseconds)
     if let report = ThreadPool.shared.run(job) { return report }
     if !spawn {
         job.runShare(0)   // takes every index: its own share, then the others' (nobody else runs this job)
@@ -145,27 +154,21 @@ private final class Share: @unchecked Sendable {
 /// `linger` (200 µs by default; a decoding loop posts the next call within microseconds, so a hot worker
 /// picks it up at once and stays on its own core), then sleeps on a condition variable. Decoding steps
 /// linger less (`StepThreads.linger`): a host that runs its own threaded work between steps would
-/// otherwise share a core with a polling worker after every token. A worker joins a job only while it is open; once
-/// the caller has taken every index left it closes the job and waits only for the workers inside it (to
-/// finish the units they have started), never for a worker that is asleep or descheduled and has not
-/// joined. One job at a time; a caller that finds the pool busy (another host thread) falls back to its
-/// own threads. Re-created lazily in a forked child (no job runs at a fork: libhla's fork gate,
+/// otherwise share a core with a polling worker after every token. A worker joins a job only while it
+/// is open; once the caller has taken every index left it closes the job and waits only for the workers
+/// inside it (to finish the units they have started), never for a worker that is asleep or descheduled
+/// and has not joined. One job at a time; a caller that finds the pool busy (another host thread) falls
+/// back to its own threads. Re-created lazily in a forked child (no job runs at a fork: libhla's fork gate,
 /// Sources/CHLA/fork_gate.c, makes fork() wait for the entry points in flight, so `busy` is free; `lock`
 /// may still be held by a parent worker that was going to sleep, hence the re-initialisation below).
 private final class ThreadPool: @unchecked Sendable {
     static let shared = ThreadPool()
-    /// How long a thread polls before it sleeps: longer than the gap between the steps of a decoding
+    /// How long a thread polls before it sleeps, unless the job says otherwise: longer than the gap between the steps of a decoding
     /// loop, short enough not to hold a core for long once the host stops calling. Computed, not a
     /// stored static: the workers read it outside any libhla call, and a lazy global's accessor may
     /// take a lock (swift_once does on every access under ThreadSanitizer) that a fork would then
     /// leave held in the child.
     static var spinNanoseconds: UInt64 { 200_000 }
-
-    @inline(__always) static func now() -> UInt64 {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
-    }
 
     /// The current job's word: generation (bumped once per posted job) << genShift | closed | workers inside.
     private static var closedBit: Int { 1 << 16 }
@@ -221,7 +224,7 @@ private final class ThreadPool: @unchecked Sendable {
         }
         guard started >= 1 else { return nil }
         job = j
-        let posted = ThreadPool.now()
+        let posted = monotonicNanoseconds()
         // Post: a new generation, open, nobody inside (the previous job was closed and drained).
         let generation = (slot.load(ordering: .relaxed) >> ThreadPool.genShift) &+ 1
         slot.store(generation << ThreadPool.genShift, ordering: .sequentiallyConsistent)
@@ -232,13 +235,13 @@ private final class ThreadPool: @unchecked Sendable {
         // Every index is taken: close the job to late workers, then wait for the units in progress.
         let before = slot.bitwiseOr(ThreadPool.closedBit, ordering: .sequentiallyConsistent).oldValue
         var waited: UInt64 = 0
-        let closed = ThreadPool.now()
+        let closed = monotonicNanoseconds()
         if before & ThreadPool.insideMask != 0 {
             let until = closed &+ ThreadPool.spinNanoseconds
             var spins = 0
             while slot.load(ordering: .acquiring) & ThreadPool.insideMask != 0 {
                 spins &+= 1
-                if spins & 255 == 0 && ThreadPool.now() > until { break }
+                if spins & 255 == 0 && monotonicNanoseconds() > until { break }
             }
             if slot.load(ordering: .acquiring) & ThreadPool.insideMask != 0 {
                 pthread_mutex_lock(lock)
@@ -249,7 +252,7 @@ private final class ThreadPool: @unchecked Sendable {
                 waiting.store(0, ordering: .sequentiallyConsistent)
                 pthread_mutex_unlock(lock)
             }
-            waited = ThreadPool.now() &- closed
+            waited = monotonicNanoseconds() &- closed
         }
         job = nil
         return PoolReport(pooled: true, elapsed: closed &- posted &+ waited, waited: waited)
@@ -260,11 +263,11 @@ private final class ThreadPool: @unchecked Sendable {
         var linger = ThreadPool.spinNanoseconds
         while true {
             var s = slot.load(ordering: .acquiring)
-            let until = ThreadPool.now() &+ linger
+            let until = monotonicNanoseconds() &+ linger
             var spins = 0
             while s >> ThreadPool.genShift == seen {
                 spins &+= 1
-                if spins & 255 == 0 && ThreadPool.now() > until { break }
+                if spins & 255 == 0 && monotonicNanoseconds() > until { break }
                 s = slot.load(ordering: .acquiring)
             }
             if s >> ThreadPool.genShift == seen {

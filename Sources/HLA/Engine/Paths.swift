@@ -203,10 +203,10 @@ enum Paths {
         let units = seqs.count * c.kvHeads
         let work = units &* seqs.tokens &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp)
         let step = seqs.tokens == 1 && seqs.cu == nil   // a decoding step: StepThreads decides
-        if step && units < hlaThreadCount && seqs.count * c.heads > units && StepThreads.shared.advised(work) {
-            return try stepByHead(op, c, seqs, io: io, carry: carry)
-        }
         let parallel = step ? StepThreads.shared.advised(work) : worthThreads(work)
+        if step && parallel && units < hlaThreadCount && seqs.count * c.heads > units {
+            return try stepByHead(op, c, seqs, io: io, carry: carry, work: work)
+        }
         let workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
         // Room for two tokens: tokens go through `step2` in pairs.
@@ -215,7 +215,7 @@ enum Paths {
         let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
         defer { buf.free() }
         let report = parallelFor(units, parallel: parallel, balanced: seqs.balanced, spawn: !step,
-                                 linger: step ? StepThreads.linger : 200_000) { i, w in
+                                 linger: step ? StepThreads.linger : nil) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let unit = layout.unit(carry.row(sq), g: g)
             let K = buf.base + w * per, V = K + 2 * c.dk, Q = V + 2 * c.dvp
@@ -244,8 +244,9 @@ enum Paths {
     /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): the kv
     /// blocks advance on the caller's thread, then each unit's query heads run in `parts` contiguous ranges
     /// in parallel, each range through `stepHeads` (one sweep of the shared kv blocks for all its heads).
+    /// `work`: the step's multiply-adds, as `serial` measured them for `StepThreads`.
     static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
-                                                      carry: Rows<T>) throws(HLAError) {
+                                                      carry: Rows<T>, work: Int) throws(HLAError) {
         let units = seqs.count * c.kvHeads
         // Two ranges per thread: a worker that finishes first takes the other's second one.
         let parts = min(c.group, 2 * hlaThreadCount), items = units * parts
@@ -281,7 +282,7 @@ enum Paths {
                 }
             }
         }
-        StepThreads.shared.ended(seqs.count &* c.heads &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp), report)
+        StepThreads.shared.ended(work, report)
     }
 
     /// Elements of one unit in summary layout (kv blocks then the group's query-head blocks).

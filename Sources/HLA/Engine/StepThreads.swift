@@ -38,12 +38,6 @@ final class StepThreads: @unchecked Sendable {
     /// Tests: advise the pool for every step of minWork or more, whatever the timing and the account.
     let always = Atomic<Bool>(false)
 
-    private static func now() -> UInt64 {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
-    }
-
     /// Whether a step of about `work` multiply-adds should use the pool now: large enough, no hold, and
     /// the previous step (of any size that could be threaded) ended less than `linger` ago, so the pool's
     /// workers are still polling. A decoding loop that calls back to back keeps them hot and runs on both
@@ -53,7 +47,7 @@ final class StepThreads: @unchecked Sendable {
     func advised(_ work: Int) -> Bool {
         guard work < 0 || work >= StepThreads.minWork, hlaThreadCount > 1 else { return false }
         if always.load(ordering: .relaxed) { return true }
-        let now = StepThreads.now(), until = holdUntil.load(ordering: .relaxed)
+        let now = monotonicNanoseconds(), until = holdUntil.load(ordering: .relaxed)
         return now &- lastEnd.load(ordering: .relaxed) < StepThreads.linger && (until == 0 || now >= until)
     }
 
@@ -61,14 +55,7 @@ final class StepThreads: @unchecked Sendable {
     func ended(_ work: Int, _ report: PoolReport?) {
         guard work < 0 || work >= StepThreads.minWork else { return }
         if let r = report { record(r) }
-        lastEnd.store(StepThreads.now(), ordering: .relaxed)
-    }
-
-    /// Forget the account, as if a step had just ended (tests: the next step's advice depends on its size).
-    func reset() {
-        holdUntil.store(0, ordering: .relaxed); credit.store(StepThreads.maxCredit, ordering: .relaxed)
-        factor.store(32, ordering: .relaxed); clean.store(0, ordering: .relaxed)
-        lastEnd.store(StepThreads.now(), ordering: .relaxed)
+        lastEnd.store(monotonicNanoseconds(), ordering: .relaxed)
     }
 
     /// Account for a threaded step's report from `parallelFor`. Racing host threads may lose an update:
@@ -80,7 +67,7 @@ final class StepThreads: @unchecked Sendable {
                     StepThreads.maxCredit) &- waited
         if c < 0 {
             let f = factor.load(ordering: .relaxed)
-            holdUntil.store(StepThreads.now() &+ UInt64(waited) &* UInt64(f), ordering: .relaxed)
+            holdUntil.store(monotonicNanoseconds() &+ UInt64(waited) &* UInt64(f), ordering: .relaxed)
             factor.store(min(2 * f, 1024), ordering: .relaxed)
             credit.store(0, ordering: .relaxed)
             clean.store(0, ordering: .relaxed)
