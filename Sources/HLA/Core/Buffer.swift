@@ -10,13 +10,15 @@ struct RawBuffer<T> {
     let base: UnsafeMutablePointer<T>
     let count: Int
 
-    static func allocate(_ count: Int) throws(HLAError) -> RawBuffer<T> {
+    /// `count` elements, 64-byte aligned; zeroed unless `zeroed` is false (the decoding step's scratch, where
+    /// every element is written before it is read and a memset of it was a few percent of a step).
+    static func allocate(_ count: Int, zeroed: Bool = true) throws(HLAError) -> RawBuffer<T> {
         let n = max(count, 1)
         let (bytes, o) = n.multipliedReportingOverflow(by: MemoryLayout<T>.stride)
         if o { throw .overflow("buffer of \(count) elements") }
         var p: UnsafeMutableRawPointer? = nil
         if posix_memalign(&p, 64, bytes) != 0 || p == nil { throw .noMemory(bytes) }
-        memset(p!, 0, bytes)
+        if zeroed { memset(p!, 0, bytes) }
         return RawBuffer(base: p!.bindMemory(to: T.self, capacity: n), count: count)
     }
 

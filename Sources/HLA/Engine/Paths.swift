@@ -212,7 +212,7 @@ enum Paths {
         // Room for two tokens: tokens go through `step2` in pairs.
         let stepScratch = 2 * Op.stepScratchAll(c)
         let per = scratchStride(2 * (c.dk + c.dvp + c.group * (c.dk + c.dvp)) + stepScratch)
-        let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"))
+        let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"), zeroed: !step)
         defer { buf.free() }
         let report = parallelFor(units, parallel: parallel, balanced: seqs.balanced, spawn: !step,
                                  linger: step ? StepThreads.linger : nil) { i, w in
@@ -221,6 +221,12 @@ enum Paths {
             let K = buf.base + w * per, V = K + 2 * c.dk, Q = V + 2 * c.dvp
             let O = Q + 2 * c.group * c.dk, tmp = O + 2 * c.group * c.dvp
             let t0 = seqs.bos(sq), end = t0 + seqs.length(sq)
+            if step && i + 1 < units {
+                // A decoding step: the next unit's token (this worker's next unless another takes it) is read
+                // while this one computes (the serial sweep's look-ahead below has nothing to look at).
+                let s1 = seqs.scheduled((i + 1) / c.kvHeads)
+                io.prefetch(c, b: seqs.batch(s1), g: (i + 1) % c.kvHeads, t: seqs.bos(s1))
+            }
             var t = t0
             while t < end {
                 let n = min(2, end - t)                                     // a pair, or the last token alone
@@ -256,7 +262,8 @@ enum Paths {
         let kvWidth = c.dk + c.dvp
         let per = scratchStride(most * (c.dk + c.dvp) + Op.stepScratchHeads(c, most))
         let buf = try RawBuffer<T>.allocate(try checkedAdd(try checkedMul(units, kvWidth, "step buffers"),
-                                                           try checkedMul(per, workers, "step buffers"), "step buffers"))
+                                                           try checkedMul(per, workers, "step buffers"), "step buffers"),
+                                              zeroed: false)
         defer { buf.free() }
         let kvBase = buf.base, workBase = buf.base + units * kvWidth
         for i in 0..<units {
