@@ -19,6 +19,11 @@ struct RawBuffer<T> {
         var p: UnsafeMutableRawPointer? = nil
         if posix_memalign(&p, 64, bytes) != 0 || p == nil { throw .noMemory(bytes) }
         if zeroed { memset(p!, 0, bytes) }
+        #if DEBUG
+        // Debug builds (swift test) fill the unzeroed kind with NaN bytes, so a read before a write shows in
+        // the results instead of passing on whatever malloc returned.
+        if !zeroed { memset(p!, 0xFF, bytes) }
+        #endif
         return RawBuffer(base: p!.bindMemory(to: T.self, capacity: n), count: count)
     }
 
