@@ -95,6 +95,15 @@ enum Mask {
             for j in 0..<cols { dst[r * cols + j] = src[r * cols + j] * f }
         }
     }
+    /// `scaledCopy` into dst, returning dst; or src itself when every s(r) is 1 (`unit`: decay 1), which the
+    /// products reading it then sum the same terms of (x · 1 = x exactly) without the copy.
+    @inline(__always)
+    static func scaled<T: HLAFloat>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, _ n: Int, _ cols: Int,
+                                    unit: Bool, _ s: (Int) -> T) -> UnsafePointer<T> {
+        if unit { return src }
+        scaledCopy(dst, src, n, cols, s)
+        return UnsafePointer(dst)
+    }
     /// y ← a·y (count elements).
     @inline(__always)
     static func scale<T: HLAFloat>(_ y: UnsafeMutablePointer<T>, _ count: Int, _ a: T) {

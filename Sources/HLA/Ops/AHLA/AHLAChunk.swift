@@ -29,7 +29,7 @@ extension AHLA {
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
                 if !carryOut { continue }
-                let YG = pw.unit ? UnsafePointer(Y) : { Mask.scaledCopy(T2, Y, n, dvp) { pw[n - 1 - $0] }; return UnsafePointer(T2) }()
+                let YG = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, YG, dvp, gn, st, dvp)     // E
             } else {
                 let X = Y
@@ -42,12 +42,12 @@ extension AHLA {
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
                 if !carryOut { continue }
-                let QG = pw.unit ? Qh : { Mask.scaledCopy(Qd, Qh, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(Qd) }()
+                let QG = Mask.scaled(Qd, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, K, dk, QG, dk, gn, st, dk)        // R
             }
         }
         if !carryOut { return }
-        let VG = pw.unit ? V : { Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }; return UnsafePointer(Vd) }()
+        let VG = Mask.scaled(Vd, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
         T.gemm(true, false, dk, dvp, n, 1, K, dk, VG, dvp, gn, P0, dvp)             // P
     }
 

@@ -17,11 +17,11 @@ extension HLA2 {
                                    O: UnsafeMutablePointer<T>, carryOut: Bool, scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
-        let QS = scratch.take(n * dk), Kd = scratch.take(n * dk)
-        let Vd = scratch.take(n * dvp), Tm = scratch.take(n * dvp), T2 = scratch.take(n * dvp)
+        let QS = scratch.take(n * dk), Ks = scratch.take(n * dk)
+        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), T2 = scratch.take(n * dvp)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
-        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
-        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
+        let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
             let C0 = st + cOffset(c)
@@ -61,8 +61,8 @@ extension HLA2 {
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, g2n, st, dvp)    // γ²ⁿ U0 + Kᵀ Γ B Γ V
                 // + γⁿ S0 Qᵀ Γ V = (diag(γ^τ) Q S0)ᵀ diag(γ^{2(n-τ)}) V (S0 symmetric; τ = 1..n), reusing
                 // the cross-term product: n·dk·dv multiply-adds instead of dk²·dv
-                Mask.scaledCopy(Tm, V, n, dvp) { pw[2 * (n - 1 - $0)] }
-                T.gemm(true, false, dk, dvp, n, 1, QS, dk, Tm, dvp, 1, st, dvp)
+                let V2 = Mask.scaled(Tm, V, n, dvp, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
+                T.gemm(true, false, dk, dvp, n, 1, QS, dk, V2, dvp, 1, st, dvp)
             }
             if !c.masked || lam != 0 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
@@ -85,11 +85,11 @@ extension HLA2 {
         if !carryOut && (keep == nil || keepSize(c, n: n) == 0) { return }   // nothing to keep
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let A = scratch.take(n * n), Bs = scratch.take(n * n)
-        let QSs = scratch.take(n * dk), Kd = scratch.take(n * dk)
-        let Vd = scratch.take(n * dvp), Tm = scratch.take(n * dvp), Zs = scratch.take(n * dvp)
+        let QSs = scratch.take(n * dk), Ks = scratch.take(n * dk)
+        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), Zs = scratch.take(n * dvp)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
-        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
-        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
+        let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)
             let C0 = st + cOffset(c)
@@ -104,8 +104,8 @@ extension HLA2 {
                 Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }
                 if !carryOut { continue }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, Z, dvp, g2n, st, dvp)     // γ²ⁿ U0 + Kᵀ Γ B Γ V
-                Mask.scaledCopy(Tm, V, n, dvp) { pw[2 * (n - 1 - $0)] }
-                T.gemm(true, false, dk, dvp, n, 1, QS, dk, Tm, dvp, 1, st, dvp)     // + γⁿ S0 Qᵀ Γ V
+                let V2 = Mask.scaled(Tm, V, n, dvp, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
+                T.gemm(true, false, dk, dvp, n, 1, QS, dk, V2, dvp, 1, st, dvp)     // + γⁿ S0 Qᵀ Γ V
             }
             if !c.masked || lam != 0 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V

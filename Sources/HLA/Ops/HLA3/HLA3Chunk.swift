@@ -31,7 +31,7 @@ extension HLA3 {
                 Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
                 T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
-                let QU = pw.unit ? Qh : { Mask.scaledCopy(X2, Qh, n, dk) { pw[$0 + 1] }; return UnsafePointer(X2) }()   // diag(γ^u) Q
+                let QU = Mask.scaled(X2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }   // diag(γ^u) Q
                 T.gemm(false, true, n, n, dk, 1, X1, dk, QU, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
                 Mask.lowerDecay(M, n, n, pw, 3)
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
@@ -59,12 +59,12 @@ extension HLA3 {
                 Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, M, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
                 if !carryOut { continue }
-                let QG = pw.unit ? Qh : { Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(T2) }()
+                let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, QG, dk, gn, st, dk)       // S^Q
             }
         }
         if !carryOut { return }
-        let KG = pw.unit ? K : { Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }; return UnsafePointer(Kd) }()   // Γ K
+        let KG = Mask.scaled(Kd, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }   // Γ K
         T.gemm(true, false, dk, dvp, n, 1, KG, dk, V, dvp, gn, P0, dvp)             // P
         T.gemm(true, false, dk, dk, n, 1, K, dk, KG, dk, gn, S0, dk)                // S
     }
@@ -120,9 +120,9 @@ extension HLA3 {
                                       X1: UnsafePointer<T>, Y: UnsafePointer<T>, Bt: UnsafePointer<T>, K: UnsafePointer<T>,
                                       T2: UnsafeMutablePointer<T>, X2: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
-        let Y1 = pw.unit ? Y : { Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }; return UnsafePointer(T2) }()
+        let Y1 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
         T.gemm(true, false, dk, dvp, n, 1, X1, dk, Y1, dvp, pw[3 * n], st, dvp)
-        let Y3 = pw.unit ? Y : { Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }; return UnsafePointer(T2) }()
+        let Y3 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
         T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, X2, dvp, structure: .upperA)
         T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
     }
