@@ -116,13 +116,16 @@ def evaluate(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, rid
         return o
     scale_o = np.max(np.abs(o))
     kappa = float(np.max(bound) / scale_o) if scale_o > 0 else np.inf
-    if normalize:
-        # The paths group the sums by features (S q, P^T q, ...), whose rounding bound is the same sums
-        # over |inputs|; with a nearly cancelling denominator it can exceed the bound above by the
-        # order-th power of |x|.|y| / |x.y|. Measured: error <= 0.35 u * that bound on every path
-        # (90 normalized float32 instances); /4 keeps a margin of ~6 under the tests' factor 8.
-        kappa = max(kappa, elementwise_condition(q, k, v, o, op=op, masked=masked, normalize=True,
-                                                 decay=decay, ridge=ridge, eps=eps, scale=scale) / 4.0)
+    # The paths group the sums by features (S q, P^T q, R^T q, ...), whose rounding bound is the same sums
+    # over |inputs|; it exceeds the bound above by the order-th power of |x|.|y| / |x.y| where dot
+    # products nearly cancel: a nearly cancelling denominator (normalize), or, unnormalized, an output
+    # tensor that is itself a near-cancellation (ahla unmasked, T=1, dk=4: o = (q.k)^2 v at 1e-7 of its
+    # terms; the step's R = k q^T, w = R^T q rounds each term of q.k apart: error 1.2e-2 in float32).
+    # Measured: error <= 0.35 u * that bound on every path (90 normalized float32 instances; 0.08 for
+    # the unnormalized one); /4 keeps a margin of ~6 under the tests' factor 8. On 600 random
+    # unnormalized instances of the property tests it stays <= 27, so float32's 1e-4 never widens there.
+    kappa = max(kappa, elementwise_condition(q, k, v, o, op=op, masked=masked, normalize=normalize,
+                                             decay=decay, ridge=ridge, eps=eps, scale=scale) / 4.0)
     return o, kappa
 
 

@@ -46,9 +46,11 @@ def tolerance(dtype, kappa):
     kappa (bruteforce.evaluate) is the first-order condition number of the result: with
     normalize=True and a denominator den_t + eps that nearly cancels, kappa reaches 1e3..1e5 on
     unit-normal data and float32 arithmetic (u = 6e-8) cannot reach SPEC's 1e-4, whatever the
-    algorithm. Returns max(SPEC, ROUNDING_FACTOR * u * kappa). For well-conditioned instances
-    (every unnormalized case here has kappa < 20) this is exactly the SPEC tolerance, so a
-    formula error (an O(1) relative error) can never hide behind the widening."""
+    algorithm; an unnormalized output that is itself a near-cancellation (a single token's
+    (q.k)^2 v with small dk) does the same to any algorithm that groups the sums by features, as
+    the streaming step does. Returns max(SPEC, ROUNDING_FACTOR * u * kappa). For well-conditioned
+    instances (random unnormalized cases here have kappa < 30) this is exactly the SPEC tolerance,
+    so a formula error (an O(1) relative error) can never hide behind the widening."""
     return max(SPEC_TOL[dtype], ROUNDING_FACTOR * UNIT_ROUNDOFF[dtype] * kappa)
 
 
