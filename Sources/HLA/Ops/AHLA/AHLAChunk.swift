@@ -76,15 +76,15 @@ extension AHLA {
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
                 if !carryOut { continue }
-                Mask.scaledCopy(T2, Y, n, dvp) { pw[n - 1 - $0] }
-                T.gemm(true, false, dk, dvp, n, 1, K, dk, T2, dvp, gn, st, dvp)     // E
+                let YG = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dvp, n, 1, K, dk, YG, dvp, gn, st, dvp)     // E
             } else {
-                Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
-                T.gemm(true, false, dk, dk, n, 1, K, dk, T2, dk, gn, st, dk)        // R
+                let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dk, n, 1, K, dk, QG, dk, gn, st, dk)        // R
             }
         }
         if !carryOut { return }
-        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
-        T.gemm(true, false, dk, dvp, n, 1, K, dk, Vd, dvp, gn, P0, dvp)             // P
+        let VG = Mask.scaled(Vd, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
+        T.gemm(true, false, dk, dvp, n, 1, K, dk, VG, dvp, gn, P0, dvp)             // P
     }
 }

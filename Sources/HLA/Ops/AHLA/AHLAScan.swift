@@ -7,8 +7,8 @@ extension AHLA {
                                        K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                        scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp
-        let A = scratch.take(n * n), Y = scratch.take(n * dvp), Kd = scratch.take(n * dk)
-        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        let A = scratch.take(n * n), Y = scratch.take(n * dvp), Ks = scratch.take(n * dk)
+        let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, u.kv, dvp)            // P = Kᵀ Γ V
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)

@@ -9,9 +9,9 @@ extension HLA2 {
                                        scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp
         let B = scratch.take(n * n), A = scratch.take(n * n)
-        let Kd = scratch.take(n * dk), Vd = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
-        Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }
-        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        let Ks = scratch.take(n * dk), Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
+        let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
+        let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, 0, u.kv, dk)                // S = Kᵀ Γ K
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)

@@ -83,9 +83,9 @@ extension HLA3 {
         let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
         let A = scratch.take(n * n), Bts = scratch.take(n * n)
         let Ys = scratch.take(n * d), X1s = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
-        let Kd = scratch.take(n * dk)
+        let Ks = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
-        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }    // Γ K
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)
             if c.masked {
@@ -104,8 +104,8 @@ extension HLA3 {
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
                 if carryOut { advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, X2: X2) }
             } else {
-                Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
-                T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, gn, st, dk)       // S^Q
+                let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dk, n, 1, Qh, dk, QG, dk, gn, st, dk)       // S^Q
             }
         }
         if !carryOut { return }

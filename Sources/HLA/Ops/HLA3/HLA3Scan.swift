@@ -10,8 +10,8 @@ extension HLA3 {
                                        scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp
         let A = scratch.take(n * n), Bt = scratch.take(n * n), Y = scratch.take(n * dvp)
-        let T2 = scratch.take(n * max(dk, dvp)), T3 = scratch.take(n * max(dk, dvp)), Kd = scratch.take(n * dk)
-        Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }
+        let T2 = scratch.take(n * max(dk, dvp)), T3 = scratch.take(n * max(dk, dvp)), Ks = scratch.take(n * dk)
+        let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, 0, u.kv, dk)               // S
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, u.kv + dk * dk, dvp)  // P
         for j in 0..<u.group {
@@ -23,19 +23,19 @@ extension HLA3 {
                 Mask.upperDecay(Bt, n, n, pw, 1)
                 Mask.lowerDecay(A, n, n, pw, 1)
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp, structure: .lowerA)  // Y = (A ⊙ D) V
-                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0)] }
-                T.gemm(false, false, n, dvp, n, 1, Bt, n, T2, dvp, 0, T3, dvp, structure: .upperA)
+                let Y3 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
+                T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, T3, dvp, structure: .upperA)
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, T3, dvp, 0, W, dvp)        // W
-                Mask.scaledCopy(T2, Qh, n, dk) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
-                T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, 0, Q2, dk)         // Q2
-                Mask.scaledCopy(T2, Y, n, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
-                T.gemm(true, false, dk, dvp, n, 1, Qh, dk, T2, dvp, 0, X, dvp)       // X
-                Mask.scaledCopy(T2, Qh, n, dk) { pw[3 * (n - 1 - $0) + $0 + 1] }
-                T.gemm(false, false, n, dk, n, 1, Bt, n, T2, dk, 0, T3, dk)
+                let Qw = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
+                T.gemm(true, false, dk, dk, n, 1, Qh, dk, Qw, dk, 0, Q2, dk)         // Q2
+                let Y1 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
+                T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Y1, dvp, 0, X, dvp)       // X
+                let Q1 = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
+                T.gemm(false, false, n, dk, n, 1, Bt, n, Q1, dk, 0, T3, dk)
                 T.gemm(true, false, dk, dk, n, 1, K, dk, T3, dk, 0, Z, dk)           // Z
             } else {
-                Mask.scaledCopy(T2, Qh, n, dk) { pw[n - 1 - $0] }
-                T.gemm(true, false, dk, dk, n, 1, Qh, dk, T2, dk, 0, st, dk)         // S^Q
+                let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
+                T.gemm(true, false, dk, dk, n, 1, Qh, dk, QG, dk, 0, st, dk)         // S^Q
             }
         }
     }
