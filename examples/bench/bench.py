@@ -310,7 +310,7 @@ def paths_section(R, a, backends, best):
         "scan path: per chunk, the chunk's summary from a zero prefix (the blocks of `<Op>Scan.swift` "
         "`summarize`), the chunk's outputs from its carry-in, and the summary combined into the running carry "
         "by the operator's `combine` (products the summary and the outputs share are computed once per chunk; "
-        "libhla's scan recomputes them); JAX runs each as one jitted lax.scan over chunks, compiled before "
+        "as libhla's scan does: `scanChunk` of `<Op>Scan.swift`); JAX runs each as one jitted lax.scan over chunks, compiled before "
         "timing. **Recurrence peers** (the step peers of the step section: numpy, torch, JAX one jitted call "
         "per token) run the per-token recurrence over the first %d tokens of the same inputs; the recurrence "
         "costs the same per token at any position (its state has a fixed size), so their time is scaled to T "

@@ -381,8 +381,8 @@ def _jax_forward(op, n, make_body):
 # step above), and the carry advanced by the operator's `combine` (full: false: only the state blocks of
 # the carry are kept, the cross-term blocks a full summary also carries -- ahla R0, hla3 Q2, X, Z, hla2 C --
 # are only read from the chunk's summary). Products the summary and the outputs share (Q K^T and its
-# masked forms, (A.D) V) are computed once per chunk; libhla recomputes them because it summarizes a
-# block of chunks before any outputs. Functional (no in-place updates) so one function serves numpy,
+# masked forms, (A.D) V) are computed once per chunk, as in libhla's `scanChunk` (<Op>Scan.swift).
+# Functional (no in-place updates) so one function serves numpy,
 # torch and jax.lax.scan. Stacks [Hkv, g, m, d] (query) / [Hkv, 1, m, d] (key, value); carry blocks
 # [Hkv, 1, ., .] per kv head and [Hkv, g, ., .] per query head.
 # ----------------------------------------------------------------------------------------------

@@ -334,14 +334,18 @@ enum Paths {
                 let n = min(n0, nT - t0)
                 io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w),
                         next: t0 + n < nT ? .at(g: g, t0: bos + t0 + n, n: min(n0, nT - t0 - n)) : .none)
-                // the chunk's outputs from its carry-in (the carry itself is left as it was)
+                // the chunk's outputs from its carry-in (the carry itself is left as it was) and its summary
+                let K = work.K(w), V = work.V(w), Q = work.Q(w)
                 var s = work.scratch(w)
-                chunkOrSteps(op, c, pw, cur, n: n, work: work, w: w, carryOut: false, scratch: &s)
+                if allFinite(K, n * c.dk) && allFinite(V, n * c.dvp) && allFinite(Q, c.group * n * c.dk) {
+                    Op.scanChunk(c, pw, cur, summary, n: n, K: K, V: V, Q: Q, O: work.O(w), scratch: &s)
+                } else {
+                    chunkOrSteps(op, c, pw, cur, n: n, work: work, w: w, carryOut: false, scratch: &s)
+                    var s1 = work.scratch(w)
+                    Op.summarize(c, pw, summary, n: n, K: K, V: V, Q: Q, scratch: &s1)
+                }
                 io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
                 // carry-in of the next chunk = carry-in of this chunk · summary of this chunk
-                for x in 0..<ue { summary.kv[x] = 0 }
-                var s1 = work.scratch(w)
-                Op.summarize(c, pw, summary, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s1)
                 var s2 = work.scratch(w)
                 Op.combine(c, cur, nA: t0, summary, nB: n, full: false, scratch: &s2)
                 t0 += n

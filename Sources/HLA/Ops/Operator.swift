@@ -50,10 +50,18 @@ protocol Operator {
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                    O: UnsafeMutablePointer<T>, carryOut: Bool, scratch: inout Scratch<T>)
-    /// Summary (state and extra blocks, summary layout) of n tokens from an empty prefix, into zeroed `u`.
+    /// Summary (state and extra blocks, summary layout) of n tokens from an empty prefix into `u` (every block
+    /// is written: `u` need not be zeroed).
     static func summarize<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                        K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                        scratch: inout Scratch<T>)
+    /// The scan path's chunk: the outputs of n tokens from the carry in `u` (`chunk` without `carryOut`, `u` left
+    /// as it was) and the summary of the same tokens into `s` (`summarize`; every block is written, so `s` need
+    /// not be zeroed), each product both need formed once: the same bits as the two calls. Finite inputs only
+    /// (the path routes a chunk with a non-finite input through `chunk` and `summarize`).
+    static func scanChunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ s: Unit<T>, n: Int,
+                                       K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                       O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>)
     /// a ← a · b (a of nA tokens, then b of nB). With `full` false, `a` holds only state blocks and only
     /// those are updated (the carry-in of what follows).
     static func combine<T: HLAFloat>(_ c: Config, _ a: Unit<T>, nA: Int, _ b: Unit<T>, nB: Int, full: Bool,
@@ -81,6 +89,16 @@ protocol Operator {
 }
 
 extension Operator {
+    /// `scanChunk` as its two calls (the operators' variants that share no product).
+    @inline(__always)
+    static func scanChunkSeparately<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ s: Unit<T>, n: Int,
+                                                 K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                                 O: UnsafeMutablePointer<T>, scratch: Scratch<T>) {
+        var s0 = scratch, s1 = scratch
+        chunk(c, pw, u, n: n, K: K, V: V, Q: Q, O: O, carryOut: false, scratch: &s0)
+        summarize(c, pw, s, n: n, K: K, V: V, Q: Q, scratch: &s1)
+    }
+
     /// `chunk` with the carry advanced.
     @inline(__always)
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,

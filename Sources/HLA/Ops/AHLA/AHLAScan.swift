@@ -24,6 +24,35 @@ extension AHLA {
         }
     }
 
+    /// Masked: the summary's A ⊙ D and Y⁰ = (A ⊙ D) V are the chunk's; its Y is Y⁰ + diag(γ^τ) Q P0, the sum
+    /// the chunk's β = 1 product rounds once, so adding the two afterwards gives the same bits.
+    static func scanChunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ s: Unit<T>, n: Int,
+                                       K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                       O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
+        guard c.masked else {
+            return scanChunkSeparately(c, pw, u, s, n: n, K: K, V: V, Q: Q, O: O, scratch: scratch)
+        }
+        let dk = c.dk, dvp = c.dvp
+        let A = scratch.take(n * n), Y0 = scratch.take(n * dvp), Y = scratch.take(n * dvp), Ks = scratch.take(n * dk)
+        let P0 = u.kv
+        let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
+        T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, s.kv, dvp)            // summary P = Kᵀ Γ V
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j), ss = s.head(j)
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)
+            Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
+            T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y0, dvp, structure: .lowerA)  // Y⁰ = (A ⊙ D) V
+            T.gemm(true, false, dk, dvp, n, 1, Kd, dk, Y0, dvp, 0, ss, dvp)          // summary E = Kᵀ Γ Y⁰
+            T.gemm(true, false, dk, dk, n, 1, K, dk, Qh, dk, 0, ss + dk * dvp, dk)  // summary R⁰ = Kᵀ Q
+            T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
+            Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
+            Mask.axpby(Y, Y0, n * dvp, 1, 1)                                         // Y = diag(γ^τ) Q P0 + Y⁰
+            T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
+            Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
+            T.gemm(false, false, n, dvp, n, 1, A, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+        }
+    }
+
     static func combine<T: HLAFloat>(_ c: Config, _ a: Unit<T>, nA: Int, _ b: Unit<T>, nB: Int, full: Bool,
                                      scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp

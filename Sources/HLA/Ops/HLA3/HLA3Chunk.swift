@@ -9,7 +9,7 @@
 extension HLA3 {
     static func chunkScratch(_ c: Config, n: Int) -> Int {
         let d = max(c.dk, c.dvp)
-        return Scratch<Double>.need([n * n, n * n, n * n, n * d, n * d, n * d, n * d, n * c.dk, c.dk * d, c.dk * d])
+        return Scratch<Double>.need([n * n, n * n, n * n, n * d, n * d, n * d, n * d, n * d, n * c.dk, c.dk * d, c.dk * d])
     }
 
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,

@@ -40,6 +40,57 @@ extension HLA3 {
         }
     }
 
+    /// Masked: the summary's Bᵗ and Y = (A ⊙ D_1) V are the chunk's (the chunk's Y is that plus
+    /// diag(γ^τ) Q P0, the sum its β = 1 product rounds once, so adding the two afterwards gives the same bits).
+    static func scanChunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ s: Unit<T>, n: Int,
+                                       K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                       O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
+        guard c.masked else {
+            return scanChunkSeparately(c, pw, u, s, n: n, K: K, V: V, Q: Q, O: O, scratch: scratch)
+        }
+        let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
+        let A = scratch.take(n * n), Bt = scratch.take(n * n), M = scratch.take(n * n)
+        let Y0 = scratch.take(n * dvp), Y = scratch.take(n * dvp), X1 = scratch.take(n * dk)
+        let T2 = scratch.take(n * d), T3 = scratch.take(n * d), Ks = scratch.take(n * dk)
+        let S0 = u.kv, P0 = u.kv + dk * dk
+        let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
+        T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, 0, s.kv, dk)               // summary S
+        T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, s.kv + dk * dk, dvp)  // summary P
+        for j in 0..<u.group {
+            let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
+            let ss = s.head(j), W = ss, Q2 = ss + dk * dvp, X = Q2 + dk * dk, Z = X + dk * dvp
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower half
+            for r in 0..<n { for i in (r + 1)..<max(n, r + 1) { A[r * n + i] = 0 } }
+            Mask.transpose(Bt, A, n, upper: true)
+            Mask.upperDecay(Bt, n, n, pw, 1)                                         // Bᵗ
+            T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
+            Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D_1
+            T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y0, dvp, structure: .lowerA)  // Y⁰ = (A ⊙ D_1) V
+            // the summary of the chunk alone (as `summarize`)
+            let Y3 = Mask.scaled(T2, Y0, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
+            T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, T3, dvp, structure: .upperA)
+            T.gemm(true, false, dk, dvp, n, 1, K, dk, T3, dvp, 0, W, dvp)            // W
+            let Qw = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
+            T.gemm(true, false, dk, dk, n, 1, Qh, dk, Qw, dk, 0, Q2, dk)             // Q2
+            let Y1 = Mask.scaled(T2, Y0, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
+            T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Y1, dvp, 0, X, dvp)           // X
+            let Q1 = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
+            T.gemm(false, false, n, dk, n, 1, Bt, n, Q1, dk, 0, T3, dk)
+            T.gemm(true, false, dk, dk, n, 1, K, dk, T3, dk, 0, Z, dk)               // Z
+            // the outputs from the carry-in (as `chunk`)
+            T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)           // Q S0
+            let QU = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }       // diag(γ^u) Q
+            T.gemm(false, true, n, n, dk, 1, X1, dk, QU, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
+            Mask.lowerDecay(M, n, n, pw, 3)
+            T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
+            Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
+            Mask.axpby(Y, Y0, n * dvp, 1, 1)                                         // Y = diag(γ^τ) Q P0 + Y⁰
+            T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
+            Mask.scaleRows(Oh, n, dvp, dvp) { pw[3 * ($0 + 1)] }
+            T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+        }
+    }
+
     static func combine<T: HLAFloat>(_ c: Config, _ a: Unit<T>, nA: Int, _ b: Unit<T>, nB: Int, full: Bool,
                                      scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp
