@@ -17,22 +17,12 @@ extension HLA3 {
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)
             if c.masked {
-                let W = st, Q2 = st + dk * dvp, X = Q2 + dk * dk, Z = X + dk * dvp
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // Bᵗ and A ⊙ D read its lower half
                 Mask.transpose(Bt, A, n, upper: false)
                 Mask.upperDecay(Bt, n, n, pw, 1)
                 Mask.lowerDecay(A, n, n, pw, 1)
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp, structure: .lowerA)  // Y = (A ⊙ D) V
-                let Y3 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
-                T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, T3, dvp, structure: .upperA)
-                T.gemm(true, false, dk, dvp, n, 1, K, dk, T3, dvp, 0, W, dvp)        // W
-                let Qw = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
-                T.gemm(true, false, dk, dk, n, 1, Qh, dk, Qw, dk, 0, Q2, dk)         // Q2
-                let Y1 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
-                T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Y1, dvp, 0, X, dvp)       // X
-                let Q1 = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
-                T.gemm(false, false, n, dk, n, 1, Bt, n, Q1, dk, 0, T3, dk)
-                T.gemm(true, false, dk, dk, n, 1, K, dk, T3, dk, 0, Z, dk)           // Z
+                summaryHead(c, pw, n, st, K: K, Q: Qh, Bt: Bt, Y: Y, T2: T2, T3: T3)
             } else {
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, QG, dk, 0, st, dk)         // S^Q
@@ -58,7 +48,6 @@ extension HLA3 {
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, s.kv + dk * dk, dvp)  // summary P
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
-            let ss = s.head(j), W = ss, Q2 = ss + dk * dvp, X = Q2 + dk * dk, Z = X + dk * dvp
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower half
             for r in 0..<n { for i in (r + 1)..<max(n, r + 1) { A[r * n + i] = 0 } }
             Mask.transpose(Bt, A, n, upper: true)
@@ -66,17 +55,7 @@ extension HLA3 {
             T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
             Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D_1
             T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y0, dvp, structure: .lowerA)  // Y⁰ = (A ⊙ D_1) V
-            // the summary of the chunk alone (as `summarize`)
-            let Y3 = Mask.scaled(T2, Y0, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
-            T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, T3, dvp, structure: .upperA)
-            T.gemm(true, false, dk, dvp, n, 1, K, dk, T3, dvp, 0, W, dvp)            // W
-            let Qw = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
-            T.gemm(true, false, dk, dk, n, 1, Qh, dk, Qw, dk, 0, Q2, dk)             // Q2
-            let Y1 = Mask.scaled(T2, Y0, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
-            T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Y1, dvp, 0, X, dvp)           // X
-            let Q1 = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
-            T.gemm(false, false, n, dk, n, 1, Bt, n, Q1, dk, 0, T3, dk)
-            T.gemm(true, false, dk, dk, n, 1, K, dk, T3, dk, 0, Z, dk)               // Z
+            summaryHead(c, pw, n, s.head(j), K: K, Q: Qh, Bt: Bt, Y: Y0, T2: T2, T3: T3)   // the summary's blocks
             // the outputs from the carry-in (as `chunk`)
             T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)           // Q S0
             let QU = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }       // diag(γ^u) Q
@@ -89,6 +68,26 @@ extension HLA3 {
             Mask.scaleRows(Oh, n, dvp, dvp) { pw[3 * ($0 + 1)] }
             T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
         }
+    }
+
+    /// Masked: the query-head blocks W, Q2, X, Z of a chunk's summary into `st`, from Bᵗ and Y = (A ⊙ D_1) V.
+    /// T2 and T3: n × max(dk, dvp) scratch. Shared by `summarize` and `scanChunk`.
+    @inline(__always)
+    static func summaryHead<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafeMutablePointer<T>,
+                                         K: UnsafePointer<T>, Q: UnsafePointer<T>, Bt: UnsafePointer<T>,
+                                         Y: UnsafePointer<T>, T2: UnsafeMutablePointer<T>, T3: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp
+        let W = st, Q2 = st + dk * dvp, X = Q2 + dk * dk, Z = X + dk * dvp
+        let Y3 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
+        T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, T3, dvp, structure: .upperA)
+        T.gemm(true, false, dk, dvp, n, 1, K, dk, T3, dvp, 0, W, dvp)               // W
+        let Qw = Mask.scaled(T2, Q, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
+        T.gemm(true, false, dk, dk, n, 1, Q, dk, Qw, dk, 0, Q2, dk)                 // Q2
+        let Y1 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
+        T.gemm(true, false, dk, dvp, n, 1, Q, dk, Y1, dvp, 0, X, dvp)               // X
+        let Q1 = Mask.scaled(T2, Q, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
+        T.gemm(false, false, n, dk, n, 1, Bt, n, Q1, dk, 0, T3, dk)
+        T.gemm(true, false, dk, dk, n, 1, K, dk, T3, dk, 0, Z, dk)                  // Z
     }
 
     static func combine<T: HLAFloat>(_ c: Config, _ a: Unit<T>, nA: Int, _ b: Unit<T>, nB: Int, full: Bool,
