@@ -122,7 +122,7 @@ def _carry_in(initial_state, cfg):
 
 def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0, eps=1e-6,
             scale=1.0, initial_state=None, output_final_state=False, cu_seqlens=None,
-            chunk_size=None, path="chunked", checkpoints=None, checkpoint_every=None):
+            chunk_size=None, path="chunked", checkpoints=None, checkpoint_every=None, out=None):
     """Run the operator over whole sequences.
 
     Parameters
@@ -153,17 +153,23 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
         depend on it, not the outputs: give :func:`new_checkpoints` and :func:`backward` the same
         value. 1 = a checkpoint every chunk: the fastest backward, checkpoints of chunks * state (a large
         value costs memory in the backward instead: it keeps that many chunks' carries).
+    out : array or None
+        A writable ``[B, T, H, Dv]`` array of q's dtype (numpy, torch or another DLPack producer) that
+        receives the outputs and is returned as ``o``, so a loop can reuse one buffer instead of
+        allocating (and faulting in) a new one per call. It must not share memory with q, k, v or the
+        states (ValueError).
 
     Returns
     -------
     (o, final) : (array, State or None)
-        ``o`` is ``[B, T, H, Dv]`` of q's kind and dtype.
+        ``o`` is ``[B, T, H, Dv]`` of q's kind and dtype (``out`` itself when given).
     """
     q, k, v = _arrays.prepare(q, "q"), _arrays.prepare(k, "k"), _arrays.prepare(v, "v")
     cfg = _call_config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size)
     cu = _arrays.index_array(cu_seqlens)
     initial, lock = _carry_in(initial_state, cfg)
-    out = _output(q, v)
+    given = out is not None
+    out = _output(q, v) if out is None else _arrays.given_output(out)
     final = None
     if output_final_state:
         state_cfg = _state.canonical(cfg)._replace(chunk_size=0)
@@ -171,7 +177,7 @@ def forward(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridg
     with lock:
         _hla.forward(cfg, path, q, k, v, out, cu, initial,
                      None if final is None else final._array, None, checkpoints, checkpoint_every)
-    return _arrays.deliver(out, q), final
+    return (out if given else _arrays.deliver(out, q)), final
 
 
 def new_checkpoints(q, k, v, *, op="hla2", masked=True, normalize=False, decay=1.0, ridge=0.0,

@@ -135,6 +135,20 @@ def deliver(out, like):
     return out
 
 
+def given_output(out, name="out"):
+    """A caller's output array (out=), as the extension takes it: numpy, torch (not requiring grad: libhla's
+    writes are not recorded by autograd) or another DLPack producer; JAX arrays are immutable."""
+    k = kind(out)
+    if k == JAX:
+        raise TypeError("%s: JAX arrays are immutable; pass a numpy or torch array (or leave %s=None)"
+                        % (name, name))
+    if k is None:
+        raise TypeError("%s must be an array (numpy, torch or DLPack), got %s" % (name, type(out).__name__))
+    if k == TORCH and out.requires_grad:
+        raise ValueError("%s requires grad: libhla writes it outside autograd" % name)
+    return out
+
+
 def index_array(x):
     """rows / cu_seqlens / src / dst: arrays go through as they are (int64 or int32, validated by the
     library); lists, tuples and ranges become numpy arrays; None stays None."""

@@ -187,39 +187,51 @@ class State(_Rows):
     def _call_cfg(self, chunk_size=None):
         return self._cfg._replace(chunk_size=chunk_size)
 
-    def step(self, q_t, k_t, v_t, rows=None):
+    def step(self, q_t, k_t, v_t, rows=None, *, out=None):
         """Consume one token of R sequences: q_t [R, H, Dk], k_t [R, Hkv, Dk], v_t [R, Hkv, Dv]
         (one floating dtype; float64 needs a float64 state, the others float32). rows: None
         (sequence i is row i) or R distinct row indices to read and advance. Returns o_t [R, H, Dv]
-        of q_t's kind and dtype."""
+        of q_t's kind and dtype; or out: a writable [R, H, Dv] array of q_t's dtype that receives it
+        and is returned (a decoding loop can reuse one buffer), sharing no memory with the inputs or
+        the state (ValueError)."""
         if rows is None:
             # the decode loop's common case in one C call: numpy float16/32/64 in, numpy out (the
             # library validates); NotImplemented for anything else
-            out = _hla.step_numpy(self._cfg, q_t, k_t, v_t, self._array, self._lock)
-            if out is not NotImplemented:
-                return out
+            o = _hla.step_numpy(self._cfg, q_t, k_t, v_t, self._array, self._lock, out)
+            if o is not NotImplemented:
+                return o
         q_t, k_t, v_t = (_arrays.prepare(x, n) for x, n in ((q_t, "q_t"), (k_t, "k_t"), (v_t, "v_t")))
-        sq = _arrays.shape(q_t)
-        out = _arrays.empty_like_kind(q_t, (sq[0] if sq else 1, self._cfg.heads, self._cfg.dv))
+        given = out is not None
+        if given:
+            out = _arrays.given_output(out)
+        else:
+            sq = _arrays.shape(q_t)
+            out = _arrays.empty_like_kind(q_t, (sq[0] if sq else 1, self._cfg.heads, self._cfg.dv))
         rows = _arrays.index_array(rows)
         with self._lock:
             _hla.step(self._cfg, q_t, k_t, v_t, out, self._array, rows)
-        return _arrays.deliver(out, q_t)
+        return out if given else _arrays.deliver(out, q_t)
 
-    def prefill(self, q, k, v, rows=None, cu_seqlens=None, *, chunk_size=None, path="chunked"):
+    def prefill(self, q, k, v, rows=None, cu_seqlens=None, *, chunk_size=None, path="chunked", out=None):
         """Run whole sequences from these rows' statistics and leave the state after their last
         token in the same rows (hla_forward with initial = final = this state). q [B, T, H, Dk],
         k, v [B, T, Hkv, D]; cu_seqlens (N+1 offsets, B = 1) packs N sequences; rows: None
-        (sequence i is row i) or N distinct rows. Returns o [B, T, H, Dv] of q's kind."""
+        (sequence i is row i) or N distinct rows. Returns o [B, T, H, Dv] of q's kind; or out: a
+        writable [B, T, H, Dv] array of q's dtype that receives it and is returned, sharing no memory
+        with the inputs or the state (ValueError)."""
         q, k, v = _arrays.prepare(q, "q"), _arrays.prepare(k, "k"), _arrays.prepare(v, "v")
-        sq = _arrays.shape(q)
-        out_shape = (tuple(sq[:3]) + (self._cfg.dv,)) if len(sq) == 4 else (1, 1, 1, 1)
-        out = _arrays.empty_like_kind(q, out_shape)
+        given = out is not None
+        if given:
+            out = _arrays.given_output(out)
+        else:
+            sq = _arrays.shape(q)
+            out_shape = (tuple(sq[:3]) + (self._cfg.dv,)) if len(sq) == 4 else (1, 1, 1, 1)
+            out = _arrays.empty_like_kind(q, out_shape)
         rows, cu = _arrays.index_array(rows), _arrays.index_array(cu_seqlens)
         with self._lock:
             _hla.forward(self._call_cfg(chunk_size), path, q, k, v, out, cu, self._array,
                          self._array, rows)
-        return _arrays.deliver(out, q)
+        return out if given else _arrays.deliver(out, q)
 
     def reset(self, rows=None):
         """Zero rows (None: every row), as for fresh sequences."""

@@ -54,6 +54,60 @@ convert_all(PyObject *const *objs, const argspec *spec, int n, hla_ext_tensor *t
     return 0;
 }
 
+/* Byte range [*lo, *hi) the elements of a present tensor span (empty when a size is 0); 0, or -1 when
+ * the range does not fit in 64 bits or leaves the user address space (below 2^57 on every 64-bit Linux):
+ * no real memory is described, and the library refuses the tensor itself, with its own status. */
+static int
+tensor_bounds(const hla_tensor *x, int64_t *lo, int64_t *hi)
+{
+    int64_t item = (x->dtype == HLA_FLOAT64 || x->dtype == HLA_INT64) ? 8
+                 : (x->dtype == HLA_FLOAT32 || x->dtype == HLA_INT32) ? 4 : 2;
+    int64_t below = 0, above = 0, span;
+    int i;
+    if (x->ndim < 0 || x->ndim > HLA_MAX_NDIM) return -1;
+    for (i = 0; i < x->ndim; i++) {
+        if (x->shape[i] == 0) { *lo = *hi = (int64_t)(intptr_t)x->data; return 0; }
+        if (x->shape[i] < 0 || __builtin_mul_overflow(x->shape[i] - 1, x->strides[i], &span)) return -1;
+        if (span < 0 ? __builtin_add_overflow(below, span, &below) : __builtin_add_overflow(above, span, &above))
+            return -1;
+    }
+    if (__builtin_mul_overflow(below, item, &below) || __builtin_add_overflow(above, 1, &above) ||
+        __builtin_mul_overflow(above, item, &above) ||
+        __builtin_add_overflow((int64_t)(intptr_t)x->data, below, lo) ||
+        __builtin_add_overflow((int64_t)(intptr_t)x->data, above, hi)) return -1;
+    return *lo < 0 || *hi > ((int64_t)1 << 57) ? -1 : 0;
+}
+
+/* ValueError when the tensor t[w] (one the call writes) may share memory with any present t[others[i]]:
+ * the bounds test of numpy.may_share_memory. libhla reads its inputs while it writes its outputs, so an
+ * output over an input would read values it has already overwritten (include/hla.h: "Tensors a call
+ * writes must not overlap its inputs"; the library does not check it). */
+static int
+check_apart(const hla_ext_tensor *t, const argspec *spec, int w, const int *others, int n)
+{
+    int64_t a0, a1, b0, b1;
+    int i;
+    if (!t[w].present || tensor_bounds(&t[w].t, &a0, &a1) < 0 || a0 == a1) return 0;
+    for (i = 0; i < n; i++) {
+        const hla_ext_tensor *x = &t[others[i]];
+        if (!x->present || tensor_bounds(&x->t, &b0, &b1) < 0 || b0 == b1) continue;
+        if (a0 < b1 && b0 < a1) {
+            PyErr_Format(PyExc_ValueError, "%s shares memory with %s (libhla writes %s while it reads %s)",
+                         spec[w].name, spec[others[i]].name, spec[w].name, spec[others[i]].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A step's output apart from q, k, v and the state, and the state apart from q, k, v. */
+static int
+step_apart(const hla_ext_tensor *t, const argspec *spec)
+{
+    static const int out_apart[] = {0, 1, 2, 4}, qkv[] = {0, 1, 2};
+    return check_apart(t, spec, 3, out_apart, 4) < 0 || check_apart(t, spec, 4, qkv, 3) < 0 ? -1 : 0;
+}
+
 static PyObject *
 finish(const outcome *r)
 {
@@ -93,6 +147,14 @@ py_forward(PyObject *m, PyObject *args)
         return NULL;
     }
     if (convert_all(o, spec, 9, t) < 0) return NULL;
+    {
+        static const int out_apart[] = {0, 1, 2, 5, 6, 8}, qkv[] = {0, 1, 2};
+        if (check_apart(t, spec, 3, out_apart, 6) < 0 || check_apart(t, spec, 6, qkv, 3) < 0 ||
+            check_apart(t, spec, 8, qkv, 3) < 0) {
+            release_all(t, 9);
+            return NULL;
+        }
+    }
     Py_BEGIN_ALLOW_THREADS
     if (saving) record(&r, hla_forward_checkpoints(&cfg, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), P(8)));
     else record(&r, hla_forward(&cfg, path, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)));
@@ -157,6 +219,13 @@ py_reference(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOO:reference", &cfgo, &o[0], &o[1], &o[2], &o[3], &o[4])) return NULL;
     if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
     if (convert_all(o, spec, 5, t) < 0) return NULL;
+    {
+        static const int qkv[] = {0, 1, 2};
+        if (check_apart(t, spec, 3, qkv, 3) < 0) {
+            release_all(t, 5);
+            return NULL;
+        }
+    }
     Py_BEGIN_ALLOW_THREADS
     record(&r, hla_reference(&cfg, P(0), P(1), P(2), P(3), P(4)));
     Py_END_ALLOW_THREADS
@@ -179,6 +248,10 @@ py_step(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOOO:step", &cfgo, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5])) return NULL;
     if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
     if (convert_all(o, spec, 6, t) < 0) return NULL;
+    if (step_apart(t, spec) < 0) {
+        release_all(t, 6);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     record(&r, hla_step(&cfg, P(0), P(1), P(2), P(3), P(4), P(5)));
     Py_END_ALLOW_THREADS
@@ -186,43 +259,57 @@ py_step(PyObject *m, PyObject *args)
     return finish(&r);
 }
 
-/* step_numpy(cfg, q, k, v, state, lock) -> o, or NotImplemented: State.step's common case in one call.
- * q, k, v exact numpy arrays of one native float dtype (float16, float32, float64): allocates the output
- * [R, H, dv] (R = q.shape[0]; 1 for a 0-d q, which the library then refuses) of q's dtype, holds `lock`
- * (the State's threading.Lock) around hla_step with the GIL released. Anything else (other array kinds,
- * bfloat16, rows) returns NotImplemented and the Python layer takes its general path. */
+/* step_numpy(cfg, q, k, v, state, lock[, out]) -> o, or NotImplemented: State.step's common case in one
+ * call. q, k, v exact numpy arrays of one native float dtype (float16, float32, float64): writes `out` (an
+ * exact numpy array; the library checks its shape and dtype) or, when it is absent or None, allocates the
+ * output [R, H, dv] (R = q.shape[0]; 1 for a 0-d q, which the library then refuses) of q's dtype; holds
+ * `lock` (the State's threading.Lock) around hla_step with the GIL released. Anything else (other array
+ * kinds, bfloat16, rows, an out that is not a numpy array) returns NotImplemented and the Python layer takes
+ * its general path. */
 static PyObject *
 py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
     static const argspec spec[] = {
         {"q_t", HLA_EXT_READ, 0}, {"k_t", HLA_EXT_READ, 0}, {"v_t", HLA_EXT_READ, 0},
         {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}};
-    PyObject *o[5], *lock, *held;
+    PyObject *o[5], *lock, *held, *given;
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
     npy_intp dims[3];
     int typenum;
     outcome r;
     (void)m;
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "step_numpy takes 6 arguments, got %zd", nargs);
+    if (nargs != 6 && nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "step_numpy takes 6 or 7 arguments, got %zd", nargs);
         return NULL;
     }
     o[0] = args[1]; o[1] = args[2]; o[2] = args[3]; o[4] = args[4]; lock = args[5];
+    given = nargs == 7 && args[6] != Py_None ? args[6] : NULL;
     if (!PyArray_CheckExact(o[0]) || !PyArray_CheckExact(o[1]) || !PyArray_CheckExact(o[2])) Py_RETURN_NOTIMPLEMENTED;
+    if (given != NULL && !PyArray_CheckExact(given)) Py_RETURN_NOTIMPLEMENTED;
     typenum = PyArray_TYPE((PyArrayObject *)o[0]);
     if (typenum != NPY_HALF && typenum != NPY_FLOAT && typenum != NPY_DOUBLE) Py_RETURN_NOTIMPLEMENTED;
     if (hla_ext_config_from_py(args[0], &cfg) < 0) return NULL;
-    dims[0] = PyArray_NDIM((PyArrayObject *)o[0]) ? PyArray_DIM((PyArrayObject *)o[0], 0) : 1;
-    dims[1] = (npy_intp)cfg.heads;
-    dims[2] = (npy_intp)cfg.dv;
-    if (dims[1] < 0 || dims[2] < 0 || (npy_int64)dims[1] != cfg.heads || (npy_int64)dims[2] != cfg.dv) {
-        PyErr_SetString(PyExc_ValueError, "heads and dv must be non-negative sizes");
+    if (given != NULL) {
+        Py_INCREF(given);
+        o[3] = given;
+    } else {
+        dims[0] = PyArray_NDIM((PyArrayObject *)o[0]) ? PyArray_DIM((PyArrayObject *)o[0], 0) : 1;
+        dims[1] = (npy_intp)cfg.heads;
+        dims[2] = (npy_intp)cfg.dv;
+        if (dims[1] < 0 || dims[2] < 0 || (npy_int64)dims[1] != cfg.heads || (npy_int64)dims[2] != cfg.dv) {
+            PyErr_SetString(PyExc_ValueError, "heads and dv must be non-negative sizes");
+            return NULL;
+        }
+        o[3] = PyArray_EMPTY(3, dims, typenum, 0);
+        if (o[3] == NULL) return NULL;
+    }
+    if (convert_all(o, spec, 5, t) < 0) {
+        Py_DECREF(o[3]);
         return NULL;
     }
-    o[3] = PyArray_EMPTY(3, dims, typenum, 0);
-    if (o[3] == NULL) return NULL;
-    if (convert_all(o, spec, 5, t) < 0) {
+    if (step_apart(t, spec) < 0) {
+        release_all(t, 5);
         Py_DECREF(o[3]);
         return NULL;
     }
@@ -626,7 +713,7 @@ PyMethodDef hla_ext_ops_methods[] = {
      "reference(cfg, q, k, v, output, cu_seqlens) -> None (hla_reference)"},
     {"step", py_step, METH_VARARGS, "step(cfg, q, k, v, output, state, rows) -> None (hla_step)"},
     {"step_numpy", (PyCFunction)(void (*)(void))py_step_numpy, METH_FASTCALL,
-     "step_numpy(cfg, q, k, v, state, lock) -> o, or NotImplemented (numpy q, k, v of one native float dtype)"},
+     "step_numpy(cfg, q, k, v, state, lock[, out]) -> o, or NotImplemented (numpy q, k, v of one native float dtype)"},
     {"summarize", py_summarize, METH_VARARGS,
      "summarize(cfg, q, k, v, cu_seqlens, summary, lengths) -> None (hla_summarize)"},
     {"summary_combine", py_summary_combine, METH_VARARGS,
