@@ -1034,7 +1034,7 @@ def main(argv=None):
                                             fmt_bytes, load)
     iface_rows = []
     for section in (interface.half_section, interface.varlen_section, interface.rows_section,
-                    interface.serialize_section):
+                    interface.out_section, interface.serialize_section):
         iface_rows += section(R, hla, a, interleaved, fmt_t)
     if a.baseline:
         iface_rows += interface.baseline_section(R, a, fmt_t)

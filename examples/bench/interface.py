@@ -143,6 +143,46 @@ def rows_section(R, hla, a, interleaved, fmt_t):
     return [[name, "%.2fx" % r, "%.2f of allowance" % (r / 1.1), "met" if r <= 1.1 else "NOT met"] for name, r in targets]
 
 
+def out_section(R, hla, a, interleaved, fmt_t):
+    """The outputs into a buffer the caller reuses (out=) against a fresh output per call."""
+    R.p("## Outputs into a reused buffer (out=)")
+    R.p()
+    B, T, H, d = 1, 16384, 8, 64
+    s = d ** -0.5
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((B, T, H, d), dtype=np.float32) for _ in range(3))
+    buf = np.empty((B, T, H, d), np.float32)
+    R.p("`hla.forward` (chunked, automatic chunk; B=%d, T=%d, H=%d, d=%d, float32) returning a fresh output "
+        "against `hla.forward(..., out=buf)` writing the same buffer every call (a fresh %d MiB output is "
+        "faulted in and zeroed by the kernel on first touch; a reused one is not); and `State.step` at H=64, "
+        "d=64 with and without `out=` (a Python loop of %d calls). Interleaved medians." % (
+            B, T, H, d, B * T * H * d * 4 // 2 ** 20, a.steps))
+    R.p()
+    rows = []
+    for op in ("hla2", "ahla", "hla3"):
+        tm = interleaved({"fresh": lambda op=op: hla.forward(q, k, v, op=op, scale=s),
+                          "out": lambda op=op: hla.forward(q, k, v, op=op, scale=s, out=buf)}, a.reps)
+        st = hla.State(op, batch=1, heads=64, dk=64, dv=64, scale=0.125, dtype="float32")
+        toks = [tuple(rng.standard_normal((1, 64, 64), dtype=np.float32) for _ in range(3)) for _ in range(64)]
+        ob = np.empty((1, 64, 64), np.float32)
+        n = a.steps
+
+        def fresh(st=st, toks=toks):
+            for i in range(n):
+                st.step(*toks[i % 64])
+
+        def into(st=st, toks=toks, ob=ob):
+            for i in range(n):
+                st.step(*toks[i % 64], out=ob)
+        ts = interleaved({"fresh": fresh, "out": into}, a.reps)
+        rows.append([op, fmt_t(tm["fresh"]), fmt_t(tm["out"]), "%.3f" % (tm["out"] / tm["fresh"]),
+                     fmt_t(ts["fresh"] / n), fmt_t(ts["out"] / n), "%.3f" % (ts["out"] / ts["fresh"])])
+        del st
+    R.table(["op", "forward, fresh output", "forward, out=", "ratio", "State.step, fresh output",
+             "State.step, out=", "ratio"], rows)
+    return []
+
+
 def serialize_section(R, hla, a, interleaved, fmt_t):
     R.p("## Serialization")
     R.p()
