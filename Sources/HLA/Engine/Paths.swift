@@ -385,8 +385,7 @@ enum Paths {
             while t0 < nT {
                 let n = min(n0, nT - t0)
                 io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
-                for x in 0..<ue { tmp.kv[x] = 0 }
-                var s = s0
+                var s = s0                                                  // summarize writes every block
                 Op.summarize(c, pw, tmp, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
                 if t0 == 0 {
                     copyBlocks(layout, from: tmp, to: acc, group: c.group)
