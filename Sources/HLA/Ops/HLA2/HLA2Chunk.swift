@@ -18,7 +18,7 @@ extension HLA2 {
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
         let QS = scratch.take(n * dk), Ks = scratch.take(n * dk)
-        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), T2 = scratch.take(n * dvp)
+        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
         let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
@@ -28,31 +28,7 @@ extension HLA2 {
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n,               // A = Q Kᵀ (masked: lower half)
                    structure: c.masked ? .lowerC : [])
             Mask.transpose(B, A, n, upper: c.masked)                                 // B = Aᵀ (masked: upper)
-            Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
-            T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n,                   // (A ⊙ D) B
-                   structure: c.masked ? [.lowerA, .upperB, .lowerC] : [.lowerA, .lowerC])
-            T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)           // Q S0
-            Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                             // diag(γ^τ) Q S0
-            T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n, structure: .lowerC)
-            if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n, structure: .lowerC) }
-            Mask.lowerDecay(W, n, n, pw, 1)
-            // The carry terms first, into O itself; then O = W V + them (β = 1: the same single rounding of
-            // the sum as adding them after).
-            if c.masked {
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)    // Q U0
-                Mask.scaleRows(Oh, n, dvp, dvp) { pw[2 * ($0 + 1)] }
-            } else {
-                T.gemm(false, false, n, dvp, dk, 1, K, dk, C0, dvp, 0, Tm, dvp)     // K C0
-                T.gemm(false, false, n, dvp, dk, 1, QS, dk, C0, dvp, 0, Oh, dvp)    // diag(γ^τ) Q S0 C0
-                T.gemm(false, false, n, dvp, n, 1, A, n, Tm, dvp, 1, Oh, dvp, structure: .lowerA)  // + (A ⊙ D) K C0
-                Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
-            }
-            T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O = W V + ...
-            if lam != 0 {
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, C0, dvp, 0, T2, dvp)    // Q C0
-                Mask.scaleRows(T2, n, dvp, dvp) { lam * pw[$0 + 1] }
-                Mask.axpby(Oh, T2, n * dvp, 1, 1)
-            }
+            outputs(c, pw, n, u, j, K: K, V: V, Q: Qh, A: A, B: B, W: W, QS: QS, Tm: Tm, O: Oh)
             // Carry of this head (uses the old S0).
             if !carryOut { continue }
             if c.masked {
@@ -70,6 +46,44 @@ extension HLA2 {
         }
         if !carryOut { return }
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S ← γⁿ S0 + Kᵀ Γ K
+    }
+
+    /// The outputs of query head j (queries Q, n × dk) from A = Q Kᵀ (masked: its lower half; left as A ⊙ D) and
+    /// B = Aᵀ (masked: its upper half): W = [(A ⊙ D) B + diag(γ^τ) Q S0 Qᵀ + λ Q Qᵀ] ⊙ D, then O = W V + the carry
+    /// terms. QS receives diag(γ^τ) Q S0 (the carry reuses it); W (n × n) and Tm (n × dvp) are scratch. Shared by
+    /// `chunk` and `scanChunk`.
+    @inline(__always)
+    static func outputs<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ u: Unit<T>, _ j: Int,
+                                     K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
+                                     A: UnsafeMutablePointer<T>, B: UnsafePointer<T>, W: UnsafeMutablePointer<T>,
+                                     QS: UnsafeMutablePointer<T>, Tm: UnsafeMutablePointer<T>, O: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
+        let S0 = u.kv, st = u.head(j), C0 = st + cOffset(c)
+        Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
+        T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n,                   // (A ⊙ D) B
+               structure: c.masked ? [.lowerA, .upperB, .lowerC] : [.lowerA, .lowerC])
+        T.gemm(false, false, n, dk, dk, 1, Q, dk, S0, dk, 0, QS, dk)           // Q S0
+        Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                             // diag(γ^τ) Q S0
+        T.gemm(false, true, n, n, dk, 1, QS, dk, Q, dk, 1, W, n, structure: .lowerC)
+        if lam != 0 { T.gemm(false, true, n, n, dk, lam, Q, dk, Q, dk, 1, W, n, structure: .lowerC) }
+        Mask.lowerDecay(W, n, n, pw, 1)
+        // The carry terms first, into O itself; then O = W V + them (β = 1: the same single rounding of
+        // the sum as adding them after).
+        if c.masked {
+            T.gemm(false, false, n, dvp, dk, 1, Q, dk, st, dvp, 0, O, dvp)    // Q U0
+            Mask.scaleRows(O, n, dvp, dvp) { pw[2 * ($0 + 1)] }
+        } else {
+            T.gemm(false, false, n, dvp, dk, 1, K, dk, C0, dvp, 0, Tm, dvp)     // K C0
+            T.gemm(false, false, n, dvp, dk, 1, QS, dk, C0, dvp, 0, O, dvp)    // diag(γ^τ) Q S0 C0
+            T.gemm(false, false, n, dvp, n, 1, A, n, Tm, dvp, 1, O, dvp, structure: .lowerA)  // + (A ⊙ D) K C0
+            Mask.scaleRows(O, n, dvp, dvp) { pw[$0 + 1] }
+        }
+        T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, O, dvp, structure: .lowerA)   // O = W V + ...
+        if lam != 0 {
+            T.gemm(false, false, n, dvp, dk, 1, Q, dk, C0, dvp, 0, Tm, dvp)    // Q C0
+            Mask.scaleRows(Tm, n, dvp, dvp) { lam * pw[$0 + 1] }
+            Mask.axpby(O, Tm, n * dvp, 1, 1)
+        }
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: B, Γ₁ Q S0, Γ B Γ V).

@@ -36,17 +36,15 @@ extension HLA2 {
         guard c.masked else {
             return scanChunkSeparately(c, pw, u, s, n: n, K: K, V: V, Q: Q, O: O, scratch: scratch)
         }
-        let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
+        let dk = c.dk, dvp = c.dvp
         let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
         let QS = scratch.take(n * dk), Ks = scratch.take(n * dk)
         let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
-        let S0 = u.kv
         let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, 0, s.kv, dk)                // summary S = Kᵀ Γ K
         for j in 0..<u.group {
-            let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j), ss = s.head(j)
-            let C0 = st + cOffset(c)
+            let Qh = Q + j * n * dk, Oh = O + j * n * dvp, ss = s.head(j)
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower half
             Mask.transpose(B, A, n, upper: true)                                     // B = Aᵀ, upper half
             // the summary of the chunk alone: C = Qᵀ Γ V, U = Kᵀ Γ B Γ V
@@ -54,22 +52,7 @@ extension HLA2 {
             T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp, structure: .upperA)
             Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
             T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, 0, ss, dvp)
-            // the outputs from the carry-in, as `chunk`
-            Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
-            T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n, structure: [.lowerA, .upperB, .lowerC])
-            T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)           // Q S0
-            Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }
-            T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n, structure: .lowerC)
-            if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n, structure: .lowerC) }
-            Mask.lowerDecay(W, n, n, pw, 1)
-            T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)        // Q U0
-            Mask.scaleRows(Oh, n, dvp, dvp) { pw[2 * ($0 + 1)] }
-            T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O = W V + ...
-            if lam != 0 {
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, C0, dvp, 0, Tm, dvp)    // Q C0
-                Mask.scaleRows(Tm, n, dvp, dvp) { lam * pw[$0 + 1] }
-                Mask.axpby(Oh, Tm, n * dvp, 1, 1)
-            }
+            outputs(c, pw, n, u, j, K: K, V: V, Q: Qh, A: A, B: B, W: W, QS: QS, Tm: Tm, O: Oh)   // as `chunk`
         }
     }
 
