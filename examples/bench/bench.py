@@ -316,7 +316,8 @@ def paths_section(R, a, backends, best):
         "costs the same per token at any position (its state has a fixed size), so their time is scaled to T "
         "by tokens (x %.3g). Peer configurations: numpy and torch each with their default threads and with one "
         "thread (on 2 shared cores a framework's threads can collapse), and JAX; each chunked or scan "
-        "configuration runs at the faster of libhla's chunk and %s (one timed call of each after a warm one). "
+        "configuration runs at the faster of libhla's chunk and %s (a warm call at each, then the faster by "
+        "the minimum of two timed calls at each, the two alternating). "
         "The chunked and scan paths and their peers run in the same interleaved rounds (%d repetitions); the "
         "serial path and the recurrence peers in their own interleaved rounds after (%d repetitions); medians. "
         "Each path gets two ratios, peer time / path time: against the best peer of its own algorithm (the "
@@ -343,27 +344,16 @@ def paths_section(R, a, backends, best):
         del o_lib
         # libhla's scan path, like every peer configuration, at the faster of the two chunk sizes (its
         # combine costs d^3 products per chunk, so it may prefer longer chunks than the chunked path)
-        pre = {}
-        for nn in (n, n_alt):
-            hla.forward(q, k, v, op=op, scale=s, chunk_size=nn, path="scan")
-            t0 = time.perf_counter()
-            hla.forward(q, k, v, op=op, scale=s, chunk_size=nn, path="scan")
-            pre[nn] = time.perf_counter() - t0
-        n_scan = min(pre, key=pre.get)
+        n_scan = faster_chunk({nn: (lambda nn=nn: hla.forward(q, k, v, op=op, scale=s, chunk_size=nn, path="scan"))
+                               for nn in (n, n_alt)})
         fns = {"chunked": lambda op=op, n=n: hla.forward(q, k, v, op=op, scale=s, chunk_size=n),
                "scan": lambda op=op, n=n_scan: hla.forward(q, k, v, op=op, scale=s, chunk_size=n, path="scan")}
-        # each peer configuration at its faster chunk size: a warm call and a timed call at each of the two
-        # (JAX compiles in the warm call), then only that chunk in the interleaved rounds
+        # each peer configuration at its faster chunk size (as libhla's scan above), then only that chunk in
+        # the interleaved rounds
         for algo in ("chunked", "scan"):
             cand = {nn: peer_chunked_fns(backends, op, arrays, nn, s, algo=algo) for nn in (n, n_alt)}
             for name in cand[n]:
-                pre = {}
-                for nn in (n, n_alt):
-                    cand[nn][name]()
-                    t0 = time.perf_counter()
-                    cand[nn][name]()
-                    pre[nn] = time.perf_counter() - t0
-                nn = min(pre, key=pre.get)
+                nn = faster_chunk({x: cand[x][name] for x in (n, n_alt)})
                 fns["%s|%d|%s" % (algo, nn, name)] = cand[nn][name]
         tm = interleaved(fns, a.reps)
         # the serial path, and the recurrence peers over Tp tokens (time scaled to T)
@@ -413,6 +403,21 @@ def paths_section(R, a, backends, best):
         % (Tp, T / Tp, load()))
     R.p()
     return res
+
+
+def faster_chunk(fns):
+    """The key of `fns` (chunk size -> call) whose call is faster: a warm call of each (JAX compiles there), then
+    two timed calls of each, alternating, compared by their minimum (with one timed call each, a run picked the
+    slower chunk when another tenant held a core through it)."""
+    for f in fns.values():
+        f()
+    best = {key: float("inf") for key in fns}
+    for _ in range(2):
+        for key, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    return min(best, key=best.get)
 
 
 def peak_section(R, a, peak2, peak1):
