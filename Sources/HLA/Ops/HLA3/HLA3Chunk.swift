@@ -30,17 +30,12 @@ extension HLA3 {
                 Mask.transpose(Bt, A, n, upper: true)
                 Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
                 T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
-                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
-                let QU = Mask.scaled(X2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }   // diag(γ^u) Q
-                T.gemm(false, true, n, n, dk, 1, X1, dk, QU, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
-                Mask.lowerDecay(M, n, n, pw, 3)
+                carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: X2)
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
-                Mask.scaleRows(Oh, n, dvp, dvp) { pw[3 * ($0 + 1)] }
-                T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+                outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, O: Oh)
                 if !carryOut { continue }
                 advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, X2: X2)
             } else {
@@ -67,6 +62,31 @@ extension HLA3 {
         let KG = Mask.scaled(Kd, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }   // Γ K
         T.gemm(true, false, dk, dvp, n, 1, KG, dk, V, dvp, gn, P0, dvp)             // P
         T.gemm(true, false, dk, dk, n, 1, K, dk, KG, dk, gn, S0, dk)                // S
+    }
+
+    /// Masked: M ← [M + Q S0 Qᵀ diag(γ^u)] ⊙ D_3 for M = A Bᵗ (n × n, lower half wanted), leaving X1 = Q S0
+    /// (the carry reuses it); QU (n × dk): scratch. Shared by `chunk` and `scanChunk`.
+    @inline(__always)
+    static func carryIntoM<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ S0: UnsafePointer<T>,
+                                        Q: UnsafePointer<T>, M: UnsafeMutablePointer<T>,
+                                        X1: UnsafeMutablePointer<T>, QU: UnsafeMutablePointer<T>) {
+        let dk = c.dk
+        T.gemm(false, false, n, dk, dk, 1, Q, dk, S0, dk, 0, X1, dk)               // Q S0
+        let Qu = Mask.scaled(QU, Q, n, dk, unit: pw.unit) { pw[$0 + 1] }           // diag(γ^u) Q
+        T.gemm(false, true, n, n, dk, 1, X1, dk, Qu, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
+        Mask.lowerDecay(M, n, n, pw, 3)
+    }
+
+    /// Masked: O = diag(γ^{3τ}) Q W0 + M Y (W0: the query head's block `st`; M lower). Shared by `chunk` and
+    /// `scanChunk`.
+    @inline(__always)
+    static func outputs<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafePointer<T>,
+                                     Q: UnsafePointer<T>, M: UnsafePointer<T>, Y: UnsafePointer<T>,
+                                     O: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp
+        T.gemm(false, false, n, dvp, dk, 1, Q, dk, st, dvp, 0, O, dvp)
+        Mask.scaleRows(O, n, dvp, dvp) { pw[3 * ($0 + 1)] }
+        T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, O, dvp, structure: .lowerA)      // O
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A = Q Kᵀ with its upper

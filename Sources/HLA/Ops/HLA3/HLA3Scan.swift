@@ -57,16 +57,11 @@ extension HLA3 {
             T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y0, dvp, structure: .lowerA)  // Y⁰ = (A ⊙ D_1) V
             summaryHead(c, pw, n, s.head(j), K: K, Q: Qh, Bt: Bt, Y: Y0, T2: T2, T3: T3)   // the summary's blocks
             // the outputs from the carry-in (as `chunk`)
-            T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)           // Q S0
-            let QU = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }       // diag(γ^u) Q
-            T.gemm(false, true, n, n, dk, 1, X1, dk, QU, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
-            Mask.lowerDecay(M, n, n, pw, 3)
+            carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: T2)
             T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
             Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
             Mask.axpby(Y, Y0, n * dvp, 1, 1)                                         // Y = diag(γ^τ) Q P0 + Y⁰
-            T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
-            Mask.scaleRows(Oh, n, dvp, dvp) { pw[3 * ($0 + 1)] }
-            T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+            outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, O: Oh)
         }
     }
 
