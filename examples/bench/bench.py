@@ -695,20 +695,29 @@ def scaling_section(R, a):
     R.p("Time per token should be flat in T (the carry is O(d²) per head). Peak memory: a fresh process per "
         "(op, T) (examples/bench/memprobe.py) makes the inputs, resets VmHWM (/proc/self/clear_refs), runs one "
         "forward and reports VmHWM − VmRSS(before) − output bytes = memory the call used beyond its inputs "
-        "and output. Repetitions: %d (more for short T, up to about 1 s per point), 5 above T = 16k (median). Load before: %s." % (a.reps, load()))
+        "and output. Timing: the lengths of one operator in interleaved rounds (%d; median), so a stretch of "
+        "contention from other tenants falls on every length alike; a timed call at T below %d repeats the "
+        "forward %d / T times (per-forward time = the call's time / repeats). Load before: %s."
+        % (a.reps, a.scale_tokens, a.scale_tokens, load()))
     R.p()
     res = {}
     rows = []
     for op in OPS:
         Ts = a.scale_T if op == "hla2" else [t for t in a.scale_T if t <= a.scale_T_other]
         res[op] = {}
+        data = {T: inputs(T, H, H, d, d, seed=3) for T in Ts}
+
+        def run(T, op=op):
+            q, k, v = data[T]
+            times = max(1, a.scale_tokens // T)
+            t0 = time.perf_counter()
+            for _ in range(times):
+                hla.forward(q, k, v, op=op, scale=d ** -0.5, chunk_size=n)
+            return (time.perf_counter() - t0) / times
+        tms = interleaved({T: selftimed(lambda T=T: run(T)) for T in Ts}, a.reps)
+        del data
         for T in Ts:
-            q, k, v = inputs(T, H, H, d, d, seed=3)
-            reps = a.reps if T <= 16384 else 5
-            tm = interleaved({"lib": lambda op=op, q=q, k=k, v=v: hla.forward(q, k, v, op=op, scale=d ** -0.5,
-                                                                              chunk_size=n)}, reps,
-                             budget=1.0)["lib"]
-            del q, k, v
+            tm = tms[T]
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
             out = subprocess.run([sys.executable, os.path.join(HERE, "memprobe.py"), op, str(T), str(H), str(d),
                                   str(n)], capture_output=True, text=True, env=env)
@@ -936,6 +945,7 @@ def main(argv=None):
     a.serial_prefix = 1024          # tokens the recurrence peers of the paths section run (scaled to T)
     a.scale_T = [1024, 4096, 16384, 65536, 262144]
     a.scale_T_other = 65536
+    a.scale_tokens = 16384          # a timed call of the scaling section covers at least this many tokens
     a.x_start, a.x_max, a.xreps = 64, 16384, 3
     # chunked forward vs the FMA peak: (d, B) -> T, about 0.1-0.5 s per forward here
     a.peak_T = {(64, 1): 32768, (64, 8): 4096, (128, 1): 16384, (128, 8): 2048}
