@@ -259,6 +259,17 @@ py_step(PyObject *m, PyObject *args)
     return finish(&r);
 }
 
+/* lock.<name>() through a method name interned once (PyObject_CallMethod would build the name and a bound
+ * method on every call: two of them per State.step). PyObject_CallMethodObjArgs (every supported Python)
+ * looks the method up without binding it. */
+static PyObject *lock_acquire, *lock_release;
+static PyObject *
+lock_call(PyObject *lock, PyObject **name, const char *text)
+{
+    if (*name == NULL && (*name = PyUnicode_InternFromString(text)) == NULL) return NULL;
+    return PyObject_CallMethodObjArgs(lock, *name, NULL);
+}
+
 /* step_numpy(cfg, q, k, v, state, lock[, out]) -> o, or NotImplemented: State.step's common case in one
  * call. q, k, v exact numpy arrays of one native float dtype (float16, float32, float64): writes `out` (an
  * exact numpy array; the library checks its shape and dtype) or, when it is absent or None, allocates the
@@ -313,7 +324,7 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(o[3]);
         return NULL;
     }
-    held = PyObject_CallMethod(lock, "acquire", NULL);
+    held = lock_call(lock, &lock_acquire, "acquire");
     if (held == NULL) {
         release_all(t, 5);
         Py_DECREF(o[3]);
@@ -324,7 +335,7 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     record(&r, hla_step(&cfg, P(0), P(1), P(2), P(3), P(4), NULL));
     Py_END_ALLOW_THREADS
     release_all(t, 5);
-    held = PyObject_CallMethod(lock, "release", NULL);
+    held = lock_call(lock, &lock_release, "release");
     if (held == NULL) {
         Py_DECREF(o[3]);
         return NULL;
