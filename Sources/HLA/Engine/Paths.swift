@@ -305,52 +305,63 @@ enum Paths {
     /// Scan: the chunks of a unit in order, each chunk's outputs from its carry-in, then its summary (from a
     /// zero prefix) combined into that carry, giving the next chunk's carry-in: an exclusive scan of `combine`
     /// from the initial carry, interleaved with the outputs, so each chunk is packed once and the path holds
-    /// one carry and one summary per worker whatever T. (Units run in parallel; `hla_summarize` /
-    /// `hla_summary_combine` expose the same algebra for segments processed anywhere.)
+    /// one carry and one summary per kv head of a worker's band whatever T. The kv heads of a sequence are
+    /// swept in bands, chunk by chunk across the band's heads, as in `chunked` (one token's rows of the band's
+    /// heads are adjacent in [B, T, H, D]). (Bands run in parallel; `hla_summarize` / `hla_summary_combine`
+    /// expose the same algebra for segments processed anywhere.)
     static func scan<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                 carry: Rows<T>) throws(HLAError) {
-        let maxT = seqs.maxLength
-        let n0 = min(chunkLength(c), maxT), units = seqs.count * c.kvHeads
-        let parallel = worthThreads(c, seqs, n0: n0), workers = workerCount(units, parallel: parallel)
+        let n0 = min(chunkLength(c), seqs.maxLength)
+        let parallel = worthThreads(c, seqs, n0: n0)
         let ue = unitElements(c)
         let layout = Layout.state(c)
+        // Per kv head of a band: the running carry and one chunk summary (summary layout).
+        let perHead = 2 * ue
+        let perSeq = bandsPerSequence(c, seqs, unitBytes: perHead * MemoryLayout<T>.stride, parallel: parallel)
+        let width = (c.kvHeads + perSeq - 1) / perSeq, bands = seqs.count * perSeq
+        let workers = workerCount(bands, parallel: parallel)
         let work = try Work<T>(op, c, n: n0, workers: workers)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        // Per worker: the running carry and one chunk summary (summary layout).
-        let perWorker = 2 * ue
+        let perWorker = try checkedMul(perHead, width, "scan carries")
         let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
         defer { carries.free() }
-        parallelFor(units, parallel: parallel, balanced: seqs.balanced) { i, w in
-            let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
+        parallelFor(bands, parallel: parallel, balanced: seqs.balanced) { i, w in
+            let sq = seqs.scheduled(i / perSeq), b = seqs.batch(sq), row = carry.row(sq)
+            let g0 = (i % perSeq) * width, g1 = min(c.kvHeads, g0 + width)
             let bos = seqs.bos(sq), nT = seqs.length(sq)
-            let unit = layout.unit(carry.row(sq), g: g)
             let mine = carries.base + w * perWorker
-            let cur = unitView(mine, c), summary = unitView(mine + ue, c)
-            copyBlocks(layout, from: unit, to: cur, group: c.group)          // carry-in of the first chunk
+            @inline(__always) func cur(_ g: Int) -> Unit<T> { unitView(mine + (g - g0) * perHead, c) }
+            @inline(__always) func summary(_ g: Int) -> Unit<T> { unitView(mine + (g - g0) * perHead + ue, c) }
+            for g in g0..<g1 { copyBlocks(layout, from: layout.unit(row, g: g), to: cur(g), group: c.group) }
             var t0 = 0
             while t0 < nT {
                 let n = min(n0, nT - t0)
-                io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w),
-                        next: t0 + n < nT ? .at(g: g, t0: bos + t0 + n, n: min(n0, nT - t0 - n)) : .none)
-                // the chunk's outputs from its carry-in (the carry itself is left as it was) and its summary
-                let K = work.K(w), V = work.V(w), Q = work.Q(w)
-                var s = work.scratch(w)
-                if allFinite(K, n * c.dk) && allFinite(V, n * c.dvp) && allFinite(Q, c.group * n * c.dk) {
-                    Op.scanChunk(c, pw, cur, summary, n: n, K: K, V: V, Q: Q, O: work.O(w), scratch: &s)
-                } else {
-                    chunkOrSteps(op, c, pw, cur, n: n, work: work, w: w, carryOut: false, scratch: &s)
-                    var s1 = work.scratch(w)
-                    Op.summarize(c, pw, summary, n: n, K: K, V: V, Q: Q, scratch: &s1)
+                for g in g0..<g1 {
+                    // next: the band's next head in this chunk, else its first head in the next chunk
+                    let next: NextUnit = g + 1 < g1 ? .at(g: g + 1, t0: bos + t0, n: n)
+                        : t0 + n < nT ? .at(g: g0, t0: bos + t0 + n, n: min(n0, nT - t0 - n)) : .none
+                    io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
+                    io.planOut(c, b: b, g: g, t0: bos + t0, n: n)
+                    // the chunk's outputs from its carry-in (the carry itself is left as it was) and its summary
+                    let K = work.K(w), V = work.V(w), Q = work.Q(w), u = cur(g), s = summary(g)
+                    var sc = work.scratch(w)
+                    if allFinite(K, n * c.dk) && allFinite(V, n * c.dvp) && allFinite(Q, c.group * n * c.dk) {
+                        Op.scanChunk(c, pw, u, s, n: n, K: K, V: V, Q: Q, O: work.O(w), scratch: &sc)
+                    } else {
+                        chunkOrSteps(op, c, pw, u, n: n, work: work, w: w, carryOut: false, scratch: &sc)
+                        var s1 = work.scratch(w)
+                        Op.summarize(c, pw, s, n: n, K: K, V: V, Q: Q, scratch: &s1)
+                    }
+                    io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
+                    // carry-in of the next chunk = carry-in of this chunk · summary of this chunk
+                    var s2 = work.scratch(w)
+                    Op.combine(c, u, nA: t0, s, nB: n, full: false, scratch: &s2)
                 }
-                io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
-                // carry-in of the next chunk = carry-in of this chunk · summary of this chunk
-                var s2 = work.scratch(w)
-                Op.combine(c, cur, nA: t0, summary, nB: n, full: false, scratch: &s2)
                 t0 += n
             }
-            copyBlocks(layout, from: cur, to: unit, group: c.group)          // final carry: the last prefix
+            for g in g0..<g1 { copyBlocks(layout, from: cur(g), to: layout.unit(row, g: g), group: c.group) }   // final carry
         }
     }
 
