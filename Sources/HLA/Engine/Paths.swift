@@ -378,31 +378,40 @@ enum Paths {
     /// Summary of nT tokens (segment layout) into zeroed `dst`.
     static func summarize<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                      dst: Rows<T>) throws(HLAError) {
-        let n0 = min(chunkLength(c), seqs.maxLength), units = seqs.count * c.kvHeads
-        let parallel = worthThreads(c, seqs, n0: n0), workers = workerCount(units, parallel: parallel)
+        let n0 = min(chunkLength(c), seqs.maxLength)
+        let parallel = worthThreads(c, seqs, n0: n0)
         let layout = Layout.summary(c)
         let ue = unitElements(c)
+        // kv heads swept in bands, chunk by chunk across the band's heads, as in `chunked` and `scan`
+        let perSeq = bandsPerSequence(c, seqs, unitBytes: ue * MemoryLayout<T>.stride, parallel: parallel)
+        let width = (c.kvHeads + perSeq - 1) / perSeq, bands = seqs.count * perSeq
+        let workers = workerCount(bands, parallel: parallel)
         let work = try Work<T>(op, c, n: n0, workers: workers, extra: ue + 16)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        parallelFor(units, parallel: parallel, balanced: seqs.balanced) { i, w in
-            let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
-            let acc = layout.unit(dst.row(sq), g: g)
+        parallelFor(bands, parallel: parallel, balanced: seqs.balanced) { i, w in
+            let sq = seqs.scheduled(i / perSeq), b = seqs.batch(sq), row = dst.row(sq)
+            let g0 = (i % perSeq) * width, g1 = min(c.kvHeads, g0 + width)
             var s0 = work.scratch(w)
             let tmp = unitView(s0.take(ue), c)
             let bos = seqs.bos(sq), nT = seqs.length(sq)
             var t0 = 0
             while t0 < nT {
                 let n = min(n0, nT - t0)
-                io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w))
-                var s = s0                                                  // summarize writes every block
-                Op.summarize(c, pw, tmp, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
-                if t0 == 0 {
-                    copyBlocks(layout, from: tmp, to: acc, group: c.group)
-                } else {
-                    var s2 = s0
-                    Op.combine(c, acc, nA: t0, tmp, nB: n, full: true, scratch: &s2)
+                for g in g0..<g1 {
+                    let next: NextUnit = g + 1 < g1 ? .at(g: g + 1, t0: bos + t0, n: n)
+                        : t0 + n < nT ? .at(g: g0, t0: bos + t0 + n, n: min(n0, nT - t0 - n)) : .none
+                    io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
+                    var s = s0                                              // summarize writes every block
+                    Op.summarize(c, pw, tmp, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
+                    let acc = layout.unit(row, g: g)
+                    if t0 == 0 {
+                        copyBlocks(layout, from: tmp, to: acc, group: c.group)
+                    } else {
+                        var s2 = s0
+                        Op.combine(c, acc, nA: t0, tmp, nB: n, full: true, scratch: &s2)
+                    }
                 }
                 t0 += n
             }
