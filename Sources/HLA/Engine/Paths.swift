@@ -50,25 +50,22 @@ enum Paths {
         let n0 = min(chunkLength(c), seqs.maxLength)
         let parallel = worthThreads(c, seqs, n0: n0)
         let layout = Layout.state(c)
-        let perSeq = bandsPerSequence(c, seqs, unitBytes: (layout.kvTotal + c.group * layout.qTotal) * MemoryLayout<T>.stride,
-                                      parallel: parallel)
-        let width = (c.kvHeads + perSeq - 1) / perSeq, bands = seqs.count * perSeq
-        let workers = workerCount(bands, parallel: parallel)
+        let bands = Bands(c, seqs, unitBytes: (layout.kvTotal + c.group * layout.qTotal) * MemoryLayout<T>.stride,
+                          parallel: parallel)
+        let workers = workerCount(bands.count, parallel: parallel)
         let work = try Work<T>(op, c, n: n0, workers: workers)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        parallelFor(bands, parallel: parallel, balanced: seqs.balanced) { i, w in
-            let sq = seqs.scheduled(i / perSeq), b = seqs.batch(sq), row = carry.row(sq)
-            let g0 = (i % perSeq) * width, g1 = min(c.kvHeads, g0 + width)
+        parallelFor(bands.count, parallel: parallel, balanced: seqs.balanced) { i, w in
+            let (g0, g1) = bands.heads(i, c)
+            let sq = seqs.scheduled(bands.sequence(i)), b = seqs.batch(sq), row = carry.row(sq)
             let bos = seqs.bos(sq), end = bos + seqs.length(sq)
             var t0 = bos
             while t0 < end {
                 let n = min(n0, end - t0)
                 for g in g0..<g1 {
-                    // next: the band's next head in this chunk, else its first head in the next chunk
-                    let next: NextUnit = g + 1 < g1 ? .at(g: g + 1, t0: t0, n: n)
-                        : t0 + n < end ? .at(g: g0, t0: t0 + n, n: min(n0, end - t0 - n)) : .none
+                    let next = Bands.next(g, g0, g1, t0: t0, n: n, n0: n0, end: end)
                     io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
                     io.planOut(c, b: b, g: g, t0: t0, n: n)
                     var s = work.scratch(w)
@@ -93,6 +90,28 @@ enum Paths {
         let fit = max(1, budget / max(1, unitBytes))
         let forThreads = parallel ? (hlaThreadCount + seqs.count - 1) / seqs.count : 1
         return min(c.kvHeads, max((c.kvHeads + fit - 1) / fit, forThreads))
+    }
+
+    /// The bands of a call (`bandsPerSequence` per sequence, `width` kv heads each) that the chunked, scan and
+    /// summary sweeps hand to threads: band i holds heads `heads(i)` of scheduled sequence `sequence(i)`.
+    struct Bands {
+        let perSeq: Int, width: Int, count: Int
+        init(_ c: Config, _ seqs: Seqs, unitBytes: Int, parallel: Bool) {
+            perSeq = Paths.bandsPerSequence(c, seqs, unitBytes: unitBytes, parallel: parallel)
+            width = (c.kvHeads + perSeq - 1) / perSeq
+            count = seqs.count * perSeq
+        }
+        @inline(__always) func sequence(_ i: Int) -> Int { i / perSeq }
+        @inline(__always) func heads(_ i: Int, _ c: Config) -> (Int, Int) {
+            let g0 = (i % perSeq) * width
+            return (g0, min(c.kvHeads, g0 + width))
+        }
+        /// The unit packed after head g of band g0..<g1 at tokens t0..<t0+n (chunks of n0 up to `end`): the
+        /// band's next head in this chunk, else its first head in the next chunk.
+        @inline(__always)
+        static func next(_ g: Int, _ g0: Int, _ g1: Int, t0: Int, n: Int, n0: Int, end: Int) -> NextUnit {
+            g + 1 < g1 ? .at(g: g + 1, t0: t0, n: n) : t0 + n < end ? .at(g: g0, t0: t0 + n, n: min(n0, end - t0 - n)) : .none
+        }
     }
 
     /// The outputs of one packed chunk from the carry in `u`, then (`carryOut`) the carry advanced past it,
@@ -317,19 +336,18 @@ enum Paths {
         let layout = Layout.state(c)
         // Per kv head of a band: the running carry and one chunk summary (summary layout).
         let perHead = 2 * ue
-        let perSeq = bandsPerSequence(c, seqs, unitBytes: perHead * MemoryLayout<T>.stride, parallel: parallel)
-        let width = (c.kvHeads + perSeq - 1) / perSeq, bands = seqs.count * perSeq
-        let workers = workerCount(bands, parallel: parallel)
+        let bands = Bands(c, seqs, unitBytes: perHead * MemoryLayout<T>.stride, parallel: parallel)
+        let workers = workerCount(bands.count, parallel: parallel)
         let work = try Work<T>(op, c, n: n0, workers: workers)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        let perWorker = try checkedMul(perHead, width, "scan carries")
+        let perWorker = try checkedMul(perHead, bands.width, "scan carries")
         let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
         defer { carries.free() }
-        parallelFor(bands, parallel: parallel, balanced: seqs.balanced) { i, w in
-            let sq = seqs.scheduled(i / perSeq), b = seqs.batch(sq), row = carry.row(sq)
-            let g0 = (i % perSeq) * width, g1 = min(c.kvHeads, g0 + width)
+        parallelFor(bands.count, parallel: parallel, balanced: seqs.balanced) { i, w in
+            let (g0, g1) = bands.heads(i, c)
+            let sq = seqs.scheduled(bands.sequence(i)), b = seqs.batch(sq), row = carry.row(sq)
             let bos = seqs.bos(sq), nT = seqs.length(sq)
             let mine = carries.base + w * perWorker
             @inline(__always) func cur(_ g: Int) -> Unit<T> { unitView(mine + (g - g0) * perHead, c) }
@@ -339,9 +357,7 @@ enum Paths {
             while t0 < nT {
                 let n = min(n0, nT - t0)
                 for g in g0..<g1 {
-                    // next: the band's next head in this chunk, else its first head in the next chunk
-                    let next: NextUnit = g + 1 < g1 ? .at(g: g + 1, t0: bos + t0, n: n)
-                        : t0 + n < nT ? .at(g: g0, t0: bos + t0 + n, n: min(n0, nT - t0 - n)) : .none
+                    let next = Bands.next(g, g0, g1, t0: bos + t0, n: n, n0: n0, end: bos + nT)
                     io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
                     io.planOut(c, b: b, g: g, t0: bos + t0, n: n)
                     // the chunk's outputs from its carry-in (the carry itself is left as it was) and its summary
@@ -383,16 +399,15 @@ enum Paths {
         let layout = Layout.summary(c)
         let ue = unitElements(c)
         // kv heads swept in bands, chunk by chunk across the band's heads, as in `chunked` and `scan`
-        let perSeq = bandsPerSequence(c, seqs, unitBytes: ue * MemoryLayout<T>.stride, parallel: parallel)
-        let width = (c.kvHeads + perSeq - 1) / perSeq, bands = seqs.count * perSeq
-        let workers = workerCount(bands, parallel: parallel)
+        let bands = Bands(c, seqs, unitBytes: ue * MemoryLayout<T>.stride, parallel: parallel)
+        let workers = workerCount(bands.count, parallel: parallel)
         let work = try Work<T>(op, c, n: n0, workers: workers, extra: ue + 16)
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
-        parallelFor(bands, parallel: parallel, balanced: seqs.balanced) { i, w in
-            let sq = seqs.scheduled(i / perSeq), b = seqs.batch(sq), row = dst.row(sq)
-            let g0 = (i % perSeq) * width, g1 = min(c.kvHeads, g0 + width)
+        parallelFor(bands.count, parallel: parallel, balanced: seqs.balanced) { i, w in
+            let (g0, g1) = bands.heads(i, c)
+            let sq = seqs.scheduled(bands.sequence(i)), b = seqs.batch(sq), row = dst.row(sq)
             var s0 = work.scratch(w)
             let tmp = unitView(s0.take(ue), c)
             let bos = seqs.bos(sq), nT = seqs.length(sq)
@@ -400,8 +415,7 @@ enum Paths {
             while t0 < nT {
                 let n = min(n0, nT - t0)
                 for g in g0..<g1 {
-                    let next: NextUnit = g + 1 < g1 ? .at(g: g + 1, t0: bos + t0, n: n)
-                        : t0 + n < nT ? .at(g: g0, t0: bos + t0 + n, n: min(n0, nT - t0 - n)) : .none
+                    let next = Bands.next(g, g0, g1, t0: bos + t0, n: n, n0: n0, end: bos + nT)
                     io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
                     var s = s0                                              // summarize writes every block
                     Op.summarize(c, pw, tmp, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
