@@ -409,15 +409,8 @@ def faster_chunk(fns):
     """The key of `fns` (chunk size -> call) whose call is faster: a warm call of each (JAX compiles there), then
     two timed calls of each, alternating, compared by their minimum (with one timed call each, a run picked the
     slower chunk when another tenant held a core through it)."""
-    for f in fns.values():
-        f()
-    best = {key: float("inf") for key in fns}
-    for _ in range(2):
-        for key, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            best[key] = min(best[key], time.perf_counter() - t0)
-    return min(best, key=best.get)
+    ts = interleaved_all(fns, 2)
+    return min(ts, key=lambda key: min(ts[key]))
 
 
 def peak_section(R, a, peak2, peak1):
