@@ -988,10 +988,13 @@ def main(argv=None):
     R.p()
     for line in machine.describe(libpath):
         R.p("- " + line)
+    wide = limits.has_zmm() and os.environ.get("HLA_SIMD") != "avx2"
     R.p("- libhla %s (hla %s) from %s, source tree %s at %s%s; dense products by libhla's own register-tiled "
-        "gemm (Sources/HLA/Core/Gemm.swift: 6x16 AVX2/FMA tiles, triangular structure skips known-zero blocks), "
+        "gemm (Sources/HLA/Core/Gemm.swift, triangular structure skips known-zero blocks; float32 on %s), "
         "no BLAS; library threads: HLA_NUM_THREADS or all online cores" % (
             hla.library_version(), hla.__version__, libpath, a.tree or "?", commit,
+            "8x16 AVX-512 tiles (Sources/CHLA/tile512.c: this CPU has AVX-512F)" if wide else
+            "6x16 AVX2/FMA tiles (%s)" % ("HLA_SIMD=avx2" if limits.has_zmm() else "no AVX-512F on this CPU"),
             " (uncommitted changes in %d source files at run time)" % len(dirty) if dirty else ""))
     R.p("- Load average (1/5/15 min) at start: %s (2 cores; the load average also counts this benchmark's own threads, up to 2, so sustained values above 2 mean other work competed for the CPU; each section prints the load before and after)" % load0)
     R.p()
@@ -999,17 +1002,24 @@ def main(argv=None):
     # ---- limits measured in this run ----
     R.p("## Hardware limits measured in this run")
     R.p()
-    fma = limits.fma_peaks(trials=a.fma_trials)
-    peak1, peak2 = max(fma[1]), max(fma[2])
+    fma = {"ymm (AVX2)": limits.fma_peaks(trials=a.fma_trials)}
+    if limits.has_zmm():
+        fma["zmm (AVX-512)"] = limits.fma_peaks(trials=a.fma_trials, zmm=True)
+    # The machine's FMA peak: the faster register width (libhla's float32 products use zmm where the CPU has it).
+    peak1 = max(max(f[1]) for f in fma.values())
+    peak2 = max(max(f[2]) for f in fma.values())
     R.p("**FMA peak** (examples/bench/limits.c, `%s`, loaded with ctypes): each thread runs 12 independent "
-        "8-lane float32 FMA chains in ymm registers (enough to cover the FMA latency on both FMA pipes), 2 flops "
-        "per lane per FMA; threads start from one barrier and the time runs from the first start to the last "
-        "end. %d short trials per thread count (about 5 ms each), 1 and 2 threads alternating in rounds; the "
-        "peak is the best trial (other work on the machine only ever lowers a trial), the median shows the "
-        "contention." % (limits.command(), len(fma[1])))
+        "float32 FMA chains, 8 lanes in ymm registers and, where the CPU has AVX-512, 16 lanes in zmm registers "
+        "(enough to cover the FMA latency on both FMA pipes), 2 flops per lane per FMA; threads start from one "
+        "barrier and the time runs from the first start to the last end. %d short trials per thread count and "
+        "width (about 5 ms each), 1 and 2 threads alternating in rounds; the peak is the best trial (other work "
+        "on the machine only ever lowers a trial), the median shows the contention. The FMA peak used below is "
+        "the faster width's: %.1f GFLOP/s on 1 thread, %.1f on 2." % (limits.command(), len(fma["ymm (AVX2)"][1]),
+                                                                     peak1, peak2))
     R.p()
-    R.table(["threads", "peak (best trial) GFLOP/s", "median trial GFLOP/s", "worst trial GFLOP/s"],
-            [[th, "%.1f" % max(v), "%.1f" % statistics.median(v), "%.1f" % min(v)] for th, v in fma.items()])
+    R.table(["registers", "threads", "peak (best trial) GFLOP/s", "median trial GFLOP/s", "worst trial GFLOP/s"],
+            [[w, th, "%.1f" % max(v), "%.1f" % statistics.median(v), "%.1f" % min(v)]
+             for w, f in fma.items() for th, v in f.items()])
     sg = machine.sgemm_rates(reps=a.reps)
     ob = machine.openblas_sgemm(reps=a.reps)
     rows = [["numpy float32 matmul (numpy's OpenBLAS)", shape, thr, "%.1f" % r,

@@ -55,6 +55,8 @@ def build():
     D, L, I, P, I64 = ctypes.c_double, ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64
     lib.limits_fma_peak.restype = D
     lib.limits_fma_peak.argtypes = [I, L, ctypes.POINTER(D)]
+    lib.limits_fma_peak512.restype = D
+    lib.limits_fma_peak512.argtypes = [I, L, ctypes.POINTER(D)]
     lib.limits_rmw.restype = D
     lib.limits_rmw.argtypes = [P, L, I]
     lib.limits_rmw_threads.restype = D
@@ -74,27 +76,35 @@ def command():
     return " ".join([os.environ.get("CC", "gcc")] + CFLAGS + ["examples/bench/limits.c"])
 
 
-def fma_peak(threads, trials=30, seconds=0.005):
+def has_zmm():
+    """Whether the CPU runs the AVX-512 FMA chains (limits_fma_peak512)."""
+    g = ctypes.c_double()
+    return build().limits_fma_peak512(1, 10, ctypes.byref(g)) >= 0
+
+
+def fma_peak(threads, trials=30, seconds=0.005, zmm=False):
     """GFLOP/s of `trials` short runs (about `seconds` each at the nominal peak) on `threads` threads,
-    sorted. Iterations per trial are sized from one calibration trial."""
+    sorted; `zmm`: the 16-lane AVX-512 chains (the CPU must have them: `has_zmm`). Iterations per trial
+    are sized from one calibration trial."""
     lib = build()
+    run = lib.limits_fma_peak512 if zmm else lib.limits_fma_peak
     g = ctypes.c_double()
     iters = 200000
-    t = lib.limits_fma_peak(threads, iters, ctypes.byref(g))
+    t = run(threads, iters, ctypes.byref(g))
     iters = max(10000, int(iters * seconds / max(t, 1e-6)))
     out = []
     for _ in range(trials):
-        lib.limits_fma_peak(threads, iters, ctypes.byref(g))
+        run(threads, iters, ctypes.byref(g))
         out.append(g.value)
     return sorted(out)
 
 
-def fma_peaks(trials=30):
+def fma_peaks(trials=30, zmm=False):
     """{1: [...], 2: [...]} GFLOP/s, the 1- and 2-thread trials interleaved in rounds of 5."""
     res = {1: [], 2: []}
     for _ in range(max(1, trials // 5)):
         for th in (1, 2):
-            res[th] += fma_peak(th, 5)
+            res[th] += fma_peak(th, 5, zmm=zmm)
     return {k: sorted(v) for k, v in res.items()}
 
 

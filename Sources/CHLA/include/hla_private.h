@@ -75,4 +75,13 @@ static inline void hla_private_transpose8x8(const float *src, ptrdiff_t src_stri
     __builtin_memcpy(dst + 6 * dst_stride, &o6, 32); __builtin_memcpy(dst + 7 * dst_stride, &o7, 32);
 }
 
+/* AVX-512 (tile512.c): nonzero when float32 products use the AVX-512 tile (the CPU and the OS support AVX-512F and
+ * HLA_SIMD is not "avx2"; set when the library is loaded), and that tile, 8 x 16:
+ * C[rows x w] = alpha * A[rows x kb] * P[kb x 16] + beta * C (rows <= 8, w <= 16), A(i, p) at a[i*ars + p*acs],
+ * P's row p at bp + p*bs, C's row i at c + i*ldc (beta = 0: C is not read). */
+__attribute__((visibility("hidden"))) extern int hla_private_avx512;
+static inline int hla_private_use_avx512(void) { return hla_private_avx512; }
+__attribute__((visibility("hidden"))) void hla_private_tile_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
+    ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
+
 #endif

@@ -9,15 +9,23 @@ import CHLA
 /// no lock and runs on the calling thread.
 ///
 /// Tiles are 6 rows × one `Panel` (16 float32 or 8 float64 columns: two AVX registers), so the 6 × 2
-/// accumulators, the panel and a broadcast fill the 16 vector registers. op(B) is read in place when it
+/// accumulators, the panel and a broadcast fill the 16 vector registers. On a CPU with AVX-512, float32 tiles are
+/// 8 rows × the same panel, one zmm register per row (`avx512`: Sources/CHLA/tile512.c), with the same sums in the
+/// same order, so the bits do not depend on the kernel. op(B) is read in place when it
 /// is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or the last partial panel) a block
 /// of `Gemm.kc` rows is packed, zero-padded, into 8 KiB of stack. Semantics are BLAS's: β = 0 never reads
 /// C; α = 0 or k = 0 gives β·C without reading A or B. Each C element is a fixed-order sum over k (in
 /// blocks of `kc` where op(B) is packed), so a call's results depend only on its arguments, never on
 /// the thread or on other calls.
 enum Gemm {
-    /// Rows of a register tile.
+    /// Rows of a register tile (AVX2: 6; the float32 AVX-512 tile: `mr512`).
     static let mr = 6
+    static let mr512 = 8
+
+    /// Whether float32 products run on the AVX-512 tile: the CPU and the OS support AVX-512F and the environment
+    /// variable HLA_SIMD is not "avx2" (which keeps every product on the AVX2/FMA tiles: a comparison or a fallback).
+    /// Decided when the library is loaded (Sources/CHLA/tile512.c).
+    @inline(__always) static var avx512: Bool { hla_private_use_avx512() != 0 }
     /// Rows of op(B) packed per block (8 KiB of stack): the engine's products have k ≤ 128 at d ≤ 128 and
     /// the default chunk sizes, so one block holds all of k.
     static let kc = 128
@@ -47,6 +55,7 @@ enum Gemm {
         if m <= 0 || n <= 0 { return }
         if k <= 0 || alpha == 0 { scale(m, n, beta, c, ldc); return }
         let nr = T.Panel.scalarCount
+        let wide = T.self == Float.self && avx512, mr = wide ? mr512 : mr
         // A(i, p) = a[i·ars + p·acs]; B(p, j) = b[p·brs + j·bcs].
         let ars = transA ? 1 : lda, acs = transA ? lda : 1
         let brs = transB ? 1 : ldb, bcs = transB ? ldb : 1
@@ -72,16 +81,16 @@ enum Gemm {
             while j0 < n {
                 let w = min(nr, n - j0)
                 // With .lowerC, row tiles that end above this panel's first column are skipped.
-                let iStart = lowerC ? firstTile(m, j0) : 0
+                let iStart = lowerC ? firstTile(m, j0, mr) : 0
                 if !transB && w == nr {
                     // op(B) rows are contiguous panels of B itself: no packing, the whole k in registers.
                     var i0 = iStart
                     while i0 < m {
-                        let rows = tileRows(m, i0), (lo, hi) = range(i0, rows, j0, w)
+                        let rows = tileRows(m, i0, mr), (lo, hi) = range(i0, rows, j0, w)
                         prefetchStep()
                         if hi > lo {
                             tile(hi - lo, a + i0 * ars + lo * acs, ars, acs, rows, b + lo * ldb + j0, ldb,
-                                 c + i0 * ldc + j0, ldc, w, alpha, beta)
+                                 c + i0 * ldc + j0, ldc, w, alpha, beta, wide: wide)
                         } else {
                             scale(rows, w, beta, c + i0 * ldc + j0, ldc)
                         }
@@ -95,12 +104,12 @@ enum Gemm {
                         pack(kb, w, b + p0 * brs + j0 * bcs, brs, bcs, packed)
                         var i0 = iStart
                         while i0 < m {
-                            let rows = tileRows(m, i0), (kLo, kHi) = range(i0, rows, j0, w)
+                            let rows = tileRows(m, i0, mr), (kLo, kHi) = range(i0, rows, j0, w)
                             let lo = max(kLo, p0), hi = min(kHi, p0 + kb)
                             prefetchStep()
                             if hi > lo {
                                 tile(hi - lo, a + i0 * ars + lo * acs, ars, acs, rows, packed + (lo - p0) * nr, nr,
-                                     c + i0 * ldc + j0, ldc, w, alpha, lo == kLo ? beta : 1)
+                                     c + i0 * ldc + j0, ldc, w, alpha, lo == kLo ? beta : 1, wide: wide)
                             } else if kHi <= kLo && p0 == 0 {
                                 scale(rows, w, beta, c + i0 * ldc + j0, ldc)
                             }
@@ -127,19 +136,20 @@ enum Gemm {
         }
     }
 
-    /// Rows of the row tile starting at i0 of an m-row product: `mr`, except that the last 8 rows of an m with
-    /// m % mr == 2 (32, 128) run as two 4-row tiles rather than 6 + 2 (a 2-row tile keeps only 4 accumulators
-    /// in flight, half the FMA throughput). Tiles start at multiples of `mr` below m - 8.
+    /// Rows of the row tile starting at i0 of an m-row product with `mr`-row tiles: `mr`, except that with 6-row
+    /// tiles the last 8 rows of an m with m % 6 == 2 (32, 128) run as two 4-row tiles rather than 6 + 2 (a 2-row
+    /// tile keeps only 4 accumulators in flight, half the FMA throughput). Tiles start at multiples of `mr` below
+    /// m - 8.
     @inline(__always)
-    static func tileRows(_ m: Int, _ i0: Int) -> Int {
+    static func tileRows(_ m: Int, _ i0: Int, _ mr: Int) -> Int {
         let left = m - i0
-        return left == 8 && m % mr == 2 ? 4 : min(mr, left)
+        return mr == 6 && left == 8 && m % 6 == 2 ? 4 : min(mr, left)
     }
 
     /// Start of the row tile holding row r (< m) under `tileRows`.
     @inline(__always)
-    static func firstTile(_ m: Int, _ r: Int) -> Int {
-        if m % mr == 2 && m >= 8 && r >= m - 8 && r < m { return r >= m - 4 ? m - 4 : m - 8 }
+    static func firstTile(_ m: Int, _ r: Int, _ mr: Int) -> Int {
+        if mr == 6 && m % 6 == 2 && m >= 8 && r >= m - 8 && r < m { return r >= m - 4 ? m - 4 : m - 8 }
         return (r / mr) * mr
     }
 
@@ -190,10 +200,20 @@ enum Gemm {
     /// One register tile: C[rows × w] = α · A[rows × kb] · P[kb × nr] + β · C, where P's row p is at
     /// bp + p·bs. Tiles of 1-2 and 3-4 rows (the last rows of a 32- or 64-row product) run with 2 or 4
     /// accumulator rows instead of 6; rows past `rows` repeat the last valid row of A and are not stored.
+    /// `wide` (float32 only): the AVX-512 tile of up to 8 rows.
     @inline(__always)
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
-                                  _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T) {
+                                  _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
+                                  wide: Bool) {
+        if wide {
+            @inline(__always) func f(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
+                UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+            }
+            return hla_private_tile_avx512(kb, f(a), ars, acs, rows, f(bp), bs,
+                                           UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc, w,
+                                           unsafeBitCast(alpha, to: Float.self), unsafeBitCast(beta, to: Float.self))
+        }
         if rows > 4 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 6) }
         else if rows > 2 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 4) }
         else { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 2) }

@@ -1,0 +1,95 @@
+/* The float32 register tile of the engine's dense products (Sources/HLA/Core/Gemm.swift) on AVX-512: 8 rows x one
+ * 16-column panel, one zmm register per row. Swift has no per-function target attribute, so the library's Swift
+ * code stays AVX2/FMA (-target-cpu haswell) and this one function is compiled for AVX-512F here; Gemm calls it
+ * only when the CPU and the OS support AVX-512 and HLA_SIMD is not "avx2" (hla_private_avx512).
+ *
+ * Same arithmetic as Gemm.tile: every C element is one fused multiply-add chain over k in order (the 8 rows are
+ * 8 independent chains, enough to cover the FMA latency on both ports), and the store applies alpha and beta as
+ * Gemm.store does, so both kernels give the same bits (the partial-panel store is unfused, as in Swift: hence
+ * FP_CONTRACT OFF). */
+#pragma STDC FP_CONTRACT OFF
+#include <cpuid.h>
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include "hla_private.h"
+
+#define HLA_AVX512 __attribute__((target("avx512f")))
+
+static int cpu_avx512(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & bit_AVX512F)) return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    /* XMM, YMM, opmask, ZMM_Hi256 and Hi16_ZMM state enabled by the OS. */
+    return (lo & 0xE6) == 0xE6;
+}
+
+int hla_private_avx512;
+
+/* Decided once, when the library is loaded: a lazily initialized Swift global would first be touched by
+ * whichever threads run the first product, possibly in a forked child, where two pool threads racing its
+ * one-time initialization were seen to spin forever (Tests/c/test_oom.c). */
+__attribute__((constructor)) static void choose_kernel(void) {
+    const char *simd = getenv("HLA_SIMD");
+    hla_private_avx512 = cpu_avx512() && !(simd && strcmp(simd, "avx2") == 0);
+}
+
+static inline HLA_AVX512 __attribute__((always_inline)) void store(__m512 x, float *c, ptrdiff_t w, float alpha, float beta) {
+    if (w == 16) {
+        __m512 y = alpha == 1 ? x : _mm512_mul_ps(x, _mm512_set1_ps(alpha));
+        if (beta != 0) y = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(c), y);
+        _mm512_storeu_ps(c, y);
+        return;
+    }
+    float t[16];
+    _mm512_storeu_ps(t, x);
+    if (beta == 0) { for (ptrdiff_t j = 0; j < w; j++) c[j] = alpha * t[j]; }
+    else { for (ptrdiff_t j = 0; j < w; j++) c[j] = alpha * t[j] + beta * c[j]; }
+}
+
+/* `height` (2, 4 or 8, a constant after inlining) accumulator rows; rows past `rows` repeat the last valid row. */
+static inline HLA_AVX512 __attribute__((always_inline)) void tile(int height, ptrdiff_t kb, const float *a, ptrdiff_t ars,
+    ptrdiff_t acs, ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
+#define ROW(r) (a + ((r) < rows ? (r) : rows - 1) * ars)
+    const float *a0 = ROW(0), *a1 = ROW(1), *a2 = ROW(2), *a3 = ROW(3);
+    const float *a4 = ROW(4), *a5 = ROW(5), *a6 = ROW(6), *a7 = ROW(7);
+#undef ROW
+    __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0, x7 = x0;
+    ptrdiff_t o = 0;
+    for (ptrdiff_t p = 0; p < kb; p++, o += acs, bp += bs) {
+        __m512 b = _mm512_loadu_ps(bp);
+        x0 = _mm512_fmadd_ps(_mm512_set1_ps(a0[o]), b, x0);
+        x1 = _mm512_fmadd_ps(_mm512_set1_ps(a1[o]), b, x1);
+        if (height > 2) {
+            x2 = _mm512_fmadd_ps(_mm512_set1_ps(a2[o]), b, x2);
+            x3 = _mm512_fmadd_ps(_mm512_set1_ps(a3[o]), b, x3);
+        }
+        if (height > 4) {
+            x4 = _mm512_fmadd_ps(_mm512_set1_ps(a4[o]), b, x4);
+            x5 = _mm512_fmadd_ps(_mm512_set1_ps(a5[o]), b, x5);
+            x6 = _mm512_fmadd_ps(_mm512_set1_ps(a6[o]), b, x6);
+            x7 = _mm512_fmadd_ps(_mm512_set1_ps(a7[o]), b, x7);
+        }
+    }
+    store(x0, c, w, alpha, beta);
+    if (rows > 1) store(x1, c + ldc, w, alpha, beta);
+    if (height > 2) {
+        if (rows > 2) store(x2, c + 2 * ldc, w, alpha, beta);
+        if (rows > 3) store(x3, c + 3 * ldc, w, alpha, beta);
+    }
+    if (height > 4) {
+        if (rows > 4) store(x4, c + 4 * ldc, w, alpha, beta);
+        if (rows > 5) store(x5, c + 5 * ldc, w, alpha, beta);
+        if (rows > 6) store(x6, c + 6 * ldc, w, alpha, beta);
+        if (rows > 7) store(x7, c + 7 * ldc, w, alpha, beta);
+    }
+}
+
+HLA_AVX512 void hla_private_tile_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,
+    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
+    if (rows > 4) tile(8, kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta);
+    else if (rows > 2) tile(4, kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta);
+    else tile(2, kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta);
+}
