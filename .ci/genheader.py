@@ -48,6 +48,8 @@ PREAMBLE = """/*
  *  - Calls on distinct memory may run on distinct threads at once. The library parallelises each call
  *    over sequences x kv heads on a small pool of threads that spin briefly between calls
  *    (HLA_NUM_THREADS caps them). Its dense products are its own: no BLAS, no foreign threads or locks.
+ *    It needs AVX2 and FMA; where the CPU has AVX-512F, float32 products use it (HLA_SIMD=avx2 does not),
+ *    with the same results bit for bit.
  *  - fork() at any moment: a child can use libhla at once, whatever the parent's other threads were
  *    doing in it. pthread_atfork handlers (registered on the first call) make fork() wait until no
  *    thread is inside a libhla call (any function but hla_status_string and hla_last_error) and
