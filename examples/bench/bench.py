@@ -993,9 +993,9 @@ def main(argv=None):
         "gemm (Sources/HLA/Core/Gemm.swift, triangular structure skips known-zero blocks; float32 on %s), "
         "no BLAS; library threads: HLA_NUM_THREADS or all online cores" % (
             hla.library_version(), hla.__version__, libpath, a.tree or "?", commit,
+            " (uncommitted changes in %d source files at run time)" % len(dirty) if dirty else "",
             "8x16 AVX-512 tiles (Sources/CHLA/tile512.c: this CPU has AVX-512F)" if wide else
-            "6x16 AVX2/FMA tiles (%s)" % ("HLA_SIMD=avx2" if limits.has_zmm() else "no AVX-512F on this CPU"),
-            " (uncommitted changes in %d source files at run time)" % len(dirty) if dirty else ""))
+            "6x16 AVX2/FMA tiles (%s)" % ("HLA_SIMD=avx2" if limits.has_zmm() else "no AVX-512F on this CPU")))
     R.p("- Load average (1/5/15 min) at start: %s (2 cores; the load average also counts this benchmark's own threads, up to 2, so sustained values above 2 mean other work competed for the CPU; each section prints the load before and after)" % load0)
     R.p()
 
