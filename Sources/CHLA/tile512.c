@@ -3,7 +3,8 @@
  * code stays AVX2/FMA (-target-cpu haswell) and this one function is compiled for AVX-512F here; Gemm calls it
  * only when the CPU and the OS support AVX-512 and HLA_SIMD is not "avx2" (hla_private_avx512).
  *
- * Same arithmetic as Gemm.tile: every C element is one fused multiply-add chain over k in order (the 8 rows are
+ * Same arithmetic as Gemm.tile: every C element is one fused multiply-add chain over k in order (only the exact-zero
+ * terms at a triangular product's diagonal, which change no nonzero result, differ with the tile height; the 8 rows are
  * 8 independent chains, enough to cover the FMA latency on both ports), and the store applies alpha and beta as
  * Gemm.store does, so both kernels give the same bits (the partial-panel store is unfused, as in Swift: hence
  * FP_CONTRACT OFF). */
@@ -85,6 +86,40 @@ static inline HLA_AVX512 __attribute__((always_inline)) void tile(int height, pt
         if (rows > 6) store(x6, c + 6 * ldc, w, alpha, beta);
         if (rows > 7) store(x7, c + 7 * ldc, w, alpha, beta);
     }
+}
+
+/* Two adjacent panels at once, 8 rows x 32 columns (16 accumulators): each broadcast of A feeds two FMAs and a call
+ * covers twice the work, so the fixed cost of a tile (call, pointers, stores) weighs half as much. Row p of the
+ * right panel is at bp + p*bs + 16; both panels are full (w = 32). */
+static inline HLA_AVX512 __attribute__((always_inline)) void tile2(int height, ptrdiff_t kb, const float *a, ptrdiff_t ars,
+    ptrdiff_t acs, ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta) {
+#define ROW(r) (a + ((r) < rows ? (r) : rows - 1) * ars)
+    const float *a0 = ROW(0), *a1 = ROW(1), *a2 = ROW(2), *a3 = ROW(3);
+    const float *a4 = ROW(4), *a5 = ROW(5), *a6 = ROW(6), *a7 = ROW(7);
+#undef ROW
+    __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0, x7 = x0;
+    __m512 y0 = x0, y1 = x0, y2 = x0, y3 = x0, y4 = x0, y5 = x0, y6 = x0, y7 = x0;
+    ptrdiff_t o = 0;
+#define STEP(r) { __m512 s = _mm512_set1_ps(a##r[o]); x##r = _mm512_fmadd_ps(s, b, x##r); y##r = _mm512_fmadd_ps(s, e, y##r); }
+    for (ptrdiff_t p = 0; p < kb; p++, o += acs, bp += bs) {
+        __m512 b = _mm512_loadu_ps(bp), e = _mm512_loadu_ps(bp + 16);
+        STEP(0) STEP(1)
+        if (height > 2) { STEP(2) STEP(3) }
+        if (height > 4) { STEP(4) STEP(5) STEP(6) STEP(7) }
+    }
+#undef STEP
+#define PUT(r) if (rows > r) { store(x##r, c + r * ldc, 16, alpha, beta); store(y##r, c + r * ldc + 16, 16, alpha, beta); }
+    PUT(0) PUT(1)
+    if (height > 2) { PUT(2) PUT(3) }
+    if (height > 4) { PUT(4) PUT(5) PUT(6) PUT(7) }
+#undef PUT
+}
+
+HLA_AVX512 void hla_private_tile2_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,
+    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta) {
+    if (rows > 4) tile2(8, kb, a, ars, acs, rows, bp, bs, c, ldc, alpha, beta);
+    else if (rows > 2) tile2(4, kb, a, ars, acs, rows, bp, bs, c, ldc, alpha, beta);
+    else tile2(2, kb, a, ars, acs, rows, bp, bs, c, ldc, alpha, beta);
 }
 
 HLA_AVX512 void hla_private_tile_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,

@@ -83,5 +83,8 @@ __attribute__((visibility("hidden"))) extern int hla_private_avx512;
 static inline int hla_private_use_avx512(void) { return hla_private_avx512; }
 __attribute__((visibility("hidden"))) void hla_private_tile_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
     ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
+/* The same over two adjacent full panels (8 x 32): the right panel's row p at bp + p*bs + 16, C's at c + 16. */
+__attribute__((visibility("hidden"))) void hla_private_tile2_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
+    ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
 
 #endif

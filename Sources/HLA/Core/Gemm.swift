@@ -11,7 +11,8 @@ import CHLA
 /// Tiles are 6 rows × one `Panel` (16 float32 or 8 float64 columns: two AVX registers), so the 6 × 2
 /// accumulators, the panel and a broadcast fill the 16 vector registers. On a CPU with AVX-512, float32 tiles are
 /// 8 rows × the same panel, one zmm register per row (`avx512`: Sources/CHLA/tile512.c), with the same sums in the
-/// same order, so the bits do not depend on the kernel. op(B) is read in place when it
+/// same order, so the bits do not depend on the kernel (in triangular products the taller tile adds a few more
+/// exact-zero terms at the diagonal, which change no nonzero result; chunks with non-finite inputs never reach them). op(B) is read in place when it
 /// is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or the last partial panel) a block
 /// of `Gemm.kc` rows is packed, zero-padded, into 8 KiB of stack. Semantics are BLAS's: β = 0 never reads
 /// C; α = 0 or k = 0 gives β·C without reading A or B. Each C element is a fixed-order sum over k (in
@@ -56,6 +57,8 @@ enum Gemm {
         if k <= 0 || alpha == 0 { scale(m, n, beta, c, ldc); return }
         let nr = T.Panel.scalarCount
         let wide = T.self == Float.self && avx512, mr = wide ? mr512 : mr
+        // AVX-512, op(B) read in place and no structure on the B or C side: two panels per tile.
+        let pairs = wide && !transB && !structure.contains(.upperB) && !structure.contains(.lowerC)
         // A(i, p) = a[i·ars + p·acs]; B(p, j) = b[p·brs + j·bcs].
         let ars = transA ? 1 : lda, acs = transA ? lda : 1
         let brs = transB ? 1 : ldb, bcs = transB ? ldb : 1
@@ -82,6 +85,24 @@ enum Gemm {
                 let w = min(nr, n - j0)
                 // With .lowerC, row tiles that end above this panel's first column are skipped.
                 let iStart = lowerC ? firstTile(m, j0, mr) : 0
+                if pairs && n - j0 >= 2 * nr {
+                    // Two full panels per AVX-512 tile (8 × 32): the k range is the row tile's alone.
+                    var i0 = 0
+                    while i0 < m {
+                        let rows = tileRows(m, i0, mr), (lo, hi) = range(i0, rows, j0, 2 * nr)
+                        prefetchStep(); prefetchStep()
+                        if hi > lo {
+                            hla_private_tile2_avx512(hi - lo, float(a + i0 * ars + lo * acs), ars, acs, rows,
+                                                     float(b + lo * ldb + j0), ldb, float(c + i0 * ldc + j0), ldc,
+                                                     unsafeBitCast(alpha, to: Float.self), unsafeBitCast(beta, to: Float.self))
+                        } else {
+                            scale(rows, 2 * nr, beta, c + i0 * ldc + j0, ldc)
+                        }
+                        i0 += rows
+                    }
+                    j0 += 2 * nr
+                    continue
+                }
                 if !transB && w == nr {
                     // op(B) rows are contiguous panels of B itself: no packing, the whole k in registers.
                     var i0 = iStart
@@ -134,6 +155,16 @@ enum Gemm {
         } else {
             var buffer = InlineArray<128, T.Panel>(repeating: T.Panel()); withPanel(&buffer)
         }
+    }
+
+    /// The float32 view of a pointer (T is Float wherever the AVX-512 tiles run).
+    @inline(__always)
+    static func float<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
+        UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+    }
+    @inline(__always)
+    static func float<T>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
+        UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
     }
 
     /// Rows of the row tile starting at i0 of an m-row product with `mr`-row tiles: `mr`, except that with 6-row
@@ -207,11 +238,7 @@ enum Gemm {
                                   _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
                                   wide: Bool) {
         if wide {
-            @inline(__always) func f(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
-                UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
-            }
-            return hla_private_tile_avx512(kb, f(a), ars, acs, rows, f(bp), bs,
-                                           UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc, w,
+            return hla_private_tile_avx512(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, w,
                                            unsafeBitCast(alpha, to: Float.self), unsafeBitCast(beta, to: Float.self))
         }
         if rows > 4 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 6) }
