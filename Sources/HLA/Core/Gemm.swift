@@ -10,10 +10,11 @@ import CHLA
 ///
 /// Tiles are 6 rows × one `Panel` (16 float32 or 8 float64 columns: two AVX registers), so the 6 × 2
 /// accumulators, the panel and a broadcast fill the 16 vector registers. On a CPU with AVX-512, float32 tiles are
-/// 8 rows × the same panel, one zmm register per row (`avx512`: Sources/CHLA/tile512.c), with the same sums in the
-/// same order, so the bits do not depend on the kernel (in triangular products the taller tile adds a few more
-/// exact-zero terms at the diagonal, which change no nonzero result; chunks with non-finite inputs never reach them). op(B) is read in place when it
-/// is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or the last partial panel) a block
+/// 8 rows × the same panel, one zmm register per row, or 8 rows × two adjacent panels where op(B) is read in place
+/// and has no B- or C-side structure (`avx512`: Sources/CHLA/tile512.c). They form the same sums in the same
+/// order, so the bits do not depend on the kernel (in triangular products the taller tile adds a few more
+/// exact-zero terms at the diagonal, which change no nonzero result; chunks with non-finite inputs never reach
+/// them). op(B) is read in place when it is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or the last partial panel) a block
 /// of `Gemm.kc` rows is packed, zero-padded, into 8 KiB of stack. Semantics are BLAS's: β = 0 never reads
 /// C; α = 0 or k = 0 gives β·C without reading A or B. Each C element is a fixed-order sum over k (in
 /// blocks of `kc` where op(B) is packed), so a call's results depend only on its arguments, never on
