@@ -988,14 +988,15 @@ def main(argv=None):
     R.p()
     for line in machine.describe(libpath):
         R.p("- " + line)
-    wide = limits.has_zmm() and os.environ.get("HLA_SIMD") != "avx2"
+    zmm = limits.has_zmm()
+    wide = zmm and os.environ.get("HLA_SIMD") != "avx2"
     R.p("- libhla %s (hla %s) from %s, source tree %s at %s%s; dense products by libhla's own register-tiled "
         "gemm (Sources/HLA/Core/Gemm.swift, triangular structure skips known-zero blocks; float32 on %s), "
         "no BLAS; library threads: HLA_NUM_THREADS or all online cores" % (
             hla.library_version(), hla.__version__, libpath, a.tree or "?", commit,
             " (uncommitted changes in %d source files at run time)" % len(dirty) if dirty else "",
-            "8x16 AVX-512 tiles (Sources/CHLA/tile512.c: this CPU has AVX-512F)" if wide else
-            "6x16 AVX2/FMA tiles (%s)" % ("HLA_SIMD=avx2" if limits.has_zmm() else "no AVX-512F on this CPU")))
+            "8x32 and 8x16 AVX-512 tiles (Sources/CHLA/tile512.c: this CPU has AVX-512F)" if wide else
+            "6x16 AVX2/FMA tiles (%s)" % ("HLA_SIMD=avx2" if zmm else "no AVX-512F on this CPU")))
     R.p("- Load average (1/5/15 min) at start: %s (2 cores; the load average also counts this benchmark's own threads, up to 2, so sustained values above 2 mean other work competed for the CPU; each section prints the load before and after)" % load0)
     R.p()
 
@@ -1003,7 +1004,7 @@ def main(argv=None):
     R.p("## Hardware limits measured in this run")
     R.p()
     fma = {"ymm (AVX2)": limits.fma_peaks(trials=a.fma_trials)}
-    if limits.has_zmm():
+    if zmm:
         fma["zmm (AVX-512)"] = limits.fma_peaks(trials=a.fma_trials, zmm=True)
     # The machine's FMA peak: the faster register width (libhla's float32 products use zmm where the CPU has it).
     peak1 = max(max(f[1]) for f in fma.values())

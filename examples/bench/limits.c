@@ -53,49 +53,33 @@ typedef struct {
     float sink;
 } fma_arg;
 
-static void fma_chains(long iters, float *sink) {
-    const __m256 a = _mm256_set1_ps(0.9999999f), b = _mm256_set1_ps(1e-7f);
-    __m256 x0 = _mm256_set1_ps(0.10f), x1 = _mm256_set1_ps(0.11f), x2 = _mm256_set1_ps(0.12f);
-    __m256 x3 = _mm256_set1_ps(0.13f), x4 = _mm256_set1_ps(0.14f), x5 = _mm256_set1_ps(0.15f);
-    __m256 x6 = _mm256_set1_ps(0.16f), x7 = _mm256_set1_ps(0.17f), x8 = _mm256_set1_ps(0.18f);
-    __m256 x9 = _mm256_set1_ps(0.19f), x10 = _mm256_set1_ps(0.20f), x11 = _mm256_set1_ps(0.21f);
-    for (long i = 0; i < iters; i++) {
-        x0 = _mm256_fmadd_ps(x0, a, b); x1 = _mm256_fmadd_ps(x1, a, b); x2 = _mm256_fmadd_ps(x2, a, b);
-        x3 = _mm256_fmadd_ps(x3, a, b); x4 = _mm256_fmadd_ps(x4, a, b); x5 = _mm256_fmadd_ps(x5, a, b);
-        x6 = _mm256_fmadd_ps(x6, a, b); x7 = _mm256_fmadd_ps(x7, a, b); x8 = _mm256_fmadd_ps(x8, a, b);
-        x9 = _mm256_fmadd_ps(x9, a, b); x10 = _mm256_fmadd_ps(x10, a, b); x11 = _mm256_fmadd_ps(x11, a, b);
-        __asm__ volatile("" : "+x"(x0), "+x"(x1), "+x"(x2), "+x"(x3), "+x"(x4), "+x"(x5));
-        __asm__ volatile("" : "+x"(x6), "+x"(x7), "+x"(x8), "+x"(x9), "+x"(x10), "+x"(x11));
+/* 12 independent FMA chains in registers of type V (P: the intrinsics' prefix, L lanes, R: the asm register
+ * constraint); the empty asm statements keep each chain in a register and every FMA in the loop. */
+#define FMA_CHAINS(ATTR, NAME, V, P, L, R)                                                                   \
+    ATTR static void NAME(long iters, float *sink) {                                                        \
+        const V a = P##_set1_ps(0.9999999f), b = P##_set1_ps(1e-7f);                                        \
+        V x0 = P##_set1_ps(0.10f), x1 = P##_set1_ps(0.11f), x2 = P##_set1_ps(0.12f);                        \
+        V x3 = P##_set1_ps(0.13f), x4 = P##_set1_ps(0.14f), x5 = P##_set1_ps(0.15f);                        \
+        V x6 = P##_set1_ps(0.16f), x7 = P##_set1_ps(0.17f), x8 = P##_set1_ps(0.18f);                        \
+        V x9 = P##_set1_ps(0.19f), x10 = P##_set1_ps(0.20f), x11 = P##_set1_ps(0.21f);                      \
+        for (long i = 0; i < iters; i++) {                                                                  \
+            x0 = P##_fmadd_ps(x0, a, b); x1 = P##_fmadd_ps(x1, a, b); x2 = P##_fmadd_ps(x2, a, b);          \
+            x3 = P##_fmadd_ps(x3, a, b); x4 = P##_fmadd_ps(x4, a, b); x5 = P##_fmadd_ps(x5, a, b);          \
+            x6 = P##_fmadd_ps(x6, a, b); x7 = P##_fmadd_ps(x7, a, b); x8 = P##_fmadd_ps(x8, a, b);          \
+            x9 = P##_fmadd_ps(x9, a, b); x10 = P##_fmadd_ps(x10, a, b); x11 = P##_fmadd_ps(x11, a, b);      \
+            __asm__ volatile("" : R(x0), R(x1), R(x2), R(x3), R(x4), R(x5));                                \
+            __asm__ volatile("" : R(x6), R(x7), R(x8), R(x9), R(x10), R(x11));                              \
+        }                                                                                                   \
+        V s = P##_add_ps(P##_add_ps(P##_add_ps(x0, x1), P##_add_ps(x2, x3)),                                \
+                         P##_add_ps(P##_add_ps(x4, x5), P##_add_ps(x6, x7)));                               \
+        s = P##_add_ps(s, P##_add_ps(P##_add_ps(x8, x9), P##_add_ps(x10, x11)));                            \
+        float out[L];                                                                                       \
+        P##_storeu_ps(out, s);                                                                              \
+        *sink = out[0] + out[L - 1];                                                                        \
     }
-    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)),
-                             _mm256_add_ps(_mm256_add_ps(x4, x5), _mm256_add_ps(x6, x7)));
-    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(x8, x9), _mm256_add_ps(x10, x11)));
-    float out[8];
-    _mm256_storeu_ps(out, s);
-    *sink = out[0] + out[7];
-}
 
-__attribute__((target("avx512f"))) static void fma_chains512(long iters, float *sink) {
-    const __m512 a = _mm512_set1_ps(0.9999999f), b = _mm512_set1_ps(1e-7f);
-    __m512 x0 = _mm512_set1_ps(0.10f), x1 = _mm512_set1_ps(0.11f), x2 = _mm512_set1_ps(0.12f);
-    __m512 x3 = _mm512_set1_ps(0.13f), x4 = _mm512_set1_ps(0.14f), x5 = _mm512_set1_ps(0.15f);
-    __m512 x6 = _mm512_set1_ps(0.16f), x7 = _mm512_set1_ps(0.17f), x8 = _mm512_set1_ps(0.18f);
-    __m512 x9 = _mm512_set1_ps(0.19f), x10 = _mm512_set1_ps(0.20f), x11 = _mm512_set1_ps(0.21f);
-    for (long i = 0; i < iters; i++) {
-        x0 = _mm512_fmadd_ps(x0, a, b); x1 = _mm512_fmadd_ps(x1, a, b); x2 = _mm512_fmadd_ps(x2, a, b);
-        x3 = _mm512_fmadd_ps(x3, a, b); x4 = _mm512_fmadd_ps(x4, a, b); x5 = _mm512_fmadd_ps(x5, a, b);
-        x6 = _mm512_fmadd_ps(x6, a, b); x7 = _mm512_fmadd_ps(x7, a, b); x8 = _mm512_fmadd_ps(x8, a, b);
-        x9 = _mm512_fmadd_ps(x9, a, b); x10 = _mm512_fmadd_ps(x10, a, b); x11 = _mm512_fmadd_ps(x11, a, b);
-        __asm__ volatile("" : "+v"(x0), "+v"(x1), "+v"(x2), "+v"(x3), "+v"(x4), "+v"(x5));
-        __asm__ volatile("" : "+v"(x6), "+v"(x7), "+v"(x8), "+v"(x9), "+v"(x10), "+v"(x11));
-    }
-    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)),
-                             _mm512_add_ps(_mm512_add_ps(x4, x5), _mm512_add_ps(x6, x7)));
-    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(x8, x9), _mm512_add_ps(x10, x11)));
-    float out[16];
-    _mm512_storeu_ps(out, s);
-    *sink = out[0] + out[15];
-}
+FMA_CHAINS(, fma_chains, __m256, _mm256, 8, "+x")
+FMA_CHAINS(__attribute__((target("avx512f"))), fma_chains512, __m512, _mm512, 16, "+v")
 
 static void *fma_thread(void *p) {
     fma_arg *a = p;

@@ -83,33 +83,17 @@ enum Gemm {
         @inline(__always) func panels(_ packed: UnsafeMutablePointer<T>?) {
             var j0 = 0
             while j0 < n {
-                let w = min(nr, n - j0)
+                // Two full panels per AVX-512 tile (8 × 32) where `pairs` allows, else one panel.
+                let w = pairs && n - j0 >= 2 * nr ? 2 * nr : min(nr, n - j0)
                 // With .lowerC, row tiles that end above this panel's first column are skipped.
                 let iStart = lowerC ? firstTile(m, j0, mr) : 0
-                if pairs && n - j0 >= 2 * nr {
-                    // Two full panels per AVX-512 tile (8 × 32): the k range is the row tile's alone.
-                    var i0 = 0
-                    while i0 < m {
-                        let rows = tileRows(m, i0, mr), (lo, hi) = range(i0, rows, j0, 2 * nr)
-                        prefetchStep(); prefetchStep()
-                        if hi > lo {
-                            hla_private_tile2_avx512(hi - lo, float(a + i0 * ars + lo * acs), ars, acs, rows,
-                                                     float(b + lo * ldb + j0), ldb, float(c + i0 * ldc + j0), ldc,
-                                                     unsafeBitCast(alpha, to: Float.self), unsafeBitCast(beta, to: Float.self))
-                        } else {
-                            scale(rows, 2 * nr, beta, c + i0 * ldc + j0, ldc)
-                        }
-                        i0 += rows
-                    }
-                    j0 += 2 * nr
-                    continue
-                }
-                if !transB && w == nr {
+                if !transB && w >= nr {
                     // op(B) rows are contiguous panels of B itself: no packing, the whole k in registers.
                     var i0 = iStart
                     while i0 < m {
                         let rows = tileRows(m, i0, mr), (lo, hi) = range(i0, rows, j0, w)
                         prefetchStep()
+                        if w > nr { prefetchStep() }
                         if hi > lo {
                             tile(hi - lo, a + i0 * ars + lo * acs, ars, acs, rows, b + lo * ldb + j0, ldb,
                                  c + i0 * ldc + j0, ldc, w, alpha, beta, wide: wide)
@@ -140,7 +124,7 @@ enum Gemm {
                         p0 += kb
                     }
                 }
-                j0 += nr
+                j0 += w
             }
         }
         if !transB && n % nr == 0 { return panels(nil) }
@@ -232,15 +216,19 @@ enum Gemm {
     /// One register tile: C[rows × w] = α · A[rows × kb] · P[kb × nr] + β · C, where P's row p is at
     /// bp + p·bs. Tiles of 1-2 and 3-4 rows (the last rows of a 32- or 64-row product) run with 2 or 4
     /// accumulator rows instead of 6; rows past `rows` repeat the last valid row of A and are not stored.
-    /// `wide` (float32 only): the AVX-512 tile of up to 8 rows.
+    /// `wide` (float32 only): the AVX-512 tile of up to 8 rows; w = 2·nr there is two full panels side by side
+    /// (the right one's row p at bp + p·bs + nr).
     @inline(__always)
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
                                   _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
                                   wide: Bool) {
         if wide {
-            return hla_private_tile_avx512(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, w,
-                                           unsafeBitCast(alpha, to: Float.self), unsafeBitCast(beta, to: Float.self))
+            let al = unsafeBitCast(alpha, to: Float.self), be = unsafeBitCast(beta, to: Float.self)
+            if w > T.Panel.scalarCount {
+                return hla_private_tile2_avx512(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, al, be)
+            }
+            return hla_private_tile_avx512(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, w, al, be)
         }
         if rows > 4 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 6) }
         else if rows > 2 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 4) }
