@@ -73,53 +73,53 @@ enum Vec {
     }
 
     /// Y[j] = Mᵀ X[j] for `count` vectors (X[j] at x + j·ldx, Y[j] at y + j·ldy): `gemvT` for the query heads of
-    /// one kv head, M swept once per block of four vectors (two in float64) instead of once per vector. Every
-    /// output is the sum `gemvT` forms, in the same order with the same operations (fused multiply-adds over
-    /// the 16-wide columns, a scalar sum over the rest), so the results are gemvT's bit for bit.
+    /// one kv head, M swept once per block of vectors instead of once per vector. From four vectors the 16-wide
+    /// columns are the product Y = X M on Gemm's register tiles (8 vectors × 32 columns per tile on AVX-512: a
+    /// grouped step's S q for 16 query heads ran about 4x faster than four vectors at a time here); fewer
+    /// vectors go through M in blocks of two or one. Every output is the sum `gemvT` forms, in the same order
+    /// with the same operations (a fused multiply-add chain over the rows from zero for the 16-wide columns,
+    /// a scalar sum over the rest), so the results are gemvT's bit for bit.
     @inline(__always)
     static func gemvTMany<T: HLAFloat>(_ m: UnsafePointer<T>, _ rows: Int, _ cols: Int, _ ld: Int,
                                        _ x: UnsafePointer<T>, _ ldx: Int, _ count: Int,
                                        _ y: UnsafeMutablePointer<T>, _ ldy: Int) {
         let wide = cols / 16 * 16
-        /// Vectors j..<j+height (height 1, 2 or 4: a constant at each call).
+        /// The 16-wide columns of vectors j..<j+height (height 1 or 2: a constant at each call).
         @inline(__always) func block(_ j: Int, height: Int) {
             let x0 = x + j * ldx, x1 = x0 + (height > 1 ? ldx : 0)
-            let x2 = x0 + (height > 2 ? 2 * ldx : 0), x3 = x0 + (height > 2 ? 3 * ldx : 0)
             let y0 = y + j * ldy
             var c0 = 0
             while c0 < wide {
-                var a0 = SIMD16<T>(repeating: 0), a1 = a0, a2 = a0, a3 = a0
+                var a0 = SIMD16<T>(repeating: 0), a1 = a0
                 var row = m + c0
                 for r in 0..<rows {
                     let mv = load(row)
                     a0.addProduct(SIMD16(repeating: x0[r]), mv)
                     if height > 1 { a1.addProduct(SIMD16(repeating: x1[r]), mv) }
-                    if height > 2 {
-                        a2.addProduct(SIMD16(repeating: x2[r]), mv)
-                        a3.addProduct(SIMD16(repeating: x3[r]), mv)
-                    }
                     row += ld
                 }
                 store(a0, y0 + c0)
                 if height > 1 { store(a1, y0 + ldy + c0) }
-                if height > 2 { store(a2, y0 + 2 * ldy + c0); store(a3, y0 + 3 * ldy + c0) }
                 c0 += 16
             }
-            for c in wide..<max(cols, wide) {
-                for i in 0..<height {
-                    let xi = x + (j + i) * ldx
-                    var acc: T = 0
-                    var row = m + c
-                    for r in 0..<rows { acc += xi[r] * row[0]; row += ld }
-                    y[(j + i) * ldy + c] = acc
-                }
+        }
+        if count >= 4 && wide > 0 {
+            Gemm.gemm(false, false, count, wide, rows, 1, x, ldx, m, ld, 0, y, ldy)
+        } else if wide > 0 {
+            var j = 0
+            while j + 2 <= count { block(j, height: 2); j += 2 }
+            if j < count { block(j, height: 1) }
+        }
+        // Scalar columns, one at a time with the sum in a register.
+        for j in 0..<count where wide < cols {
+            let xj = x + j * ldx
+            for c in wide..<cols {
+                var acc: T = 0
+                var row = m + c
+                for r in 0..<rows { acc += xj[r] * row[0]; row += ld }
+                y[j * ldy + c] = acc
             }
         }
-        let four = MemoryLayout<T>.size <= 4
-        var j = 0
-        if four { while j + 4 <= count { block(j, height: 4); j += 4 } }
-        while j + 2 <= count { block(j, height: 2); j += 2 }
-        if j < count { block(j, height: 1) }
     }
 
     /// M ← g·M + u wᵀ (rows × cols, leading dimension ld).
