@@ -1,3 +1,4 @@
+import CHLA
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -266,10 +267,16 @@ enum Paths {
     /// float32), so two workers never write the same cache line or its prefetch pair.
     static func scratchStride(_ n: Int) -> Int { (n + 31) & ~31 }
 
-    /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): the kv
-    /// blocks advance on the caller's thread, then each unit's query heads run in `parts` contiguous ranges
-    /// in parallel, each range through `stepHeads` (one sweep of the shared kv blocks for all its heads).
-    /// `work`: the step's multiply-adds, as `serial` measured them for `StepThreads`.
+    /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): each unit's
+    /// query heads run in `parts` contiguous ranges in parallel, each range through `stepHeads` (one sweep of
+    /// the shared kv blocks for all its heads). The kv blocks advance first, in row slices that the threads
+    /// of the step claim: each range claims the slices nobody has taken (its own worker's first), runs them,
+    /// then waits until every slice of its unit is written. Every thread then writes the rows it updates
+    /// and reads the others' once; when one thread advanced the whole kv blocks before the others read them,
+    /// a step spent about a third of its time moving those lines between the two cores' caches. A slice is
+    /// only waited for once a thread inside the step has claimed it, so a worker that never joins holds up
+    /// nothing; a claimer descheduled mid-slice stalls the others as a unit in progress does, and the spin
+    /// counts as a wait for `StepThreads`. `work`: the step's multiply-adds, as `serial` measured them.
     static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                       carry: Rows<T>, work: Int) throws(HLAError) {
         let units = seqs.count * c.kvHeads
@@ -277,6 +284,7 @@ enum Paths {
         let parts = min(c.group, 2 * hlaThreadCount), items = units * parts
         let most = (c.group + parts - 1) / parts            // heads in the largest range
         let workers = workerCount(items)
+        let slices = min(workers, c.dk)                     // kv row slices per unit
         let layout = Layout.state(c)
         let kvWidth = c.dk + c.dvp
         let per = scratchStride(most * (c.dk + c.dvp) + Op.stepScratchHeads(c, most))
@@ -284,6 +292,11 @@ enum Paths {
                                                            try checkedMul(per, workers, "step buffers"), "step buffers"),
                                               zeroed: false)
         defer { buf.free() }
+        // Per unit and slice: claimed, written. Per worker: ns spent waiting for slices.
+        let flags = try RawBuffer<Int32>.allocate(try checkedMul(units * slices, 2, "step flags"))
+        defer { flags.free() }
+        let spun = try RawBuffer<UInt64>.allocate(workers)
+        defer { spun.free() }
         let kvBase = buf.base, workBase = buf.base + units * kvWidth
         for i in 0..<units {
             let b = i / c.kvHeads, g = i % c.kvHeads
@@ -291,16 +304,29 @@ enum Paths {
             io.k.gather(b, g, 0, 1, c.dk, into: K, ld: c.dk)
             io.v.gather(b, g, 0, 1, c.dv, into: V, ld: c.dvp)
             if c.normalize { V[c.dv] = 1 }
-            Op.stepKV(c, layout.unit(carry.row(b), g: g), k: K, v: V)
         }
         let scale = T(c.scale), eps = T(c.eps)
         let report = parallelFor(items, spawn: false, linger: StepThreads.linger) { i, w in
             let unit = i / parts, p = i % parts, b = unit / c.kvHeads, g = unit % c.kvHeads
             let j0 = p * c.group / parts, n = (p + 1) * c.group / parts - j0
             let K = kvBase + unit * kvWidth, V = K + c.dk
+            let u = layout.unit(carry.row(b), g: g)
             let q = workBase + w * per, o = q + most * c.dk, tmp = o + most * c.dvp
             for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
-            Op.stepHeads(c, layout.unit(carry.row(b), g: g), j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+            let claimed = flags.base + unit * slices * 2, written = claimed + slices
+            for t in 0..<slices {
+                let s = (w + t) % slices
+                if hla_private_claim(claimed + s) != 0 {
+                    Op.stepKV(c, u, rows: s * c.dk / slices..<(s + 1) * c.dk / slices, k: K, v: V)
+                    hla_private_publish(written + s)
+                }
+            }
+            for s in 0..<slices where hla_private_published(written + s) == 0 {
+                let start = monotonicNanoseconds()
+                while hla_private_published(written + s) == 0 { hla_private_pause() }
+                spun.base[w] &+= monotonicNanoseconds() &- start
+            }
+            Op.stepHeads(c, u, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
             if let out = io.out {
                 for j in 0..<n {
                     let oj = o + j * c.dvp
@@ -308,7 +334,9 @@ enum Paths {
                 }
             }
         }
-        StepThreads.shared.ended(work, report)
+        var waited = report.waited
+        for w in 0..<workers { waited &+= spun.base[w] }
+        StepThreads.shared.ended(work, PoolReport(pooled: report.pooled, elapsed: report.elapsed, waited: waited))
     }
 
     /// Elements of one unit in summary layout (kv blocks then the group's query-head blocks).
