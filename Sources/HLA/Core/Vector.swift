@@ -74,9 +74,9 @@ enum Vec {
 
     /// Y[j] = Mᵀ X[j] for `count` vectors (X[j] at x + j·ldx, Y[j] at y + j·ldy): `gemvT` for the query heads of
     /// one kv head, M swept once per block of vectors instead of once per vector. From four vectors the 16-wide
-    /// columns are the product Y = X M on Gemm's register tiles (8 vectors × 32 columns per tile on AVX-512: a
-    /// grouped step's S q for 16 query heads ran about 4x faster than four vectors at a time here); fewer
-    /// vectors go through M in blocks of two or one. Every output is the sum `gemvT` forms, in the same order
+    /// columns are the product Y = X M on Gemm's register tiles (8 vectors × 32 columns per tile on AVX-512;
+    /// an hla3 step at H = 64, Hkv = 1, d = 64, whose S q and Pᵀ q these are, went from 34.1 to 30.3 µs against
+    /// blocks of four vectors through M); fewer vectors go through M in blocks of two or one. Every output is the sum `gemvT` forms, in the same order
     /// with the same operations (a fused multiply-add chain over the rows from zero for the 16-wide columns,
     /// a scalar sum over the rest), so the results are gemvT's bit for bit.
     @inline(__always)
