@@ -76,9 +76,9 @@ enum Vec {
     /// one kv head, M swept once per block of vectors instead of once per vector. From four vectors the 16-wide
     /// columns are the product Y = X M on Gemm's register tiles (8 vectors × 32 columns per tile on AVX-512;
     /// an hla3 step at H = 64, Hkv = 1, d = 64, whose S q and Pᵀ q these are, went from 34.1 to 30.3 µs against
-    /// blocks of four vectors through M); fewer vectors go through M in blocks of two or one. Every output is the sum `gemvT` forms, in the same order
-    /// with the same operations (a fused multiply-add chain over the rows from zero for the 16-wide columns,
-    /// a scalar sum over the rest), so the results are gemvT's bit for bit.
+    /// blocks of four vectors through M); fewer vectors go through M in blocks of two or one. Every output is
+    /// the sum `gemvT` forms, in the same order with the same operations (a fused multiply-add chain over the
+    /// rows from zero for the 16-wide columns, a scalar sum over the rest), so the results are gemvT's bit for bit.
     @inline(__always)
     static func gemvTMany<T: HLAFloat>(_ m: UnsafePointer<T>, _ rows: Int, _ cols: Int, _ ld: Int,
                                        _ x: UnsafePointer<T>, _ ldx: Int, _ count: Int,
