@@ -20,6 +20,7 @@ import datetime
 import faulthandler
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -114,10 +115,17 @@ class selftimed:
         return self.fn()
 
 
+ROUND_ORDER = random.Random(2026)   # the order of the callables in each timed round (interleaved_all)
+
+
 def interleaved(fns, reps, warmup=1, budget=None, max_reps=31):
     """Time every callable of `fns` (name -> fn) `reps` times, alternating them round by round so
     each sees the same machine conditions. Returns name -> median seconds. With `budget` (seconds),
-    fast calls get more repetitions (up to max_reps) so a round of them takes about that long."""
+    fast calls get more repetitions (up to max_reps) so a round of them takes about that long.
+    Each timed round runs the callables in a new order (shuffled from a fixed seed, so a run with
+    the same options repeats its orders): what one call leaves behind (a framework's pool threads still spinning for
+    a tenth of a second after a BLAS call, on 2 cores) then slows a different call each round,
+    rather than always the one after it in `fns`."""
     return {k: statistics.median(v) for k, v in interleaved_all(fns, reps, warmup, budget, max_reps).items()}
 
 
@@ -132,8 +140,11 @@ def interleaved_all(fns, reps, warmup=1, budget=None, max_reps=31):
         per_round = (time.perf_counter() - t0) / warmup
         reps = max(reps, min(max_reps, int(budget / max(per_round, 1e-9))))
     times = {k: [] for k in fns}
+    order = list(fns)
     for _ in range(reps):
-        for k, fn in fns.items():
+        ROUND_ORDER.shuffle(order)
+        for k in order:
+            fn = fns[k]
             t0 = time.perf_counter()
             r = fn()
             t = time.perf_counter() - t0
@@ -997,6 +1008,10 @@ def main(argv=None):
             " (uncommitted changes in %d source files at run time)" % len(dirty) if dirty else "",
             "8x32 and 8x16 AVX-512 tiles (Sources/CHLA/tile512.c: this CPU has AVX-512F)" if wide else
             "6x16 AVX2/FMA tiles (%s)" % ("HLA_SIMD=avx2" if zmm else "no AVX-512F on this CPU")))
+    R.p("- Timing: every comparison times its contenders in interleaved rounds, each round in a new "
+        "shuffled order (a fixed seed): on 2 cores, what one call leaves behind (numpy's OpenBLAS threads "
+        "spin for about a tenth of a second after a product) slows whichever call comes next, so no "
+        "contender always follows the same one.")
     R.p("- Load average (1/5/15 min) at start: %s (2 cores; the load average also counts this benchmark's own threads, up to 2, so sustained values above 2 mean other work competed for the CPU; each section prints the load before and after)" % load0)
     R.p()
 
