@@ -123,9 +123,9 @@ def interleaved(fns, reps, warmup=1, budget=None, max_reps=31):
     each sees the same machine conditions. Returns name -> median seconds. With `budget` (seconds),
     fast calls get more repetitions (up to max_reps) so a round of them takes about that long.
     Each timed round runs the callables in a new order (shuffled from a fixed seed, so a run with
-    the same options repeats its orders): what one call leaves behind (a framework's pool threads still spinning for
-    a tenth of a second after a BLAS call, on 2 cores) then slows a different call each round,
-    rather than always the one after it in `fns`."""
+    the same options repeats its orders): what one call leaves behind (a framework's pool threads
+    still spinning for a tenth of a second after a BLAS call, on 2 cores) then slows a different
+    call each round, rather than always the one after it in `fns`."""
     return {k: statistics.median(v) for k, v in interleaved_all(fns, reps, warmup, budget, max_reps).items()}
 
 
