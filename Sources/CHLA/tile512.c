@@ -50,30 +50,33 @@ static inline HLA_AVX512 __attribute__((always_inline)) void store(__m512 x, flo
     else { for (ptrdiff_t j = 0; j < w; j++) c[j] = alpha * t[j] + beta * c[j]; }
 }
 
-/* `height` (2, 4 or 8, a constant after inlining) accumulator rows; rows past `rows` repeat the last valid row. */
+/* One segment of a tile's sum: kb steps of A (rows a + r*ars, step acs) times P (row p at bp + p*bs, one panel; with
+ * WIDE, also the panel at +16), accumulated into x0..x7 (and y0..y7). Rows past `rows` repeat the last valid row. */
+#define ROWS(a, ars) \
+    const float *a0 = (a), *a1 = (a) + (rows > 1 ? 1 : rows - 1) * (ars), *a2 = (a) + (rows > 2 ? 2 : rows - 1) * (ars), \
+                *a3 = (a) + (rows > 3 ? 3 : rows - 1) * (ars), *a4 = (a) + (rows > 4 ? 4 : rows - 1) * (ars), \
+                *a5 = (a) + (rows > 5 ? 5 : rows - 1) * (ars), *a6 = (a) + (rows > 6 ? 6 : rows - 1) * (ars), \
+                *a7 = (a) + (rows > 7 ? 7 : rows - 1) * (ars);
+#define STEP1(r) x##r = _mm512_fmadd_ps(_mm512_set1_ps(a##r[o]), b, x##r);
+#define STEP2(r) { __m512 s = _mm512_set1_ps(a##r[o]); x##r = _mm512_fmadd_ps(s, b, x##r); y##r = _mm512_fmadd_ps(s, e, y##r); }
+#define SEGMENT(STEP, WIDE, kb, a, ars, acs, bp, bs) { \
+    ROWS(a, ars) \
+    ptrdiff_t o = 0; const float *q = (bp); \
+    for (ptrdiff_t p = 0; p < (kb); p++, o += (acs), q += (bs)) { \
+        __m512 b = _mm512_loadu_ps(q); __m512 e = WIDE ? _mm512_loadu_ps(q + 16) : b; (void)e; \
+        STEP(0) STEP(1) \
+        if (height > 2) { STEP(2) STEP(3) } \
+        if (height > 4) { STEP(4) STEP(5) STEP(6) STEP(7) } \
+    } }
+
+/* `height` (2, 4 or 8, a constant after inlining) accumulator rows: the sum over segment 1, then over segment 2
+ * (kb2 = 0: none), one chain per element, stored once. */
 static inline HLA_AVX512 __attribute__((always_inline)) void tile(int height, ptrdiff_t kb, const float *a, ptrdiff_t ars,
-    ptrdiff_t acs, ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
-#define ROW(r) (a + ((r) < rows ? (r) : rows - 1) * ars)
-    const float *a0 = ROW(0), *a1 = ROW(1), *a2 = ROW(2), *a3 = ROW(3);
-    const float *a4 = ROW(4), *a5 = ROW(5), *a6 = ROW(6), *a7 = ROW(7);
-#undef ROW
+    ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2_, ptrdiff_t ars2, ptrdiff_t acs2,
+    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
     __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0, x7 = x0;
-    ptrdiff_t o = 0;
-    for (ptrdiff_t p = 0; p < kb; p++, o += acs, bp += bs) {
-        __m512 b = _mm512_loadu_ps(bp);
-        x0 = _mm512_fmadd_ps(_mm512_set1_ps(a0[o]), b, x0);
-        x1 = _mm512_fmadd_ps(_mm512_set1_ps(a1[o]), b, x1);
-        if (height > 2) {
-            x2 = _mm512_fmadd_ps(_mm512_set1_ps(a2[o]), b, x2);
-            x3 = _mm512_fmadd_ps(_mm512_set1_ps(a3[o]), b, x3);
-        }
-        if (height > 4) {
-            x4 = _mm512_fmadd_ps(_mm512_set1_ps(a4[o]), b, x4);
-            x5 = _mm512_fmadd_ps(_mm512_set1_ps(a5[o]), b, x5);
-            x6 = _mm512_fmadd_ps(_mm512_set1_ps(a6[o]), b, x6);
-            x7 = _mm512_fmadd_ps(_mm512_set1_ps(a7[o]), b, x7);
-        }
-    }
+    SEGMENT(STEP1, 0, kb, a, ars, acs, bp, bs)
+    SEGMENT(STEP1, 0, kb2, a2_, ars2, acs2, bp2, bs2)
     store(x0, c, w, alpha, beta);
     if (rows > 1) store(x1, c + ldc, w, alpha, beta);
     if (height > 2) {
@@ -90,24 +93,14 @@ static inline HLA_AVX512 __attribute__((always_inline)) void tile(int height, pt
 
 /* Two adjacent panels at once, 8 rows x 32 columns (16 accumulators): each broadcast of A feeds two FMAs and a call
  * covers twice the work, so the fixed cost of a tile (call, pointers, stores) weighs half as much. Row p of the
- * right panel is at bp + p*bs + 16; both panels are full (w = 32). */
+ * right panel is at bp + p*bs + 16; both panels are full (w = 32). Segments as in `tile`. */
 static inline HLA_AVX512 __attribute__((always_inline)) void tile2(int height, ptrdiff_t kb, const float *a, ptrdiff_t ars,
-    ptrdiff_t acs, ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta) {
-#define ROW(r) (a + ((r) < rows ? (r) : rows - 1) * ars)
-    const float *a0 = ROW(0), *a1 = ROW(1), *a2 = ROW(2), *a3 = ROW(3);
-    const float *a4 = ROW(4), *a5 = ROW(5), *a6 = ROW(6), *a7 = ROW(7);
-#undef ROW
+    ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2_, ptrdiff_t ars2, ptrdiff_t acs2,
+    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, float alpha, float beta) {
     __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0, x7 = x0;
     __m512 y0 = x0, y1 = x0, y2 = x0, y3 = x0, y4 = x0, y5 = x0, y6 = x0, y7 = x0;
-    ptrdiff_t o = 0;
-#define STEP(r) { __m512 s = _mm512_set1_ps(a##r[o]); x##r = _mm512_fmadd_ps(s, b, x##r); y##r = _mm512_fmadd_ps(s, e, y##r); }
-    for (ptrdiff_t p = 0; p < kb; p++, o += acs, bp += bs) {
-        __m512 b = _mm512_loadu_ps(bp), e = _mm512_loadu_ps(bp + 16);
-        STEP(0) STEP(1)
-        if (height > 2) { STEP(2) STEP(3) }
-        if (height > 4) { STEP(4) STEP(5) STEP(6) STEP(7) }
-    }
-#undef STEP
+    SEGMENT(STEP2, 1, kb, a, ars, acs, bp, bs)
+    SEGMENT(STEP2, 1, kb2, a2_, ars2, acs2, bp2, bs2)
 #define PUT(r) if (rows > r) { store(x##r, c + r * ldc, 16, alpha, beta); store(y##r, c + r * ldc + 16, 16, alpha, beta); }
     PUT(0) PUT(1)
     if (height > 2) { PUT(2) PUT(3) }
@@ -115,16 +108,27 @@ static inline HLA_AVX512 __attribute__((always_inline)) void tile2(int height, p
 #undef PUT
 }
 
+#define BY_HEIGHT(f, ...) \
+    if (rows > 4) f(8, __VA_ARGS__); else if (rows > 2) f(4, __VA_ARGS__); else f(2, __VA_ARGS__);
+
 HLA_AVX512 void hla_private_tile2_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,
     const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta) {
-    if (rows > 4) tile2(8, kb, a, ars, acs, rows, bp, bs, c, ldc, alpha, beta);
-    else if (rows > 2) tile2(4, kb, a, ars, acs, rows, bp, bs, c, ldc, alpha, beta);
-    else tile2(2, kb, a, ars, acs, rows, bp, bs, c, ldc, alpha, beta);
+    BY_HEIGHT(tile2, kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, alpha, beta)
 }
 
 HLA_AVX512 void hla_private_tile_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,
     const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
-    if (rows > 4) tile(8, kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta);
-    else if (rows > 2) tile(4, kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta);
-    else tile(2, kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta);
+    BY_HEIGHT(tile, kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, w, alpha, beta)
+}
+
+HLA_AVX512 void hla_private_tile2_sum_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
+    const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2, const float *bp2,
+    ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, float alpha, float beta) {
+    BY_HEIGHT(tile2, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, alpha, beta)
+}
+
+HLA_AVX512 void hla_private_tile_sum_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
+    const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2, const float *bp2,
+    ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
+    BY_HEIGHT(tile, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
 }

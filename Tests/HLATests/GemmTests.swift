@@ -158,4 +158,57 @@ final class GemmTests: XCTestCase {
             }
         }
     }
+
+    /// gemm2: C = α (op(A1) B1 + op(A2) B2) + β C against the float64 loop, and bit for bit `gemm` over the two
+    /// operands concatenated along k (one chain over A1's terms then A2's) where n is a multiple of the panel; the
+    /// triangular structure of op(A2) skips only exact zeros; other n run as two products (C rounded in between).
+    func testGemm2IsOneChainOverBothProducts() {
+        var rng = SplitMix64(seed: 21)
+        for (m, n, k1) in [(32, 64, 64), (37, 48, 17), (8, 16, 5), (64, 32, 128), (33, 20, 9), (5, 7, 3)] {
+            for (t1, t2) in [(false, false), (true, true), (false, true)] {
+                for st in [[], [.lowerA], [.upperA]] as [Gemm.Structure] {
+                    let k2 = m   // square op(A2) for the triangular cases
+                    let pad = 3, lda1 = (t1 ? m : k1) + pad, lda2 = (t2 ? m : k2) + pad, ldb = n + pad, ldc = n + 1
+                    var a1 = [Float](repeating: 0, count: (t1 ? k1 : m) * lda1)
+                    var a2 = [Float](repeating: 0, count: (t2 ? k2 : m) * lda2)
+                    for x in a1.indices { a1[x] = Float(rng.normal()) }
+                    for i in 0..<m { for p in 0..<k2 {
+                        let keep = st.contains(.lowerA) ? p <= i : st.contains(.upperA) ? p >= i : true
+                        a2[t2 ? p * lda2 + i : i * lda2 + p] = keep ? Float(rng.normal()) : 0
+                    } }
+                    let b1 = (0..<(k1 * ldb)).map { _ in Float(rng.normal()) }
+                    let b2 = (0..<(k2 * ldb)).map { _ in Float(rng.normal()) }
+                    let c0 = (0..<(m * ldc)).map { _ in Float(rng.normal()) }
+                    let (alpha, beta): (Float, Float) = (0.75, 0.5)
+                    var got = c0
+                    Float.gemm2(m, n, alpha, beta, &got, ldc, t1, k1, a1, lda1, b1, ldb, t2, k2, a2, lda2, b2, ldb,
+                                structure2: st)
+                    // the concatenation: A = [op(A1) | op(A2)] (m × (k1 + k2)), B = [B1; B2]
+                    let k = k1 + k2
+                    var a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: k * n)
+                    for i in 0..<m {
+                        for p in 0..<k1 { a[i * k + p] = t1 ? a1[p * lda1 + i] : a1[i * lda1 + p] }
+                        for p in 0..<k2 { a[i * k + k1 + p] = t2 ? a2[p * lda2 + i] : a2[i * lda2 + p] }
+                    }
+                    for p in 0..<k1 { for j in 0..<n { b[p * n + j] = b1[p * ldb + j] } }
+                    for p in 0..<k2 { for j in 0..<n { b[(k1 + p) * n + j] = b2[p * ldb + j] } }
+                    var cat = c0
+                    Float.gemm(false, false, m, n, k, alpha, a, k, b, n, beta, &cat, ldc)
+                    let what = "m=\(m) n=\(n) k1=\(k1) t1=\(t1) t2=\(t2) \(st)"
+                    for i in 0..<m {
+                        for j in n..<ldc { XCTAssertEqual(got[i * ldc + j], c0[i * ldc + j], "wrote padding: " + what) }
+                        for j in 0..<n {
+                            var want = 0.0
+                            for p in 0..<k { want += Double(a[i * k + p]) * Double(b[p * n + j]) }
+                            want = Double(alpha) * want + Double(beta) * Double(c0[i * ldc + j])
+                            XCTAssertLessThanOrEqual(abs(Double(got[i * ldc + j]) - want), 1e-5 * Double(k).squareRoot() * max(1, abs(want)), what)
+                            if n % Float.Panel.scalarCount == 0 {
+                                XCTAssertEqual(got[i * ldc + j], cat[i * ldc + j], "not one chain: " + what + " C[\(i)][\(j)]")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

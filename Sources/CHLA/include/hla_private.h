@@ -97,5 +97,13 @@ __attribute__((visibility("hidden"))) void hla_private_tile_avx512(ptrdiff_t kb,
 /* The same over two adjacent full panels (8 x 32): the right panel's row p at bp + p*bs + 16, C's at c + 16. */
 __attribute__((visibility("hidden"))) void hla_private_tile2_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
     ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
+/* Both tiles over the sum of two products (Gemm.gemm2): C = alpha * (A P + A2 P2) + beta * C, A2 (rows x kb2, A2(i, p)
+ * at a2[i*ars2 + p*acs2]) times P2 (row p at bp2 + p*bs2): one chain per element over A's terms, then A2's. */
+__attribute__((visibility("hidden"))) void hla_private_tile_sum_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars,
+    ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
+    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
+__attribute__((visibility("hidden"))) void hla_private_tile2_sum_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars,
+    ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
+    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, float alpha, float beta);
 
 #endif

@@ -142,6 +142,58 @@ enum Gemm {
         }
     }
 
+    /// C[m×n] = α·(op(A1)·B1 + op(A2)·B2) + β·C: two products into one C (op(A1) m × k1, B1 k1 × n; op(A2) m × k2,
+    /// B2 k2 × n; B1 and B2 row-major, read in place), each element one chain over A1's terms then A2's, so C is
+    /// read and written once and a tile's fixed cost is paid once over k1 + k2. `structure2`: .lowerA or .upperA of
+    /// op(A2) (square, k2 = m), as in `gemm`. Where n is not a multiple of the panel (or k1, k2 or α is 0) it
+    /// runs as `gemm` over A1 then `gemm` over A2 with β = 1 (the same terms, C rounded in between): which of the
+    /// two forms a call takes depends only on its shape, never on the thread or the SIMD kernel.
+    @inline(__always)
+    static func gemm2<T: HLAFloat>(_ m: Int, _ n: Int, _ alpha: T, _ beta: T, _ c: UnsafeMutablePointer<T>, _ ldc: Int,
+                                   _ transA1: Bool, _ k1: Int, _ a1: UnsafePointer<T>, _ lda1: Int,
+                                   _ b1: UnsafePointer<T>, _ ldb1: Int,
+                                   _ transA2: Bool, _ k2: Int, _ a2: UnsafePointer<T>, _ lda2: Int,
+                                   _ b2: UnsafePointer<T>, _ ldb2: Int, structure2: Structure = []) {
+        if m <= 0 || n <= 0 { return }
+        let nr = T.Panel.scalarCount
+        if n % nr != 0 || k1 <= 0 || k2 <= 0 || alpha == 0 {
+            gemm(transA1, false, m, n, k1, alpha, a1, lda1, b1, ldb1, beta, c, ldc)
+            gemm(transA2, false, m, n, k2, alpha, a2, lda2, b2, ldb2, 1, c, ldc, structure: structure2)
+            return
+        }
+        let wide = T.self == Float.self && avx512, mr = wide ? mr512 : mr
+        let ars1 = transA1 ? 1 : lda1, acs1 = transA1 ? lda1 : 1
+        let ars2 = transA2 ? 1 : lda2, acs2 = transA2 ? lda2 : 1
+        let lowerA = structure2.contains(.lowerA), upperA = structure2.contains(.upperA)
+        let plan = hla_private_plan_get()
+        @inline(__always) func prefetchStep() {
+            if plan.unsafelyUnwrapped.pointee.row != nil {
+                hla_private_plan_step(plan); hla_private_plan_step(plan); hla_private_plan_step(plan)
+            }
+        }
+        var j0 = 0
+        while j0 < n {
+            let w = wide && n - j0 >= 2 * nr ? 2 * nr : nr
+            var i0 = 0
+            while i0 < m {
+                let rows = tileRows(m, i0, mr)
+                let hi = lowerA ? min(k2, i0 + rows) : k2, lo = upperA ? min(i0, hi) : 0
+                prefetchStep()
+                if w > nr { prefetchStep() }
+                let s2 = Segment(kb: hi - lo, a: a2 + i0 * ars2 + lo * acs2, ars: ars2, acs: acs2, bp: b2 + lo * ldb2 + j0, bs: ldb2)
+                tile(k1, a1 + i0 * ars1, ars1, acs1, rows, b1 + j0, ldb1, c + i0 * ldc + j0, ldc, w, alpha, beta,
+                     wide: wide, then: s2)
+                i0 += rows
+            }
+            j0 += w
+        }
+    }
+
+    /// The second product of a `gemm2` tile: kb steps of A (A(i, p) at a[i·ars + p·acs]) times P (row p at bp + p·bs).
+    struct Segment<T> {
+        let kb: Int, a: UnsafePointer<T>, ars: Int, acs: Int, bp: UnsafePointer<T>, bs: Int
+    }
+
     /// The float32 view of a pointer (T is Float wherever the AVX-512 tiles run).
     @inline(__always)
     static func float<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
@@ -222,17 +274,25 @@ enum Gemm {
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
                                   _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
-                                  wide: Bool) {
+                                  wide: Bool, then s2: Segment<T>? = nil) {
         if wide {
             let al = unsafeBitCast(alpha, to: Float.self), be = unsafeBitCast(beta, to: Float.self)
+            if let s = s2 {
+                if w > T.Panel.scalarCount {
+                    return hla_private_tile2_sum_avx512(kb, float(a), ars, acs, float(bp), bs, s.kb, float(s.a), s.ars, s.acs,
+                                                        float(s.bp), s.bs, rows, float(c), ldc, al, be)
+                }
+                return hla_private_tile_sum_avx512(kb, float(a), ars, acs, float(bp), bs, s.kb, float(s.a), s.ars, s.acs,
+                                                   float(s.bp), s.bs, rows, float(c), ldc, w, al, be)
+            }
             if w > T.Panel.scalarCount {
                 return hla_private_tile2_avx512(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, al, be)
             }
             return hla_private_tile_avx512(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, w, al, be)
         }
-        if rows > 4 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 6) }
-        else if rows > 2 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 4) }
-        else { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 2) }
+        if rows > 4 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 6, then: s2) }
+        else if rows > 2 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 4, then: s2) }
+        else { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 2, then: s2) }
     }
 
     /// The tile with `height` (2, 4 or 6, a constant at each call) accumulator rows, rows ≤ height.
@@ -240,31 +300,36 @@ enum Gemm {
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
                                   _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
-                                  height: Int) {
+                                  height: Int, then s2: Segment<T>? = nil) {
         typealias V = T.Panel
-        let a0 = a
-        let a1 = a + min(1, rows - 1) * ars
-        let a2 = a + min(2, rows - 1) * ars
-        let a3 = a + min(3, rows - 1) * ars
-        let a4 = a + min(4, rows - 1) * ars
-        let a5 = a + min(5, rows - 1) * ars
         var x0 = V(), x1 = V(), x2 = V(), x3 = V(), x4 = V(), x5 = V()
-        var o = 0, q = 0
-        for _ in 0..<kb {
-            let bv = UnsafeRawPointer(bp + q).loadUnaligned(as: V.self)
-            x0.addProduct(a0[o], bv)
-            x1.addProduct(a1[o], bv)
-            if height > 2 {
-                x2.addProduct(a2[o], bv)
-                x3.addProduct(a3[o], bv)
+        @inline(__always) func segment(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int,
+                                       _ bp: UnsafePointer<T>, _ bs: Int) {
+            let a0 = a
+            let a1 = a + min(1, rows - 1) * ars
+            let a2 = a + min(2, rows - 1) * ars
+            let a3 = a + min(3, rows - 1) * ars
+            let a4 = a + min(4, rows - 1) * ars
+            let a5 = a + min(5, rows - 1) * ars
+            var o = 0, q = 0
+            for _ in 0..<kb {
+                let bv = UnsafeRawPointer(bp + q).loadUnaligned(as: V.self)
+                x0.addProduct(a0[o], bv)
+                x1.addProduct(a1[o], bv)
+                if height > 2 {
+                    x2.addProduct(a2[o], bv)
+                    x3.addProduct(a3[o], bv)
+                }
+                if height > 4 {
+                    x4.addProduct(a4[o], bv)
+                    x5.addProduct(a5[o], bv)
+                }
+                o += acs
+                q += bs
             }
-            if height > 4 {
-                x4.addProduct(a4[o], bv)
-                x5.addProduct(a5[o], bv)
-            }
-            o += acs
-            q += bs
         }
+        segment(kb, a, ars, acs, bp, bs)
+        if let s = s2 { segment(s.kb, s.a, s.ars, s.acs, s.bp, s.bs) }
         store(x0, c, w, alpha, beta)
         if rows > 1 { store(x1, c + ldc, w, alpha, beta) }
         if height > 2 {

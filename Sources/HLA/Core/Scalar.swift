@@ -15,6 +15,16 @@ extension HLAFloat {
                      structure: Gemm.Structure = []) {
         Gemm.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, structure: structure)
     }
+
+    /// C[m×n] = alpha · (op(A1) · B1 + op(A2) · B2) + beta · C in one pass over C (`Gemm.gemm2`).
+    @inline(__always)
+    static func gemm2(_ m: Int, _ n: Int, _ alpha: Self, _ beta: Self, _ c: UnsafeMutablePointer<Self>, _ ldc: Int,
+                      _ transA1: Bool, _ k1: Int, _ a1: UnsafePointer<Self>, _ lda1: Int, _ b1: UnsafePointer<Self>, _ ldb1: Int,
+                      _ transA2: Bool, _ k2: Int, _ a2: UnsafePointer<Self>, _ lda2: Int, _ b2: UnsafePointer<Self>, _ ldb2: Int,
+                      structure2: Gemm.Structure = []) {
+        Gemm.gemm2(m, n, alpha, beta, c, ldc, transA1, k1, a1, lda1, b1, ldb1, transA2, k2, a2, lda2, b2, ldb2,
+                   structure2: structure2)
+    }
 }
 
 extension Float: HLAFloat { public typealias Panel = SIMD16<Float> }

@@ -25,22 +25,19 @@ extension AHLA {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
-                Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, A, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+                outputs(c, pw, n, st, Q: Qh, A: A, Y: Y, Qs: Qd, O: Oh)                // O
                 if !carryOut { continue }
                 let YG = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, YG, dvp, gn, st, dvp)     // E
             } else {
+                // each as one pass over its result: (diag(γ^τ) Q) R0 + (A ⊙ D) Q, (diag(γ^τ) X) P0 + W V
                 let X = Y
-                T.gemm(false, false, n, dk, dk, 1, Qh, dk, st, dk, 0, X, dk)
-                Mask.scaleRows(X, n, dk, dk) { pw[$0 + 1] }
-                T.gemm(false, false, n, dk, n, 1, A, n, Qh, dk, 1, X, dk, structure: .lowerA)      // X
+                let Qg = Mask.scaled(Qd, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }
+                T.gemm2(n, dk, 1, 0, X, dk, false, dk, Qg, dk, st, dk, false, n, A, n, Qh, dk, structure2: .lowerA)  // X
                 T.gemm(false, true, n, n, dk, 1, X, dk, K, dk, 0, W, n, structure: .lowerC)
                 Mask.lowerDecay(W, n, n, pw, 1)
-                T.gemm(false, false, n, dvp, dk, 1, X, dk, P0, dvp, 0, Oh, dvp)
-                Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+                let Xg = Mask.scaled(Qd, X, n, dk, unit: pw.unit) { pw[$0 + 1] }
+                T.gemm2(n, dvp, 1, 0, Oh, dvp, false, dk, Xg, dk, P0, dvp, false, n, W, n, V, dvp, structure2: .lowerA)  // O
                 if !carryOut { continue }
                 let QG = Mask.scaled(Qd, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, K, dk, QG, dk, gn, st, dk)        // R
@@ -49,6 +46,17 @@ extension AHLA {
         if !carryOut { return }
         let VG = Mask.scaled(Vd, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
         T.gemm(true, false, dk, dvp, n, 1, K, dk, VG, dvp, gn, P0, dvp)             // P
+    }
+
+    /// Masked: O = (diag(γ^τ) Q) E0 + (A ⊙ D) Y in one pass over O (E0: the query head's block `st`; Qs: n × dk
+    /// scratch for the scaled Q). Shared by `chunk` and `scanChunk`.
+    @inline(__always)
+    static func outputs<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafePointer<T>,
+                                     Q: UnsafePointer<T>, A: UnsafePointer<T>, Y: UnsafePointer<T>,
+                                     Qs: UnsafeMutablePointer<T>, O: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp
+        let Qg = Mask.scaled(Qs, Q, n, dk, unit: pw.unit) { pw[$0 + 1] }
+        T.gemm2(n, dvp, 1, 0, O, dvp, false, dk, Qg, dk, st, dvp, false, n, A, n, Y, dvp, structure2: .lowerA)
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A ⊙ D, then Y).

@@ -33,7 +33,7 @@ extension AHLA {
             return scanChunkSeparately(c, pw, u, s, n: n, K: K, V: V, Q: Q, O: O, scratch: scratch)
         }
         let dk = c.dk, dvp = c.dvp
-        let A = scratch.take(n * n), Y0 = scratch.take(n * dvp), Y = scratch.take(n * dvp), Ks = scratch.take(n * dk)
+        let A = scratch.take(n * n), Y0 = scratch.take(n * dvp), Y = scratch.take(n * dvp), Ks = scratch.take(n * dk), Qs = scratch.take(n * dk)
         let P0 = u.kv
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, s.kv, dvp)            // summary P = Kᵀ Γ V
@@ -47,9 +47,7 @@ extension AHLA {
             T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
             Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
             Mask.axpby(Y, Y0, n * dvp, 1, 1)                                         // Y = diag(γ^τ) Q P0 + Y⁰
-            T.gemm(false, false, n, dvp, dk, 1, Qh, dk, st, dvp, 0, Oh, dvp)
-            Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
-            T.gemm(false, false, n, dvp, n, 1, A, n, Y, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+            outputs(c, pw, n, st, Q: Qh, A: A, Y: Y, Qs: Qs, O: Oh)                    // O (as `chunk`)
         }
     }
 

@@ -9,7 +9,7 @@
 /// with Γ = diag(γ^{n-i}); the middle term is formed as (diag(γ^τ) Q S0)ᵀ diag(γ^{2(n-τ)}) V, reusing the cross-term product.
 extension HLA2 {
     static func chunkScratch(_ c: Config, n: Int) -> Int {
-        Scratch<Double>.need([n * n, n * n, n * n, n * c.dk, n * c.dk, n * c.dvp, n * c.dvp, n * c.dvp])
+        Scratch<Double>.need([n * n, n * n, n * n, n * c.dk, n * c.dk, n * c.dk, n * c.dvp, n * c.dvp, n * c.dvp, n * c.dvp])
     }
 
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
@@ -18,7 +18,7 @@ extension HLA2 {
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
         let QS = scratch.take(n * dk), Ks = scratch.take(n * dk)
-        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
+        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), V2s = scratch.take(n * dvp), Qs = scratch.take(n * dk)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
         let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
@@ -28,17 +28,14 @@ extension HLA2 {
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n,               // A = Q Kᵀ (masked: lower half)
                    structure: c.masked ? .lowerC : [])
             Mask.transpose(B, A, n, upper: c.masked)                                 // B = Aᵀ (masked: upper)
-            outputs(c, pw, n, u, j, K: K, V: V, Q: Qh, A: A, B: B, W: W, QS: QS, Tm: Tm, O: Oh)
+            outputs(c, pw, n, u, j, K: K, V: V, Q: Qh, A: A, B: B, W: W, QS: QS, Tm: Tm, Qs: Qs, O: Oh)
             // Carry of this head (uses the old S0).
             if !carryOut { continue }
             if c.masked {
                 T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp, structure: .upperA)  // B Γ V
                 Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
-                T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, g2n, st, dvp)    // γ²ⁿ U0 + Kᵀ Γ B Γ V
-                // + γⁿ S0 Qᵀ Γ V = (diag(γ^τ) Q S0)ᵀ diag(γ^{2(n-τ)}) V (S0 symmetric; τ = 1..n), reusing
-                // the cross-term product: n·dk·dv multiply-adds instead of dk²·dv
-                let V2 = Mask.scaled(Tm, V, n, dvp, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
-                T.gemm(true, false, dk, dvp, n, 1, QS, dk, V2, dvp, 1, st, dvp)
+                let V2 = Mask.scaled(V2s, V, n, dvp, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
+                advanceU(c, n, st, g2n, K: K, Z: Tm, QS: QS, V2: V2)
             }
             if !c.masked || lam != 0 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
@@ -50,13 +47,14 @@ extension HLA2 {
 
     /// The outputs of query head j (queries Q, n × dk) from A = Q Kᵀ (masked: its lower half; left as A ⊙ D) and
     /// B = Aᵀ (masked: its upper half): W = [(A ⊙ D) B + diag(γ^τ) Q S0 Qᵀ + λ Q Qᵀ] ⊙ D, then O = W V + the carry
-    /// terms. QS receives diag(γ^τ) Q S0 (the carry reuses it); W (n × n) and Tm (n × dvp) are scratch. Shared by
+    /// terms. QS receives diag(γ^τ) Q S0 (the carry reuses it); W (n × n), Tm (n × dvp) and Qs (n × dk) are scratch. Shared by
     /// `chunk` and `scanChunk`.
     @inline(__always)
     static func outputs<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ u: Unit<T>, _ j: Int,
                                      K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                      A: UnsafeMutablePointer<T>, B: UnsafePointer<T>, W: UnsafeMutablePointer<T>,
-                                     QS: UnsafeMutablePointer<T>, Tm: UnsafeMutablePointer<T>, O: UnsafeMutablePointer<T>) {
+                                     QS: UnsafeMutablePointer<T>, Tm: UnsafeMutablePointer<T>, Qs: UnsafeMutablePointer<T>,
+                                     O: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let S0 = u.kv, st = u.head(j), C0 = st + cOffset(c)
         Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
@@ -67,23 +65,34 @@ extension HLA2 {
         T.gemm(false, true, n, n, dk, 1, QS, dk, Q, dk, 1, W, n, structure: .lowerC)
         if lam != 0 { T.gemm(false, true, n, n, dk, lam, Q, dk, Q, dk, 1, W, n, structure: .lowerC) }
         Mask.lowerDecay(W, n, n, pw, 1)
-        // The carry terms first, into O itself; then O = W V + them (β = 1: the same single rounding of
-        // the sum as adding them after).
         if c.masked {
-            T.gemm(false, false, n, dvp, dk, 1, Q, dk, st, dvp, 0, O, dvp)    // Q U0
-            Mask.scaleRows(O, n, dvp, dvp) { pw[2 * ($0 + 1)] }
+            // O = (diag(γ^{2τ}) Q) U0 + W V in one pass over O (Qs: the scaled Q, n × dk scratch)
+            let Q2 = Mask.scaled(Qs, Q, n, dk, unit: pw.unit) { pw[2 * ($0 + 1)] }
+            T.gemm2(n, dvp, 1, 0, O, dvp, false, dk, Q2, dk, st, dvp, false, n, W, n, V, dvp, structure2: .lowerA)
         } else {
+            // The carry terms first, into O itself; then O = W V + them.
             T.gemm(false, false, n, dvp, dk, 1, K, dk, C0, dvp, 0, Tm, dvp)     // K C0
-            T.gemm(false, false, n, dvp, dk, 1, QS, dk, C0, dvp, 0, O, dvp)    // diag(γ^τ) Q S0 C0
-            T.gemm(false, false, n, dvp, n, 1, A, n, Tm, dvp, 1, O, dvp, structure: .lowerA)  // + (A ⊙ D) K C0
+            T.gemm2(n, dvp, 1, 0, O, dvp, false, dk, QS, dk, C0, dvp,           // diag(γ^τ) Q S0 C0 + (A ⊙ D) K C0
+                    false, n, A, n, Tm, dvp, structure2: .lowerA)
             Mask.scaleRows(O, n, dvp, dvp) { pw[$0 + 1] }
+            T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, O, dvp, structure: .lowerA)   // O = W V + ...
         }
-        T.gemm(false, false, n, dvp, n, 1, W, n, V, dvp, 1, O, dvp, structure: .lowerA)   // O = W V + ...
         if lam != 0 {
             T.gemm(false, false, n, dvp, dk, 1, Q, dk, C0, dvp, 0, Tm, dvp)    // Q C0
             Mask.scaleRows(Tm, n, dvp, dvp) { lam * pw[$0 + 1] }
             Mask.axpby(O, Tm, n * dvp, 1, 1)
         }
+    }
+
+    /// Masked: U ← γ²ⁿ U0 + Kᵀ Z + QSᵀ V2 in one pass over U, with Z = Γ B Γ V and QS = diag(γ^τ) Q S0,
+    /// V2 = diag(γ^{2(n-τ)}) V: the middle term γⁿ S0 Qᵀ Γ V formed as (diag(γ^τ) Q S0)ᵀ diag(γ^{2(n-τ)}) V (S0
+    /// symmetric; τ = 1..n), reusing the cross-term product: n·dk·dv multiply-adds instead of dk²·dv. Shared by
+    /// `chunk` and `carry` (the same bits).
+    @inline(__always)
+    static func advanceU<T: HLAFloat>(_ c: Config, _ n: Int, _ st: UnsafeMutablePointer<T>, _ g2n: T,
+                                      K: UnsafePointer<T>, Z: UnsafePointer<T>, QS: UnsafePointer<T>, V2: UnsafePointer<T>) {
+        let dk = c.dk, dvp = c.dvp
+        T.gemm2(dk, dvp, 1, g2n, st, dvp, true, n, K, dk, Z, dvp, true, n, QS, dk, V2, dvp)
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: B, Γ₁ Q S0, Γ B Γ V).
@@ -117,9 +126,8 @@ extension HLA2 {
                 T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp, structure: .upperA)   // B Γ V
                 Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }
                 if !carryOut { continue }
-                T.gemm(true, false, dk, dvp, n, 1, K, dk, Z, dvp, g2n, st, dvp)     // γ²ⁿ U0 + Kᵀ Γ B Γ V
                 let V2 = Mask.scaled(Tm, V, n, dvp, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
-                T.gemm(true, false, dk, dvp, n, 1, QS, dk, V2, dvp, 1, st, dvp)     // + γⁿ S0 Qᵀ Γ V
+                advanceU(c, n, st, g2n, K: K, Z: Z, QS: QS, V2: V2)
             }
             if !c.masked || lam != 0 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V

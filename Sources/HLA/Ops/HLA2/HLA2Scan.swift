@@ -39,7 +39,7 @@ extension HLA2 {
         let dk = c.dk, dvp = c.dvp
         let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
         let QS = scratch.take(n * dk), Ks = scratch.take(n * dk)
-        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
+        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), Qs = scratch.take(n * dk)
         let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
         T.gemm(true, false, dk, dk, n, 1, K, dk, Kd, dk, 0, s.kv, dk)                // summary S = Kᵀ Γ K
@@ -52,7 +52,7 @@ extension HLA2 {
             T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp, structure: .upperA)
             Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
             T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, 0, ss, dvp)
-            outputs(c, pw, n, u, j, K: K, V: V, Q: Qh, A: A, B: B, W: W, QS: QS, Tm: Tm, O: Oh)   // as `chunk`
+            outputs(c, pw, n, u, j, K: K, V: V, Q: Qh, A: A, B: B, W: W, QS: QS, Tm: Tm, Qs: Qs, O: Oh)   // as `chunk`
         }
     }
 

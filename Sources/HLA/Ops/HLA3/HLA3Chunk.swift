@@ -18,7 +18,7 @@ extension HLA3 {
         let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
         let A = scratch.take(n * n), Bt = scratch.take(n * n), M = scratch.take(n * n)
         let Y = scratch.take(n * d), X1 = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
-        let Kd = scratch.take(n * dk)
+        let T3 = scratch.take(n * d), Kd = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
@@ -35,24 +35,23 @@ extension HLA3 {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
-                outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, O: Oh)
+                outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T2, O: Oh)
                 if !carryOut { continue }
-                advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, X2: X2)
+                advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, T3: T3, X2: X2)
             } else {
+                // each as one pass over its result: X1 = (diag(γ^τ) Q) S0 + (A ⊙ D_1) K,
+                // X2 = (diag(γ^τ) X1) S^Q_0 + M Q, O = (diag(γ^τ) X2) P0 + M V (T2: the scaled left factors)
                 Mask.lowerDecay(A, n, n, pw, 1)
-                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)
-                Mask.scaleRows(X1, n, dk, dk) { pw[$0 + 1] }
-                T.gemm(false, false, n, dk, n, 1, A, n, K, dk, 1, X1, dk, structure: .lowerA)      // X1
+                let Qg = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }
+                T.gemm2(n, dk, 1, 0, X1, dk, false, dk, Qg, dk, S0, dk, false, n, A, n, K, dk, structure2: .lowerA)     // X1
                 T.gemm(false, true, n, n, dk, 1, X1, dk, Qh, dk, 0, M, n, structure: .lowerC)
                 Mask.lowerDecay(M, n, n, pw, 1)
-                T.gemm(false, false, n, dk, dk, 1, X1, dk, st, dk, 0, X2, dk)
-                Mask.scaleRows(X2, n, dk, dk) { pw[$0 + 1] }
-                T.gemm(false, false, n, dk, n, 1, M, n, Qh, dk, 1, X2, dk, structure: .lowerA)     // X2
+                let X1g = Mask.scaled(T2, X1, n, dk, unit: pw.unit) { pw[$0 + 1] }
+                T.gemm2(n, dk, 1, 0, X2, dk, false, dk, X1g, dk, st, dk, false, n, M, n, Qh, dk, structure2: .lowerA)  // X2
                 T.gemm(false, true, n, n, dk, 1, X2, dk, K, dk, 0, M, n, structure: .lowerC)
                 Mask.lowerDecay(M, n, n, pw, 1)
-                T.gemm(false, false, n, dvp, dk, 1, X2, dk, P0, dvp, 0, Oh, dvp)
-                Mask.scaleRows(Oh, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, M, n, V, dvp, 1, Oh, dvp, structure: .lowerA)   // O
+                let X2g = Mask.scaled(T2, X2, n, dk, unit: pw.unit) { pw[$0 + 1] }
+                T.gemm2(n, dvp, 1, 0, Oh, dvp, false, dk, X2g, dk, P0, dvp, false, n, M, n, V, dvp, structure2: .lowerA) // O
                 if !carryOut { continue }
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, QG, dk, gn, st, dk)       // S^Q
@@ -77,16 +76,15 @@ extension HLA3 {
         Mask.lowerDecay(M, n, n, pw, 3)
     }
 
-    /// Masked: O = diag(γ^{3τ}) Q W0 + M Y (W0: the query head's block `st`; M lower). Shared by `chunk` and
-    /// `scanChunk`.
+    /// Masked: O = (diag(γ^{3τ}) Q) W0 + M Y in one pass over O (W0: the query head's block `st`; M lower; Qs: n × dk
+    /// scratch for the scaled Q). Shared by `chunk` and `scanChunk`.
     @inline(__always)
     static func outputs<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafePointer<T>,
                                      Q: UnsafePointer<T>, M: UnsafePointer<T>, Y: UnsafePointer<T>,
-                                     O: UnsafeMutablePointer<T>) {
+                                     Qs: UnsafeMutablePointer<T>, O: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
-        T.gemm(false, false, n, dvp, dk, 1, Q, dk, st, dvp, 0, O, dvp)
-        Mask.scaleRows(O, n, dvp, dvp) { pw[3 * ($0 + 1)] }
-        T.gemm(false, false, n, dvp, n, 1, M, n, Y, dvp, 1, O, dvp, structure: .lowerA)      // O
+        let Q3 = Mask.scaled(Qs, Q, n, dk, unit: pw.unit) { pw[3 * ($0 + 1)] }
+        T.gemm2(n, dvp, 1, 0, O, dvp, false, dk, Q3, dk, st, dvp, false, n, M, n, Y, dvp, structure2: .lowerA)   // O
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A = Q Kᵀ with its upper
@@ -103,7 +101,7 @@ extension HLA3 {
         let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
         let A = scratch.take(n * n), Bts = scratch.take(n * n)
         let Ys = scratch.take(n * d), X1s = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
-        let Ks = scratch.take(n * dk)
+        let T3 = scratch.take(n * d), Ks = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }    // Γ K
         for j in 0..<u.group {
@@ -122,7 +120,7 @@ extension HLA3 {
                 T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
                 Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
-                if carryOut { advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, X2: X2) }
+                if carryOut { advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, T3: T3, X2: X2) }
             } else {
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dk, n, 1, Qh, dk, QG, dk, gn, st, dk)       // S^Q
@@ -134,16 +132,16 @@ extension HLA3 {
     }
 
     /// Masked: W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y, with S0 Qᵀ diag(·) Y formed as
-    /// (Q S0)ᵀ diag(·) Y (S0 symmetric; X1 = Q S0). T2 and X2: n × dvp scratch. Shared by `chunk` and `carry`.
+    /// (Q S0)ᵀ diag(·) Y (S0 symmetric; X1 = Q S0), the two products in one pass over W. T2, T3 and X2: n × dvp
+    /// scratch. Shared by `chunk` and `carry`.
     @inline(__always)
     static func advanceW<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafeMutablePointer<T>,
                                       X1: UnsafePointer<T>, Y: UnsafePointer<T>, Bt: UnsafePointer<T>, K: UnsafePointer<T>,
-                                      T2: UnsafeMutablePointer<T>, X2: UnsafeMutablePointer<T>) {
+                                      T2: UnsafeMutablePointer<T>, T3: UnsafeMutablePointer<T>, X2: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
         let Y1 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
-        T.gemm(true, false, dk, dvp, n, 1, X1, dk, Y1, dvp, pw[3 * n], st, dvp)
-        let Y3 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
-        T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, X2, dvp, structure: .upperA)
-        T.gemm(true, false, dk, dvp, n, 1, K, dk, X2, dvp, 1, st, dvp)
+        let Y3 = Mask.scaled(T3, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
+        T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, X2, dvp, structure: .upperA)   // Bᵗ diag(γ^{3(n-u)}) Y
+        T.gemm2(dk, dvp, 1, pw[3 * n], st, dvp, true, n, X1, dk, Y1, dvp, true, n, K, dk, X2, dvp)
     }
 }

@@ -61,7 +61,7 @@ extension HLA3 {
             T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
             Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
             Mask.axpby(Y, Y0, n * dvp, 1, 1)                                         // Y = diag(γ^τ) Q P0 + Y⁰
-            outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, O: Oh)
+            outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T3, O: Oh)
         }
     }
 
