@@ -145,9 +145,10 @@ enum Gemm {
     /// C[m×n] = α·(op(A1)·B1 + op(A2)·B2) + β·C: two products into one C (op(A1) m × k1, B1 k1 × n; op(A2) m × k2,
     /// B2 k2 × n; B1 and B2 row-major, read in place), each element one chain over A1's terms then A2's, so C is
     /// read and written once and a tile's fixed cost is paid once over k1 + k2. `structure2`: .lowerA or .upperA of
-    /// op(A2) (square, k2 = m), as in `gemm`. Where n is not a multiple of the panel (or k1, k2 or α is 0) it
-    /// runs as `gemm` over A1 then `gemm` over A2 with β = 1 (the same terms, C rounded in between): which of the
-    /// two forms a call takes depends only on its shape, never on the thread or the SIMD kernel.
+    /// op(A2) (square, k2 = m), as in `gemm`. Where n is not a multiple of the panel, where op(A1) and op(A2)
+    /// together exceed `fusedBytes` (or k1, k2 or α is 0) it runs as `gemm` over A1 then `gemm` over A2 with β = 1
+    /// (the same terms, C rounded in between): which of the two forms a call takes depends only on its shape,
+    /// never on the thread or the SIMD kernel.
     @inline(__always)
     static func gemm2<T: HLAFloat>(_ m: Int, _ n: Int, _ alpha: T, _ beta: T, _ c: UnsafeMutablePointer<T>, _ ldc: Int,
                                    _ transA1: Bool, _ k1: Int, _ a1: UnsafePointer<T>, _ lda1: Int,
@@ -156,7 +157,7 @@ enum Gemm {
                                    _ b2: UnsafePointer<T>, _ ldb2: Int, structure2: Structure = []) {
         if m <= 0 || n <= 0 { return }
         let nr = T.Panel.scalarCount
-        if n % nr != 0 || k1 <= 0 || k2 <= 0 || alpha == 0 {
+        if n % nr != 0 || k1 <= 0 || k2 <= 0 || alpha == 0 || m * (k1 + k2) * MemoryLayout<T>.stride > fusedBytes {
             gemm(transA1, false, m, n, k1, alpha, a1, lda1, b1, ldb1, beta, c, ldc)
             gemm(transA2, false, m, n, k2, alpha, a2, lda2, b2, ldb2, 1, c, ldc, structure: structure2)
             return
@@ -188,6 +189,12 @@ enum Gemm {
             j0 += w
         }
     }
+
+    /// Largest op(A1) + op(A2) (m × (k1 + k2) elements) `gemm2` fuses. Each column panel of C sweeps all of A, which
+    /// stays in L1 (48 KiB here) from one panel to the next while it fits beside the panels of B: fused, the
+    /// chunk kernels' products at d = 64 (16 KiB of A) ran 2% faster than as two products; at d = 128 (64 KiB)
+    /// 6% slower, A then streaming from L2 once per panel.
+    static let fusedBytes = 32 << 10
 
     /// The second product of a `gemm2` tile: kb steps of A (A(i, p) at a[i·ars + p·acs]) times P (row p at bp + p·bs).
     struct Segment<T> {
