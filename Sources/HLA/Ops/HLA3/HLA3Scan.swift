@@ -100,8 +100,7 @@ extension HLA3 {
                 T.gemm(false, false, dk, dvp, dk, 1, Q2b, dk, PA, dvp, 0, Tm, dvp)
                 Mask.axpby(Tm, Xb, dk * dvp, 1, 1)                                  // T = Q2_B P_A + X_B
                 Mask.axpby(Wa, Wb, dk * dvp, 1, rho3)
-                T.gemm(false, false, dk, dvp, dk, 1, SA, dk, Tm, dvp, 1, Wa, dvp)
-                T.gemm(false, false, dk, dvp, dk, 1, Zb, dk, PA, dvp, 1, Wa, dvp)   // W
+                T.gemm2(dk, dvp, 1, 1, Wa, dvp, false, dk, SA, dk, Tm, dvp, false, dk, Zb, dk, PA, dvp)   // W (+ S_A T + Z_B P_A)
                 if full {
                     Mask.axpby(Xa, Tm, dk * dvp, rhoA, rho3)                         // X
                     T.gemm(false, false, dk, dk, dk, 1, SA, dk, Q2b, dk, 0, Tz, dk)
