@@ -33,7 +33,8 @@ extension AHLA {
             return scanChunkSeparately(c, pw, u, s, n: n, K: K, V: V, Q: Q, O: O, scratch: scratch)
         }
         let dk = c.dk, dvp = c.dvp
-        let A = scratch.take(n * n), Y0 = scratch.take(n * dvp), Y = scratch.take(n * dvp), Ks = scratch.take(n * dk), Qs = scratch.take(n * dk)
+        let A = scratch.take(n * n), Y0 = scratch.take(n * dvp), Y = scratch.take(n * dvp)
+        let Ks = scratch.take(n * dk), Qs = scratch.take(n * dk)
         let P0 = u.kv
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, s.kv, dvp)            // summary P = Kᵀ Γ V

@@ -47,8 +47,8 @@ extension HLA2 {
 
     /// The outputs of query head j (queries Q, n × dk) from A = Q Kᵀ (masked: its lower half; left as A ⊙ D) and
     /// B = Aᵀ (masked: its upper half): W = [(A ⊙ D) B + diag(γ^τ) Q S0 Qᵀ + λ Q Qᵀ] ⊙ D, then O = W V + the carry
-    /// terms. QS receives diag(γ^τ) Q S0 (the carry reuses it); W (n × n), Tm (n × dvp) and Qs (n × dk) are scratch. Shared by
-    /// `chunk` and `scanChunk`.
+    /// terms. QS receives diag(γ^τ) Q S0 (the carry reuses it); W (n × n), Tm (n × dvp) and Qs (n × dk) are
+    /// scratch. Shared by `chunk` and `scanChunk`.
     @inline(__always)
     static func outputs<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ u: Unit<T>, _ j: Int,
                                      K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
