@@ -72,13 +72,8 @@ enum Gemm {
             if upperB { hi = min(hi, j0 + w) }
             return (upperA ? min(i0, hi) : 0, hi)
         }
-        // Three lines of the thread's prefetch plan (the next inputs) before each register tile.
         let plan = hla_private_plan_get()
-        @inline(__always) func prefetchStep() {
-            if plan.unsafelyUnwrapped.pointee.row != nil {
-                hla_private_plan_step(plan); hla_private_plan_step(plan); hla_private_plan_step(plan)
-            }
-        }
+        @inline(__always) func prefetchStep() { planStep(plan) }
         /// Every column panel of C; `packed` (kc × nr elements) receives op(B) where it cannot be read in place.
         @inline(__always) func panels(_ packed: UnsafeMutablePointer<T>?) {
             var j0 = 0
@@ -167,11 +162,7 @@ enum Gemm {
         let ars2 = transA2 ? 1 : lda2, acs2 = transA2 ? lda2 : 1
         let lowerA = structure2.contains(.lowerA), upperA = structure2.contains(.upperA)
         let plan = hla_private_plan_get()
-        @inline(__always) func prefetchStep() {
-            if plan.unsafelyUnwrapped.pointee.row != nil {
-                hla_private_plan_step(plan); hla_private_plan_step(plan); hla_private_plan_step(plan)
-            }
-        }
+        @inline(__always) func prefetchStep() { planStep(plan) }
         var j0 = 0
         while j0 < n {
             let w = wide && n - j0 >= 2 * nr ? 2 * nr : nr
@@ -188,6 +179,20 @@ enum Gemm {
             }
             j0 += w
         }
+    }
+
+    /// Six lines of the thread's prefetch plan (the inputs packed next, the outputs of this unit), requested before
+    /// each register tile (two before a tile of two panels). With three, the plan of a chunk of hla2 or ahla at d = 64
+    /// (640 lines: 32 rows of k, v, q and o, five lines each) was 39-45% unrequested when the unit ended, and
+    /// packing then waited for those rows; six cover it, and the chunked forward took 4-7% less time on one thread
+    /// (hla2, ahla, hla3 at d = 64, B = 1 and 8; one process timing 3 and 6 lines alternately, minima of 12).
+    /// At d = 128 the plan was already 70-100% covered and the two measured alike.
+    @inline(__always)
+    static func planStep(_ plan: UnsafeMutablePointer<hla_private_plan>?) {
+        let p = plan.unsafelyUnwrapped
+        if p.pointee.row == nil { return }
+        hla_private_plan_step(p); hla_private_plan_step(p); hla_private_plan_step(p)
+        hla_private_plan_step(p); hla_private_plan_step(p); hla_private_plan_step(p)
     }
 
     /// Largest op(A1) + op(A2) (m × (k1 + k2) elements) `gemm2` fuses. Each column panel of C sweeps all of A, which
