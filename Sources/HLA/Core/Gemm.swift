@@ -184,7 +184,7 @@ enum Gemm {
     /// Six lines of the thread's prefetch plan (the inputs packed next, the outputs of this unit), requested before
     /// each register tile (two before a tile of two panels). With three, the plan of a chunk of hla2 or ahla at d = 64
     /// (640 lines: 32 rows of k, v, q and o, five lines each) was 39-45% unrequested when the unit ended, and
-    /// packing then waited for those rows; six cover it, and the chunked forward took 4-7% less time on one thread
+    /// packing then waited for those rows; six cover it, and the chunked forward took 2-7% less time on one thread
     /// (hla2, ahla, hla3 at d = 64, B = 1 and 8; one process timing 3 and 6 lines alternately, minima of 12).
     /// At d = 128 the plan was already 70-100% covered and the two measured alike.
     @inline(__always)
