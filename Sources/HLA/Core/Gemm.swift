@@ -63,14 +63,9 @@ enum Gemm {
         // A(i, p) = a[i·ars + p·acs]; B(p, j) = b[p·brs + j·bcs].
         let ars = transA ? 1 : lda, acs = transA ? lda : 1
         let brs = transB ? 1 : ldb, bcs = transB ? ldb : 1
-        let lowerA = structure.contains(.lowerA), upperA = structure.contains(.upperA)
-        let upperB = structure.contains(.upperB), lowerC = structure.contains(.lowerC)
-        /// The k range tile (i0, j0) of `rows` × `w` sums over.
+        let lowerC = structure.contains(.lowerC)
         @inline(__always) func range(_ i0: Int, _ rows: Int, _ j0: Int, _ w: Int) -> (Int, Int) {
-            var hi = k
-            if lowerA { hi = min(hi, i0 + rows) }
-            if upperB { hi = min(hi, j0 + w) }
-            return (upperA ? min(i0, hi) : 0, hi)
+            kRange(k, i0, rows, j0, w, structure)
         }
         let plan = hla_private_plan_get()
         @inline(__always) func prefetchStep() { planStep(plan) }
@@ -160,7 +155,6 @@ enum Gemm {
         let wide = T.self == Float.self && avx512, mr = wide ? mr512 : mr
         let ars1 = transA1 ? 1 : lda1, acs1 = transA1 ? lda1 : 1
         let ars2 = transA2 ? 1 : lda2, acs2 = transA2 ? lda2 : 1
-        let lowerA = structure2.contains(.lowerA), upperA = structure2.contains(.upperA)
         let plan = hla_private_plan_get()
         @inline(__always) func prefetchStep() { planStep(plan) }
         var j0 = 0
@@ -169,7 +163,7 @@ enum Gemm {
             var i0 = 0
             while i0 < m {
                 let rows = tileRows(m, i0, mr)
-                let hi = lowerA ? min(k2, i0 + rows) : k2, lo = upperA ? min(i0, hi) : 0
+                let (lo, hi) = kRange(k2, i0, rows, j0, w, structure2)
                 prefetchStep()
                 if w > nr { prefetchStep() }
                 let s2 = Segment(kb: hi - lo, a: a2 + i0 * ars2 + lo * acs2, ars: ars2, acs: acs2, bp: b2 + lo * ldb2 + j0, bs: ldb2)
@@ -179,6 +173,16 @@ enum Gemm {
             }
             j0 += w
         }
+    }
+
+    /// The k range (lo, hi) register tile (i0, j0) of `rows` × `w` sums over in a product of depth k with `structure`
+    /// (shared by `gemm` and `gemm2`): the terms outside it are known zeros.
+    @inline(__always)
+    static func kRange(_ k: Int, _ i0: Int, _ rows: Int, _ j0: Int, _ w: Int, _ structure: Structure) -> (Int, Int) {
+        var hi = k
+        if structure.contains(.lowerA) { hi = min(hi, i0 + rows) }
+        if structure.contains(.upperB) { hi = min(hi, j0 + w) }
+        return (structure.contains(.upperA) ? min(i0, hi) : 0, hi)
     }
 
     /// Six lines of the thread's prefetch plan (the inputs packed next, the outputs of this unit), requested before
