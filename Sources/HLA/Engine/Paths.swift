@@ -223,9 +223,13 @@ enum Paths {
         let units = seqs.count * c.kvHeads
         let work = units &* seqs.tokens &* c.group &* (c.dk &* c.dk &+ 2 &* c.dk &* c.dvp)
         let step = seqs.tokens == 1 && seqs.cu == nil   // a decoding step: StepThreads decides
-        let parallel = step ? StepThreads.shared.advised(work) : worthThreads(work)
+        var parallel = step ? StepThreads.shared.advised(work) : worthThreads(work)
         if step && parallel && units < hlaThreadCount && seqs.count * c.heads > units {
-            return try stepByHead(op, c, seqs, io: io, carry: carry, work: work)
+            if KVReplicas.shared.tryLock() {
+                defer { KVReplicas.shared.unlock() }
+                return try stepByHead(op, c, seqs, io: io, carry: carry, work: work)
+            }
+            parallel = false   // another host thread's step holds the kv copies: this one runs on the calling thread
         }
         let workers = workerCount(units, parallel: parallel)
         let layout = Layout.state(c)
@@ -269,15 +273,19 @@ enum Paths {
 
     /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): each unit's
     /// query heads run in `parts` contiguous ranges in parallel, each range through `stepHeads` (one sweep of
-    /// the shared kv blocks for all its heads). The kv blocks advance first, in row slices that the threads
-    /// of the step claim: each range claims the slices nobody has taken (its own worker's first), runs them,
-    /// then waits until every slice of its unit is written. Every thread then writes the rows it updates
-    /// and reads the others' once. Advancing the whole kv blocks on the caller's thread before the job took
-    /// 5.5 µs of a 35 µs hla3 step (H = 64, Hkv = 1, d = 64: a rank-1 update of 32 KiB whose lines the other
-    /// core had just read, so each write first took its line back from that core's cache). A slice is
-    /// only waited for once a thread inside the step has claimed it, so a worker that never joins holds up
-    /// nothing; a claimer descheduled mid-slice stalls the others as a unit in progress does, and the spin
-    /// counts as a wait for `StepThreads`. `work`: the step's multiply-adds, as `serial` measured them.
+    /// the kv blocks for all its heads). Every thread reads the kv blocks from its own copy (`KVReplicas`):
+    /// at its first range of a unit it advances the copy with the token, after taking the state's blocks
+    /// into it if the copy does not hold them (a first step, a host write, a step the thread missed, another
+    /// state). The state's blocks are not written during the job: once it has ended, the caller writes them
+    /// from a copy advanced in it (its own, unless no range of the unit ran on it). In a decoding loop each
+    /// thread advances the copy in its own cache and no kv line crosses between the cores. With the rows of
+    /// the kv blocks split between the threads instead, each thread's update first took its rows back from
+    /// the other core, which had read them, and then read the other's rows back: 5-6 µs of a 38 µs hla3 step
+    /// at H = 64, Hkv = 1, d = 64 (2.5-3 µs to move 16 KiB between the cores of the reference VM). No thread
+    /// waits for another inside the job, so a worker that never joins, or joins late, holds up nothing but
+    /// the ranges it has started. The caller holds the copies' lock (`serial` takes it). Every copy is
+    /// bitwise the state's content, so results never depend on the threads. `work`: the step's
+    /// multiply-adds, as `serial` measured them.
     static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                       carry: Rows<T>, work: Int) throws(HLAError) {
         let units = seqs.count * c.kvHeads
@@ -285,19 +293,23 @@ enum Paths {
         let parts = min(c.group, 2 * hlaThreadCount), items = units * parts
         let most = (c.group + parts - 1) / parts            // heads in the largest range
         let workers = workerCount(items)
-        let slices = min(workers, c.dk)                     // kv row slices per unit
         let layout = Layout.state(c)
         let kvWidth = c.dk + c.dvp
+        let kvBytes = try checkedMul(layout.kvTotal, MemoryLayout<T>.stride, "kv copies")
+        let reps = KVReplicas.shared
+        try reps.prepare(workers: workers, units: units, bytes: kvBytes)
         let per = scratchStride(most * (c.dk + c.dvp) + Op.stepScratchHeads(c, most))
         let buf = try RawBuffer<T>.allocate(try checkedAdd(try checkedMul(units, kvWidth, "step buffers"),
                                                            try checkedMul(per, workers, "step buffers"), "step buffers"),
                                               zeroed: false)
         defer { buf.free() }
-        // Per unit and slice: claimed, written. Per worker: ns spent waiting for slices.
-        let flags = try RawBuffer<Int32>.allocate(try checkedMul(units * slices, 2, "step flags"))
+        // Per unit the versions of its kv blocks before and after the token; per worker and unit, whether the
+        // worker's copy is advanced.
+        let flagWords = workers * units, wide = (flagWords + 1) / 2
+        let flags = try RawBuffer<UInt64>.allocate(try checkedAdd(wide, 2 * units, "step flags"))
         defer { flags.free() }
-        let spun = try RawBuffer<UInt64>.allocate(workers)
-        defer { spun.free() }
+        let ready = UnsafeMutableRawPointer(flags.base).bindMemory(to: Int32.self, capacity: flagWords)
+        let versions = flags.base + wide
         let kvBase = buf.base, workBase = buf.base + units * kvWidth
         for i in 0..<units {
             let b = i / c.kvHeads, g = i % c.kvHeads
@@ -305,6 +317,14 @@ enum Paths {
             io.k.gather(b, g, 0, 1, c.dk, into: K, ld: c.dk)
             io.v.gather(b, g, 0, 1, c.dv, into: V, ld: c.dvp)
             if c.normalize { V[c.dv] = 1 }
+            // The version of the state's kv blocks: the caller's copy's if it is still their content (a host
+            // may have written them, or stepped them on another path), else 0 (no copy holds them).
+            let state = UnsafeRawPointer(layout.unit(carry.row(b), g: g).kv)
+            let key = KVReplicas.Key(address: Int(bitPattern: state), bytes: kvBytes), own = reps.slot(0, i)
+            let same = own.pointee.version != 0 && own.pointee.key == key
+                && memcmp(own.pointee.base.unsafelyUnwrapped, state, kvBytes) == 0
+            versions[2 * i] = same ? own.pointee.version : 0
+            versions[2 * i + 1] = reps.nextVersion()
         }
         let scale = T(c.scale), eps = T(c.eps)
         let report = parallelFor(items, spawn: false, linger: StepThreads.linger) { i, w in
@@ -312,22 +332,23 @@ enum Paths {
             let j0 = p * c.group / parts, n = (p + 1) * c.group / parts - j0
             let K = kvBase + unit * kvWidth, V = K + c.dk
             let u = layout.unit(carry.row(b), g: g)
+            let slot = reps.slot(w, unit)
+            let copy = slot.pointee.base.unsafelyUnwrapped.bindMemory(to: T.self, capacity: layout.kvTotal)
+            let mine = Unit(kv: copy, q: u.q, qStride: u.qStride, group: u.group)
+            // First range of this unit on this thread: bring its copy of the kv blocks to after the token,
+            // from the content before it (the state's blocks are not written until the job has ended).
+            if ready[w * units + unit] == 0 {
+                ready[w * units + unit] = 1
+                let key = KVReplicas.Key(address: Int(bitPattern: UnsafeRawPointer(u.kv)), bytes: kvBytes)
+                let v0 = versions[2 * unit]
+                if v0 == 0 || slot.pointee.key != key || slot.pointee.version != v0 { memcpy(copy, u.kv, kvBytes) }
+                Op.stepKV(c, mine, k: K, v: V)
+                slot.pointee.key = key
+                slot.pointee.version = versions[2 * unit + 1]
+            }
             let q = workBase + w * per, o = q + most * c.dk, tmp = o + most * c.dvp
             for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
-            let claimed = flags.base + unit * slices * 2, written = claimed + slices
-            for t in 0..<slices {
-                let s = (w + t) % slices
-                if hla_private_claim(claimed + s) != 0 {
-                    Op.stepKV(c, u, rows: s * c.dk / slices..<(s + 1) * c.dk / slices, k: K, v: V)
-                    hla_private_publish(written + s)
-                }
-            }
-            for s in 0..<slices where hla_private_published(written + s) == 0 {
-                let start = monotonicNanoseconds()
-                while hla_private_published(written + s) == 0 { hla_private_pause() }
-                spun.base[w] &+= monotonicNanoseconds() &- start
-            }
-            Op.stepHeads(c, u, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+            Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
             if let out = io.out {
                 for j in 0..<n {
                     let oj = o + j * c.dvp
@@ -335,9 +356,15 @@ enum Paths {
                 }
             }
         }
-        var waited = report.waited
-        for w in 0..<workers { waited &+= spun.base[w] }
-        StepThreads.shared.ended(work, PoolReport(pooled: report.pooled, elapsed: report.elapsed, waited: waited))
+        // The state's kv blocks after the token, from a copy that holds them (the caller's, unless no range of
+        // the unit ran on the calling thread).
+        for i in 0..<units {
+            let state = layout.unit(carry.row(i / c.kvHeads), g: i % c.kvHeads).kv
+            var w = 0
+            while w + 1 < workers && reps.slot(w, i).pointee.version != versions[2 * i + 1] { w += 1 }
+            memcpy(state, reps.slot(w, i).pointee.base.unsafelyUnwrapped, kvBytes)
+        }
+        StepThreads.shared.ended(work, PoolReport(pooled: report.pooled, elapsed: report.elapsed, waited: report.waited))
     }
 
     /// Elements of one unit in summary layout (kv blocks then the group's query-head blocks).

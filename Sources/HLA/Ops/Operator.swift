@@ -11,10 +11,9 @@ protocol Operator {
     /// Extra per-query-head blocks a segment summary carries after the state blocks.
     static func summaryExtraBlocks(_ c: Config) -> Dims
 
-    /// Consume one token, first half, rows `rows` (of 0..<dk) of it: advance those rows of the kv-head blocks of
-    /// the unit with k (dk), v (dvp). Each row's update is independent of the others', so slices of the rows
-    /// give the whole update's bits.
-    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, rows: Range<Int>, k: UnsafePointer<T>, v: UnsafePointer<T>)
+    /// Consume one token, first half: advance the kv-head blocks of the unit with k (dk), v (dvp). Reads and
+    /// writes `u.kv` only (a step can advance a thread's copy of the blocks, Paths.stepByHead).
+    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>)
     /// Consume one token, second half, for query head j of the unit (after `stepKV`): q (dk) → out (dvp).
     /// Reads the kv blocks only, so the heads of one unit can run on different threads.
     static func stepHead<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, k: UnsafePointer<T>, v: UnsafePointer<T>,
@@ -125,12 +124,6 @@ extension Operator {
                                    q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
         if u.group == 1 { return stepSingle2(c, u, k: k, v: v, q: q, out: out, tmp: tmp) }
         stepGroup2(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
-    }
-
-    /// Consume one token, first half: advance the kv-head blocks of the unit (every row) with k (dk), v (dvp).
-    @inline(__always)
-    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>) {
-        stepKV(c, u, rows: 0..<c.dk, k: k, v: v)
     }
 
     /// Consume one token of a unit with several query heads: `stepKV`, then `stepHeads` for all of them.

@@ -4,9 +4,8 @@
 extension AHLA {
     static func stepScratch(_ c: Config) -> Int { max(c.dk, c.dvp) }
 
-    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, rows: Range<Int>, k: UnsafePointer<T>, v: UnsafePointer<T>) {
-        let dvp = c.dvp, r0 = rows.lowerBound
-        Vec.rank1(u.kv + r0 * dvp, rows.count, dvp, dvp, T(c.decay), k + r0, v)   // P ← γP + k vᵀ
+    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>) {
+        Vec.rank1(u.kv, c.dk, c.dvp, c.dvp, T(c.decay), k, v)                   // P ← γP + k vᵀ
     }
 
     static func stepHead<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, k: UnsafePointer<T>, v: UnsafePointer<T>,

@@ -4,9 +4,8 @@
 extension HLA2 {
     static func stepScratch(_ c: Config) -> Int { c.dk + c.dvp }
 
-    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, rows: Range<Int>, k: UnsafePointer<T>, v: UnsafePointer<T>) {
-        let dk = c.dk, r0 = rows.lowerBound
-        Vec.rank1(u.kv + r0 * dk, rows.count, dk, dk, T(c.decay), k + r0, k)   // S ← γS + k kᵀ
+    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>) {
+        Vec.rank1(u.kv, c.dk, c.dk, c.dk, T(c.decay), k, k)                     // S ← γS + k kᵀ
     }
 
     static func stepHead<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, k: UnsafePointer<T>, v: UnsafePointer<T>,

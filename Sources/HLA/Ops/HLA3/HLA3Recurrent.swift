@@ -4,10 +4,10 @@
 extension HLA3 {
     static func stepScratch(_ c: Config) -> Int { 2 * c.dk + c.dvp }
 
-    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, rows: Range<Int>, k: UnsafePointer<T>, v: UnsafePointer<T>) {
-        let dk = c.dk, dvp = c.dvp, g = T(c.decay), r0 = rows.lowerBound
-        Vec.rank1(u.kv + r0 * dk, rows.count, dk, dk, g, k + r0, k)                   // S ← γS + k kᵀ
-        Vec.rank1(u.kv + dk * dk + r0 * dvp, rows.count, dvp, dvp, g, k + r0, v)      // P ← γP + k vᵀ
+    static func stepKV<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay)
+        Vec.rank1(u.kv, dk, dk, dk, g, k, k)                                          // S ← γS + k kᵀ
+        Vec.rank1(u.kv + dk * dk, dk, dvp, dvp, g, k, v)                              // P ← γP + k vᵀ
     }
 
     static func stepHead<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j: Int, k: UnsafePointer<T>, v: UnsafePointer<T>,

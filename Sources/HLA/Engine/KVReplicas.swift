@@ -1,0 +1,86 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// Per-thread copies of the kv blocks of multi-query decoding steps (`Paths.stepByHead`).
+///
+/// In a step with one kv head and many query heads the threads split the query heads, and every thread
+/// needs the whole of the kv blocks (S, P) after the token's update to form its heads' products. Read from
+/// the state, the blocks cross between the cores' caches twice per step: the thread that writes a row
+/// first takes it back from the other core, which then reads it back (about 150 ns a line with a few
+/// dozen lines in flight on the reference VM: 2.5-3 µs per 16 KiB, against about 0.3 µs from a core's own
+/// cache). Here each thread keeps its own copy of the kv blocks and advances it with the token itself,
+/// so in a decoding loop the state's kv blocks are only ever touched by the one thread that writes them.
+///
+/// A copy stands for a given content: `version` names it. Before a step the caller compares the state's kv
+/// blocks with its own copy (byte for byte: a host may have written the state, or stepped it on another
+/// path, since); if they differ it copies them and gives the copy a new version. A thread whose copy holds
+/// that version advances it and reads it; any other thread waits for the thread that writes the state's
+/// blocks in this step and copies them. Every copy is bitwise what the state holds, so every result is
+/// the one a single thread gives. Slots are per (worker, unit) and their buffers are kept for the process's
+/// life at the largest size a step has needed (kv blocks of the units of one step, per thread: 32 KiB per
+/// thread at hla3, d = 64). One step uses them at a time (`tryLock`); a step that finds them in use runs on
+/// its calling thread.
+final class KVReplicas: @unchecked Sendable {
+    static let shared = KVReplicas()
+
+    struct Slot {
+        var base: UnsafeMutableRawPointer? = nil
+        var capacity = 0          // bytes allocated at base
+        var key = Key()
+        var version: UInt64 = 0   // 0: holds nothing
+    }
+    /// What a copy is a copy of: the state's kv blocks at `address`, `bytes` long.
+    struct Key: Equatable {
+        var address = 0
+        var bytes = 0
+    }
+
+    private let busy = Atomic<Bool>(false)
+    private var slots: UnsafeMutablePointer<Slot>? = nil
+    private var slotCount = 0, slotWorkers = 0, slotUnits = 0
+    private var counter: UInt64 = 0
+
+    /// Take the copies for one step; false if another step holds them.
+    func tryLock() -> Bool {
+        busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+    }
+    func unlock() { busy.store(false, ordering: .releasing) }
+
+    /// A version no copy has held (lock held).
+    func nextVersion() -> UInt64 { counter &+= 1; return counter }
+
+    /// Slots for `workers` × `units` copies with room for `bytes` each (lock held): the slot table grows to the
+    /// largest shape seen, and a slot's buffer to the largest size (a buffer that grows forgets its content).
+    func prepare(workers: Int, units: Int, bytes: Int) throws(HLAError) {
+        if workers > slotWorkers || units > slotUnits {
+            let w = max(workers, slotWorkers), u = max(units, slotUnits)
+            let n = try checkedMul(w, u, "kv copies")
+            let fresh = UnsafeMutablePointer<Slot>.allocate(capacity: n)
+            fresh.initialize(repeating: Slot(), count: n)
+            if let old = slots {
+                for a in 0..<slotWorkers { for b in 0..<slotUnits { fresh[a * u + b] = old[a * slotUnits + b] } }
+                old.deinitialize(count: slotCount)
+                old.deallocate()
+            }
+            slots = fresh; slotCount = n; slotWorkers = w; slotUnits = u
+        }
+        for a in 0..<workers {
+            for b in 0..<units {
+                let s = slot(a, b)
+                if s.pointee.capacity >= bytes && s.pointee.base != nil { continue }
+                free(s.pointee.base)
+                s.pointee = Slot()
+                var p: UnsafeMutableRawPointer? = nil
+                guard posix_memalign(&p, 64, max(bytes, 64)) == 0, let q = p else { throw .noMemory(bytes) }
+                s.pointee.base = q; s.pointee.capacity = bytes
+            }
+        }
+    }
+
+    /// The slot of worker w for unit `unit` (after `prepare`).
+    @inline(__always) func slot(_ w: Int, _ unit: Int) -> UnsafeMutablePointer<Slot> {
+        slots.unsafelyUnwrapped + (w * slotUnits + unit)
+    }
+}
