@@ -3,6 +3,8 @@
 // state between steps, and steps that alternate between states (the layers of a model), must give what the
 // serial path gives from the same states, bit for bit.
 import CHLA
+import Dispatch
+import Synchronization
 import XCTest
 @testable import HLA
 
@@ -10,9 +12,27 @@ final class StepKVCopiesTests: XCTestCase {
     /// Add `delta` to element `i` of row 0 of a state (a host writing its own memory between calls).
     static func poke(_ st: RowBuf, _ i: Int, _ delta: Double) { st[i] = st[i] + delta }
 
-    /// States A and B, each stepped token by token on the pool (every step pooled), in the order
-    /// A A A [host write to A's kv blocks] A A B B A B A B A A B A, against the serial path over the same
-    /// segments with the same write between them: outputs and final states bit for bit.
+    /// Run `body` while another host thread holds the thread pool (a step then runs every range on the
+    /// calling thread, and the workers' copies fall behind).
+    static func withPoolHeld(_ body: () -> Void) {
+        let held = Atomic<Int>(0), release = Atomic<Bool>(false), done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            parallelFor(2, spawn: false) { _, _ in
+                held.add(1, ordering: .sequentiallyConsistent)
+                while !release.load(ordering: .sequentiallyConsistent) { usleep(50) }
+            }
+            done.signal()
+        }
+        while held.load(ordering: .sequentiallyConsistent) == 0 { usleep(50) }
+        body()
+        release.store(true, ordering: .sequentiallyConsistent)
+        done.wait()
+    }
+
+    /// States A and B, each stepped token by token on the pool (every step pooled, but the one marked *, run
+    /// while another host thread holds the pool), in the order A A A [host write to A's kv blocks] A A* A B B
+    /// A B A B A B A, against the serial path over the same segments with the same write between them: outputs
+    /// and final states bit for bit.
     func run<E: Elem>(_: E.Type, _ o: Options, _ s: Shape, seed: UInt64) {
         let cfg = makeConfig(s, o)
         let a = Typed<E>(Problem(s, seed: seed)), b = Typed<E>(Problem(s, seed: seed + 1))
@@ -25,9 +45,10 @@ final class StepKVCopiesTests: XCTestCase {
         StepThreads.shared.always.store(true, ordering: .relaxed)
         a.steps(cfg, sa, 0, 3, into: oa)
         Self.poke(sa, kvFirst, 0.5); Self.poke(sa, kvLater, -0.25)
-        a.steps(cfg, sa, 3, 5, into: oa)
+        a.steps(cfg, sa, 3, 4, into: oa)
+        Self.withPoolHeld { a.steps(cfg, sa, 4, 5, into: oa) }
         var ta = 5, tb = 0
-        for who in [1, 1, 0, 1, 0, 1, 0, 0, 1, 0] {
+        for who in [0, 1, 1, 0, 1, 0, 1, 0, 1, 0] {
             if who == 0 { a.steps(cfg, sa, ta, ta + 1, into: oa); ta += 1 } else { b.steps(cfg, sb, tb, tb + 1, into: ob); tb += 1 }
         }
         StepThreads.shared.always.store(false, ordering: .relaxed)

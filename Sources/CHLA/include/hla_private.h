@@ -36,6 +36,17 @@ static inline void hla_private_prefetch(const void *p, ptrdiff_t bytes) {
     const char *a = (const char *)((uintptr_t)p & ~(uintptr_t)63), *e = (const char *)p + bytes;
     for (; a < e; a += 64) __builtin_prefetch(a, 0, 1);
 }
+/* A one-shot hand-off between the threads of one step (Paths.stepByHead): `claim` takes a task flag (1 for the
+ * one caller that set it), `publish` marks the task's results written (release), `published` reads that mark
+ * (acquire), and `pause` is the spin-wait hint. */
+static inline int hla_private_claim(int *flag) { return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_REL) == 0; }
+static inline void hla_private_publish(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELEASE); }
+static inline int hla_private_published(const int *flag) { return __atomic_load_n(flag, __ATOMIC_ACQUIRE); }
+static inline void hla_private_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 /* dst[i][j] = src[j][i] for an 8 x 8 float block: row j of src at src + j * src_stride, row i of dst at
  * dst + i * dst_stride (elements; any alignment). Shuffles only: every value is copied exactly. */
 typedef float hla_private_v8f __attribute__((vector_size(32)));

@@ -303,13 +303,17 @@ enum Paths {
                                                            try checkedMul(per, workers, "step buffers"), "step buffers"),
                                               zeroed: false)
         defer { buf.free() }
-        // Per unit the versions of its kv blocks before and after the token; per worker and unit, whether the
-        // worker's copy is advanced.
-        let flagWords = workers * units, wide = (flagWords + 1) / 2
-        let flags = try RawBuffer<UInt64>.allocate(try checkedAdd(wide, 2 * units, "step flags"))
+        // Int32 flags: per unit, claimed (its first thread checks the state against the caller's copy),
+        // checked (that result published), all current (pre-job: every worker's copy held the caller's
+        // version), state written (in the job); per worker and unit, copy advanced. Then UInt64 words: per unit
+        // the versions of its kv blocks before and after the token, per worker the ns spent waiting.
+        let flagWords = 4 * units + workers * units, wide = (flagWords + 1) / 2
+        let flags = try RawBuffer<UInt64>.allocate(try checkedAdd(wide, 2 * units + workers, "step flags"))
         defer { flags.free() }
-        let ready = UnsafeMutableRawPointer(flags.base).bindMemory(to: Int32.self, capacity: flagWords)
-        let versions = flags.base + wide
+        let claimed = UnsafeMutableRawPointer(flags.base).bindMemory(to: Int32.self, capacity: flagWords)
+        let checked = claimed + units, allCurrent = checked + units, stateWritten = allCurrent + units
+        let ready = stateWritten + units
+        let versions = flags.base + wide, spun = versions + 2 * units
         let kvBase = buf.base, workBase = buf.base + units * kvWidth
         for i in 0..<units {
             let b = i / c.kvHeads, g = i % c.kvHeads
@@ -317,13 +321,17 @@ enum Paths {
             io.k.gather(b, g, 0, 1, c.dk, into: K, ld: c.dk)
             io.v.gather(b, g, 0, 1, c.dv, into: V, ld: c.dvp)
             if c.normalize { V[c.dv] = 1 }
-            // The version of the state's kv blocks: the caller's copy's if it is still their content (a host
-            // may have written them, or stepped them on another path), else 0 (no copy holds them).
-            let state = UnsafeRawPointer(layout.unit(carry.row(b), g: g).kv)
-            let key = KVReplicas.Key(address: Int(bitPattern: state), bytes: kvBytes), own = reps.slot(0, i)
-            let same = own.pointee.version != 0 && own.pointee.key == key
-                && memcmp(own.pointee.base.unsafelyUnwrapped, state, kvBytes) == 0
-            versions[2 * i] = same ? own.pointee.version : 0
+            // Whether every worker's copy holds what the caller's holds (then, if that is still the state's
+            // content, no thread reads the state's blocks in the job and they can be written in it).
+            let key = KVReplicas.Key(address: Int(bitPattern: UnsafeRawPointer(layout.unit(carry.row(b), g: g).kv)),
+                                     bytes: kvBytes)
+            let own = reps.slot(0, i).pointee
+            var all = own.version != 0 && own.key == key
+            for w in 1..<workers where all {
+                let s = reps.slot(w, i).pointee
+                all = s.key == key && s.version == own.version
+            }
+            allCurrent[i] = all ? 1 : 0
             versions[2 * i + 1] = reps.nextVersion()
         }
         let scale = T(c.scale), eps = T(c.eps)
@@ -335,16 +343,34 @@ enum Paths {
             let slot = reps.slot(w, unit)
             let copy = slot.pointee.base.unsafelyUnwrapped.bindMemory(to: T.self, capacity: layout.kvTotal)
             let mine = Unit(kv: copy, q: u.q, qStride: u.qStride, group: u.group)
-            // First range of this unit on this thread: bring its copy of the kv blocks to after the token,
-            // from the content before it (the state's blocks are not written until the job has ended).
+            // First range of this unit on this thread: bring its copy of the kv blocks to after the token.
             if ready[w * units + unit] == 0 {
                 ready[w * units + unit] = 1
                 let key = KVReplicas.Key(address: Int(bitPattern: UnsafeRawPointer(u.kv)), bytes: kvBytes)
+                // The version of the state's blocks: the caller's copy's if it is still their content (a host
+                // may have written them, or stepped them on another path, since), else 0. The unit's first
+                // thread compares; the others wait for its answer (a comparison of the kv blocks).
+                let first = hla_private_claim(claimed + unit) != 0
+                if first {
+                    let own = reps.slot(0, unit).pointee
+                    let same = own.version != 0 && own.key == key && memcmp(own.base.unsafelyUnwrapped, u.kv, kvBytes) == 0
+                    versions[2 * unit] = same ? own.version : 0
+                    hla_private_publish(checked + unit)
+                } else if hla_private_published(checked + unit) == 0 {
+                    let start = monotonicNanoseconds()
+                    while hla_private_published(checked + unit) == 0 { hla_private_pause() }
+                    spun[w] &+= monotonicNanoseconds() &- start
+                }
                 let v0 = versions[2 * unit]
                 if v0 == 0 || slot.pointee.key != key || slot.pointee.version != v0 { memcpy(copy, u.kv, kvBytes) }
                 Op.stepKV(c, mine, k: K, v: V)
                 slot.pointee.key = key
                 slot.pointee.version = versions[2 * unit + 1]
+                // Every copy was current, so nobody reads the state's blocks in this job: write them now.
+                if first && v0 != 0 && allCurrent[unit] != 0 {
+                    memcpy(u.kv, copy, kvBytes)
+                    stateWritten[unit] = 1
+                }
             }
             let q = workBase + w * per, o = q + most * c.dk, tmp = o + most * c.dvp
             for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
@@ -356,15 +382,17 @@ enum Paths {
                 }
             }
         }
-        // The state's kv blocks after the token, from a copy that holds them (the caller's, unless no range of
-        // the unit ran on the calling thread).
-        for i in 0..<units {
+        // The state's kv blocks not written in the job, from a copy advanced in it (the caller's, unless no range
+        // of the unit ran on the calling thread).
+        for i in 0..<units where stateWritten[i] == 0 {
             let state = layout.unit(carry.row(i / c.kvHeads), g: i % c.kvHeads).kv
             var w = 0
             while w + 1 < workers && reps.slot(w, i).pointee.version != versions[2 * i + 1] { w += 1 }
             memcpy(state, reps.slot(w, i).pointee.base.unsafelyUnwrapped, kvBytes)
         }
-        StepThreads.shared.ended(work, PoolReport(pooled: report.pooled, elapsed: report.elapsed, waited: report.waited))
+        var waited = report.waited
+        for w in 0..<workers { waited &+= spun[w] }
+        StepThreads.shared.ended(work, PoolReport(pooled: report.pooled, elapsed: report.elapsed, waited: waited))
     }
 
     /// Elements of one unit in summary layout (kv blocks then the group's query-head blocks).
