@@ -8,20 +8,20 @@ import Synchronization
 /// In a step with one kv head and many query heads the threads split the query heads, and every thread
 /// needs the whole of the kv blocks (S, P) after the token's update to form its heads' products. Read from
 /// the state, the blocks cross between the cores' caches twice per step: the thread that writes a row
-/// first takes it back from the other core, which then reads it back (about 150 ns a line with a few
-/// dozen lines in flight on the reference VM: 2.5-3 µs per 16 KiB, against about 0.3 µs from a core's own
+/// first takes it back from the other core, which then reads it back (about 150 ns a line, some 16
+/// lines in flight, on the reference VM: 2.5-3 µs per 16 KiB, against about 0.3 µs from a core's own
 /// cache). Here each thread keeps its own copy of the kv blocks and advances it with the token itself,
 /// so in a decoding loop the state's kv blocks are only ever touched by the one thread that writes them.
 ///
-/// A copy stands for a given content: `version` names it. Before a step the caller compares the state's kv
-/// blocks with its own copy (byte for byte: a host may have written the state, or stepped it on another
-/// path, since); if they differ it copies them and gives the copy a new version. A thread whose copy holds
-/// that version advances it and reads it; any other thread waits for the thread that writes the state's
-/// blocks in this step and copies them. Every copy is bitwise what the state holds, so every result is
-/// the one a single thread gives. Slots are per (worker, unit) and their buffers are kept for the process's
-/// life at the largest size a step has needed (kv blocks of the units of one step, per thread: 32 KiB per
-/// thread at hla3, d = 64). One step uses them at a time (`tryLock`); a step that finds them in use runs on
-/// its calling thread.
+/// A copy stands for a given content: `version` names it. In each step the unit's first thread compares
+/// the state's kv blocks with the caller's copy, byte for byte (a host may have written the state, or
+/// stepped it on another path, since); if they differ, no copy holds the state's content. A thread whose
+/// copy holds it advances the copy with the token; any other thread first copies the state's blocks (which
+/// no thread writes while one may still read them). Every copy is bitwise what the state holds, so every
+/// result is the one a single thread gives. Slots are per (worker, unit) and their buffers are kept for the
+/// process's life at the largest size a step has needed (per thread the kv blocks of the step's units: 32 KiB
+/// at hla3, d = 64). One step uses them at a time (`tryLock`); a step that finds them in use runs on its
+/// calling thread.
 final class KVReplicas: @unchecked Sendable {
     static let shared = KVReplicas()
 
@@ -39,7 +39,7 @@ final class KVReplicas: @unchecked Sendable {
 
     private let busy = Atomic<Bool>(false)
     private var slots: UnsafeMutablePointer<Slot>? = nil
-    private var slotCount = 0, slotWorkers = 0, slotUnits = 0
+    private var slotWorkers = 0, slotUnits = 0
     private var counter: UInt64 = 0
 
     /// Take the copies for one step; false if another step holds them.
@@ -57,14 +57,15 @@ final class KVReplicas: @unchecked Sendable {
         if workers > slotWorkers || units > slotUnits {
             let w = max(workers, slotWorkers), u = max(units, slotUnits)
             let n = try checkedMul(w, u, "kv copies")
-            let fresh = UnsafeMutablePointer<Slot>.allocate(capacity: n)
+            let bytes = try checkedMul(n, MemoryLayout<Slot>.stride, "kv copies")
+            guard let raw = malloc(bytes) else { throw .noMemory(bytes) }   // (Slot is plain data)
+            let fresh = raw.bindMemory(to: Slot.self, capacity: n)
             fresh.initialize(repeating: Slot(), count: n)
             if let old = slots {
                 for a in 0..<slotWorkers { for b in 0..<slotUnits { fresh[a * u + b] = old[a * slotUnits + b] } }
-                old.deinitialize(count: slotCount)
-                old.deallocate()
+                free(old)
             }
-            slots = fresh; slotCount = n; slotWorkers = w; slotUnits = u
+            slots = fresh; slotWorkers = w; slotUnits = u
         }
         for a in 0..<workers {
             for b in 0..<units {

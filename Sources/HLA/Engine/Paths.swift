@@ -276,15 +276,18 @@ enum Paths {
     /// the kv blocks for all its heads). Every thread reads the kv blocks from its own copy (`KVReplicas`):
     /// at its first range of a unit it advances the copy with the token, after taking the state's blocks
     /// into it if the copy does not hold them (a first step, a host write, a step the thread missed, another
-    /// state). The state's blocks are not written during the job: once it has ended, the caller writes them
-    /// from a copy advanced in it (its own, unless no range of the unit ran on it). In a decoding loop each
-    /// thread advances the copy in its own cache and no kv line crosses between the cores. With the rows of
-    /// the kv blocks split between the threads instead, each thread's update first took its rows back from
-    /// the other core, which had read them, and then read the other's rows back: 5-6 µs of a 38 µs hla3 step
-    /// at H = 64, Hkv = 1, d = 64 (2.5-3 µs to move 16 KiB between the cores of the reference VM). No thread
-    /// waits for another inside the job, so a worker that never joins, or joins late, holds up nothing but
-    /// the ranges it has started. The caller holds the copies' lock (`serial` takes it). Every copy is
-    /// bitwise the state's content, so results never depend on the threads. `work`: the step's
+    /// state). Whether a copy holds them: the unit's first thread compares the state's blocks with the
+    /// caller's copy, and the unit's other threads wait for that answer. The state's blocks are written
+    /// once: by that first thread in the job when every thread's copy was current before it (nobody reads
+    /// them then), else by the caller once the job has ended, from a copy advanced in it. In a decoding loop
+    /// each thread advances the copy in its own cache and no kv line crosses between the cores. With the
+    /// rows of the kv blocks split between the threads instead, each thread's update first took its rows back
+    /// from the other core, which had read them, and then read the other's rows back: 5-6 µs of a 38 µs hla3
+    /// step at H = 64, Hkv = 1, d = 64 (2.5-3 µs to move 16 KiB between the cores of the reference VM). The
+    /// only wait in the job is for the comparison of a thread inside it, so a worker that never joins holds
+    /// up nothing; one descheduled mid-comparison stalls the others as a unit in progress does, and the spin
+    /// counts as a wait for `StepThreads`. The caller holds the copies' lock (`serial` takes it). Every copy
+    /// is bitwise the state's content, so results never depend on the threads. `work`: the step's
     /// multiply-adds, as `serial` measured them.
     static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                       carry: Rows<T>, work: Int) throws(HLAError) {
