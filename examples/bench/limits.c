@@ -19,6 +19,11 @@
  *   limits_step_*                         A loop of hla_step calls from C (libhla dlopen'ed from the path
  *                                         given), on preallocated [ntok, H, d] tokens, to time the streaming
  *                                         step without the Python binding around it.
+ *   limits_forward_*                      One hla_forward call from C over preallocated [B, T, H, d] inputs
+ *                                         and output (libhla dlopen'ed from the path given): two builds
+ *                                         loaded side by side can be timed alternately in one process
+ *                                         (examples/bench/ab.py); limits_state_elements gives a build's
+ *                                         state size for limits_step_new.
  *
  * Nothing here depends on libhla's headers: the two structs of the C ABI that the step loop fills are
  * declared below as include/hla.h defines them (ABI version 1: they only ever grow at the end, and
@@ -313,3 +318,106 @@ double limits_step_run(void *ctx, int64_t nsteps) {
 }
 
 void limits_step_free(void *ctx) { free(ctx); }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* hla_forward from C                                                                                */
+/* ------------------------------------------------------------------------------------------------ */
+typedef int (*forward_fn)(const ht_config *, int32_t, const ht_tensor *, const ht_tensor *, const ht_tensor *,
+                          const ht_tensor *, const ht_tensor *, const ht_tensor *, const ht_tensor *,
+                          const ht_tensor *);
+
+typedef struct {
+    ht_config cfg;
+    forward_fn forward;
+    err_fn last_error;
+    int32_t path;
+    ht_tensor tq, tk, tv, to;
+} forward_ctx;
+
+/* A context over caller memory: q [B, T, H, dk], k [B, T, Hkv, dk], v [B, T, Hkv, dv], out [B, T, H, dv]
+ * (float32, C-contiguous); masked, chunk 0 = automatic, path as hla_path (0 chunked, 1 serial, 2 scan).
+ * The library at libpath is opened with RTLD_NOLOAD first, as for limits_step_new. */
+void *limits_forward_new(const char *libpath, int op, int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t dk,
+                         int64_t dv, double scale, int64_t chunk, int path, const float *q, const float *k,
+                         const float *v, float *out) {
+    void *lib = dlopen(libpath, RTLD_NOW | RTLD_NOLOAD);
+    if (!lib) lib = dlopen(libpath, RTLD_NOW);
+    if (!lib) {
+        snprintf(step_err, sizeof step_err, "dlopen %s: %s", libpath, dlerror());
+        return NULL;
+    }
+    forward_ctx *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    config_init_fn init = (config_init_fn)dlsym(lib, "hla_config_init");
+    c->forward = (forward_fn)dlsym(lib, "hla_forward");
+    c->last_error = (err_fn)dlsym(lib, "hla_last_error");
+    if (!init || !c->forward || !c->last_error) {
+        snprintf(step_err, sizeof step_err, "dlsym: %s", dlerror());
+        free(c);
+        return NULL;
+    }
+    if (init(&c->cfg, sizeof c->cfg) != 0) {
+        snprintf(step_err, sizeof step_err, "hla_config_init: %s", c->last_error());
+        free(c);
+        return NULL;
+    }
+    c->cfg.op = op;
+    c->cfg.heads = H;
+    c->cfg.kv_heads = Hkv;
+    c->cfg.dk = dk;
+    c->cfg.dv = dv;
+    c->cfg.scale = scale;
+    c->cfg.chunk_size = chunk;
+    c->path = path;
+    int64_t sq[4] = {B, T, H, dk}, sk[4] = {B, T, Hkv, dk}, sv[4] = {B, T, Hkv, dv}, so[4] = {B, T, H, dv};
+    tensor(&c->tq, (void *)q, 4, sq);
+    tensor(&c->tk, (void *)k, 4, sk);
+    tensor(&c->tv, (void *)v, 4, sv);
+    tensor(&c->to, out, 4, so);
+    return c;
+}
+
+/* One hla_forward call; returns seconds, or -1 on an error (limits_step_error() names it). */
+double limits_forward_run(void *ctx) {
+    forward_ctx *c = ctx;
+    if (!c) return -1;
+    double t0 = now();
+    int st = c->forward(&c->cfg, c->path, &c->tq, &c->tk, &c->tv, &c->to, NULL, NULL, NULL, NULL);
+    double t = now() - t0;
+    if (st != 0) {
+        snprintf(step_err, sizeof step_err, "hla_forward: status %d: %s", st, c->last_error());
+        return -1;
+    }
+    return t;
+}
+
+void limits_forward_free(void *ctx) { free(ctx); }
+
+/* hla_state_elements of the masked configuration (op, H, Hkv, dk, dv) from the library at libpath; -1 on an
+ * error (limits_step_error() names it). */
+int64_t limits_state_elements(const char *libpath, int op, int64_t H, int64_t Hkv, int64_t dk, int64_t dv) {
+    void *lib = dlopen(libpath, RTLD_NOW | RTLD_NOLOAD);
+    if (!lib) lib = dlopen(libpath, RTLD_NOW);
+    if (!lib) {
+        snprintf(step_err, sizeof step_err, "dlopen %s: %s", libpath, dlerror());
+        return -1;
+    }
+    config_init_fn init = (config_init_fn)dlsym(lib, "hla_config_init");
+    int (*elements)(const ht_config *, int64_t *) = (int (*)(const ht_config *, int64_t *))dlsym(lib, "hla_state_elements");
+    ht_config cfg;
+    int64_t n = -1;
+    if (!init || !elements || init(&cfg, sizeof cfg) != 0) {
+        snprintf(step_err, sizeof step_err, "hla_config_init or hla_state_elements missing or failed");
+        return -1;
+    }
+    cfg.op = op;
+    cfg.heads = H;
+    cfg.kv_heads = Hkv;
+    cfg.dk = dk;
+    cfg.dv = dv;
+    if (elements(&cfg, &n) != 0) {
+        snprintf(step_err, sizeof step_err, "hla_state_elements failed");
+        return -1;
+    }
+    return n;
+}

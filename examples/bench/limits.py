@@ -68,6 +68,14 @@ def build():
     lib.limits_step_free.restype = None
     lib.limits_step_free.argtypes = [P]
     lib.limits_step_error.restype = ctypes.c_char_p
+    lib.limits_forward_new.restype = P
+    lib.limits_forward_new.argtypes = [ctypes.c_char_p, I, I64, I64, I64, I64, I64, I64, D, I64, I, P, P, P, P]
+    lib.limits_forward_run.restype = D
+    lib.limits_forward_run.argtypes = [P]
+    lib.limits_forward_free.restype = None
+    lib.limits_forward_free.argtypes = [P]
+    lib.limits_state_elements.restype = I64
+    lib.limits_state_elements.argtypes = [ctypes.c_char_p, I, I64, I64, I64, I64]
     _lib = lib
     return lib
 
@@ -153,6 +161,41 @@ class CStep:
     def close(self):
         if self.ctx:
             self.lib.limits_step_free(self.ctx)
+            self.ctx = None
+
+    def __del__(self):
+        self.close()
+
+
+class CForward:
+    """One hla_forward call from C on the library at `libpath` over q [B, T, H, dk], k [B, T, Hkv, dk],
+    v [B, T, Hkv, dv] (float32, C-contiguous; masked), writing `out` [B, T, H, dv]. path: "chunked",
+    "serial" or "scan"; chunk 0 = automatic."""
+
+    PATHS = {"chunked": 0, "serial": 1, "scan": 2}
+
+    def __init__(self, libpath, op, q, k, v, scale, chunk=0, path="chunked"):
+        self.lib = build()
+        self.q, self.k, self.v = (np.ascontiguousarray(x, np.float32) for x in (q, k, v))
+        B, T, H, dk = self.q.shape
+        Hkv, dv = self.v.shape[2], self.v.shape[3]
+        self.out = aligned((B, T, H, dv))
+        self.ctx = self.lib.limits_forward_new(libpath.encode(), CStep.OPS[op], B, T, H, Hkv, dk, dv, scale, chunk,
+                                               self.PATHS[path], self.q.ctypes.data, self.k.ctypes.data,
+                                               self.v.ctypes.data, self.out.ctypes.data)
+        if not self.ctx:
+            raise RuntimeError("limits_forward_new: %s" % self.lib.limits_step_error().decode())
+
+    def __call__(self):
+        """Seconds for one hla_forward call."""
+        t = self.lib.limits_forward_run(self.ctx)
+        if t < 0:
+            raise RuntimeError(self.lib.limits_step_error().decode())
+        return t
+
+    def close(self):
+        if self.ctx:
+            self.lib.limits_forward_free(self.ctx)
             self.ctx = None
 
     def __del__(self):
