@@ -1,7 +1,8 @@
 /* The float32 register tile of the engine's dense products (Sources/HLA/Core/Gemm.swift) on AVX-512: 8 rows x one
- * 16-column panel, one zmm register per row. Swift has no per-function target attribute, so the library's Swift
- * code stays AVX2/FMA (-target-cpu haswell) and this one function is compiled for AVX-512F here; Gemm calls it
- * only when the CPU and the OS support AVX-512 and HLA_SIMD is not "avx2" (hla_private_avx512).
+ * 16-column panel, one zmm register per row; and, at the end, hla3's masked multi-head step (HLA3.stepHeads).
+ * Swift has no per-function target attribute, so the library's Swift code stays AVX2/FMA (-target-cpu haswell) and
+ * these functions are compiled for AVX-512F here; they are called only when the CPU and the OS support AVX-512 and
+ * HLA_SIMD is not "avx2" (hla_private_avx512).
  *
  * Same arithmetic as Gemm.tile: every C element is one fused multiply-add chain over k in order (only the exact-zero
  * terms at a triangular product's diagonal, which change no nonzero result, differ with the tile height; the 8 rows are
@@ -131,4 +132,88 @@ HLA_AVX512 void hla_private_tile_sum_avx512(ptrdiff_t kb, const float *a, ptrdif
     const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2, const float *bp2,
     ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
     BY_HEIGHT(tile, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
+}
+
+/* One 64-column block of hla3's masked step for query head j (columns c0..c0+63 of W_j, o_j, and of the next head's
+ * z and y), the rows of W_j, S and P swept together: for r in 0..<dk,
+ *   W_j[r] ← g3·W_j[r] + z[r]·y   (g3 = 1: no multiply),   o_j += q_j[r]·W_j[r]           (W: `w`, o: `o`)
+ *   zn += qn[r]·S[r],   yn += qn[r]·P[r]                                                  (the next head's z and y)
+ * each column one fused multiply-add chain over r in order, from zero (o, zn, yn), as Vec.rank1Project (W, o) and
+ * the products of Vec.gemvTMany (z = S q, y = Pᵀ q) form them: the same bits. W streams from L2 while S and P stay
+ * in L1, so the next head's products run in the time the W sweep waits for memory. DO_W, DO_Z, DO_Y and SCALED
+ * are constants after inlining. */
+static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block(int DO_W, int DO_Z, int DO_Y, int SCALED,
+    ptrdiff_t dk, ptrdiff_t ldw, ptrdiff_t lds, ptrdiff_t ldp, float *w, const float *z, const float *y, const float *qj,
+    float *o, const float *S, const float *P, const float *qn, float *zn, float *yn, float g3) {
+    __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+    __m512 z0 = o0, z1 = o0, z2 = o0, z3 = o0, y0 = o0, y1 = o0, y2 = o0, y3 = o0;
+    __m512 v0 = o0, v1 = o0, v2 = o0, v3 = o0;
+    const __m512 g = _mm512_set1_ps(g3);
+    if (DO_W) { v0 = _mm512_loadu_ps(y); v1 = _mm512_loadu_ps(y + 16); v2 = _mm512_loadu_ps(y + 32); v3 = _mm512_loadu_ps(y + 48); }
+    for (ptrdiff_t r = 0; r < dk; r++) {
+        if (DO_W) {
+            float *row = w + r * ldw;
+            const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
+#define W1(b, v, acc) { __m512 t = _mm512_loadu_ps(row + 16 * b); if (SCALED) t = _mm512_mul_ps(t, g); \
+            t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * b, t); acc = _mm512_fmadd_ps(xr, t, acc); }
+            W1(0, v0, o0) W1(1, v1, o1) W1(2, v2, o2) W1(3, v3, o3)
+#undef W1
+        }
+        if (DO_Z || DO_Y) {
+            const __m512 s = _mm512_set1_ps(qn[r]);
+            if (DO_Z) {
+                const float *sr = S + r * lds;
+                z0 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr), z0); z1 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr + 16), z1);
+                z2 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr + 32), z2); z3 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr + 48), z3);
+            }
+            if (DO_Y) {
+                const float *pr = P + r * ldp;
+                y0 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr), y0); y1 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr + 16), y1);
+                y2 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr + 32), y2); y3 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr + 48), y3);
+            }
+        }
+    }
+    if (DO_W) { _mm512_storeu_ps(o, o0); _mm512_storeu_ps(o + 16, o1); _mm512_storeu_ps(o + 32, o2); _mm512_storeu_ps(o + 48, o3); }
+    if (DO_Z) { _mm512_storeu_ps(zn, z0); _mm512_storeu_ps(zn + 16, z1); _mm512_storeu_ps(zn + 32, z2); _mm512_storeu_ps(zn + 48, z3); }
+    if (DO_Y) { _mm512_storeu_ps(yn, y0); _mm512_storeu_ps(yn + 16, y1); _mm512_storeu_ps(yn + 32, y2); _mm512_storeu_ps(yn + 48, y3); }
+}
+
+/* hla3_block with the decay test hoisted out of the row loop (g3 = 1 needs no multiply: the same bits). */
+static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block_g(int DO_W, int DO_Z, int DO_Y, ptrdiff_t dk,
+    ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, const float *S, const float *P,
+    const float *qn, float *zn, float *yn, float g3) {
+    if (g3 == 1) hla3_block(DO_W, DO_Z, DO_Y, 0, dk, dvp, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
+    else hla3_block(DO_W, DO_Z, DO_Y, 1, dk, dvp, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
+}
+
+HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, const float *S, const float *P,
+    const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out) {
+    float *zc = zy, *yc = zy + dk, *zx = yc + dvp, *yx = zx + dk;   /* this head's z, y; the next head's */
+    const ptrdiff_t wide = dk > dvp ? dk : dvp;
+    /* Head 0's z = S q_0 and y = Pᵀ q_0 on their own. */
+    for (ptrdiff_t c0 = 0; c0 < wide; c0 += 64) {
+        if (c0 < dk && c0 < dvp) hla3_block_g(0, 1, 1, dk, dvp, 0, 0, 0, 0, 0, S + c0, P + c0, q, zc + c0, yc + c0, 1);
+        else if (c0 < dk) hla3_block_g(0, 1, 0, dk, dvp, 0, 0, 0, 0, 0, S + c0, P, q, zc + c0, 0, 1);
+        else hla3_block_g(0, 0, 1, dk, dvp, 0, 0, 0, 0, 0, S, P + c0, q, 0, yc + c0, 1);
+    }
+    /* Head j's W sweep, with head j + 1's z and y. */
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const float *qj = q + j * dk, *qn = qj + dk;
+        float *Wj = W + j * wstride, *oj = out + j * dvp;
+        const int next = j + 1 < n;
+        for (ptrdiff_t c0 = 0; c0 < wide; c0 += 64) {
+            if (c0 < dvp) {
+                if (next && c0 < dk)
+                    hla3_block_g(1, 1, 1, dk, dvp, Wj + c0, zc, yc + c0, qj, oj + c0, S + c0, P + c0, qn, zx + c0, yx + c0, g3);
+                else if (next)
+                    hla3_block_g(1, 0, 1, dk, dvp, Wj + c0, zc, yc + c0, qj, oj + c0, S, P + c0, qn, 0, yx + c0, g3);
+                else
+                    hla3_block_g(1, 0, 0, dk, dvp, Wj + c0, zc, yc + c0, qj, oj + c0, S, P, qn, 0, 0, g3);
+            } else if (next) {
+                hla3_block_g(0, 1, 0, dk, dvp, 0, zc, 0, 0, 0, S + c0, P, qn, zx + c0, 0, g3);
+            }
+        }
+        float *t = zc; zc = zx; zx = t;
+        t = yc; yc = yx; yx = t;
+    }
 }

@@ -17,7 +17,7 @@ BENCH = os.path.join(ROOT, "examples", "bench")
 sys.path.insert(0, BENCH)
 import limits  # noqa: E402
 
-SPECS = ["step:hla3:8,1,16", "step:ahla:4,4,16", "forward:hla2:2,50,2,16,16", "forward:hla3:1,40,2,16,16,scan",
+SPECS = ["step:hla3:8,1,16", "step:hla3:16,1,64", "step:hla3:8,2,64", "step:ahla:4,4,16", "forward:hla2:2,50,2,16,16", "forward:hla3:1,40,2,16,16,scan",
          "forward:ahla:1,30,2,16,0,serial"]
 
 

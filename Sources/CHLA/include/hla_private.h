@@ -106,4 +106,12 @@ __attribute__((visibility("hidden"))) void hla_private_tile2_sum_avx512(ptrdiff_
     ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
     const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, float alpha, float beta);
 
+/* hla3's masked step for n query heads of one kv head whose blocks S (dk x dk, symmetric) and P (dk x dvp) already hold
+ * the token (HLA3.stepHeads): for j in 0..<n, z = S q_j, y = P^T q_j, W_j <- g3 W_j + z y^T, o_j = W_j^T q_j, with
+ * q_j at q + j*dk, W_j (dk x dvp, row-major) at W + j*wstride, o_j at out + j*dvp; zy: 2 (dk + dvp) floats of
+ * scratch. dk and dvp multiples of 64. Head j + 1's z and y are formed during head j's sweep of W_j; every element
+ * is the fused multiply-add chain of Vec.rank1Project and Gemm (the same bits). */
+__attribute__((visibility("hidden"))) void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
+    const float *S, const float *P, const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out);
+
 #endif

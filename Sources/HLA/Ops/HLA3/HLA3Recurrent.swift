@@ -1,3 +1,5 @@
+import CHLA
+
 /// hla3 streaming step: O(dk² + dk·dv) per token and head.
 ///   S ← γS + k kᵀ, P ← γP + k vᵀ (per kv head); z = S q;
 ///   masked: y = Pᵀ q, W ← γ³W + z yᵀ, o = Wᵀ q;   unmasked: S^Q ← γS^Q + q qᵀ, w = S^Q z, o = Pᵀ w.
@@ -28,6 +30,31 @@ extension HLA3 {
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
+        // AVX-512, float32, d = 64: each head's W sweep also forms the next head's z and y (the same bits as the
+        // portable composition). An hla3 step at H = 64, Hkv = 1, d = 64 took 5-7% less time, at Hkv = 8 and 16
+        // alike (examples/bench/ab.py, medians of 15-25 rounds of the two builds' C loops). Only where S and P
+        // (32 KiB) stay in L1: at d = 128 every head's sweep read them again from L2, and a step at H = 16, Hkv = 2
+        // took 11% more time.
+        if c.masked && T.self == Float.self && Gemm.avx512 && c.dk == 64 && c.dvp == 64 {
+            return stepHeadsFused(c, u, j0, n, q: q, out: out, tmp: tmp)
+        }
+        stepHeadsPortable(c, u, j0, n, q: q, out: out, tmp: tmp)
+    }
+
+    /// Masked `stepHeads` on the AVX-512 kernel (hla_private_hla3_heads_avx512): float32 only, dk and dvp multiples of
+    /// 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements.
+    static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, q: UnsafePointer<T>,
+                                            out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
+        let dk = c.dk, dvp = c.dvp, g = T(c.decay)
+        hla_private_hla3_heads_avx512(n, dk, dvp, Gemm.float(u.kv), Gemm.float(u.kv + dk * dk), Gemm.float(q),
+                                      Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g * g, to: Float.self),
+                                      Gemm.float(tmp), Gemm.float(out))
+    }
+
+    /// `stepHeads` without the AVX-512 kernel: the products z_j = S q_j and y_j = Pᵀ q_j of all n heads, then one
+    /// sweep of each head's block.
+    static func stepHeadsPortable<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, q: UnsafePointer<T>,
+                                               out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp, g = T(c.decay)
         let S = u.kv, P = u.kv + dk * dk
         let Z = tmp, Y = tmp + n * dk
