@@ -252,38 +252,49 @@ static void tensor(ht_tensor *t, void *data, int ndim, const int64_t *shape) {
     }
 }
 
-/* A context over caller memory: q [ntok, H, dk], k [ntok, Hkv, dk], v [ntok, Hkv, dv], out [H, dv],
- * state [1, n] (float32, C-contiguous). The library at libpath is opened with RTLD_NOLOAD first, so the
- * copy the Python extension loaded is the one called. */
-void *limits_step_new(const char *libpath, int op, int64_t H, int64_t Hkv, int64_t dk, int64_t dv,
-                      double scale, const float *q, const float *k, const float *v, int64_t ntok,
-                      float *out, float *state, int64_t n) {
+/* The library at libpath (opened with RTLD_NOLOAD first, so the copy the Python extension loaded is the one
+ * called), its entry point `fn` and hla_last_error, and a configuration from its hla_config_init with op, heads
+ * and sizes set (masked, scale 1 unless set after). 0, or -1 with limits_step_error() naming the failure. */
+static int open_config(const char *libpath, const char *fn, void **entry, err_fn *last_error, ht_config *cfg,
+                       int op, int64_t H, int64_t Hkv, int64_t dk, int64_t dv) {
     void *lib = dlopen(libpath, RTLD_NOW | RTLD_NOLOAD);
     if (!lib) lib = dlopen(libpath, RTLD_NOW);
     if (!lib) {
         snprintf(step_err, sizeof step_err, "dlopen %s: %s", libpath, dlerror());
-        return NULL;
+        return -1;
     }
+    config_init_fn init = (config_init_fn)dlsym(lib, "hla_config_init");
+    *entry = dlsym(lib, fn);
+    *last_error = (err_fn)dlsym(lib, "hla_last_error");
+    if (!init || !*entry || !*last_error) {
+        snprintf(step_err, sizeof step_err, "dlsym: %s", dlerror());
+        return -1;
+    }
+    if (init(cfg, sizeof *cfg) != 0) {
+        snprintf(step_err, sizeof step_err, "hla_config_init: %s", (*last_error)());
+        return -1;
+    }
+    cfg->op = op;
+    cfg->heads = H;
+    cfg->kv_heads = Hkv;
+    cfg->dk = dk;
+    cfg->dv = dv;
+    return 0;
+}
+
+/* A context over caller memory: q [ntok, H, dk], k [ntok, Hkv, dk], v [ntok, Hkv, dv], out [H, dv],
+ * state [1, n] (float32, C-contiguous), on the library at libpath (see open_config). */
+void *limits_step_new(const char *libpath, int op, int64_t H, int64_t Hkv, int64_t dk, int64_t dv,
+                      double scale, const float *q, const float *k, const float *v, int64_t ntok,
+                      float *out, float *state, int64_t n) {
     step_ctx *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    config_init_fn init = (config_init_fn)dlsym(lib, "hla_config_init");
-    c->step = (step_fn)dlsym(lib, "hla_step");
-    c->last_error = (err_fn)dlsym(lib, "hla_last_error");
-    if (!init || !c->step || !c->last_error) {
-        snprintf(step_err, sizeof step_err, "dlsym: %s", dlerror());
+    void *entry;
+    if (open_config(libpath, "hla_step", &entry, &c->last_error, &c->cfg, op, H, Hkv, dk, dv) != 0) {
         free(c);
         return NULL;
     }
-    if (init(&c->cfg, sizeof c->cfg) != 0) {
-        snprintf(step_err, sizeof step_err, "hla_config_init: %s", c->last_error());
-        free(c);
-        return NULL;
-    }
-    c->cfg.op = op;
-    c->cfg.heads = H;
-    c->cfg.kv_heads = Hkv;
-    c->cfg.dk = dk;
-    c->cfg.dv = dv;
+    c->step = (step_fn)entry;
     c->cfg.scale = scale;
     c->q = q; c->k = k; c->v = v; c->out = out;
     c->ntok = ntok; c->H = H; c->Hkv = Hkv; c->dk = dk; c->dv = dv;
@@ -335,37 +346,19 @@ typedef struct {
 } forward_ctx;
 
 /* A context over caller memory: q [B, T, H, dk], k [B, T, Hkv, dk], v [B, T, Hkv, dv], out [B, T, H, dv]
- * (float32, C-contiguous); masked, chunk 0 = automatic, path as hla_path (0 chunked, 1 serial, 2 scan).
- * The library at libpath is opened with RTLD_NOLOAD first, as for limits_step_new. */
+ * (float32, C-contiguous); masked, chunk 0 = automatic, path as hla_path (0 chunked, 1 serial, 2 scan), on the
+ * library at libpath (see open_config). */
 void *limits_forward_new(const char *libpath, int op, int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t dk,
                          int64_t dv, double scale, int64_t chunk, int path, const float *q, const float *k,
                          const float *v, float *out) {
-    void *lib = dlopen(libpath, RTLD_NOW | RTLD_NOLOAD);
-    if (!lib) lib = dlopen(libpath, RTLD_NOW);
-    if (!lib) {
-        snprintf(step_err, sizeof step_err, "dlopen %s: %s", libpath, dlerror());
-        return NULL;
-    }
     forward_ctx *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    config_init_fn init = (config_init_fn)dlsym(lib, "hla_config_init");
-    c->forward = (forward_fn)dlsym(lib, "hla_forward");
-    c->last_error = (err_fn)dlsym(lib, "hla_last_error");
-    if (!init || !c->forward || !c->last_error) {
-        snprintf(step_err, sizeof step_err, "dlsym: %s", dlerror());
+    void *entry;
+    if (open_config(libpath, "hla_forward", &entry, &c->last_error, &c->cfg, op, H, Hkv, dk, dv) != 0) {
         free(c);
         return NULL;
     }
-    if (init(&c->cfg, sizeof c->cfg) != 0) {
-        snprintf(step_err, sizeof step_err, "hla_config_init: %s", c->last_error());
-        free(c);
-        return NULL;
-    }
-    c->cfg.op = op;
-    c->cfg.heads = H;
-    c->cfg.kv_heads = Hkv;
-    c->cfg.dk = dk;
-    c->cfg.dv = dv;
+    c->forward = (forward_fn)entry;
     c->cfg.scale = scale;
     c->cfg.chunk_size = chunk;
     c->path = path;
@@ -396,27 +389,13 @@ void limits_forward_free(void *ctx) { free(ctx); }
 /* hla_state_elements of the masked configuration (op, H, Hkv, dk, dv) from the library at libpath; -1 on an
  * error (limits_step_error() names it). */
 int64_t limits_state_elements(const char *libpath, int op, int64_t H, int64_t Hkv, int64_t dk, int64_t dv) {
-    void *lib = dlopen(libpath, RTLD_NOW | RTLD_NOLOAD);
-    if (!lib) lib = dlopen(libpath, RTLD_NOW);
-    if (!lib) {
-        snprintf(step_err, sizeof step_err, "dlopen %s: %s", libpath, dlerror());
-        return -1;
-    }
-    config_init_fn init = (config_init_fn)dlsym(lib, "hla_config_init");
-    int (*elements)(const ht_config *, int64_t *) = (int (*)(const ht_config *, int64_t *))dlsym(lib, "hla_state_elements");
     ht_config cfg;
+    void *entry;
+    err_fn last_error;
     int64_t n = -1;
-    if (!init || !elements || init(&cfg, sizeof cfg) != 0) {
-        snprintf(step_err, sizeof step_err, "hla_config_init or hla_state_elements missing or failed");
-        return -1;
-    }
-    cfg.op = op;
-    cfg.heads = H;
-    cfg.kv_heads = Hkv;
-    cfg.dk = dk;
-    cfg.dv = dv;
-    if (elements(&cfg, &n) != 0) {
-        snprintf(step_err, sizeof step_err, "hla_state_elements failed");
+    if (open_config(libpath, "hla_state_elements", &entry, &last_error, &cfg, op, H, Hkv, dk, dv) != 0) return -1;
+    if (((int (*)(const ht_config *, int64_t *))entry)(&cfg, &n) != 0) {
+        snprintf(step_err, sizeof step_err, "hla_state_elements: %s", last_error());
         return -1;
     }
     return n;
