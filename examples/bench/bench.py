@@ -129,11 +129,9 @@ def interleaved(fns, reps, warmup=1, budget=None, max_reps=31):
     return {k: statistics.median(v) for k, v in interleaved_all(fns, reps, warmup, budget, max_reps).items()}
 
 
-def interleaved_all(fns, reps, warmup=1, budget=None, max_reps=31, settle_after=None, settle=0.3):
+def interleaved_all(fns, reps, warmup=1, budget=None, max_reps=31):
     """As `interleaved`, but name -> the list of all timed repetitions (seconds). A callable wrapped in
-    `selftimed` times itself: its return value (seconds) is taken instead of the wall time around it.
-    settle_after(name) true: sleep `settle` seconds after that callable (a peer whose thread pool keeps spinning
-    after it returns), so the next contender does not share the cores with it."""
+    `selftimed` times itself: its return value (seconds) is taken instead of the wall time around it."""
     t0 = time.perf_counter()
     for _ in range(warmup):
         for fn in fns.values():
@@ -151,8 +149,6 @@ def interleaved_all(fns, reps, warmup=1, budget=None, max_reps=31, settle_after=
             r = fn()
             t = time.perf_counter() - t0
             times[k].append(r if isinstance(fn, selftimed) else t)
-            if settle_after is not None and settle_after(k):
-                time.sleep(settle)
     return times
 
 
@@ -600,9 +596,7 @@ def step_section(R, a, backends, libpath, bw):
         "cores busy (a pool worker also counts while it polls between steps), about 1 = one thread, below 1 "
         "= the loop lost the CPU to other work. GB/s counts bytes read + written, 1 core. Rates in "
         "head-tokens/s (tokens x H); median (best = fastest repetition) over %d interleaved repetitions, each "
-        "against the limit; each peer's call is followed by a 0.3 s pause (torch's threads kept spinning after "
-        "its step and slowed the two-thread step that came next by a third). Target: the median ≥ 80%% of the "
-        "1-core limit. Load before: %s." % (a.reps, load()))
+        "against the limit. Target: the median ≥ 80%% of the 1-core limit. Load before: %s." % (a.reps, load()))
     R.p()
     rows, rows2, res = [], [], {}
     s_cache = {}
@@ -646,10 +640,7 @@ def step_section(R, a, backends, libpath, bw):
                    "serial": lambda op=op, qT=qT, kT=kT, vT=vT: hla.forward(qT, kT, vT, op=op, scale=s, path="serial")}
             pfns = step_peer_fns(backends, op, H, Hkv, d, s, q, k, v, Nnp)
             fns.update({"peer|" + kk: vv for kk, vv in pfns.items()})
-            # a pause after each peer: torch's intra-op threads kept spinning after its step returned, and the C
-            # loop of hla3 H=64 Hkv=1 that followed ran 46-52 µs per step instead of 33-35 (one process, 7 rounds
-            # each way); the one-thread sweep of the limit barely notices a second busy core, a two-thread step does
-            ts = interleaved_all(fns, a.reps, settle_after=lambda name: name.startswith("peer|"))
+            ts = interleaved_all(fns, a.reps)
             # threads the C loop used: process CPU time over wall time of one more loop, after a pause that
             # lets the peers' thread pools (torch, XLA) stop spinning
             time.sleep(0.3)
