@@ -10,8 +10,8 @@ load one library). Each SPEC is one of
                                  automatic; PATH chunked, scan or serial)
 Every round runs both builds once, in a random order, after a warm-up call of each. Printed per SPEC:
 whether the two builds' outputs (and, for steps, final states) are the same bits, each build's median and
-minimum time, and the median over rounds of new time / old time (the two times of a round ran seconds
-apart, so slow drifts of the machine cancel in it). The pool threads of both libraries run in this
+minimum time, and the median over rounds of new time / old time (the two times of a round ran back to
+back, so slow drifts of the machine cancel in it). The pool threads of both libraries run in this
 process; HLA_NUM_THREADS applies to both.
 """
 import argparse
