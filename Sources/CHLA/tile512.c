@@ -144,8 +144,8 @@ HLA_AVX512 void hla_private_tile_sum_avx512(ptrdiff_t kb, const float *a, ptrdif
  * stores, so this saves only part of the products' time (32 heads, W hot in L2: 17.3 µs against 14.8 µs for the
  * W sweep alone plus about 3 µs for the products). DO_W, DO_Z, DO_Y and SCALED are constants after inlining. */
 static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block(int DO_W, int DO_Z, int DO_Y, int SCALED,
-    ptrdiff_t dk, ptrdiff_t ldw, ptrdiff_t lds, ptrdiff_t ldp, float *w, const float *z, const float *y, const float *qj,
-    float *o, const float *S, const float *P, const float *qn, float *zn, float *yn, float g3) {
+    ptrdiff_t dk, ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, const float *S,
+    const float *P, const float *qn, float *zn, float *yn, float g3) {
     __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
     __m512 z0 = o0, z1 = o0, z2 = o0, z3 = o0, y0 = o0, y1 = o0, y2 = o0, y3 = o0;
     __m512 v0 = o0, v1 = o0, v2 = o0, v3 = o0;
@@ -153,7 +153,7 @@ static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block(int DO_W
     if (DO_W) { v0 = _mm512_loadu_ps(y); v1 = _mm512_loadu_ps(y + 16); v2 = _mm512_loadu_ps(y + 32); v3 = _mm512_loadu_ps(y + 48); }
     for (ptrdiff_t r = 0; r < dk; r++) {
         if (DO_W) {
-            float *row = w + r * ldw;
+            float *row = w + r * dvp;
             const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
 #define W1(b, v, acc) { __m512 t = _mm512_loadu_ps(row + 16 * b); if (SCALED) t = _mm512_mul_ps(t, g); \
             t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * b, t); acc = _mm512_fmadd_ps(xr, t, acc); }
@@ -163,12 +163,12 @@ static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block(int DO_W
         if (DO_Z || DO_Y) {
             const __m512 s = _mm512_set1_ps(qn[r]);
             if (DO_Z) {
-                const float *sr = S + r * lds;
+                const float *sr = S + r * dk;
                 z0 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr), z0); z1 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr + 16), z1);
                 z2 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr + 32), z2); z3 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr + 48), z3);
             }
             if (DO_Y) {
-                const float *pr = P + r * ldp;
+                const float *pr = P + r * dvp;
                 y0 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr), y0); y1 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr + 16), y1);
                 y2 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr + 32), y2); y3 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr + 48), y3);
             }
@@ -183,8 +183,8 @@ static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block(int DO_W
 static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block_g(int DO_W, int DO_Z, int DO_Y, ptrdiff_t dk,
     ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, const float *S, const float *P,
     const float *qn, float *zn, float *yn, float g3) {
-    if (g3 == 1) hla3_block(DO_W, DO_Z, DO_Y, 0, dk, dvp, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
-    else hla3_block(DO_W, DO_Z, DO_Y, 1, dk, dvp, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
+    if (g3 == 1) hla3_block(DO_W, DO_Z, DO_Y, 0, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
+    else hla3_block(DO_W, DO_Z, DO_Y, 1, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
 }
 
 HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, const float *S, const float *P,
