@@ -1,5 +1,6 @@
 /* The float32 register tile of the engine's dense products (Sources/HLA/Core/Gemm.swift) on AVX-512: 8 rows x one
- * 16-column panel, one zmm register per row; and, at the end, hla3's masked multi-head step (HLA3.stepHeads).
+ * 16-column panel, one zmm register per row; and, at the end, the masked multi-head steps of hla3, hla2 and ahla
+ * (HLA3.stepHeads, HLA2.stepHeads, AHLA.stepHeads).
  * Swift has no per-function target attribute, so the library's Swift code stays AVX2/FMA (-target-cpu haswell) and
  * these functions are compiled for AVX-512F here; they are called only when the CPU and the OS support AVX-512 and
  * HLA_SIMD is not "avx2" (hla_private_avx512).
@@ -134,16 +135,17 @@ HLA_AVX512 void hla_private_tile_sum_avx512(ptrdiff_t kb, const float *a, ptrdif
     BY_HEIGHT(tile, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
 }
 
-/* One 64-column block of hla3's masked step for query head j (columns c0..c0+63 of W_j, o_j, and of the next head's
- * z and y), the rows of W_j, S and P swept together: for r in 0..<dk,
+/* One 64-column block of a masked multi-head step for query head j (columns c0..c0+63 of W_j, o_j, and of the next
+ * head's z and y; hla3's names: hla2's U and ahla's E are its W), the rows of W_j, S and P swept together: for r in
+ * 0..<dk,
  *   W_j[r] ← g3·W_j[r] + z[r]·y   (g3 = 1: no multiply),   o_j += q_j[r]·W_j[r]           (W: `w`, o: `o`)
  *   zn += qn[r]·S[r],   yn += qn[r]·P[r]                                                  (the next head's z and y)
  * each column one fused multiply-add chain over r in order, from zero (o, zn, yn), as Vec.rank1Project (W, o) and
  * the products of Vec.gemvTMany (z = S q, y = Pᵀ q) form them: the same bits. S and P (in L1 at d = 64) are read
  * once per head in the same row loop as W instead of in separate products; the sweep is bound by its loads and
- * stores, so this saves only part of the products' time (32 heads, W hot in L2: 17.3 µs against 14.8 µs for the
- * W sweep alone plus about 3 µs for the products). DO_W, DO_Z, DO_Y and SCALED are constants after inlining. */
-static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block(int DO_W, int DO_Z, int DO_Y, int SCALED,
+ * stores, so this saves only part of the products' time (hla3, 32 heads, W hot in L2: 17.3 µs against 14.8 µs for
+ * the W sweep alone plus about 3 µs for the products). DO_W, DO_Z, DO_Y and SCALED are constants after inlining. */
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int DO_W, int DO_Z, int DO_Y, int SCALED,
     ptrdiff_t dk, ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, const float *S,
     const float *P, const float *qn, float *zn, float *yn, float g3) {
     __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
@@ -179,24 +181,31 @@ static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block(int DO_W
     if (DO_Y) { _mm512_storeu_ps(yn, y0); _mm512_storeu_ps(yn + 16, y1); _mm512_storeu_ps(yn + 32, y2); _mm512_storeu_ps(yn + 48, y3); }
 }
 
-/* hla3_block with the decay test hoisted out of the row loop (g3 = 1 needs no multiply: the same bits). */
-static inline HLA_AVX512 __attribute__((always_inline)) void hla3_block_g(int DO_W, int DO_Z, int DO_Y, ptrdiff_t dk,
+/* step_block with the decay test hoisted out of the row loop (g3 = 1 needs no multiply: the same bits). */
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block_g(int DO_W, int DO_Z, int DO_Y, ptrdiff_t dk,
     ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, const float *S, const float *P,
     const float *qn, float *zn, float *yn, float g3) {
-    if (g3 == 1) hla3_block(DO_W, DO_Z, DO_Y, 0, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
-    else hla3_block(DO_W, DO_Z, DO_Y, 1, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
+    if (g3 == 1) step_block(DO_W, DO_Z, DO_Y, 0, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
+    else step_block(DO_W, DO_Z, DO_Y, 1, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
 }
 
-HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, const float *S, const float *P,
-    const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out) {
+/* The masked multi-head step W_j ← g·W_j + z_j y_jᵀ, o_j = W_jᵀ q_j of one kv head's query heads, head j's W sweep
+ * forming head j + 1's z = S q and y = Pᵀ q where they differ by head: hla3 (z and y per head), hla2 (y = zs, the
+ * token's value, for every head; no P) and ahla (z = zs, the token's key, for every head; no S). DZ: z per head;
+ * DY: y per head (constants after inlining). */
+static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk,
+    ptrdiff_t dvp, const float *S, const float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
+    float *zy, float *out) {
     if (n <= 0) return;
     float *zc = zy, *yc = zy + dk, *zx = yc + dvp, *yx = zx + dk;   /* this head's z, y; the next head's */
+    const float *z = DZ ? zc : zs, *y = DY ? yc : zs;
     const ptrdiff_t wide = dk > dvp ? dk : dvp;
     /* Head 0's z = S q_0 and y = Pᵀ q_0 on their own. */
     for (ptrdiff_t c0 = 0; c0 < wide; c0 += 64) {
-        if (c0 < dk && c0 < dvp) hla3_block_g(0, 1, 1, dk, dvp, 0, 0, 0, 0, 0, S + c0, P + c0, q, zc + c0, yc + c0, 1);
-        else if (c0 < dk) hla3_block_g(0, 1, 0, dk, dvp, 0, 0, 0, 0, 0, S + c0, P, q, zc + c0, 0, 1);
-        else hla3_block_g(0, 0, 1, dk, dvp, 0, 0, 0, 0, 0, S, P + c0, q, 0, yc + c0, 1);
+        const int dz = DZ && c0 < dk, dy = DY && c0 < dvp;
+        if (dz && dy) step_block_g(0, 1, 1, dk, dvp, 0, 0, 0, 0, 0, S + c0, P + c0, q, zc + c0, yc + c0, 1);
+        else if (dz) step_block_g(0, 1, 0, dk, dvp, 0, 0, 0, 0, 0, S + c0, P, q, zc + c0, 0, 1);
+        else if (dy) step_block_g(0, 0, 1, dk, dvp, 0, 0, 0, 0, 0, S, P + c0, q, 0, yc + c0, 1);
     }
     /* Head j's W sweep, with head j + 1's z and y. */
     for (ptrdiff_t j = 0; j < n; j++) {
@@ -204,18 +213,35 @@ HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff
         float *Wj = W + j * wstride, *oj = out + j * dvp;
         const int next = j + 1 < n;
         for (ptrdiff_t c0 = 0; c0 < wide; c0 += 64) {
+            const int dz = next && DZ && c0 < dk, dy = next && DY && c0 < dvp;
+#define BLK(W_, Z_, Y_) step_block_g(W_, Z_, Y_, dk, dvp, W_ ? Wj + c0 : 0, z, W_ ? y + c0 : 0, qj, W_ ? oj + c0 : 0, \
+    Z_ ? S + c0 : S, Y_ ? P + c0 : P, qn, Z_ ? zx + c0 : 0, Y_ ? yx + c0 : 0, g)
             if (c0 < dvp) {
-                if (next && c0 < dk)
-                    hla3_block_g(1, 1, 1, dk, dvp, Wj + c0, zc, yc + c0, qj, oj + c0, S + c0, P + c0, qn, zx + c0, yx + c0, g3);
-                else if (next)
-                    hla3_block_g(1, 0, 1, dk, dvp, Wj + c0, zc, yc + c0, qj, oj + c0, S, P + c0, qn, 0, yx + c0, g3);
-                else
-                    hla3_block_g(1, 0, 0, dk, dvp, Wj + c0, zc, yc + c0, qj, oj + c0, S, P, qn, 0, 0, g3);
-            } else if (next) {
-                hla3_block_g(0, 1, 0, dk, dvp, 0, zc, 0, 0, 0, S + c0, P, qn, zx + c0, 0, g3);
+                if (dz && dy) BLK(1, 1, 1);
+                else if (dz) BLK(1, 1, 0);
+                else if (dy) BLK(1, 0, 1);
+                else BLK(1, 0, 0);
+            } else if (dz) {
+                BLK(0, 1, 0);
             }
+#undef BLK
         }
-        float *t = zc; zc = zx; zx = t;
-        t = yc; yc = yx; yx = t;
+        if (DZ) { float *t = zc; zc = zx; zx = t; z = zc; }
+        if (DY) { float *t = yc; yc = yx; yx = t; y = yc; }
     }
+}
+
+HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, const float *S, const float *P,
+    const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out) {
+    heads(1, 1, n, dk, dvp, S, P, 0, q, W, wstride, g3, zy, out);
+}
+
+HLA_AVX512 void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, const float *S, const float *v,
+    const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out) {
+    heads(1, 0, n, dk, dvp, S, 0, v, q, U, ustride, g2, z, out);
+}
+
+HLA_AVX512 void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, const float *P, const float *k,
+    const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out) {
+    heads(0, 1, n, dk, dvp, 0, P, k, q, E, estride, g, y, out);
 }

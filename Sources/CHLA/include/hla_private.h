@@ -113,5 +113,15 @@ __attribute__((visibility("hidden"))) void hla_private_tile2_sum_avx512(ptrdiff_
  * is the fused multiply-add chain of Vec.rank1Project and Gemm (the same bits). */
 __attribute__((visibility("hidden"))) void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     const float *S, const float *P, const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out);
+/* hla2's masked step without ridge for n query heads of one kv head whose S already holds the token
+ * (HLA2.stepHeads): z = S q_j, U_j <- g2 U_j + z v^T, o_j = U_j^T q_j, with U_j at U + j*ustride; z: 2 (dk + dvp)
+ * floats of scratch. The kernel above with y = v for every head (head j + 1's z formed during head j's sweep). */
+__attribute__((visibility("hidden"))) void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
+    const float *S, const float *v, const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out);
+/* ahla's masked step for n query heads of one kv head whose P already holds the token (AHLA.stepHeads):
+ * y = P^T q_j, E_j <- g E_j + k y^T, o_j = E_j^T q_j, with E_j at E + j*estride; y: 2 (dk + dvp) floats of scratch.
+ * The kernel above with z = k for every head (head j + 1's y formed during head j's sweep). */
+__attribute__((visibility("hidden"))) void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
+    const float *P, const float *k, const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out);
 
 #endif

@@ -1,3 +1,5 @@
+import CHLA
+
 /// ahla streaming step: O(dk·dv) per token and head masked, O(dk² + dk·dv) unmasked.
 ///   P ← γP + k vᵀ (per kv head);  masked: y = Pᵀ q, E ← γE + k yᵀ, o = Eᵀ q;
 ///   unmasked: R ← γR + k qᵀ, w = Rᵀ q, o = Pᵀ w.
@@ -24,6 +26,29 @@ extension AHLA {
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
+        // AVX-512, float32, d = 64, masked: hla3's multi-head kernel with z = k (each head's E sweep also forms the
+        // next head's y; the same bits as the portable composition).
+        if c.masked && T.self == Float.self && Gemm.avx512 && c.dk == 64 && c.dvp == 64 {
+            return stepHeadsFused(c, u, j0, n, k: k, q: q, out: out, tmp: tmp)
+        }
+        stepHeadsPortable(c, u, j0, n, k: k, q: q, out: out, tmp: tmp)
+    }
+
+    /// Masked `stepHeads` on the AVX-512 kernel (hla_private_ahla_heads_avx512): float32 only, dk and dvp multiples
+    /// of 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements.
+    static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                            q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                            tmp: UnsafeMutablePointer<T>) {
+        hla_private_ahla_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(k), Gemm.float(q),
+                                      Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(T(c.decay), to: Float.self),
+                                      Gemm.float(tmp), Gemm.float(out))
+    }
+
+    /// `stepHeads` without the AVX-512 kernel: masked, y_j = Pᵀ q_j of all n heads, then one sweep of each head's
+    /// block; unmasked, the sweeps first.
+    static func stepHeadsPortable<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                               q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                               tmp: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp, g = T(c.decay), P = u.kv
         if c.masked {
             Vec.gemvTMany(P, dk, dvp, dvp, q, dk, n, tmp, dvp)                  // y_j = Pᵀ q_j

@@ -1,3 +1,5 @@
+import CHLA
+
 /// hla2 streaming step: O(dk² + dk·dv) per token and head.
 ///   S ← γS + k kᵀ (per kv head);  masked: U ← γ²U + (S q) vᵀ, o = Uᵀ q (+ λ Cᵀ q with C ← γC + q vᵀ);
 ///   unmasked: C ← γC + q vᵀ, o = Cᵀ (S q + λ q).
@@ -23,6 +25,29 @@ extension HLA2 {
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
+        // AVX-512, float32, d = 64, masked without ridge: hla3's multi-head kernel with y = v (each head's U sweep
+        // also forms the next head's z; the same bits as the portable composition).
+        if c.masked && c.ridge == 0 && T.self == Float.self && Gemm.avx512 && c.dk == 64 && c.dvp == 64 {
+            return stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp)
+        }
+        stepHeadsPortable(c, u, j0, n, v: v, q: q, out: out, tmp: tmp)
+    }
+
+    /// Masked `stepHeads` without ridge on the AVX-512 kernel (hla_private_hla2_heads_avx512): float32 only, dk and
+    /// dvp multiples of 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements.
+    static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, v: UnsafePointer<T>,
+                                            q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                            tmp: UnsafeMutablePointer<T>) {
+        let g = T(c.decay)
+        hla_private_hla2_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(v), Gemm.float(q),
+                                      Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g, to: Float.self),
+                                      Gemm.float(tmp), Gemm.float(out))
+    }
+
+    /// `stepHeads` without the AVX-512 kernel: z_j = S q_j of all n heads, then one sweep of each head's blocks.
+    static func stepHeadsPortable<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, v: UnsafePointer<T>,
+                                               q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                               tmp: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
         Vec.gemvTMany(u.kv, dk, dk, dk, q, dk, n, tmp, dk)                       // z_j = S q_j
         for j in 0..<n { headFromZ(c, u, j0 + j, v: v, q: q + j * dk, z: tmp + j * dk, out: out + j * dvp) }

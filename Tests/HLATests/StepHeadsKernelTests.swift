@@ -1,0 +1,88 @@
+// The masked multi-head step kernel on AVX-512 (`heads` in Sources/CHLA/tile512.c: each query head's sweep of its
+// block W_j ← g·W_j + z yᵀ, o_j = W_jᵀ q_j also forms the next head's z = S q and y = Pᵀ q where they differ by head)
+// for hla3 (`HLA3.stepHeadsFused`: z and y per head), hla2 (`HLA2.stepHeadsFused`: y = v for every head) and ahla
+// (`AHLA.stepHeadsFused`: z = k for every head), each against the portable composition it replaces
+// (`stepHeadsPortable`: the products of all heads through Gemm, then Vec.rank1Project per head). Both must leave
+// every head block and every output BIT FOR BIT alike: dk ≠ dv both ways, d = 64 and 128 (`stepHeads` takes the
+// kernel at d = 64 only; it is called directly here for the others), decay 1 (no scaling) and below, 1, 2 and 5
+// heads, head blocks spaced wider than W (the state's layout has them adjacent; the kernel only assumes the stride it
+// is given), the bytes around each block untouched, and the kv blocks and the token only read. Skipped without
+// AVX-512 (or with HLA_SIMD=avx2), where nothing calls the kernel.
+import XCTest
+@testable import HLA
+
+final class StepHeadsKernelTests: XCTestCase {
+    typealias Step = (Config, HLA.Unit<Float>, Int, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+                      UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void   // c, u, n, k, v, q, out, tmp
+
+    /// `kvSize(dk, dv)`: elements of the kv blocks; `scratch(c, n)`: the step's scratch; portable and fused: the two
+    /// compositions of one operator.
+    func check(_ op: Int32, seed: UInt64, kvSize: (Int, Int) -> Int, scratch: (Config, Int) -> Int,
+               portable: Step, fused: Step) throws {
+        try XCTSkipUnless(Gemm.avx512, "no AVX-512 (or HLA_SIMD=avx2): the kernel is not used")
+        var cases = 0
+        var rng = SplitMix64(seed: seed)
+        for (dk, dv) in [(64, 64), (64, 128), (128, 64), (128, 128)] {
+            for decay in [1.0, 0.93] {
+                for n in [1, 2, 5] {
+                    let o = Options(op: op, masked: true, normalize: false, decay: decay, ridge: 0, scale: 0.2)
+                    let c = try Config(makeConfig(Shape(B: 1, T: 1, H: n, Hkv: 1, dk: dk, dv: dv), o))
+                    XCTAssertEqual(c.dvp, dv)
+                    let stride = dk * dv + 48                       // head blocks 48 floats apart
+                    let kv = (0..<kvSize(dk, dv)).map { _ in Float(rng.normal()) }
+                    let heads0 = (0..<(n * stride)).map { _ in Float(rng.normal()) }
+                    let q = (0..<(n * dk)).map { _ in Float(rng.normal() * 0.3) }
+                    let k = (0..<dk).map { _ in Float(rng.normal() * 0.3) }, v = (0..<dv).map { _ in Float(rng.normal()) }
+                    let size = scratch(c, n)
+                    func run(_ step: Step) -> ([Float], [Float]) {
+                        var kvc = kv, heads = heads0
+                        var out = [Float](repeating: .nan, count: n * dv)
+                        var tmp = [Float](repeating: .nan, count: size)
+                        kvc.withUnsafeMutableBufferPointer { pkv in
+                            heads.withUnsafeMutableBufferPointer { ph in
+                                let u = HLA.Unit(kv: pkv.baseAddress!, q: ph.baseAddress!, qStride: stride, group: n)
+                                out.withUnsafeMutableBufferPointer { po in
+                                    tmp.withUnsafeMutableBufferPointer { pt in
+                                        step(c, u, n, k, v, q, po.baseAddress!, pt.baseAddress!)
+                                    }
+                                }
+                            }
+                        }
+                        XCTAssertEqual(kvc, kv, "the kv blocks are only read")
+                        return (heads, out)
+                    }
+                    let (wantW, wantO) = run(portable), (gotW, gotO) = run(fused)
+                    let what = "op=\(op) dk=\(dk) dv=\(dv) decay=\(decay) heads=\(n)"
+                    XCTAssertFalse(wantO.contains { !$0.isFinite }, what)
+                    func differing(_ a: [Float], _ b: [Float]) -> String? {
+                        let bad = zip(a, b).enumerated().filter { $0.element.0.bitPattern != $0.element.1.bitPattern }
+                        return bad.isEmpty ? nil : "\(bad.count) of \(a.count) differ, first at \(bad[0].offset)"
+                    }
+                    XCTAssertNil(differing(gotO, wantO), "outputs, " + what)
+                    XCTAssertNil(differing(gotW, wantW), "head blocks and the gaps, " + what)
+                    XCTAssertNotEqual(gotW, heads0, what)
+                    cases += 1
+                }
+            }
+        }
+        XCTAssertEqual(cases, 4 * 2 * 3)
+    }
+
+    func testHLA3KernelEqualsPortableComposition() throws {
+        try check(opHLA3, seed: 4_242, kvSize: { dk, dv in dk * dk + dk * dv }, scratch: { HLA3.stepScratchHeads($0, $1) },
+                  portable: { c, u, n, _, _, q, o, t in HLA3.stepHeadsPortable(c, u, 0, n, q: q, out: o, tmp: t) },
+                  fused: { c, u, n, _, _, q, o, t in HLA3.stepHeadsFused(c, u, 0, n, q: q, out: o, tmp: t) })
+    }
+
+    func testHLA2KernelEqualsPortableComposition() throws {
+        try check(opHLA2, seed: 4_243, kvSize: { dk, _ in dk * dk }, scratch: { HLA2.stepScratchHeads($0, $1) },
+                  portable: { c, u, n, _, v, q, o, t in HLA2.stepHeadsPortable(c, u, 0, n, v: v, q: q, out: o, tmp: t) },
+                  fused: { c, u, n, _, v, q, o, t in HLA2.stepHeadsFused(c, u, 0, n, v: v, q: q, out: o, tmp: t) })
+    }
+
+    func testAHLAKernelEqualsPortableComposition() throws {
+        try check(opAHLA, seed: 4_244, kvSize: { dk, dv in dk * dv }, scratch: { AHLA.stepScratchHeads($0, $1) },
+                  portable: { c, u, n, k, _, q, o, t in AHLA.stepHeadsPortable(c, u, 0, n, k: k, q: q, out: o, tmp: t) },
+                  fused: { c, u, n, k, _, q, o, t in AHLA.stepHeadsFused(c, u, 0, n, k: k, q: q, out: o, tmp: t) })
+    }
+}
