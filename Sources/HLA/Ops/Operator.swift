@@ -144,6 +144,16 @@ extension Operator {
     }
 }
 
+/// Whether a masked multi-head step of T runs on the AVX-512 step kernel (`heads` in Sources/CHLA/tile512.c; each
+/// query head's sweep of its block also forms the next head's products, the same bits as `stepHeadsPortable`):
+/// float32 on the AVX-512 tiles, dk = dvp = 64. Only where the kv blocks a sweep reads beside the head's block
+/// stay in L1: at d = 128 every head's sweep read them again from L2, and an hla3 step at H = 16, Hkv = 2 took 11%
+/// more time. Shared by hla3, hla2 and ahla's `stepHeads` (each adds its own conditions).
+@inline(__always)
+func onStepKernel<T: HLAFloat>(_ c: Config, _: T.Type) -> Bool {
+    c.masked && T.self == Float.self && Gemm.avx512 && c.dk == 64 && c.dvp == 64
+}
+
 /// Pointers to one unit of a state or summary: the kv blocks, and the per-query-head blocks of the
 /// group's first head (the next head's start `qStride` elements later).
 struct Unit<T: HLAFloat> {

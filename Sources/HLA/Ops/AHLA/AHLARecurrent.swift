@@ -26,9 +26,8 @@ extension AHLA {
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
-        // AVX-512, float32, d = 64, masked: hla3's multi-head kernel with z = k (each head's E sweep also forms the
-        // next head's y; the same bits as the portable composition).
-        if c.masked && T.self == Float.self && Gemm.avx512 && c.dk == 64 && c.dvp == 64 {
+        // On the step kernel with z = k for every head (each head's E sweep also forms the next head's y).
+        if onStepKernel(c, T.self) {
             return stepHeadsFused(c, u, j0, n, k: k, q: q, out: out, tmp: tmp)
         }
         stepHeadsPortable(c, u, j0, n, k: k, q: q, out: out, tmp: tmp)

@@ -25,9 +25,9 @@ extension HLA2 {
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
-        // AVX-512, float32, d = 64, masked without ridge: hla3's multi-head kernel with y = v (each head's U sweep
-        // also forms the next head's z; the same bits as the portable composition).
-        if c.masked && c.ridge == 0 && T.self == Float.self && Gemm.avx512 && c.dk == 64 && c.dvp == 64 {
+        // Without ridge, on the step kernel with y = v for every head (each head's U sweep also forms the next
+        // head's z).
+        if onStepKernel(c, T.self) && c.ridge == 0 {
             return stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp)
         }
         stepHeadsPortable(c, u, j0, n, v: v, q: q, out: out, tmp: tmp)

@@ -30,12 +30,10 @@ extension HLA3 {
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
-        // AVX-512, float32, d = 64: each head's W sweep also forms the next head's z and y (the same bits as the
-        // portable composition). An hla3 step at H = 64, Hkv = 1, d = 64 took 5-7% less time, at Hkv = 8 and 16
-        // alike (examples/bench/ab.py, medians of 15-25 rounds of the two builds' C loops). Only where S and P
-        // (32 KiB) stay in L1: at d = 128 every head's sweep read them again from L2, and a step at H = 16, Hkv = 2
-        // took 11% more time.
-        if c.masked && T.self == Float.self && Gemm.avx512 && c.dk == 64 && c.dvp == 64 {
+        // On the kernel each head's W sweep also forms the next head's z and y: an hla3 step at H = 64, Hkv = 1,
+        // d = 64 took 5-7% less time, at Hkv = 8 and 16 alike (examples/bench/ab.py, medians of 15-25 rounds of the
+        // two builds' C loops).
+        if onStepKernel(c, T.self) {
             return stepHeadsFused(c, u, j0, n, q: q, out: out, tmp: tmp)
         }
         stepHeadsPortable(c, u, j0, n, q: q, out: out, tmp: tmp)
