@@ -58,3 +58,18 @@ def test_the_same_file_twice_is_refused(built):
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "ab.py"), built, built, "step:hla2:4,1,16"],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "same file" in proc.stderr
+
+
+def test_tileprobe_reports_the_tile_and_the_forward(built):
+    """examples/bench/tileprobe.py (the tile alone against the chunked forward in the same rounds) runs on the
+    library under test and reports positive rates; on a CPU without AVX-512 it says so and stops."""
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "tileprobe.py"), "--rounds", "1", "--lib", built,
+                           "ahla:32"], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "no AVX-512" in proc.stderr:
+        pytest.skip("no AVX-512 here")
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("ahla d=32 (1 rounds, one thread)"), line
+    rates = [float(x) for x in line.split("peak ")[1].split(" GFLOP/s")[0].replace("tile alone ", "")
+             .replace("forward ", "").split(", ")]
+    assert len(rates) == 3 and all(r > 0 for r in rates), line
