@@ -36,22 +36,31 @@ def aligned(shape, dtype=np.float32, align=64, fill=0):
     return a
 
 
+def compiled(src, cflags, libs=(), depends=()):
+    """Path of the shared library `$CC cflags src -o ... libs` builds, under the system's temporary directory: built
+    once per version of src, of the files it includes (`depends`) and of the compiler and flags."""
+    cc = os.environ.get("CC", "gcc")
+    h = hashlib.sha1()
+    for p in (src, *depends):
+        with open(p, "rb") as f:
+            h.update(f.read())
+    h.update(" ".join([cc] + list(cflags)).encode())
+    d = os.path.join(tempfile.gettempdir(), "hla-bench-limits-%d" % os.getuid())
+    os.makedirs(d, exist_ok=True)
+    so = os.path.join(d, "%s-%s.so" % (os.path.splitext(os.path.basename(src))[0], h.hexdigest()[:12]))
+    if not os.path.exists(so):
+        tmp = so + ".%d.tmp" % os.getpid()
+        subprocess.run([cc] + list(cflags) + [src, "-o", tmp] + list(libs), check=True)
+        os.replace(tmp, so)
+    return so
+
+
 def build():
     """Compile limits.c (once per source version) and load it; returns the ctypes library."""
     global _lib
     if _lib is not None:
         return _lib
-    cc = os.environ.get("CC", "gcc")
-    with open(SRC, "rb") as f:
-        tag = hashlib.sha1(f.read() + " ".join([cc] + CFLAGS).encode()).hexdigest()[:12]
-    d = os.path.join(tempfile.gettempdir(), "hla-bench-limits-%d" % os.getuid())
-    os.makedirs(d, exist_ok=True)
-    so = os.path.join(d, "limits-%s.so" % tag)
-    if not os.path.exists(so):
-        tmp = so + ".%d.tmp" % os.getpid()
-        subprocess.run([cc] + CFLAGS + [SRC, "-o", tmp, "-ldl"], check=True)
-        os.replace(tmp, so)
-    lib = ctypes.CDLL(so)
+    lib = ctypes.CDLL(compiled(SRC, CFLAGS, libs=["-ldl"]))
     D, L, I, P, I64 = ctypes.c_double, ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64
     lib.limits_fma_peak.restype = D
     lib.limits_fma_peak.argtypes = [I, L, ctypes.POINTER(D)]

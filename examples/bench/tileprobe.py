@@ -5,20 +5,17 @@
 
 Each round, back to back: the FMA trial peak (limits.c, zmm, the best of 5 short trials), the AVX-512 8 x 32 tile
 alone (tileprobe.c: libhla's Sources/CHLA/tile512.c looping on 32 x D x D products over 16 heads' operands, the
-chunk's d x d products at chunk 32, as many flops as the forward's in one timed stretch) and one chunked forward (hla_forward from C; B=1, H=8, T=8192 at D <= 64, 4096
-above; chunk 32; float32, masked). Printed per OP:D: medians over rounds of the tile's and the forward's must-do
+chunk's d x d products at chunk 32, as many flops as the forward's in one timed stretch) and one chunked forward
+(hla_forward from C; B=1, H=8, T=8192 at D <= 64, 4096 above; chunk 32; float32, masked). Printed per OP:D: medians over rounds of the tile's and the forward's must-do
 GFLOP/s (examples/bench/peers.py's count) and of the per-round shares (forward / peak, tile / peak, forward /
 tile). Ratios within a round cancel the slow drifts of a shared host, whose contention lowers the three alike.
 The library runs on one thread (HLA_NUM_THREADS=1 is set before it is loaded) and must be on an AVX-512 CPU.
 """
 import argparse
 import ctypes
-import hashlib
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -36,19 +33,7 @@ CFLAGS = ["-O2", "-fPIC", "-shared", "-I", os.path.join(ROOT, "Sources", "CHLA",
 
 def build():
     """Compile tileprobe.c (once per version of it and of the tile's sources) and load it."""
-    cc = os.environ.get("CC", "gcc")
-    h = hashlib.sha1(" ".join([cc] + CFLAGS).encode())
-    for p in SOURCES:
-        with open(p, "rb") as f:
-            h.update(f.read())
-    d = os.path.join(tempfile.gettempdir(), "hla-bench-limits-%d" % os.getuid())
-    os.makedirs(d, exist_ok=True)
-    so = os.path.join(d, "tileprobe-%s.so" % h.hexdigest()[:12])
-    if not os.path.exists(so):
-        tmp = so + ".%d.tmp" % os.getpid()
-        subprocess.run([cc] + CFLAGS + [SOURCES[0], "-o", tmp], check=True)
-        os.replace(tmp, so)
-    lib = ctypes.CDLL(so)
+    lib = ctypes.CDLL(limits.compiled(SOURCES[0], CFLAGS, depends=SOURCES[1:]))
     lib.tileprobe_avx512.restype = ctypes.c_int
     lib.tileprobe_rate.restype = ctypes.c_double
     lib.tileprobe_rate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long]
@@ -69,6 +54,8 @@ def probe(lib, tiles, op, d, rounds, T=None, H=8, n=32):
         for _ in range(rounds):
             peak = limits.fma_peak(1, trials=5, zmm=True)[-1]
             tile = tiles.tileprobe_rate(d, 16, calls)
+            if tile < 0:
+                raise MemoryError("tileprobe_rate: no memory for 16 heads' operands at d = %d" % d)
             rows.append((peak, tile, flops / f() / 1e9))
     finally:
         f.close()
