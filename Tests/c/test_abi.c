@@ -4128,7 +4128,9 @@ static void ck_old_struct(int op, int dt)
     prob_free(&p);
 }
 
-static void test_checkpoints(void)
+/* The checkpoint tests of one operator (three sections, so that a run under valgrind can split them between
+ * processes). */
+static void checkpoints_of(int op)
 {
     static const int dts[3] = {HLA_FLOAT64, HLA_FLOAT32, HLA_BFLOAT16};
     /* masked, normalize, decay; checkpoint_every (5: 12 chunks in groups of 5, 5, 2) */
@@ -4137,31 +4139,52 @@ static void test_checkpoints(void)
         double decay;
     } opts[3] = {{0, 1, 0.9}, {1, 0, 1.0}, {0, 0, 1.0}};
     static const int64_t every_opt[3] = {1, 3, 5};
-    int op, di, variant, e, o;
-    ck_rows_api();
-    for (op = 0; op < 3; op++)
-        for (di = 0; di < 3; di++) {
-            for (variant = 0; variant < 3; variant++)
-                for (e = 0; e < 5; e++) {
-                    /* every checkpoint_every in float64; float32: automatic, 1 and 3; bfloat16: automatic and 2 */
-                    if (dts[di] == HLA_FLOAT32 && e != 0 && e != 1 && e != 3) continue;
-                    if (dts[di] == HLA_BFLOAT16 && e != 0 && e != 2) continue;
-                    ck_case(op, dts[di], variant, g_every[e], 1, 1, 0.9);
-                }
-            ck_short(op, dts[di]);
-            ck_old_struct(op, dts[di]);
-        }
+    int di, variant, e, o;
+    for (di = 0; di < 3; di++) {
+        for (variant = 0; variant < 3; variant++)
+            for (e = 0; e < 5; e++) {
+                /* every checkpoint_every in float64; float32: automatic, 1 and 3; bfloat16: automatic and 2 */
+                if (dts[di] == HLA_FLOAT32 && e != 0 && e != 1 && e != 3) continue;
+                if (dts[di] == HLA_BFLOAT16 && e != 0 && e != 2) continue;
+                ck_case(op, dts[di], variant, g_every[e], 1, 1, 0.9);
+            }
+        ck_short(op, dts[di]);
+        ck_old_struct(op, dts[di]);
+    }
     /* unmasked, not normalized, no decay, each with checkpoint_every 1, 3 or 5: float64 in a batch, float32
      * packed with rows */
-    for (op = 0; op < 3; op++)
-        for (o = 0; o < 3; o++) {
-            e = (op + o) % 3;
-            ck_case(op, HLA_FLOAT64, 0, every_opt[e], opts[o].masked, opts[o].norm, opts[o].decay);
-            ck_case(op, HLA_FLOAT32, 2, every_opt[(e + 1) % 3], opts[o].masked, opts[o].norm, opts[o].decay);
-        }
+    for (o = 0; o < 3; o++) {
+        e = (op + o) % 3;
+        ck_case(op, HLA_FLOAT64, 0, every_opt[e], opts[o].masked, opts[o].norm, opts[o].decay);
+        ck_case(op, HLA_FLOAT32, 2, every_opt[(e + 1) % 3], opts[o].masked, opts[o].norm, opts[o].decay);
+    }
 }
 
+static void test_checkpoints_hla2(void)
+{
+    ck_rows_api();
+    checkpoints_of(0);
+}
+static void test_checkpoints_ahla(void) { checkpoints_of(1); }
+static void test_checkpoints_hla3(void) { checkpoints_of(2); }
+
 /* ------------------------------------------------------------------------------------------ */
+
+/* HLA_TEST_SECTIONS: a comma-separated list of section names ("test_numerics,test_half") runs only those; with a
+ * leading '!' ("!test_numerics,test_half") every section but those. Unset or empty: every section. (Tests/c/Makefile
+ * runs the test under valgrind as two processes, a list and its complement.) */
+static int section_wanted(const char *name)
+{
+    const char *list = getenv("HLA_TEST_SECTIONS"), *p;
+    size_t len = strlen(name);
+    int except;
+    if (list == NULL || *list == 0) return 1;
+    except = *list == '!';
+    if (except) list++;
+    for (p = list; (p = strstr(p, name)) != NULL; p += len)
+        if ((p == list || p[-1] == ',') && (p[len] == 0 || p[len] == ',')) return !except;
+    return except;
+}
 
 int main(void)
 {
@@ -4175,6 +4198,7 @@ int main(void)
 #define SECTION(fn)                                                                                                    \
     do {                                                                                                               \
         long f0 = g_fail, p0 = g_pass;                                                                                 \
+        if (!section_wanted(#fn)) break;                                                                               \
         t1 = now_s();                                                                                                  \
         fn();                                                                                                          \
         printf("  %-20s %6ld passed, %4ld failed  (%.2f s)\n", #fn, g_pass - p0, g_fail - f0, now_s() - t1);          \
@@ -4197,7 +4221,9 @@ int main(void)
     SECTION(test_causality);
     SECTION(test_threads);
     SECTION(test_backward);
-    SECTION(test_checkpoints);
+    SECTION(test_checkpoints_hla2);
+    SECTION(test_checkpoints_ahla);
+    SECTION(test_checkpoints_hla3);
     printf("total %.2f s\n", now_s() - t0);
     printf("%ld passed, %ld failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
