@@ -29,6 +29,8 @@ static inline void hla_private_plan_step(hla_private_plan *c) {
         if (--c->rows_left == 0) hla_private_plan_next(c);
     }
 }
+/* The calling thread's packing panel (panel.c): 128 x 64 bytes, 64-byte aligned, contents unspecified. */
+__attribute__((visibility("hidden"))) void *hla_private_panel(void);
 /* Prefetch the cache lines of `bytes` bytes from `p` into L2 (a hint): the rows of a token the serial sweep
  * packs a few tokens ahead. Into L2 rather than L1: the step's own state traffic keeps L1's miss buffers busy,
  * and the prefetches queued behind it measured about 7% slower. */

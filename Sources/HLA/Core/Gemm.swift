@@ -15,7 +15,7 @@ import CHLA
 /// order, so the bits do not depend on the kernel (in triangular products the taller tile adds a few more
 /// exact-zero terms at the diagonal, which change no nonzero result; chunks with non-finite inputs never reach
 /// them). op(B) is read in place when it is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or the last partial panel) a block
-/// of `Gemm.kc` rows is packed, zero-padded, into 8 KiB of stack. Semantics are BLAS's: β = 0 never reads
+/// of `Gemm.kc` rows is packed, zero-padded, into the thread's 8 KiB panel (Sources/CHLA/panel.c). Semantics are BLAS's: β = 0 never reads
 /// C; α = 0 or k = 0 gives β·C without reading A or B. Each C element is a fixed-order sum over k (in
 /// blocks of `kc` where op(B) is packed), so a call's results depend only on its arguments, never on
 /// the thread or on other calls.
@@ -28,7 +28,7 @@ enum Gemm {
     /// variable HLA_SIMD is not "avx2" (which keeps every product on the AVX2/FMA tiles: a comparison or a fallback).
     /// Decided when the library is loaded (Sources/CHLA/tile512.c).
     @inline(__always) static var avx512: Bool { hla_private_use_avx512() != 0 }
-    /// Rows of op(B) packed per block (8 KiB of stack): the engine's products have k ≤ 128 at d ≤ 128 and
+    /// Rows of op(B) packed per block (the thread's 8 KiB panel): the engine's products have k ≤ 128 at d ≤ 128 and
     /// the default chunk sizes, so one block holds all of k.
     static let kc = 128
 
@@ -118,18 +118,9 @@ enum Gemm {
             }
         }
         if !transB && n % nr == 0 { return panels(nil) }
-        // The packing buffer lives on the stack, sized to the k at hand (it must be initialized, and zeroing
-        // 8 KiB on every call was a measurable share of the small products).
-        @inline(__always) func withPanel<Buffer>(_ buffer: inout Buffer) {
-            withUnsafeMutablePointer(to: &buffer) { panels(UnsafeMutableRawPointer($0).assumingMemoryBound(to: T.self)) }
-        }
-        if k <= 32 {
-            var buffer = InlineArray<32, T.Panel>(repeating: T.Panel()); withPanel(&buffer)
-        } else if k <= 64 {
-            var buffer = InlineArray<64, T.Panel>(repeating: T.Panel()); withPanel(&buffer)
-        } else {
-            var buffer = InlineArray<128, T.Panel>(repeating: T.Panel()); withPanel(&buffer)
-        }
+        // The packing block goes into the thread's panel (Sources/CHLA/panel.c): `pack` writes every element the
+        // tiles read, so it needs no initialization (a stack buffer did: 4-8 KiB of zeros on every such call).
+        panels(hla_private_panel().unsafelyUnwrapped.assumingMemoryBound(to: T.self))
     }
 
     /// C[m×n] = α·(op(A1)·B1 + op(A2)·B2) + β·C: two products into one C (op(A1) m × k1, B1 k1 × n; op(A2) m × k2,
