@@ -194,18 +194,28 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block_g(int DO
  * token's value, for every head; no P) and ahla (z = zs, the token's key, for every head; no S). DZ: z per head;
  * DY: y per head (constants after inlining). */
 static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk,
-    ptrdiff_t dvp, const float *S, const float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
-    float *zy, float *out) {
+    ptrdiff_t dvp, float *S, float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
+    float *zy, float *out, const float *ku, const float *vu, float gkv) {
     if (n <= 0) return;
     float *zc = zy, *yc = zy + dk, *zx = yc + dvp, *yx = zx + dk;   /* this head's z, y; the next head's */
     const float *z = DZ ? zc : zs, *y = DY ? yc : zs;
     const ptrdiff_t wide = dk > dvp ? dk : dvp;
-    /* Head 0's z = S q_0 and y = Pᵀ q_0 on their own. */
-    for (ptrdiff_t c0 = 0; c0 < wide; c0 += 64) {
-        const int dz = DZ && c0 < dk, dy = DY && c0 < dvp;
-        if (dz && dy) step_block_g(0, 1, 1, dk, dvp, 0, 0, 0, 0, 0, S + c0, P + c0, q, zc + c0, yc + c0, 1);
-        else if (dz) step_block_g(0, 1, 0, dk, dvp, 0, 0, 0, 0, 0, S + c0, P, q, zc + c0, 0, 1);
-        else if (dy) step_block_g(0, 0, 1, dk, dvp, 0, 0, 0, 0, 0, S, P + c0, q, 0, yc + c0, 1);
+    if (ku) {
+        /* The kv blocks advanced with the token (ku = k, vu = v; HLA*.stepKV) in the sweeps that form head 0's z and
+         * y from them: S <- gkv S + k k^T with z = S q_0, P <- gkv P + k v^T with y = P^T q_0, each as the W sweep
+         * above forms W_j and o_j (Vec.rank1Project's arithmetic: the same bits as the update, then the product). */
+        for (ptrdiff_t c0 = 0; DZ && c0 < dk; c0 += 64)
+            step_block_g(1, 0, 0, dk, dk, S + c0, ku, ku + c0, q, zc + c0, 0, 0, 0, 0, 0, gkv);
+        for (ptrdiff_t c0 = 0; DY && c0 < dvp; c0 += 64)
+            step_block_g(1, 0, 0, dk, dvp, P + c0, ku, vu + c0, q, yc + c0, 0, 0, 0, 0, 0, gkv);
+    } else {
+        /* Head 0's z = S q_0 and y = Pᵀ q_0 on their own. */
+        for (ptrdiff_t c0 = 0; c0 < wide; c0 += 64) {
+            const int dz = DZ && c0 < dk, dy = DY && c0 < dvp;
+            if (dz && dy) step_block_g(0, 1, 1, dk, dvp, 0, 0, 0, 0, 0, S + c0, P + c0, q, zc + c0, yc + c0, 1);
+            else if (dz) step_block_g(0, 1, 0, dk, dvp, 0, 0, 0, 0, 0, S + c0, P, q, zc + c0, 0, 1);
+            else if (dy) step_block_g(0, 0, 1, dk, dvp, 0, 0, 0, 0, 0, S, P + c0, q, 0, yc + c0, 1);
+        }
     }
     /* Head j's W sweep, with head j + 1's z and y. */
     for (ptrdiff_t j = 0; j < n; j++) {
@@ -231,17 +241,18 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
     }
 }
 
-HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, const float *S, const float *P,
-    const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out) {
-    heads(1, 1, n, dk, dvp, S, P, 0, q, W, wstride, g3, zy, out);
+HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, float *P,
+    const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k, const float *v,
+    float g) {
+    heads(1, 1, n, dk, dvp, S, P, 0, q, W, wstride, g3, zy, out, k, v, g);
 }
 
-HLA_AVX512 void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, const float *S, const float *v,
-    const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out) {
-    heads(1, 0, n, dk, dvp, S, 0, v, q, U, ustride, g2, z, out);
+HLA_AVX512 void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, const float *v,
+    const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out, const float *k, float g) {
+    heads(1, 0, n, dk, dvp, S, 0, v, q, U, ustride, g2, z, out, k, 0, g);
 }
 
-HLA_AVX512 void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, const float *P, const float *k,
-    const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out) {
-    heads(0, 1, n, dk, dvp, 0, P, k, q, E, estride, g, y, out);
+HLA_AVX512 void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *P, const float *k,
+    const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out, const float *vu, float gkv) {
+    heads(0, 1, n, dk, dvp, 0, P, k, q, E, estride, g, y, out, vu ? k : 0, vu, gkv);
 }

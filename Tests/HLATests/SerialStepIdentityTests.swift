@@ -175,6 +175,19 @@ final class SerialStepIdentityTests: XCTestCase {
                 }
             }
         }
+        // The AVX-512 step kernel's shapes (masked, float32, dk = dv = 64; hla2 without ridge), where a thread's first
+        // range of heads advances its kv blocks inside the kernel (`stepKVHeads`): one kv head (`stepByHead`, the
+        // threads' copies) and two (the units on the pool's shares, `stepGroup`); decay 1 and 0.9.
+        for op in [opHLA2, opAHLA, opHLA3] {
+            for (H, Hkv) in [(32, 1), (32, 2)] {
+                for decay in [1.0, 0.9] {
+                    let o = Options(op: op, masked: true, normalize: false, decay: decay, ridge: 0)
+                    let c = Case(o: o, s: Shape(B: 1, T: 3, H: H, Hkv: Hkv, dk: 64, dv: 64), dtype: F32, seed: UInt64(1000 + n))
+                    XCTAssertTrue(run(Float.self, c), "\(c.o) H=\(H) Hkv=\(Hkv)")
+                    n += 1
+                }
+            }
+        }
         print("SerialStepIdentity threaded steps: \(n) cases")
     }
 

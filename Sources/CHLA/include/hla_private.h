@@ -108,22 +108,29 @@ __attribute__((visibility("hidden"))) void hla_private_tile2_sum_avx512(ptrdiff_
     ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
     const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, float alpha, float beta);
 
-/* hla3's masked step for n query heads of one kv head whose blocks S (dk x dk, symmetric) and P (dk x dvp) already hold
- * the token (HLA3.stepHeads): for j in 0..<n, z = S q_j, y = P^T q_j, W_j <- g3 W_j + z y^T, o_j = W_j^T q_j, with
- * q_j at q + j*dk, W_j (dk x dvp, row-major) at W + j*wstride, o_j at out + j*dvp; zy: 2 (dk + dvp) floats of
- * scratch. dk and dvp multiples of 64. Head j + 1's z and y are formed during head j's sweep of W_j; every element
- * is the fused multiply-add chain of Vec.rank1Project and Gemm (the same bits). */
+/* hla3's masked step for n query heads of one kv head (HLA3.stepHeads): for j in 0..<n, z = S q_j, y = P^T q_j,
+ * W_j <- g3 W_j + z y^T, o_j = W_j^T q_j, with q_j at q + j*dk, W_j (dk x dvp, row-major) at W + j*wstride, o_j at
+ * out + j*dvp; zy: 2 (dk + dvp) floats of scratch. dk and dvp multiples of 64. With k and v (not NULL) the kv blocks
+ * are first advanced with the token, S <- g S + k k^T and P <- g P + k v^T (HLA3.stepKV: HLA3.stepKVHeads), in the
+ * sweeps that form head 0's z and y; with k NULL, S (dk x dk, symmetric) and P (dk x dvp) already hold the token and
+ * are only read. Head j + 1's z and y are formed during head j's sweep of W_j; every element is the fused
+ * multiply-add chain of Vec.rank1 / Vec.rank1Project and Gemm (the same bits). */
 __attribute__((visibility("hidden"))) void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
-    const float *S, const float *P, const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out);
-/* hla2's masked step without ridge for n query heads of one kv head whose S already holds the token
- * (HLA2.stepHeads): z = S q_j, U_j <- g2 U_j + z v^T, o_j = U_j^T q_j, with U_j at U + j*ustride; z: 2 (dk + dvp)
- * floats of scratch. The kernel above with y = v for every head (head j + 1's z formed during head j's sweep). */
+    float *S, float *P, const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k,
+    const float *v, float g);
+/* hla2's masked step without ridge for n query heads of one kv head (HLA2.stepHeads): z = S q_j,
+ * U_j <- g2 U_j + z v^T, o_j = U_j^T q_j, with U_j at U + j*ustride; z: 2 (dk + dvp) floats of scratch. The kernel
+ * above with y = v for every head (head j + 1's z formed during head j's sweep); with k not NULL, S <- g S + k k^T
+ * first (HLA2.stepKV), in the sweep that forms head 0's z. */
 __attribute__((visibility("hidden"))) void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
-    const float *S, const float *v, const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out);
-/* ahla's masked step for n query heads of one kv head whose P already holds the token (AHLA.stepHeads):
- * y = P^T q_j, E_j <- g E_j + k y^T, o_j = E_j^T q_j, with E_j at E + j*estride; y: 2 (dk + dvp) floats of scratch.
- * The kernel above with z = k for every head (head j + 1's y formed during head j's sweep). */
+    float *S, const float *v, const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out,
+    const float *k, float g);
+/* ahla's masked step for n query heads of one kv head (AHLA.stepHeads): y = P^T q_j, E_j <- g E_j + k y^T,
+ * o_j = E_j^T q_j, with E_j at E + j*estride; y: 2 (dk + dvp) floats of scratch. The kernel above with z = k for
+ * every head (head j + 1's y formed during head j's sweep); with vu (the token's v) not NULL, P <- gkv P + k v^T
+ * first (AHLA.stepKV), in the sweep that forms head 0's y. */
 __attribute__((visibility("hidden"))) void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
-    const float *P, const float *k, const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out);
+    float *P, const float *k, const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out,
+    const float *vu, float gkv);
 
 #endif

@@ -274,12 +274,13 @@ enum Paths {
     /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): each unit's
     /// query heads run in `parts` contiguous ranges in parallel, each range through `stepHeads` (one sweep of
     /// the kv blocks for all its heads). Every thread reads the kv blocks from its own copy (`KVReplicas`):
-    /// at its first range of a unit it advances the copy with the token, after taking the state's blocks
+    /// at its first range of a unit it advances the copy with the token (`stepKVHeads`: on the step kernel in the
+    /// sweeps that form the range's first products), after taking the state's blocks
     /// into it if the copy does not hold them (a first step, a host write, a step the thread missed, another
     /// state). Whether a copy holds them: the unit's first thread compares the state's blocks with the
     /// caller's copy, and the unit's other threads wait for that answer. The state's blocks are written
-    /// once: by that first thread in the job when every thread's copy was current before it (nobody reads
-    /// them then), else by the caller once the job has ended, from a copy advanced in it. In a decoding loop
+    /// once: by that first thread in the job, after its first range, when every thread's copy was current before
+    /// it (nobody reads them then), else by the caller once the job has ended, from a copy advanced in it. In a decoding loop
     /// each thread advances the copy in its own cache and no kv line crosses between the cores. With the
     /// rows of the kv blocks split between the threads instead, each thread's update first took its rows back
     /// from the other core, which had read them, and then read the other's rows back: 5-6 µs of a 38 µs hla3
@@ -346,8 +347,11 @@ enum Paths {
             let slot = reps.slot(w, unit)
             let copy = slot.pointee.base.unsafelyUnwrapped.bindMemory(to: T.self, capacity: layout.kvTotal)
             let mine = Unit(kv: copy, q: u.q, qStride: u.qStride, group: u.group)
-            // First range of this unit on this thread: bring its copy of the kv blocks to after the token.
-            if ready[w * units + unit] == 0 {
+            // First range of this unit on this thread: bring its copy of the kv blocks to after the token (the copy
+            // is brought to the state's content here, and advanced with the token in `stepKVHeads` below).
+            let advance = ready[w * units + unit] == 0
+            var writeBack = false
+            if advance {
                 ready[w * units + unit] = 1
                 let key = KVReplicas.Key(address: Int(bitPattern: UnsafeRawPointer(u.kv)), bytes: kvBytes)
                 // The version of the state's blocks: the caller's copy's if it is still their content (a host
@@ -366,18 +370,20 @@ enum Paths {
                 }
                 let v0 = versions[2 * unit]
                 if v0 == 0 || slot.pointee.key != key || slot.pointee.version != v0 { memcpy(copy, u.kv, kvBytes) }
-                Op.stepKV(c, mine, k: K, v: V)
                 slot.pointee.key = key
                 slot.pointee.version = versions[2 * unit + 1]
-                // Every copy was current, so nobody reads the state's blocks in this job: write them now.
-                if first && v0 != 0 && allCurrent[unit] != 0 {
-                    memcpy(u.kv, copy, kvBytes)
-                    stateWritten[unit] = 1
-                }
+                // Every copy was current, so nobody reads the state's blocks in this job: write them once the copy
+                // has advanced.
+                writeBack = first && v0 != 0 && allCurrent[unit] != 0
             }
             let q = workBase + w * per, o = q + most * c.dk, tmp = o + most * c.dvp
             for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
-            Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+            if advance { Op.stepKVHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp) }
+            else { Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp) }
+            if writeBack {
+                memcpy(u.kv, copy, kvBytes)
+                stateWritten[unit] = 1
+            }
             if let out = io.out {
                 for j in 0..<n {
                     let oj = o + j * c.dvp

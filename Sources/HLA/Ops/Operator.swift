@@ -46,6 +46,13 @@ protocol Operator {
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>)
 
+    /// `stepKV` then `stepHeads` for the n query heads j0..<j0+n (n ≥ 1), bit for bit: on the AVX-512 step kernel
+    /// the kv blocks advance in the sweeps that form the first head's products from them (one pass over them, not
+    /// two). The first range of heads a thread steps (`stepGroup`, Paths.stepByHead).
+    static func stepKVHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                         v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                         tmp: UnsafeMutablePointer<T>)
+
     /// Outputs of n tokens from the carry in `u`, then (`carryOut`) advance the carry past them; without
     /// `carryOut` the carry's products are skipped and `u` is left as it was (the outputs are the same bits).
     static func chunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
@@ -126,13 +133,12 @@ extension Operator {
         stepGroup2(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
     }
 
-    /// Consume one token of a unit with several query heads: `stepKV`, then `stepHeads` for all of them.
-    /// q (group × dk), out (group × dvp); tmp holds `stepScratchAll` elements.
+    /// Consume one token of a unit with several query heads: `stepKV`, then `stepHeads` for all of them
+    /// (`stepKVHeads`). q (group × dk), out (group × dvp); tmp holds `stepScratchAll` elements.
     @inline(__always)
     static func stepGroup<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                        q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
-        stepKV(c, u, k: k, v: v)
-        stepHeads(c, u, 0, u.group, k: k, v: v, q: q, out: out, tmp: tmp)
+        stepKVHeads(c, u, 0, u.group, k: k, v: v, q: q, out: out, tmp: tmp)
     }
 
     /// Scratch elements `stepHeads` needs for n heads: two vectors per head (and `stepScratch`).

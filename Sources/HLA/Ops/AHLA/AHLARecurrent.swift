@@ -33,14 +33,27 @@ extension AHLA {
         stepHeadsPortable(c, u, j0, n, k: k, q: q, out: out, tmp: tmp)
     }
 
+    static func stepKVHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                         v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                         tmp: UnsafeMutablePointer<T>) {
+        // On the kernel P advances in the sweep that forms the first head's y.
+        if onStepKernel(c, T.self) && n > 0 {
+            return stepHeadsFused(c, u, j0, n, k: k, q: q, out: out, tmp: tmp, v: v)
+        }
+        stepKV(c, u, k: k, v: v)
+        stepHeads(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp)
+    }
+
     /// Masked `stepHeads` on the AVX-512 kernel (hla_private_ahla_heads_avx512): float32 only, dk and dvp multiples
-    /// of 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements.
+    /// of 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements. With v, `stepKV` first
+    /// (`stepKVHeads`), in the kernel's first sweep.
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                             q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                            tmp: UnsafeMutablePointer<T>) {
+                                            tmp: UnsafeMutablePointer<T>, v: UnsafePointer<T>? = nil) {
+        let g = unsafeBitCast(T(c.decay), to: Float.self)
         hla_private_ahla_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(k), Gemm.float(q),
-                                      Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(T(c.decay), to: Float.self),
-                                      Gemm.float(tmp), Gemm.float(out))
+                                      Gemm.float(u.head(j0)), u.qStride, g, Gemm.float(tmp), Gemm.float(out),
+                                      v.map { Gemm.float($0) }, g)
     }
 
     /// `stepHeads` without the AVX-512 kernel: masked, y_j = Pᵀ q_j of all n heads, then one sweep of each head's

@@ -33,15 +33,28 @@ extension HLA2 {
         stepHeadsPortable(c, u, j0, n, v: v, q: q, out: out, tmp: tmp)
     }
 
+    static func stepKVHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                         v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                         tmp: UnsafeMutablePointer<T>) {
+        // On the kernel S advances in the sweep that forms the first head's z.
+        if onStepKernel(c, T.self) && c.ridge == 0 && n > 0 {
+            return stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp, k: k)
+        }
+        stepKV(c, u, k: k, v: v)
+        stepHeads(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp)
+    }
+
     /// Masked `stepHeads` without ridge on the AVX-512 kernel (hla_private_hla2_heads_avx512): float32 only, dk and
-    /// dvp multiples of 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements.
+    /// dvp multiples of 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements. With k,
+    /// `stepKV` first (`stepKVHeads`), in the kernel's first sweep.
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, v: UnsafePointer<T>,
                                             q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                            tmp: UnsafeMutablePointer<T>) {
+                                            tmp: UnsafeMutablePointer<T>, k: UnsafePointer<T>? = nil) {
         let g = T(c.decay)
         hla_private_hla2_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(v), Gemm.float(q),
                                       Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g, to: Float.self),
-                                      Gemm.float(tmp), Gemm.float(out))
+                                      Gemm.float(tmp), Gemm.float(out), k.map { Gemm.float($0) },
+                                      unsafeBitCast(g, to: Float.self))
     }
 
     /// `stepHeads` without the AVX-512 kernel: z_j = S q_j of all n heads, then one sweep of each head's blocks.
