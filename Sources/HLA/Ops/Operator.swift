@@ -46,12 +46,12 @@ protocol Operator {
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>)
 
-    /// `stepKV` then `stepHeads` for the n query heads j0..<j0+n (n ≥ 1), bit for bit: on the AVX-512 step kernel
-    /// the kv blocks advance in the sweeps that form the first head's products from them (one pass over them, not
-    /// two). The first range of heads a thread steps (`stepGroup`, Paths.stepByHead).
-    static func stepKVHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
-                                         v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                         tmp: UnsafeMutablePointer<T>)
+    /// `stepKVHeads` on the AVX-512 step kernel, where it applies to this configuration and T (then true; else
+    /// false, and nothing is done): the kv blocks advance in the sweeps that form the first head's products from
+    /// them (one pass over them, not two), the same bits as `stepKV` then `stepHeads`.
+    static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                              v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                              tmp: UnsafeMutablePointer<T>) -> Bool
 
     /// Outputs of n tokens from the carry in `u`, then (`carryOut`) advance the carry past them; without
     /// `carryOut` the carry's products are skipped and `u` is left as it was (the outputs are the same bits).
@@ -131,6 +131,17 @@ extension Operator {
                                    q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
         if u.group == 1 { return stepSingle2(c, u, k: k, v: v, q: q, out: out, tmp: tmp) }
         stepGroup2(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
+    }
+
+    /// `stepKV` then `stepHeads` for the n query heads j0..<j0+n, bit for bit, through `stepKVHeadsFused` where it
+    /// applies: the first range of heads a thread steps (`stepGroup`, Paths.stepByHead).
+    @inline(__always)
+    static func stepKVHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                         v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                         tmp: UnsafeMutablePointer<T>) {
+        if n > 0 && stepKVHeadsFused(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp) { return }
+        stepKV(c, u, k: k, v: v)
+        stepHeads(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp)
     }
 
     /// Consume one token of a unit with several query heads: `stepKV`, then `stepHeads` for all of them

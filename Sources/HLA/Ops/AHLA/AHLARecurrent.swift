@@ -33,15 +33,13 @@ extension AHLA {
         stepHeadsPortable(c, u, j0, n, k: k, q: q, out: out, tmp: tmp)
     }
 
-    static func stepKVHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
-                                         v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                         tmp: UnsafeMutablePointer<T>) {
+    static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                              v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                              tmp: UnsafeMutablePointer<T>) -> Bool {
         // On the kernel P advances in the sweep that forms the first head's y.
-        if onStepKernel(c, T.self) && n > 0 {
-            return stepHeadsFused(c, u, j0, n, k: k, q: q, out: out, tmp: tmp, v: v)
-        }
-        stepKV(c, u, k: k, v: v)
-        stepHeads(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp)
+        guard onStepKernel(c, T.self) else { return false }
+        stepHeadsFused(c, u, j0, n, k: k, q: q, out: out, tmp: tmp, v: v)
+        return true
     }
 
     /// Masked `stepHeads` on the AVX-512 kernel (hla_private_ahla_heads_avx512): float32 only, dk and dvp multiples

@@ -33,15 +33,13 @@ extension HLA2 {
         stepHeadsPortable(c, u, j0, n, v: v, q: q, out: out, tmp: tmp)
     }
 
-    static func stepKVHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
-                                         v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                         tmp: UnsafeMutablePointer<T>) {
+    static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                              v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                              tmp: UnsafeMutablePointer<T>) -> Bool {
         // On the kernel S advances in the sweep that forms the first head's z.
-        if onStepKernel(c, T.self) && c.ridge == 0 && n > 0 {
-            return stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp, k: k)
-        }
-        stepKV(c, u, k: k, v: v)
-        stepHeads(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp)
+        guard onStepKernel(c, T.self) && c.ridge == 0 else { return false }
+        stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp, k: k)
+        return true
     }
 
     /// Masked `stepHeads` without ridge on the AVX-512 kernel (hla_private_hla2_heads_avx512): float32 only, dk and

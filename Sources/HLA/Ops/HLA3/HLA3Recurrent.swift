@@ -39,16 +39,14 @@ extension HLA3 {
         stepHeadsPortable(c, u, j0, n, q: q, out: out, tmp: tmp)
     }
 
-    static func stepKVHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
-                                         v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                         tmp: UnsafeMutablePointer<T>) {
+    static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
+                                              v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
+                                              tmp: UnsafeMutablePointer<T>) -> Bool {
         // On the kernel S and P advance in the sweeps that form the first head's z and y (hla3, H = 64, Hkv = 1,
         // d = 64: the kv update was 1.7 µs of a 33 µs two-thread step, a pass over 32 KiB on each thread).
-        if onStepKernel(c, T.self) && n > 0 {
-            return stepHeadsFused(c, u, j0, n, q: q, out: out, tmp: tmp, k: k, v: v)
-        }
-        stepKV(c, u, k: k, v: v)
-        stepHeads(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp)
+        guard onStepKernel(c, T.self) else { return false }
+        stepHeadsFused(c, u, j0, n, q: q, out: out, tmp: tmp, k: k, v: v)
+        return true
     }
 
     /// Masked `stepHeads` on the AVX-512 kernel (hla_private_hla3_heads_avx512): float32 only, dk and dvp multiples of
