@@ -5,8 +5,8 @@ import CHLA
 /// libhla owns this kernel rather than calling a BLAS: its products are small (chunk × d, d × d) and
 /// L1/L2-resident, where a BLAS spends a large share of its time packing; and a BLAS brings its own
 /// threads, buffers and locks into the host (an allocation failure inside OpenBLAS retries forever, and
-/// its buffer lock can be held across a host's fork). This kernel allocates nothing on the heap, takes
-/// no lock and runs on the calling thread.
+/// its buffer lock can be held across a host's fork). This kernel allocates nothing itself (its packing panel is
+/// the library's thread-local storage), takes no lock and runs on the calling thread.
 ///
 /// Tiles are 6 rows × one `Panel` (16 float32 or 8 float64 columns: two AVX registers), so the 6 × 2
 /// accumulators, the panel and a broadcast fill the 16 vector registers. On a CPU with AVX-512, float32 tiles are
@@ -14,8 +14,9 @@ import CHLA
 /// and has no B- or C-side structure (`avx512`: Sources/CHLA/tile512.c). They form the same sums in the same
 /// order, so the bits do not depend on the kernel (in triangular products the taller tile adds a few more
 /// exact-zero terms at the diagonal, which change no nonzero result; chunks with non-finite inputs never reach
-/// them). op(B) is read in place when it is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or the last partial panel) a block
-/// of `Gemm.kc` rows is packed, zero-padded, into the thread's 8 KiB panel (Sources/CHLA/panel.c). Semantics are BLAS's: β = 0 never reads
+/// them). op(B) is read in place when it is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or
+/// the last partial panel) a block of `Gemm.kc` rows is packed, zero-padded, into the thread's 8 KiB panel
+/// (Sources/CHLA/panel.c). Semantics are BLAS's: β = 0 never reads
 /// C; α = 0 or k = 0 gives β·C without reading A or B. Each C element is a fixed-order sum over k (in
 /// blocks of `kc` where op(B) is packed), so a call's results depend only on its arguments, never on
 /// the thread or on other calls.

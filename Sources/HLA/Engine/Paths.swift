@@ -274,13 +274,13 @@ enum Paths {
     /// One token when there are fewer (batch, kv head) units than threads (multi-query decoding): each unit's
     /// query heads run in `parts` contiguous ranges in parallel, each range through `stepHeads` (one sweep of
     /// the kv blocks for all its heads). Every thread reads the kv blocks from its own copy (`KVReplicas`):
-    /// at its first range of a unit it advances the copy with the token (`stepKVHeads`: on the step kernel in the
-    /// sweeps that form the range's first products), after taking the state's blocks
-    /// into it if the copy does not hold them (a first step, a host write, a step the thread missed, another
-    /// state). Whether a copy holds them: the unit's first thread compares the state's blocks with the
-    /// caller's copy, and the unit's other threads wait for that answer. The state's blocks are written
-    /// once: by that first thread in the job, after its first range, when every thread's copy was current before
-    /// it (nobody reads them then), else by the caller once the job has ended, from a copy advanced in it. In a decoding loop
+    /// at its first range of a unit it advances the copy with the token (`stepKVHeads`: on the step kernel in
+    /// the sweeps that form the range's first products), after taking the state's blocks into it if the copy
+    /// does not hold them (a first step, a host write, a step the thread missed, another state). Whether a
+    /// copy holds them: the unit's first thread compares the state's blocks with the caller's copy, and the
+    /// unit's other threads wait for that answer. The state's blocks are written once: by that first thread
+    /// in the job, after its first range, when every thread's copy was current before it (nobody reads them
+    /// then), else by the caller once the job has ended, from a copy advanced in it. In a decoding loop
     /// each thread advances the copy in its own cache and no kv line crosses between the cores. With the
     /// rows of the kv blocks split between the threads instead, each thread's update first took its rows back
     /// from the other core, which had read them, and then read the other's rows back: 5-6 µs of a 38 µs hla3
