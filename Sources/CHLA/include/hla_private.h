@@ -111,7 +111,7 @@ __attribute__((visibility("hidden"))) void hla_private_tile2_sum_avx512(ptrdiff_
 /* hla3's masked step for n query heads of one kv head (HLA3.stepHeads): for j in 0..<n, z = S q_j, y = P^T q_j,
  * W_j <- g3 W_j + z y^T, o_j = W_j^T q_j, with q_j at q + j*dk, W_j (dk x dvp, row-major) at W + j*wstride, o_j at
  * out + j*dvp; zy: 2 (dk + dvp) floats of scratch. dk and dvp multiples of 64. With k and v (not NULL) the kv blocks
- * are first advanced with the token, S <- g S + k k^T and P <- g P + k v^T (HLA3.stepKV: HLA3.stepKVHeads), in the
+ * are first advanced with the token, S <- g S + k k^T and P <- g P + k v^T (HLA3.stepKV, in HLA3.stepKVHeadsFused), in the
  * sweeps that form head 0's z and y; with k NULL, S (dk x dk, symmetric) and P (dk x dvp) already hold the token and
  * are only read. Head j + 1's z and y are formed during head j's sweep of W_j; every element is the fused
  * multiply-add chain of Vec.rank1 / Vec.rank1Project and Gemm (the same bits). */

@@ -22,12 +22,15 @@ extension HLA2 {
         headFromZ(c, u, 0, v: v, q: q, z: tmp, out: out)
     }
 
+    /// Whether hla2's steps of several heads run on the step kernel: `onStepKernel`, without ridge.
+    @inline(__always)
+    static func onKernel<T: HLAFloat>(_ c: Config, _: T.Type) -> Bool { onStepKernel(c, T.self) && c.ridge == 0 }
+
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
-        // Without ridge, on the step kernel with y = v for every head (each head's U sweep also forms the next
-        // head's z).
-        if onStepKernel(c, T.self) && c.ridge == 0 {
+        // On the step kernel with y = v for every head (each head's U sweep also forms the next head's z).
+        if onKernel(c, T.self) {
             return stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp)
         }
         stepHeadsPortable(c, u, j0, n, v: v, q: q, out: out, tmp: tmp)
@@ -37,7 +40,7 @@ extension HLA2 {
                                               v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                               tmp: UnsafeMutablePointer<T>) -> Bool {
         // On the kernel S advances in the sweep that forms the first head's z.
-        guard onStepKernel(c, T.self) && c.ridge == 0 else { return false }
+        guard onKernel(c, T.self) else { return false }
         stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp, k: k)
         return true
     }
