@@ -424,7 +424,7 @@ def faster_chunk(fns):
     return min(ts, key=lambda key: min(ts[key]))
 
 
-def peak_section(R, a, peak2, peak1):
+def peak_section(R, a, peak2, peak1, zmm):
     H = 8
     R.p("## Chunked forward as a share of the FMA peak (H=Hkv=%d, float32, masked, libhla on %s threads)"
         % (H, os.environ.get("HLA_NUM_THREADS") or len(os.sched_getaffinity(0))))
@@ -434,7 +434,12 @@ def peak_section(R, a, peak2, peak1):
         "size 96 and 64 above); the faster chunk size is reported. GFLOP/s = 2 x the multiply-adds the "
         "chunked algorithm must do (below) / time; %% of peak against the 2-thread FMA peak measured in this "
         "run (%.1f GFLOP/s; 1 thread %.1f). Median over repetitions, and best (the fastest repetition, i.e. "
-        "min time). Load before: %s." % (a.reps, peak2, peak1, load()))
+        "min time). **Same round**: this machine's speed drifts by tens of percent within minutes (other tenants, "
+        "clock), so every round also runs a 2-thread FMA trial (3 short trials of examples/bench/limits.c, the "
+        "best of them, %s registers) beside the two forwards, and the same-round share is the median over rounds "
+        "of the forward's GFLOP/s over that round's FMA trial: the forward against the peak the machine gave at "
+        "that moment, where the column before it divides a median by the best trial of the whole run. "
+        "Load before: %s." % (a.reps, peak2, peak1, "zmm" if zmm else "ymm", load()))
     R.p()
     res, rows = {}, []
     for d in (64, 128):
@@ -445,22 +450,33 @@ def peak_section(R, a, peak2, peak1):
             for op in OPS:
                 fns = {n: (lambda op=op, n=n, q=q, k=k, v=v: hla.forward(q, k, v, op=op, scale=s, chunk_size=n))
                        for n in (32, 64)}
+                trials = []   # the FMA trial of each round, in round order
+
+                def fma_round(trials=trials):
+                    trials.append(max(limits.fma_peak(2, 3, zmm=zmm)))
+                    return 0.0
+                fns["fma"] = selftimed(fma_round)
                 ts = interleaved_all(fns, a.reps)
+                del ts["fma"]
                 n = min(ts, key=lambda x: statistics.median(ts[x]))
                 tmed, tmin = med_min(ts[n])
                 fl = peers.flops(op, B, T, H, H, d, d, n)
                 other = [x for x in ts if x != n][0]
+                same = statistics.median(fl / t / 1e9 / p for t, p in zip(ts[n], trials))
                 r = dict(d=d, B=B, T=T, n=n, tmed=tmed, tmin=tmin, gf_med=fl / tmed / 1e9, gf_best=fl / tmin / 1e9,
-                         flops=fl, other=other, gf_other=peers.flops(op, B, T, H, H, d, d, other) / statistics.median(ts[other]) / 1e9)
+                         flops=fl, other=other, gf_other=peers.flops(op, B, T, H, H, d, d, other) / statistics.median(ts[other]) / 1e9,
+                         same=same, fma_med=statistics.median(trials))
                 res[(op, d, B)] = r
                 rows.append([op, d, B, T, n, "%s (%s)" % (fmt_t(tmed), fmt_t(tmin)),
                              "%.1f (%.1f)" % (r["gf_med"], r["gf_best"]),
                              "%.0f%% (%.0f%%)" % (100 * r["gf_med"] / peak2, 100 * r["gf_best"] / peak2),
+                             "%.0f%% (%.1f)" % (100 * same, r["fma_med"]),
                              "%.1f at chunk %d" % (r["gf_other"], other),
                              "%.1fk" % (peers.macs_per_chunk(op, n, d, d) / n / 1e3)])
             del q, k, v
     R.table(["op", "d", "B", "T", "chunk", "time median (best)", "GFLOP/s median (best)",
-             "% of 2-thread peak median (best)", "other chunk GFLOP/s (median)", "must-do multiply-adds per head-token"],
+             "% of 2-thread peak median (best)", "same-round % of the 2-thread FMA trial, median (median trial GFLOP/s)",
+             "other chunk GFLOP/s (median)", "must-do multiply-adds per head-token"],
             rows)
     R.p("Load after: %s." % load())
     R.p()
@@ -596,7 +612,9 @@ def step_section(R, a, backends, libpath, bw):
         "cores busy (a pool worker also counts while it polls between steps), about 1 = one thread, below 1 "
         "= the loop lost the CPU to other work. GB/s counts bytes read + written, 1 core. Rates in "
         "head-tokens/s (tokens x H); median (best = fastest repetition) over %d interleaved repetitions, each "
-        "against the limit. Target: the median ≥ 80%% of the 1-core limit. Load before: %s." % (a.reps, load()))
+        "against the limit. **Same round**: the median over rounds of the step's rate over that round's sweep "
+        "(the limit the machine gave at that moment; the columns before divide a median by the fastest sweep of "
+        "the run). Target: the median ≥ 80%% of the 1-core limit. Load before: %s." % (a.reps, load()))
     R.p()
     rows, rows2, res = [], [], {}
     s_cache = {}
@@ -659,6 +677,9 @@ def step_section(R, a, backends, libpath, bw):
                 tmed, tmin = med_min(ts[key])
                 r[key], r[key + "_best"] = cnt * H / tmed, cnt * H / tmin
                 r[key + "_call"] = tmed / cnt
+            # same round: (N·H / step time) / (H / sweep time) per round
+            for key in ("step", "c"):
+                r[key + "_same"] = statistics.median(sw * N / t for t, sw in zip(ts[key], ts["sweep"]))
             pr = {kk.split("|", 1)[1]: Nnp * H / statistics.median(vv) for kk, vv in ts.items() if kk.startswith("peer|")}
             r["peer_name"] = max(pr, key=pr.get)
             r["peer"] = pr[r["peer_name"]]
@@ -670,6 +691,7 @@ def step_section(R, a, backends, libpath, bw):
                          "%.0f%% (%.0f%%)" % (100 * r["step"] / r["limit"], 100 * r["step_best"] / r["limit"]),
                          "%s (%s)" % (fmt_rate(r["c"]), fmt_rate(r["c_best"])),
                          "%.0f%% (%.0f%%)" % (100 * r["c"] / r["limit"], 100 * r["c_best"] / r["limit"]),
+                         "%.0f%% / %.0f%%" % (100 * r["step_same"], 100 * r["c_same"]),
                          "%s / %s" % (fmt_t(r["step_call"]), fmt_t(r["c_call"])),
                          fmt_rate(r["limit2"]), "%.0f%% / %.0f%%" % (100 * r["step"] / r["limit2"], 100 * r["c"] / r["limit2"]),
                          "%.2f" % cpu_ratio])
@@ -680,7 +702,8 @@ def step_section(R, a, backends, libpath, bw):
             del st, cst, q, k, v, qs, ks, vs
     R.table(["op", "H", "Hkv", "d", "state", "RMW sweep GB/s best (median round)", "limit head-tok/s",
              "State.step head-tok/s median (best)", "State.step % of limit median (best)",
-             "C hla_step head-tok/s median (best)", "C % of limit median (best)", "per call State.step / C (median)",
+             "C hla_step head-tok/s median (best)", "C % of limit median (best)",
+             "same-round % of limit State.step / C (median)", "per call State.step / C (median)",
              "2-core limit head-tok/s", "State.step / C % of 2-core limit (median)", "C loop CPU/wall"], rows)
     R.p("Same rounds: the serial path and the step peers (head-tokens/s, median), and the step against the best "
         "step peer (target ≥ 3x):")
@@ -1060,7 +1083,8 @@ def main(argv=None):
     sweep = sweep_section(R, a)
     best = {op: min((n for n in sweep[op] if n), key=lambda n: sweep[op][n]) for op in OPS}
     paths = paths_section(R, a, backends, best)
-    peak = peak_section(R, a, peak2, peak1)
+    peak_zmm = zmm and max(fma["zmm (AVX-512)"][2]) >= max(fma["ymm (AVX2)"][2])
+    peak = peak_section(R, a, peak2, peak1, peak_zmm)
     step = step_section(R, a, backends, libpath, bw)
     scaling = scaling_section(R, a)
     xover, cross = crossover_section(R, a)
@@ -1125,15 +1149,16 @@ def main(argv=None):
     for (op, H, Hkv, d), r in step.items():
         f, fb, fc = r["step"] / r["limit"], r["step_best"] / r["limit"], r["c"] / r["limit"]
         rows.append(["%s State.step ≥ 80%% of the state RMW limit (H=%d, Hkv=%d, d=%d)" % (op, H, Hkv, d),
-                     "%.0f%% (best %.0f%%; C hla_step %.0f%%): %s of %s head-tok/s; %.0f%% of the 2-core sweep" % (
+                     "%.0f%% (best %.0f%%; C hla_step %.0f%%): %s of %s head-tok/s; %.0f%% of the 2-core sweep; "
+                     "same-round %.0f%% (C %.0f%%)" % (
                          100 * f, 100 * fb, 100 * fc, fmt_rate(r["step"]), fmt_rate(r["limit"]),
-                         100 * r["step"] / r["limit2"]),
+                         100 * r["step"] / r["limit2"], 100 * r["step_same"], 100 * r["c_same"]),
                      "%.2f of target" % (f / 0.8), "met" if f >= 0.8 else "NOT met"])
     for (op, d, B), r in peak.items():
         f = r["gf_med"] / peak2
         rows.append(["%s chunked ≥ 70%% of the 2-thread FMA peak (d=%d, B=%d)" % (op, d, B),
-                     "%.1f GFLOP/s = %.0f%% of %.1f (best %.0f%%)" % (r["gf_med"], 100 * f, peak2,
-                                                                      100 * r["gf_best"] / peak2),
+                     "%.1f GFLOP/s = %.0f%% of %.1f (best %.0f%%); same-round %.0f%%" % (
+                         r["gf_med"], 100 * f, peak2, 100 * r["gf_best"] / peak2, 100 * r["same"]),
                      "%.2f of target" % (f / 0.7), "met" if f >= 0.7 else "NOT met"])
     for op in OPS:
         p = paths[op]
