@@ -81,7 +81,7 @@ extension HLA3 {
         let Y1 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
         T.gemm(true, false, dk, dvp, n, 1, Q, dk, Y1, dvp, 0, X, dvp)               // X
         let Q1 = Mask.scaled(T2, Q, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
-        T.gemm(false, false, n, dk, n, 1, Bt, n, Q1, dk, 0, T3, dk)
+        T.gemm(false, false, n, dk, n, 1, Bt, n, Q1, dk, 0, T3, dk, structure: .upperA)
         T.gemm(true, false, dk, dk, n, 1, K, dk, T3, dk, 0, Z, dk)                  // Z
     }
 
