@@ -9,7 +9,8 @@
  * and the child inherits none of their locks held (OpenBLAS's blas_memory_alloc mutex, the pool's) nor
  * a half-written output. The parent handler releases the lock; the child re-initialises it (its writer
  * is recorded under the forking thread's parent tid, which unlock would take for a reader), and the
- * thread pool restarts itself on its first job (ThreadPool.run compares the pid).
+ * thread pool restarts itself on its first job (ThreadPool.run compares the fork generation the child
+ * handler advances).
  *
  * In C, with static storage, because the path to the lock must take no lock itself: a Swift lazy global
  * goes through swift_once, which under ThreadSanitizer takes a lock on every access, so a parent thread
@@ -27,8 +28,13 @@ static pthread_once_t registered = PTHREAD_ONCE_INIT;
 static void prepare(void) { pthread_rwlock_wrlock(&gate); }
 static void parent(void) { pthread_rwlock_unlock(&gate); }
 
+/* Forks this process's children have gone through (each child counts its own): the thread pool restarts itself
+ * when it sees a new value (a getpid() system call per job cost about 0.1 us on the reference VM). */
+static unsigned long generation;
+
 static void child(void)
 {
+    generation++;
     pthread_rwlockattr_t a;
     pthread_rwlockattr_init(&a);
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -47,3 +53,5 @@ void hla_private_fork_enter(void)
 }
 
 void hla_private_fork_leave(void) { pthread_rwlock_unlock(&gate); }
+
+unsigned long hla_private_fork_generation(void) { return generation; }

@@ -8,6 +8,8 @@ __attribute__((visibility("hidden"))) const char *hla_private_get_error(void);
 /* The fork gate (fork_gate.c): held shared by the entry points while they run. */
 __attribute__((visibility("hidden"))) void hla_private_fork_enter(void);
 __attribute__((visibility("hidden"))) void hla_private_fork_leave(void);
+/* Forks this process has gone through as a child (0 in the original process; the child handler adds 1). */
+__attribute__((visibility("hidden"))) unsigned long hla_private_fork_generation(void);
 
 /* The calling thread's prefetch plan (prefetch.c): streams of rows (first row, byte stride, rows, bytes per
  * row) added after a reset; `hla_private_plan_get` gives the cursor (row = NULL: nothing left), which the

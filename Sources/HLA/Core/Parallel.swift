@@ -1,3 +1,4 @@
+import CHLA
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,9 +44,12 @@ func parallelFor(_ count: Int, parallel: Bool = true, balanced: Bool = false, sp
         for i in 0..<count { body(i, 0) }
         return .unpooled
     }
-    let job = PoolJob(body, workers: workers, count: count, balanced: balanced,
-                      linger: linger ?? ThreadPool.spinNanoseconds)
-    if let report = ThreadPool.shared.run(job) { return report }
+    let linger = linger ?? ThreadPool.spinNanoseconds
+    if let report = ThreadPool.shared.run(body, workers: workers, count: count, balanced: balanced, linger: linger) {
+        return report
+    }
+    let job = PoolJob(capacity: workers)
+    job.set(body, workers: workers, count: count, balanced: balanced, linger: linger)
     if !spawn {
         job.runShare(0)   // takes every index: its own share, then the others' (nobody else runs this job)
         return .unpooled
@@ -77,10 +81,10 @@ struct PoolReport {
 }
 
 private final class PoolJob: @unchecked Sendable {
-    let body: (Int, Int) -> Void
-    let workers: Int, count: Int
-    let balanced: Bool
-    let linger: UInt64   // ns a worker polls for the next job after this one, before it sleeps
+    private(set) var body: (Int, Int) -> Void = PoolJob.idle
+    private(set) var workers = 0, count = 0
+    private(set) var balanced = false
+    private(set) var linger: UInt64 = 0   // ns a worker polls for the next job after this one, before it sleeps
     /// Balanced: indices are handed out one at a time from `next`, so workers stay busy when units differ
     /// in cost (packed sequences of different lengths). Otherwise worker w owns the contiguous share
     /// [w·count/workers, (w+1)·count/workers) of `shares[w]`, takes it from the front, the same indices
@@ -89,14 +93,26 @@ private final class PoolJob: @unchecked Sendable {
     /// index: with interleaved units each core's hardware prefetcher ran into the neighbouring units the
     /// other core was writing (two threads were then slower than one on a 2 MiB state). Which worker runs
     /// an index never changes a result.
+    /// The pool's job is one object, set for each call (a decoding step's hand-off then allocates and frees
+    /// nothing, and the fields a loop of alike calls leaves unchanged stay in both cores' caches).
     private let next = Atomic<Int>(0)
     private let shares: [ShareRange]
-    init(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int, balanced: Bool, linger: UInt64) {
-        self.body = body; self.workers = workers; self.count = count; self.linger = linger
+    static var idle: (Int, Int) -> Void { { _, _ in } }   // captures nothing: no allocation
+    /// A job for up to `capacity` workers (set it before running it).
+    init(capacity: Int) { shares = (0..<max(capacity, 1)).map { _ in ShareRange() } }
+    /// Make this the job of one call (no thread inside it). `workers` ≤ capacity.
+    func set(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int, balanced: Bool, linger: UInt64) {
+        self.body = body
+        if self.workers != workers { self.workers = workers }
+        if self.count != count { self.count = count }
         let balanced = balanced || count > ShareRange.maxIndex   // shares pack two indices in 32 bits each
-        self.balanced = balanced
-        shares = balanced ? [] : (0..<workers).map { ShareRange(from: $0 * count / workers, to: ($0 + 1) * count / workers) }
+        if self.balanced != balanced { self.balanced = balanced }
+        if self.linger != linger { self.linger = linger }
+        if balanced { next.store(0, ordering: .relaxed) }
+        else { for w in 0..<workers { shares[w].set(from: w * count / workers, to: (w + 1) * count / workers) } }
     }
+    /// Release the last call's body (and what it captured).
+    func clear() { body = PoolJob.idle }
     func runShare(_ w: Int) {
         if balanced {
             while true {
@@ -118,9 +134,10 @@ private final class PoolJob: @unchecked Sendable {
 /// of them. Padded to a cache line of its own, so owners taking from their shares do not contend.
 private final class ShareRange: @unchecked Sendable {
     static let maxIndex = Int(UInt32.max >> 1)
-    private let bounds: Atomic<Int>
+    private let bounds = Atomic<Int>(0)
     private let pad: (Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0)
-    init(from lo: Int, to hi: Int) { bounds = Atomic(lo << 32 | hi) }
+    /// Hand out [lo, hi) (no thread taking from it).
+    func set(from lo: Int, to hi: Int) { bounds.store(lo << 32 | hi, ordering: .relaxed) }
     func takeFront() -> Int? {
         var b = bounds.load(ordering: .relaxed)
         while true {
@@ -161,6 +178,13 @@ private final class Share: @unchecked Sendable {
 /// back to its own threads. Re-created lazily in a forked child (no job runs at a fork: libhla's fork gate,
 /// Sources/CHLA/fork_gate.c, makes fork() wait for the entry points in flight, so `busy` is free; `lock`
 /// may still be held by a parent worker that was going to sleep, hence the re-initialisation below).
+///
+/// A job's hand-off crosses between the cores' caches, about 0.15-0.3 µs a cache line on the reference VM,
+/// which a decoding step of 10-40 µs pays on every token. So the word workers poll (`slot`, with `sleepers`
+/// and `waiting`, which the same exchanges read) has a cache line of its own; the pool runs one job object,
+/// set for each call (no allocation; fields that did not change are not written); and a worker runs it
+/// through an unretained reference (a retain would write the job's header line from the worker's core,
+/// which the caller would then take back).
 private final class ThreadPool: @unchecked Sendable {
     static let shared = ThreadPool()
     /// How long a thread polls before it sleeps, unless the job says otherwise: longer than the gap between the steps of a decoding
@@ -174,12 +198,18 @@ private final class ThreadPool: @unchecked Sendable {
     private static var closedBit: Int { 1 << 16 }
     private static var insideMask: Int { (1 << 16) - 1 }
     private static var genShift: Int { 17 }
+    // Stored properties are laid out in this order: 64 bytes before and after the three polled words keep
+    // them on a cache line of their own.
+    private let padBefore: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
     private let slot = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)     // pool threads blocked on `wake`
     private let waiting = Atomic<Int>(0)      // 1 while the caller is (about to be) blocked on `finished`
-    private var job: PoolJob? = nil           // written only while no worker is inside a job
+    private let padAfter: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
+    private var job: PoolJob? = nil           // the pool's one job (set while no worker is inside it), made on first use
+    private var jobRef: Unmanaged<PoolJob>? = nil   // the same, as workers read it (without a retain)
     private var started = 0
-    private var pid: pid_t = 0
+    private var running = false               // threads started in this process (after a fork: in the parent)
+    private var forks: UInt = 0               // hla_private_fork_generation() when they were
     // Heap-allocated so their addresses never change (pthread objects must not move).
     private let busy = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)  // held by the job's caller
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)  // pairs with both conds
@@ -191,18 +221,20 @@ private final class ThreadPool: @unchecked Sendable {
         pthread_cond_init(wake, nil); pthread_cond_init(finished, nil)
     }
 
-    /// Run `job` on the pool (share 0 on the caller). nil if the pool is busy or has no threads.
-    func run(_ j: PoolJob) -> PoolReport? {
+    /// Run body over `count` indices on `workers` threads of the pool (share 0 on the caller), as `PoolJob`
+    /// describes. nil if the pool is busy or has no threads.
+    func run(_ body: @escaping (Int, Int) -> Void, workers: Int, count: Int, balanced: Bool, linger: UInt64) -> PoolReport? {
         guard pthread_mutex_trylock(busy) == 0 else { return nil }
         defer { pthread_mutex_unlock(busy) }
-        if pid != getpid() {
+        let forks = hla_private_fork_generation()
+        if !running || self.forks != forks {
             // First use, or a forked child: the parent's threads are not here, and the condition variables
             // may still count the parent's sleeping workers as waiters (a broadcast would then wait for
             // them forever). Only this thread exists in a fresh child, so re-initialise everything.
-            if pid != 0 {
+            if running {
                 pthread_mutex_init(lock, nil); pthread_cond_init(wake, nil); pthread_cond_init(finished, nil)
             }
-            pid = getpid(); started = 0; job = nil
+            running = true; self.forks = forks; started = 0; jobRef = nil; job = nil
             slot.store(0, ordering: .sequentiallyConsistent)
             sleepers.store(0, ordering: .sequentiallyConsistent)
             waiting.store(0, ordering: .sequentiallyConsistent)
@@ -223,7 +255,13 @@ private final class ThreadPool: @unchecked Sendable {
             started += 1
         }
         guard started >= 1 else { return nil }
-        job = j
+        if job == nil {
+            let made = PoolJob(capacity: hlaThreadCount)
+            job = made; jobRef = Unmanaged.passUnretained(made)
+        }
+        let j = job.unsafelyUnwrapped
+        j.set(body, workers: workers, count: count, balanced: balanced, linger: linger)
+        defer { j.clear() }
         let posted = monotonicNanoseconds()
         // Post: a new generation, open, nobody inside (the previous job was closed and drained).
         let generation = (slot.load(ordering: .relaxed) >> ThreadPool.genShift) &+ 1
@@ -254,7 +292,6 @@ private final class ThreadPool: @unchecked Sendable {
             }
             waited = monotonicNanoseconds() &- closed
         }
-        job = nil
         return PoolReport(pooled: true, elapsed: closed &- posted &+ waited, waited: waited)
     }
 
@@ -289,10 +326,13 @@ private final class ThreadPool: @unchecked Sendable {
             }
             seen = s >> ThreadPool.genShift
             guard inside else { continue }
-            // Inside, the caller neither returns nor posts another job, so `job` is this job's.
-            if let j = job {
-                linger = j.linger
-                if index < j.workers { j.runShare(index) }
+            // Inside, the caller neither returns nor sets the job again, so `job` is this call's (and alive:
+            // the pool keeps it).
+            if let j = jobRef {
+                j._withUnsafeGuaranteedRef { j in
+                    linger = j.linger
+                    if index < j.workers { j.runShare(index) }
+                }
             }
             let after = slot.subtract(1, ordering: .sequentiallyConsistent).newValue
             if after & ThreadPool.insideMask == 0 && waiting.load(ordering: .sequentiallyConsistent) == 1 {
