@@ -236,13 +236,26 @@ enum Paths {
         // Room for two tokens: tokens go through `step2` in pairs.
         let stepScratch = 2 * Op.stepScratchAll(c)
         let per = scratchStride(2 * (c.dk + c.dvp + c.group * (c.dk + c.dvp)) + stepScratch)
-        let buf = try RawBuffer<T>.allocate(try checkedMul(per, workers, "step buffers"), zeroed: !step)
-        defer { buf.free() }
+        // A decoding step's buffers come from the steps' kept scratch when no other host thread's step holds it
+        // (an allocation and a free per step were a tenth of a small step's time); anything else allocates.
+        let count = try checkedMul(per, workers, "step buffers")
+        let kept = step && KVReplicas.shared.tryLock()
+        defer { if kept { KVReplicas.shared.unlock() } }
+        let own = kept ? nil : try RawBuffer<T>.allocate(count, zeroed: !step)
+        defer { own?.free() }
+        let base: UnsafeMutablePointer<T>
+        if let own { base = own.base } else {
+            base = try KVReplicas.shared.scratch(try checkedMul(count, MemoryLayout<T>.stride, "step buffers"))
+                .bindMemory(to: T.self, capacity: count)
+        }
+        #if DEBUG
+        if kept { memset(base, 0xFF, count * MemoryLayout<T>.stride) }   // as RawBuffer's unzeroed kind
+        #endif
         let report = parallelFor(units, parallel: parallel, balanced: seqs.balanced, spawn: !step,
                                  linger: step ? StepThreads.linger : nil) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
             let unit = layout.unit(carry.row(sq), g: g)
-            let K = buf.base + w * per, V = K + 2 * c.dk, Q = V + 2 * c.dvp
+            let K = base + w * per, V = K + 2 * c.dk, Q = V + 2 * c.dvp
             let O = Q + 2 * c.group * c.dk, tmp = O + 2 * c.group * c.dvp
             let t0 = seqs.bos(sq), end = t0 + seqs.length(sq)
             if step && i + 1 < units {
@@ -303,22 +316,29 @@ enum Paths {
         let reps = KVReplicas.shared
         try reps.prepare(workers: workers, units: units, bytes: kvBytes)
         let per = scratchStride(most * (c.dk + c.dvp) + Op.stepScratchHeads(c, most))
-        let buf = try RawBuffer<T>.allocate(try checkedAdd(try checkedMul(units, kvWidth, "step buffers"),
-                                                           try checkedMul(per, workers, "step buffers"), "step buffers"),
-                                              zeroed: false)
-        defer { buf.free() }
-        // Int32 flags: per unit, claimed (its first thread checks the state against the caller's copy),
-        // checked (that result published), all current (pre-job: every worker's copy held the caller's
-        // version), state written (in the job); per worker and unit, copy advanced. Then UInt64 words: per unit
-        // the versions of its kv blocks before and after the token, per worker the ns spent waiting.
+        // The step's buffers in the kv copies' scratch (their lock is held): the tokens' k and v per unit and
+        // each worker's scratch, then the flags. Int32 flags: per unit, claimed (its first thread checks the
+        // state against the caller's copy), checked (that result published), all current (pre-job: every
+        // worker's copy held the caller's version), state written (in the job); per worker and unit, copy
+        // advanced. Then UInt64 words: per unit the versions of its kv blocks before and after the token, per
+        // worker the ns spent waiting.
+        let bufCount = try checkedAdd(try checkedMul(units, kvWidth, "step buffers"), try checkedMul(per, workers, "step buffers"),
+                                      "step buffers")
+        let bufBytes = (try checkedMul(bufCount, MemoryLayout<T>.stride, "step buffers") + 63) & ~63
         let flagWords = 4 * units + workers * units, wide = (flagWords + 1) / 2
-        let flags = try RawBuffer<UInt64>.allocate(try checkedAdd(wide, 2 * units + workers, "step flags"))
-        defer { flags.free() }
-        let claimed = UnsafeMutableRawPointer(flags.base).bindMemory(to: Int32.self, capacity: flagWords)
+        let flagBytes = try checkedMul(wide + 2 * units + workers, 8, "step flags")
+        let raw = try reps.scratch(try checkedAdd(bufBytes, flagBytes, "step buffers"))
+        let base = raw.bindMemory(to: T.self, capacity: bufCount)
+        #if DEBUG
+        memset(raw, 0xFF, bufBytes)   // as RawBuffer's unzeroed kind: a read before a write shows as NaN
+        #endif
+        memset(raw + bufBytes, 0, flagBytes)
+        let claimed = (raw + bufBytes).bindMemory(to: Int32.self, capacity: flagWords)
         let checked = claimed + units, allCurrent = checked + units, stateWritten = allCurrent + units
         let ready = stateWritten + units
-        let versions = flags.base + wide, spun = versions + 2 * units
-        let kvBase = buf.base, workBase = buf.base + units * kvWidth
+        let versions = (raw + bufBytes + 8 * wide).bindMemory(to: UInt64.self, capacity: 2 * units + workers)
+        let spun = versions + 2 * units
+        let kvBase = base, workBase = base + units * kvWidth
         for i in 0..<units {
             let b = i / c.kvHeads, g = i % c.kvHeads
             let K = kvBase + i * kvWidth, V = K + c.dk
