@@ -114,6 +114,10 @@ private final class PoolJob: @unchecked Sendable {
     /// Release the last call's body (and what it captured).
     func clear() { body = PoolJob.idle }
     func runShare(_ w: Int) {
+        // One copy of the body per thread and job: `body` is a var, so calling it in the loops would reload and
+        // retain it for every index, an atomic add on the closure's header line from both cores (a 64-unit step
+        // took 5% longer).
+        let body = self.body, count = self.count, workers = self.workers
         if balanced {
             while true {
                 let i = next.add(1, ordering: .relaxed).oldValue
