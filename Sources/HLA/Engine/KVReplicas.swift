@@ -43,8 +43,7 @@ final class KVReplicas: @unchecked Sendable {
     private var slots: UnsafeMutablePointer<Slot>? = nil
     private var slotWorkers = 0, slotUnits = 0
     private var counter: UInt64 = 0
-    private var scratchBase: UnsafeMutableRawPointer? = nil
-    private var scratchBytes = 0
+    private var scratchBuffer: RawBuffer<UInt8>? = nil
 
     /// Take the copies for one step; false if another step holds them.
     func tryLock() -> Bool {
@@ -85,15 +84,17 @@ final class KVReplicas: @unchecked Sendable {
     }
 
     /// At least `bytes` of 64-byte aligned memory for one step's buffers (lock held), valid until the next call;
-    /// kept for the process's life at the largest size a step has needed (a few KiB per worker). Not initialized.
+    /// kept for the process's life at the largest size a step has needed (a few KiB per worker). Not initialized
+    /// (debug builds fill the bytes with NaN on every call, as RawBuffer's unzeroed kind: a read before a write
+    /// shows in the results).
     func scratch(_ bytes: Int) throws(HLAError) -> UnsafeMutableRawPointer {
-        if let p = scratchBase, scratchBytes >= bytes { return p }
-        free(scratchBase)
-        scratchBase = nil; scratchBytes = 0
-        var p: UnsafeMutableRawPointer? = nil
-        guard posix_memalign(&p, 64, max(bytes, 64)) == 0, let q = p else { throw .noMemory(bytes) }
-        scratchBase = q; scratchBytes = bytes
-        return q
+        if let b = scratchBuffer, b.count < bytes { b.free(); scratchBuffer = nil }
+        if scratchBuffer == nil { scratchBuffer = try RawBuffer<UInt8>.allocate(bytes, zeroed: false) }
+        let p = UnsafeMutableRawPointer(scratchBuffer.unsafelyUnwrapped.base)
+        #if DEBUG
+        memset(p, 0xFF, bytes)
+        #endif
+        return p
     }
 
     /// The slot of worker w for unit `unit` (after `prepare`).

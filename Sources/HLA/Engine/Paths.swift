@@ -248,9 +248,6 @@ enum Paths {
             base = try KVReplicas.shared.scratch(try checkedMul(count, MemoryLayout<T>.stride, "step buffers"))
                 .bindMemory(to: T.self, capacity: count)
         }
-        #if DEBUG
-        if kept { memset(base, 0xFF, count * MemoryLayout<T>.stride) }   // as RawBuffer's unzeroed kind
-        #endif
         let report = parallelFor(units, parallel: parallel, balanced: seqs.balanced, spawn: !step,
                                  linger: step ? StepThreads.linger : nil) { i, w in
             let sq = seqs.scheduled(i / c.kvHeads), g = i % c.kvHeads, b = seqs.batch(sq)
@@ -329,9 +326,6 @@ enum Paths {
         let flagBytes = try checkedMul(wide + 2 * units + workers, 8, "step flags")
         let raw = try reps.scratch(try checkedAdd(bufBytes, flagBytes, "step buffers"))
         let base = raw.bindMemory(to: T.self, capacity: bufCount)
-        #if DEBUG
-        memset(raw, 0xFF, bufBytes)   // as RawBuffer's unzeroed kind: a read before a write shows as NaN
-        #endif
         memset(raw + bufBytes, 0, flagBytes)
         let claimed = (raw + bufBytes).bindMemory(to: Int32.self, capacity: flagWords)
         let checked = claimed + units, allCurrent = checked + units, stateWritten = allCurrent + units
