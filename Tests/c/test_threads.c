@@ -7,8 +7,11 @@
  *     each row ending bitwise equal to the same steps run serially; small steps, and steps large enough
  *     for the pool (16 heads at d = 64, with 16 kv heads and with one);
  *  2. forward: host threads run hla_forward (and hla_summarize + hla_summary_combine) on distinct
- *     memory at once, with enough units for the pool: one thread holds the pool while the others find
- *     it busy and run their shares on their own threads; every result bitwise equal to a serial run;
+ *     memory at once, every result bitwise equal to a serial run: small calls (each on its calling thread,
+ *     Paths.worthThreads), then calls large enough for the pool (one sequence of 1024 tokens over 8 kv
+ *     heads): one host thread holds the pool while the other finds it busy and runs its shares on threads
+ *     of its own, and in both the threads share the bands' chunks (Sources/HLA/Engine/BandShare.swift: a
+ *     thread done with its band takes heads of another's);
  *  3. pool: two threads alternate short and long pool jobs, so each keeps finding the pool busy or
  *     free, its workers hot or asleep;
  *  4. fork: the threads loop hla_forward while the main thread forks children (the pthread_atfork
@@ -360,6 +363,20 @@ static void test_forward(void)
     for (i = 0; i < NT; i++) job_free(&jobs[i]);
 }
 
+static void test_shared_bands(void)
+{
+    job jobs[2];
+    int i;
+    for (i = 0; i < 2; i++) {
+        /* 1024 tokens x 8 heads x (32 + 32) x (32 + 32) multiply-adds: pooled, 4 bands of 2 kv heads */
+        job_init(&jobs[i], i == 0 ? HLA_OP_HLA3 : HLA_OP_AHLA, 1, 1024, 8, 32, 500u + (unsigned)i);
+        job_expect(&jobs[i]);
+        jobs[i].reps = 3;
+    }
+    run_jobs(jobs, 2, "shared bands");
+    for (i = 0; i < 2; i++) job_free(&jobs[i]);
+}
+
 static void test_pool(void)
 {
     job jobs[2];
@@ -459,7 +476,8 @@ int main(int argc, char **argv)
     test_rows();
     printf("rows: done\n");
     test_forward();
-    printf("concurrent forward: done\n");
+    test_shared_bands();
+    printf("concurrent forward, shared bands: done\n");
     test_pool();
     printf("pool busy/free: done\n");
     test_fork(children);

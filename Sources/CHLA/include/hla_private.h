@@ -51,6 +51,17 @@ static inline void hla_private_pause(void) {
     __builtin_ia32_pause();
 #endif
 }
+/* The band sweeps' work sharing (Sources/HLA/Engine/BandShare.swift): a spin lock per thread's slot, and the
+ * acquire / release word a thread publishes its progress in. */
+static inline void hla_private_lock(int *l) {
+    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(l, __ATOMIC_RELAXED)) hla_private_pause();
+    }
+}
+static inline void hla_private_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+static inline long hla_private_load_acquire(const long *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void hla_private_store_release(long *p, long v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline long hla_private_fetch_add(long *p, long v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
 /* dst[i][j] = src[j][i] for an 8 x 8 float block: row j of src at src + j * src_stride, row i of dst at
  * dst + i * dst_stride (elements; any alignment). Shuffles only: every value is copied exactly. */
 typedef float hla_private_v8f __attribute__((vector_size(32)));

@@ -58,28 +58,36 @@ enum Paths {
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
+        let share = try BandShare(workers: workers, bands: bands.count)
+        defer { share.free() }
         parallelFor(bands.count, parallel: parallel, balanced: seqs.balanced) { i, w in
-            let (g0, g1) = bands.heads(i, c)
-            let sq = seqs.scheduled(bands.sequence(i)), b = seqs.batch(sq), row = carry.row(sq)
-            let bos = seqs.bos(sq), end = bos + seqs.length(sq)
-            var t0 = bos
-            while t0 < end {
-                let n = min(n0, end - t0)
-                for g in g0..<g1 {
-                    let next = Bands.next(g, g0, g1, t0: t0, n: n, n0: n0, end: end)
-                    io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
-                    io.planOut(c, b: b, g: g, t0: t0, n: n)
-                    var s = work.scratch(w)
-                    chunkOrSteps(op, c, pw, layout.unit(row, g: g), n: n, work: work, w: w, scratch: &s)
-                    io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
-                }
-                t0 += n
-                // (n0 < the plan's chunk only when every sequence is one chunk: no checkpoint then)
-                if let ck = checkpoints, t0 < end, (t0 - bos) % ck.plan.stride == 0 {
-                    let dst = ck.row(sq, (t0 - bos) / ck.plan.stride - 1)
-                    for g in g0..<g1 { copyBlocks(layout, from: layout.unit(row, g: g), to: layout.unit(dst, g: g), group: c.group) }
+            share.began()
+            /// Heads g0..<g1 of scheduled sequence sq from token t0 on (a band, or the part of one taken from
+            /// another thread: `BandShare`).
+            @inline(__always) func sweep(_ sq: Int, _ g0: Int, _ g1: Int, from: Int, to end: Int) {
+                let b = seqs.batch(sq), row = carry.row(sq), bos = seqs.bos(sq)
+                share.sweep(w, band: sq, g0: g0, g1: g1, from: from, to: end, n0: n0) { g0, g1, t0, n in
+                    for g in g0..<g1 {
+                        let next = Bands.next(g, g0, g1, t0: t0, n: n, n0: n0, end: end)
+                        io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
+                        io.planOut(c, b: b, g: g, t0: t0, n: n)
+                        var s = work.scratch(w)
+                        chunkOrSteps(op, c, pw, layout.unit(row, g: g), n: n, work: work, w: w, scratch: &s)
+                        io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
+                    }
+                    // (n0 < the plan's chunk only when every sequence is one chunk: no checkpoint then)
+                    let t1 = t0 + n
+                    if let ck = checkpoints, t1 < end, (t1 - bos) % ck.plan.stride == 0 {
+                        let dst = ck.row(sq, (t1 - bos) / ck.plan.stride - 1)
+                        for g in g0..<g1 { copyBlocks(layout, from: layout.unit(row, g: g), to: layout.unit(dst, g: g), group: c.group) }
+                    }
                 }
             }
+            let (g0, g1) = bands.heads(i, c)
+            let sq = seqs.scheduled(bands.sequence(i)), bos = seqs.bos(sq)
+            sweep(sq, g0, g1, from: bos, to: bos + seqs.length(sq))
+            // Every band begun: share the others' (a band not yet begun is the pool's to hand out).
+            while share.allBegun, let t = share.take(w, n0: n0) { sweep(t.band, t.g0, t.g1, from: t.from, to: t.end) }
         }
     }
 
@@ -452,39 +460,57 @@ enum Paths {
         let perWorker = try checkedMul(perHead, bands.width, "scan carries")
         let carries = try RawBuffer<T>.allocate(try checkedMul(perWorker, workers, "scan carries"))
         defer { carries.free() }
+        let share = try BandShare(workers: workers, bands: bands.count)
+        defer { share.free() }
         parallelFor(bands.count, parallel: parallel, balanced: seqs.balanced) { i, w in
-            let (g0, g1) = bands.heads(i, c)
-            let sq = seqs.scheduled(bands.sequence(i)), b = seqs.batch(sq), row = carry.row(sq)
-            let bos = seqs.bos(sq), nT = seqs.length(sq)
+            share.began()
             let mine = carries.base + w * perWorker
-            @inline(__always) func cur(_ g: Int) -> Unit<T> { unitView(mine + (g - g0) * perHead, c) }
-            @inline(__always) func summary(_ g: Int) -> Unit<T> { unitView(mine + (g - g0) * perHead + ue, c) }
-            for g in g0..<g1 { copyBlocks(layout, from: layout.unit(row, g: g), to: cur(g), group: c.group) }
-            var t0 = 0
-            while t0 < nT {
-                let n = min(n0, nT - t0)
-                for g in g0..<g1 {
-                    let next = Bands.next(g, g0, g1, t0: bos + t0, n: n, n0: n0, end: bos + nT)
-                    io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
-                    io.planOut(c, b: b, g: g, t0: bos + t0, n: n)
-                    // the chunk's outputs from its carry-in (the carry itself is left as it was) and its summary
-                    let K = work.K(w), V = work.V(w), Q = work.Q(w), u = cur(g), s = summary(g)
-                    var sc = work.scratch(w)
-                    if allFinite(K, n * c.dk) && allFinite(V, n * c.dvp) && allFinite(Q, c.group * n * c.dk) {
-                        Op.scanChunk(c, pw, u, s, n: n, K: K, V: V, Q: Q, O: work.O(w), scratch: &sc)
+            /// Heads g0..<g1 of scheduled sequence sq from token `from` on: a band (carries from the state), or the
+            /// part of one taken from another thread (`BandShare`; carries from that thread's buffer: `taken`).
+            @inline(__always) func sweep(_ sq: Int, _ g0: Int, _ g1: Int, from: Int, to end: Int, taken: (thread: Int, g0: Int)?) {
+                let b = seqs.batch(sq), row = carry.row(sq), bos = seqs.bos(sq)
+                @inline(__always) func cur(_ g: Int) -> Unit<T> { unitView(mine + (g - g0) * perHead, c) }
+                @inline(__always) func summary(_ g: Int) -> Unit<T> { unitView(mine + (g - g0) * perHead + ue, c) }
+                share.sweep(w, band: sq, g0: g0, g1: g1, from: from, to: end, n0: n0, begin: {
+                    if let t = taken {
+                        let theirs = carries.base + t.thread * perWorker
+                        for g in g0..<g1 { (mine + (g - g0) * perHead).update(from: theirs + (g - t.g0) * perHead, count: ue) }
+                        share.release(t.thread)
                     } else {
-                        chunkOrSteps(op, c, pw, u, n: n, work: work, w: w, carryOut: false, scratch: &sc)
-                        var s1 = work.scratch(w)
-                        Op.summarize(c, pw, s, n: n, K: K, V: V, Q: Q, scratch: &s1)
+                        for g in g0..<g1 { copyBlocks(layout, from: layout.unit(row, g: g), to: cur(g), group: c.group) }
                     }
-                    io.unpack(c, b: b, g: g, t0: bos + t0, n: n, O: work.O(w))
-                    // carry-in of the next chunk = carry-in of this chunk · summary of this chunk
-                    var s2 = work.scratch(w)
-                    Op.combine(c, u, nA: t0, s, nB: n, full: false, scratch: &s2)
+                }) { g0, g1, t0, n in
+                    for g in g0..<g1 {
+                        let next = Bands.next(g, g0, g1, t0: t0, n: n, n0: n0, end: end)
+                        io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
+                        io.planOut(c, b: b, g: g, t0: t0, n: n)
+                        // the chunk's outputs from its carry-in (the carry itself is left as it was) and its summary
+                        let K = work.K(w), V = work.V(w), Q = work.Q(w), u = cur(g), s = summary(g)
+                        var sc = work.scratch(w)
+                        if allFinite(K, n * c.dk) && allFinite(V, n * c.dvp) && allFinite(Q, c.group * n * c.dk) {
+                            Op.scanChunk(c, pw, u, s, n: n, K: K, V: V, Q: Q, O: work.O(w), scratch: &sc)
+                        } else {
+                            chunkOrSteps(op, c, pw, u, n: n, work: work, w: w, carryOut: false, scratch: &sc)
+                            var s1 = work.scratch(w)
+                            Op.summarize(c, pw, s, n: n, K: K, V: V, Q: Q, scratch: &s1)
+                        }
+                        io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
+                        // carry-in of the next chunk = carry-in of this chunk · summary of this chunk
+                        var s2 = work.scratch(w)
+                        Op.combine(c, u, nA: t0 - bos, s, nB: n, full: false, scratch: &s2)
+                    }
+                    if t0 + n == end {   // final carry
+                        for g in g0..<g1 { copyBlocks(layout, from: cur(g), to: layout.unit(row, g: g), group: c.group) }
+                    }
                 }
-                t0 += n
             }
-            for g in g0..<g1 { copyBlocks(layout, from: cur(g), to: layout.unit(row, g: g), group: c.group) }   // final carry
+            let (g0, g1) = bands.heads(i, c)
+            let sq = seqs.scheduled(bands.sequence(i)), bos = seqs.bos(sq)
+            sweep(sq, g0, g1, from: bos, to: bos + seqs.length(sq), taken: nil)
+            // Every band begun: share the others' (a band not yet begun is the pool's to hand out).
+            while share.allBegun, let t = share.take(w, n0: n0, holding: true) {
+                sweep(t.band, t.g0, t.g1, from: t.from, to: t.end, taken: (t.thread, t.threadG0))
+            }
         }
     }
 
@@ -512,30 +538,37 @@ enum Paths {
         defer { work.free() }
         let pw = try Powers<T>(c.decay, upTo: 3 * n0 + 3)
         defer { pw.free() }
+        let share = try BandShare(workers: workers, bands: bands.count)
+        defer { share.free() }
         parallelFor(bands.count, parallel: parallel, balanced: seqs.balanced) { i, w in
-            let (g0, g1) = bands.heads(i, c)
-            let sq = seqs.scheduled(bands.sequence(i)), b = seqs.batch(sq), row = dst.row(sq)
+            share.began()
             var s0 = work.scratch(w)
             let tmp = unitView(s0.take(ue), c)
-            let bos = seqs.bos(sq), nT = seqs.length(sq)
-            var t0 = 0
-            while t0 < nT {
-                let n = min(n0, nT - t0)
-                for g in g0..<g1 {
-                    let next = Bands.next(g, g0, g1, t0: bos + t0, n: n, n0: n0, end: bos + nT)
-                    io.pack(c, b: b, g: g, t0: bos + t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
-                    var s = s0                                              // summarize writes every block
-                    Op.summarize(c, pw, tmp, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
-                    let acc = layout.unit(row, g: g)
-                    if t0 == 0 {
-                        copyBlocks(layout, from: tmp, to: acc, group: c.group)
-                    } else {
-                        var s2 = s0
-                        Op.combine(c, acc, nA: t0, tmp, nB: n, full: true, scratch: &s2)
+            /// Heads g0..<g1 of scheduled sequence sq from token `from` on (a band, or part of one: `BandShare`; the
+            /// summaries accumulate in place in `dst`).
+            @inline(__always) func sweep(_ sq: Int, _ g0: Int, _ g1: Int, from: Int, to end: Int) {
+                let b = seqs.batch(sq), row = dst.row(sq), bos = seqs.bos(sq)
+                share.sweep(w, band: sq, g0: g0, g1: g1, from: from, to: end, n0: n0) { g0, g1, t0, n in
+                    for g in g0..<g1 {
+                        let next = Bands.next(g, g0, g1, t0: t0, n: n, n0: n0, end: end)
+                        io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
+                        var s = s0                                              // summarize writes every block
+                        Op.summarize(c, pw, tmp, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), scratch: &s)
+                        let acc = layout.unit(row, g: g)
+                        if t0 == bos {
+                            copyBlocks(layout, from: tmp, to: acc, group: c.group)
+                        } else {
+                            var s2 = s0
+                            Op.combine(c, acc, nA: t0 - bos, tmp, nB: n, full: true, scratch: &s2)
+                        }
                     }
                 }
-                t0 += n
             }
+            let (g0, g1) = bands.heads(i, c)
+            let sq = seqs.scheduled(bands.sequence(i)), bos = seqs.bos(sq)
+            sweep(sq, g0, g1, from: bos, to: bos + seqs.length(sq))
+            // Every band begun: share the others' (a band not yet begun is the pool's to hand out).
+            while share.allBegun, let t = share.take(w, n0: n0) { sweep(t.band, t.g0, t.g1, from: t.from, to: t.end) }
         }
     }
 
