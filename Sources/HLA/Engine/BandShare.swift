@@ -45,7 +45,7 @@ struct BandShare {
         hla_private_unlock(UnsafeMutableRawPointer(s).assumingMemoryBound(to: Int32.self))
     }
 
-    /// A thread begins one of the call's bands (the sweep's body calls this once per band index).
+    /// A thread begins one of the call's bands (`run` calls this once per band index).
     @inline(__always) func began() { _ = hla_private_fetch_add(buffer.base, 1) }
 
     /// Whether every band of the call has been begun (a thread that finds one not yet begun leaves it to the pool).
@@ -79,6 +79,23 @@ struct BandShare {
         lock(s)
         s[1] = 0
         unlock(s)
+    }
+
+    /// The body of a band sweep's `parallelFor` for band index i on thread w: the band (`sweep(sq, g0, g1, from,
+    /// end, nil)`: heads g0..<g1 of scheduled sequence sq over tokens from..<end), then, once every band has been
+    /// begun, parts of the others' as `take` hands them out (the last argument: the thread and the g0 of the sweep
+    /// they were taken from, whose buffers hold them; with `holding`, `sweep` must `release` that thread).
+    @inline(__always)
+    func run(_ i: Int, _ w: Int, _ bands: Paths.Bands, _ c: Config, _ seqs: Seqs, n0: Int, holding: Bool = false,
+             _ sweep: (_ sq: Int, _ g0: Int, _ g1: Int, _ from: Int, _ end: Int, _ taken: (thread: Int, g0: Int)?) -> Void) {
+        began()
+        let (g0, g1) = bands.heads(i, c)
+        let sq = seqs.scheduled(bands.sequence(i)), bos = seqs.bos(sq)
+        sweep(sq, g0, g1, bos, bos + seqs.length(sq), nil)
+        // Every band begun: share the others' (a band not yet begun is the pool's to hand out).
+        while allBegun, let t = take(w, n0: n0, holding: holding) {
+            sweep(t.band, t.g0, t.g1, t.from, t.end, (t.thread, t.threadG0))
+        }
     }
 
     /// Upper half of the heads of another thread's band with the most head-tokens left after its current chunk,

@@ -61,10 +61,8 @@ enum Paths {
         let share = try BandShare(workers: workers, bands: bands.count)
         defer { share.free() }
         parallelFor(bands.count, parallel: parallel, balanced: seqs.balanced) { i, w in
-            share.began()
-            /// Heads g0..<g1 of scheduled sequence sq from token t0 on (a band, or the part of one taken from
-            /// another thread: `BandShare`).
-            @inline(__always) func sweep(_ sq: Int, _ g0: Int, _ g1: Int, from: Int, to end: Int) {
+            // heads g0..<g1 of scheduled sequence sq from token `from` on: a band, or part of one (`BandShare`)
+            share.run(i, w, bands, c, seqs, n0: n0) { sq, g0, g1, from, end, _ in
                 let b = seqs.batch(sq), row = carry.row(sq), bos = seqs.bos(sq)
                 share.sweep(w, band: sq, g0: g0, g1: g1, from: from, to: end, n0: n0) { g0, g1, t0, n in
                     for g in g0..<g1 {
@@ -83,11 +81,6 @@ enum Paths {
                     }
                 }
             }
-            let (g0, g1) = bands.heads(i, c)
-            let sq = seqs.scheduled(bands.sequence(i)), bos = seqs.bos(sq)
-            sweep(sq, g0, g1, from: bos, to: bos + seqs.length(sq))
-            // Every band begun: share the others' (a band not yet begun is the pool's to hand out).
-            while share.allBegun, let t = share.take(w, n0: n0) { sweep(t.band, t.g0, t.g1, from: t.from, to: t.end) }
         }
     }
 
@@ -463,11 +456,10 @@ enum Paths {
         let share = try BandShare(workers: workers, bands: bands.count)
         defer { share.free() }
         parallelFor(bands.count, parallel: parallel, balanced: seqs.balanced) { i, w in
-            share.began()
             let mine = carries.base + w * perWorker
-            /// Heads g0..<g1 of scheduled sequence sq from token `from` on: a band (carries from the state), or the
-            /// part of one taken from another thread (`BandShare`; carries from that thread's buffer: `taken`).
-            @inline(__always) func sweep(_ sq: Int, _ g0: Int, _ g1: Int, from: Int, to end: Int, taken: (thread: Int, g0: Int)?) {
+            // heads g0..<g1 of scheduled sequence sq from token `from` on: a band (carries from the state), or part of
+            // one taken from another thread (`BandShare`; carries from that thread's buffer: `taken`)
+            share.run(i, w, bands, c, seqs, n0: n0, holding: true) { sq, g0, g1, from, end, taken in
                 let b = seqs.batch(sq), row = carry.row(sq), bos = seqs.bos(sq)
                 @inline(__always) func cur(_ g: Int) -> Unit<T> { unitView(mine + (g - g0) * perHead, c) }
                 @inline(__always) func summary(_ g: Int) -> Unit<T> { unitView(mine + (g - g0) * perHead + ue, c) }
@@ -504,13 +496,6 @@ enum Paths {
                     }
                 }
             }
-            let (g0, g1) = bands.heads(i, c)
-            let sq = seqs.scheduled(bands.sequence(i)), bos = seqs.bos(sq)
-            sweep(sq, g0, g1, from: bos, to: bos + seqs.length(sq), taken: nil)
-            // Every band begun: share the others' (a band not yet begun is the pool's to hand out).
-            while share.allBegun, let t = share.take(w, n0: n0, holding: true) {
-                sweep(t.band, t.g0, t.g1, from: t.from, to: t.end, taken: (t.thread, t.threadG0))
-            }
         }
     }
 
@@ -541,12 +526,11 @@ enum Paths {
         let share = try BandShare(workers: workers, bands: bands.count)
         defer { share.free() }
         parallelFor(bands.count, parallel: parallel, balanced: seqs.balanced) { i, w in
-            share.began()
             var s0 = work.scratch(w)
             let tmp = unitView(s0.take(ue), c)
-            /// Heads g0..<g1 of scheduled sequence sq from token `from` on (a band, or part of one: `BandShare`; the
-            /// summaries accumulate in place in `dst`).
-            @inline(__always) func sweep(_ sq: Int, _ g0: Int, _ g1: Int, from: Int, to end: Int) {
+            // heads g0..<g1 of scheduled sequence sq from token `from` on: a band, or part of one (`BandShare`); the
+            // summaries accumulate in place in `dst`
+            share.run(i, w, bands, c, seqs, n0: n0) { sq, g0, g1, from, end, _ in
                 let b = seqs.batch(sq), row = dst.row(sq), bos = seqs.bos(sq)
                 share.sweep(w, band: sq, g0: g0, g1: g1, from: from, to: end, n0: n0) { g0, g1, t0, n in
                     for g in g0..<g1 {
@@ -564,11 +548,6 @@ enum Paths {
                     }
                 }
             }
-            let (g0, g1) = bands.heads(i, c)
-            let sq = seqs.scheduled(bands.sequence(i)), bos = seqs.bos(sq)
-            sweep(sq, g0, g1, from: bos, to: bos + seqs.length(sq))
-            // Every band begun: share the others' (a band not yet begun is the pool's to hand out).
-            while share.allBegun, let t = share.take(w, n0: n0) { sweep(t.band, t.g0, t.g1, from: t.from, to: t.end) }
         }
     }
 
