@@ -1,7 +1,7 @@
 import CHLA
 import Synchronization
 
-/// Sharing a band sweep's chunks between its threads (`Paths.chunked`, `Paths.scan`).
+/// Sharing a band sweep's chunks between its threads (`Paths.chunked`, `Paths.scan`, `Paths.summarize`).
 ///
 /// A sweep hands each thread whole bands (a sequence's kv heads `g0..<g1`, chunk by chunk across the band's heads),
 /// and a band's chunks follow one another (each needs the carry the one before it left). With one band per
@@ -100,8 +100,10 @@ struct BandShare {
 
     /// Upper half of the heads of another thread's band with the most head-tokens left after its current chunk,
     /// from its next chunk on, once that thread has finished the chunk it is in; nil when no band has two heads
-    /// and a chunk left. `from`: that thread and the g0 of its sweep (where its buffers hold the heads). `holding`:
-    /// that thread begins no other sweep until the taker calls `release(from)`.
+    /// and a chunk left. `thread`, `threadG0`: the thread the heads were taken from and the g0 of its sweep (where
+    /// its buffers hold them). `holding`: that thread begins no other sweep until the taker calls `release(thread)`.
+    /// A thread's slot becomes active only after its own holding takes have released (in `sweep`'s `begin`), so no
+    /// two threads can wait on each other's buffers.
     func take(_ w: Int, n0: Int, holding: Bool = false)
         -> (band: Int, g0: Int, g1: Int, from: Int, end: Int, thread: Int, threadG0: Int)? {
         while true {
