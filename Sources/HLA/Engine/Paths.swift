@@ -466,7 +466,7 @@ enum Paths {
                 share.sweep(w, band: sq, g0: g0, g1: g1, from: from, to: end, n0: n0, begin: {
                     if let t = taken {
                         let theirs = carries.base + t.thread * perWorker
-                        for g in g0..<g1 { (mine + (g - g0) * perHead).update(from: theirs + (g - t.g0) * perHead, count: ue) }
+                        for g in g0..<g1 { copyBlocks(layout, from: unitView(theirs + (g - t.g0) * perHead, c), to: cur(g), group: c.group) }
                         share.release(t.thread)
                     } else {
                         for g in g0..<g1 { copyBlocks(layout, from: layout.unit(row, g: g), to: cur(g), group: c.group) }
