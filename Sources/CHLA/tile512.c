@@ -135,109 +135,79 @@ HLA_AVX512 void hla_private_tile_sum_avx512(ptrdiff_t kb, const float *a, ptrdif
     BY_HEIGHT(tile, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
 }
 
-/* One 64-column block of a masked multi-head step for query head j (columns c0..c0+63 of W_j, o_j, and of the next
- * head's z and y; hla3's names: hla2's U and ahla's E are its W), the rows of W_j, S and P swept together: for r in
- * 0..<dk,
+/* One 64-column block of a masked multi-head step for query head j (columns c0..c0+63 of W_j and o_j; hla3's names:
+ * hla2's U and ahla's E are its W): for r in 0..<dk,
  *   W_j[r] ← g3·W_j[r] + z[r]·y   (g3 = 1: no multiply),   o_j += q_j[r]·W_j[r]           (W: `w`, o: `o`)
- *   zn += qn[r]·S[r],   yn += qn[r]·P[r]                                                  (the next head's z and y)
- * each column one fused multiply-add chain over r in order, from zero (o, zn, yn), as Vec.rank1Project (W, o) and
- * the products of Vec.gemvTMany (z = S q, y = Pᵀ q) form them: the same bits. S and P (in L1 at d = 64) are read
- * once per head in the same row loop as W instead of in separate products; the sweep is bound by its loads and
- * stores, so this saves only part of the products' time (hla3, 32 heads, W hot in L2: 17.3 µs against 14.8 µs for
- * the W sweep alone plus about 3 µs for the products). DO_W, DO_Z, DO_Y and SCALED are constants after inlining. */
-static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int DO_W, int DO_Z, int DO_Y, int SCALED,
-    ptrdiff_t dk, ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, const float *S,
-    const float *P, const float *qn, float *zn, float *yn, float g3) {
+ * each column of o one fused multiply-add chain over r in order, from zero, as Vec.rank1Project forms W and o: the
+ * same bits. SCALED is a constant after inlining. */
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCALED, ptrdiff_t dk, ptrdiff_t dvp,
+    float *w, const float *z, const float *y, const float *qj, float *o, float g3) {
     __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-    __m512 z0 = o0, z1 = o0, z2 = o0, z3 = o0, y0 = o0, y1 = o0, y2 = o0, y3 = o0;
-    __m512 v0 = o0, v1 = o0, v2 = o0, v3 = o0;
     const __m512 g = _mm512_set1_ps(g3);
-    if (DO_W) { v0 = _mm512_loadu_ps(y); v1 = _mm512_loadu_ps(y + 16); v2 = _mm512_loadu_ps(y + 32); v3 = _mm512_loadu_ps(y + 48); }
+    const __m512 v0 = _mm512_loadu_ps(y), v1 = _mm512_loadu_ps(y + 16), v2 = _mm512_loadu_ps(y + 32),
+                 v3 = _mm512_loadu_ps(y + 48);
     for (ptrdiff_t r = 0; r < dk; r++) {
-        if (DO_W) {
-            float *row = w + r * dvp;
-            const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
+        float *row = w + r * dvp;
+        const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
 #define W1(b, v, acc) { __m512 t = _mm512_loadu_ps(row + 16 * b); if (SCALED) t = _mm512_mul_ps(t, g); \
-            t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * b, t); acc = _mm512_fmadd_ps(xr, t, acc); }
-            W1(0, v0, o0) W1(1, v1, o1) W1(2, v2, o2) W1(3, v3, o3)
+        t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * b, t); acc = _mm512_fmadd_ps(xr, t, acc); }
+        W1(0, v0, o0) W1(1, v1, o1) W1(2, v2, o2) W1(3, v3, o3)
 #undef W1
-        }
-        if (DO_Z || DO_Y) {
-            const __m512 s = _mm512_set1_ps(qn[r]);
-            if (DO_Z) {
-                const float *sr = S + r * dk;
-                z0 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr), z0); z1 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr + 16), z1);
-                z2 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr + 32), z2); z3 = _mm512_fmadd_ps(s, _mm512_loadu_ps(sr + 48), z3);
-            }
-            if (DO_Y) {
-                const float *pr = P + r * dvp;
-                y0 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr), y0); y1 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr + 16), y1);
-                y2 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr + 32), y2); y3 = _mm512_fmadd_ps(s, _mm512_loadu_ps(pr + 48), y3);
-            }
-        }
     }
-    if (DO_W) { _mm512_storeu_ps(o, o0); _mm512_storeu_ps(o + 16, o1); _mm512_storeu_ps(o + 32, o2); _mm512_storeu_ps(o + 48, o3); }
-    if (DO_Z) { _mm512_storeu_ps(zn, z0); _mm512_storeu_ps(zn + 16, z1); _mm512_storeu_ps(zn + 32, z2); _mm512_storeu_ps(zn + 48, z3); }
-    if (DO_Y) { _mm512_storeu_ps(yn, y0); _mm512_storeu_ps(yn + 16, y1); _mm512_storeu_ps(yn + 32, y2); _mm512_storeu_ps(yn + 48, y3); }
+    _mm512_storeu_ps(o, o0); _mm512_storeu_ps(o + 16, o1); _mm512_storeu_ps(o + 32, o2); _mm512_storeu_ps(o + 48, o3);
 }
 
 /* step_block with the decay test hoisted out of the row loop (g3 = 1 needs no multiply: the same bits). */
-static inline HLA_AVX512 __attribute__((always_inline)) void step_block_g(int DO_W, int DO_Z, int DO_Y, ptrdiff_t dk,
-    ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, const float *S, const float *P,
-    const float *qn, float *zn, float *yn, float g3) {
-    if (g3 == 1) step_block(DO_W, DO_Z, DO_Y, 0, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
-    else step_block(DO_W, DO_Z, DO_Y, 1, dk, dvp, w, z, y, qj, o, S, P, qn, zn, yn, g3);
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block_g(ptrdiff_t dk, ptrdiff_t dvp, float *w,
+    const float *z, const float *y, const float *qj, float *o, float g3) {
+    if (g3 == 1) step_block(0, dk, dvp, w, z, y, qj, o, g3);
+    else step_block(1, dk, dvp, w, z, y, qj, o, g3);
 }
 
-/* The masked multi-head step W_j ← g·W_j + z_j y_jᵀ, o_j = W_jᵀ q_j of one kv head's query heads, head j's W sweep
- * forming head j + 1's z = S q and y = Pᵀ q where they differ by head: hla3 (z and y per head), hla2 (y = zs, the
- * token's value, for every head; no P) and ahla (z = zs, the token's key, for every head; no S). DZ: z per head;
- * DY: y per head (constants after inlining). */
+/* C (m × w) = A (m × k, row stride k) · B (k × w, row stride ldb; w a multiple of 32), on the 8 × 32 tiles above:
+ * each element one fused multiply-add chain over p in order from zero, stored as it is (alpha 1, beta 0): the
+ * arithmetic of Vec.gemvTMany's z = S q and y = Pᵀ q, so the same bits. */
+static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t m, ptrdiff_t k, const float *A,
+    const float *B, ptrdiff_t ldb, ptrdiff_t w, float *C) {
+    for (ptrdiff_t i0 = 0; i0 < m; i0 += 8) {
+        const ptrdiff_t rows = m - i0 < 8 ? m - i0 : 8;
+        for (ptrdiff_t c0 = 0; c0 < w; c0 += 32)
+            BY_HEIGHT(tile2, k, A + i0 * k, k, 1, B + c0, ldb, 0, A, k, 1, B, ldb, rows, C + i0 * w + c0, w, 1.0f, 0.0f)
+    }
+}
+
+/* The masked multi-head step W_j ← g·W_j + z_j y_jᵀ, o_j = W_jᵀ q_j of one kv head's n query heads: hla3 (z = S q_j
+ * and y = Pᵀ q_j per head), hla2 (y = zs, the token's value, for every head; no P) and ahla (z = zs, the token's key,
+ * for every head; no S). DZ: z per head; DY: y per head (constants after inlining). The heads' z (and y) are formed
+ * first, for all n heads at once, as one product Z = Q S (Y = Q P) on the register tiles: each block of S and P is
+ * loaded once per 8 heads instead of once per head in every head's W sweep (the sweep is bound by its loads and
+ * stores: on the 2-core AMD EPYC host (Zen 4, one 512-bit load per cycle), hla2 with 64 query heads on one kv head,
+ * hot in L2, took 18-20 cycles per row of W with S read in each head's sweep). zy holds n·dk (Z) then n·dvp (Y)
+ * elements. */
 static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk,
     ptrdiff_t dvp, float *S, float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
     float *zy, float *out, const float *ku, const float *vu, float gkv) {
     if (n <= 0) return;
-    float *zc = zy, *yc = zy + dk, *zx = yc + dvp, *yx = zx + dk;   /* this head's z, y; the next head's */
-    const float *z = DZ ? zc : zs, *y = DY ? yc : zs;
-    const ptrdiff_t wide = dk > dvp ? dk : dvp;
+    float *Z = zy, *Y = zy + n * dk;
+    ptrdiff_t first = 0;
     if (ku) {
         /* The kv blocks advanced with the token (ku = k, vu = v; HLA*.stepKV) in the sweeps that form head 0's z and
          * y from them: S <- gkv S + k k^T with z = S q_0, P <- gkv P + k v^T with y = P^T q_0, each as the W sweep
-         * above forms W_j and o_j (Vec.rank1Project's arithmetic: the same bits as the update, then the product). */
+         * below forms W_j and o_j (Vec.rank1Project's arithmetic: the same bits as the update, then the product). */
         for (ptrdiff_t c0 = 0; DZ && c0 < dk; c0 += 64)
-            step_block_g(1, 0, 0, dk, dk, S + c0, ku, ku + c0, q, zc + c0, 0, 0, 0, 0, 0, gkv);
+            step_block_g(dk, dk, S + c0, ku, ku + c0, q, Z + c0, gkv);
         for (ptrdiff_t c0 = 0; DY && c0 < dvp; c0 += 64)
-            step_block_g(1, 0, 0, dk, dvp, P + c0, ku, vu + c0, q, yc + c0, 0, 0, 0, 0, 0, gkv);
-    } else {
-        /* Head 0's z = S q_0 and y = Pᵀ q_0 on their own. */
-        for (ptrdiff_t c0 = 0; c0 < wide; c0 += 64) {
-            const int dz = DZ && c0 < dk, dy = DY && c0 < dvp;
-            if (dz && dy) step_block_g(0, 1, 1, dk, dvp, 0, 0, 0, 0, 0, S + c0, P + c0, q, zc + c0, yc + c0, 1);
-            else if (dz) step_block_g(0, 1, 0, dk, dvp, 0, 0, 0, 0, 0, S + c0, P, q, zc + c0, 0, 1);
-            else if (dy) step_block_g(0, 0, 1, dk, dvp, 0, 0, 0, 0, 0, S, P + c0, q, 0, yc + c0, 1);
-        }
+            step_block_g(dk, dvp, P + c0, ku, vu + c0, q, Y + c0, gkv);
+        first = 1;
     }
-    /* Head j's W sweep, with head j + 1's z and y. */
+    if (DZ) products(n - first, dk, q + first * dk, S, dk, dk, Z + first * dk);
+    if (DY) products(n - first, dk, q + first * dk, P, dvp, dvp, Y + first * dvp);
+    /* Head j's W sweep. */
     for (ptrdiff_t j = 0; j < n; j++) {
-        const float *qj = q + j * dk, *qn = qj + dk;
+        const float *qj = q + j * dk, *z = DZ ? Z + j * dk : zs, *y = DY ? Y + j * dvp : zs;
         float *Wj = W + j * wstride, *oj = out + j * dvp;
-        const int next = j + 1 < n;
-        for (ptrdiff_t c0 = 0; c0 < wide; c0 += 64) {
-            const int dz = next && DZ && c0 < dk, dy = next && DY && c0 < dvp;
-#define BLK(W_, Z_, Y_) step_block_g(W_, Z_, Y_, dk, dvp, W_ ? Wj + c0 : 0, z, W_ ? y + c0 : 0, qj, W_ ? oj + c0 : 0, \
-    Z_ ? S + c0 : S, Y_ ? P + c0 : P, qn, Z_ ? zx + c0 : 0, Y_ ? yx + c0 : 0, g)
-            if (c0 < dvp) {
-                if (dz && dy) BLK(1, 1, 1);
-                else if (dz) BLK(1, 1, 0);
-                else if (dy) BLK(1, 0, 1);
-                else BLK(1, 0, 0);
-            } else if (dz) {
-                BLK(0, 1, 0);
-            }
-#undef BLK
-        }
-        if (DZ) { float *t = zc; zc = zx; zx = t; z = zc; }
-        if (DY) { float *t = yc; yc = yx; yx = t; y = yc; }
+        for (ptrdiff_t c0 = 0; c0 < dvp; c0 += 64)
+            step_block_g(dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g);
     }
 }
 

@@ -1,13 +1,15 @@
-// The masked multi-head step kernel on AVX-512 (`heads` in Sources/CHLA/tile512.c: each query head's sweep of its
-// block W_j ← g·W_j + z yᵀ, o_j = W_jᵀ q_j also forms the next head's z = S q and y = Pᵀ q where they differ by head)
+// The masked multi-head step kernel on AVX-512 (`heads` in Sources/CHLA/tile512.c: the heads' z = S q_j and
+// y = Pᵀ q_j, where they differ by head, as products of all heads on the register tiles, then each query head's
+// sweep of its block W_j ← g·W_j + z yᵀ, o_j = W_jᵀ q_j)
 // for hla3 (`HLA3.stepHeadsFused`: z and y per head), hla2 (`HLA2.stepHeadsFused`: y = v for every head) and ahla
 // (`AHLA.stepHeadsFused`: z = k for every head), each against the portable composition it replaces
 // (`stepHeadsPortable`: the products of all heads through Gemm, then Vec.rank1Project per head). Both must leave
 // every head block and every output BIT FOR BIT alike: dk ≠ dv both ways, d = 64 and 128 (`stepHeads` takes the
-// kernel at d = 64 only; it is called directly here for the others), decay 1 (no scaling) and below, 1, 2 and 5
-// heads, head blocks spaced wider than W (the state's layout has them adjacent; the kernel only assumes the stride it
-// is given), the bytes around each block untouched, and the kv blocks and the token only read. Skipped without
-// AVX-512 (or with HLA_SIMD=avx2), where nothing calls the kernel.
+// kernel at d = 64 only; it is called directly here for the others), decay 1 (no scaling) and below, 1, 2, 5, 9
+// and 12 heads (the products' tiles are 8 rows: partial, whole and two tiles), head blocks spaced wider than W (the
+// state's layout has them adjacent; the kernel only assumes the stride it is given), the bytes around each block
+// untouched, and the kv blocks and the token only read. Skipped without AVX-512 (or with HLA_SIMD=avx2), where
+// nothing calls the kernel.
 import XCTest
 @testable import HLA
 
@@ -24,7 +26,7 @@ final class StepHeadsKernelTests: XCTestCase {
         var rng = SplitMix64(seed: seed)
         for (dk, dv) in [(64, 64), (64, 128), (128, 64), (128, 128)] {
             for decay in [1.0, 0.93] {
-                for n in [1, 2, 5] {
+                for n in [1, 2, 5, 9, 12] {
                     let o = Options(op: op, masked: true, normalize: false, decay: decay, ridge: 0, scale: 0.2)
                     let c = try Config(makeConfig(Shape(B: 1, T: 1, H: n, Hkv: 1, dk: dk, dv: dv), o))
                     XCTAssertEqual(c.dvp, dv)
@@ -65,7 +67,7 @@ final class StepHeadsKernelTests: XCTestCase {
                 }
             }
         }
-        XCTAssertEqual(cases, 4 * 2 * 3)
+        XCTAssertEqual(cases, 4 * 2 * 5)
     }
 
     func testHLA3KernelEqualsPortableComposition() throws {

@@ -26,7 +26,7 @@ extension AHLA {
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
-        // On the step kernel with z = k for every head (each head's E sweep also forms the next head's y).
+        // On the step kernel with z = k for every head (y_j = Pᵀ q_j of all n heads as one product, then each E sweep).
         if onStepKernel(c, T.self) {
             return stepHeadsFused(c, u, j0, n, k: k, q: q, out: out, tmp: tmp)
         }

@@ -29,7 +29,7 @@ extension HLA2 {
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
-        // On the step kernel with y = v for every head (each head's U sweep also forms the next head's z).
+        // On the step kernel with y = v for every head (z_j = S q_j of all n heads as one product, then each U sweep).
         if onKernel(c, T.self) {
             return stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp)
         }

@@ -30,9 +30,9 @@ extension HLA3 {
     static func stepHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
-        // On the kernel each head's W sweep also forms the next head's z and y: an hla3 step at H = 64, Hkv = 1,
-        // d = 64 took 5-7% less time, at Hkv = 8 and 16 alike (examples/bench/ab.py, medians of 15-25 rounds of the
-        // two builds' C loops).
+        // On the kernel: z_j = S q_j and y_j = Pᵀ q_j of all n heads as two products on the register tiles, then
+        // each head's W sweep (on the 2-core AMD EPYC host, H = 64, Hkv = 1, d = 64: 0.78 of the time of the kernel
+        // before, which formed the next head's z and y inside each W sweep; examples/bench/ab.py, 15 rounds).
         if onStepKernel(c, T.self) {
             return stepHeadsFused(c, u, j0, n, q: q, out: out, tmp: tmp)
         }
