@@ -81,10 +81,13 @@ final class ParallelForTests: XCTestCase {
         XCTAssertEqual(adviceAfterStep(s, m), two)
         usleep(UInt32(2 * StepThreads.linger / 1000))
         XCTAssertFalse(s.advised(m), "a step after a pause longer than the workers poll")
-        // A wait of 5 ms against 20 µs steps overdraws the credit: steps go to one thread for ~160 ms.
+        // A wait of 5 ms is within the credit (50 ms); one of 60 ms against 20 µs steps overdraws it: steps go to
+        // one thread for ~2 s.
         for _ in 0..<10 { s.ended(m, PoolReport(pooled: true, elapsed: 20_000, waited: 0)) }
         XCTAssertEqual(adviceAfterStep(s, m), two)
         s.ended(m, PoolReport(pooled: true, elapsed: 5_020_000, waited: 5_000_000))
+        XCTAssertEqual(adviceAfterStep(s, m), two)
+        s.ended(m, PoolReport(pooled: true, elapsed: 60_020_000, waited: 60_000_000))
         XCTAssertFalse(adviceAfterStep(s, m))
         let t = StepThreads()
         for _ in 0..<1000 { t.ended(m, PoolReport(pooled: true, elapsed: 20_000, waited: 3_000)) }

@@ -16,8 +16,8 @@ import Synchronization
 /// `maxCredit`; when a wait overdraws it, steps stay on the calling thread for `factor` times that wait,
 /// so a stall costs at most 1/factor of the time run on one thread after it. The factor doubles with
 /// every overdraft (up to 1024) and halves after 1024 threaded steps without one: a machine that keeps
-/// stalling the worker runs its steps on one thread almost always, while the short waits a busy host
-/// causes now and then (tens of microseconds) are absorbed. Only timing depends on this: which thread
+/// stalling the worker runs its steps on one thread almost always, while the waits a busy host causes now
+/// and then (up to a few scheduler slices) are absorbed. Only timing depends on this: which thread
 /// runs a unit never changes a result.
 final class StepThreads: @unchecked Sendable {
     static let shared = StepThreads()
@@ -25,7 +25,13 @@ final class StepThreads: @unchecked Sendable {
     /// From here (a step of 16 heads at d = 64 is 0.2M multiply-adds, 8 µs on one core) the second core
     /// gained more than posting the step to it costs.
     static var minWork: Int { 1 << 17 }
-    static var maxCredit: Int { 2_000_000 }   // ns
+    /// 50 ms: on the 2-core AMD EPYC VM a worker lost its core for milliseconds every few hundred ms of steps, and
+    /// with a 2 ms cap each such wait overdrew the account and held steps on one thread for 32-1024 times the wait
+    /// (a `make bench` ran three of hla2's four step shapes on one thread, 39-43% of the limit; H=64 Hkv=1 ran at
+    /// 75% threaded). With 50 ms the gains of the threaded steps before such a wait absorb it (hla2 H=64 Hkv=1: 1 of
+    /// 50 batches of 2,000 steps with CPU/wall below 1.8, against 8 of 50 with 2 ms), while a host that keeps
+    /// stalling the worker still drains the credit and is held off.
+    static var maxCredit: Int { 50_000_000 }   // ns
     /// How long pool workers poll for the next job after a step (ns): well above the gap between the steps
     /// of a decoding loop (a few µs from Python), well below the 200 µs after other jobs, so a host's own
     /// threaded work between steps (a model's matrix products) does not share a core with a polling worker.
