@@ -182,13 +182,13 @@ static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t 
  * first, for all n heads at once, as one product Z = Q S (Y = Q P) on the register tiles: each block of S and P is
  * loaded once per 8 heads instead of once per head in every head's W sweep (the sweep is bound by its loads and
  * stores: on the 2-core AMD EPYC host (Zen 4, one 512-bit load per cycle), hla2 with 64 query heads on one kv head,
- * hot in L2, took 18-20 cycles per row of W with S read in each head's sweep). zy holds n·dk (Z) then n·dvp (Y)
- * elements. */
+ * hot in L2, took 18-20 cycles per row of W with S read in each head's sweep). zy holds Z (n·dk elements; hla3 and
+ * hla2), then Y (n·dvp; hla3 and ahla). */
 static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk,
     ptrdiff_t dvp, float *S, float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
     float *zy, float *out, const float *ku, const float *vu, float gkv) {
     if (n <= 0) return;
-    float *Z = zy, *Y = zy + n * dk;
+    float *Z = zy, *Y = DZ ? zy + n * dk : zy;
     ptrdiff_t first = 0;
     if (ku) {
         /* The kv blocks advanced with the token (ku = k, vu = v; HLA*.stepKV) in the sweeps that form head 0's z and

@@ -120,7 +120,12 @@ extension Operator {
     @inline(__always)
     static func step<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                   q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
-        if u.group == 1 { return stepSingle(c, u, k: k, v: v, q: q, out: out, tmp: tmp) }
+        if u.group == 1 {
+            // One query head: on the AVX-512 step kernel where it applies (its zmm sweeps; its scratch for one head
+            // fits in `stepScratch`), else the portable fused sweeps. The same bits either way.
+            if stepKVHeadsFused(c, u, 0, 1, k: k, v: v, q: q, out: out, tmp: tmp) { return }
+            return stepSingle(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
+        }
         stepGroup(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
     }
 
