@@ -180,10 +180,10 @@ static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t 
  * and y = Pᵀ q_j per head), hla2 (y = zs, the token's value, for every head; no P) and ahla (z = zs, the token's key,
  * for every head; no S). DZ: z per head; DY: y per head (constants after inlining). The heads' z (and y) are formed
  * first, for all n heads at once, as one product Z = Q S (Y = Q P) on the register tiles: each block of S and P is
- * loaded once per 8 heads instead of once per head in every head's W sweep (the sweep is bound by its loads and
- * stores: on the 2-core AMD EPYC host (Zen 4, one 512-bit load per cycle), hla2 with 64 query heads on one kv head,
- * hot in L2, took 18-20 cycles per row of W with S read in each head's sweep). zy holds Z (n·dk elements; hla3 and
- * hla2), then Y (n·dvp; hla3 and ahla). */
+ * loaded once per 8 heads instead of once per head in every head's W sweep. The sweep is bound by its loads and
+ * stores: on the 2-core AMD EPYC VM (C microbenchmarks, hot in L2, cycles at 3.6 GHz) hla2's kernel with 8-64 query
+ * heads on one kv head took 18-22 cycles per row of W when each head's sweep also read S, against 12.5 for the W
+ * sweep alone. zy holds Z (n·dk elements; hla3 and hla2), then Y (n·dvp; hla3 and ahla). */
 static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk,
     ptrdiff_t dvp, float *S, float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
     float *zy, float *out, const float *ku, const float *vu, float gkv) {
