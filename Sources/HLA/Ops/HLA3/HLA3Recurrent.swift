@@ -31,8 +31,9 @@ extension HLA3 {
                                        v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                        tmp: UnsafeMutablePointer<T>) {
         // On the kernel: z_j = S q_j and y_j = Pᵀ q_j of all n heads as two products on the register tiles, then
-        // each head's W sweep (on the 2-core AMD EPYC host, H = 64, Hkv = 1, d = 64: 0.78 of the time of the kernel
-        // before, which formed the next head's z and y inside each W sweep; examples/bench/ab.py, 15 rounds).
+        // each head's W sweep (on the 2-core AMD EPYC VM, H = 64, Hkv = 1, d = 64, one thread: 0.78 of the time of
+        // the kernel before, which formed the next head's z and y inside each W sweep; examples/bench/ab.py, 15
+        // rounds; 0.87 on two threads).
         if onStepKernel(c, T.self) {
             return stepHeadsFused(c, u, j0, n, q: q, out: out, tmp: tmp)
         }
