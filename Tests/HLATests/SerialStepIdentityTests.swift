@@ -175,15 +175,16 @@ final class SerialStepIdentityTests: XCTestCase {
                 }
             }
         }
-        // The AVX-512 step kernel's shapes (masked, float32, dk = dv = 64; hla2 without ridge), where a thread's first
-        // range of heads advances its kv blocks inside the kernel (`stepKVHeads`): one kv head (`stepByHead`, the
-        // threads' copies) and two (the units on the pool's shares, `stepGroup`); decay 1 and 0.9.
+        // The AVX-512 step kernel's shapes (masked, float32, dk and dv multiples of 64; hla2 without ridge), where a
+        // thread's first range of heads advances its kv blocks inside the kernel (`stepKVHeads`): one kv head
+        // (`stepByHead`, the threads' copies), two (the units on the pool's shares, `stepGroup`) and one query head
+        // per kv head (`step`); decay 1 and 0.9.
         for op in [opHLA2, opAHLA, opHLA3] {
-            for (H, Hkv) in [(32, 1), (32, 2)] {
+            for (H, Hkv, d) in [(32, 1, 64), (32, 2, 64), (16, 1, 128), (16, 16, 128)] {
                 for decay in [1.0, 0.9] {
                     let o = Options(op: op, masked: true, normalize: false, decay: decay, ridge: 0)
-                    let c = Case(o: o, s: Shape(B: 1, T: 3, H: H, Hkv: Hkv, dk: 64, dv: 64), dtype: F32, seed: UInt64(1000 + n))
-                    XCTAssertTrue(run(Float.self, c), "\(c.o) H=\(H) Hkv=\(Hkv)")
+                    let c = Case(o: o, s: Shape(B: 1, T: 3, H: H, Hkv: Hkv, dk: d, dv: d), dtype: F32, seed: UInt64(1000 + n))
+                    XCTAssertTrue(run(Float.self, c), "\(c.o) H=\(H) Hkv=\(Hkv) d=\(d)")
                     n += 1
                 }
             }

@@ -40,12 +40,15 @@ CHILD = textwrap.dedent("""
             for x in hla.backward(q, k, v, np.cos(o), **kw):
                 if x is not None:
                     h.update(np.ascontiguousarray(x).tobytes())
-    # State.step at d = 64 (the AVX-512 step kernel, for one query head per kv head and for three).
-    for op, decay, Hkv in itertools.product(("hla2", "ahla", "hla3"), (1.0, 0.9), (3, 1)):
-        st = hla.State(op, batch=2, heads=3, dk=64, dv=64, kv_heads=Hkv, scale=0.125, decay=decay, dtype="float32")
+    # State.step where dk and dv are multiples of 64 (the AVX-512 step kernel, for one query head per kv head and
+    # for three).
+    for op, decay, Hkv, (dk, dv) in itertools.product(("hla2", "ahla", "hla3"), (1.0, 0.9), (3, 1),
+                                                      ((64, 64), (128, 128), (64, 128), (128, 64))):
+        st = hla.State(op, batch=2, heads=3, dk=dk, dv=dv, kv_heads=Hkv, scale=0.125, decay=decay, dtype="float32")
         for t in range(12):
-            q = rng.standard_normal((2, 3, 64)).astype(np.float32)
-            k, v = (rng.standard_normal((2, Hkv, 64)).astype(np.float32) for _ in range(2))
+            q = rng.standard_normal((2, 3, dk)).astype(np.float32)
+            k = rng.standard_normal((2, Hkv, dk)).astype(np.float32)
+            v = rng.standard_normal((2, Hkv, dv)).astype(np.float32)
             h.update(st.step(q, k, v).tobytes())
         h.update(np.ascontiguousarray(st.array).tobytes())
     # float16 inputs (computed in float32).

@@ -168,14 +168,15 @@ extension Operator {
 
 /// Whether a masked multi-head step of T runs on the AVX-512 step kernel (`heads` in Sources/CHLA/tile512.c: the
 /// heads' products of the kv blocks as one product on the register tiles, then one sweep of each head's block; the
-/// same bits as `stepHeadsPortable`): float32 on the AVX-512 tiles, dk = dvp = 64. Not at d = 128: the earlier
-/// form of the kernel (which read the kv blocks in every head's sweep) was 11% slower there (hla3, H = 16,
-/// Hkv = 2), and this one measured alike to the portable steps (per-round ratios hla3 H=16 Hkv=2 0.986, hla2 H=16
-/// Hkv=1 0.942, ahla H=16 Hkv=4 1.013; one thread, the AMD EPYC VM). Shared by hla3, hla2 and ahla's `stepHeads`
-/// (each adds its own conditions).
+/// same bits as `stepHeadsPortable`): float32 on the AVX-512 tiles, dk and dvp multiples of 64. At d = 128 the
+/// earlier form of the kernel (which read the kv blocks in every head's sweep) was 11% slower than the portable
+/// steps (hla3, H = 16, Hkv = 2) and was kept at d = 64; this one measured alike there with several query heads per
+/// kv head (per-round ratios hla3 H=16 Hkv=2 0.986, hla2 H=16 Hkv=1 0.942, ahla H=16 Hkv=4 1.013; one thread) and
+/// faster with one (H = Hkv = 16: 0.912-0.931 on one thread, 0.932-0.952 on two; the AMD EPYC VM). Shared by hla3,
+/// hla2 and ahla's `stepHeads` and by single-head steps (each adds its own conditions).
 @inline(__always)
 func onStepKernel<T: HLAFloat>(_ c: Config, _: T.Type) -> Bool {
-    c.masked && T.self == Float.self && Gemm.avx512 && c.dk == 64 && c.dvp == 64
+    c.masked && T.self == Float.self && Gemm.avx512 && c.dk % 64 == 0 && c.dvp % 64 == 0
 }
 
 /// Pointers to one unit of a state or summary: the kv blocks, and the per-query-head blocks of the
