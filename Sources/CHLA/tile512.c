@@ -164,15 +164,15 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block_g(ptrdif
     else step_block(1, dk, dvp, w, z, y, qj, o, g3);
 }
 
-/* C (m × w) = A (m × k, row stride k) · B (k × w, row stride ldb; w a multiple of 32), on the 8 × 32 tiles above:
+/* C (m × w) = A (m × k) · B (k × w; w a multiple of 32), all three row-major and dense, on the 8 × 32 tiles above:
  * each element one fused multiply-add chain over p in order from zero, stored as it is (alpha 1, beta 0): the
  * arithmetic of Vec.gemvTMany's z = S q and y = Pᵀ q, so the same bits. */
 static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t m, ptrdiff_t k, const float *A,
-    const float *B, ptrdiff_t ldb, ptrdiff_t w, float *C) {
+    const float *B, ptrdiff_t w, float *C) {
     for (ptrdiff_t i0 = 0; i0 < m; i0 += 8) {
         const ptrdiff_t rows = m - i0 < 8 ? m - i0 : 8;
         for (ptrdiff_t c0 = 0; c0 < w; c0 += 32)
-            BY_HEIGHT(tile2, k, A + i0 * k, k, 1, B + c0, ldb, 0, A, k, 1, B, ldb, rows, C + i0 * w + c0, w, 1.0f, 0.0f)
+            BY_HEIGHT(tile2, k, A + i0 * k, k, 1, B + c0, w, 0, A, k, 1, B, w, rows, C + i0 * w + c0, w, 1.0f, 0.0f)
     }
 }
 
@@ -200,8 +200,8 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
             step_block_g(dk, dvp, P + c0, ku, vu + c0, q, Y + c0, gkv);
         first = 1;
     }
-    if (DZ) products(n - first, dk, q + first * dk, S, dk, dk, Z + first * dk);
-    if (DY) products(n - first, dk, q + first * dk, P, dvp, dvp, Y + first * dvp);
+    if (DZ) products(n - first, dk, q + first * dk, S, dk, Z + first * dk);
+    if (DY) products(n - first, dk, q + first * dk, P, dvp, Y + first * dvp);
     /* Head j's W sweep. */
     for (ptrdiff_t j = 0; j < n; j++) {
         const float *qj = q + j * dk, *z = DZ ? Z + j * dk : zs, *y = DY ? Y + j * dvp : zs;
