@@ -334,11 +334,17 @@ class _Sub(np.ndarray):
     """An ndarray subclass: State.step's one-call numpy path declines it (NotImplemented)."""
 
 
-@pytest.mark.parametrize("dt", ["float16", "float32", "float64", ">f4"])
+@pytest.mark.parametrize("dt", ["float16", "float32", "float64", ">f4", "bfloat16"])
 def test_step_numpy_call_equals_the_general_path(dt):
-    """State.step's one-call path (_hla.step_numpy: exact numpy arrays of a native float dtype) and
-    its general path (any other array, here an ndarray subclass) give the same bits, output and state;
-    the output has q's float kind (native byte order) and shape [R, H, dv]."""
+    """State.step's one-call path (_hla.step_numpy: exact numpy arrays of a float dtype the library takes,
+    ml_dtypes' bfloat16 included) and its general path (any other array, here an ndarray subclass) give the
+    same bits, output and state; the output has q's float kind (native byte order) and shape [R, H, dv]."""
+    if dt == "bfloat16":
+        dt = np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+        # the one-call path takes it (a bfloat16 q is not declined)
+        st = new_state("float32", op="hla3")
+        q0, k0, v0 = (np.ones(s, dt) for s in ((B, H, DK), (B, HKV, DK), (B, HKV, DV)))
+        assert hla._hla.step_numpy(st._cfg, q0, k0, v0, st._array, st._lock).dtype == dt
     state_dt = "float64" if dt == "float64" else "float32"
     a, b = new_state(state_dt, op="hla3"), new_state(state_dt, op="hla3")
     rng = np.random.default_rng(7)

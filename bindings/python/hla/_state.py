@@ -195,7 +195,7 @@ class State(_Rows):
         and is returned (a decoding loop can reuse one buffer), sharing no memory with the inputs or
         the state (ValueError)."""
         if rows is None:
-            # the decode loop's common case in one C call: numpy float16/32/64 in, numpy out (the
+            # the decode loop's common case in one C call: numpy float16/32/64 or bfloat16 in, numpy out (the
             # library validates); NotImplemented for anything else
             o = _hla.step_numpy(self._cfg, q_t, k_t, v_t, self._array, self._lock, out)
             if o is not NotImplemented:

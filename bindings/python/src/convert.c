@@ -53,6 +53,12 @@ is_bfloat16(PyArray_Descr *d, npy_intp itemsize)
     return strcmp(dot ? dot + 1 : name, "bfloat16") == 0;
 }
 
+int
+hla_ext_is_bfloat16(PyArrayObject *a)
+{
+    return is_bfloat16(PyArray_DESCR(a), (npy_intp)PyArray_ITEMSIZE(a));
+}
+
 static int
 numpy_dtype(PyArray_Descr *d, npy_intp itemsize, int32_t *out)
 {

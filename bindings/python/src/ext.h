@@ -78,6 +78,8 @@ hla_ext_ptr(const hla_ext_tensor *t)
 
 /* A numpy typenum for an hla float dtype (float32/float64 states and summaries). */
 int hla_ext_typenum(int32_t dtype);
+/* Whether a's dtype is ml_dtypes' bfloat16 (2-byte items whose scalar type is named bfloat16). */
+int hla_ext_is_bfloat16(PyArrayObject *a);
 
 /* ---- ops.c ------------------------------------------------------------------------------- */
 
