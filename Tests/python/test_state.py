@@ -360,3 +360,32 @@ def test_step_numpy_call_equals_the_general_path(dt):
     with pytest.raises(ValueError, match="hla_step"):
         a.step(q[:, :, :2], k, v)
     assert not a._lock.locked()   # released on a failed call too
+
+
+@pytest.mark.parametrize("idx", ["int64", "int32"])
+def test_step_numpy_call_with_rows_equals_the_general_path(idx):
+    """A row-indexed State.step with a numpy index array (or a list, made one) takes the one-call path
+    (_hla.step_numpy with rows); with q an ndarray subclass it takes the general path: same bits, output
+    and state, rows advanced in place and the others untouched. Bad rows (a repeated index) raise from the
+    one-call path with the lock released."""
+    slots = 5
+    a = hla.State(batch=slots, heads=H, kv_heads=HKV, dk=DK, dv=DV, dtype="float32", op="ahla")
+    b = hla.State(batch=slots, heads=H, kv_heads=HKV, dk=DK, dv=DV, dtype="float32", op="ahla")
+    rng = np.random.default_rng(11)
+    for rows in ([3, 0], [1, 3], [4, 2]):
+        q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((2, H, DK), (2, HKV, DK), (2, HKV, DV)))
+        ri = np.array(rows, dtype=idx)
+        assert hla._hla.step_numpy(a._cfg, q, k, v, a._array, a._lock, None, list(rows)) is NotImplemented
+        before = a.array.copy()
+        oa = a.step(q, k, v, rows=ri if rows != [1, 3] else list(rows))
+        ob = b.step(q.view(_Sub), k, v, rows=list(rows))
+        assert type(oa) is np.ndarray and oa.shape == (2, H, DV)
+        assert np.array_equal(oa, ob) and np.array_equal(a.array, b.array)
+        untouched = [r for r in range(slots) if r not in rows]
+        assert np.array_equal(a.array[untouched], before[untouched])
+        assert not np.array_equal(a.array[rows], before[rows])
+    direct = hla._hla.step_numpy(a._cfg, q, k, v, a._array, a._lock, None, np.array([0, 1], dtype=idx))
+    assert type(direct) is np.ndarray and direct.shape == (2, H, DV)
+    with pytest.raises(ValueError, match="hla_step"):
+        a.step(q, k, v, rows=np.array([2, 2], dtype=idx))
+    assert not a._lock.locked()

@@ -194,12 +194,14 @@ class State(_Rows):
         of q_t's kind and dtype; or out: a writable [R, H, Dv] array of q_t's dtype that receives it
         and is returned (a decoding loop can reuse one buffer), sharing no memory with the inputs or
         the state (ValueError)."""
-        if rows is None:
-            # the decode loop's common case in one C call: numpy float16/32/64 or bfloat16 in, numpy out (the
-            # library validates); NotImplemented for anything else
-            o = _hla.step_numpy(self._cfg, q_t, k_t, v_t, self._array, self._lock, out)
-            if o is not NotImplemented:
-                return o
+        # the decode loop's common case in one C call: numpy float16/32/64 or bfloat16 in (rows None, or
+        # indices as a numpy array: a list or tuple is made one), numpy out (the library validates);
+        # NotImplemented for anything else
+        if rows is not None and type(rows) is not np.ndarray:
+            rows = _arrays.index_array(rows)
+        o = _hla.step_numpy(self._cfg, q_t, k_t, v_t, self._array, self._lock, out, rows)
+        if o is not NotImplemented:
+            return o
         q_t, k_t, v_t = (_arrays.prepare(x, n) for x, n in ((q_t, "q_t"), (k_t, "k_t"), (v_t, "v_t")))
         given = out is not None
         if given:

@@ -270,21 +270,23 @@ lock_call(PyObject *lock, PyObject **name, const char *text)
     return PyObject_CallMethodObjArgs(lock, *name, NULL);
 }
 
-/* step_numpy(cfg, q, k, v, state, lock[, out]) -> o, or NotImplemented: State.step's common case in one
- * call. q, k, v exact numpy arrays, q of a float dtype the library takes (float16, float32, float64, or
- * ml_dtypes' bfloat16: through the general path a bfloat16 step cost 4-6 µs more per call than float32);
+/* step_numpy(cfg, q, k, v, state, lock[, out[, rows]]) -> o, or NotImplemented: State.step's common case in
+ * one call. q, k, v exact numpy arrays, q of a float dtype the library takes (float16, float32, float64, or
+ * ml_dtypes' bfloat16: through the general path a bfloat16 step cost 4 µs more per call than float32);
  * writes `out` (an exact numpy array; the library checks its shape and dtype, and k's and v's) or, when it is
  * absent or None, allocates the output [R, H, dv] (R = q.shape[0]; 1 for a 0-d q, which the library then
- * refuses) of q's dtype; holds `lock` (the State's threading.Lock) around hla_step with the GIL released.
- * Anything else (other array kinds, rows, an out that is not a numpy array) returns NotImplemented and the
+ * refuses) of q's dtype; `rows` absent or None (sequence i is row i), or an exact numpy array of row indices
+ * (the library checks its dtype, length, range and distinctness; through the general path a row-indexed step
+ * cost 6 µs more per call); holds `lock` (the State's threading.Lock) around hla_step with the GIL released.
+ * Anything else (other array kinds, rows or out that are not numpy arrays) returns NotImplemented and the
  * Python layer takes its general path. */
 static PyObject *
 py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
     static const argspec spec[] = {
         {"q_t", HLA_EXT_READ, 0}, {"k_t", HLA_EXT_READ, 0}, {"v_t", HLA_EXT_READ, 0},
-        {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}};
-    PyObject *o[5], *lock, *held, *given;
+        {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}, {"rows", HLA_EXT_READ, 1}};
+    PyObject *o[6], *lock, *held, *given;
     PyArray_Descr *descr;
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
@@ -292,14 +294,16 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     int typenum;
     outcome r;
     (void)m;
-    if (nargs != 6 && nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "step_numpy takes 6 or 7 arguments, got %zd", nargs);
+    if (nargs < 6 || nargs > 8) {
+        PyErr_Format(PyExc_TypeError, "step_numpy takes 6 to 8 arguments, got %zd", nargs);
         return NULL;
     }
     o[0] = args[1]; o[1] = args[2]; o[2] = args[3]; o[4] = args[4]; lock = args[5];
-    given = nargs == 7 && args[6] != Py_None ? args[6] : NULL;
+    given = nargs >= 7 && args[6] != Py_None ? args[6] : NULL;
+    o[5] = nargs == 8 ? args[7] : Py_None;
     if (!PyArray_CheckExact(o[0]) || !PyArray_CheckExact(o[1]) || !PyArray_CheckExact(o[2])) Py_RETURN_NOTIMPLEMENTED;
     if (given != NULL && !PyArray_CheckExact(given)) Py_RETURN_NOTIMPLEMENTED;
+    if (o[5] != Py_None && !PyArray_CheckExact(o[5])) Py_RETURN_NOTIMPLEMENTED;
     typenum = PyArray_TYPE((PyArrayObject *)o[0]);
     if (typenum != NPY_HALF && typenum != NPY_FLOAT && typenum != NPY_DOUBLE &&
         !hla_ext_is_bfloat16((PyArrayObject *)o[0])) Py_RETURN_NOTIMPLEMENTED;
@@ -323,26 +327,26 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         o[3] = PyArray_Empty(3, dims, descr, 0);          /* steals descr */
         if (o[3] == NULL) return NULL;
     }
-    if (convert_all(o, spec, 5, t) < 0) {
+    if (convert_all(o, spec, 6, t) < 0) {
         Py_DECREF(o[3]);
         return NULL;
     }
     if (step_apart(t, spec) < 0) {
-        release_all(t, 5);
+        release_all(t, 6);
         Py_DECREF(o[3]);
         return NULL;
     }
     held = lock_call(lock, &lock_acquire, "acquire");
     if (held == NULL) {
-        release_all(t, 5);
+        release_all(t, 6);
         Py_DECREF(o[3]);
         return NULL;
     }
     Py_DECREF(held);
     Py_BEGIN_ALLOW_THREADS
-    record(&r, hla_step(&cfg, P(0), P(1), P(2), P(3), P(4), NULL));
+    record(&r, hla_step(&cfg, P(0), P(1), P(2), P(3), P(4), P(5)));
     Py_END_ALLOW_THREADS
-    release_all(t, 5);
+    release_all(t, 6);
     held = lock_call(lock, &lock_release, "release");
     if (held == NULL) {
         Py_DECREF(o[3]);
@@ -732,7 +736,7 @@ PyMethodDef hla_ext_ops_methods[] = {
      "reference(cfg, q, k, v, output, cu_seqlens) -> None (hla_reference)"},
     {"step", py_step, METH_VARARGS, "step(cfg, q, k, v, output, state, rows) -> None (hla_step)"},
     {"step_numpy", (PyCFunction)(void (*)(void))py_step_numpy, METH_FASTCALL,
-     "step_numpy(cfg, q, k, v, state, lock[, out]) -> o, or NotImplemented (numpy q, k, v of one native float dtype)"},
+     "step_numpy(cfg, q, k, v, state, lock[, out[, rows]]) -> o, or NotImplemented (numpy arrays only)"},
     {"summarize", py_summarize, METH_VARARGS,
      "summarize(cfg, q, k, v, cu_seqlens, summary, lengths) -> None (hla_summarize)"},
     {"summary_combine", py_summary_combine, METH_VARARGS,
