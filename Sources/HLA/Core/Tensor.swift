@@ -136,6 +136,16 @@ struct Strided<T: HLAFloat> {
 
     @inline(__always) func offset(_ b: Int, _ t: Int, _ h: Int) -> Int { b * sb + t * st + h * sh }
 
+    /// Whether rows are stored as T itself with contiguous elements (`row` may then be read and written in place).
+    var dense: Bool {
+        sd == 1 && ((elem == .float32 && T.self == Float.self) || (elem == .float64 && T.self == Double.self))
+    }
+
+    /// Row (b, t, h) in place; only where `dense`.
+    @inline(__always) func row(_ b: Int, _ t: Int, _ h: Int) -> UnsafeMutablePointer<T> {
+        raw.assumingMemoryBound(to: T.self) + offset(b, t, h)
+    }
+
     /// Copy rows t0..<t0+n of (b, h) into a dense n × ld block (first `d` columns), times `mul`.
     @inline(__always)
     func gather(_ b: Int, _ h: Int, _ t0: Int, _ n: Int, _ d: Int, into dst: UnsafeMutablePointer<T>, ld: Int, mul: T = 1) {

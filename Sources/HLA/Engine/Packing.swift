@@ -63,6 +63,14 @@ struct IO<T: HLAFloat> {
         for j in 0..<c.group { q.prefetch(b, t, g * c.group + j, c.dk) }
     }
 
+    /// Whether a decoding step can read the token's k and v in place (`Paths.serial`): both store T in contiguous
+    /// rows and no ones column is appended to v (dvp = dv).
+    func direct(_ c: Config) -> Bool { !c.normalize && k.dense && v.dense }
+
+    /// Whether a single-head decoding step can also write its output in place: `direct`, and the output stores T
+    /// in contiguous rows.
+    func directOut(_ c: Config) -> Bool { c.group == 1 && direct(c) && out?.dense == true }
+
     /// Write numerators O (group × n × dvp) as outputs, dividing by the ones column plus eps when normalizing.
     @inline(__always)
     func unpack(_ c: Config, b: Int, g: Int, t0: Int, n: Int, O: UnsafePointer<T>) {
