@@ -291,7 +291,7 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
     npy_intp dims[3];
-    int typenum;
+    int typenum, builtin;
     outcome r;
     (void)m;
     if (nargs < 6 || nargs > 8) {
@@ -305,8 +305,8 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     if (given != NULL && !PyArray_CheckExact(given)) Py_RETURN_NOTIMPLEMENTED;
     if (o[5] != Py_None && !PyArray_CheckExact(o[5])) Py_RETURN_NOTIMPLEMENTED;
     typenum = PyArray_TYPE((PyArrayObject *)o[0]);
-    if (typenum != NPY_HALF && typenum != NPY_FLOAT && typenum != NPY_DOUBLE &&
-        !hla_ext_is_bfloat16((PyArrayObject *)o[0])) Py_RETURN_NOTIMPLEMENTED;
+    builtin = typenum == NPY_HALF || typenum == NPY_FLOAT || typenum == NPY_DOUBLE;
+    if (!builtin && !hla_ext_is_bfloat16((PyArrayObject *)o[0])) Py_RETURN_NOTIMPLEMENTED;
     if (hla_ext_config_from_py(args[0], &cfg) < 0) return NULL;
     if (given != NULL) {
         Py_INCREF(given);
@@ -320,9 +320,8 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         /* q's float kind in native byte order (bfloat16's dtype is ml_dtypes', not a built-in typenum) */
-        descr = typenum == NPY_HALF || typenum == NPY_FLOAT || typenum == NPY_DOUBLE
-                    ? PyArray_DescrFromType(typenum)
-                    : PyArray_DescrNewByteorder(PyArray_DESCR((PyArrayObject *)o[0]), NPY_NATIVE);
+        descr = builtin ? PyArray_DescrFromType(typenum)
+                        : PyArray_DescrNewByteorder(PyArray_DESCR((PyArrayObject *)o[0]), NPY_NATIVE);
         if (descr == NULL) return NULL;
         o[3] = PyArray_Empty(3, dims, descr, 0);          /* steals descr */
         if (o[3] == NULL) return NULL;
