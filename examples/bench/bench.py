@@ -440,10 +440,10 @@ def peak_section(R, a, peak2, peak1, zmm):
         "of the forward's GFLOP/s over that round's FMA trial: the forward against the peak the machine gave at "
         "that moment, where the column before it divides a median by the best trial of the whole run. "
         "**out=**: every round also runs both chunk sizes writing into one preallocated output (`out=`), "
-        "shown for the chunk size reported: a fresh output's pages are zeroed by the kernel when the forward "
-        "first writes them (%d MiB per call at d=64, B=1; perf on the AMD EPYC VM: `clear_page_erms` under the "
-        "forward's unpacking, about a tenth of a two-thread call), which that column leaves out. The targets' "
-        "verdicts use the fresh-output medians. "
+        "shown for the chunk size reported. The other calls return a new output each (%d MiB at d=64, B=1), "
+        "whose memory comes from `hla.output_pool` (a freed output's buffer, kept for the next output of its "
+        "size; without it the kernel zeroes fresh pages as the forward first writes them, about a tenth of a "
+        "two-thread call at d=64, B=1). The targets' verdicts use those calls' medians. "
         "Load before: %s." % (a.reps, peak2, peak1, "zmm" if zmm else "ymm", a.peak_T[(64, 1)] * H * 64 * 4 >> 20,
                               load()))
     R.p()

@@ -152,15 +152,18 @@ def out_section(R, hla, a, interleaved, fmt_t):
     rng = np.random.default_rng(5)
     q, k, v = (rng.standard_normal((B, T, H, d), dtype=np.float32) for _ in range(3))
     buf = np.empty((B, T, H, d), np.float32)
-    R.p("`hla.forward` (chunked, automatic chunk; B=%d, T=%d, H=%d, d=%d, float32) returning a fresh output "
-        "against `hla.forward(..., out=buf)` writing the same buffer every call (a fresh %d MiB output is "
-        "faulted in and zeroed by the kernel on first touch; a reused one is not); and `State.step` at H=64, "
-        "d=64 with and without `out=` (a Python loop of %d calls). Interleaved medians." % (
-            B, T, H, d, B * T * H * d * 4 // 2 ** 20, a.steps))
+    R.p("`hla.forward` (chunked, automatic chunk; B=%d, T=%d, H=%d, d=%d, float32) returning a new output "
+        "each call, its memory from `hla.output_pool` (the buffer of an output freed before, kept for the next "
+        "output of its size), and into a new `np.empty` output each call (`out=`: what the pool saves, a fresh "
+        "%d MiB output faulted in and zeroed by the kernel on first touch), against `hla.forward(..., out=buf)` "
+        "writing the same buffer every call; and `State.step` at H=64, d=64 with and without `out=` (a Python "
+        "loop of %d calls). Interleaved medians." % (B, T, H, d, B * T * H * d * 4 // 2 ** 20, a.steps))
     R.p()
     rows = []
     for op in ("hla2", "ahla", "hla3"):
         tm = interleaved({"fresh": lambda op=op: hla.forward(q, k, v, op=op, scale=s),
+                          "empty": lambda op=op: hla.forward(q, k, v, op=op, scale=s,
+                                                             out=np.empty((B, T, H, d), np.float32)),
                           "out": lambda op=op: hla.forward(q, k, v, op=op, scale=s, out=buf)}, a.reps)
         st = hla.State(op, batch=1, heads=64, dk=64, dv=64, scale=0.125, dtype="float32")
         toks = [tuple(rng.standard_normal((1, 64, 64), dtype=np.float32) for _ in range(3)) for _ in range(64)]
@@ -175,10 +178,12 @@ def out_section(R, hla, a, interleaved, fmt_t):
             for i in range(n):
                 st.step(*toks[i % 64], out=ob)
         ts = interleaved({"fresh": fresh, "out": into}, a.reps)
-        rows.append([op, fmt_t(tm["fresh"]), fmt_t(tm["out"]), "%.3f" % (tm["out"] / tm["fresh"]),
+        rows.append([op, fmt_t(tm["fresh"]), fmt_t(tm["empty"]), fmt_t(tm["out"]),
+                     "%.3f" % (tm["out"] / tm["fresh"]), "%.3f" % (tm["out"] / tm["empty"]),
                      fmt_t(ts["fresh"] / n), fmt_t(ts["out"] / n), "%.3f" % (ts["out"] / ts["fresh"])])
         del st
-    R.table(["op", "forward, fresh output", "forward, out=", "ratio", "State.step, fresh output",
+    R.table(["op", "forward, new output (pool)", "forward, out=np.empty(...)", "forward, out=buf",
+             "out=buf / pool", "out=buf / out=np.empty", "State.step, fresh output",
              "State.step, out=", "ratio"], rows)
     return []
 

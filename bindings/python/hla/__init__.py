@@ -46,7 +46,7 @@ from . import _arrays, _hla, _state  # noqa: E402
 from ._state import Segment, State, combine, state_from_segment  # noqa: E402
 
 __all__ = ["forward", "backward", "Gradients", "new_checkpoints", "checkpoint_rows", "reference", "summarize", "combine", "state_elements",
-           "summary_elements", "State", "Segment", "state_from_segment", "__version__", "library_version"]
+           "summary_elements", "State", "Segment", "state_from_segment", "output_pool", "__version__", "library_version"]
 
 # The version of the header the extension was built with (HLA_VERSION_* macros of hla.h, the single
 # source of truth); the extension refuses to load a library of another major version.
@@ -56,6 +56,24 @@ __version__ = "%d.%d.%d" % (_hla.VERSION_MAJOR, _hla.VERSION_MINOR, _hla.VERSION
 def library_version():
     """Version string of the loaded libhla shared library."""
     return _hla.version()
+
+
+OutputPool = _collections.namedtuple("OutputPool", "limit held buffers")
+
+
+def output_pool(limit=None):
+    """The pool of large numpy outputs' memory: returns ``OutputPool(limit, held, buffers)`` (bytes the
+    pool may keep, bytes and buffers it keeps now), after setting ``limit`` when it is given.
+
+    A numpy output of 1 MiB or more (of :func:`forward`, :func:`backward`, :func:`reference`,
+    :meth:`State.prefill`; JAX inputs' outputs are such arrays handed to JAX) is allocated through a
+    numpy memory handler (NEP 49) that keeps the buffer when numpy frees the array (at most 8 buffers
+    and ``limit`` bytes, 256 MiB unless set) and hands it to the next output of its size, or up to a
+    quarter smaller: a repeated call then writes memory already mapped instead of fresh pages the kernel
+    must zero (a tenth of a two-thread forward at d = 64). Only freed arrays' buffers are kept, so no
+    live array shares memory with another. ``output_pool(0)`` releases every kept buffer and keeps none
+    after. Outputs of torch inputs (torch allocates them) and ``out=`` arrays are not the pool's."""
+    return OutputPool(*_hla.output_pool(limit))
 
 
 def _call_config(q, k, v, op, masked, normalize, decay, ridge, eps, scale, chunk_size):

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from . import _hla
+
 NUMPY, TORCH, JAX, DLPACK = "numpy", "torch", "jax", "dlpack"
 
 FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
@@ -110,14 +112,15 @@ def numpy_float_dtype(x):
 
 def empty_like_kind(x, shape_):
     """An uninitialised output of shape_ for inputs like x: a torch tensor (same dtype, CPU) for torch,
-    a numpy array otherwise (JAX outputs are converted by deliver())."""
+    a numpy array otherwise (JAX outputs are converted by deliver()), whose memory comes from the output
+    pool when it is 1 MiB or more (hla.output_pool)."""
     shape_ = tuple(max(int(s), 0) for s in shape_)
     if kind(x) == TORCH:
         import torch
 
         dt = x.dtype if dtype_name(x) in FLOAT_NAMES else torch.float32
         return torch.empty(shape_, dtype=dt)
-    return np.empty(shape_, dtype=numpy_float_dtype(x))
+    return _hla.empty(shape_, numpy_float_dtype(x))
 
 
 def deliver(out, like):

@@ -81,6 +81,12 @@ int hla_ext_typenum(int32_t dtype);
 /* Whether a's dtype is ml_dtypes' bfloat16 (2-byte items whose scalar type is named bfloat16). */
 int hla_ext_is_bfloat16(PyArrayObject *a);
 
+/* ---- pool.c ------------------------------------------------------------------------------ */
+
+/* Add empty() and output_pool() (the pool of large outputs' memory) to the module. 0, or -1 with an
+ * exception set. */
+int hla_ext_pool_init(PyObject *module);
+
 /* ---- ops.c ------------------------------------------------------------------------------- */
 
 extern PyMethodDef hla_ext_ops_methods[];
