@@ -15,6 +15,18 @@ enum Paths {
         return max(c.dk, c.dvp) <= 96 ? 32 : 64
     }
 
+    /// The automatic chunk length of the scan path and of summaries: twice `chunkLength`'s. Each chunk there
+    /// also forms its summary and combines it into the carry (O(d³) per chunk for hla3's W, O(d²·dv) for the
+    /// others' full combines), which longer chunks spread over more tokens. Measured on the AMD EPYC VM (B=1,
+    /// H=8, 2 threads, medians of 7 alternating calls): hla3's scan at d = 64 took 93 ms at chunk 64 against 108
+    /// at 32, at d = 128 184 against 195 at 64; ahla's 47 against 51 and 90 against 93; hla2's alike at d = 64
+    /// (55 and 55) and 100 against 103 at d = 128 (the one case where the shorter chunk won); summaries of
+    /// every operator 10-25% faster at these lengths than at `chunkLength`'s.
+    static func scanChunkLength(_ c: Config) -> Int {
+        if c.chunkSize > 0 { return c.chunkSize }
+        return 2 * chunkLength(c)
+    }
+
     /// Per-worker dense buffers for chunks of up to n tokens.
     struct Work<T: HLAFloat> {
         let buffer: RawBuffer<T>
@@ -454,7 +466,7 @@ enum Paths {
     /// expose the same algebra for segments processed anywhere.)
     static func scan<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                 carry: Rows<T>) throws(HLAError) {
-        let n0 = min(chunkLength(c), seqs.maxLength)
+        let n0 = min(scanChunkLength(c), seqs.maxLength)
         let parallel = worthThreads(c, seqs, n0: n0)
         let ue = unitElements(c)
         let layout = Layout.state(c)
@@ -528,7 +540,7 @@ enum Paths {
     /// Summary of nT tokens (segment layout) into zeroed `dst`.
     static func summarize<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                      dst: Rows<T>) throws(HLAError) {
-        let n0 = min(chunkLength(c), seqs.maxLength)
+        let n0 = min(scanChunkLength(c), seqs.maxLength)
         let parallel = worthThreads(c, seqs, n0: n0)
         let layout = Layout.summary(c)
         let ue = unitElements(c)
