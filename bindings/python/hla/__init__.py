@@ -72,7 +72,8 @@ def output_pool(limit=None):
     quarter smaller: a repeated call then writes memory already mapped instead of fresh pages the kernel
     must zero (a tenth of a two-thread forward at d = 64). Only freed arrays' buffers are kept, so no
     live array shares memory with another. ``output_pool(0)`` releases every kept buffer and keeps none
-    after. Outputs of torch inputs (torch allocates them) and ``out=`` arrays are not the pool's."""
+    after. Outputs of torch inputs (torch allocates them) and ``out=`` arrays are not the pool's.
+    Built against numpy headers older than 1.22 (no NEP 49) the pool is off: its limit stays 0."""
     return OutputPool(*_hla.output_pool(limit))
 
 

@@ -21,6 +21,17 @@
 #include <string.h>
 #include <sys/mman.h>
 
+/* NEP 49 memory handlers came with numpy 1.22; built against older headers the pool is off (limit 0). */
+#if defined(NPY_1_22_API_VERSION) && NPY_FEATURE_VERSION >= NPY_1_22_API_VERSION
+#define HLA_EXT_POOL 1
+#else
+#define HLA_EXT_POOL 0
+#endif
+
+#if NPY_ABI_VERSION < 0x02000000
+#define PyDataType_ELSIZE(descr) ((descr)->elsize)   /* numpy 1.x headers */
+#endif
+
 #define POOL_MIN ((size_t)1 << 20)      /* smaller buffers: plain malloc/free (glibc reuses them) */
 #define POOL_SLOTS 8                    /* buffers kept at most */
 #define HUGE_MIN ((size_t)1 << 22)      /* numpy's threshold for MADV_HUGEPAGE on its own buffers */
@@ -37,8 +48,28 @@ static struct {
     int count;
     size_t held;                        /* sum of capacity[] */
     size_t limit;                       /* held never exceeds it; 0 keeps nothing */
-} pool = {PTHREAD_MUTEX_INITIALIZER, {0}, {0}, 0, 0, (size_t)256 << 20};
+} pool = {PTHREAD_MUTEX_INITIALIZER, {0}, {0}, 0, 0, HLA_EXT_POOL ? (size_t)256 << 20 : 0};
 
+/* Remove kept buffer i from the pool and return it (the lock held). */
+static void *
+take(int i)
+{
+    void *base = pool.base[i];
+    pool.held -= pool.capacity[i];
+    memmove(&pool.base[i], &pool.base[i + 1], (size_t)(pool.count - i - 1) * sizeof(void *));
+    memmove(&pool.capacity[i], &pool.capacity[i + 1], (size_t)(pool.count - i - 1) * sizeof(size_t));
+    pool.count--;
+    return base;
+}
+
+/* Release buffers [0, n) of `bases` (outside the lock). */
+static void
+release_all(void **bases, int n)
+{
+    for (int i = 0; i < n; i++) free(bases[i]);
+}
+
+#if HLA_EXT_POOL
 static void *
 data_of(void *base)
 {
@@ -67,25 +98,6 @@ fresh(size_t size)
     }
 #endif
     return data_of(base);
-}
-
-/* Remove kept buffer i from the pool and return it (the lock held). */
-static void *
-take(int i)
-{
-    void *base = pool.base[i];
-    pool.held -= pool.capacity[i];
-    memmove(&pool.base[i], &pool.base[i + 1], (size_t)(pool.count - i - 1) * sizeof(void *));
-    memmove(&pool.capacity[i], &pool.capacity[i + 1], (size_t)(pool.count - i - 1) * sizeof(size_t));
-    pool.count--;
-    return base;
-}
-
-/* Release buffers [0, n) of `bases` (outside the lock). */
-static void
-release_all(void **bases, int n)
-{
-    for (int i = 0; i < n; i++) free(bases[i]);
 }
 
 static void *
@@ -168,13 +180,14 @@ static PyDataMem_Handler handler = {
     "hla_output_pool", 1, {NULL, pool_malloc, pool_calloc, pool_realloc, pool_free}};
 
 static PyObject *handler_capsule;       /* owned by the module for the process's life */
+#endif
 
 /* empty(shape, dtype) -> an uninitialised C-contiguous numpy array (shape a tuple of ints >= 0); of
  * POOL_MIN bytes or more, its memory comes from the pool (and returns to it when the array is freed). */
 static PyObject *
 ext_empty(PyObject *self, PyObject *args)
 {
-    PyObject *shape, *old, *arr, *restored;
+    PyObject *shape;
     PyArray_Descr *descr = NULL;
     npy_intp dims[NPY_MAXDIMS];
     size_t bytes;
@@ -196,9 +209,12 @@ ext_empty(PyObject *self, PyObject *args)
         }
         bytes = dims[i] != 0 && bytes > SIZE_MAX / (size_t)dims[i] ? SIZE_MAX : bytes * (size_t)dims[i];
     }
+#if HLA_EXT_POOL
     if (bytes < POOL_MIN || handler_capsule == NULL)
+#endif
         return PyArray_Empty(nd, dims, descr, 0);              /* steals descr; raises when too large */
-    old = PyDataMem_SetHandler(handler_capsule);
+#if HLA_EXT_POOL
+    PyObject *old = PyDataMem_SetHandler(handler_capsule), *arr, *restored;
     if (old == NULL) {
         Py_DECREF(descr);
         return NULL;
@@ -212,6 +228,7 @@ ext_empty(PyObject *self, PyObject *args)
     }
     Py_DECREF(restored);
     return arr;
+#endif
 }
 
 /* output_pool(limit=None) -> (limit, held bytes, buffers held); a new limit (bytes, >= 0) first
@@ -233,7 +250,7 @@ ext_output_pool(PyObject *self, PyObject *args)
             return NULL;
         }
         pthread_mutex_lock(&pool.lock);
-        pool.limit = (size_t)v;
+        pool.limit = HLA_EXT_POOL ? (size_t)v : 0;
         while (pool.count > 0 && pool.held > pool.limit) evicted[n++] = take(0);
         pthread_mutex_unlock(&pool.lock);
         release_all(evicted, n);
@@ -256,9 +273,12 @@ static PyMethodDef pool_methods[] = {
 int
 hla_ext_pool_init(PyObject *module)
 {
+#if HLA_EXT_POOL
     if (handler_capsule == NULL) {
         handler_capsule = PyCapsule_New(&handler, "mem_handler", NULL);
         if (handler_capsule == NULL) return -1;
     }
+#endif
+    if (PyModule_AddIntConstant(module, "OUTPUT_POOL", HLA_EXT_POOL) < 0) return -1;
     return PyModule_AddFunctions(module, pool_methods);
 }
