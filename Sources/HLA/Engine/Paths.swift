@@ -21,7 +21,7 @@ enum Paths {
     /// H=8, 2 threads, medians of 7 alternating calls): hla3's scan at d = 64 took 93 ms at chunk 64 against 108
     /// at 32, at d = 128 184 against 195 at 64; ahla's 47 against 51 and 90 against 93; hla2's alike at d = 64
     /// (55 and 55) and 100 against 103 at d = 128 (the one case where the shorter chunk won); summaries of
-    /// every operator 10-25% faster at these lengths than at `chunkLength`'s.
+    /// every operator 9-20% faster at these lengths than at `chunkLength`'s (5 alternating calls).
     static func scanChunkLength(_ c: Config) -> Int {
         if c.chunkSize > 0 { return c.chunkSize }
         return 2 * chunkLength(c)
