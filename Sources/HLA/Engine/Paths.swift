@@ -389,7 +389,7 @@ enum Paths {
             let u = layout.unit(carry.row(b), g: g)
             // The range's queries, requested before the kv comparison and copy below so they arrive meanwhile: a
             // host's fresh token is in the other core's cache or beyond (hla2 and ahla at H = 64, Hkv = 1, d = 64:
-            // 0.95-0.97 of the step's time, `ab.py`, 15 rounds).
+            // 0.95-0.97 of the step's time, hla3 0.95-1.0; `ab.py`).
             for j in 0..<n { io.q.prefetch(b, 0, g * c.group + j0 + j, c.dk) }
             let slot = reps.slot(w, unit)
             let copy = slot.pointee.base.unsafelyUnwrapped.bindMemory(to: T.self, capacity: layout.kvTotal)
