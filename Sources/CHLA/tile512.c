@@ -176,14 +176,55 @@ static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t 
     }
 }
 
+/* step_block fused with one 4 × 32 tile of the next heads' products: while the block's dk rows of W are swept (bound
+ * by their loads and stores, the FMA ports about 60% busy), the tile C (rows × 32, row r at c + r·ldc) = A (rows of
+ * dk, row r at a + r·dk) · B (dk × 32, row p at bp + p·bs) takes one step p per row of the sweep, so its fused
+ * multiply-adds fill the sweep's idle FMA slots. Each tile element is one chain over p in order from zero and each W
+ * row and o column as in step_block: the same bits as `products` and `step_block` apart. Rows of A past `rows` repeat
+ * the last valid one (not stored). */
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile(int SCALED, ptrdiff_t dk, ptrdiff_t dvp,
+    float *w, const float *z, const float *y, const float *qj, float *o, float g3, const float *a, ptrdiff_t rows,
+    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc) {
+    __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+    __m512 x0 = o0, x1 = o0, x2 = o0, x3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
+    const __m512 g = _mm512_set1_ps(g3);
+    const __m512 v0 = _mm512_loadu_ps(y), v1 = _mm512_loadu_ps(y + 16), v2 = _mm512_loadu_ps(y + 32),
+                 v3 = _mm512_loadu_ps(y + 48);
+    const float *a0 = a, *a1 = a + (rows > 1 ? 1 : rows - 1) * dk, *a2 = a + (rows > 2 ? 2 : rows - 1) * dk,
+                *a3 = a + (rows > 3 ? 3 : rows - 1) * dk;
+    for (ptrdiff_t r = 0; r < dk; r++) {
+        float *row = w + r * dvp;
+        const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
+        const __m512 b = _mm512_loadu_ps(bp + r * bs), f = _mm512_loadu_ps(bp + r * bs + 16);
+#define W1(k, v, acc) { __m512 t = _mm512_loadu_ps(row + 16 * k); if (SCALED) t = _mm512_mul_ps(t, g); \
+        t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * k, t); acc = _mm512_fmadd_ps(xr, t, acc); }
+#define T1(i) { __m512 s = _mm512_set1_ps(a##i[r]); x##i = _mm512_fmadd_ps(s, b, x##i); e##i = _mm512_fmadd_ps(s, f, e##i); }
+        W1(0, v0, o0) T1(0) W1(1, v1, o1) T1(1) W1(2, v2, o2) T1(2) W1(3, v3, o3) T1(3)
+#undef W1
+#undef T1
+    }
+    _mm512_storeu_ps(o, o0); _mm512_storeu_ps(o + 16, o1); _mm512_storeu_ps(o + 32, o2); _mm512_storeu_ps(o + 48, o3);
+    _mm512_storeu_ps(c, x0); _mm512_storeu_ps(c + 16, e0);
+    if (rows > 1) { _mm512_storeu_ps(c + ldc, x1); _mm512_storeu_ps(c + ldc + 16, e1); }
+    if (rows > 2) { _mm512_storeu_ps(c + 2 * ldc, x2); _mm512_storeu_ps(c + 2 * ldc + 16, e2); }
+    if (rows > 3) { _mm512_storeu_ps(c + 3 * ldc, x3); _mm512_storeu_ps(c + 3 * ldc + 16, e3); }
+}
+
 /* The masked multi-head step W_j ← g·W_j + z_j y_jᵀ, o_j = W_jᵀ q_j of one kv head's n query heads: hla3 (z = S q_j
  * and y = Pᵀ q_j per head), hla2 (y = zs, the token's value, for every head; no P) and ahla (z = zs, the token's key,
- * for every head; no S). DZ: z per head; DY: y per head (constants after inlining). The heads' z (and y) are formed
- * first, for all n heads at once, as one product Z = Q S (Y = Q P) on the register tiles: each block of S and P is
- * loaded once per 8 heads instead of once per head in every head's W sweep. The sweep is bound by its loads and
- * stores: on the 2-core AMD EPYC VM (C microbenchmarks, hot in L2, cycles at 3.6 GHz) hla2's kernel with 8-64 query
- * heads on one kv head took 18-22 cycles per row of W when each head's sweep also read S, against 12.5 for the W
- * sweep alone. zy holds Z (n·dk elements; hla3 and hla2), then Y (n·dvp; hla3 and ahla). */
+ * for every head; no S). DZ: z per head; DY: y per head (constants after inlining). zy holds Z (n·dk elements; hla3
+ * and hla2), then Y (n·dvp; hla3 and ahla).
+ * The heads' z and y are products Z = Q S and Y = Q P on register tiles, each block of S and P loaded once per tile of
+ * heads rather than once per head in every head's W sweep (on the 2-core AMD EPYC VM, C microbenchmarks hot in L2 at
+ * 3.6 GHz: hla2 with 8-64 query heads on one kv head took 18-22 cycles per row of W when each head's sweep also read
+ * S, against 12.5 for the W sweep alone). The heads go in groups of four: the first group's products are formed
+ * alone, then each group's W sweeps run with the next group's product tiles fused into them (`step_block_tile`: a
+ * sweep is bound by its loads and stores and leaves FMA slots free), and what does not pair up runs alone. hla3 with
+ * 32 heads at d = 64 (one thread's half of H = 64, Hkv = 1), hot in L2: the W sweeps alone 12.9 cycles per row, the
+ * products alone about 8 (their FMA bound), apart 20.8, fused 19.7 (0.95 of the time; 64 heads, from L3: 0.88-0.91);
+ * hla2 and ahla, half of whose sweeps get a tile, 0.97-1.05. In the library's steps (ab.py, 15 rounds): hla3 at
+ * H = 64, Hkv = 1 and 8 0.965 and 0.959, hla2 and ahla at Hkv = 1 0.974 and 0.965, H = Hkv (one head per call) alike. */
+#define GROUP 4
 static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk,
     ptrdiff_t dvp, float *S, float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
     float *zy, float *out, const float *ku, const float *vu, float gkv) {
@@ -200,16 +241,42 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
             step_block_g(dk, dvp, P + c0, ku, vu + c0, q, Y + c0, gkv);
         first = 1;
     }
-    if (DZ) products(n - first, dk, q + first * dk, S, dk, Z + first * dk);
-    if (DY) products(n - first, dk, q + first * dk, P, dvp, Y + first * dvp);
-    /* Head j's W sweep. */
-    for (ptrdiff_t j = 0; j < n; j++) {
-        const float *qj = q + j * dk, *z = DZ ? Z + j * dk : zs, *y = DY ? Y + j * dvp : zs;
-        float *Wj = W + j * wstride, *oj = out + j * dvp;
-        for (ptrdiff_t c0 = 0; c0 < dvp; c0 += 64)
-            step_block_g(dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g);
+    const ptrdiff_t n0 = n < GROUP ? n : GROUP;
+    if (DZ) products(n0 - first, dk, q + first * dk, S, dk, Z + first * dk);
+    if (DY) products(n0 - first, dk, q + first * dk, P, dvp, Y + first * dvp);
+    const ptrdiff_t ztiles = DZ ? dk / 32 : 0, tiles = ztiles + (DY ? dvp / 32 : 0);
+    for (ptrdiff_t h0 = 0; h0 < n; h0 += GROUP) {
+        const ptrdiff_t nh = n - h0 < GROUP ? n - h0 : GROUP;          /* this group's heads */
+        const ptrdiff_t n1 = h0 + GROUP, rows = n - n1 < GROUP ? n - n1 : GROUP;   /* the next group's (may be <= 0) */
+        ptrdiff_t t = rows > 0 ? 0 : tiles;                              /* next product tile */
+        const float *a = q + n1 * dk;
+        for (ptrdiff_t m = 0; m < nh; m++) {
+            const ptrdiff_t j = h0 + m;
+            const float *qj = q + j * dk, *z = DZ ? Z + j * dk : zs, *y = DY ? Y + j * dvp : zs;
+            float *Wj = W + j * wstride, *oj = out + j * dvp;
+            for (ptrdiff_t c0 = 0; c0 < dvp; c0 += 64) {
+                if (t < tiles) {
+                    const int isz = t < ztiles;
+                    const ptrdiff_t tc = isz ? 32 * t : 32 * (t - ztiles), ld = isz ? dk : dvp;
+                    const float *bp = (isz ? S : P) + tc;
+                    float *c = (isz ? Z + n1 * dk : Y + n1 * dvp) + tc;
+                    if (g == 1) step_block_tile(0, dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g, a, rows, bp, ld, c, ld);
+                    else step_block_tile(1, dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g, a, rows, bp, ld, c, ld);
+                    t++;
+                } else {
+                    step_block_g(dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g);
+                }
+            }
+        }
+        for (; t < tiles; t++) {                                         /* tiles left unpaired */
+            const int isz = t < ztiles;
+            const ptrdiff_t tc = isz ? 32 * t : 32 * (t - ztiles), ld = isz ? dk : dvp;
+            BY_HEIGHT(tile2, dk, a, dk, 1, (isz ? S : P) + tc, ld, 0, a, dk, 1, S, ld, rows,
+                      (isz ? Z + n1 * dk : Y + n1 * dvp) + tc, ld, 1.0f, 0.0f)
+        }
     }
 }
+#undef GROUP
 
 HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, float *P,
     const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k, const float *v,

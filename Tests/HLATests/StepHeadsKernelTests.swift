@@ -5,7 +5,8 @@
 // (`AHLA.stepHeadsFused`: z = k for every head), each against the portable composition it replaces
 // (`stepHeadsPortable`: the products of all heads through Gemm, then Vec.rank1Project per head). Both must leave
 // every head block and every output BIT FOR BIT alike: dk ≠ dv both ways, d = 64 and 128, decay 1 (no scaling)
-// and below, 1, 2, 5, 9 and 12 heads (the products' tiles are 8 rows: partial, whole and two tiles), head blocks
+// and below, 1, 2, 5, 9 and 12 heads (groups of four heads, each group's products formed in the previous group's
+// sweeps: one group, a partial one, whole ones and partial ones after them), head blocks
 // spaced wider than W (the state's layout has them adjacent; the kernel only assumes the stride it is given), the
 // bytes around each block untouched, and the kv blocks and the token only read. Skipped without AVX-512 (or with
 // HLA_SIMD=avx2), where nothing calls the kernel.
