@@ -103,7 +103,7 @@ if not os.path.exists(os.path.join(libdir, "libhla.so")):
 
 ext = Extension(
     "hla._hla",
-    sources=["src/%s.c" % name for name in ("module", "convert", "config", "errors", "ops", "pool")],
+    sources=["src/%s.c" % name for name in ("module", "convert", "config", "errors", "ops", "pool", "lock")],
     depends=["src/ext.h", "src/dlpack_abi.h"],
     include_dirs=include_dirs_and_args() + [numpy_include(), os.path.join(HERE, "src")],
     library_dirs=[libdir],

@@ -4,7 +4,6 @@ configuration, a numpy view of the rows, the object the memory came from, and a 
 serialises this package's calls on one object (the library itself keeps no state between calls).
 """
 import collections
-import threading
 
 import numpy as np
 
@@ -76,7 +75,7 @@ class _Rows:
         self._cfg = cfg
         self._array = array
         self._source = array if source is None else source
-        self._lock = threading.Lock()
+        self._lock = _hla.Lock()
         return self
 
     # -- configuration ------------------------------------------------------------------------
@@ -165,7 +164,7 @@ class State(_Rows):
         n = _hla.state_elements(cfg)
         array = _arrays.aligned_zeros((batch, n), dt)
         self._cfg, self._array, self._source = cfg, array, array
-        self._lock = threading.Lock()
+        self._lock = _hla.Lock()
 
     @classmethod
     def wrap(cls, array, op="hla2", *, heads, dk, dv, kv_heads=None, masked=True, normalize=False,

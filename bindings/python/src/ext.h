@@ -87,6 +87,20 @@ int hla_ext_is_bfloat16(PyArrayObject *a);
  * exception set. */
 int hla_ext_pool_init(PyObject *module);
 
+/* ---- lock.c ------------------------------------------------------------------------------ */
+
+/* hla._hla.Lock, a State's lock. */
+extern PyTypeObject hla_ext_lock_type;
+/* Add the Lock type to the module. 0, or -1 with an exception set. */
+int hla_ext_lock_init(PyObject *module);
+/* Whether obj is a Lock. */
+int hla_ext_lock_check(PyObject *obj);
+/* Take the Lock obj (GIL held): 1 taken; 0 not (blocking false and held elsewhere); -1 with an exception set
+ * (a signal handler raised while it waited, the GIL released). */
+int hla_ext_lock_acquire(PyObject *obj, int blocking);
+/* Give it back (GIL held): 0, or -1 with RuntimeError set if it was not held. */
+int hla_ext_lock_release(PyObject *obj);
+
 /* ---- ops.c ------------------------------------------------------------------------------- */
 
 extern PyMethodDef hla_ext_ops_methods[];

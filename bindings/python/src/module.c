@@ -30,7 +30,8 @@ PyInit__hla(void)
     if (PyModule_AddIntConstant(m, "VERSION_MAJOR", HLA_VERSION_MAJOR) < 0 ||
         PyModule_AddIntConstant(m, "VERSION_MINOR", HLA_VERSION_MINOR) < 0 ||
         PyModule_AddIntConstant(m, "VERSION_PATCH", HLA_VERSION_PATCH) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_NDIM", HLA_MAX_NDIM) < 0 || hla_ext_pool_init(m) < 0) {
+        PyModule_AddIntConstant(m, "MAX_NDIM", HLA_MAX_NDIM) < 0 || hla_ext_pool_init(m) < 0 ||
+        hla_ext_lock_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -259,17 +259,6 @@ py_step(PyObject *m, PyObject *args)
     return finish(&r);
 }
 
-/* lock.<name>() through a method name interned once (PyObject_CallMethod would build the name and a bound
- * method on every call: two of them per State.step). PyObject_CallMethodObjArgs (every supported Python)
- * looks the method up without binding it. */
-static PyObject *lock_acquire, *lock_release;
-static PyObject *
-lock_call(PyObject *lock, PyObject **name, const char *text)
-{
-    if (*name == NULL && (*name = PyUnicode_InternFromString(text)) == NULL) return NULL;
-    return PyObject_CallMethodObjArgs(lock, *name, NULL);
-}
-
 /* step_numpy(cfg, q, k, v, state, lock[, out[, rows]]) -> o, or NotImplemented: State.step's common case in
  * one call. q, k, v exact numpy arrays, q of a float dtype the library takes (float16, float32, float64, or
  * ml_dtypes' bfloat16: through the general path a bfloat16 step cost 4 µs more per call than float32);
@@ -277,7 +266,8 @@ lock_call(PyObject *lock, PyObject **name, const char *text)
  * absent or None, allocates the output [R, H, dv] (R = q.shape[0]; 1 for a 0-d q, which the library then
  * refuses) of q's dtype; `rows` absent or None (sequence i is row i), or an exact numpy array of row indices
  * (the library checks its dtype, length, range and distinctness; through the general path a row-indexed step
- * cost 6 µs more per call); holds `lock` (the State's threading.Lock) around hla_step with the GIL released.
+ * cost 6 µs more per call); holds `lock` (the State's hla._hla.Lock, taken directly: lock.c) around hla_step,
+ * which runs with the GIL released.
  * Anything else (other array kinds, rows or out that are not numpy arrays) returns NotImplemented and the
  * Python layer takes its general path. */
 static PyObject *
@@ -286,7 +276,7 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     static const argspec spec[] = {
         {"q_t", HLA_EXT_READ, 0}, {"k_t", HLA_EXT_READ, 0}, {"v_t", HLA_EXT_READ, 0},
         {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}, {"rows", HLA_EXT_READ, 1}};
-    PyObject *o[6], *lock, *held, *given;
+    PyObject *o[6], *lock, *given;
     PyArray_Descr *descr;
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
@@ -299,6 +289,10 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     o[0] = args[1]; o[1] = args[2]; o[2] = args[3]; o[4] = args[4]; lock = args[5];
+    if (!hla_ext_lock_check(lock)) {
+        PyErr_SetString(PyExc_TypeError, "step_numpy: lock must be an hla._hla.Lock");
+        return NULL;
+    }
     given = nargs >= 7 && args[6] != Py_None ? args[6] : NULL;
     o[5] = nargs == 8 ? args[7] : Py_None;
     if (!PyArray_CheckExact(o[0]) || !PyArray_CheckExact(o[1]) || !PyArray_CheckExact(o[2])) Py_RETURN_NOTIMPLEMENTED;
@@ -335,23 +329,19 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(o[3]);
         return NULL;
     }
-    held = lock_call(lock, &lock_acquire, "acquire");
-    if (held == NULL) {
+    if (hla_ext_lock_acquire(lock, 1) < 0) {
         release_all(t, 6);
         Py_DECREF(o[3]);
         return NULL;
     }
-    Py_DECREF(held);
     Py_BEGIN_ALLOW_THREADS
     record(&r, hla_step(&cfg, P(0), P(1), P(2), P(3), P(4), P(5)));
     Py_END_ALLOW_THREADS
     release_all(t, 6);
-    held = lock_call(lock, &lock_release, "release");
-    if (held == NULL) {
+    if (hla_ext_lock_release(lock) < 0) {   /* another thread released it meanwhile: the host broke the lock */
         Py_DECREF(o[3]);
         return NULL;
     }
-    Py_DECREF(held);
     if (r.status != HLA_OK) {
         Py_DECREF(o[3]);
         return hla_ext_raise(r.status, r.message);
