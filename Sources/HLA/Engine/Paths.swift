@@ -332,8 +332,12 @@ enum Paths {
     static func stepByHead<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ seqs: Seqs, io: IO<T>,
                                                       carry: Rows<T>, work: Int) throws(HLAError) {
         let units = seqs.count * c.kvHeads
-        // Two ranges per thread: a worker that finishes first takes the other's second one.
-        let parts = min(c.group, 2 * hlaThreadCount), items = units * parts
+        // One range per thread. Two (a thread that finished first took the other's second) were slower: the step
+        // kernel forms a range's first four heads' products alone and the rest inside the sweeps (`heads` in
+        // tile512.c), so longer ranges overlap more (H = 64, Hkv = 1, d = 64, `ab.py` 21 rounds, one range's time over
+        // two's: hla3 0.979, hla2 0.992, ahla 0.974; H = 32 hla2 0.962). A range a worker never started is still the
+        // caller's to take.
+        let parts = min(c.group, hlaThreadCount), items = units * parts
         let most = (c.group + parts - 1) / parts            // heads in the largest range
         let workers = workerCount(items)
         let layout = Layout.state(c)
