@@ -100,6 +100,13 @@ int hla_ext_lock_check(PyObject *obj);
 int hla_ext_lock_acquire(PyObject *obj, int blocking);
 /* Give it back (GIL held): 0, or -1 with RuntimeError set if it was not held. */
 int hla_ext_lock_release(PyObject *obj);
+/* One of the Lock's kept outputs (a new reference, which the Lock gives up) that the host has dropped and
+ * is a C-contiguous writable [dims] array of its own memory, dtype equivalent to descr, native byte order;
+ * else NULL (no exception). GIL held. */
+PyObject *hla_ext_lock_reuse_output(PyObject *obj, PyArray_Descr *descr, const npy_intp *dims);
+/* Keep `out` (a numpy array a step wrote and returns) for reuse in one of the Lock's two places, dropping
+ * what that place held; outputs over 1 MiB are not kept. GIL held. */
+void hla_ext_lock_keep_output(PyObject *obj, PyObject *out);
 
 /* ---- ops.c ------------------------------------------------------------------------------- */
 
