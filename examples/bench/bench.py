@@ -603,7 +603,7 @@ def step_section(R, a, backends, libpath, bw):
     R.p()
     R.p("Per call, one token of all H heads. `State.step`: a Python loop of %d calls on preallocated [1, H, d] "
         "inputs (views of each token made before the loop, as for every step peer: indexing a numpy array in "
-        "the loop costs about 0.6 µs per array; the returned array is allocated by the call). C `hla_step`: the same %d calls from a C loop "
+        "the loop costs about 0.6 µs per array; the call returns its output in an array the State kept from an earlier call, once the loop has dropped it). C `hla_step`: the same %d calls from a C loop "
         "(examples/bench/limits.c calling the loaded libhla.so through its C ABI on preallocated tokens and one "
         "64-byte aligned state row, as hla.State allocates it; no Python per token), which separates the binding's overhead. Its output and state were "
         "checked bit-identical to `State.step` on 50 tokens of every shape. Serial path: "

@@ -156,8 +156,9 @@ def out_section(R, hla, a, interleaved, fmt_t):
         "each call, its memory from `hla.output_pool` (the buffer of an output freed before, kept for the next "
         "output of its size), and into a new `np.empty` output each call (`out=`: what the pool saves, a fresh "
         "%d MiB output faulted in and zeroed by the kernel on first touch), against `hla.forward(..., out=buf)` "
-        "writing the same buffer every call; and `State.step` at H=64, d=64 with and without `out=` (a Python "
-        "loop of %d calls). Interleaved medians." % (B, T, H, d, B * T * H * d * 4 // 2 ** 20, a.steps))
+        "writing the same buffer every call; and `State.step` at H=64, d=64 returning its output (an output "
+        "the loop has dropped, which the State keeps and writes again) and with `out=` (a Python loop of %d "
+        "calls). Interleaved medians." % (B, T, H, d, B * T * H * d * 4 // 2 ** 20, a.steps))
     R.p()
     rows = []
     for op in ("hla2", "ahla", "hla3"):
@@ -183,7 +184,7 @@ def out_section(R, hla, a, interleaved, fmt_t):
                      fmt_t(ts["fresh"] / n), fmt_t(ts["out"] / n), "%.3f" % (ts["out"] / ts["fresh"])])
         del st
     R.table(["op", "forward, new output (pool)", "forward, out=np.empty(...)", "forward, out=buf",
-             "out=buf / pool", "out=buf / out=np.empty", "State.step, fresh output",
+             "out=buf / pool", "out=buf / out=np.empty", "State.step, returned output",
              "State.step, out=", "ratio"], rows)
     return []
 
