@@ -74,7 +74,7 @@ private func backwardJob(_ cfg: UnsafePointer<hla_config>?, _ path: Int32,
     guard let route = Path(rawValue: path) else { throw .invalid("path = \(path) is not an hla_path (0 chunked, 1 serial, 2 scan)") }
     let x = try Engine.inputs(c, rank: 4, q: q, k: k, v: v, out: nil, needsOut: false, cuSeqlens: cu_seqlens)
     let B = x.q.shape[0], T = x.q.shape[1]
-    func tensor(_ p: UnsafePointer<hla_tensor>?, _ name: String, heads: Int, features: Int, what: String,
+    func tensor(_ p: UnsafePointer<hla_tensor>?, _ name: StaticString, heads: Int, features: Int, what: String,
                 written: Bool) throws(HLAError) -> TensorView {
         let t = try TensorView(p, name, ndim: 4)
         try t.expectFloat(x.q.dtype)

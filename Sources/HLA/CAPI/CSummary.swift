@@ -83,7 +83,7 @@ import CHLA
 }
 
 /// Every row of a summary tensor [N, m] whose element type the caller chose (float32 or float64).
-private func summaryRows(_ p: UnsafePointer<hla_tensor>?, _ name: String, n: Int) throws(HLAError) -> Engine.Block {
+private func summaryRows(_ p: UnsafePointer<hla_tensor>?, _ name: StaticString, n: Int) throws(HLAError) -> Engine.Block {
     let dtype = try statisticsDType(p, name, "summaries")
     return try Engine.block(p, name, n: n, compute: dtype, count: try rowCount(p, name))
 }

@@ -39,12 +39,12 @@ func config(_ p: UnsafePointer<hla_config>?, name: String = "cfg") throws(HLAErr
 }
 
 /// Number of rows a state/summary tensor holds (for calls whose sequence count is the tensor's).
-func rowCount(_ p: UnsafePointer<hla_tensor>?, _ name: String) throws(HLAError) -> Int {
+func rowCount(_ p: UnsafePointer<hla_tensor>?, _ name: StaticString) throws(HLAError) -> Int {
     try TensorView(p, name, ndim: 2).shape[0]
 }
 
 /// Lengths of N segments from an int64/int32 [N] tensor, each >= 0.
-func lengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, count: Int) throws(HLAError) -> [Int] {
+func lengths(_ p: UnsafePointer<hla_tensor>?, _ name: StaticString, count: Int) throws(HLAError) -> [Int] {
     let t = try TensorView(p, name, ndim: 1)
     let v = try t.integers()
     guard v.count == count else { throw .mismatch("\(name) has \(v.count) entries, expected \(count)") }
@@ -56,7 +56,7 @@ func lengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, count: Int) throws
 
 /// Check that a tensor can receive N lengths: writable int64 [N].
 @discardableResult
-func checkLengthsOut(_ p: UnsafePointer<hla_tensor>?, _ name: String, count: Int) throws(HLAError) -> TensorView {
+func checkLengthsOut(_ p: UnsafePointer<hla_tensor>?, _ name: StaticString, count: Int) throws(HLAError) -> TensorView {
     let t = try TensorView(p, name, ndim: 1)
     guard t.dtype == .int64 else { throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name), expected int64") }
     try t.expectShape(Dims(count), "one length per sequence")
@@ -65,7 +65,7 @@ func checkLengthsOut(_ p: UnsafePointer<hla_tensor>?, _ name: String, count: Int
 }
 
 /// Write N lengths into a writable int64 [N] tensor.
-func writeLengths(_ p: UnsafePointer<hla_tensor>?, _ name: String, _ values: [Int]) throws(HLAError) {
+func writeLengths(_ p: UnsafePointer<hla_tensor>?, _ name: StaticString, _ values: [Int]) throws(HLAError) {
     let t = try checkLengthsOut(p, name, count: values.count)
     let q = t.raw.assumingMemoryBound(to: Int64.self)
     for (i, v) in values.enumerated() { q[i * t.strides[0]] = Int64(v) }
@@ -78,7 +78,7 @@ func writableConfigSize(_ p: UnsafeMutablePointer<hla_config>?) throws(HLAError)
 }
 
 /// The element type of a tensor of state or summary rows: float32 or float64, as the caller chose.
-func statisticsDType(_ p: UnsafePointer<hla_tensor>?, _ name: String, _ what: String) throws(HLAError) -> DType {
+func statisticsDType(_ p: UnsafePointer<hla_tensor>?, _ name: StaticString, _ what: String) throws(HLAError) -> DType {
     let t = try TensorView(p, name, ndim: 2)
     guard t.dtype == .float32 || t.dtype == .float64 else {
         throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name): \(what) are float32 or float64")
@@ -115,10 +115,10 @@ func serializeRows(_ c: Config, summary: Bool, block: Engine.Block, count: Int, 
 /// Verify serialized bytes, write their configuration, and either describe the destination tensor (data NULL:
 /// dtype, [rows, n], contiguous strides) or copy the rows into it.
 func deserializeRows(_ buffer: UnsafeRawPointer?, _ size: UInt, summary: Bool, _ cfg: UnsafeMutablePointer<hla_config>?,
-                     _ dest: UnsafeMutablePointer<hla_tensor>?, destName: String,
+                     _ dest: UnsafeMutablePointer<hla_tensor>?, destName: StaticString,
                      lengths: UnsafeMutablePointer<hla_tensor>? = nil) throws(HLAError) {
     guard let buffer else { throw .null("buffer") }
-    guard let dest else { throw .null(destName) }
+    guard let dest else { throw .null("\(destName)") }
     guard size <= UInt(Int.max / 2) else { throw .corrupt("size = \(size) is not the size of any serialized object") }
     let parsed = try Serial.read(buffer, Int(size), summary: summary)
     _ = try writableConfigSize(cfg)    // checked before anything is written

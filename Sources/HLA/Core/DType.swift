@@ -17,9 +17,9 @@ enum DType: Int32, Sendable {
     /// Element type of the state and of the accumulation for inputs of this type.
     var stateType: DType { self == .float64 ? .float64 : .float32 }
 
-    static func code(_ raw: Int32, _ name: String) throws(HLAError) -> DType {
+    static func code(_ raw: Int32, _ name: @autoclosure () -> String) throws(HLAError) -> DType {
         guard let d = DType(rawValue: raw) else {
-            throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(raw) is not an hla_dtype")
+            throw HLAError(status: HLA_ERR_DTYPE, message: "\(name()).dtype = \(raw) is not an hla_dtype")
         }
         return d
     }

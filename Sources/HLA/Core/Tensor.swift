@@ -34,17 +34,17 @@ struct TensorView {
     let dtype: DType
     let shape: Dims
     let strides: Dims
-    let name: String
+    let name: StaticString   // (a static string keeps TensorView plain data: copies are moves of bytes)
 
     /// The address of an empty tensor given without memory.
     nonisolated(unsafe) static let nowhere = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
 
-    init(_ p: UnsafePointer<hla_tensor>?, _ name: String, ndim: Int) throws(HLAError) {
-        guard let p else { throw .null(name) }
+    init(_ p: UnsafePointer<hla_tensor>?, _ name: StaticString, ndim: Int) throws(HLAError) {
+        guard let p else { throw .null("\(name)") }
         let t = p.pointee
         self.name = name
         guard t.ndim == Int32(ndim) else { throw .invalid("\(name).ndim = \(t.ndim), expected \(ndim)") }
-        dtype = try DType.code(t.dtype, name)
+        dtype = try DType.code(t.dtype, "\(name)")
         let sh = SIMD4<Int64>(t.shape.0, t.shape.1, t.shape.2, t.shape.3)
         // a tensor without elements may have no memory (what hosts give for zero-size arrays); nothing of it is read
         let empty = (0..<ndim).contains { sh[$0] == 0 }

@@ -81,8 +81,8 @@ enum Engine {
         }
     }
 
-    static func block(_ p: UnsafePointer<hla_tensor>?, _ name: String, n: Int, compute: DType, count: Int,
-                      rows: UnsafePointer<hla_tensor>? = nil, rowsName: String = "rows") throws(HLAError) -> Block {
+    static func block(_ p: UnsafePointer<hla_tensor>?, _ name: StaticString, n: Int, compute: DType, count: Int,
+                      rows: UnsafePointer<hla_tensor>? = nil, rowsName: StaticString = "rows") throws(HLAError) -> Block {
         let t = try TensorView(p, name, ndim: 2)
         guard t.dtype == compute else {
             throw HLAError(status: HLA_ERR_DTYPE, message: "\(name).dtype = \(t.dtype.name): states and summaries of this call are \(compute.name)")
