@@ -41,7 +41,9 @@ def memprobe(op, T, Hh, Dd, ck=False, every=None):
     if ck:
         kw["checkpoint_every"] = every
         kw["checkpoints"] = hla.new_checkpoints(q, k, v, op=op, scale=Dd ** -0.5, checkpoint_every=every)
-        hla.forward(q, k, v, op=op, scale=Dd ** -0.5, **kw)
+        # the forward's output stays alive: freed, its buffer would stay mapped in hla.output_pool and become dq,
+        # whose bytes the measurement subtracts (the extra peak then came out negative, by about one output)
+        out, _ = hla.forward(q, k, v, op=op, scale=Dd ** -0.5, **kw)
     rss0, reset = mp.start_peak()
     dq, dk, dv, _ = hla.backward(q, k, v, do, op=op, scale=Dd ** -0.5, **kw)
     hwm = mp.status("VmHWM")
