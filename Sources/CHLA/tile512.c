@@ -180,34 +180,48 @@ static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t 
  * by their loads and stores, the FMA ports about 60% busy), the tile C (rows × 32, row r at c + r·ldc) = A (rows of
  * dk, row r at a + r·dk) · B (dk × 32, row p at bp + p·bs) takes one step p per row of the sweep, so its fused
  * multiply-adds fill the sweep's idle FMA slots. Each tile element is one chain over p in order from zero and each W
- * row and o column as in step_block: the same bits as `products` and `step_block` apart. Rows of A past `rows` repeat
- * the last valid one (not stored). */
-static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile(int SCALED, ptrdiff_t dk, ptrdiff_t dvp,
-    float *w, const float *z, const float *y, const float *qj, float *o, float g3, const float *a, ptrdiff_t rows,
+ * row and o column as in step_block: the same bits as `products` and `step_block` apart. NR (1-4, a constant after
+ * inlining) rows of A: a last group of fewer than four heads costs no FMAs for the missing ones (with repeated rows
+ * instead, hla3 with 5 heads at d = 64 took 1.25x the time of the kernel before the fusion). */
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile(int SCALED, int NR, ptrdiff_t dk,
+    ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, float g3, const float *a,
     const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc) {
     __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
     __m512 x0 = o0, x1 = o0, x2 = o0, x3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
     const __m512 g = _mm512_set1_ps(g3);
     const __m512 v0 = _mm512_loadu_ps(y), v1 = _mm512_loadu_ps(y + 16), v2 = _mm512_loadu_ps(y + 32),
                  v3 = _mm512_loadu_ps(y + 48);
-    const float *a0 = a, *a1 = a + (rows > 1 ? 1 : rows - 1) * dk, *a2 = a + (rows > 2 ? 2 : rows - 1) * dk,
-                *a3 = a + (rows > 3 ? 3 : rows - 1) * dk;
+    const float *a0 = a, *a1 = a + (NR > 1 ? 1 : 0) * dk, *a2 = a + (NR > 2 ? 2 : 0) * dk, *a3 = a + (NR > 3 ? 3 : 0) * dk;
+    (void)a1; (void)a2; (void)a3;
     for (ptrdiff_t r = 0; r < dk; r++) {
         float *row = w + r * dvp;
         const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
         const __m512 b = _mm512_loadu_ps(bp + r * bs), f = _mm512_loadu_ps(bp + r * bs + 16);
 #define W1(k, v, acc) { __m512 t = _mm512_loadu_ps(row + 16 * k); if (SCALED) t = _mm512_mul_ps(t, g); \
         t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * k, t); acc = _mm512_fmadd_ps(xr, t, acc); }
-#define T1(i) { __m512 s = _mm512_set1_ps(a##i[r]); x##i = _mm512_fmadd_ps(s, b, x##i); e##i = _mm512_fmadd_ps(s, f, e##i); }
+#define T1(i) if (NR > i) { __m512 s = _mm512_set1_ps(a##i[r]); x##i = _mm512_fmadd_ps(s, b, x##i); \
+        e##i = _mm512_fmadd_ps(s, f, e##i); }
         W1(0, v0, o0) T1(0) W1(1, v1, o1) T1(1) W1(2, v2, o2) T1(2) W1(3, v3, o3) T1(3)
 #undef W1
 #undef T1
     }
     _mm512_storeu_ps(o, o0); _mm512_storeu_ps(o + 16, o1); _mm512_storeu_ps(o + 32, o2); _mm512_storeu_ps(o + 48, o3);
     _mm512_storeu_ps(c, x0); _mm512_storeu_ps(c + 16, e0);
-    if (rows > 1) { _mm512_storeu_ps(c + ldc, x1); _mm512_storeu_ps(c + ldc + 16, e1); }
-    if (rows > 2) { _mm512_storeu_ps(c + 2 * ldc, x2); _mm512_storeu_ps(c + 2 * ldc + 16, e2); }
-    if (rows > 3) { _mm512_storeu_ps(c + 3 * ldc, x3); _mm512_storeu_ps(c + 3 * ldc + 16, e3); }
+    if (NR > 1) { _mm512_storeu_ps(c + ldc, x1); _mm512_storeu_ps(c + ldc + 16, e1); }
+    if (NR > 2) { _mm512_storeu_ps(c + 2 * ldc, x2); _mm512_storeu_ps(c + 2 * ldc + 16, e2); }
+    if (NR > 3) { _mm512_storeu_ps(c + 3 * ldc, x3); _mm512_storeu_ps(c + 3 * ldc + 16, e3); }
+}
+
+/* step_block_tile for `rows` (1-4) rows of A and either decay, each variant's loop straight-line. */
+#define STEP_TILE(NR, SCALED, ...) step_block_tile(SCALED, NR, __VA_ARGS__)
+#define BY_ROWS(f, rows, ...) \
+    switch (rows) { case 1: f(1, __VA_ARGS__); break; case 2: f(2, __VA_ARGS__); break; \
+                    case 3: f(3, __VA_ARGS__); break; default: f(4, __VA_ARGS__); break; }
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile_rows(ptrdiff_t rows, ptrdiff_t dk,
+    ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, float g3, const float *a,
+    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc) {
+    if (g3 == 1) { BY_ROWS(STEP_TILE, rows, 0, dk, dvp, w, z, y, qj, o, g3, a, bp, bs, c, ldc) }
+    else { BY_ROWS(STEP_TILE, rows, 1, dk, dvp, w, z, y, qj, o, g3, a, bp, bs, c, ldc) }
 }
 
 /* The masked multi-head step W_j ← g·W_j + z_j y_jᵀ, o_j = W_jᵀ q_j of one kv head's n query heads: hla3 (z = S q_j
@@ -260,8 +274,7 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
                     const ptrdiff_t tc = isz ? 32 * t : 32 * (t - ztiles), ld = isz ? dk : dvp;
                     const float *bp = (isz ? S : P) + tc;
                     float *c = (isz ? Z + n1 * dk : Y + n1 * dvp) + tc;
-                    if (g == 1) step_block_tile(0, dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g, a, rows, bp, ld, c, ld);
-                    else step_block_tile(1, dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g, a, rows, bp, ld, c, ld);
+                    step_block_tile_rows(rows, dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g, a, bp, ld, c, ld);
                     t++;
                 } else {
                     step_block_g(dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g);
