@@ -139,29 +139,49 @@ HLA_AVX512 void hla_private_tile_sum_avx512(ptrdiff_t kb, const float *a, ptrdif
  * hla2's U and ahla's E are its W): for r in 0..<dk,
  *   W_j[r] ← g3·W_j[r] + z[r]·y   (g3 = 1: no multiply),   o_j += q_j[r]·W_j[r]           (W: `w`, o: `o`)
  * each column of o one fused multiply-add chain over r in order, from zero, as Vec.rank1Project forms W and o: the
- * same bits. SCALED is a constant after inlining. */
-static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCALED, ptrdiff_t dk, ptrdiff_t dvp,
-    float *w, const float *z, const float *y, const float *qj, float *o, float g3) {
+ * same bits. SCALED is a constant after inlining.
+ * With NR > 0 (1-4, a constant after inlining) one 4 × 32 tile of the next heads' products is fused into the sweep:
+ * while the block's dk rows of W are swept (bound by their loads and stores, the FMA ports about 60% busy), the tile
+ * C (NR × 32, row r at c + r·ldc) = A (NR rows of dk, row r at a + r·dk) · B (dk × 32, row p at bp + p·bs) takes one
+ * step p per row of the sweep, so its fused multiply-adds fill the sweep's idle FMA slots. Each tile element is one
+ * chain over p in order from zero: the same bits as `products`. Only NR rows are multiplied: a last group of fewer
+ * than four heads costs no FMAs for the missing ones (with repeated rows instead, hla3 with 5 heads at d = 64 took
+ * 1.25x the time of the kernel before the fusion). NR = 0: the sweep alone (a, bp, c unused). */
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCALED, int NR, ptrdiff_t dk,
+    ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, float g3, const float *a,
+    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc) {
     __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+    __m512 x0 = o0, x1 = o0, x2 = o0, x3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
     const __m512 g = _mm512_set1_ps(g3);
     const __m512 v0 = _mm512_loadu_ps(y), v1 = _mm512_loadu_ps(y + 16), v2 = _mm512_loadu_ps(y + 32),
                  v3 = _mm512_loadu_ps(y + 48);
+    const float *a0 = a, *a1 = a + (NR > 1 ? 1 : 0) * dk, *a2 = a + (NR > 2 ? 2 : 0) * dk, *a3 = a + (NR > 3 ? 3 : 0) * dk;
+    (void)a0; (void)a1; (void)a2; (void)a3; (void)x0; (void)x1; (void)x2; (void)x3; (void)e0; (void)e1; (void)e2; (void)e3;
     for (ptrdiff_t r = 0; r < dk; r++) {
         float *row = w + r * dvp;
         const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
-#define W1(b, v, acc) { __m512 t = _mm512_loadu_ps(row + 16 * b); if (SCALED) t = _mm512_mul_ps(t, g); \
-        t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * b, t); acc = _mm512_fmadd_ps(xr, t, acc); }
-        W1(0, v0, o0) W1(1, v1, o1) W1(2, v2, o2) W1(3, v3, o3)
+        const __m512 b = NR > 0 ? _mm512_loadu_ps(bp + r * bs) : zr, f = NR > 0 ? _mm512_loadu_ps(bp + r * bs + 16) : zr;
+        (void)b; (void)f;
+#define W1(k, v, acc) { __m512 t = _mm512_loadu_ps(row + 16 * k); if (SCALED) t = _mm512_mul_ps(t, g); \
+        t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * k, t); acc = _mm512_fmadd_ps(xr, t, acc); }
+#define T1(i) if (NR > i) { __m512 s = _mm512_set1_ps(a##i[r]); x##i = _mm512_fmadd_ps(s, b, x##i); \
+        e##i = _mm512_fmadd_ps(s, f, e##i); }
+        W1(0, v0, o0) T1(0) W1(1, v1, o1) T1(1) W1(2, v2, o2) T1(2) W1(3, v3, o3) T1(3)
 #undef W1
+#undef T1
     }
     _mm512_storeu_ps(o, o0); _mm512_storeu_ps(o + 16, o1); _mm512_storeu_ps(o + 32, o2); _mm512_storeu_ps(o + 48, o3);
+    if (NR > 0) { _mm512_storeu_ps(c, x0); _mm512_storeu_ps(c + 16, e0); }
+    if (NR > 1) { _mm512_storeu_ps(c + ldc, x1); _mm512_storeu_ps(c + ldc + 16, e1); }
+    if (NR > 2) { _mm512_storeu_ps(c + 2 * ldc, x2); _mm512_storeu_ps(c + 2 * ldc + 16, e2); }
+    if (NR > 3) { _mm512_storeu_ps(c + 3 * ldc, x3); _mm512_storeu_ps(c + 3 * ldc + 16, e3); }
 }
 
 /* step_block with the decay test hoisted out of the row loop (g3 = 1 needs no multiply: the same bits). */
 static inline HLA_AVX512 __attribute__((always_inline)) void step_block_g(ptrdiff_t dk, ptrdiff_t dvp, float *w,
     const float *z, const float *y, const float *qj, float *o, float g3) {
-    if (g3 == 1) step_block(0, dk, dvp, w, z, y, qj, o, g3);
-    else step_block(1, dk, dvp, w, z, y, qj, o, g3);
+    if (g3 == 1) step_block(0, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0);
+    else step_block(1, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0);
 }
 
 /* C (m × w) = A (m × k) · B (k × w; w a multiple of 32), all three row-major and dense, on the 8 × 32 tiles above:
@@ -176,44 +196,8 @@ static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t 
     }
 }
 
-/* step_block fused with one 4 × 32 tile of the next heads' products: while the block's dk rows of W are swept (bound
- * by their loads and stores, the FMA ports about 60% busy), the tile C (rows × 32, row r at c + r·ldc) = A (rows of
- * dk, row r at a + r·dk) · B (dk × 32, row p at bp + p·bs) takes one step p per row of the sweep, so its fused
- * multiply-adds fill the sweep's idle FMA slots. Each tile element is one chain over p in order from zero and each W
- * row and o column as in step_block: the same bits as `products` and `step_block` apart. NR (1-4, a constant after
- * inlining) rows of A: a last group of fewer than four heads costs no FMAs for the missing ones (with repeated rows
- * instead, hla3 with 5 heads at d = 64 took 1.25x the time of the kernel before the fusion). */
-static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile(int SCALED, int NR, ptrdiff_t dk,
-    ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, float g3, const float *a,
-    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc) {
-    __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-    __m512 x0 = o0, x1 = o0, x2 = o0, x3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
-    const __m512 g = _mm512_set1_ps(g3);
-    const __m512 v0 = _mm512_loadu_ps(y), v1 = _mm512_loadu_ps(y + 16), v2 = _mm512_loadu_ps(y + 32),
-                 v3 = _mm512_loadu_ps(y + 48);
-    const float *a0 = a, *a1 = a + (NR > 1 ? 1 : 0) * dk, *a2 = a + (NR > 2 ? 2 : 0) * dk, *a3 = a + (NR > 3 ? 3 : 0) * dk;
-    (void)a1; (void)a2; (void)a3;
-    for (ptrdiff_t r = 0; r < dk; r++) {
-        float *row = w + r * dvp;
-        const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
-        const __m512 b = _mm512_loadu_ps(bp + r * bs), f = _mm512_loadu_ps(bp + r * bs + 16);
-#define W1(k, v, acc) { __m512 t = _mm512_loadu_ps(row + 16 * k); if (SCALED) t = _mm512_mul_ps(t, g); \
-        t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * k, t); acc = _mm512_fmadd_ps(xr, t, acc); }
-#define T1(i) if (NR > i) { __m512 s = _mm512_set1_ps(a##i[r]); x##i = _mm512_fmadd_ps(s, b, x##i); \
-        e##i = _mm512_fmadd_ps(s, f, e##i); }
-        W1(0, v0, o0) T1(0) W1(1, v1, o1) T1(1) W1(2, v2, o2) T1(2) W1(3, v3, o3) T1(3)
-#undef W1
-#undef T1
-    }
-    _mm512_storeu_ps(o, o0); _mm512_storeu_ps(o + 16, o1); _mm512_storeu_ps(o + 32, o2); _mm512_storeu_ps(o + 48, o3);
-    _mm512_storeu_ps(c, x0); _mm512_storeu_ps(c + 16, e0);
-    if (NR > 1) { _mm512_storeu_ps(c + ldc, x1); _mm512_storeu_ps(c + ldc + 16, e1); }
-    if (NR > 2) { _mm512_storeu_ps(c + 2 * ldc, x2); _mm512_storeu_ps(c + 2 * ldc + 16, e2); }
-    if (NR > 3) { _mm512_storeu_ps(c + 3 * ldc, x3); _mm512_storeu_ps(c + 3 * ldc + 16, e3); }
-}
-
-/* step_block_tile for `rows` (1-4) rows of A and either decay, each variant's loop straight-line. */
-#define STEP_TILE(NR, SCALED, ...) step_block_tile(SCALED, NR, __VA_ARGS__)
+/* step_block with a tile of `rows` (1-4) rows of A, for either decay, each variant's loop straight-line. */
+#define STEP_TILE(NR, SCALED, ...) step_block(SCALED, NR, __VA_ARGS__)
 #define BY_ROWS(f, rows, ...) \
     switch (rows) { case 1: f(1, __VA_ARGS__); break; case 2: f(2, __VA_ARGS__); break; \
                     case 3: f(3, __VA_ARGS__); break; default: f(4, __VA_ARGS__); break; }
@@ -232,7 +216,7 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile_row
  * heads rather than once per head in every head's W sweep (on the 2-core AMD EPYC VM, C microbenchmarks hot in L2 at
  * 3.6 GHz: hla2 with 8-64 query heads on one kv head took 18-22 cycles per row of W when each head's sweep also read
  * S, against 12.5 for the W sweep alone). The heads go in groups of four: the first group's products are formed
- * alone, then each group's W sweeps run with the next group's product tiles fused into them (`step_block_tile`: a
+ * alone, then each group's W sweeps run with the next group's product tiles fused into them (`step_block`'s NR: a
  * sweep is bound by its loads and stores and leaves FMA slots free), and what does not pair up runs alone. hla3 with
  * 32 heads at d = 64 (one thread's half of H = 64, Hkv = 1), hot in L2: the W sweeps alone 12.9 cycles per row, the
  * products alone about 8 (their FMA bound), apart 20.8, fused 19.7 (0.95 of the time; 64 heads, from L3: 0.88-0.91);
