@@ -89,9 +89,7 @@ int hla_ext_pool_init(PyObject *module);
 
 /* ---- lock.c ------------------------------------------------------------------------------ */
 
-/* hla._hla.Lock, a State's lock. */
-extern PyTypeObject hla_ext_lock_type;
-/* Add the Lock type to the module. 0, or -1 with an exception set. */
+/* Add the Lock type (hla._hla.Lock, a State's lock) to the module. 0, or -1 with an exception set. */
 int hla_ext_lock_init(PyObject *module);
 /* Whether obj is a Lock. */
 int hla_ext_lock_check(PyObject *obj);

@@ -29,6 +29,8 @@ typedef struct {
  * not hold large memory the host has dropped). */
 #define HLA_EXT_KEEP_BYTES (1 << 20)
 
+static PyTypeObject hla_ext_lock_type;
+
 static PyObject *
 lock_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
@@ -182,7 +184,7 @@ static PyMethodDef lock_methods[] = {
     {"__exit__", lock_exit, METH_VARARGS, "release()"},
     {NULL, NULL, 0, NULL}};
 
-PyTypeObject hla_ext_lock_type = {
+static PyTypeObject hla_ext_lock_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     "hla._hla.Lock",                 /* tp_name */
     sizeof(hla_ext_lock),            /* tp_basicsize */
