@@ -147,9 +147,10 @@ HLA_AVX512 void hla_private_tile_sum_avx512(ptrdiff_t kb, const float *a, ptrdif
  * chain over p in order from zero: the same bits as `products`. Only NR rows are multiplied: a last group of fewer
  * than four heads costs no FMAs for the missing ones (with repeated rows instead, hla3 with 5 heads at d = 64 took
  * 1.25x the time of the kernel before the fusion). NR = 0: the sweep alone (a, bp, c unused). */
-static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCALED, int NR, ptrdiff_t dk,
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCALED, int NR, int FROM, ptrdiff_t dk,
     ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, float g3, const float *a,
-    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc) {
+    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float *from, unsigned *differs) {
+    __mmask16 diff = 0;
     __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
     __m512 x0 = o0, x1 = o0, x2 = o0, x3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
     const __m512 g = _mm512_set1_ps(g3);
@@ -158,12 +159,15 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCAL
     const float *a0 = a, *a1 = a + (NR > 1 ? 1 : 0) * dk, *a2 = a + (NR > 2 ? 2 : 0) * dk, *a3 = a + (NR > 3 ? 3 : 0) * dk;
     (void)a0; (void)a1; (void)a2; (void)a3; (void)x0; (void)x1; (void)x2; (void)x3; (void)e0; (void)e1; (void)e2; (void)e3;
     for (ptrdiff_t r = 0; r < dk; r++) {
-        float *row = w + r * dvp;
+        float *row = w + r * dvp, *src = FROM ? from + r * dvp : row;
         const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
         const __m512 b = NR > 0 ? _mm512_loadu_ps(bp + r * bs) : zr, f = NR > 0 ? _mm512_loadu_ps(bp + r * bs + 16) : zr;
         (void)b; (void)f;
-#define W1(k, v, acc) { __m512 t = _mm512_loadu_ps(row + 16 * k); if (SCALED) t = _mm512_mul_ps(t, g); \
-        t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * k, t); acc = _mm512_fmadd_ps(xr, t, acc); }
+#define W1(k, v, acc) { __m512 t = _mm512_loadu_ps(src + 16 * k); \
+        if (FROM == 2) diff |= _mm512_cmpneq_epi32_mask(_mm512_castps_si512(t), _mm512_castps_si512(_mm512_loadu_ps(row + 16 * k))); \
+        if (SCALED) t = _mm512_mul_ps(t, g); \
+        t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * k, t); if (FROM) _mm512_storeu_ps(src + 16 * k, t); \
+        acc = _mm512_fmadd_ps(xr, t, acc); }
 #define T1(i) if (NR > i) { __m512 s = _mm512_set1_ps(a##i[r]); x##i = _mm512_fmadd_ps(s, b, x##i); \
         e##i = _mm512_fmadd_ps(s, f, e##i); }
         W1(0, v0, o0) T1(0) W1(1, v1, o1) T1(1) W1(2, v2, o2) T1(2) W1(3, v3, o3) T1(3)
@@ -175,13 +179,25 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCAL
     if (NR > 1) { _mm512_storeu_ps(c + ldc, x1); _mm512_storeu_ps(c + ldc + 16, e1); }
     if (NR > 2) { _mm512_storeu_ps(c + 2 * ldc, x2); _mm512_storeu_ps(c + 2 * ldc + 16, e2); }
     if (NR > 3) { _mm512_storeu_ps(c + 3 * ldc, x3); _mm512_storeu_ps(c + 3 * ldc + 16, e3); }
+    if (FROM == 2) *differs |= diff;
 }
 
 /* step_block with the decay test hoisted out of the row loop (g3 = 1 needs no multiply: the same bits). */
 static inline HLA_AVX512 __attribute__((always_inline)) void step_block_g(ptrdiff_t dk, ptrdiff_t dvp, float *w,
     const float *z, const float *y, const float *qj, float *o, float g3) {
-    if (g3 == 1) step_block(0, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0);
-    else step_block(1, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0);
+    if (g3 == 1) step_block(0, 0, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, 0, 0);
+    else step_block(1, 0, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, 0, 0);
+}
+
+/* A kv sweep: step_block_g in place, or with `from` (the state's rows at the same offsets) read there, stored there
+ * and in w, each row compared with w's before it when `compare` (any difference ORed into *differs). */
+static inline HLA_AVX512 __attribute__((always_inline)) void kv_block(ptrdiff_t dk, ptrdiff_t dvp, float *w,
+    const float *z, const float *y, const float *qj, float *o, float g3, float *from, int compare, unsigned *differs) {
+    if (!from) return step_block_g(dk, dvp, w, z, y, qj, o, g3);
+#define KV(SCALED) if (compare) step_block(SCALED, 0, 2, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, from, differs); \
+                   else step_block(SCALED, 0, 1, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, from, differs);
+    if (g3 == 1) { KV(0) } else { KV(1) }
+#undef KV
 }
 
 /* C (m × w) = A (m × k) · B (k × w; w a multiple of 32), all three row-major and dense, on the 8 × 32 tiles above:
@@ -197,7 +213,7 @@ static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t 
 }
 
 /* step_block with a tile of `rows` (1-4) rows of A, for either decay, each variant's loop straight-line. */
-#define STEP_TILE(NR, SCALED, ...) step_block(SCALED, NR, __VA_ARGS__)
+#define STEP_TILE(NR, SCALED, ...) step_block(SCALED, NR, 0, __VA_ARGS__, 0, 0)
 #define BY_ROWS(f, rows, ...) \
     switch (rows) { case 1: f(1, __VA_ARGS__); break; case 2: f(2, __VA_ARGS__); break; \
                     case 3: f(3, __VA_ARGS__); break; default: f(4, __VA_ARGS__); break; }
@@ -225,7 +241,7 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile_row
 #define GROUP 4
 static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk,
     ptrdiff_t dvp, float *S, float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
-    float *zy, float *out, const float *ku, const float *vu, float gkv) {
+    float *zy, float *out, const float *ku, const float *vu, float gkv, const hla_private_kv_from *from) {
     if (n <= 0) return;
     float *Z = zy, *Y = DZ ? zy + n * dk : zy;
     ptrdiff_t first = 0;
@@ -233,10 +249,17 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
         /* The kv blocks advanced with the token (ku = k, vu = v; HLA*.stepKV) in the sweeps that form head 0's z and
          * y from them: S <- gkv S + k k^T with z = S q_0, P <- gkv P + k v^T with y = P^T q_0, each as the W sweep
          * below forms W_j and o_j (Vec.rank1Project's arithmetic: the same bits as the update, then the product). */
+        float *fS = from ? from->kv : 0, *fP = from ? from->kv + (DZ ? dk * dk : 0) : 0;
+        const int compare = from && from->version != 0;
+        unsigned differs = 0;
         for (ptrdiff_t c0 = 0; DZ && c0 < dk; c0 += 64)
-            step_block_g(dk, dk, S + c0, ku, ku + c0, q, Z + c0, gkv);
+            kv_block(dk, dk, S + c0, ku, ku + c0, q, Z + c0, gkv, fS ? fS + c0 : 0, compare, &differs);
         for (ptrdiff_t c0 = 0; DY && c0 < dvp; c0 += 64)
-            step_block_g(dk, dvp, P + c0, ku, vu + c0, q, Y + c0, gkv);
+            kv_block(dk, dvp, P + c0, ku, vu + c0, q, Y + c0, gkv, fP ? fP + c0 : 0, compare, &differs);
+        if (from) {
+            *from->verdict = compare && !differs ? from->version : 0;
+            hla_private_publish(from->published);
+        }
         first = 1;
     }
     const ptrdiff_t n0 = n < GROUP ? n : GROUP;
@@ -277,16 +300,18 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
 
 HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, float *P,
     const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k, const float *v,
-    float g) {
-    heads(1, 1, n, dk, dvp, S, P, 0, q, W, wstride, g3, zy, out, k, v, g);
+    float g, const hla_private_kv_from *from) {
+    heads(1, 1, n, dk, dvp, S, P, 0, q, W, wstride, g3, zy, out, k, v, g, from);
 }
 
 HLA_AVX512 void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, const float *v,
-    const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out, const float *k, float g) {
-    heads(1, 0, n, dk, dvp, S, 0, v, q, U, ustride, g2, z, out, k, 0, g);
+    const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out, const float *k, float g,
+    const hla_private_kv_from *from) {
+    heads(1, 0, n, dk, dvp, S, 0, v, q, U, ustride, g2, z, out, k, 0, g, from);
 }
 
 HLA_AVX512 void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *P, const float *k,
-    const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out, const float *vu, float gkv) {
-    heads(0, 1, n, dk, dvp, 0, P, k, q, E, estride, g, y, out, vu ? k : 0, vu, gkv);
+    const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out, const float *vu, float gkv,
+    const hla_private_kv_from *from) {
+    heads(0, 1, n, dk, dvp, 0, P, k, q, E, estride, g, y, out, vu ? k : 0, vu, gkv, from);
 }

@@ -121,29 +121,43 @@ __attribute__((visibility("hidden"))) void hla_private_tile2_sum_avx512(ptrdiff_
     ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
     const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, float alpha, float beta);
 
+/* Where the kv sweeps of a multi-query step (Paths.stepByHead) read the kv blocks from: the state's blocks `kv`
+ * (the copy's layout), each row read there, advanced, and stored both there and in the copy the kernel was given,
+ * so the state and the copy hold the advanced blocks after. With `version` not 0 each row read is compared, bit for
+ * bit, with the copy's row before it; after the kv sweeps (before any query head's block is touched) `*verdict`
+ * receives `version` if every row was equal, else 0 (0 too when `version` is 0: the copy is not read), and
+ * `*published` is set (release) for the step's other threads. */
+typedef struct {
+    float *kv;
+    unsigned long long *verdict;
+    unsigned long long version;
+    int *published;
+} hla_private_kv_from;
+
 /* hla3's masked step for n query heads of one kv head (HLA3.stepHeads): for j in 0..<n, z = S q_j, y = P^T q_j,
  * W_j <- g3 W_j + z y^T, o_j = W_j^T q_j, with q_j at q + j*dk, W_j (dk x dvp, row-major) at W + j*wstride, o_j at
  * out + j*dvp; zy: 2 (dk + dvp) floats of scratch. dk and dvp multiples of 64. With k and v (not NULL) the kv blocks
  * are first advanced with the token, S <- g S + k k^T and P <- g P + k v^T (HLA3.stepKV, in HLA3.stepKVHeadsFused), in the
  * sweeps that form head 0's z and y; with k NULL, S (dk x dk, symmetric) and P (dk x dvp) already hold the token and
- * are only read. Head j + 1's z and y are formed during head j's sweep of W_j; every element is the fused
+ * are only read; with `from` (not NULL; k and v given) they are read from the state's blocks as
+ * hla_private_kv_from says. Head j + 1's z and y are formed during head j's sweep of W_j; every element is the fused
  * multiply-add chain of Vec.rank1 / Vec.rank1Project and Gemm (the same bits). */
 __attribute__((visibility("hidden"))) void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     float *S, float *P, const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k,
-    const float *v, float g);
+    const float *v, float g, const hla_private_kv_from *from);
 /* hla2's masked step without ridge for n query heads of one kv head (HLA2.stepHeads): z = S q_j,
  * U_j <- g2 U_j + z v^T, o_j = U_j^T q_j, with U_j at U + j*ustride; z: 2 (dk + dvp) floats of scratch. The kernel
  * above with y = v for every head (head j + 1's z formed during head j's sweep); with k not NULL, S <- g S + k k^T
  * first (HLA2.stepKV), in the sweep that forms head 0's z. */
 __attribute__((visibility("hidden"))) void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     float *S, const float *v, const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out,
-    const float *k, float g);
+    const float *k, float g, const hla_private_kv_from *from);
 /* ahla's masked step for n query heads of one kv head (AHLA.stepHeads): y = P^T q_j, E_j <- g E_j + k y^T,
  * o_j = E_j^T q_j, with E_j at E + j*estride; y: 2 (dk + dvp) floats of scratch. The kernel above with z = k for
  * every head (head j + 1's y formed during head j's sweep); with vu (the token's v) not NULL, P <- gkv P + k v^T
  * first (AHLA.stepKV), in the sweep that forms head 0's y. */
 __attribute__((visibility("hidden"))) void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     float *P, const float *k, const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out,
-    const float *vu, float gkv);
+    const float *vu, float gkv, const hla_private_kv_from *from);
 
 #endif

@@ -314,18 +314,20 @@ enum Paths {
     /// query heads run in `parts` contiguous ranges in parallel, each range through `stepHeads` (one sweep of
     /// the kv blocks for all its heads). Every thread reads the kv blocks from its own copy (`KVReplicas`):
     /// at its first range of a unit it advances the copy with the token (`stepKVHeads`: on the step kernel in
-    /// the sweeps that form the range's first products), after taking the state's blocks into it if the copy
-    /// does not hold them (a first step, a host write, a step the thread missed, another state). Whether a
-    /// copy holds them: the unit's first thread compares the state's blocks with the caller's copy, and the
-    /// unit's other threads wait for that answer. The state's blocks are written once: by that first thread
-    /// in the job, after its first range, when every thread's copy was current before it (nobody reads them
-    /// then), else by the caller once the job has ended, from a copy advanced in it. In a decoding loop
+    /// the sweeps that form the range's first products). The unit's first thread advances the state's blocks
+    /// themselves, in place from their own rows (whatever a host wrote there), storing each advanced row in its
+    /// copy too and comparing the rows it reads with its copy's before; it then publishes whether its copy held
+    /// the state's content (`hla_private_kv_from`). The unit's other threads wait for that verdict: a copy that
+    /// held the same content advances itself, any other (a first step, a host write, a step the thread missed,
+    /// another state) takes the blocks the first thread advanced. Before, that first thread compared the
+    /// blocks with `memcmp` and wrote them back from its copy after its range: ab.py against that build, H = 64,
+    /// Hkv = 1, d = 64: see the README's Speed section. In a decoding loop
     /// each thread advances the copy in its own cache and no kv line crosses between the cores. With the
     /// rows of the kv blocks split between the threads instead, each thread's update first took its rows back
     /// from the other core, which had read them, and then read the other's rows back: 5-6 µs of a 38 µs hla3
     /// step at H = 64, Hkv = 1, d = 64 (2.5-3 µs to move 16 KiB between the cores of the reference VM). The
-    /// only wait in the job is for the comparison of a thread inside it, so a worker that never joins holds
-    /// up nothing; one descheduled mid-comparison stalls the others as a unit in progress does, and the spin
+    /// only wait in the job is for the verdict of a thread inside it, so a worker that never joins holds
+    /// up nothing; one descheduled mid-sweep stalls the others as a unit in progress does, and the spin
     /// counts as a wait for `StepThreads`. The caller holds the copies' lock (`serial` takes it). Every copy
     /// is bitwise the state's content, so results never depend on the threads. `work`: the step's
     /// multiply-adds, as `serial` measured them.
@@ -347,22 +349,20 @@ enum Paths {
         try reps.prepare(workers: workers, units: units, bytes: kvBytes)
         let per = scratchStride(most * (c.dk + c.dvp) + Op.stepScratchHeads(c, most))
         // The step's buffers in the kv copies' scratch (their lock is held): the tokens' k and v per unit and
-        // each worker's scratch, then the flags. Int32 flags: per unit, claimed (its first thread checks the
-        // state against the caller's copy), checked (that result published), all current (pre-job: every
-        // worker's copy held the caller's version), state written (in the job); per worker and unit, copy
-        // advanced. Then UInt64 words: per unit the versions of its kv blocks before and after the token, per
-        // worker the ns spent waiting.
+        // each worker's scratch, then the flags. Int32 flags: per unit, claimed (its first thread advances the
+        // state's kv blocks) and checked (that thread's verdict published); per worker and unit, copy advanced.
+        // Then UInt64 words: per unit the verdict (the version of the copies that held the state's blocks before
+        // the token, or 0) and the version after the token, per worker the ns spent waiting.
         let bufCount = try checkedAdd(try checkedMul(units, kvWidth, "step buffers"), try checkedMul(per, workers, "step buffers"),
                                       "step buffers")
         let bufBytes = (try checkedMul(bufCount, MemoryLayout<T>.stride, "step buffers") + 63) & ~63
-        let flagWords = 4 * units + workers * units, wide = (flagWords + 1) / 2
+        let flagWords = 2 * units + workers * units, wide = (flagWords + 1) / 2
         let flagBytes = try checkedMul(wide + 2 * units + workers, 8, "step flags")
         let raw = try reps.scratch(try checkedAdd(bufBytes, flagBytes, "step buffers"))
         let base = raw.bindMemory(to: T.self, capacity: bufCount)
         memset(raw + bufBytes, 0, flagBytes)
         let claimed = (raw + bufBytes).bindMemory(to: Int32.self, capacity: flagWords)
-        let checked = claimed + units, allCurrent = checked + units, stateWritten = allCurrent + units
-        let ready = stateWritten + units
+        let checked = claimed + units, ready = checked + units
         let versions = (raw + bufBytes + 8 * wide).bindMemory(to: UInt64.self, capacity: 2 * units + workers)
         let spun = versions + 2 * units
         let kvBase = base, workBase = base + units * kvWidth
@@ -372,17 +372,6 @@ enum Paths {
             io.k.gather(b, g, 0, 1, c.dk, into: K, ld: c.dk)
             io.v.gather(b, g, 0, 1, c.dv, into: V, ld: c.dvp)
             if c.normalize { V[c.dv] = 1 }
-            // Whether every worker's copy holds what the caller's holds (then, if that is still the state's
-            // content, no thread reads the state's blocks in the job and they can be written in it).
-            let key = KVReplicas.Key(address: Int(bitPattern: UnsafeRawPointer(layout.unit(carry.row(b), g: g).kv)),
-                                     bytes: kvBytes)
-            let own = reps.slot(0, i).pointee
-            var all = own.version != 0 && own.key == key
-            for w in 1..<workers where all {
-                let s = reps.slot(w, i).pointee
-                all = s.key == key && s.version == own.version
-            }
-            allCurrent[i] = all ? 1 : 0
             versions[2 * i + 1] = reps.nextVersion()
         }
         let scale = T(c.scale), eps = T(c.eps)
@@ -391,49 +380,56 @@ enum Paths {
             let j0 = p * c.group / parts, n = (p + 1) * c.group / parts - j0
             let K = kvBase + unit * kvWidth, V = K + c.dk
             let u = layout.unit(carry.row(b), g: g)
-            // The range's queries, requested before the kv comparison and copy below so they arrive meanwhile: a
-            // host's fresh token is in the other core's cache or beyond (hla2 and ahla at H = 64, Hkv = 1, d = 64:
-            // 0.95-0.97 of the step's time, hla3 0.95-1.0; `ab.py`).
+            // The range's queries, requested before the kv sweeps below so they arrive meanwhile: a host's fresh
+            // token is in the other core's cache or beyond (hla2 and ahla at H = 64, Hkv = 1, d = 64: 0.95-0.97 of
+            // the step's time, hla3 0.95-1.0; `ab.py`).
             for j in 0..<n { io.q.prefetch(b, 0, g * c.group + j0 + j, c.dk) }
             let slot = reps.slot(w, unit)
             let copy = slot.pointee.base.unsafelyUnwrapped.bindMemory(to: T.self, capacity: layout.kvTotal)
             let mine = Unit(kv: copy, q: u.q, qStride: u.qStride, group: u.group)
-            // First range of this unit on this thread: bring its copy of the kv blocks to after the token (the copy
-            // is brought to the state's content here, and advanced with the token in `stepKVHeads` below).
-            let advance = ready[w * units + unit] == 0
-            var writeBack = false
-            if advance {
+            let q = workBase + w * per, o = q + most * c.dk, tmp = o + most * c.dvp
+            let key = KVReplicas.Key(address: Int(bitPattern: UnsafeRawPointer(u.kv)), bytes: kvBytes)
+            // This thread's first range of the unit: its copy is brought to the kv blocks after the token.
+            if ready[w * units + unit] == 0 {
                 ready[w * units + unit] = 1
-                let key = KVReplicas.Key(address: Int(bitPattern: UnsafeRawPointer(u.kv)), bytes: kvBytes)
-                // The version of the state's blocks: the caller's copy's if it is still their content (a host
-                // may have written them, or stepped them on another path, since), else 0. The unit's first
-                // thread compares; the others wait for its answer (a comparison of the kv blocks).
-                let first = hla_private_claim(claimed + unit) != 0
-                if first {
-                    let own = reps.slot(0, unit).pointee
-                    let same = own.version != 0 && own.key == key && memcmp(own.base.unsafelyUnwrapped, u.kv, kvBytes) == 0
-                    versions[2 * unit] = same ? own.version : 0
-                    hla_private_publish(checked + unit)
-                } else if hla_private_published(checked + unit) == 0 {
-                    let start = monotonicNanoseconds()
-                    while hla_private_published(checked + unit) == 0 { hla_private_pause() }
-                    spun[w] &+= monotonicNanoseconds() &- start
-                }
-                let v0 = versions[2 * unit]
-                if v0 == 0 || slot.pointee.key != key || slot.pointee.version != v0 { memcpy(copy, u.kv, kvBytes) }
+                let held = slot.pointee.key == key ? slot.pointee.version : 0   // the content the copy stands for
                 slot.pointee.key = key
                 slot.pointee.version = versions[2 * unit + 1]
-                // Every copy was current, so nobody reads the state's blocks in this job: write them once the copy
-                // has advanced.
-                writeBack = first && v0 != 0 && allCurrent[unit] != 0
-            }
-            let q = workBase + w * per, o = q + most * c.dk, tmp = o + most * c.dvp
-            for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
-            if advance { Op.stepKVHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp) }
-            else { Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp) }
-            if writeBack {
-                memcpy(u.kv, copy, kvBytes)
-                stateWritten[unit] = 1
+                for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
+                if hla_private_claim(claimed + unit) != 0 {
+                    // The unit's first thread advances the state's kv blocks in place, from their own rows (whatever a
+                    // host wrote there), keeps its copy equal to them, and tells the others whether its copy held the
+                    // state's content before the token (then so do theirs if they held the same version). On the step
+                    // kernel all of it happens in the sweeps that form the range's first products, each row of the
+                    // state compared with the copy's as it is read; elsewhere as the same three passes.
+                    var from = hla_private_kv_from(kv: Gemm.float(u.kv), verdict: versions + 2 * unit, version: held,
+                                                   published: checked + unit)
+                    if !Op.stepKVHeadsFused(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp, from: &from) {
+                        let same = held != 0 && memcmp(copy, u.kv, kvBytes) == 0
+                        Op.stepKV(c, u, k: K, v: V)
+                        memcpy(copy, u.kv, kvBytes)
+                        versions[2 * unit] = same ? held : 0
+                        hla_private_publish(checked + unit)
+                        Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+                    }
+                } else {
+                    if hla_private_published(checked + unit) == 0 {
+                        let start = monotonicNanoseconds()
+                        while hla_private_published(checked + unit) == 0 { hla_private_pause() }
+                        spun[w] &+= monotonicNanoseconds() &- start
+                    }
+                    let v0 = versions[2 * unit]
+                    if v0 != 0 && held == v0 {
+                        Op.stepKVHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+                    } else {
+                        // The copy did not hold the state's content: take the blocks the first thread has advanced.
+                        memcpy(copy, u.kv, kvBytes)
+                        Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+                    }
+                }
+            } else {
+                for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
+                Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
             }
             if let out = io.out {
                 for j in 0..<n {
@@ -441,14 +437,6 @@ enum Paths {
                     out.store(b, 0, g * c.group + j0 + j, oj, c.dv, mul: c.normalize ? 1 / (oj[c.dv] + eps) : 1)
                 }
             }
-        }
-        // The state's kv blocks not written in the job, from a copy advanced in it (the caller's, unless no range
-        // of the unit ran on the calling thread).
-        for i in 0..<units where stateWritten[i] == 0 {
-            let state = layout.unit(carry.row(i / c.kvHeads), g: i % c.kvHeads).kv
-            var w = 0
-            while w + 1 < workers && reps.slot(w, i).pointee.version != versions[2 * i + 1] { w += 1 }
-            memcpy(state, reps.slot(w, i).pointee.base.unsafelyUnwrapped, kvBytes)
         }
         var waited = report.waited
         for w in 0..<workers { waited &+= spun[w] }

@@ -1,3 +1,5 @@
+import CHLA
+
 /// One operator of docs/spec.md §2 in its three views: the streaming recurrence (`step`), the chunked form
 /// (`chunk`) and the segment summary with its associative `combine`; plus the brute-force `reference`.
 /// Each operator lives in its own folder, one file per view.
@@ -48,10 +50,12 @@ protocol Operator {
 
     /// `stepKVHeads` on the AVX-512 step kernel, where it applies to this configuration and T (then true; else
     /// false, and nothing is done): the kv blocks advance in the sweeps that form the first head's products from
-    /// them (one pass over them, not two), the same bits as `stepKV` then `stepHeads`.
+    /// them (one pass over them, not two), the same bits as `stepKV` then `stepHeads`. With `from`, the kv sweeps
+    /// read the state's blocks and leave the advanced blocks both there and in u's (hla_private_kv_from).
     static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                               v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                              tmp: UnsafeMutablePointer<T>) -> Bool
+                                              tmp: UnsafeMutablePointer<T>,
+                                              from: UnsafePointer<hla_private_kv_from>?) -> Bool
 
     /// Outputs of n tokens from the carry in `u`, then (`carryOut`) advance the carry past them; without
     /// `carryOut` the carry's products are skipped and `u` is left as it was (the outputs are the same bits).
@@ -123,7 +127,7 @@ extension Operator {
         if u.group == 1 {
             // One query head: on the AVX-512 step kernel where it applies (its zmm sweeps; its scratch for one head
             // fits in `stepScratch`), else the portable fused sweeps. The same bits either way.
-            if stepKVHeadsFused(c, u, 0, 1, k: k, v: v, q: q, out: out, tmp: tmp) { return }
+            if stepKVHeadsFused(c, u, 0, 1, k: k, v: v, q: q, out: out, tmp: tmp, from: nil) { return }
             return stepSingle(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
         }
         stepGroup(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
@@ -144,7 +148,7 @@ extension Operator {
     static func stepKVHeads<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                          v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                          tmp: UnsafeMutablePointer<T>) {
-        if n > 0 && stepKVHeadsFused(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp) { return }
+        if n > 0 && stepKVHeadsFused(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp, from: nil) { return }
         stepKV(c, u, k: k, v: v)
         stepHeads(c, u, j0, n, k: k, v: v, q: q, out: out, tmp: tmp)
     }

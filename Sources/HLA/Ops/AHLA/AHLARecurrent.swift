@@ -35,10 +35,11 @@ extension AHLA {
 
     static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                               v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                              tmp: UnsafeMutablePointer<T>) -> Bool {
+                                              tmp: UnsafeMutablePointer<T>,
+                                              from: UnsafePointer<hla_private_kv_from>?) -> Bool {
         // On the kernel P advances in the sweep that forms the first head's y.
         guard onStepKernel(c, T.self) else { return false }
-        stepHeadsFused(c, u, j0, n, k: k, q: q, out: out, tmp: tmp, v: v)
+        stepHeadsFused(c, u, j0, n, k: k, q: q, out: out, tmp: tmp, v: v, from: from)
         return true
     }
 
@@ -47,11 +48,12 @@ extension AHLA {
     /// (`stepKVHeads`), in the kernel's first sweep.
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                             q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                            tmp: UnsafeMutablePointer<T>, v: UnsafePointer<T>? = nil) {
+                                            tmp: UnsafeMutablePointer<T>, v: UnsafePointer<T>? = nil,
+                                            from: UnsafePointer<hla_private_kv_from>? = nil) {
         let g = unsafeBitCast(T(c.decay), to: Float.self)
         hla_private_ahla_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(k), Gemm.float(q),
                                       Gemm.float(u.head(j0)), u.qStride, g, Gemm.float(tmp), Gemm.float(out),
-                                      v.map { Gemm.float($0) }, g)
+                                      v.map { Gemm.float($0) }, g, from)
     }
 
     /// `stepHeads` without the AVX-512 kernel: masked, y_j = Pᵀ q_j of all n heads, then one sweep of each head's

@@ -38,10 +38,11 @@ extension HLA2 {
 
     static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                               v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                              tmp: UnsafeMutablePointer<T>) -> Bool {
+                                              tmp: UnsafeMutablePointer<T>,
+                                              from: UnsafePointer<hla_private_kv_from>?) -> Bool {
         // On the kernel S advances in the sweep that forms the first head's z.
         guard onKernel(c, T.self) else { return false }
-        stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp, k: k)
+        stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp, k: k, from: from)
         return true
     }
 
@@ -50,12 +51,13 @@ extension HLA2 {
     /// `stepKV` first (`stepKVHeads`), in the kernel's first sweep.
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, v: UnsafePointer<T>,
                                             q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                            tmp: UnsafeMutablePointer<T>, k: UnsafePointer<T>? = nil) {
+                                            tmp: UnsafeMutablePointer<T>, k: UnsafePointer<T>? = nil,
+                                            from: UnsafePointer<hla_private_kv_from>? = nil) {
         let g = T(c.decay)
         hla_private_hla2_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(v), Gemm.float(q),
                                       Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g, to: Float.self),
                                       Gemm.float(tmp), Gemm.float(out), k.map { Gemm.float($0) },
-                                      unsafeBitCast(g, to: Float.self))
+                                      unsafeBitCast(g, to: Float.self), from)
     }
 
     /// `stepHeads` without the AVX-512 kernel: z_j = S q_j of all n heads, then one sweep of each head's blocks.

@@ -42,11 +42,12 @@ extension HLA3 {
 
     static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                               v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
-                                              tmp: UnsafeMutablePointer<T>) -> Bool {
+                                              tmp: UnsafeMutablePointer<T>,
+                                              from: UnsafePointer<hla_private_kv_from>?) -> Bool {
         // On the kernel S and P advance in the sweeps that form the first head's z and y (hla3, H = 64, Hkv = 1,
         // d = 64: the kv update was 1.7 µs of a 33 µs two-thread step, a pass over 32 KiB on each thread).
         guard onStepKernel(c, T.self) else { return false }
-        stepHeadsFused(c, u, j0, n, q: q, out: out, tmp: tmp, k: k, v: v)
+        stepHeadsFused(c, u, j0, n, q: q, out: out, tmp: tmp, k: k, v: v, from: from)
         return true
     }
 
@@ -55,12 +56,13 @@ extension HLA3 {
     /// (`stepKVHeads`), in the kernel's first sweeps.
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, q: UnsafePointer<T>,
                                             out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>,
-                                            k: UnsafePointer<T>? = nil, v: UnsafePointer<T>? = nil) {
+                                            k: UnsafePointer<T>? = nil, v: UnsafePointer<T>? = nil,
+                                            from: UnsafePointer<hla_private_kv_from>? = nil) {
         let dk = c.dk, dvp = c.dvp, g = T(c.decay)
         hla_private_hla3_heads_avx512(n, dk, dvp, Gemm.float(u.kv), Gemm.float(u.kv + dk * dk), Gemm.float(q),
                                       Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g * g, to: Float.self),
                                       Gemm.float(tmp), Gemm.float(out), k.map { Gemm.float($0) }, v.map { Gemm.float($0) },
-                                      unsafeBitCast(g, to: Float.self))
+                                      unsafeBitCast(g, to: Float.self), from)
     }
 
     /// `stepHeads` without the AVX-512 kernel: the products z_j = S q_j and y_j = Pᵀ q_j of all n heads, then one
