@@ -15,6 +15,7 @@
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "hla_private.h"
 
 #define HLA_AVX512 __attribute__((target("avx512f")))
@@ -238,10 +239,22 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile_row
  * products alone about 8 (their FMA bound), apart 20.8, fused 19.7 (0.95 of the time; 64 heads, from L3: 0.88-0.91);
  * hla2 and ahla, half of whose sweeps get a tile, 0.97-1.05. In the library's steps (ab.py, 15 rounds): hla3 at
  * H = 64, Hkv = 1 and 8 0.965 and 0.959, hla2 and ahla at Hkv = 1 0.974 and 0.965, H = Hkv (one head per call) alike. */
+/* A following thread's wait for the first thread's verdict (hla_private_kv_from): whether its copy held the state. */
+static int follow_verdict(hla_private_kv_from *f) {
+    if (!hla_private_published(f->published)) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        while (!hla_private_published(f->published)) hla_private_pause();
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        *f->waited += (unsigned long long)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec));
+    }
+    return *f->verdict == f->version;
+}
+
 #define GROUP 4
 static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk,
     ptrdiff_t dvp, float *S, float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
-    float *zy, float *out, const float *ku, const float *vu, float gkv, const hla_private_kv_from *from) {
+    float *zy, float *out, const float *ku, const float *vu, float gkv, hla_private_kv_from *from) {
     if (n <= 0) return;
     float *Z = zy, *Y = DZ ? zy + n * dk : zy;
     ptrdiff_t first = 0;
@@ -249,14 +262,15 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
         /* The kv blocks advanced with the token (ku = k, vu = v; HLA*.stepKV) in the sweeps that form head 0's z and
          * y from them: S <- gkv S + k k^T with z = S q_0, P <- gkv P + k v^T with y = P^T q_0, each as the W sweep
          * below forms W_j and o_j (Vec.rank1Project's arithmetic: the same bits as the update, then the product). */
-        float *fS = from ? from->kv : 0, *fP = from ? from->kv + (DZ ? dk * dk : 0) : 0;
-        const int compare = from && from->version != 0;
+        const int lead = from && !from->follow;
+        float *fS = lead ? from->kv : 0, *fP = lead ? from->kv + (DZ ? dk * dk : 0) : 0;
+        const int compare = lead && from->version != 0;
         unsigned differs = 0;
         for (ptrdiff_t c0 = 0; DZ && c0 < dk; c0 += 64)
             kv_block(dk, dk, S + c0, ku, ku + c0, q, Z + c0, gkv, fS ? fS + c0 : 0, compare, &differs);
         for (ptrdiff_t c0 = 0; DY && c0 < dvp; c0 += 64)
             kv_block(dk, dvp, P + c0, ku, vu + c0, q, Y + c0, gkv, fP ? fP + c0 : 0, compare, &differs);
-        if (from) {
+        if (lead) {
             *from->verdict = compare && !differs ? from->version : 0;
             hla_private_publish(from->published);
         }
@@ -265,6 +279,7 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
     const ptrdiff_t n0 = n < GROUP ? n : GROUP;
     if (DZ) products(n0 - first, dk, q + first * dk, S, dk, Z + first * dk);
     if (DY) products(n0 - first, dk, q + first * dk, P, dvp, Y + first * dvp);
+    if (from && from->follow && !follow_verdict(from)) { from->stopped = 1; return; }
     const ptrdiff_t ztiles = DZ ? dk / 32 : 0, tiles = ztiles + (DY ? dvp / 32 : 0);
     for (ptrdiff_t h0 = 0; h0 < n; h0 += GROUP) {
         const ptrdiff_t nh = n - h0 < GROUP ? n - h0 : GROUP;          /* this group's heads */
@@ -300,18 +315,18 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
 
 HLA_AVX512 void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, float *P,
     const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k, const float *v,
-    float g, const hla_private_kv_from *from) {
+    float g, hla_private_kv_from *from) {
     heads(1, 1, n, dk, dvp, S, P, 0, q, W, wstride, g3, zy, out, k, v, g, from);
 }
 
 HLA_AVX512 void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, const float *v,
     const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out, const float *k, float g,
-    const hla_private_kv_from *from) {
+    hla_private_kv_from *from) {
     heads(1, 0, n, dk, dvp, S, 0, v, q, U, ustride, g2, z, out, k, 0, g, from);
 }
 
 HLA_AVX512 void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *P, const float *k,
     const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out, const float *vu, float gkv,
-    const hla_private_kv_from *from) {
+    hla_private_kv_from *from) {
     heads(0, 1, n, dk, dvp, 0, P, k, q, E, estride, g, y, out, vu ? k : 0, vu, gkv, from);
 }

@@ -121,17 +121,25 @@ __attribute__((visibility("hidden"))) void hla_private_tile2_sum_avx512(ptrdiff_
     ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
     const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, float alpha, float beta);
 
-/* Where the kv sweeps of a multi-query step (Paths.stepByHead) read the kv blocks from: the state's blocks `kv`
- * (the copy's layout), each row read there, advanced, and stored both there and in the copy the kernel was given,
- * so the state and the copy hold the advanced blocks after. With `version` not 0 each row read is compared, bit for
- * bit, with the copy's row before it; after the kv sweeps (before any query head's block is touched) `*verdict`
- * receives `version` if every row was equal, else 0 (0 too when `version` is 0: the copy is not read), and
- * `*published` is set (release) for the step's other threads. */
+/* The kv sweeps of a multi-query step (Paths.stepByHead), for the unit's first thread (`follow` 0) or another
+ * (`follow` 1).
+ * First thread: the kv blocks are read from the state's blocks `kv` (the copy's layout), each row read there,
+ * advanced, and stored both there and in the copy the kernel was given, so the state and the copy hold the advanced
+ * blocks after. With `version` not 0 each row read is compared, bit for bit, with the copy's row before it; after
+ * the kv sweeps (before any query head's block is touched) `*verdict` receives `version` if every row was equal,
+ * else 0 (0 too when `version` is 0: the copy is not read), and `*published` is set (release).
+ * Another thread, whose copy held `version`: the copy advances in place (`kv` unused) and the first group's products
+ * are formed; then, before any query head's block is written, the kernel waits for `*published` (adding the ns
+ * waited to `*waited`) and, unless `*verdict` is `version`, sets `stopped` and returns (only the copy and the
+ * scratch written: the caller takes the state's advanced blocks and runs the heads again). */
 typedef struct {
     float *kv;
     unsigned long long *verdict;
     unsigned long long version;
     int *published;
+    int follow;
+    int stopped;
+    unsigned long long *waited;
 } hla_private_kv_from;
 
 /* hla3's masked step for n query heads of one kv head (HLA3.stepHeads): for j in 0..<n, z = S q_j, y = P^T q_j,
@@ -144,20 +152,20 @@ typedef struct {
  * multiply-add chain of Vec.rank1 / Vec.rank1Project and Gemm (the same bits). */
 __attribute__((visibility("hidden"))) void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     float *S, float *P, const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k,
-    const float *v, float g, const hla_private_kv_from *from);
+    const float *v, float g, hla_private_kv_from *from);
 /* hla2's masked step without ridge for n query heads of one kv head (HLA2.stepHeads): z = S q_j,
  * U_j <- g2 U_j + z v^T, o_j = U_j^T q_j, with U_j at U + j*ustride; z: 2 (dk + dvp) floats of scratch. The kernel
  * above with y = v for every head (head j + 1's z formed during head j's sweep); with k not NULL, S <- g S + k k^T
  * first (HLA2.stepKV), in the sweep that forms head 0's z. */
 __attribute__((visibility("hidden"))) void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     float *S, const float *v, const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out,
-    const float *k, float g, const hla_private_kv_from *from);
+    const float *k, float g, hla_private_kv_from *from);
 /* ahla's masked step for n query heads of one kv head (AHLA.stepHeads): y = P^T q_j, E_j <- g E_j + k y^T,
  * o_j = E_j^T q_j, with E_j at E + j*estride; y: 2 (dk + dvp) floats of scratch. The kernel above with z = k for
  * every head (head j + 1's y formed during head j's sweep); with vu (the token's v) not NULL, P <- gkv P + k v^T
  * first (AHLA.stepKV), in the sweep that forms head 0's y. */
 __attribute__((visibility("hidden"))) void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     float *P, const float *k, const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out,
-    const float *vu, float gkv, const hla_private_kv_from *from);
+    const float *vu, float gkv, hla_private_kv_from *from);
 
 #endif

@@ -403,7 +403,7 @@ enum Paths {
                     // kernel all of it happens in the sweeps that form the range's first products, each row of the
                     // state compared with the copy's as it is read; elsewhere as the same three passes.
                     var from = hla_private_kv_from(kv: Gemm.float(u.kv), verdict: versions + 2 * unit, version: held,
-                                                   published: checked + unit)
+                                                   published: checked + unit, follow: 0, stopped: 0, waited: spun + w)
                     if !Op.stepKVHeadsFused(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp, from: &from) {
                         let same = held != 0 && memcmp(copy, u.kv, kvBytes) == 0
                         Op.stepKV(c, u, k: K, v: V)
@@ -413,18 +413,27 @@ enum Paths {
                         Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
                     }
                 } else {
-                    if hla_private_published(checked + unit) == 0 {
-                        let start = monotonicNanoseconds()
-                        while hla_private_published(checked + unit) == 0 { hla_private_pause() }
-                        spun[w] &+= monotonicNanoseconds() &- start
-                    }
-                    let v0 = versions[2 * unit]
-                    if v0 != 0 && held == v0 {
-                        Op.stepKVHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
-                    } else {
-                        // The copy did not hold the state's content: take the blocks the first thread has advanced.
-                        memcpy(copy, u.kv, kvBytes)
-                        Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+                    // Another thread: on the step kernel a copy that held something advances and forms the range's
+                    // first products meanwhile, and waits for the verdict only before its first query head's block
+                    // (the kernel stops there if the copy did not hold the state's content); elsewhere it waits first.
+                    var from = hla_private_kv_from(kv: nil, verdict: versions + 2 * unit, version: held,
+                                                   published: checked + unit, follow: 1, stopped: 0, waited: spun + w)
+                    let ran = held != 0 && Op.stepKVHeadsFused(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp,
+                                                               from: &from)
+                    if !ran || from.stopped != 0 {
+                        if hla_private_published(checked + unit) == 0 {
+                            let start = monotonicNanoseconds()
+                            while hla_private_published(checked + unit) == 0 { hla_private_pause() }
+                            spun[w] &+= monotonicNanoseconds() &- start
+                        }
+                        let v0 = versions[2 * unit]
+                        if !ran && v0 != 0 && held == v0 {
+                            Op.stepKVHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+                        } else {
+                            // The copy did not hold the state's content: take the blocks the first thread advanced.
+                            memcpy(copy, u.kv, kvBytes)
+                            Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
+                        }
                     }
                 }
             } else {

@@ -55,7 +55,7 @@ protocol Operator {
     static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                               v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                               tmp: UnsafeMutablePointer<T>,
-                                              from: UnsafePointer<hla_private_kv_from>?) -> Bool
+                                              from: UnsafeMutablePointer<hla_private_kv_from>?) -> Bool
 
     /// Outputs of n tokens from the carry in `u`, then (`carryOut`) advance the carry past them; without
     /// `carryOut` the carry's products are skipped and `u` is left as it was (the outputs are the same bits).

@@ -36,7 +36,7 @@ extension AHLA {
     static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                               v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                               tmp: UnsafeMutablePointer<T>,
-                                              from: UnsafePointer<hla_private_kv_from>?) -> Bool {
+                                              from: UnsafeMutablePointer<hla_private_kv_from>?) -> Bool {
         // On the kernel P advances in the sweep that forms the first head's y.
         guard onStepKernel(c, T.self) else { return false }
         stepHeadsFused(c, u, j0, n, k: k, q: q, out: out, tmp: tmp, v: v, from: from)
@@ -49,7 +49,7 @@ extension AHLA {
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                             q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                             tmp: UnsafeMutablePointer<T>, v: UnsafePointer<T>? = nil,
-                                            from: UnsafePointer<hla_private_kv_from>? = nil) {
+                                            from: UnsafeMutablePointer<hla_private_kv_from>? = nil) {
         let g = unsafeBitCast(T(c.decay), to: Float.self)
         hla_private_ahla_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(k), Gemm.float(q),
                                       Gemm.float(u.head(j0)), u.qStride, g, Gemm.float(tmp), Gemm.float(out),

@@ -39,7 +39,7 @@ extension HLA2 {
     static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                               v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                               tmp: UnsafeMutablePointer<T>,
-                                              from: UnsafePointer<hla_private_kv_from>?) -> Bool {
+                                              from: UnsafeMutablePointer<hla_private_kv_from>?) -> Bool {
         // On the kernel S advances in the sweep that forms the first head's z.
         guard onKernel(c, T.self) else { return false }
         stepHeadsFused(c, u, j0, n, v: v, q: q, out: out, tmp: tmp, k: k, from: from)
@@ -52,7 +52,7 @@ extension HLA2 {
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, v: UnsafePointer<T>,
                                             q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                             tmp: UnsafeMutablePointer<T>, k: UnsafePointer<T>? = nil,
-                                            from: UnsafePointer<hla_private_kv_from>? = nil) {
+                                            from: UnsafeMutablePointer<hla_private_kv_from>? = nil) {
         let g = T(c.decay)
         hla_private_hla2_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(v), Gemm.float(q),
                                       Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g, to: Float.self),

@@ -43,7 +43,7 @@ extension HLA3 {
     static func stepKVHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                               v: UnsafePointer<T>, q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                               tmp: UnsafeMutablePointer<T>,
-                                              from: UnsafePointer<hla_private_kv_from>?) -> Bool {
+                                              from: UnsafeMutablePointer<hla_private_kv_from>?) -> Bool {
         // On the kernel S and P advance in the sweeps that form the first head's z and y (hla3, H = 64, Hkv = 1,
         // d = 64: the kv update was 1.7 µs of a 33 µs two-thread step, a pass over 32 KiB on each thread).
         guard onStepKernel(c, T.self) else { return false }
@@ -57,7 +57,7 @@ extension HLA3 {
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, q: UnsafePointer<T>,
                                             out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>,
                                             k: UnsafePointer<T>? = nil, v: UnsafePointer<T>? = nil,
-                                            from: UnsafePointer<hla_private_kv_from>? = nil) {
+                                            from: UnsafeMutablePointer<hla_private_kv_from>? = nil) {
         let dk = c.dk, dvp = c.dvp, g = T(c.decay)
         hla_private_hla3_heads_avx512(n, dk, dvp, Gemm.float(u.kv), Gemm.float(u.kv + dk * dk), Gemm.float(q),
                                       Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g * g, to: Float.self),
