@@ -147,12 +147,21 @@ HLA_AVX512 void hla_private_tile_sum_avx512(ptrdiff_t kb, const float *a, ptrdif
  * step p per row of the sweep, so its fused multiply-adds fill the sweep's idle FMA slots. Each tile element is one
  * chain over p in order from zero: the same bits as `products`. Only NR rows are multiplied: a last group of fewer
  * than four heads costs no FMAs for the missing ones (with repeated rows instead, hla3 with 5 heads at d = 64 took
- * 1.25x the time of the kernel before the fusion). NR = 0: the sweep alone (a, bp, c unused). */
-static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCALED, int NR, int FROM, ptrdiff_t dk,
-    ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, float g3, const float *a,
-    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float *from, unsigned *differs) {
+ * 1.25x the time of the kernel before the fusion). NR = 0: the sweep alone (a, bp, c unused).
+ * FROM (a kv sweep of a multi-query step's first thread, hla_private_kv_from): 1, each row read from `from` and the
+ * advanced row stored there too; 2, also compared bit for bit with w's row first (differences ORed into *differs).
+ * KQ (a kv sweep): o_i += qk_i[r]·(advanced row r) for three more heads as for qj, stored at ok + i·ldok (i = 0..2),
+ * each element one fused multiply-add chain over r in order from zero: the same bits as `products`. */
+static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCALED, int NR, int FROM, int KQ,
+    ptrdiff_t dk, ptrdiff_t dvp, float *w, const float *z, const float *y, const float *qj, float *o, float g3,
+    const float *a, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float *from, unsigned *differs,
+    const float *qk, float *ok, ptrdiff_t ldok) {
     __mmask16 diff = 0;
     __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+    __m512 p10 = o0, p11 = o0, p12 = o0, p13 = o0, p20 = o0, p21 = o0, p22 = o0, p23 = o0, p30 = o0, p31 = o0,
+           p32 = o0, p33 = o0;
+    (void)p10; (void)p11; (void)p12; (void)p13; (void)p20; (void)p21; (void)p22; (void)p23; (void)p30; (void)p31;
+    (void)p32; (void)p33;
     __m512 x0 = o0, x1 = o0, x2 = o0, x3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
     const __m512 g = _mm512_set1_ps(g3);
     const __m512 v0 = _mm512_loadu_ps(y), v1 = _mm512_loadu_ps(y + 16), v2 = _mm512_loadu_ps(y + 32),
@@ -162,13 +171,18 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCAL
     for (ptrdiff_t r = 0; r < dk; r++) {
         float *row = w + r * dvp, *src = FROM ? from + r * dvp : row;
         const __m512 zr = _mm512_set1_ps(z[r]), xr = _mm512_set1_ps(qj[r]);
+        const __m512 s1 = KQ ? _mm512_set1_ps(qk[r]) : zr, s2 = KQ ? _mm512_set1_ps(qk[dk + r]) : zr,
+                     s3 = KQ ? _mm512_set1_ps(qk[2 * dk + r]) : zr;
+        (void)s1; (void)s2; (void)s3;
         const __m512 b = NR > 0 ? _mm512_loadu_ps(bp + r * bs) : zr, f = NR > 0 ? _mm512_loadu_ps(bp + r * bs + 16) : zr;
         (void)b; (void)f;
 #define W1(k, v, acc) { __m512 t = _mm512_loadu_ps(src + 16 * k); \
         if (FROM == 2) diff |= _mm512_cmpneq_epi32_mask(_mm512_castps_si512(t), _mm512_castps_si512(_mm512_loadu_ps(row + 16 * k))); \
         if (SCALED) t = _mm512_mul_ps(t, g); \
         t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * k, t); if (FROM) _mm512_storeu_ps(src + 16 * k, t); \
-        acc = _mm512_fmadd_ps(xr, t, acc); }
+        acc = _mm512_fmadd_ps(xr, t, acc); \
+        if (KQ) { p1##k = _mm512_fmadd_ps(s1, t, p1##k); p2##k = _mm512_fmadd_ps(s2, t, p2##k); \
+                  p3##k = _mm512_fmadd_ps(s3, t, p3##k); } }
 #define T1(i) if (NR > i) { __m512 s = _mm512_set1_ps(a##i[r]); x##i = _mm512_fmadd_ps(s, b, x##i); \
         e##i = _mm512_fmadd_ps(s, f, e##i); }
         W1(0, v0, o0) T1(0) W1(1, v1, o1) T1(1) W1(2, v2, o2) T1(2) W1(3, v3, o3) T1(3)
@@ -181,23 +195,35 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block(int SCAL
     if (NR > 2) { _mm512_storeu_ps(c + 2 * ldc, x2); _mm512_storeu_ps(c + 2 * ldc + 16, e2); }
     if (NR > 3) { _mm512_storeu_ps(c + 3 * ldc, x3); _mm512_storeu_ps(c + 3 * ldc + 16, e3); }
     if (FROM == 2) *differs |= diff;
+    if (KQ) {
+        _mm512_storeu_ps(ok, p10); _mm512_storeu_ps(ok + 16, p11); _mm512_storeu_ps(ok + 32, p12);
+        _mm512_storeu_ps(ok + 48, p13); _mm512_storeu_ps(ok + ldok, p20); _mm512_storeu_ps(ok + ldok + 16, p21);
+        _mm512_storeu_ps(ok + ldok + 32, p22); _mm512_storeu_ps(ok + ldok + 48, p23);
+        _mm512_storeu_ps(ok + 2 * ldok, p30); _mm512_storeu_ps(ok + 2 * ldok + 16, p31);
+        _mm512_storeu_ps(ok + 2 * ldok + 32, p32); _mm512_storeu_ps(ok + 2 * ldok + 48, p33);
+    }
 }
 
 /* step_block with the decay test hoisted out of the row loop (g3 = 1 needs no multiply: the same bits). */
 static inline HLA_AVX512 __attribute__((always_inline)) void step_block_g(ptrdiff_t dk, ptrdiff_t dvp, float *w,
     const float *z, const float *y, const float *qj, float *o, float g3) {
-    if (g3 == 1) step_block(0, 0, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, 0, 0);
-    else step_block(1, 0, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, 0, 0);
+    if (g3 == 1) step_block(0, 0, 0, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    else step_block(1, 0, 0, 0, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
-/* A kv sweep: step_block_g in place, or with `from` (the state's rows at the same offsets) read there, stored there
- * and in w, each row compared with w's before it when `compare` (any difference ORed into *differs). */
+/* A kv sweep: in place, or with `from` (the state's rows at the same offsets) read there, stored there and in w,
+ * each row compared with w's before it when `compare` (any difference ORed into *differs). With qk, the products of
+ * three more heads (q rows at qk + i·dk, i = 0..2; outputs at ok + i·ldok) are formed from the advanced rows as
+ * head 0's is (o): each element one fused multiply-add chain over the rows in order, as `products` forms it. */
 static inline HLA_AVX512 __attribute__((always_inline)) void kv_block(ptrdiff_t dk, ptrdiff_t dvp, float *w,
-    const float *z, const float *y, const float *qj, float *o, float g3, float *from, int compare, unsigned *differs) {
-    if (!from) return step_block_g(dk, dvp, w, z, y, qj, o, g3);
-#define KV(SCALED) if (compare) step_block(SCALED, 0, 2, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, from, differs); \
-                   else step_block(SCALED, 0, 1, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, from, differs);
-    if (g3 == 1) { KV(0) } else { KV(1) }
+    const float *z, const float *y, const float *qj, float *o, float g3, float *from, int compare, unsigned *differs,
+    const float *qk, float *ok, ptrdiff_t ldok) {
+#define KV(KQ, SCALED) \
+    if (!from) step_block(SCALED, 0, 0, KQ, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, 0, 0, qk, ok, ldok); \
+    else if (compare) step_block(SCALED, 0, 2, KQ, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, from, differs, qk, ok, ldok); \
+    else step_block(SCALED, 0, 1, KQ, dk, dvp, w, z, y, qj, o, g3, 0, 0, 0, 0, 0, from, differs, qk, ok, ldok);
+    if (qk) { if (g3 == 1) { KV(1, 0) } else { KV(1, 1) } }
+    else { if (g3 == 1) { KV(0, 0) } else { KV(0, 1) } }
 #undef KV
 }
 
@@ -214,7 +240,7 @@ static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t 
 }
 
 /* step_block with a tile of `rows` (1-4) rows of A, for either decay, each variant's loop straight-line. */
-#define STEP_TILE(NR, SCALED, ...) step_block(SCALED, NR, 0, __VA_ARGS__, 0, 0)
+#define STEP_TILE(NR, SCALED, ...) step_block(SCALED, NR, 0, 0, __VA_ARGS__, 0, 0, 0, 0, 0)
 #define BY_ROWS(f, rows, ...) \
     switch (rows) { case 1: f(1, __VA_ARGS__); break; case 2: f(2, __VA_ARGS__); break; \
                     case 3: f(3, __VA_ARGS__); break; default: f(4, __VA_ARGS__); break; }
@@ -238,7 +264,12 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile_row
  * 32 heads at d = 64 (one thread's half of H = 64, Hkv = 1), hot in L2: the W sweeps alone 12.9 cycles per row, the
  * products alone about 8 (their FMA bound), apart 20.8, fused 19.7 (0.95 of the time; 64 heads, from L3: 0.88-0.91);
  * hla2 and ahla, half of whose sweeps get a tile, 0.97-1.05. In the library's steps (ab.py, 15 rounds): hla3 at
- * H = 64, Hkv = 1 and 8 0.965 and 0.959, hla2 and ahla at Hkv = 1 0.974 and 0.965, H = Hkv (one head per call) alike. */
+ * H = 64, Hkv = 1 and 8 0.965 and 0.959, hla2 and ahla at Hkv = 1 0.974 and 0.965, H = Hkv (one head per call) alike.
+ * When the kv blocks advance in the call (ku) and it has four heads or more, the first group's products are formed in
+ * the kv sweeps themselves, from each row as it is advanced (`step_block`'s KQ): one pass over S and P fewer per call.
+ * Hot in L2 (clang -O2): hla3 with 8 heads 0.958-0.983 of the time, 5 heads 0.868, 32 heads 0.986; in the library's
+ * steps (ab.py, 15 rounds) at H = 64, Hkv = 8 (8 heads per call): hla3 0.945, ahla 0.942, hla2 0.985; hla3 at H = 40,
+ * Hkv = 8 0.947; at Hkv = 1 alike (0.997-1.016). */
 /* A following thread's wait for the first thread's verdict (hla_private_kv_from): whether its copy held the state. */
 static int follow_verdict(hla_private_kv_from *f) {
     if (!hla_private_published(f->published)) {
@@ -266,15 +297,19 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
         float *fS = lead ? from->kv : 0, *fP = lead ? from->kv + (DZ ? dk * dk : 0) : 0;
         const int compare = lead && from->version != 0;
         unsigned differs = 0;
+        /* With four heads or more, heads 1-3's products are formed in the same sweeps, from the advanced rows. */
+        const float *qk = n >= GROUP ? q + dk : 0;
         for (ptrdiff_t c0 = 0; DZ && c0 < dk; c0 += 64)
-            kv_block(dk, dk, S + c0, ku, ku + c0, q, Z + c0, gkv, fS ? fS + c0 : 0, compare, &differs);
+            kv_block(dk, dk, S + c0, ku, ku + c0, q, Z + c0, gkv, fS ? fS + c0 : 0, compare, &differs,
+                     qk, Z + dk + c0, dk);
         for (ptrdiff_t c0 = 0; DY && c0 < dvp; c0 += 64)
-            kv_block(dk, dvp, P + c0, ku, vu + c0, q, Y + c0, gkv, fP ? fP + c0 : 0, compare, &differs);
+            kv_block(dk, dvp, P + c0, ku, vu + c0, q, Y + c0, gkv, fP ? fP + c0 : 0, compare, &differs,
+                     qk, Y + dvp + c0, dvp);
         if (lead) {
             *from->verdict = compare && !differs ? from->version : 0;
             hla_private_publish(from->published);
         }
-        first = 1;
+        first = n >= GROUP ? GROUP : 1;
     }
     const ptrdiff_t n0 = n < GROUP ? n : GROUP;
     if (DZ) products(n0 - first, dk, q + first * dk, S, dk, Z + first * dk);

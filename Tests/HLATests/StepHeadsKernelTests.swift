@@ -8,7 +8,8 @@
 // and below, 1, 2, 5, 9 and 12 heads (groups of four heads, each group's products formed in the previous group's
 // sweeps: one group, a partial one, whole ones and partial ones after them), head blocks
 // spaced wider than W (the state's layout has them adjacent; the kernel only assumes the stride it is given), the
-// bytes around each block untouched, and the kv blocks and the token only read. Skipped without AVX-512 (or with
+// bytes around each block untouched, and the kv blocks and the token only read (with the token, `stepKVHeadsFused`:
+// the kv blocks advanced bit for bit as `stepKV` advances them). Skipped without AVX-512 (or with
 // HLA_SIMD=avx2), where nothing calls the kernel.
 import XCTest
 @testable import HLA
@@ -20,7 +21,7 @@ final class StepHeadsKernelTests: XCTestCase {
     /// `kvSize(dk, dv)`: elements of the kv blocks; `scratch(c, n)`: the step's scratch; portable and fused: the two
     /// compositions of one operator.
     func check(_ op: Int32, seed: UInt64, kvSize: (Int, Int) -> Int, scratch: (Config, Int) -> Int,
-               portable: Step, fused: Step) throws {
+               advancesKV: Bool = false, portable: Step, fused: Step) throws {
         try XCTSkipUnless(Gemm.avx512, "no AVX-512 (or HLA_SIMD=avx2): the kernel is not used")
         var cases = 0
         var rng = SplitMix64(seed: seed)
@@ -36,7 +37,7 @@ final class StepHeadsKernelTests: XCTestCase {
                     let q = (0..<(n * dk)).map { _ in Float(rng.normal() * 0.3) }
                     let k = (0..<dk).map { _ in Float(rng.normal() * 0.3) }, v = (0..<dv).map { _ in Float(rng.normal()) }
                     let size = scratch(c, n)
-                    func run(_ step: Step) -> ([Float], [Float]) {
+                    func run(_ step: Step) -> ([Float], [Float], [Float]) {
                         var kvc = kv, heads = heads0
                         var out = [Float](repeating: .nan, count: n * dv)
                         var tmp = [Float](repeating: .nan, count: size)
@@ -50,10 +51,10 @@ final class StepHeadsKernelTests: XCTestCase {
                                 }
                             }
                         }
-                        XCTAssertEqual(kvc, kv, "the kv blocks are only read")
-                        return (heads, out)
+                        if !advancesKV { XCTAssertEqual(kvc, kv, "the kv blocks are only read") }
+                        return (heads, out, kvc)
                     }
-                    let (wantW, wantO) = run(portable), (gotW, gotO) = run(fused)
+                    let (wantW, wantO, wantKV) = run(portable), (gotW, gotO, gotKV) = run(fused)
                     let what = "op=\(op) dk=\(dk) dv=\(dv) decay=\(decay) heads=\(n)"
                     XCTAssertFalse(wantO.contains { !$0.isFinite }, what)
                     func differing(_ a: [Float], _ b: [Float]) -> String? {
@@ -62,6 +63,10 @@ final class StepHeadsKernelTests: XCTestCase {
                     }
                     XCTAssertNil(differing(gotO, wantO), "outputs, " + what)
                     XCTAssertNil(differing(gotW, wantW), "head blocks and the gaps, " + what)
+                    if advancesKV {
+                        XCTAssertNil(differing(gotKV, wantKV), "kv blocks, " + what)
+                        XCTAssertNotEqual(gotKV, kv, what)
+                    }
                     XCTAssertNotEqual(gotW, heads0, what)
                     cases += 1
                 }
@@ -80,6 +85,35 @@ final class StepHeadsKernelTests: XCTestCase {
         try check(opHLA2, seed: 4_243, kvSize: { dk, _ in dk * dk }, scratch: { HLA2.stepScratchHeads($0, $1) },
                   portable: { c, u, n, _, v, q, o, t in HLA2.stepHeadsPortable(c, u, 0, n, v: v, q: q, out: o, tmp: t) },
                   fused: { c, u, n, _, v, q, o, t in HLA2.stepHeadsFused(c, u, 0, n, v: v, q: q, out: o, tmp: t) })
+    }
+
+    // With the token (`stepKVHeadsFused`): the kv blocks advance in the kernel's first sweeps, which from four heads
+    // on also form heads 1-3's products (`step_block`'s KQ), against `stepKV` then the portable composition.
+    func testHLA3KernelWithTokenEqualsPortable() throws {
+        try check(opHLA3, seed: 4_245, kvSize: { dk, dv in dk * dk + dk * dv }, scratch: { HLA3.stepScratchHeads($0, $1) },
+                  advancesKV: true,
+                  portable: { c, u, n, k, v, q, o, t in
+                      HLA3.stepKV(c, u, k: k, v: v); HLA3.stepHeadsPortable(c, u, 0, n, q: q, out: o, tmp: t) },
+                  fused: { c, u, n, k, v, q, o, t in
+                      XCTAssertTrue(HLA3.stepKVHeadsFused(c, u, 0, n, k: k, v: v, q: q, out: o, tmp: t, from: nil)) })
+    }
+
+    func testHLA2KernelWithTokenEqualsPortable() throws {
+        try check(opHLA2, seed: 4_246, kvSize: { dk, _ in dk * dk }, scratch: { HLA2.stepScratchHeads($0, $1) },
+                  advancesKV: true,
+                  portable: { c, u, n, k, v, q, o, t in
+                      HLA2.stepKV(c, u, k: k, v: v); HLA2.stepHeadsPortable(c, u, 0, n, v: v, q: q, out: o, tmp: t) },
+                  fused: { c, u, n, k, v, q, o, t in
+                      XCTAssertTrue(HLA2.stepKVHeadsFused(c, u, 0, n, k: k, v: v, q: q, out: o, tmp: t, from: nil)) })
+    }
+
+    func testAHLAKernelWithTokenEqualsPortable() throws {
+        try check(opAHLA, seed: 4_247, kvSize: { dk, dv in dk * dv }, scratch: { AHLA.stepScratchHeads($0, $1) },
+                  advancesKV: true,
+                  portable: { c, u, n, k, v, q, o, t in
+                      AHLA.stepKV(c, u, k: k, v: v); AHLA.stepHeadsPortable(c, u, 0, n, k: k, q: q, out: o, tmp: t) },
+                  fused: { c, u, n, k, v, q, o, t in
+                      XCTAssertTrue(AHLA.stepKVHeadsFused(c, u, 0, n, k: k, v: v, q: q, out: o, tmp: t, from: nil)) })
     }
 
     func testAHLAKernelEqualsPortableComposition() throws {
