@@ -13,12 +13,13 @@ import Synchronization
 /// cache). Here each thread keeps its own copy of the kv blocks and advances it with the token itself,
 /// so in a decoding loop the state's kv blocks are only ever touched by the one thread that writes them.
 ///
-/// A copy stands for a given content: `version` names it. In each step the unit's first thread compares
-/// the state's kv blocks with the caller's copy, byte for byte (a host may have written the state, or
-/// stepped it on another path, since); if they differ, no copy holds the state's content. A thread whose
-/// copy holds it advances the copy with the token; any other thread first copies the state's blocks (which
-/// no thread writes while one may still read them). Every copy is bitwise what the state holds, so every
-/// result is the one a single thread gives. Slots are per (worker, unit) and their buffers are kept for the
+/// A copy stands for a given content: `version` names it. In each step the unit's first thread advances the
+/// state's kv blocks in place from their own rows, keeps its copy equal to them, and compares each row it
+/// reads with its copy's, byte for byte (a host may have written the state, or stepped it on another path,
+/// since); if they differ, no copy held the state's content. Another thread whose copy held the same
+/// version advances its copy with the token; any other takes the blocks the first thread advanced
+/// (`Paths.stepByHead`). Every copy is bitwise what the state holds, so every result is the one a single
+/// thread gives. Slots are per (worker, unit) and their buffers are kept for the
 /// process's life at the largest size a step has needed (per thread the kv blocks of the step's units: 32 KiB
 /// at hla3, d = 64). One step uses them at a time (`tryLock`); a step that finds them in use runs on its
 /// calling thread. The lock also guards the steps' scratch (`scratch`; `Paths.serial` takes it for steps
