@@ -251,6 +251,18 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile_row
     else { BY_ROWS(STEP_TILE, rows, 1, dk, dvp, w, z, y, qj, o, g3, a, bp, bs, c, ldc) }
 }
 
+/* A following thread's wait for the first thread's verdict (hla_private_kv_from): whether its copy held the state. */
+static int follow_verdict(hla_private_kv_from *f) {
+    if (!hla_private_published(f->published)) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        while (!hla_private_published(f->published)) hla_private_pause();
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        *f->waited += (unsigned long long)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec));
+    }
+    return *f->verdict == f->version;
+}
+
 /* The masked multi-head step W_j ← g·W_j + z_j y_jᵀ, o_j = W_jᵀ q_j of one kv head's n query heads: hla3 (z = S q_j
  * and y = Pᵀ q_j per head), hla2 (y = zs, the token's value, for every head; no P) and ahla (z = zs, the token's key,
  * for every head; no S). DZ: z per head; DY: y per head (constants after inlining). zy holds Z (n·dk elements; hla3
@@ -270,18 +282,6 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile_row
  * Hot in L2 (clang -O2): hla3 with 8 heads 0.958-0.983 of the time, 5 heads 0.868, 32 heads 0.986; in the library's
  * steps (ab.py, 15 rounds) at H = 64, Hkv = 8 (8 heads per call): hla3 0.945, ahla 0.942, hla2 0.985; hla3 at H = 40,
  * Hkv = 8 0.947; at Hkv = 1 alike (0.997-1.016). */
-/* A following thread's wait for the first thread's verdict (hla_private_kv_from): whether its copy held the state. */
-static int follow_verdict(hla_private_kv_from *f) {
-    if (!hla_private_published(f->published)) {
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        while (!hla_private_published(f->published)) hla_private_pause();
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        *f->waited += (unsigned long long)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec));
-    }
-    return *f->verdict == f->version;
-}
-
 #define GROUP 4
 static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk,
     ptrdiff_t dvp, float *S, float *P, const float *zs, const float *q, float *W, ptrdiff_t wstride, float g,
@@ -293,6 +293,7 @@ static inline HLA_AVX512 __attribute__((always_inline)) void heads(int DZ, int D
         /* The kv blocks advanced with the token (ku = k, vu = v; HLA*.stepKV) in the sweeps that form head 0's z and
          * y from them: S <- gkv S + k k^T with z = S q_0, P <- gkv P + k v^T with y = P^T q_0, each as the W sweep
          * below forms W_j and o_j (Vec.rank1Project's arithmetic: the same bits as the update, then the product). */
+        /* (With `from`, n >= 1: Paths.stepByHead's ranges are never empty, so a first thread always publishes.) */
         const int lead = from && !from->follow;
         float *fS = lead ? from->kv : 0, *fP = lead ? from->kv + (DZ ? dk * dk : 0) : 0;
         const int compare = lead && from->version != 0;

@@ -75,50 +75,59 @@ final class StepHeadsKernelTests: XCTestCase {
         XCTAssertEqual(cases, 4 * 2 * 5)
     }
 
+    // Each operator's kv blocks' size and its portable composition (`stepHeadsPortable`).
+    static func hla3KV(_ dk: Int, _ dv: Int) -> Int { dk * dk + dk * dv }
+    static func hla2KV(_ dk: Int, _ dv: Int) -> Int { dk * dk }
+    static func ahlaKV(_ dk: Int, _ dv: Int) -> Int { dk * dv }
+    typealias P = UnsafePointer<Float>
+    typealias M = UnsafeMutablePointer<Float>
+    static func hla3Portable(_ c: Config, _ u: HLA.Unit<Float>, _ n: Int, _ k: P, _ v: P, _ q: P, _ o: M, _ t: M) {
+        HLA3.stepHeadsPortable(c, u, 0, n, q: q, out: o, tmp: t)
+    }
+    static func hla2Portable(_ c: Config, _ u: HLA.Unit<Float>, _ n: Int, _ k: P, _ v: P, _ q: P, _ o: M, _ t: M) {
+        HLA2.stepHeadsPortable(c, u, 0, n, v: v, q: q, out: o, tmp: t)
+    }
+    static func ahlaPortable(_ c: Config, _ u: HLA.Unit<Float>, _ n: Int, _ k: P, _ v: P, _ q: P, _ o: M, _ t: M) {
+        AHLA.stepHeadsPortable(c, u, 0, n, k: k, q: q, out: o, tmp: t)
+    }
+
     func testHLA3KernelEqualsPortableComposition() throws {
-        try check(opHLA3, seed: 4_242, kvSize: { dk, dv in dk * dk + dk * dv }, scratch: { HLA3.stepScratchHeads($0, $1) },
-                  portable: { c, u, n, _, _, q, o, t in HLA3.stepHeadsPortable(c, u, 0, n, q: q, out: o, tmp: t) },
+        try check(opHLA3, seed: 4_242, kvSize: Self.hla3KV, scratch: { HLA3.stepScratchHeads($0, $1) },
+                  portable: Self.hla3Portable,
                   fused: { c, u, n, _, _, q, o, t in HLA3.stepHeadsFused(c, u, 0, n, q: q, out: o, tmp: t) })
     }
 
     func testHLA2KernelEqualsPortableComposition() throws {
-        try check(opHLA2, seed: 4_243, kvSize: { dk, _ in dk * dk }, scratch: { HLA2.stepScratchHeads($0, $1) },
-                  portable: { c, u, n, _, v, q, o, t in HLA2.stepHeadsPortable(c, u, 0, n, v: v, q: q, out: o, tmp: t) },
+        try check(opHLA2, seed: 4_243, kvSize: Self.hla2KV, scratch: { HLA2.stepScratchHeads($0, $1) },
+                  portable: Self.hla2Portable,
                   fused: { c, u, n, _, v, q, o, t in HLA2.stepHeadsFused(c, u, 0, n, v: v, q: q, out: o, tmp: t) })
     }
 
-    // With the token (`stepKVHeadsFused`): the kv blocks advance in the kernel's first sweeps, which from four heads
-    // on also form heads 1-3's products (`step_block`'s KQ), against `stepKV` then the portable composition.
-    func testHLA3KernelWithTokenEqualsPortable() throws {
-        try check(opHLA3, seed: 4_245, kvSize: { dk, dv in dk * dk + dk * dv }, scratch: { HLA3.stepScratchHeads($0, $1) },
-                  advancesKV: true,
-                  portable: { c, u, n, k, v, q, o, t in
-                      HLA3.stepKV(c, u, k: k, v: v); HLA3.stepHeadsPortable(c, u, 0, n, q: q, out: o, tmp: t) },
+    func testAHLAKernelEqualsPortableComposition() throws {
+        try check(opAHLA, seed: 4_244, kvSize: Self.ahlaKV, scratch: { AHLA.stepScratchHeads($0, $1) },
+                  portable: Self.ahlaPortable,
+                  fused: { c, u, n, k, _, q, o, t in AHLA.stepHeadsFused(c, u, 0, n, k: k, q: q, out: o, tmp: t) })
+    }
+
+    /// With the token (`stepKVHeadsFused`): the kv blocks advance in the kernel's first sweeps, which from four
+    /// heads on also form heads 1-3's products (`step_block`'s KQ), against `stepKV` then the portable composition.
+    func checkWithToken<Op: Operator>(_: Op.Type, _ op: Int32, seed: UInt64, kvSize: (Int, Int) -> Int,
+                                      portable: @escaping Step) throws {
+        try check(op, seed: seed, kvSize: kvSize, scratch: { Op.stepScratchHeads($0, $1) }, advancesKV: true,
+                  portable: { c, u, n, k, v, q, o, t in Op.stepKV(c, u, k: k, v: v); portable(c, u, n, k, v, q, o, t) },
                   fused: { c, u, n, k, v, q, o, t in
-                      XCTAssertTrue(HLA3.stepKVHeadsFused(c, u, 0, n, k: k, v: v, q: q, out: o, tmp: t, from: nil)) })
+                      XCTAssertTrue(Op.stepKVHeadsFused(c, u, 0, n, k: k, v: v, q: q, out: o, tmp: t, from: nil)) })
+    }
+
+    func testHLA3KernelWithTokenEqualsPortable() throws {
+        try checkWithToken(HLA3.self, opHLA3, seed: 4_245, kvSize: Self.hla3KV, portable: Self.hla3Portable)
     }
 
     func testHLA2KernelWithTokenEqualsPortable() throws {
-        try check(opHLA2, seed: 4_246, kvSize: { dk, _ in dk * dk }, scratch: { HLA2.stepScratchHeads($0, $1) },
-                  advancesKV: true,
-                  portable: { c, u, n, k, v, q, o, t in
-                      HLA2.stepKV(c, u, k: k, v: v); HLA2.stepHeadsPortable(c, u, 0, n, v: v, q: q, out: o, tmp: t) },
-                  fused: { c, u, n, k, v, q, o, t in
-                      XCTAssertTrue(HLA2.stepKVHeadsFused(c, u, 0, n, k: k, v: v, q: q, out: o, tmp: t, from: nil)) })
+        try checkWithToken(HLA2.self, opHLA2, seed: 4_246, kvSize: Self.hla2KV, portable: Self.hla2Portable)
     }
 
     func testAHLAKernelWithTokenEqualsPortable() throws {
-        try check(opAHLA, seed: 4_247, kvSize: { dk, dv in dk * dv }, scratch: { AHLA.stepScratchHeads($0, $1) },
-                  advancesKV: true,
-                  portable: { c, u, n, k, v, q, o, t in
-                      AHLA.stepKV(c, u, k: k, v: v); AHLA.stepHeadsPortable(c, u, 0, n, k: k, q: q, out: o, tmp: t) },
-                  fused: { c, u, n, k, v, q, o, t in
-                      XCTAssertTrue(AHLA.stepKVHeadsFused(c, u, 0, n, k: k, v: v, q: q, out: o, tmp: t, from: nil)) })
-    }
-
-    func testAHLAKernelEqualsPortableComposition() throws {
-        try check(opAHLA, seed: 4_244, kvSize: { dk, dv in dk * dv }, scratch: { AHLA.stepScratchHeads($0, $1) },
-                  portable: { c, u, n, k, _, q, o, t in AHLA.stepHeadsPortable(c, u, 0, n, k: k, q: q, out: o, tmp: t) },
-                  fused: { c, u, n, k, _, q, o, t in AHLA.stepHeadsFused(c, u, 0, n, k: k, q: q, out: o, tmp: t) })
+        try checkWithToken(AHLA.self, opAHLA, seed: 4_247, kvSize: Self.ahlaKV, portable: Self.ahlaPortable)
     }
 }

@@ -317,11 +317,14 @@ enum Paths {
     /// the sweeps that form the range's first products). The unit's first thread advances the state's blocks
     /// themselves, in place from their own rows (whatever a host wrote there), storing each advanced row in its
     /// copy too and comparing the rows it reads with its copy's before; it then publishes whether its copy held
-    /// the state's content (`hla_private_kv_from`). The unit's other threads wait for that verdict: a copy that
+    /// the state's content (`hla_private_kv_from`). The unit's other threads need that verdict: a copy that
     /// held the same content advances itself, any other (a first step, a host write, a step the thread missed,
-    /// another state) takes the blocks the first thread advanced. Before, that first thread compared the
-    /// blocks with `memcmp` and wrote them back from its copy after its range: ab.py against that build, H = 64,
-    /// Hkv = 1, d = 64: see the README's Speed section. In a decoding loop
+    /// another state) takes the blocks the first thread advanced. On the step kernel such a thread advances its
+    /// copy and forms its first products before looking, and waits, if at all, only before its first query
+    /// head's block (the kernel stops there on a stale copy, and the range runs again from the taken blocks).
+    /// Before, the first thread compared the blocks with `memcmp` before the job, the others waited for that, and
+    /// the blocks were written back from a copy after a range (ab.py ratios in the README's Speed section). In a
+    /// decoding loop
     /// each thread advances the copy in its own cache and no kv line crosses between the cores. With the
     /// rows of the kv blocks split between the threads instead, each thread's update first took its rows back
     /// from the other core, which had read them, and then read the other's rows back: 5-6 µs of a 38 µs hla3
