@@ -148,21 +148,22 @@ typedef struct {
  * are first advanced with the token, S <- g S + k k^T and P <- g P + k v^T (HLA3.stepKV, in HLA3.stepKVHeadsFused), in the
  * sweeps that form head 0's z and y; with k NULL, S (dk x dk, symmetric) and P (dk x dvp) already hold the token and
  * are only read; with `from` (not NULL; k and v given) they are read from the state's blocks as
- * hla_private_kv_from says. Head j + 1's z and y are formed during head j's sweep of W_j; every element is the fused
- * multiply-add chain of Vec.rank1 / Vec.rank1Project and Gemm (the same bits). */
+ * hla_private_kv_from says. The heads' z and y are products on register tiles, each group of four heads' formed during
+ * the previous group's W sweeps (the first group's in the kv sweeps, when k and v are given and n >= 4); every element
+ * is the fused multiply-add chain of Vec.rank1 / Vec.rank1Project and Gemm (the same bits). */
 __attribute__((visibility("hidden"))) void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     float *S, float *P, const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k,
     const float *v, float g, hla_private_kv_from *from);
 /* hla2's masked step without ridge for n query heads of one kv head (HLA2.stepHeads): z = S q_j,
  * U_j <- g2 U_j + z v^T, o_j = U_j^T q_j, with U_j at U + j*ustride; z: 2 (dk + dvp) floats of scratch. The kernel
- * above with y = v for every head (head j + 1's z formed during head j's sweep); with k not NULL, S <- g S + k k^T
+ * above with y = v for every head; with k not NULL, S <- g S + k k^T
  * first (HLA2.stepKV), in the sweep that forms head 0's z. */
 __attribute__((visibility("hidden"))) void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     float *S, const float *v, const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out,
     const float *k, float g, hla_private_kv_from *from);
 /* ahla's masked step for n query heads of one kv head (AHLA.stepHeads): y = P^T q_j, E_j <- g E_j + k y^T,
  * o_j = E_j^T q_j, with E_j at E + j*estride; y: 2 (dk + dvp) floats of scratch. The kernel above with z = k for
- * every head (head j + 1's y formed during head j's sweep); with vu (the token's v) not NULL, P <- gkv P + k v^T
+ * every head; with vu (the token's v) not NULL, P <- gkv P + k v^T
  * first (AHLA.stepKV), in the sweep that forms head 0's y. */
 __attribute__((visibility("hidden"))) void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
     float *P, const float *k, const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out,
