@@ -15,7 +15,6 @@
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "hla_private.h"
 
 #define HLA_AVX512 __attribute__((target("avx512f")))
@@ -253,13 +252,7 @@ static inline HLA_AVX512 __attribute__((always_inline)) void step_block_tile_row
 
 /* A following thread's wait for the first thread's verdict (hla_private_kv_from): whether its copy held the state. */
 static int follow_verdict(hla_private_kv_from *f) {
-    if (!hla_private_published(f->published)) {
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        while (!hla_private_published(f->published)) hla_private_pause();
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        *f->waited += (unsigned long long)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec));
-    }
+    hla_private_await(f->published, f->waited);
     return *f->verdict == f->version;
 }
 

@@ -1,6 +1,7 @@
 /* Private helpers of libhla.so written in C (not part of the public header). */
 #ifndef HLA_PRIVATE_H
 #define HLA_PRIVATE_H
+#include <time.h>
 #include "hla_types.h"
 
 __attribute__((visibility("hidden"))) void hla_private_set_error(const char *message);
@@ -50,6 +51,15 @@ static inline void hla_private_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+/* Wait until `flag` is published, adding the CLOCK_MONOTONIC ns waited (if any) to *waited. */
+static inline void hla_private_await(const int *flag, unsigned long long *waited) {
+    struct timespec a, b;
+    if (hla_private_published(flag)) return;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    while (!hla_private_published(flag)) hla_private_pause();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    *waited += (unsigned long long)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec));
 }
 /* The band sweeps' work sharing (Sources/HLA/Engine/BandShare.swift): a spin lock per thread's slot, and the
  * acquire / release word a thread publishes its progress in. */

@@ -338,8 +338,8 @@ enum Paths {
                                                       carry: Rows<T>, work: Int) throws(HLAError) {
         let units = seqs.count * c.kvHeads
         // One range per thread. Two (a thread that finished first took the other's second) were slower: the step
-        // kernel forms a range's first four heads' products alone and the rest inside the sweeps (`heads` in
-        // tile512.c), so longer ranges overlap more (H = 64, Hkv = 1, d = 64, `ab.py` 21 rounds, one range's time over
+        // kernel forms a range's later heads' products inside the sweeps (`heads` in tile512.c), so longer ranges
+        // overlap more (H = 64, Hkv = 1, d = 64, `ab.py` 21 rounds, one range's time over
         // two's: hla3 0.979, hla2 0.992, ahla 0.974; H = 32 hla2 0.962). A range a worker never started is still the
         // caller's to take.
         let parts = min(c.group, hlaThreadCount), items = units * parts
@@ -392,13 +392,13 @@ enum Paths {
             let mine = Unit(kv: copy, q: u.q, qStride: u.qStride, group: u.group)
             let q = workBase + w * per, o = q + most * c.dk, tmp = o + most * c.dvp
             let key = KVReplicas.Key(address: Int(bitPattern: UnsafeRawPointer(u.kv)), bytes: kvBytes)
+            for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
             // This thread's first range of the unit: its copy is brought to the kv blocks after the token.
             if ready[w * units + unit] == 0 {
                 ready[w * units + unit] = 1
                 let held = slot.pointee.key == key ? slot.pointee.version : 0   // the content the copy stands for
                 slot.pointee.key = key
                 slot.pointee.version = versions[2 * unit + 1]
-                for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
                 if hla_private_claim(claimed + unit) != 0 {
                     // The unit's first thread advances the state's kv blocks in place, from their own rows (whatever a
                     // host wrote there), keeps its copy equal to them, and tells the others whether its copy held the
@@ -424,11 +424,7 @@ enum Paths {
                     let ran = held != 0 && Op.stepKVHeadsFused(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp,
                                                                from: &from)
                     if !ran || from.stopped != 0 {
-                        if hla_private_published(checked + unit) == 0 {
-                            let start = monotonicNanoseconds()
-                            while hla_private_published(checked + unit) == 0 { hla_private_pause() }
-                            spun[w] &+= monotonicNanoseconds() &- start
-                        }
+                        hla_private_await(checked + unit, spun + w)
                         let v0 = versions[2 * unit]
                         if !ran && v0 != 0 && held == v0 {
                             Op.stepKVHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
@@ -440,7 +436,6 @@ enum Paths {
                     }
                 }
             } else {
-                for j in 0..<n { io.q.gather(b, g * c.group + j0 + j, 0, 1, c.dk, into: q + j * c.dk, ld: c.dk, mul: scale) }
                 Op.stepHeads(c, mine, j0, n, k: K, v: V, q: q, out: o, tmp: tmp)
             }
             if let out = io.out {
