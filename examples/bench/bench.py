@@ -597,7 +597,7 @@ def step_peer_fns(backends, op, H, Hkv, d, s, q, k, v, Nnp):
     return fns
 
 
-def step_section(R, a, backends, libpath, bw):
+def step_section(R, a, backends, libpath, bw, peak2):
     N, Nnp, Tser = a.steps, max(50, a.steps // 10), a.steps
     R.p("## Streaming step against the state-traffic limit (B=1, float32)")
     R.p()
@@ -630,7 +630,13 @@ def step_section(R, a, backends, libpath, bw):
         "head-tokens/s (tokens x H); median (best = fastest repetition) over %d interleaved repetitions, each "
         "against the limit. **Same round**: the median over rounds of the step's rate over that round's sweep "
         "(the limit the machine gave at that moment; the columns before divide a median by the fastest sweep of "
-        "the run). Target: the median ≥ 80%% of the 1-core limit. Load before: %s." % (a.reps, load()))
+        "the run). Target: the median ≥ 80%% of the 1-core limit. **FMA floor**: the step's multiply-adds "
+        "(masked, per call: H x the per-head-token count of the sweep section's table, the kv blocks' share "
+        "included) at the 2-thread FMA peak of this run (%.1f GFLOP/s), as a time per call and as a share of the "
+        "limit's time per call: where it is large the step is bound by its multiply-adds, not its state traffic "
+        "(hla3 with one kv head: its 64 heads' z = S q and y = Pᵀ q are half its multiply-adds), and the last "
+        "column gives the step's multiply-adds per second against that peak. Load before: %s."
+        % (a.reps, peak2, load()))
     R.p()
     rows, rows2, res = [], [], {}
     s_cache = {}
@@ -686,7 +692,9 @@ def step_section(R, a, backends, libpath, bw):
             sw2_med, sw2_min = med_min(ts["sweep2"])
             # the limit is the fastest sweep of the run (other work only ever slows a sweep); the median
             # round shows how much the machine was disturbed
+            macs = H * recurrence_macs(op, d, H // Hkv)          # per call
             r = {"nbytes": n_el * 4, "H": H, "Hkv": Hkv, "d": d, "cpu_ratio": cpu_ratio,
+                 "fma_floor": 2 * macs / (peak2 * 1e9),
                  "limit": H / sw_min, "limit_med": H / sw_med, "limit2": H / sw2_min,
                  "gbs": 2 * n_el * 4 / sw_min / 1e9, "gbs_med": 2 * n_el * 4 / sw_med / 1e9}
             for key, cnt in (("step", N), ("c", N), ("serial", Tser)):
@@ -710,7 +718,9 @@ def step_section(R, a, backends, libpath, bw):
                          "%.0f%% / %.0f%%" % (100 * r["step_same"], 100 * r["c_same"]),
                          "%s / %s" % (fmt_t(r["step_call"]), fmt_t(r["c_call"])),
                          fmt_rate(r["limit2"]), "%.0f%% / %.0f%%" % (100 * r["step"] / r["limit2"], 100 * r["c"] / r["limit2"]),
-                         "%.2f" % cpu_ratio])
+                         "%.2f" % cpu_ratio,
+                         "%s (%.0f%%)" % (fmt_t(r["fma_floor"]), 100 * r["fma_floor"] * r["limit"] / H),
+                         "%.0f%% / %.0f%%" % (100 * r["fma_floor"] / r["step_call"], 100 * r["fma_floor"] / r["c_call"])])
             rows2.append([op, H, Hkv, d, fmt_rate(r["serial"])]
                          + [fmt_rate(pr[kk]) if kk in pr else "n/a"
                             for kk in ("numpy", "numpy 1 thread", "torch", "torch 1 thread", "jax")]
@@ -720,7 +730,8 @@ def step_section(R, a, backends, libpath, bw):
              "State.step head-tok/s median (best)", "State.step % of limit median (best)",
              "C hla_step head-tok/s median (best)", "C % of limit median (best)",
              "same-round % of limit State.step / C (median)", "per call State.step / C (median)",
-             "2-core limit head-tok/s", "State.step / C % of 2-core limit (median)", "C loop CPU/wall"], rows)
+             "2-core limit head-tok/s", "State.step / C % of 2-core limit (median)", "C loop CPU/wall",
+             "FMA floor per call, 2 cores (% of the limit's time)", "State.step / C % of the 2-thread FMA peak"], rows)
     R.p("Same rounds: the serial path and the step peers (head-tokens/s, median), and the step against the best "
         "step peer (target ≥ 3x):")
     R.p()
@@ -1101,7 +1112,7 @@ def main(argv=None):
     paths = paths_section(R, a, backends, best)
     peak_zmm = zmm and max(fma["zmm (AVX-512)"][2]) >= max(fma["ymm (AVX2)"][2])
     peak = peak_section(R, a, peak2, peak1, peak_zmm)
-    step = step_section(R, a, backends, libpath, bw)
+    step = step_section(R, a, backends, libpath, bw, peak2)
     scaling = scaling_section(R, a)
     xover, cross = crossover_section(R, a)
     _, bwd_rows = backward.backward_section(R, a, hla, interleaved_all, med_min, torch_one_thread, fmt_t,
@@ -1145,6 +1156,15 @@ def main(argv=None):
            max(100 * r["step"] / r["limit2"] for r in step.values()),
            fmt_t(step[("hla2", 64, 64, 64)]["step_call"]), fmt_t(step[("hla2", 64, 64, 64)]["c_call"]),
            2 * recurrence_macs("hla2", 64, 1) / (2 * 4 * 2 * 64 * 64)))
+    R.p()
+    tight = max(step.items(), key=lambda kv: kv[1]["fma_floor"] * kv[1]["limit"] / kv[1]["H"])
+    share = tight[1]["fma_floor"] * tight[1]["limit"] / tight[1]["H"]
+    R.p("Where the multiply-adds bind: at %s H=%d Hkv=%d d=%d the step's multiply-adds at the 2-thread FMA peak "
+        "take %.0f%% of the 1-core sweep's time, so its 80%% target asks for %.0f%% of the 2-thread FMA peak over "
+        "the whole call (the chunked forward's large products reach about 70-80%%); it ran at %.0f%% (State.step) "
+        "and %.0f%% (C loop)."
+        % (*tight[0], 100 * share, 100 * share * 0.8, 100 * tight[1]["fma_floor"] / tight[1]["step_call"],
+           100 * tight[1]["fma_floor"] / tight[1]["c_call"]))
     R.p()
     R.p("**Chunked.** Against the 2-thread FMA peak of %.1f GFLOP/s, the chunked forward's must-do "
         "multiply-adds run at %.1f GFLOP/s (%.0f%%, %s d=%d B=%d) to %.1f GFLOP/s (%.0f%%, %s d=%d B=%d), "
