@@ -73,3 +73,23 @@ def test_tileprobe_reports_the_tile_and_the_forward(built):
     rates = [float(x) for x in line.split("peak ")[1].split(" GFLOP/s")[0].replace("tile alone ", "")
              .replace("forward ", "").split(", ")]
     assert len(rates) == 3 and all(r > 0 for r in rates), line
+
+
+def test_stepprobe_times_the_step_kernel_and_its_variants():
+    """examples/bench/stepprobe.py builds hla3's step kernel from Sources/CHLA/tile512.c as it is and with its stores
+    or broadcasts left out (text edits that must each match the kernel once: a kernel that changed fails here, not
+    silently in a measurement) and reports a positive time and FMA share for each; without AVX-512 it says so."""
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "stepprobe.py"), "--rounds", "1", "--calls", "20"],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "no AVX-512" in proc.stderr:
+        pytest.skip("no AVX-512 here")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("hla3 kernel, 32 query heads of one kv head, d = 64"), lines[0]
+    names = ["library kernel", "no W stores", "no broadcasts", "neither"]
+    assert [ln.split("  ")[1].strip() for ln in lines[1:]] == names, lines
+    for ln in lines[1:]:
+        us = float(ln.split("µs per call")[0].split()[-1])
+        share = float(ln.split("% of the FMA peak")[0].split()[-1])
+        assert us > 0 and share > 0, ln
+    assert lines[1].rstrip().endswith("1.000 of the library kernel's time (per round)"), lines[1]
