@@ -5,8 +5,10 @@
 
 The kernel is hla_private_hla3_heads_avx512 (Sources/CHLA/tile512.c) on one thread's share of a step at H = 64,
 Hkv = 1, d = 64 (32 query heads of one kv head, the kv blocks advanced in the call; examples/bench/stepprobe.c),
-hot in L2, compiled by $CC (clang when unset and on the PATH, as SwiftPM compiles the library's C). Besides the kernel as the library runs it, variants that time the same instructions minus one kind
-(their results are wrong; only their time is looked at), written by this script from tile512.c's text:
+hot in L2 (--heads changes the count; past about 60 heads W no longer fits one core's L2), compiled by $CC (clang
+when CC is unset and clang is on the PATH, as SwiftPM compiles the library's C). Besides the kernel as the library
+runs it, variants that time the same instructions minus one kind (their results are wrong; only their time is
+looked at), written by this script from tile512.c's text:
     no W stores       the sweeps' stores of the rows they advance (W's, and the kv blocks' in their sweeps) left
                       out (the rows are still computed and used)
     no broadcasts     the product tiles' multipliers (four per row of W, one query element each) taken from a
@@ -59,8 +61,10 @@ def variant_source(name, edits):
     d = os.path.join(tempfile.gettempdir(), "hla-bench-limits-%d" % os.getuid())
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "tile512-%s.c" % name.replace(" ", "-"))
-    with open(path, "w") as f:
+    tmp = path + ".%d.tmp" % os.getpid()
+    with open(tmp, "w") as f:
         f.write(text)
+    os.replace(tmp, path)          # whole, also when two runs write it at once
     return path
 
 
