@@ -362,6 +362,82 @@ def test_step_numpy_call_equals_the_general_path(dt):
     assert not a._lock.locked()   # released on a failed call too
 
 
+class _Counting(hla.State):
+    """A State whose Python definition of step counts its calls: which calls the C method hands to it."""
+    __slots__ = ()
+    calls = 0
+
+    def _step(self, *args, **kwargs):
+        type(self).calls += 1
+        return hla.State._step(self, *args, **kwargs)
+
+
+def test_step_c_method_equals_its_python_definition():
+    """State.step is a C method (bindings/python/src/ops.c, state_step) that runs the decode loop's calls
+    (numpy q, k, v positionally; rows positionally or by keyword; out by keyword) itself and hands every other
+    call, arguments as given, to State._step, the same method in Python. Both give the same bits, output and
+    state, for every form of call; the calls it runs never reach _step, the others all do; calls that fail in
+    Python fail alike (messages naming State.step), and a State without its slots raises instead of crashing."""
+    assert type(hla.State.step).__name__ == "method_descriptor"
+    slots = 4
+    mk = lambda cls: cls(batch=slots, heads=H, kv_heads=HKV, dk=DK, dv=DV, dtype="float32", op="hla3",
+                         decay=0.9, normalize=True)
+    a, b = mk(_Counting), mk(hla.State)
+    rng = np.random.default_rng(5)
+
+    def token(r):
+        return tuple(rng.standard_normal(s).astype(np.float32) for s in ((r, H, DK), (r, HKV, DK), (r, HKV, DV)))
+
+    def same(fast, call):
+        """call(state, q, k, v) on a (through the C method) and b (through State._step) from one token."""
+        q, k, v = token(2 if call else slots)
+        before = _Counting.calls
+        call = call or (lambda s, q, k, v: s.step(q, k, v))
+        ra, rb = call(a, q, k, v), call(_Python(b), q, k, v)
+        assert _Counting.calls - before == (0 if fast else 1)
+        assert type(ra) is type(rb) and np.array_equal(np.asarray(ra), np.asarray(rb))
+        assert np.array_equal(a.array, b.array) and not a._lock.locked()
+        return ra
+
+    rows = np.array([3, 1])
+    out = np.empty((2, H, DV), np.float32)
+    same(True, None)
+    same(True, lambda s, q, k, v: s.step(q, k, v, rows))
+    same(True, lambda s, q, k, v: s.step(q, k, v, rows=rows))
+    assert same(True, lambda s, q, k, v: s.step(q, k, v, rows, out=out)) is out
+    same(True, lambda s, q, k, v: s.step(q, k, v, out=None, rows=np.array([0, 2], np.int32)))
+    same(False, lambda s, q, k, v: s.step(q_t=q, k_t=k, v_t=v, rows=rows))
+    same(False, lambda s, q, k, v: s.step(q, k, v_t=v, rows=rows))
+    same(False, lambda s, q, k, v: s.step(q, k, v, [2, 0]))
+    same(False, lambda s, q, k, v: s.step(q.view(_Sub), k, v, rows))
+    same(False, lambda s, q, k, v: s.step(q, k, v, rows=(1, 2), out=out))
+    for bad in (lambda s, q, k, v: s.step(q, k),
+                lambda s, q, k, v: s.step(q, k, v, rows, out),
+                lambda s, q, k, v: s.step(q, k, v, rows, rows=rows),
+                lambda s, q, k, v: s.step(q, k, v, rows, bogus=1)):
+        q, k, v = token(2)
+        with pytest.raises(TypeError, match=r"State\.step\(\)") as ea:
+            bad(a, q, k, v)
+        with pytest.raises(TypeError) as eb:
+            bad(_Python(b), q, k, v)
+        assert str(ea.value) == str(eb.value)
+    with pytest.raises(ValueError, match="hla_step"):
+        a.step(*token(2), rows=np.array([1, 1]))
+    assert not a._lock.locked()
+    with pytest.raises(AttributeError):
+        object.__new__(hla.State).step(*token(slots))
+
+
+class _Python:
+    """A State's step through its Python definition (State._step), for comparison with the C method."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def step(self, *args, **kwargs):
+        return hla.State._step(self.state, *args, **kwargs)
+
+
 @pytest.mark.parametrize("idx", ["int64", "int32"])
 def test_step_numpy_call_with_rows_equals_the_general_path(idx):
     """A row-indexed State.step with a numpy index array (or a list, made one) takes the one-call path

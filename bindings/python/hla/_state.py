@@ -186,8 +186,11 @@ class State(_Rows):
     def _call_cfg(self, chunk_size=None):
         return self._cfg._replace(chunk_size=chunk_size)
 
-    def step(self, q_t, k_t, v_t, rows=None, *, out=None):
-        """Consume one token of R sequences: q_t [R, H, Dk], k_t [R, Hkv, Dk], v_t [R, Hkv, Dv]
+    def _step(self, q_t, k_t, v_t, rows=None, *, out=None):
+        """State.step in Python: what the C method State.step (below the class) calls for every call it
+        does not run itself (arguments by keyword, other array kinds, rows as a list). Its docstring:
+
+        Consume one token of R sequences: q_t [R, H, Dk], k_t [R, Hkv, Dk], v_t [R, Hkv, Dv]
         (one floating dtype; float64 needs a float64 state, the others float32). rows: None
         (sequence i is row i) or R distinct row indices to read and advance. Returns o_t [R, H, Dv]
         of q_t's kind and dtype; or out: a writable [R, H, Dv] array of q_t's dtype that receives it
@@ -270,6 +273,13 @@ class State(_Rows):
         foreign bytes."""
         cfg, array = _hla.state_deserialize(data)
         return State._make(Config(*cfg)._replace(chunk_size=0), array)
+
+
+# State.step is a C method (bindings/python/src/ops.c, state_step): a decode loop's call reaches the library
+# without a Python frame; every call it does not run itself goes to State._step with its arguments.
+# (State._step is named State.step in its messages: "State.step() missing 1 required positional argument".)
+State.step = _hla.state_method(State)
+State._step.__name__, State._step.__qualname__ = "step", "State.step"
 
 
 class Segment(_Rows):

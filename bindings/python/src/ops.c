@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include <structmember.h>
+
 #define MAX_ARGS 12
 #define MESSAGE_SIZE 4096
 
@@ -271,37 +273,31 @@ py_step(PyObject *m, PyObject *args)
  * Anything else (other array kinds, rows or out that are not numpy arrays) returns NotImplemented and the
  * Python layer takes its general path. */
 static PyObject *
-py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *state, PyObject *lock,
+           PyObject *given, PyObject *rows)
 {
     static const argspec spec[] = {
         {"q_t", HLA_EXT_READ, 0}, {"k_t", HLA_EXT_READ, 0}, {"v_t", HLA_EXT_READ, 0},
         {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}, {"rows", HLA_EXT_READ, 1}};
-    PyObject *o[6], *lock, *given;
+    PyObject *o[6];
     PyArray_Descr *descr;
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
     npy_intp dims[3];
     int typenum, builtin;
     outcome r;
-    (void)m;
-    if (nargs < 6 || nargs > 8) {
-        PyErr_Format(PyExc_TypeError, "step_numpy takes 6 to 8 arguments, got %zd", nargs);
-        return NULL;
-    }
-    o[0] = args[1]; o[1] = args[2]; o[2] = args[3]; o[4] = args[4]; lock = args[5];
+    o[0] = q; o[1] = k; o[2] = v; o[4] = state; o[5] = rows;
     if (!hla_ext_lock_check(lock)) {
         PyErr_SetString(PyExc_TypeError, "step_numpy: lock must be an hla._hla.Lock");
         return NULL;
     }
-    given = nargs >= 7 && args[6] != Py_None ? args[6] : NULL;
-    o[5] = nargs == 8 ? args[7] : Py_None;
     if (!PyArray_CheckExact(o[0]) || !PyArray_CheckExact(o[1]) || !PyArray_CheckExact(o[2])) Py_RETURN_NOTIMPLEMENTED;
     if (given != NULL && !PyArray_CheckExact(given)) Py_RETURN_NOTIMPLEMENTED;
     if (o[5] != Py_None && !PyArray_CheckExact(o[5])) Py_RETURN_NOTIMPLEMENTED;
     typenum = PyArray_TYPE((PyArrayObject *)o[0]);
     builtin = typenum == NPY_HALF || typenum == NPY_FLOAT || typenum == NPY_DOUBLE;
     if (!builtin && !hla_ext_is_bfloat16((PyArrayObject *)o[0])) Py_RETURN_NOTIMPLEMENTED;
-    if (hla_ext_config_from_py(args[0], &cfg) < 0) return NULL;
+    if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
     if (given != NULL) {
         Py_INCREF(given);
         o[3] = given;
@@ -354,6 +350,119 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     }
     if (given == NULL) hla_ext_lock_keep_output(lock, o[3]);
     return o[3];
+}
+
+static PyObject *
+py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)m;
+    if (nargs < 6 || nargs > 8) {
+        PyErr_Format(PyExc_TypeError, "step_numpy takes 6 to 8 arguments, got %zd", nargs);
+        return NULL;
+    }
+    return step_numpy(args[0], args[1], args[2], args[3], args[4], args[5],
+                      nargs >= 7 && args[6] != Py_None ? args[6] : NULL, nargs == 8 ? args[7] : Py_None);
+}
+
+/* State.step as a C method (state_method below): the decode loop's call goes from the bound method straight to
+ * step_numpy, without a Python frame in between. The State's configuration, array and lock are read from its
+ * slots (_cfg, _array, _lock of hla._state._Rows) at the offsets state_method found. Every call it does not
+ * take (keywords other than rows and out, a missing or extra argument, a slot not set, rows or out not numpy
+ * arrays, q, k, v not numpy arrays of a float dtype) goes, with its arguments as given, to the method `_step`
+ * of the instance's type (State._step: State.step's whole definition in Python), so the two behave alike,
+ * errors included. */
+static Py_ssize_t slot_cfg = -1, slot_array = -1, slot_lock = -1;
+
+static PyObject *
+call_fallback(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *stack[8], **all = stack, *res, *fallback;
+    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0), i;
+    fallback = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_step");
+    if (fallback == NULL) return NULL;
+    if (n + 1 > (Py_ssize_t)(sizeof stack / sizeof stack[0])) {
+        all = PyMem_Malloc((size_t)(n + 1) * sizeof *all);
+        if (all == NULL) {
+            Py_DECREF(fallback);
+            return PyErr_NoMemory();
+        }
+    }
+    all[0] = self;
+    for (i = 0; i < n; i++) all[i + 1] = args[i];
+    res = PyObject_Vectorcall(fallback, all, (size_t)(nargs + 1), kwnames);
+    if (all != stack) PyMem_Free(all);
+    Py_DECREF(fallback);
+    return res;
+}
+
+static PyObject *
+state_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *rows = nargs == 4 ? args[3] : Py_None, *out = Py_None, *cfg, *array, *lock, *res;
+    Py_ssize_t i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    int fast = (nargs == 3 || nargs == 4) && slot_cfg >= 0;
+    for (i = 0; fast && i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (nargs == 3 && PyUnicode_CompareWithASCIIString(name, "rows") == 0) rows = args[nargs + i];
+        else if (PyUnicode_CompareWithASCIIString(name, "out") == 0) out = args[nargs + i];
+        else fast = 0;
+    }
+    if (fast) {
+        cfg = *(PyObject **)((char *)self + slot_cfg);
+        array = *(PyObject **)((char *)self + slot_array);
+        lock = *(PyObject **)((char *)self + slot_lock);
+        fast = cfg != NULL && array != NULL && lock != NULL && (rows == Py_None || PyArray_CheckExact(rows));
+    }
+    if (!fast) return call_fallback(self, args, nargs, kwnames);
+    res = step_numpy(cfg, args[0], args[1], args[2], array, lock, out == Py_None ? NULL : out, rows);
+    if (res != Py_NotImplemented) return res;
+    Py_DECREF(res);
+    return call_fallback(self, args, nargs, kwnames);
+}
+
+static PyMethodDef state_step_def = {
+    "step", (PyCFunction)(void (*)(void))state_step, METH_FASTCALL | METH_KEYWORDS,
+    "step($self, q_t, k_t, v_t, rows=None, *, out=None)\n--\n\n"
+    "Consume one token of R sequences: q_t [R, H, Dk], k_t [R, Hkv, Dk], v_t [R, Hkv, Dv]\n"
+    "(one floating dtype; float64 needs a float64 state, the others float32). rows: None\n"
+    "(sequence i is row i) or R distinct row indices to read and advance. Returns o_t [R, H, Dv]\n"
+    "of q_t's kind and dtype; or out: a writable [R, H, Dv] array of q_t's dtype that receives it\n"
+    "and is returned (a decoding loop can reuse one buffer), sharing no memory with the inputs or\n"
+    "the state (ValueError)."};
+
+/* The offset of cls's slot `name` (a member descriptor of an object reference), or -1 with an exception set. */
+static Py_ssize_t
+slot_offset(PyObject *cls, const char *name)
+{
+    PyObject *d = PyObject_GetAttrString(cls, name);
+    Py_ssize_t off = -1;
+    if (d == NULL) return -1;
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type) && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX)
+        off = ((PyMemberDescrObject *)d)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "state_method: %s is not a slot of an object", name);
+    Py_DECREF(d);
+    return off;
+}
+
+/* state_method(cls) -> the method descriptor of State.step for cls (instances of cls and its subclasses).
+ * Called once, by hla._state; the slots' offsets are the module's, so another class must have them at the
+ * same offsets (ValueError otherwise). */
+static PyObject *
+py_state_method(PyObject *m, PyObject *args)
+{
+    PyObject *cls;
+    Py_ssize_t c, a, l;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!:state_method", &PyType_Type, &cls)) return NULL;
+    if ((c = slot_offset(cls, "_cfg")) < 0 || (a = slot_offset(cls, "_array")) < 0 ||
+        (l = slot_offset(cls, "_lock")) < 0) return NULL;
+    if (slot_cfg >= 0 && (c != slot_cfg || a != slot_array || l != slot_lock)) {
+        PyErr_SetString(PyExc_ValueError, "state_method: the slots are at other offsets than the State's");
+        return NULL;
+    }
+    slot_cfg = c; slot_array = a; slot_lock = l;
+    return PyDescr_NewMethod((PyTypeObject *)cls, &state_step_def);
 }
 
 /* summarize(cfg, q, k, v, cu_seqlens, summary, lengths) -> None */
@@ -733,6 +842,8 @@ PyMethodDef hla_ext_ops_methods[] = {
     {"step", py_step, METH_VARARGS, "step(cfg, q, k, v, output, state, rows) -> None (hla_step)"},
     {"step_numpy", (PyCFunction)(void (*)(void))py_step_numpy, METH_FASTCALL,
      "step_numpy(cfg, q, k, v, state, lock[, out[, rows]]) -> o, or NotImplemented (numpy arrays only)"},
+    {"state_method", py_state_method, METH_VARARGS,
+     "state_method(cls) -> State.step as a C method of cls (other calls go to cls._step)"},
     {"summarize", py_summarize, METH_VARARGS,
      "summarize(cfg, q, k, v, cu_seqlens, summary, lengths) -> None (hla_summarize)"},
     {"summary_combine", py_summary_combine, METH_VARARGS,
