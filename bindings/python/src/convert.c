@@ -149,6 +149,30 @@ from_numpy(PyArrayObject *arr, const char *name, int mode, hla_ext_tensor *out)
     return 0;
 }
 
+int
+hla_ext_tensor_direct(PyObject *obj, int mode, hla_tensor *out)
+{
+    PyArrayObject *arr = (PyArrayObject *)obj;
+    PyArray_Descr *descr;
+    npy_intp itemsize;
+    int nd, i;
+    if (!PyArray_CheckExact(obj)) return 0;
+    descr = PyArray_DESCR(arr);
+    itemsize = (npy_intp)PyArray_ITEMSIZE(arr);
+    nd = PyArray_NDIM(arr);
+    if (nd > HLA_MAX_NDIM || numpy_dtype(descr, itemsize, &out->dtype) < 0 || !PyArray_ISNBO(descr->byteorder) ||
+        !PyArray_ISALIGNED(arr) || (mode == HLA_EXT_WRITE && !PyArray_ISWRITEABLE(arr))) return 0;
+    for (i = 0; i < nd; i++) {
+        npy_intp bs = PyArray_STRIDE(arr, i);
+        if (PyArray_DIM(arr, i) > 1 && bs % itemsize != 0) return 0;
+        out->shape[i] = (int64_t)PyArray_DIM(arr, i);
+        out->strides[i] = bs % itemsize == 0 ? (int64_t)(bs / itemsize) : 0; /* size <= 1 */
+    }
+    out->data = PyArray_DATA(arr);
+    out->ndim = nd;
+    return 1;
+}
+
 /* ---- DLPack ------------------------------------------------------------------------------ */
 
 static int

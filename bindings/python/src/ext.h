@@ -69,6 +69,11 @@ enum { HLA_EXT_READ = 0, HLA_EXT_WRITE = 1 };
  * messages. Returns 0, or -1 with an exception set (nothing to release then). */
 int hla_ext_tensor_from_py(PyObject *obj, const char *name, int mode, int optional, hla_ext_tensor *out);
 void hla_ext_tensor_release(hla_ext_tensor *t);
+/* obj as an hla_tensor over its own memory when it is an exact numpy array the library can take where it lies
+ * (a dtype it reads, native byte order, aligned, element strides, ndim <= HLA_MAX_NDIM; writable for WRITE):
+ * 1 with *out filled, no reference taken (the caller's keeps the array alive through the call); else 0 and
+ * nothing raised (hla_ext_tensor_from_py then copies it or raises what is wrong). */
+int hla_ext_tensor_direct(PyObject *obj, int mode, hla_tensor *out);
 /* The hla_tensor pointer to pass (NULL when absent). */
 static inline const hla_tensor *
 hla_ext_ptr(const hla_ext_tensor *t)

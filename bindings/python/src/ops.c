@@ -80,19 +80,19 @@ tensor_bounds(const hla_tensor *x, int64_t *lo, int64_t *hi)
     return *lo < 0 || *hi > ((int64_t)1 << 57) ? -1 : 0;
 }
 
-/* ValueError when the tensor t[w] (one the call writes) may share memory with any present t[others[i]]:
- * the bounds test of numpy.may_share_memory. libhla reads its inputs while it writes its outputs, so an
- * output over an input would read values it has already overwritten (include/hla.h: "Tensors a call
- * writes must not overlap its inputs"; the library does not check it). */
+/* ValueError when the tensor t[w] (one the call writes) may share memory with any present t[others[i]] (NULL:
+ * absent): the bounds test of numpy.may_share_memory. libhla reads its inputs while it writes its outputs, so an
+ * output over an input would read values it has already overwritten (include/hla.h: "Tensors a call writes must
+ * not overlap its inputs"; the library does not check it). */
 static int
-check_apart(const hla_ext_tensor *t, const argspec *spec, int w, const int *others, int n)
+apart(const hla_tensor *const *t, const argspec *spec, int w, const int *others, int n)
 {
     int64_t a0, a1, b0, b1;
     int i;
-    if (!t[w].present || tensor_bounds(&t[w].t, &a0, &a1) < 0 || a0 == a1) return 0;
+    if (t[w] == NULL || tensor_bounds(t[w], &a0, &a1) < 0 || a0 == a1) return 0;
     for (i = 0; i < n; i++) {
-        const hla_ext_tensor *x = &t[others[i]];
-        if (!x->present || tensor_bounds(&x->t, &b0, &b1) < 0 || b0 == b1) continue;
+        const hla_tensor *x = t[others[i]];
+        if (x == NULL || tensor_bounds(x, &b0, &b1) < 0 || b0 == b1) continue;
         if (a0 < b1 && b0 < a1) {
             PyErr_Format(PyExc_ValueError, "%s shares memory with %s (libhla writes %s while it reads %s)",
                          spec[w].name, spec[others[i]].name, spec[w].name, spec[others[i]].name);
@@ -102,12 +102,23 @@ check_apart(const hla_ext_tensor *t, const argspec *spec, int w, const int *othe
     return 0;
 }
 
+/* apart() for converted arguments. */
+static int
+check_apart(const hla_ext_tensor *t, const argspec *spec, int w, const int *others, int n)
+{
+    const hla_tensor *p[MAX_ARGS];
+    int i, m = w;
+    for (i = 0; i < n; i++) m = others[i] > m ? others[i] : m;
+    for (i = 0; i <= m; i++) p[i] = hla_ext_ptr(&t[i]);
+    return apart(p, spec, w, others, n);
+}
+
 /* A step's output apart from q, k, v and the state, and the state apart from q, k, v. */
 static int
-step_apart(const hla_ext_tensor *t, const argspec *spec)
+step_apart(const hla_tensor *const *p, const argspec *spec)
 {
     static const int out_apart[] = {0, 1, 2, 4}, qkv[] = {0, 1, 2};
-    return check_apart(t, spec, 3, out_apart, 4) < 0 || check_apart(t, spec, 4, qkv, 3) < 0 ? -1 : 0;
+    return apart(p, spec, 3, out_apart, 4) < 0 || apart(p, spec, 4, qkv, 3) < 0 ? -1 : 0;
 }
 
 static PyObject *
@@ -250,9 +261,12 @@ py_step(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOOO:step", &cfgo, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5])) return NULL;
     if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
     if (convert_all(o, spec, 6, t) < 0) return NULL;
-    if (step_apart(t, spec) < 0) {
-        release_all(t, 6);
-        return NULL;
+    {
+        const hla_tensor *p[6] = {P(0), P(1), P(2), P(3), P(4), P(5)};
+        if (step_apart(p, spec) < 0) {
+            release_all(t, 6);
+            return NULL;
+        }
     }
     Py_BEGIN_ALLOW_THREADS
     record(&r, hla_step(&cfg, P(0), P(1), P(2), P(3), P(4), P(5)));
@@ -282,9 +296,11 @@ step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *stat
     PyObject *o[6];
     PyArray_Descr *descr;
     hla_ext_tensor t[MAX_ARGS];
+    hla_tensor d[6];
+    const hla_tensor *p[6];
     hla_config cfg;
     npy_intp dims[3];
-    int typenum, builtin;
+    int typenum, builtin, direct, i;
     outcome r;
     o[0] = q; o[1] = k; o[2] = v; o[4] = state; o[5] = rows;
     if (!hla_ext_lock_check(lock)) {
@@ -322,24 +338,30 @@ step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *stat
             if (o[3] == NULL) return NULL;
         }
     }
-    if (convert_all(o, spec, 6, t) < 0) {
-        Py_DECREF(o[3]);
-        return NULL;
+    /* the arrays as they lie (the common case: no references taken, nothing to release), else converted */
+    direct = hla_ext_tensor_direct(o[0], HLA_EXT_READ, &d[0]) && hla_ext_tensor_direct(o[1], HLA_EXT_READ, &d[1]) &&
+             hla_ext_tensor_direct(o[2], HLA_EXT_READ, &d[2]) && hla_ext_tensor_direct(o[3], HLA_EXT_WRITE, &d[3]) &&
+             hla_ext_tensor_direct(o[4], HLA_EXT_WRITE, &d[4]) &&
+             (o[5] == Py_None || hla_ext_tensor_direct(o[5], HLA_EXT_READ, &d[5]));
+    if (direct) {
+        for (i = 0; i < 6; i++) p[i] = &d[i];
+        if (o[5] == Py_None) p[5] = NULL;
+    } else {
+        if (convert_all(o, spec, 6, t) < 0) {
+            Py_DECREF(o[3]);
+            return NULL;
+        }
+        for (i = 0; i < 6; i++) p[i] = P(i);
     }
-    if (step_apart(t, spec) < 0) {
-        release_all(t, 6);
-        Py_DECREF(o[3]);
-        return NULL;
-    }
-    if (hla_ext_lock_acquire(lock, 1) < 0) {
-        release_all(t, 6);
+    if (step_apart(p, spec) < 0 || hla_ext_lock_acquire(lock, 1) < 0) {
+        if (!direct) release_all(t, 6);
         Py_DECREF(o[3]);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    record(&r, hla_step(&cfg, P(0), P(1), P(2), P(3), P(4), P(5)));
+    record(&r, hla_step(&cfg, p[0], p[1], p[2], p[3], p[4], p[5]));
     Py_END_ALLOW_THREADS
-    release_all(t, 6);
+    if (!direct) release_all(t, 6);
     if (hla_ext_lock_release(lock) < 0) {   /* another thread released it meanwhile: the host broke the lock */
         Py_DECREF(o[3]);
         return NULL;
