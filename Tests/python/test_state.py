@@ -428,6 +428,30 @@ def test_step_c_method_equals_its_python_definition():
         object.__new__(hla.State).step(*token(slots))
 
 
+def test_step_c_method_holds_the_state_array_through_the_call():
+    """The C method reads the State's array from its slot and releases the GIL around the library's call: it holds
+    the array meanwhile, so a thread that replaces the State's array (dropping the last reference to the old one,
+    1 MiB, which numpy then unmaps) never pulls memory from under a running step. Without that hold this loop
+    crashed the interpreter (SIGSEGV) within a few thousand steps."""
+    import threading
+    st = hla.State("hla3", batch=1, heads=64, kv_heads=1, dk=64, dv=64)
+    q, k = np.full((1, 64, 64), 0.01, np.float32), np.full((1, 1, 64), 0.01, np.float32)
+    stop = threading.Event()
+
+    def swap():
+        while not stop.is_set():
+            st._array = np.zeros_like(st._array)
+
+    t = threading.Thread(target=swap)
+    t.start()
+    try:
+        for _ in range(6000):
+            assert st.step(q, k, k).shape == (1, 64, 64)
+    finally:
+        stop.set()
+        t.join()
+
+
 class _Python:
     """A State's step through its Python definition (State._step), for comparison with the C method."""
 

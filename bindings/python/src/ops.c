@@ -436,7 +436,14 @@ state_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         fast = cfg != NULL && array != NULL && lock != NULL && (rows == Py_None || PyArray_CheckExact(rows));
     }
     if (!fast) return call_fallback(self, args, nargs, kwnames);
+    /* the slots' objects held through the call: another thread may set the slots while the GIL is released */
+    Py_INCREF(cfg);
+    Py_INCREF(array);
+    Py_INCREF(lock);
     res = step_numpy(cfg, args[0], args[1], args[2], array, lock, out == Py_None ? NULL : out, rows);
+    Py_DECREF(cfg);
+    Py_DECREF(array);
+    Py_DECREF(lock);
     if (res != Py_NotImplemented) return res;
     Py_DECREF(res);
     return call_fallback(self, args, nargs, kwnames);
