@@ -225,10 +225,108 @@ export_capsule(PyObject *obj, const char *name)
     return capsule;
 }
 
+/* torch, once the host has imported it: torch.Tensor and torch.utils.dlpack.to_dlpack (looked up once; this
+ * extension never imports torch itself). to_dlpack is torch's C function for the legacy capsule ("dltensor"):
+ * 0.24 µs per tensor where Tensor.__dlpack__, a Python method, took 2.3 µs (torch 2.13, the 2-core AMD EPYC VM),
+ * and a step converts four. It exports tensors that require grad without complaint, so those keep __dlpack__,
+ * which refuses them as before. */
+static PyObject *torch_tensor_type, *torch_to_dlpack, *torch_empty, *torch_from_numpy;
+static int torch_unusable;
+
+static int
+torch_ready(void)
+{
+    PyObject *torch, *dl;
+    if (torch_tensor_type != NULL) return 1;
+    if (torch_unusable) return 0;
+    torch = PyDict_GetItemString(PyImport_GetModuleDict(), "torch");     /* borrowed */
+    if (torch == NULL) return 0;
+    torch_tensor_type = PyObject_GetAttrString(torch, "Tensor");
+    torch_empty = torch_tensor_type ? PyObject_GetAttrString(torch, "empty") : NULL;
+    torch_from_numpy = torch_empty ? PyObject_GetAttrString(torch, "from_numpy") : NULL;
+    dl = torch_from_numpy ? PyImport_ImportModule("torch.utils.dlpack") : NULL;
+    torch_to_dlpack = dl ? PyObject_GetAttrString(dl, "to_dlpack") : NULL;
+    Py_XDECREF(dl);
+    if (torch_to_dlpack == NULL || !PyType_Check(torch_tensor_type)) {
+        PyErr_Clear();
+        Py_CLEAR(torch_tensor_type);
+        Py_CLEAR(torch_empty);
+        Py_CLEAR(torch_from_numpy);
+        Py_CLEAR(torch_to_dlpack);
+        torch_unusable = 1;
+        return 0;
+    }
+    return 1;
+}
+
+int
+hla_ext_torch_tensor(PyObject *obj)
+{
+    PyObject *grad;
+    int no_grad;
+    if (!torch_ready() || Py_TYPE(obj) != (PyTypeObject *)torch_tensor_type) return 0;
+    grad = PyObject_GetAttrString(obj, "requires_grad");
+    if (grad == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    no_grad = grad == Py_False;
+    Py_DECREF(grad);
+    return no_grad;
+}
+
+PyObject *
+hla_ext_torch_empty(const npy_intp *dims, int nd, PyObject *like)
+{
+    PyObject *shape, *dtype, *args, *kw, *res = NULL;
+    int i;
+    if (!torch_ready()) {
+        PyErr_SetString(PyExc_RuntimeError, "torch is not imported");
+        return NULL;
+    }
+    shape = PyTuple_New(nd);
+    if (shape == NULL) return NULL;
+    for (i = 0; i < nd; i++) {
+        PyObject *n = PyLong_FromSsize_t((Py_ssize_t)dims[i]);
+        if (n == NULL) {
+            Py_DECREF(shape);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(shape, i, n);
+    }
+    dtype = PyObject_GetAttrString(like, "dtype");
+    args = dtype ? PyTuple_Pack(1, shape) : NULL;
+    kw = args ? Py_BuildValue("{sO}", "dtype", dtype) : NULL;
+    if (kw) res = PyObject_Call(torch_empty, args, kw);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(dtype);
+    Py_DECREF(shape);
+    return res;
+}
+
+PyObject *
+hla_ext_torch_from_numpy(PyObject *array)
+{
+    if (!torch_ready()) {
+        PyErr_SetString(PyExc_RuntimeError, "torch is not imported");
+        return NULL;
+    }
+    return PyObject_CallOneArg(torch_from_numpy, array);
+}
+
+static int from_capsule(PyObject *capsule, const char *name, int mode, hla_ext_tensor *out);
+
 static int
 from_dlpack(PyObject *obj, const char *name, int mode, hla_ext_tensor *out)
 {
-    PyObject *capsule = export_capsule(obj, name);
+    return from_capsule(export_capsule(obj, name), name, mode, out);
+}
+
+/* A capsule obj.__dlpack__() or torch's to_dlpack made (NULL: the export failed, its exception set). */
+static int
+from_capsule(PyObject *capsule, const char *name, int mode, hla_ext_tensor *out)
+{
     const DLTensor *dl;
     uint64_t flags = 0;
     int32_t dtype;
@@ -324,6 +422,21 @@ hla_ext_tensor_from_py(PyObject *obj, const char *name, int mode, int optional, 
     }
     if (PyArray_Check(obj)) {
         return from_numpy((PyArrayObject *)obj, name, mode, out);
+    }
+    if (hla_ext_torch_tensor(obj)) {
+        PyObject *capsule = PyObject_CallOneArg(torch_to_dlpack, obj);
+        if (capsule == NULL) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            PyErr_Format(PyExc_TypeError, "%s could not be exported through DLPack: %S", name,
+                         value ? value : Py_None);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            return -1;
+        }
+        return from_capsule(capsule, name, mode, out);
     }
     if (obj != Py_None && !PyType_Check(obj) && PyObject_HasAttrString(obj, "__dlpack__")) {
         return from_dlpack(obj, name, mode, out);

@@ -81,6 +81,14 @@ hla_ext_ptr(const hla_ext_tensor *t)
     return t->present ? &t->t : NULL;
 }
 
+/* Whether obj is a torch.Tensor (exactly; torch imported by the host) that does not require grad: it is then
+ * described through torch's C exporter (convert.c) and can take State.step's one-call path. No exception. */
+int hla_ext_torch_tensor(PyObject *obj);
+/* torch.empty(dims, dtype=like.dtype) (torch imported by the host); NULL with an exception set. */
+PyObject *hla_ext_torch_empty(const npy_intp *dims, int nd, PyObject *like);
+/* torch.from_numpy(array): a tensor over the array's memory, holding the array (torch imported by the host). */
+PyObject *hla_ext_torch_from_numpy(PyObject *array);
+
 /* A numpy typenum for an hla float dtype (float32/float64 states and summaries). */
 int hla_ext_typenum(int32_t dtype);
 /* Whether a's dtype is ml_dtypes' bfloat16 (2-byte items whose scalar type is named bfloat16). */

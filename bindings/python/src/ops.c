@@ -246,13 +246,15 @@ py_reference(PyObject *m, PyObject *args)
     return finish(&r);
 }
 
+static const argspec step_spec[] = {
+    {"q_t", HLA_EXT_READ, 0}, {"k_t", HLA_EXT_READ, 0}, {"v_t", HLA_EXT_READ, 0},
+    {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}, {"rows", HLA_EXT_READ, 1}};
+
 /* step(cfg, q, k, v, output, state, rows) -> None */
 static PyObject *
 py_step(PyObject *m, PyObject *args)
 {
-    static const argspec spec[] = {
-        {"q_t", HLA_EXT_READ, 0}, {"k_t", HLA_EXT_READ, 0}, {"v_t", HLA_EXT_READ, 0},
-        {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}, {"rows", HLA_EXT_READ, 1}};
+    const argspec *spec = step_spec;
     PyObject *cfgo, *o[6];
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
@@ -275,6 +277,103 @@ py_step(PyObject *m, PyObject *args)
     return finish(&r);
 }
 
+/* The rest of a one-call step: p the six tensors (rows NULL when absent), t their conversion records when
+ * `converted` (released here), `out` the output to return (a reference this takes over: returned, or dropped on
+ * failure); `keep`, when not NULL, the numpy array the lock keeps for reuse after a successful call (the
+ * output's memory). */
+static PyObject *
+step_call(const hla_config *cfg, const hla_tensor *const *p, hla_ext_tensor *t, int converted, PyObject *lock,
+          PyObject *out, PyObject *keep)
+{
+    outcome r;
+    if (step_apart(p, step_spec) < 0 || hla_ext_lock_acquire(lock, 1) < 0) {
+        if (converted) release_all(t, 6);
+        Py_DECREF(out);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    record(&r, hla_step(cfg, p[0], p[1], p[2], p[3], p[4], p[5]));
+    Py_END_ALLOW_THREADS
+    if (converted) release_all(t, 6);
+    if (hla_ext_lock_release(lock) < 0) {   /* another thread released it meanwhile: the host broke the lock */
+        Py_DECREF(out);
+        return NULL;
+    }
+    if (r.status != HLA_OK) {
+        Py_DECREF(out);
+        return hla_ext_raise(r.status, r.message);
+    }
+    if (keep != NULL) hla_ext_lock_keep_output(lock, keep);
+    return out;
+}
+
+/* The output [dims[0], H, dv] of a step: dims[0] given, the rest from the configuration (ValueError when they
+ * do not fit npy_intp). 0, or -1 with an exception set. */
+static int
+step_dims(const hla_config *cfg, npy_intp *dims)
+{
+    dims[1] = (npy_intp)cfg->heads;
+    dims[2] = (npy_intp)cfg->dv;
+    if (dims[1] < 0 || dims[2] < 0 || (npy_int64)dims[1] != cfg->heads || (npy_int64)dims[2] != cfg->dv) {
+        PyErr_SetString(PyExc_ValueError, "heads and dv must be non-negative sizes");
+        return -1;
+    }
+    return 0;
+}
+
+/* step_numpy's torch case: q, k, v torch tensors that do not require grad (hla_ext_torch_tensor), out such a
+ * tensor or absent, rows None or a numpy array; else NotImplemented. Tensors go through torch's C DLPack
+ * exporter (convert.c). Without out, a float16, float32 or float64 step writes a numpy array (the lock's kept
+ * one when the host has dropped every tensor over it, as step_numpy's outputs) and returns torch.from_numpy of
+ * it; bfloat16 gets torch.empty. A float32 step at H = 1, d = 8 took 33-40 µs through the general path
+ * (Tensor.__dlpack__ four times, the Python layer's checks, torch.empty from Python). */
+static PyObject *
+step_torch(const hla_config *cfg, PyObject *const *in, PyObject *lock, PyObject *given)
+{
+    PyObject *o[6], *c[3], *arr = NULL, *res;
+    PyArray_Descr *descr;
+    hla_ext_tensor t[MAX_ARGS];
+    const hla_tensor *p[6];
+    npy_intp dims[3];
+    int i;
+    if (given != NULL && !hla_ext_torch_tensor(given)) Py_RETURN_NOTIMPLEMENTED;
+    for (i = 0; i < 6; i++) o[i] = in[i];
+    if (convert_all(o, step_spec, 3, t) < 0) return NULL;                /* q, k, v */
+    if (given != NULL) {
+        Py_INCREF(given);
+        o[3] = given;
+    } else {
+        dims[0] = t[0].t.ndim ? (npy_intp)t[0].t.shape[0] : 1;
+        o[3] = NULL;
+        if (step_dims(cfg, dims) == 0) {
+            if (t[0].t.dtype == HLA_BFLOAT16) {
+                o[3] = hla_ext_torch_empty(dims, 3, o[0]);
+            } else if ((descr = PyArray_DescrFromType(hla_ext_typenum(t[0].t.dtype))) != NULL) {
+                arr = hla_ext_lock_reuse_output(lock, descr, dims);
+                if (arr != NULL) Py_DECREF(descr);
+                else arr = PyArray_Empty(3, dims, descr, 0);                /* steals descr */
+                o[3] = arr ? hla_ext_torch_from_numpy(arr) : NULL;
+            }
+        }
+        if (o[3] == NULL) {
+            Py_XDECREF(arr);
+            release_all(t, 3);
+            return NULL;
+        }
+    }
+    c[0] = arr ? arr : o[3]; c[1] = o[4]; c[2] = o[5];                    /* output (its memory), state, rows */
+    if (convert_all(c, step_spec + 3, 3, t + 3) < 0) {
+        release_all(t, 3);
+        Py_DECREF(o[3]);
+        Py_XDECREF(arr);
+        return NULL;
+    }
+    for (i = 0; i < 6; i++) p[i] = P(i);
+    res = step_call(cfg, p, t, 1, lock, o[3], arr);
+    Py_XDECREF(arr);
+    return res;
+}
+
 /* step_numpy(cfg, q, k, v, state, lock[, out[, rows]]) -> o, or NotImplemented: State.step's common case in
  * one call. q, k, v exact numpy arrays, q of a float dtype the library takes (float16, float32, float64, or
  * ml_dtypes' bfloat16: through the general path a bfloat16 step cost 4 µs more per call than float32);
@@ -283,16 +382,13 @@ py_step(PyObject *m, PyObject *args)
  * refuses) of q's dtype; `rows` absent or None (sequence i is row i), or an exact numpy array of row indices
  * (the library checks its dtype, length, range and distinctness; through the general path a row-indexed step
  * cost 6 µs more per call); holds `lock` (the State's hla._hla.Lock, taken directly: lock.c) around hla_step,
- * which runs with the GIL released.
- * Anything else (other array kinds, rows or out that are not numpy arrays) returns NotImplemented and the
- * Python layer takes its general path. */
+ * which runs with the GIL released. q, k, v (and out) torch tensors take step_torch instead.
+ * Anything else (other array kinds, a mix, rows or out of another kind) returns NotImplemented and the Python
+ * layer takes its general path. */
 static PyObject *
 step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *state, PyObject *lock,
            PyObject *given, PyObject *rows)
 {
-    static const argspec spec[] = {
-        {"q_t", HLA_EXT_READ, 0}, {"k_t", HLA_EXT_READ, 0}, {"v_t", HLA_EXT_READ, 0},
-        {"output", HLA_EXT_WRITE, 0}, {"state", HLA_EXT_WRITE, 0}, {"rows", HLA_EXT_READ, 1}};
     PyObject *o[6];
     PyArray_Descr *descr;
     hla_ext_tensor t[MAX_ARGS];
@@ -301,15 +397,19 @@ step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *stat
     hla_config cfg;
     npy_intp dims[3];
     int typenum, builtin, direct, i;
-    outcome r;
     o[0] = q; o[1] = k; o[2] = v; o[4] = state; o[5] = rows;
     if (!hla_ext_lock_check(lock)) {
         PyErr_SetString(PyExc_TypeError, "step_numpy: lock must be an hla._hla.Lock");
         return NULL;
     }
-    if (!PyArray_CheckExact(o[0]) || !PyArray_CheckExact(o[1]) || !PyArray_CheckExact(o[2])) Py_RETURN_NOTIMPLEMENTED;
-    if (given != NULL && !PyArray_CheckExact(given)) Py_RETURN_NOTIMPLEMENTED;
     if (o[5] != Py_None && !PyArray_CheckExact(o[5])) Py_RETURN_NOTIMPLEMENTED;
+    if (!PyArray_CheckExact(o[0]) || !PyArray_CheckExact(o[1]) || !PyArray_CheckExact(o[2])) {
+        if (!hla_ext_torch_tensor(o[0]) || !hla_ext_torch_tensor(o[1]) || !hla_ext_torch_tensor(o[2]))
+            Py_RETURN_NOTIMPLEMENTED;
+        if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
+        return step_torch(&cfg, o, lock, given);
+    }
+    if (given != NULL && !PyArray_CheckExact(given)) Py_RETURN_NOTIMPLEMENTED;
     typenum = PyArray_TYPE((PyArrayObject *)o[0]);
     builtin = typenum == NPY_HALF || typenum == NPY_FLOAT || typenum == NPY_DOUBLE;
     if (!builtin && !hla_ext_is_bfloat16((PyArrayObject *)o[0])) Py_RETURN_NOTIMPLEMENTED;
@@ -319,12 +419,7 @@ step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *stat
         o[3] = given;
     } else {
         dims[0] = PyArray_NDIM((PyArrayObject *)o[0]) ? PyArray_DIM((PyArrayObject *)o[0], 0) : 1;
-        dims[1] = (npy_intp)cfg.heads;
-        dims[2] = (npy_intp)cfg.dv;
-        if (dims[1] < 0 || dims[2] < 0 || (npy_int64)dims[1] != cfg.heads || (npy_int64)dims[2] != cfg.dv) {
-            PyErr_SetString(PyExc_ValueError, "heads and dv must be non-negative sizes");
-            return NULL;
-        }
+        if (step_dims(&cfg, dims) < 0) return NULL;
         /* q's float kind in native byte order (bfloat16's dtype is ml_dtypes', not a built-in typenum) */
         descr = builtin ? PyArray_DescrFromType(typenum)
                         : PyArray_DescrNewByteorder(PyArray_DESCR((PyArrayObject *)o[0]), NPY_NATIVE);
@@ -347,31 +442,13 @@ step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *stat
         for (i = 0; i < 6; i++) p[i] = &d[i];
         if (o[5] == Py_None) p[5] = NULL;
     } else {
-        if (convert_all(o, spec, 6, t) < 0) {
+        if (convert_all(o, step_spec, 6, t) < 0) {
             Py_DECREF(o[3]);
             return NULL;
         }
         for (i = 0; i < 6; i++) p[i] = P(i);
     }
-    if (step_apart(p, spec) < 0 || hla_ext_lock_acquire(lock, 1) < 0) {
-        if (!direct) release_all(t, 6);
-        Py_DECREF(o[3]);
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    record(&r, hla_step(&cfg, p[0], p[1], p[2], p[3], p[4], p[5]));
-    Py_END_ALLOW_THREADS
-    if (!direct) release_all(t, 6);
-    if (hla_ext_lock_release(lock) < 0) {   /* another thread released it meanwhile: the host broke the lock */
-        Py_DECREF(o[3]);
-        return NULL;
-    }
-    if (r.status != HLA_OK) {
-        Py_DECREF(o[3]);
-        return hla_ext_raise(r.status, r.message);
-    }
-    if (given == NULL) hla_ext_lock_keep_output(lock, o[3]);
-    return o[3];
+    return step_call(&cfg, p, t, !direct, lock, o[3], given == NULL ? o[3] : NULL);
 }
 
 static PyObject *
