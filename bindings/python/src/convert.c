@@ -195,6 +195,19 @@ dlpack_dtype(DLDataType d, int32_t *out)
     return -1;
 }
 
+/* The pending exception of a failed export, raised again as a TypeError naming the argument. */
+static void
+restate_export_error(const char *name)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyErr_Format(PyExc_TypeError, "%s could not be exported through DLPack: %S", name, value ? value : Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
 /* obj.__dlpack__(max_version=(1, 0)), or obj.__dlpack__() for producers without the keyword. */
 static PyObject *
 export_capsule(PyObject *obj, const char *name)
@@ -212,16 +225,7 @@ export_capsule(PyObject *obj, const char *name)
     Py_XDECREF(args);
     Py_XDECREF(kwargs);
     Py_DECREF(meth);
-    if (capsule == NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        PyErr_Format(PyExc_TypeError, "%s could not be exported through DLPack: %S", name,
-                     value ? value : Py_None);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
-    }
+    if (capsule == NULL) restate_export_error(name);
     return capsule;
 }
 
@@ -231,6 +235,8 @@ export_capsule(PyObject *obj, const char *name)
  * and a step converts four. It exports tensors that require grad without complaint, so those keep __dlpack__,
  * which refuses them as before. */
 static PyObject *torch_tensor_type, *torch_to_dlpack, *torch_empty, *torch_from_numpy;
+/* attribute names, interned: a lookup by an interned name hits the type's attribute cache */
+static PyObject *name_requires_grad, *name_dtype;
 static int torch_unusable;
 
 static int
@@ -244,7 +250,9 @@ torch_ready(void)
     torch_tensor_type = PyObject_GetAttrString(torch, "Tensor");
     torch_empty = torch_tensor_type ? PyObject_GetAttrString(torch, "empty") : NULL;
     torch_from_numpy = torch_empty ? PyObject_GetAttrString(torch, "from_numpy") : NULL;
-    dl = torch_from_numpy ? PyImport_ImportModule("torch.utils.dlpack") : NULL;
+    name_requires_grad = torch_from_numpy ? PyUnicode_InternFromString("requires_grad") : NULL;
+    name_dtype = name_requires_grad ? PyUnicode_InternFromString("dtype") : NULL;
+    dl = name_dtype ? PyImport_ImportModule("torch.utils.dlpack") : NULL;
     torch_to_dlpack = dl ? PyObject_GetAttrString(dl, "to_dlpack") : NULL;
     Py_XDECREF(dl);
     if (torch_to_dlpack == NULL || !PyType_Check(torch_tensor_type)) {
@@ -253,6 +261,8 @@ torch_ready(void)
         Py_CLEAR(torch_empty);
         Py_CLEAR(torch_from_numpy);
         Py_CLEAR(torch_to_dlpack);
+        Py_CLEAR(name_requires_grad);
+        Py_CLEAR(name_dtype);
         torch_unusable = 1;
         return 0;
     }
@@ -265,7 +275,7 @@ hla_ext_torch_tensor(PyObject *obj)
     PyObject *grad;
     int no_grad;
     if (!torch_ready() || Py_TYPE(obj) != (PyTypeObject *)torch_tensor_type) return 0;
-    grad = PyObject_GetAttrString(obj, "requires_grad");
+    grad = PyObject_GetAttr(obj, name_requires_grad);
     if (grad == NULL) {
         PyErr_Clear();
         return 0;
@@ -294,7 +304,7 @@ hla_ext_torch_empty(const npy_intp *dims, int nd, PyObject *like)
         }
         PyTuple_SET_ITEM(shape, i, n);
     }
-    dtype = PyObject_GetAttrString(like, "dtype");
+    dtype = PyObject_GetAttr(like, name_dtype);
     args = dtype ? PyTuple_Pack(1, shape) : NULL;
     kw = args ? Py_BuildValue("{sO}", "dtype", dtype) : NULL;
     if (kw) res = PyObject_Call(torch_empty, args, kw);
@@ -423,21 +433,7 @@ hla_ext_tensor_from_py(PyObject *obj, const char *name, int mode, int optional, 
     if (PyArray_Check(obj)) {
         return from_numpy((PyArrayObject *)obj, name, mode, out);
     }
-    if (hla_ext_torch_tensor(obj)) {
-        PyObject *capsule = PyObject_CallOneArg(torch_to_dlpack, obj);
-        if (capsule == NULL) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            PyErr_Format(PyExc_TypeError, "%s could not be exported through DLPack: %S", name,
-                         value ? value : Py_None);
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
-            return -1;
-        }
-        return from_capsule(capsule, name, mode, out);
-    }
+    if (hla_ext_torch_tensor(obj)) return hla_ext_tensor_from_torch(obj, name, mode, out);
     if (obj != Py_None && !PyType_Check(obj) && PyObject_HasAttrString(obj, "__dlpack__")) {
         return from_dlpack(obj, name, mode, out);
     }
@@ -445,4 +441,14 @@ hla_ext_tensor_from_py(PyObject *obj, const char *name, int mode, int optional, 
                  "%s must be an array (a numpy array or a CPU tensor with __dlpack__: torch, JAX, ...), "
                  "got %.100s", name, Py_TYPE(obj)->tp_name);
     return -1;
+}
+
+int
+hla_ext_tensor_from_torch(PyObject *obj, const char *name, int mode, hla_ext_tensor *out)
+{
+    PyObject *capsule;
+    tensor_zero(out);
+    capsule = PyObject_CallOneArg(torch_to_dlpack, obj);
+    if (capsule == NULL) restate_export_error(name);
+    return from_capsule(capsule, name, mode, out);
 }

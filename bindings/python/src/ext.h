@@ -84,6 +84,8 @@ hla_ext_ptr(const hla_ext_tensor *t)
 /* Whether obj is a torch.Tensor (exactly; torch imported by the host) that does not require grad: it is then
  * described through torch's C exporter (convert.c) and can take State.step's one-call path. No exception. */
 int hla_ext_torch_tensor(PyObject *obj);
+/* hla_ext_tensor_from_py for such a tensor (hla_ext_torch_tensor(obj) true), without checking that again. */
+int hla_ext_tensor_from_torch(PyObject *obj, const char *name, int mode, hla_ext_tensor *out);
 /* torch.empty(dims, dtype=like.dtype) (torch imported by the host); NULL with an exception set. */
 PyObject *hla_ext_torch_empty(const npy_intp *dims, int nd, PyObject *like);
 /* torch.from_numpy(array): a tensor over the array's memory, holding the array (torch imported by the host). */

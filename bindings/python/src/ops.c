@@ -338,7 +338,12 @@ step_torch(const hla_config *cfg, PyObject *const *in, PyObject *lock, PyObject 
     int i;
     if (given != NULL && !hla_ext_torch_tensor(given)) Py_RETURN_NOTIMPLEMENTED;
     for (i = 0; i < 6; i++) o[i] = in[i];
-    if (convert_all(o, step_spec, 3, t) < 0) return NULL;                /* q, k, v */
+    for (i = 0; i < 3; i++) {                                            /* q, k, v */
+        if (hla_ext_tensor_from_torch(o[i], step_spec[i].name, HLA_EXT_READ, &t[i]) < 0) {
+            release_all(t, i);
+            return NULL;
+        }
+    }
     if (given != NULL) {
         Py_INCREF(given);
         o[3] = given;
