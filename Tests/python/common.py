@@ -98,3 +98,14 @@ def option_grid():
                 (True, False), (False, True), (1.0, 0.85), ridges, ((2, 2), (4, 2))):
             yield pytest.param(op, masked, normalize, decay, ridge, H, Hkv, id="%s-%s-%s-g%s-l%s-H%d/%d" % (
                 op, "m" if masked else "u", "norm" if normalize else "raw", decay, ridge, H, Hkv))
+
+
+class CountingState(hla.State):
+    """A State whose Python definition of step (State._step) counts its calls: which calls State.step, a C
+    method, hands on to it rather than running itself (test_state, test_torch)."""
+    __slots__ = ()
+    calls = 0
+
+    def _step(self, *args, **kwargs):
+        type(self).calls += 1
+        return hla.State._step(self, *args, **kwargs)

@@ -9,7 +9,8 @@ import pytest
 
 import bruteforce as bf
 import hla
-from common import DTYPES, OPS, PATHS, SPEC_TOL, assert_close, cast, make, options, seed_of
+from common import (DTYPES, OPS, PATHS, SPEC_TOL, CountingState, assert_close, cast, make, options,
+                    seed_of)
 
 B, H, HKV, DK, DV = 2, 4, 2, 3, 5
 
@@ -362,16 +363,6 @@ def test_step_numpy_call_equals_the_general_path(dt):
     assert not a._lock.locked()   # released on a failed call too
 
 
-class _Counting(hla.State):
-    """A State whose Python definition of step counts its calls: which calls the C method hands to it."""
-    __slots__ = ()
-    calls = 0
-
-    def _step(self, *args, **kwargs):
-        type(self).calls += 1
-        return hla.State._step(self, *args, **kwargs)
-
-
 def test_step_c_method_equals_its_python_definition():
     """State.step is a C method (bindings/python/src/ops.c, state_step) that runs the decode loop's calls
     (numpy q, k, v positionally; rows positionally or by keyword; out by keyword) itself and hands every other
@@ -382,7 +373,7 @@ def test_step_c_method_equals_its_python_definition():
     slots = 4
     mk = lambda cls: cls(batch=slots, heads=H, kv_heads=HKV, dk=DK, dv=DV, dtype="float32", op="hla3",
                          decay=0.9, normalize=True)
-    a, b = mk(_Counting), mk(hla.State)
+    a, b = mk(CountingState), mk(hla.State)
     rng = np.random.default_rng(5)
 
     def token(r):
@@ -391,10 +382,10 @@ def test_step_c_method_equals_its_python_definition():
     def same(fast, call):
         """call(state, q, k, v) on a (through the C method) and b (through State._step) from one token."""
         q, k, v = token(2 if call else slots)
-        before = _Counting.calls
+        before = CountingState.calls
         call = call or (lambda s, q, k, v: s.step(q, k, v))
         ra, rb = call(a, q, k, v), call(_Python(b), q, k, v)
-        assert _Counting.calls - before == (0 if fast else 1)
+        assert CountingState.calls - before == (0 if fast else 1)
         assert type(ra) is type(rb) and np.array_equal(np.asarray(ra), np.asarray(rb))
         assert np.array_equal(a.array, b.array) and not a._lock.locked()
         return ra

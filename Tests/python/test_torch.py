@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import hla  # noqa: E402
+from common import CountingState  # noqa: E402
 from framework_util import (DTYPE_NAMES, OPS, PATHS, SPEC_TOL, array_address, brute,  # noqa: E402
                             brute_packed, check, config_kwargs, draw, element_kwargs, opts_id,
                             options, row_close, seed_of, state_dtype_name, variants)
@@ -135,16 +136,6 @@ def test_state_prefill_and_step(op, name, layout):
                   "%s streaming vs chunked final state" % op)
 
 
-class _Counting(hla.State):
-    """A State whose Python definition of step counts its calls: the calls the C method hands on."""
-    __slots__ = ()
-    calls = 0
-
-    def _step(self, *args, **kwargs):
-        type(self).calls += 1
-        return hla.State._step(self, *args, **kwargs)
-
-
 @pytest.mark.parametrize("name", DTYPE_NAMES)
 def test_step_torch_takes_the_one_call_path(name):
     """State.step with torch tensors that do not require grad (q, k, v, out; rows None or a numpy array) runs in
@@ -155,7 +146,7 @@ def test_step_torch_takes_the_one_call_path(name):
     opts = options("hla3", normalize=True, decay=0.9)
     slots = 3
     a, b = (cls(batch=slots, dtype=state_dtype_name(name), **config_kwargs(opts, H, HKV, DK, DV))
-            for cls in (_Counting, hla.State))
+            for cls in (CountingState, hla.State))
     (q, k, v), _ = inputs(seed_of("torch-one-call", name), name, "sliced", b=2, n=4)
     rows = np.array([2, 0])
 
@@ -163,21 +154,21 @@ def test_step_torch_takes_the_one_call_path(name):
         assert isinstance(ra, torch.Tensor) and ra.dtype == TORCH[name] and tuple(ra.shape) == (2, H, DV)
         assert torch.equal(ra, rb) and np.array_equal(a.array, b.array)
 
-    c0 = _Counting.calls
+    c0 = CountingState.calls
     same(a.step(q[:, 0], k[:, 0], v[:, 0], rows),
          b.step(q[:, 0].detach().requires_grad_(True), k[:, 0], v[:, 0], rows))
     out = torch.empty(2, H, DV, dtype=TORCH[name])
     ra = a.step(q[:, 1], k[:, 1], v[:, 1], rows=rows, out=out)
     assert ra is out
     same(ra, b.step(q[:, 1], k[:, 1].detach().requires_grad_(True), v[:, 1], rows=rows))
-    assert _Counting.calls == c0                        # all of a's calls in the C method
+    assert CountingState.calls == c0                        # all of a's calls in the C method
     same(a.step(q[:, 2], k[:, 2].detach().requires_grad_(True), v[:, 2], rows), b.step(q[:, 2], k[:, 2], v[:, 2], rows))
     same(a.step(q[:, 3], k[:, 3], v[:, 3], torch.from_numpy(rows)), b.step(q[:, 3], k[:, 3], v[:, 3], rows))
-    assert _Counting.calls == c0 + 2
+    assert CountingState.calls == c0 + 2
     if name in ("float32", "float64"):                  # a numpy q with torch k and v: the general path
         same(torch.from_numpy(np.asarray(a.step(q[:, 0].numpy(), k[:, 0], v[:, 0], rows))),
              b.step(q[:, 0], k[:, 0], v[:, 0], rows))
-        assert _Counting.calls == c0 + 3
+        assert CountingState.calls == c0 + 3
     # without out, float16/32/64 outputs are tensors over numpy arrays the State's lock keeps: one is written
     # again only once no tensor refers to it (the library writes every element of an output)
     first = a.step(q[:, 0], k[:, 0], v[:, 0], rows)
@@ -190,7 +181,7 @@ def test_step_torch_takes_the_one_call_path(name):
     del blocker
     if name != "bfloat16":          # (bfloat16 outputs come from torch.empty, whose memory malloc may hand back)
         assert third.data_ptr() == ptr
-    assert _Counting.calls == c0 + (3 if name in ("float32", "float64") else 2)
+    assert CountingState.calls == c0 + (3 if name in ("float32", "float64") else 2)
     cfg, o = a._cfg, torch.empty(2, H, DV, dtype=TORCH[name])
     with pytest.raises(TypeError, match="DLPack"):
         hla._hla.step(cfg, q[:, 0].detach().requires_grad_(True), k[:, 0], v[:, 0], o, a.array, rows)
