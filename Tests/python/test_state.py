@@ -365,7 +365,8 @@ def test_step_numpy_call_equals_the_general_path(dt):
 
 def test_step_c_method_equals_its_python_definition():
     """State.step is a C method (bindings/python/src/ops.c, state_step) that runs the decode loop's calls
-    (numpy q, k, v positionally; rows positionally or by keyword; out by keyword) itself and hands every other
+    (numpy q, k, v positionally; rows, a numpy array, list or tuple, positionally or by keyword; out by keyword)
+    itself and hands every other
     call, arguments as given, to State._step, the same method in Python. Both give the same bits, output and
     state, for every form of call; the calls it runs never reach _step, the others all do; calls that fail in
     Python fail alike (messages naming State.step), and a State without its slots raises instead of crashing."""
@@ -399,9 +400,10 @@ def test_step_c_method_equals_its_python_definition():
     same(True, lambda s, q, k, v: s.step(q, k, v, out=None, rows=np.array([0, 2], np.int32)))
     same(False, lambda s, q, k, v: s.step(q_t=q, k_t=k, v_t=v, rows=rows))
     same(False, lambda s, q, k, v: s.step(q, k, v_t=v, rows=rows))
-    same(False, lambda s, q, k, v: s.step(q, k, v, [2, 0]))
+    same(True, lambda s, q, k, v: s.step(q, k, v, [2, 0]))
+    same(True, lambda s, q, k, v: s.step(q, k, v, rows=(1, 2), out=out))
     same(False, lambda s, q, k, v: s.step(q.view(_Sub), k, v, rows))
-    same(False, lambda s, q, k, v: s.step(q, k, v, rows=(1, 2), out=out))
+    same(False, lambda s, q, k, v: s.step(q, k, v, range(2)))
     for bad in (lambda s, q, k, v: s.step(q, k),
                 lambda s, q, k, v: s.step(q, k, v, rows, out),
                 lambda s, q, k, v: s.step(q, k, v, rows, rows=rows),
@@ -415,6 +417,13 @@ def test_step_c_method_equals_its_python_definition():
     with pytest.raises(ValueError, match="hla_step"):
         a.step(*token(2), rows=np.array([1, 1]))
     assert not a._lock.locked()
+    for bad_rows, err in (([], ValueError), ([1.5, 0], TypeError), ([[0, 1]], ValueError), ([0, "x"], TypeError)):
+        q, k, v = token(2)
+        with pytest.raises(err) as ea:
+            a.step(q, k, v, bad_rows)
+        with pytest.raises(err) as eb:
+            _Python(b).step(q, k, v, bad_rows)
+        assert str(ea.value) == str(eb.value) and not a._lock.locked()
     with pytest.raises(AttributeError):
         object.__new__(hla.State).step(*token(slots))
 

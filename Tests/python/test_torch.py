@@ -138,10 +138,10 @@ def test_state_prefill_and_step(op, name, layout):
 
 @pytest.mark.parametrize("name", DTYPE_NAMES)
 def test_step_torch_takes_the_one_call_path(name):
-    """State.step with torch tensors that do not require grad (q, k, v, out; rows None or a numpy array) runs in
-    the C method (none of these calls reaches State._step), through torch's C DLPack exporter, with the same bits
+    """State.step with torch tensors that do not require grad (q, k, v, out; rows None, a numpy array, such a
+    tensor or a list) runs in the C method (none of these calls reaches State._step), through torch's C DLPack exporter, with the same bits
     as the general path (which tensors requiring grad take: detached in Python); the output is a new torch tensor
-    of q's dtype, or `out`. Mixed kinds and torch rows go to the general path. The extension still refuses a
+    of q's dtype, or `out`. Mixed kinds go to the general path. The extension still refuses a
     tensor requiring grad handed to it directly (torch's __dlpack__ refuses it)."""
     opts = options("hla3", normalize=True, decay=0.9)
     slots = 3
@@ -162,13 +162,15 @@ def test_step_torch_takes_the_one_call_path(name):
     assert ra is out
     same(ra, b.step(q[:, 1], k[:, 1].detach().requires_grad_(True), v[:, 1], rows=rows))
     assert CountingState.calls == c0                        # all of a's calls in the C method
-    same(a.step(q[:, 2], k[:, 2].detach().requires_grad_(True), v[:, 2], rows), b.step(q[:, 2], k[:, 2], v[:, 2], rows))
     same(a.step(q[:, 3], k[:, 3], v[:, 3], torch.from_numpy(rows)), b.step(q[:, 3], k[:, 3], v[:, 3], rows))
-    assert CountingState.calls == c0 + 2
+    same(a.step(q[:, 0], k[:, 0], v[:, 0], [2, 0]), b.step(q[:, 0], k[:, 0], v[:, 0], rows))
+    assert CountingState.calls == c0                        # rows as a torch tensor or a list too
+    same(a.step(q[:, 2], k[:, 2].detach().requires_grad_(True), v[:, 2], rows), b.step(q[:, 2], k[:, 2], v[:, 2], rows))
+    assert CountingState.calls == c0 + 1
     if name in ("float32", "float64"):                  # a numpy q with torch k and v: the general path
         same(torch.from_numpy(np.asarray(a.step(q[:, 0].numpy(), k[:, 0], v[:, 0], rows))),
              b.step(q[:, 0], k[:, 0], v[:, 0], rows))
-        assert CountingState.calls == c0 + 3
+        assert CountingState.calls == c0 + 2
     # without out, float16/32/64 outputs are tensors over numpy arrays the State's lock keeps: one is written
     # again only once no tensor refers to it (the library writes every element of an output)
     first = a.step(q[:, 0], k[:, 0], v[:, 0], rows)
@@ -181,7 +183,7 @@ def test_step_torch_takes_the_one_call_path(name):
     del blocker
     if name != "bfloat16":          # (bfloat16 outputs come from torch.empty, whose memory malloc may hand back)
         assert third.data_ptr() == ptr
-    assert CountingState.calls == c0 + (3 if name in ("float32", "float64") else 2)
+    assert CountingState.calls == c0 + (2 if name in ("float32", "float64") else 1)
     cfg, o = a._cfg, torch.empty(2, H, DV, dtype=TORCH[name])
     with pytest.raises(TypeError, match="DLPack"):
         hla._hla.step(cfg, q[:, 0].detach().requires_grad_(True), k[:, 0], v[:, 0], o, a.array, rows)

@@ -322,7 +322,7 @@ step_dims(const hla_config *cfg, npy_intp *dims)
 }
 
 /* step_numpy's torch case: q, k, v torch tensors that do not require grad (hla_ext_torch_tensor), out such a
- * tensor or absent, rows None or a numpy array; else NotImplemented. Tensors go through torch's C DLPack
+ * tensor or absent, rows None, a numpy array or such a tensor; else NotImplemented. Tensors go through torch's C DLPack
  * exporter (convert.c). Without out, a float16, float32 or float64 step writes a numpy array (the lock's kept
  * one when the host has dropped every tensor over it, as step_numpy's outputs) and returns torch.from_numpy of
  * it; bfloat16 gets torch.empty. A float32 step at H = 1, d = 8 took 33-40 µs through the general path
@@ -384,8 +384,8 @@ step_torch(const hla_config *cfg, PyObject *const *in, PyObject *lock, PyObject 
  * ml_dtypes' bfloat16: through the general path a bfloat16 step cost 4 µs more per call than float32);
  * writes `out` (an exact numpy array; the library checks its shape and dtype, and k's and v's) or, when it is
  * absent or None, allocates the output [R, H, dv] (R = q.shape[0]; 1 for a 0-d q, which the library then
- * refuses) of q's dtype; `rows` absent or None (sequence i is row i), or an exact numpy array of row indices
- * (the library checks its dtype, length, range and distinctness; through the general path a row-indexed step
+ * refuses) of q's dtype; `rows` absent or None (sequence i is row i), or an exact numpy array (or a torch tensor
+ * that does not require grad) of row indices (the library checks its dtype, length, range and distinctness; through the general path a row-indexed step
  * cost 6 µs more per call); holds `lock` (the State's hla._hla.Lock, taken directly: lock.c) around hla_step,
  * which runs with the GIL released. q, k, v (and out) torch tensors take step_torch instead.
  * Anything else (other array kinds, a mix, rows or out of another kind) returns NotImplemented and the Python
@@ -407,7 +407,7 @@ step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *stat
         PyErr_SetString(PyExc_TypeError, "step_numpy: lock must be an hla._hla.Lock");
         return NULL;
     }
-    if (o[5] != Py_None && !PyArray_CheckExact(o[5])) Py_RETURN_NOTIMPLEMENTED;
+    if (o[5] != Py_None && !PyArray_CheckExact(o[5]) && !hla_ext_torch_tensor(o[5])) Py_RETURN_NOTIMPLEMENTED;
     if (!PyArray_CheckExact(o[0]) || !PyArray_CheckExact(o[1]) || !PyArray_CheckExact(o[2])) {
         if (!hla_ext_torch_tensor(o[0]) || !hla_ext_torch_tensor(o[1]) || !hla_ext_torch_tensor(o[2]))
             Py_RETURN_NOTIMPLEMENTED;
@@ -471,8 +471,8 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 /* State.step as a C method (state_method below): the decode loop's call goes from the bound method straight to
  * step_numpy, without a Python frame in between. The State's configuration, array and lock are read from its
  * slots (_cfg, _array, _lock of hla._state._Rows) at the offsets state_method found. Every call it does not
- * take (keywords other than rows and out, a missing or extra argument, a slot not set, rows or out not numpy
- * arrays, q, k, v not numpy arrays of a float dtype) goes, with its arguments as given, to the method `_step`
+ * take (keywords other than rows and out, a missing or extra argument, a slot not set, rows or out of another
+ * kind than it runs, q, k, v neither numpy arrays of a float dtype nor torch tensors) goes, with its arguments as given, to the method `_step`
  * of the instance's type (State._step: State.step's whole definition in Python), so the two behave alike,
  * errors included. */
 static Py_ssize_t slot_cfg = -1, slot_array = -1, slot_lock = -1;
@@ -502,7 +502,7 @@ call_fallback(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
 static PyObject *
 state_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *rows = nargs == 4 ? args[3] : Py_None, *out = Py_None, *cfg, *array, *lock, *res;
+    PyObject *rows = nargs == 4 ? args[3] : Py_None, *out = Py_None, *made = NULL, *cfg, *array, *lock, *res;
     Py_ssize_t i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     int fast = (nargs == 3 || nargs == 4) && slot_cfg >= 0;
     for (i = 0; fast && i < nkw; i++) {
@@ -515,9 +515,23 @@ state_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         cfg = *(PyObject **)((char *)self + slot_cfg);
         array = *(PyObject **)((char *)self + slot_array);
         lock = *(PyObject **)((char *)self + slot_lock);
-        fast = cfg != NULL && array != NULL && lock != NULL && (rows == Py_None || PyArray_CheckExact(rows));
+        fast = cfg != NULL && array != NULL && lock != NULL;
+        if (fast && (PyList_CheckExact(rows) || PyTuple_CheckExact(rows))) {
+            /* rows as a list or tuple: a numpy array of them, as State._step makes it (int64 when empty); what
+             * numpy cannot make one of is State._step's to report */
+            made = PyArray_FROM_O(rows);
+            if (made != NULL && PyArray_SIZE((PyArrayObject *)made) == 0)
+                Py_SETREF(made, PyArray_CastToType((PyArrayObject *)made, PyArray_DescrFromType(NPY_INT64), 0));
+            if (made == NULL) PyErr_Clear();
+            rows = made;
+            fast = made != NULL;
+        }
+        fast = fast && (rows == Py_None || PyArray_CheckExact(rows) || hla_ext_torch_tensor(rows));
     }
-    if (!fast) return call_fallback(self, args, nargs, kwnames);
+    if (!fast) {
+        Py_XDECREF(made);
+        return call_fallback(self, args, nargs, kwnames);
+    }
     /* the slots' objects held through the call: another thread may set the slots while the GIL is released */
     Py_INCREF(cfg);
     Py_INCREF(array);
@@ -526,6 +540,7 @@ state_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     Py_DECREF(cfg);
     Py_DECREF(array);
     Py_DECREF(lock);
+    Py_XDECREF(made);
     if (res != Py_NotImplemented) return res;
     Py_DECREF(res);
     return call_fallback(self, args, nargs, kwnames);
