@@ -188,7 +188,8 @@ class State(_Rows):
 
     def _step(self, q_t, k_t, v_t, rows=None, *, out=None):
         """State.step in Python: what the C method State.step (below the class) calls for every call it
-        does not run itself (arguments by keyword, other array kinds, rows as a list). Its docstring:
+        does not run itself (q_t, k_t, v_t by keyword; arrays other than numpy arrays and torch tensors, or a
+        mix; torch tensors that require grad; rows as a range). Its docstring:
 
         Consume one token of R sequences: q_t [R, H, Dk], k_t [R, Hkv, Dk], v_t [R, Hkv, Dv]
         (one floating dtype; float64 needs a float64 state, the others float32). rows: None
