@@ -139,10 +139,10 @@ def test_state_prefill_and_step(op, name, layout):
 @pytest.mark.parametrize("name", DTYPE_NAMES)
 def test_step_torch_takes_the_one_call_path(name):
     """State.step with torch tensors that do not require grad (q, k, v, out; rows None, a numpy array, such a
-    tensor or a list) runs in the C method (none of these calls reaches State._step), through torch's C DLPack exporter, with the same bits
-    as the general path (which tensors requiring grad take: detached in Python); the output is a new torch tensor
-    of q's dtype, or `out`. Mixed kinds go to the general path. The extension still refuses a
-    tensor requiring grad handed to it directly (torch's __dlpack__ refuses it)."""
+    tensor or a list) runs in the C method (none of these calls reaches State._step), through torch's C DLPack
+    exporter, with the same bits as the general path (which tensors requiring grad take: detached in Python);
+    the output is a new torch tensor of q's dtype, or `out`. Mixed kinds go to the general path. The extension
+    still refuses a tensor requiring grad handed to it directly (torch's __dlpack__ refuses it)."""
     opts = options("hla3", normalize=True, decay=0.9)
     slots = 3
     a, b = (cls(batch=slots, dtype=state_dtype_name(name), **config_kwargs(opts, H, HKV, DK, DV))

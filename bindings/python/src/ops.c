@@ -322,8 +322,8 @@ step_dims(const hla_config *cfg, npy_intp *dims)
 }
 
 /* step_numpy's torch case: q, k, v torch tensors that do not require grad (hla_ext_torch_tensor), out such a
- * tensor or absent, rows None, a numpy array or such a tensor; else NotImplemented. Tensors go through torch's C DLPack
- * exporter (convert.c). Without out, a float16, float32 or float64 step writes a numpy array (the lock's kept
+ * tensor or absent, rows None, a numpy array or such a tensor; else NotImplemented. Tensors go through torch's
+ * C DLPack exporter (convert.c). Without out, a float16, float32 or float64 step writes a numpy array (the lock's kept
  * one when the host has dropped every tensor over it, as step_numpy's outputs) and returns torch.from_numpy of
  * it; bfloat16 gets torch.empty. A float32 step at H = 1, d = 8 took 33-40 µs through the general path
  * (Tensor.__dlpack__ four times, the Python layer's checks, torch.empty from Python). */
@@ -385,10 +385,10 @@ step_torch(const hla_config *cfg, PyObject *const *in, PyObject *lock, PyObject 
  * writes `out` (an exact numpy array; the library checks its shape and dtype, and k's and v's) or, when it is
  * absent or None, allocates the output [R, H, dv] (R = q.shape[0]; 1 for a 0-d q, which the library then
  * refuses) of q's dtype; `rows` absent or None (sequence i is row i), or an exact numpy array (or a torch tensor
- * that does not require grad) of row indices (the library checks its dtype, length, range and distinctness; through the general path a row-indexed step
- * cost 6 µs more per call); holds `lock` (the State's hla._hla.Lock, taken directly: lock.c) around hla_step,
- * which runs with the GIL released. q, k, v (and out) torch tensors take step_torch instead.
- * Anything else (other array kinds, a mix, rows or out of another kind) returns NotImplemented and the Python
+ * that does not require grad) of row indices (the library checks its dtype, length, range and distinctness;
+ * through the general path a row-indexed step cost 6 µs more per call); holds `lock` (the State's
+ * hla._hla.Lock, taken directly: lock.c) around hla_step, which runs with the GIL released. q, k, v (and out)
+ * torch tensors take step_torch instead. Anything else (other array kinds, a mix, rows or out of another kind) returns NotImplemented and the Python
  * layer takes its general path. */
 static PyObject *
 step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *state, PyObject *lock,
@@ -472,9 +472,9 @@ py_step_numpy(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
  * step_numpy, without a Python frame in between. The State's configuration, array and lock are read from its
  * slots (_cfg, _array, _lock of hla._state._Rows) at the offsets state_method found. Every call it does not
  * take (keywords other than rows and out, a missing or extra argument, a slot not set, rows or out of another
- * kind than it runs, q, k, v neither numpy arrays of a float dtype nor torch tensors) goes, with its arguments as given, to the method `_step`
- * of the instance's type (State._step: State.step's whole definition in Python), so the two behave alike,
- * errors included. */
+ * kind than it runs, q, k, v neither numpy arrays of a float dtype nor torch tensors) goes, with its arguments
+ * as given, to the method `_step` of the instance's type (State._step: State.step's whole definition in
+ * Python), so the two behave alike, errors included. */
 static Py_ssize_t slot_cfg = -1, slot_array = -1, slot_lock = -1;
 
 static PyObject *
