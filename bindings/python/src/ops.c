@@ -388,8 +388,8 @@ step_torch(const hla_config *cfg, PyObject *const *in, PyObject *lock, PyObject 
  * that does not require grad) of row indices (the library checks its dtype, length, range and distinctness;
  * through the general path a row-indexed step cost 6 µs more per call); holds `lock` (the State's
  * hla._hla.Lock, taken directly: lock.c) around hla_step, which runs with the GIL released. q, k, v (and out)
- * torch tensors take step_torch instead. Anything else (other array kinds, a mix, rows or out of another kind) returns NotImplemented and the Python
- * layer takes its general path. */
+ * torch tensors take step_torch instead. Anything else (other array kinds, a mix, rows or out of another kind)
+ * returns NotImplemented and the Python layer takes its general path. */
 static PyObject *
 step_numpy(PyObject *cfgo, PyObject *q, PyObject *k, PyObject *v, PyObject *state, PyObject *lock,
            PyObject *given, PyObject *rows)
