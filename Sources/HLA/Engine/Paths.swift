@@ -296,7 +296,7 @@ enum Paths {
                 for a in stride(from: t + serialAhead, to: min(t + serialAhead + n, end), by: 1) {
                     io.prefetch(c, b: b, g: g, t: a)
                 }
-                io.pack(c, b: b, g: g, t0: t, n: n, K: K, V: V, Q: Q, next: .none)
+                io.pack(c, b: b, g: g, t0: t, n: n, K: K, V: V, Q: Q, next: .keep)
                 if n == 2 { Op.step2(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp) }
                 else { Op.step(c, unit, k: K, v: V, q: Q, out: O, tmp: tmp) }
                 io.unpack(c, b: b, g: g, t0: t, n: n, O: O)
