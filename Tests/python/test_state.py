@@ -366,10 +366,10 @@ def test_step_numpy_call_equals_the_general_path(dt):
 def test_step_c_method_equals_its_python_definition():
     """State.step is a C method (bindings/python/src/ops.c, state_step) that runs the decode loop's calls
     (numpy q, k, v positionally; rows, a numpy array, list or tuple, positionally or by keyword; out by keyword)
-    itself and hands every other
-    call, arguments as given, to State._step, the same method in Python. Both give the same bits, output and
-    state, for every form of call; the calls it runs never reach _step, the others all do; calls that fail in
-    Python fail alike (messages naming State.step), and a State without its slots raises instead of crashing."""
+    itself and hands every other call, arguments as given, to State._step, the same method in Python. Both give
+    the same bits, output and state, for every form of call; the calls it runs never reach _step, the others all
+    do; calls that fail in Python fail alike (messages naming State.step), and a State without its slots raises
+    instead of crashing."""
     assert type(hla.State.step).__name__ == "method_descriptor"
     slots = 4
     mk = lambda cls: cls(batch=slots, heads=H, kv_heads=HKV, dk=DK, dv=DV, dtype="float32", op="hla3",

@@ -254,7 +254,6 @@ static const argspec step_spec[] = {
 static PyObject *
 py_step(PyObject *m, PyObject *args)
 {
-    const argspec *spec = step_spec;
     PyObject *cfgo, *o[6];
     hla_ext_tensor t[MAX_ARGS];
     hla_config cfg;
@@ -262,10 +261,10 @@ py_step(PyObject *m, PyObject *args)
     (void)m;
     if (!PyArg_ParseTuple(args, "OOOOOOO:step", &cfgo, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5])) return NULL;
     if (hla_ext_config_from_py(cfgo, &cfg) < 0) return NULL;
-    if (convert_all(o, spec, 6, t) < 0) return NULL;
+    if (convert_all(o, step_spec, 6, t) < 0) return NULL;
     {
         const hla_tensor *p[6] = {P(0), P(1), P(2), P(3), P(4), P(5)};
-        if (step_apart(p, spec) < 0) {
+        if (step_apart(p, step_spec) < 0) {
             release_all(t, 6);
             return NULL;
         }
