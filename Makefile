@@ -57,11 +57,12 @@ test-builds: $(DEPS_STAMP)
 
 test: test-builds all check-header test-swift test-c test-examples test-ggml test-mpi fuzz-ci tsan test-wheel test-python
 
-# The dense-product tests once more on the AVX2/FMA tiles (HLA_SIMD=avx2): the run above used the AVX-512 tile
-# where the CPU has it. Test cases run in parallel processes (one per core; most of them on one thread).
+# The dense-product and step-kernel tests once more on the AVX2/FMA tiles and step kernel (HLA_SIMD=avx2): the run
+# above used the AVX-512 ones where the CPU has them. Test cases run in parallel processes (one per core; most of
+# them on one thread).
 test-swift: $(DEPS_STAMP)
 	$(SWIFT) test -c debug --parallel
-	HLA_SIMD=avx2 $(SWIFT) test -c debug --skip-build --parallel --filter GemmTests
+	HLA_SIMD=avx2 $(SWIFT) test -c debug --skip-build --parallel --filter 'GemmTests|StepHeadsKernelTests|SerialStepIdentityTests|StepKVCopiesTests'
 
 test-c: lib
 	$(MAKE) -C Tests/c LIBDIR=$(LIBDIR)

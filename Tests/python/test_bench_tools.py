@@ -76,9 +76,10 @@ def test_tileprobe_reports_the_tile_and_the_forward(built):
 
 
 def test_stepprobe_times_the_step_kernel_and_its_variants():
-    """examples/bench/stepprobe.py builds hla3's step kernel from Sources/CHLA/tile512.c as it is and with its stores
-    or broadcasts left out (text edits that must each match the kernel once: a kernel that changed fails here, not
-    silently in a measurement) and reports a positive time and FMA share for each; without AVX-512 it says so."""
+    """examples/bench/stepprobe.py builds hla3's step kernel (Sources/CHLA/step_heads.h in tile512.c) as it is and
+    with its stores or broadcasts left out (text edits that must each match the kernel once: a kernel that changed
+    fails here, not silently in a measurement) and reports a positive time and FMA share for each; without AVX-512
+    it says so."""
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "stepprobe.py"), "--rounds", "1", "--calls", "20"],
                           capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 and "no AVX-512" in proc.stderr:

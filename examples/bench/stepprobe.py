@@ -3,12 +3,12 @@
 
     python3 examples/bench/stepprobe.py [--rounds 15] [--heads 32] [--calls 2000]
 
-The kernel is hla_private_hla3_heads_avx512 (Sources/CHLA/tile512.c) on one thread's share of a step at H = 64,
-Hkv = 1, d = 64 (32 query heads of one kv head, the kv blocks advanced in the call; examples/bench/stepprobe.c),
-hot in L2 (--heads changes the count; past about 60 heads W no longer fits one core's L2), compiled by $CC (clang
-when CC is unset and clang is on the PATH, as SwiftPM compiles the library's C). Besides the kernel as the library
-runs it, variants that time the same instructions minus one kind (their results are wrong; only their time is
-looked at), written by this script from tile512.c's text:
+The kernel is hla_private_hla3_heads_avx512 (Sources/CHLA/step_heads.h compiled in tile512.c) on one thread's share
+of a step at H = 64, Hkv = 1, d = 64 (32 query heads of one kv head, the kv blocks advanced in the call;
+examples/bench/stepprobe.c), hot in L2 (--heads changes the count; past about 60 heads W no longer fits one core's
+L2), compiled by $CC (clang when CC is unset and clang is on the PATH, as SwiftPM compiles the library's C). Besides
+the kernel as the library runs it, variants that time the same instructions minus one kind (their results are wrong;
+only their time is looked at), written by this script from step_heads.h's text:
     no W stores       the sweeps' stores of the rows they advance (W's, and the kv blocks' in their sweeps) left
                       out (the rows are still computed and used)
     no broadcasts     the product tiles' multipliers (four per row of W, one query element each) taken from a
@@ -35,43 +35,51 @@ sys.path.insert(0, HERE)
 import limits  # noqa: E402
 
 TILE512 = os.path.join(ROOT, "Sources", "CHLA", "tile512.c")
+KERNEL = os.path.join(ROOT, "Sources", "CHLA", "step_heads.h")        # included by tile512.c
 INCLUDE = os.path.join(ROOT, "Sources", "CHLA", "include")
 SOURCE = os.path.join(HERE, "stepprobe.c")
 
-# (text in tile512.c, its replacement): each must occur exactly once, or the variant is not built.
-W_STORE = ("t = _mm512_fmadd_ps(zr, v, t); _mm512_storeu_ps(row + 16 * k, t);",
-           "t = _mm512_fmadd_ps(zr, v, t); __asm__ volatile(\"\" :: \"v\"(t));")
-TILE_BROADCAST = ("#define T1(i) if (NR > i) { __m512 s = _mm512_set1_ps(a##i[r]);",
-                  "#define T1(i) if (NR > i) { __m512 s = xr;")
+# (text in step_heads.h, its replacement): each must occur exactly once, or the variant is not built.
+W_STORE = ("t = HV_FMA(zr, v, t); HV_STORE(row + L * k, t);",
+           "t = HV_FMA(zr, v, t); __asm__ volatile(\"\" :: \"v\"(t));")
+TILE_BROADCAST = ("#define T1(i) if (NR > i) { HV s = HV_SET1(a##i[r]);",
+                  "#define T1(i) if (NR > i) { HV s = xr;")
 VARIANTS = [("library kernel", []), ("no W stores", [W_STORE]), ("no broadcasts", [TILE_BROADCAST]),
             ("neither", [W_STORE, TILE_BROADCAST])]
 
 
 def variant_source(name, edits):
-    """Path of tile512.c with `edits` applied (the file itself when there are none)."""
+    """Paths of tile512.c and of the step_heads.h it includes, with `edits` applied to step_heads.h (the files
+    themselves when there are none; else copies of both in a folder of the variant's own, so that tile512.c's
+    `#include "step_heads.h"` finds the edited one)."""
     if not edits:
-        return TILE512
-    with open(TILE512) as f:
+        return TILE512, KERNEL
+    with open(KERNEL) as f:
         text = f.read()
     for old, new in edits:
         if text.count(old) != 1:
-            sys.exit("stepprobe: Sources/CHLA/tile512.c has changed: %r occurs %d times (the variant %r needs it "
+            sys.exit("stepprobe: Sources/CHLA/step_heads.h has changed: %r occurs %d times (the variant %r needs it "
                      "once); update stepprobe.py" % (old, text.count(old), name))
         text = text.replace(old, new)
-    d = os.path.join(tempfile.gettempdir(), "hla-bench-limits-%d" % os.getuid())
+    d = os.path.join(tempfile.gettempdir(), "hla-bench-limits-%d" % os.getuid(), "stepprobe-" + name.replace(" ", "-"))
     os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, "tile512-%s.c" % name.replace(" ", "-"))
-    tmp = path + ".%d.tmp" % os.getpid()
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)          # whole, also when two runs write it at once
-    return path
+    with open(TILE512) as f:
+        tile = f.read()
+    paths = []
+    for base, content in (("step_heads.h", text), ("tile512.c", tile)):
+        path = os.path.join(d, base)
+        tmp = path + ".%d.tmp" % os.getpid()
+        with open(tmp, "w") as f:
+            f.write(content)
+        os.replace(tmp, path)      # whole, also when two runs write it at once
+        paths.append(path)
+    return paths[1], paths[0]
 
 
 def build(name, edits):
-    src = variant_source(name, edits)
+    src, kernel = variant_source(name, edits)
     flags = ["-O2", "-fPIC", "-shared", "-I", INCLUDE, "-DTILE512=\"%s\"" % src]
-    lib = ctypes.CDLL(limits.compiled(SOURCE, flags, depends=[src, os.path.join(INCLUDE, "hla_private.h")]))
+    lib = ctypes.CDLL(limits.compiled(SOURCE, flags, depends=[src, kernel, os.path.join(INCLUDE, "hla_private.h")]))
     lib.stepprobe_avx512.restype = ctypes.c_int
     lib.stepprobe_seconds.restype = ctypes.c_double
     lib.stepprobe_seconds.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long]

@@ -152,31 +152,55 @@ typedef struct {
     unsigned long long *waited;
 } hla_private_kv_from;
 
-/* hla3's masked step for n query heads of one kv head (HLA3.stepHeads): for j in 0..<n, z = S q_j, y = P^T q_j,
+/* The masked multi-head step kernel (Sources/CHLA/step_heads.h), compiled twice: `_avx512` (tile512.c; dk and dvp
+ * multiples of 64, only where the CPU has AVX-512F: hla_private_avx512) and `_avx2` (step256.c; also multiples of 64).
+ * `hla_private_hla3_heads` and its two siblings call the one hla_private_avx512 chooses: the caller checks dk and
+ * dvp (`onStepKernel`). Both give the same bits.
+ *
+ * hla3's masked step for n query heads of one kv head (HLA3.stepHeads): for j in 0..<n, z = S q_j, y = P^T q_j,
  * W_j <- g3 W_j + z y^T, o_j = W_j^T q_j, with q_j at q + j*dk, W_j (dk x dvp, row-major) at W + j*wstride, o_j at
- * out + j*dvp; zy: 2 (dk + dvp) floats of scratch. dk and dvp multiples of 64. With k and v (not NULL) the kv blocks
+ * out + j*dvp; zy: n (dk + dvp) floats of scratch. With k and v (not NULL) the kv blocks
  * are first advanced with the token, S <- g S + k k^T and P <- g P + k v^T (HLA3.stepKV, in HLA3.stepKVHeadsFused), in the
  * sweeps that form head 0's z and y; with k NULL, S (dk x dk, symmetric) and P (dk x dvp) already hold the token and
  * are only read; with `from` (not NULL; k and v given) they are read from the state's blocks as
  * hla_private_kv_from says. The heads' z and y are products on register tiles, each group of four heads' formed during
- * the previous group's W sweeps (the first group's in the kv sweeps, when k and v are given and n >= 4); every element
- * is the fused multiply-add chain of Vec.rank1 / Vec.rank1Project and Gemm (the same bits). */
-__attribute__((visibility("hidden"))) void hla_private_hla3_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
-    float *S, float *P, const float *q, float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k,
-    const float *v, float g, hla_private_kv_from *from);
+ * the previous group's W sweeps on AVX-512 (the first group's in the kv sweeps, when k and v are given and n >= 4;
+ * on AVX2 all heads' products first);
+ * every element is the fused multiply-add chain of Vec.rank1 / Vec.rank1Project and Gemm (the same bits). */
+#define HLA_PRIVATE_HLA3_HEADS_ARGS(f) f(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, float *P, const float *q, \
+    float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k, const float *v, float g, \
+    hla_private_kv_from *from)
 /* hla2's masked step without ridge for n query heads of one kv head (HLA2.stepHeads): z = S q_j,
- * U_j <- g2 U_j + z v^T, o_j = U_j^T q_j, with U_j at U + j*ustride; z: 2 (dk + dvp) floats of scratch. The kernel
+ * U_j <- g2 U_j + z v^T, o_j = U_j^T q_j, with U_j at U + j*ustride; z: n (dk + dvp) floats of scratch. The kernel
  * above with y = v for every head; with k not NULL, S <- g S + k k^T
  * first (HLA2.stepKV), in the sweep that forms head 0's z. */
-__attribute__((visibility("hidden"))) void hla_private_hla2_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
-    float *S, const float *v, const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out,
-    const float *k, float g, hla_private_kv_from *from);
+#define HLA_PRIVATE_HLA2_HEADS_ARGS(f) f(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, const float *v, \
+    const float *q, float *U, ptrdiff_t ustride, float g2, float *z, float *out, const float *k, float g, \
+    hla_private_kv_from *from)
 /* ahla's masked step for n query heads of one kv head (AHLA.stepHeads): y = P^T q_j, E_j <- g E_j + k y^T,
- * o_j = E_j^T q_j, with E_j at E + j*estride; y: 2 (dk + dvp) floats of scratch. The kernel above with z = k for
+ * o_j = E_j^T q_j, with E_j at E + j*estride; y: n (dk + dvp) floats of scratch. The kernel above with z = k for
  * every head; with vu (the token's v) not NULL, P <- gkv P + k v^T
  * first (AHLA.stepKV), in the sweep that forms head 0's y. */
-__attribute__((visibility("hidden"))) void hla_private_ahla_heads_avx512(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp,
-    float *P, const float *k, const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out,
-    const float *vu, float gkv, hla_private_kv_from *from);
+#define HLA_PRIVATE_AHLA_HEADS_ARGS(f) f(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *P, const float *k, \
+    const float *q, float *E, ptrdiff_t estride, float g, float *y, float *out, const float *vu, float gkv, \
+    hla_private_kv_from *from)
+__attribute__((visibility("hidden"))) void HLA_PRIVATE_HLA3_HEADS_ARGS(hla_private_hla3_heads_avx512);
+__attribute__((visibility("hidden"))) void HLA_PRIVATE_HLA3_HEADS_ARGS(hla_private_hla3_heads_avx2);
+__attribute__((visibility("hidden"))) void HLA_PRIVATE_HLA2_HEADS_ARGS(hla_private_hla2_heads_avx512);
+__attribute__((visibility("hidden"))) void HLA_PRIVATE_HLA2_HEADS_ARGS(hla_private_hla2_heads_avx2);
+__attribute__((visibility("hidden"))) void HLA_PRIVATE_AHLA_HEADS_ARGS(hla_private_ahla_heads_avx512);
+__attribute__((visibility("hidden"))) void HLA_PRIVATE_AHLA_HEADS_ARGS(hla_private_ahla_heads_avx2);
+static inline void HLA_PRIVATE_HLA3_HEADS_ARGS(hla_private_hla3_heads) {
+    (hla_private_avx512 ? hla_private_hla3_heads_avx512 : hla_private_hla3_heads_avx2)(n, dk, dvp, S, P, q, W, wstride,
+        g3, zy, out, k, v, g, from);
+}
+static inline void HLA_PRIVATE_HLA2_HEADS_ARGS(hla_private_hla2_heads) {
+    (hla_private_avx512 ? hla_private_hla2_heads_avx512 : hla_private_hla2_heads_avx2)(n, dk, dvp, S, v, q, U, ustride,
+        g2, z, out, k, g, from);
+}
+static inline void HLA_PRIVATE_AHLA_HEADS_ARGS(hla_private_ahla_heads) {
+    (hla_private_avx512 ? hla_private_ahla_heads_avx512 : hla_private_ahla_heads_avx2)(n, dk, dvp, P, k, q, E, estride,
+        g, y, out, vu, gkv, from);
+}
 
 #endif

@@ -126,8 +126,9 @@ extension Operator {
                                   q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
         if u.group == 1 {
             // One query head: on the AVX-512 step kernel where it applies (its zmm sweeps; its scratch for one head
-            // fits in `stepScratch`), else the portable fused sweeps. The same bits either way.
-            if stepKVHeadsFused(c, u, 0, 1, k: k, v: v, q: q, out: out, tmp: tmp, from: nil) { return }
+            // fits in `stepScratch`), else the portable fused sweeps. The same bits either way. (For one head the
+            // AVX2 kernel's passes are the portable ones: it is used for several.)
+            if Gemm.avx512 && stepKVHeadsFused(c, u, 0, 1, k: k, v: v, q: q, out: out, tmp: tmp, from: nil) { return }
             return stepSingle(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
         }
         stepGroup(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
@@ -170,9 +171,11 @@ extension Operator {
     }
 }
 
-/// Whether a masked multi-head step of T runs on the AVX-512 step kernel (`heads` in Sources/CHLA/tile512.c: the
-/// heads' products of the kv blocks as one product on the register tiles, then one sweep of each head's block; the
-/// same bits as `stepHeadsPortable`): float32 on the AVX-512 tiles, dk and dvp multiples of 64. At d = 128 the
+/// Whether a masked multi-head step of T runs on the step kernel (`heads` in Sources/CHLA/step_heads.h: the heads'
+/// products of the kv blocks as products on the register tiles, then one sweep of each head's block; the same bits
+/// as `stepHeadsPortable`): float32, dk and dvp multiples of 64, on AVX-512 (tile512.c, the next heads' product
+/// tiles fused into the sweeps) or AVX2 (step256.c, without AVX-512 or with HLA_SIMD=avx2; the AVX2 kernel against
+/// the portable steps on the Zen 3 host without AVX-512: README, Speed, stop 45). On AVX-512, at d = 128 the
 /// earlier form of the kernel (which read the kv blocks in every head's sweep) was 11% slower than the portable
 /// steps (hla3, H = 16, Hkv = 2) and was kept at d = 64; this one measured alike there with several query heads per
 /// kv head (per-round ratios hla3 H=16 Hkv=2 0.986, hla2 H=16 Hkv=1 0.942, ahla H=16 Hkv=4 1.013; one thread) and
@@ -180,7 +183,7 @@ extension Operator {
 /// hla2 and ahla's `stepHeads` and by single-head steps (each adds its own conditions).
 @inline(__always)
 func onStepKernel<T: HLAFloat>(_ c: Config, _: T.Type) -> Bool {
-    c.masked && T.self == Float.self && Gemm.avx512 && c.dk % 64 == 0 && c.dvp % 64 == 0
+    c.masked && T.self == Float.self && c.dk % 64 == 0 && c.dvp % 64 == 0
 }
 
 /// Pointers to one unit of a state or summary: the kv blocks, and the per-query-head blocks of the

@@ -43,20 +43,20 @@ extension AHLA {
         return true
     }
 
-    /// Masked `stepHeads` on the AVX-512 kernel (hla_private_ahla_heads_avx512): float32 only, dk and dvp multiples
-    /// of 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements. With v, `stepKV` first
+    /// Masked `stepHeads` on the step kernel (hla_private_ahla_heads: AVX-512 or AVX2), where `onStepKernel`; tmp holds
+    /// `stepScratchHeads(c, n)` elements. With v, `stepKV` first
     /// (`stepKVHeads`), in the kernel's first sweep.
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                             q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                             tmp: UnsafeMutablePointer<T>, v: UnsafePointer<T>? = nil,
                                             from: UnsafeMutablePointer<hla_private_kv_from>? = nil) {
         let g = unsafeBitCast(T(c.decay), to: Float.self)
-        hla_private_ahla_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(k), Gemm.float(q),
-                                      Gemm.float(u.head(j0)), u.qStride, g, Gemm.float(tmp), Gemm.float(out),
-                                      v.map { Gemm.float($0) }, g, from)
+        hla_private_ahla_heads(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(k), Gemm.float(q),
+                               Gemm.float(u.head(j0)), u.qStride, g, Gemm.float(tmp), Gemm.float(out),
+                               v.map { Gemm.float($0) }, g, from)
     }
 
-    /// `stepHeads` without the AVX-512 kernel: masked, y_j = Pᵀ q_j of all n heads, then one sweep of each head's
+    /// `stepHeads` without the step kernel: masked, y_j = Pᵀ q_j of all n heads, then one sweep of each head's
     /// block; unmasked, the sweeps first.
     static func stepHeadsPortable<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, k: UnsafePointer<T>,
                                                q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,

@@ -46,21 +46,21 @@ extension HLA2 {
         return true
     }
 
-    /// Masked `stepHeads` without ridge on the AVX-512 kernel (hla_private_hla2_heads_avx512): float32 only, dk and
-    /// dvp multiples of 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements. With k,
+    /// Masked `stepHeads` without ridge on the step kernel (hla_private_hla2_heads: AVX-512 or AVX2), where
+    /// `onKernel`; tmp holds `stepScratchHeads(c, n)` elements. With k,
     /// `stepKV` first (`stepKVHeads`), in the kernel's first sweep.
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, v: UnsafePointer<T>,
                                             q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                             tmp: UnsafeMutablePointer<T>, k: UnsafePointer<T>? = nil,
                                             from: UnsafeMutablePointer<hla_private_kv_from>? = nil) {
         let g = T(c.decay)
-        hla_private_hla2_heads_avx512(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(v), Gemm.float(q),
-                                      Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g, to: Float.self),
-                                      Gemm.float(tmp), Gemm.float(out), k.map { Gemm.float($0) },
-                                      unsafeBitCast(g, to: Float.self), from)
+        hla_private_hla2_heads(n, c.dk, c.dvp, Gemm.float(u.kv), Gemm.float(v), Gemm.float(q),
+                               Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g, to: Float.self),
+                               Gemm.float(tmp), Gemm.float(out), k.map { Gemm.float($0) },
+                               unsafeBitCast(g, to: Float.self), from)
     }
 
-    /// `stepHeads` without the AVX-512 kernel: z_j = S q_j of all n heads, then one sweep of each head's blocks.
+    /// `stepHeads` without the step kernel: z_j = S q_j of all n heads, then one sweep of each head's blocks.
     static func stepHeadsPortable<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, v: UnsafePointer<T>,
                                                q: UnsafePointer<T>, out: UnsafeMutablePointer<T>,
                                                tmp: UnsafeMutablePointer<T>) {

@@ -51,21 +51,21 @@ extension HLA3 {
         return true
     }
 
-    /// Masked `stepHeads` on the AVX-512 kernel (hla_private_hla3_heads_avx512): float32 only, dk and dvp multiples of
-    /// 64, and only when `Gemm.avx512`; tmp holds `stepScratchHeads(c, n)` elements. With k and v, `stepKV` first
+    /// Masked `stepHeads` on the step kernel (hla_private_hla3_heads: AVX-512 or AVX2), where `onStepKernel`; tmp holds
+    /// `stepScratchHeads(c, n)` elements. With k and v, `stepKV` first
     /// (`stepKVHeads`), in the kernel's first sweeps.
     static func stepHeadsFused<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, q: UnsafePointer<T>,
                                             out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>,
                                             k: UnsafePointer<T>? = nil, v: UnsafePointer<T>? = nil,
                                             from: UnsafeMutablePointer<hla_private_kv_from>? = nil) {
         let dk = c.dk, dvp = c.dvp, g = T(c.decay)
-        hla_private_hla3_heads_avx512(n, dk, dvp, Gemm.float(u.kv), Gemm.float(u.kv + dk * dk), Gemm.float(q),
-                                      Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g * g, to: Float.self),
-                                      Gemm.float(tmp), Gemm.float(out), k.map { Gemm.float($0) }, v.map { Gemm.float($0) },
-                                      unsafeBitCast(g, to: Float.self), from)
+        hla_private_hla3_heads(n, dk, dvp, Gemm.float(u.kv), Gemm.float(u.kv + dk * dk), Gemm.float(q),
+                               Gemm.float(u.head(j0)), u.qStride, unsafeBitCast(g * g * g, to: Float.self),
+                               Gemm.float(tmp), Gemm.float(out), k.map { Gemm.float($0) }, v.map { Gemm.float($0) },
+                               unsafeBitCast(g, to: Float.self), from)
     }
 
-    /// `stepHeads` without the AVX-512 kernel: the products z_j = S q_j and y_j = Pᵀ q_j of all n heads, then one
+    /// `stepHeads` without the step kernel: the products z_j = S q_j and y_j = Pᵀ q_j of all n heads, then one
     /// sweep of each head's block.
     static func stepHeadsPortable<T: HLAFloat>(_ c: Config, _ u: Unit<T>, _ j0: Int, _ n: Int, q: UnsafePointer<T>,
                                                out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
