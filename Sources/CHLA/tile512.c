@@ -148,7 +148,9 @@ static inline HLA_AVX512 __attribute__((always_inline)) void products(ptrdiff_t 
 }
 
 /* The masked multi-head step kernel on zmm registers (Sources/CHLA/step_heads.h): W blocks of 64 columns, product
- * tiles of 32 (the 8 × 32 tiles above), the first group's products formed in the kv sweeps. */
+ * tiles of 32 (the 8 × 32 tiles above) fused into the sweeps, the first group's products formed in the kv sweeps.
+ * HV_TILE's unused second segment names the kernel's S, as the call did before the kernel moved into step_heads.h:
+ * the compiled instructions are those of before. */
 #define HV __m512
 #define HV_LANES 16
 #define HV_MASK __mmask16

@@ -163,10 +163,10 @@ typedef struct {
  * are first advanced with the token, S <- g S + k k^T and P <- g P + k v^T (HLA3.stepKV, in HLA3.stepKVHeadsFused), in the
  * sweeps that form head 0's z and y; with k NULL, S (dk x dk, symmetric) and P (dk x dvp) already hold the token and
  * are only read; with `from` (not NULL; k and v given) they are read from the state's blocks as
- * hla_private_kv_from says. The heads' z and y are products on register tiles, each group of four heads' formed during
- * the previous group's W sweeps on AVX-512 (the first group's in the kv sweeps, when k and v are given and n >= 4;
- * on AVX2 all heads' products first);
- * every element is the fused multiply-add chain of Vec.rank1 / Vec.rank1Project and Gemm (the same bits). */
+ * hla_private_kv_from says. The heads' z and y are products on register tiles: on AVX-512 each group of four heads'
+ * formed during the previous group's W sweeps (the first group's in the kv sweeps, when k and v are given and
+ * n >= 4), on AVX2 all heads' before the W sweeps. Every element is the fused multiply-add chain of Vec.rank1 /
+ * Vec.rank1Project and Gemm (the same bits). */
 #define HLA_PRIVATE_HLA3_HEADS_ARGS(f) f(ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, float *P, const float *q, \
     float *W, ptrdiff_t wstride, float g3, float *zy, float *out, const float *k, const float *v, float g, \
     hla_private_kv_from *from)
