@@ -125,10 +125,11 @@ extension Operator {
     static func step<T: HLAFloat>(_ c: Config, _ u: Unit<T>, k: UnsafePointer<T>, v: UnsafePointer<T>,
                                   q: UnsafePointer<T>, out: UnsafeMutablePointer<T>, tmp: UnsafeMutablePointer<T>) {
         if u.group == 1 {
-            // One query head: on the AVX-512 step kernel where it applies (its zmm sweeps; its scratch for one head
-            // fits in `stepScratch`), else the portable fused sweeps. The same bits either way. (For one head the
-            // AVX2 kernel's passes are the portable ones: it is used for several.)
-            if Gemm.avx512 && stepKVHeadsFused(c, u, 0, 1, k: k, v: v, q: q, out: out, tmp: tmp, from: nil) { return }
+            // One query head: on the step kernel where it applies (its sweeps; its scratch for one head fits in
+            // `stepScratch`), else the portable fused sweeps. The same bits either way. The AVX2 kernel against the
+            // portable sweeps at H = Hkv = 64, d = 64 on a Zen 3 host (`ab.py`, two threads; hla3, hla2, ahla):
+            // 0.954-0.964 (15 rounds), 0.920-0.934 (25 rounds), and once 0.992 (11 rounds).
+            if stepKVHeadsFused(c, u, 0, 1, k: k, v: v, q: q, out: out, tmp: tmp, from: nil) { return }
             return stepSingle(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
         }
         stepGroup(c, u, k: k, v: v, q: q, out: out, tmp: tmp)
