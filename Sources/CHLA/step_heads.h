@@ -1,6 +1,6 @@
 /* The masked multi-head step kernel (HLA3.stepHeads, HLA2.stepHeads, AHLA.stepHeads), written once over a vector
  * register type and included by the file that compiles it for one instruction set: tile512.c (AVX-512F, 16-lane zmm
- * registers) and step256.c (AVX2/FMA, 8-lane ymm registers). A W block is HV_BLOCK registers wide (64 columns
+ * registers) and tile256.c (AVX2/FMA, 8-lane ymm registers). A W block is HV_BLOCK registers wide (64 columns
  * either way), a product tile two. Every element is the same fused multiply-add chain at either width, so both give
  * the bits of the portable composition (Vec.rank1Project, Gemm). The including file defines first:
  *   HV, HV_LANES             the register type and its float32 lanes
@@ -11,14 +11,16 @@
  *   HV_NEQ(a, b)             the lanes whose bits differ
  *   HV_PRODUCTS(m, k, A, B, w, C)           C (m × w) = A (m × k) · B (k × w), dense, row-major, w a multiple of two
  *                                           registers: each element one fused multiply-add chain over k in order
- *   HV_TILE(rows, k, a, bp, ld, c)          one two-register tile of that product: rows (1-4) rows of A (row r at
- *                                           a + r·k) times B's panel at bp (row p at bp + p·ld) into c (ld apart)
  *   HV_BLOCK                 registers per W block (4 or 8: the accumulators of o, one per register)
  *   HV_FUSE                  1: each group's product tiles are fused into the previous group's W sweeps (blocks of
- *                            four registers only); 0: all heads' products are formed first, then the sweeps
- *   HV_GROUP                 heads per group, the rows of a product tile fused into a sweep (at most 4)
+ *                            four registers only); 0: all heads' products are formed first, then each head's sweeps
  *   HV_KQ                    1: the kv sweeps also form heads 1-3's products (twelve more accumulators; AVX-512's 32
  *                            registers hold them, AVX2's 16 do not)
+ * and, with HV_FUSE or HV_KQ,
+ *   HV_GROUP                 heads per group, the rows of a product tile fused into a sweep (at most 4)
+ * and, with HV_FUSE,
+ *   HV_TILE(rows, k, a, bp, ld, c)          one two-register tile of that product: rows (1-4) rows of A (row r at
+ *                                           a + r·k) times B's panel at bp (row p at bp + p·ld) into c (ld apart)
  *   HV_NAME(x)               the entry point's name for x (hla3_heads, hla2_heads, ahla_heads)
  * and the file is included once per translation unit. */
 
@@ -120,6 +122,7 @@ HV_INLINE void kv_block(ptrdiff_t dk, ptrdiff_t dvp, float *w, const float *z, c
 #undef KV
 }
 
+#if HV_FUSE
 /* step_block with a tile of `rows` (1-4) rows of A, for either decay, each variant's loop straight-line. */
 #define STEP_TILE(NR, SCALED, ...) step_block(SCALED, NR, 0, 0, __VA_ARGS__, 0, 0, 0, 0, 0)
 #define BY_ROWS(f, rows, ...) \
@@ -133,6 +136,7 @@ HV_INLINE void step_block_tile_rows(ptrdiff_t rows, ptrdiff_t dk, ptrdiff_t dvp,
 }
 #undef STEP_TILE
 #undef BY_ROWS
+#endif
 
 /* A following thread's wait for the first thread's verdict (hla_private_kv_from): whether its copy held the state. */
 static int follow_verdict(hla_private_kv_from *f) {
@@ -168,7 +172,11 @@ static int follow_verdict(hla_private_kv_from *f) {
 #if HV_FUSE && HV_BLOCK != 4
 #error "a fused tile's accumulators fit beside blocks of four registers only"
 #endif
+#if HV_FUSE || HV_KQ
 #define GROUP HV_GROUP
+#else
+#define GROUP 1                   /* no groups: every use of it is decided by HV_FUSE or HV_KQ, both 0 */
+#endif
 HV_INLINE void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, float *S, float *P, const float *zs,
     const float *q, float *W, ptrdiff_t wstride, float g, float *zy, float *out, const float *ku, const float *vu,
     float gkv, hla_private_kv_from *from) {
@@ -203,18 +211,19 @@ HV_INLINE void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, f
     if (DZ) HV_PRODUCTS(n0 - first, dk, q + first * dk, S, dk, Z + first * dk);
     if (DY) HV_PRODUCTS(n0 - first, dk, q + first * dk, P, dvp, Y + first * dvp);
     if (from && from->follow && !follow_verdict(from)) { from->stopped = 1; return; }
+#if HV_FUSE
     const ptrdiff_t ztiles = DZ ? dk / TW : 0, tiles = ztiles + (DY ? dvp / TW : 0);
     for (ptrdiff_t h0 = 0; h0 < n; h0 += GROUP) {
         const ptrdiff_t nh = n - h0 < GROUP ? n - h0 : GROUP;          /* this group's heads */
         const ptrdiff_t n1 = h0 + GROUP, rows = n - n1 < GROUP ? n - n1 : GROUP;   /* the next group's (may be <= 0) */
-        ptrdiff_t t = HV_FUSE && rows > 0 ? 0 : tiles;                   /* next product tile */
+        ptrdiff_t t = rows > 0 ? 0 : tiles;                              /* next product tile */
         const float *a = q + n1 * dk;
         for (ptrdiff_t m = 0; m < nh; m++) {
             const ptrdiff_t j = h0 + m;
             const float *qj = q + j * dk, *z = DZ ? Z + j * dk : zs, *y = DY ? Y + j * dvp : zs;
             float *Wj = W + j * wstride, *oj = out + j * dvp;
             for (ptrdiff_t c0 = 0; c0 < dvp; c0 += BW) {
-                if (HV_FUSE && t < tiles) {
+                if (t < tiles) {
                     const int isz = t < ztiles;
                     const ptrdiff_t tc = isz ? TW * t : TW * (t - ztiles), ld = isz ? dk : dvp;
                     const float *bp = (isz ? S : P) + tc;
@@ -226,12 +235,19 @@ HV_INLINE void heads(int DZ, int DY, ptrdiff_t n, ptrdiff_t dk, ptrdiff_t dvp, f
                 }
             }
         }
-        for (; HV_FUSE && t < tiles; t++) {                              /* tiles left unpaired */
+        for (; t < tiles; t++) {                                         /* tiles left unpaired */
             const int isz = t < ztiles;
             const ptrdiff_t tc = isz ? TW * t : TW * (t - ztiles), ld = isz ? dk : dvp;
             HV_TILE(rows, dk, a, (isz ? S : P) + tc, ld, (isz ? Z + n1 * dk : Y + n1 * dvp) + tc);
         }
     }
+#else
+    for (ptrdiff_t j = 0; j < n; j++) {                                  /* each head's W sweeps */
+        const float *qj = q + j * dk, *z = DZ ? Z + j * dk : zs, *y = DY ? Y + j * dvp : zs;
+        float *Wj = W + j * wstride, *oj = out + j * dvp;
+        for (ptrdiff_t c0 = 0; c0 < dvp; c0 += BW) step_block_g(dk, dvp, Wj + c0, z, y + c0, qj, oj + c0, g);
+    }
+#endif
 }
 #undef GROUP
 

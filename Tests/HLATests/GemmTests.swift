@@ -100,6 +100,48 @@ final class GemmTests: XCTestCase {
         }
     }
 
+    /// The float32 AVX2 tile (Sources/CHLA/tile256.c, which `Gemm.tile` calls for Float) gives the bits of the Swift
+    /// tile it replaced (`tile(height:)`, float64's), for every row count, full and partial panels, α and β (β = 0: C
+    /// not read), strided A (both layouts), P rows apart by more than the panel, and with a second segment (gemm2's).
+    func testAVX2TileMatchesTheSwiftTile() {
+        var rng = SplitMix64(seed: 33)
+        let nr = Float.Panel.scalarCount
+        for rows in 1...6 {
+            for w in [16, 11, 1] {
+                for (alpha, beta) in [(1, 0), (0.75, 0), (1, 1), (-1.25, 0.3), (1, -0.7)] as [(Float, Float)] {
+                    for transA in [false, true] {
+                        for kb2 in [0, 7] {
+                            let kb = 5 + rows, lda = 40, bs = nr + 3, ldc = 21
+                            let a = (0..<(lda * lda)).map { _ in Float(rng.normal()) }
+                            let p = (0..<(40 * bs)).map { _ in Float(rng.normal()) }
+                            let c0 = (0..<(8 * ldc)).map { _ in beta == 0 ? Float.nan : Float(rng.normal()) }
+                            let ars = transA ? 1 : lda, acs = transA ? lda : 1
+                            var want = c0, got = c0
+                            a.withUnsafeBufferPointer { pa in p.withUnsafeBufferPointer { pp in
+                                let A = pa.baseAddress!, P = pp.baseAddress!
+                                let s2: Gemm.Segment<Float>? = kb2 > 0
+                                    ? Gemm.Segment(kb: kb2, a: A + 3, ars: ars, acs: acs, bp: P + 11 * bs, bs: bs) : nil
+                                let height = rows > 4 ? 6 : rows > 2 ? 4 : 2
+                                want.withUnsafeMutableBufferPointer { pc in
+                                    Gemm.tile(kb, A + 1, ars, acs, rows, P + 2, bs, pc.baseAddress! + 1, ldc, w, alpha, beta,
+                                              height: height, then: s2)
+                                }
+                                got.withUnsafeMutableBufferPointer { pc in
+                                    Gemm.tile(kb, A + 1, ars, acs, rows, P + 2, bs, pc.baseAddress! + 1, ldc, w, alpha, beta,
+                                              wide: false, then: s2)
+                                }
+                            } }
+                            for x in 0..<want.count {
+                                XCTAssertEqual(want[x].bitPattern, got[x].bitPattern,
+                                               "rows \(rows) w \(w) α \(alpha) β \(beta) transA \(transA) kb2 \(kb2) at \(x)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Results depend only on the call's arguments: the same product on many threads at once is bit-identical.
     func testDeterministicAcrossThreads() {
         var rng = SplitMix64(seed: 3)

@@ -1,6 +1,6 @@
 // The masked multi-head step kernel (`heads` in Sources/CHLA/step_heads.h: the heads' z = S q_j and y = Pᵀ q_j,
 // where they differ by head, as products of all heads on the register tiles, then each query head's sweep of its
-// block W_j ← g·W_j + z yᵀ, o_j = W_jᵀ q_j), on AVX-512 (tile512.c) where the CPU has it and on AVX2 (step256.c)
+// block W_j ← g·W_j + z yᵀ, o_j = W_jᵀ q_j), on AVX-512 (tile512.c) where the CPU has it and on AVX2 (tile256.c)
 // elsewhere or under HLA_SIMD=avx2 (`make test-swift` runs these tests both ways on an AVX-512 CPU),
 // for hla3 (`HLA3.stepHeadsFused`: z and y per head), hla2 (`HLA2.stepHeadsFused`: y = v for every head) and ahla
 // (`AHLA.stepHeadsFused`: z = k for every head), each against the portable composition it replaces

@@ -1,5 +1,6 @@
 """The float32 dense products run on an 8 x 16 AVX-512 register tile where the CPU has AVX-512F, and on the
-6 x 16 AVX2/FMA tiles otherwise or under HLA_SIMD=avx2 (Sources/HLA/Core/Gemm.swift, Sources/CHLA/tile512.c).
+6 x 16 AVX2/FMA tiles otherwise or under HLA_SIMD=avx2 (Sources/HLA/Core/Gemm.swift, Sources/CHLA/tile512.c and
+tile256.c).
 Both sum every element in the same order, so every path of every operator must give the same bits either
 way: a child process hashes the outputs, final states and gradients of many configurations, once per kernel."""
 import hashlib
@@ -40,8 +41,8 @@ CHILD = textwrap.dedent("""
             for x in hla.backward(q, k, v, np.cos(o), **kw):
                 if x is not None:
                     h.update(np.ascontiguousarray(x).tobytes())
-    # State.step where dk and dv are multiples of 64 (the AVX-512 step kernel, for one query head per kv head and
-    # for three).
+    # State.step where dk and dv are multiples of 64 (the step kernel, AVX-512 or AVX2, for one query head per kv
+    # head and for three).
     for op, decay, Hkv, (dk, dv) in itertools.product(("hla2", "ahla", "hla3"), (1.0, 0.9), (3, 1),
                                                       ((64, 64), (128, 128), (64, 128), (128, 64))):
         st = hla.State(op, batch=2, heads=3, dk=dk, dv=dv, kv_heads=Hkv, scale=0.125, decay=decay, dtype="float32")

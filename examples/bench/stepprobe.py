@@ -65,15 +65,17 @@ def variant_source(name, edits):
     os.makedirs(d, exist_ok=True)
     with open(TILE512) as f:
         tile = f.read()
-    paths = []
-    for base, content in (("step_heads.h", text), ("tile512.c", tile)):
+
+    def put(base, content):
         path = os.path.join(d, base)
         tmp = path + ".%d.tmp" % os.getpid()
         with open(tmp, "w") as f:
             f.write(content)
         os.replace(tmp, path)      # whole, also when two runs write it at once
-        paths.append(path)
-    return paths[1], paths[0]
+        return path
+
+    kernel = put("step_heads.h", text)
+    return put("tile512.c", tile), kernel
 
 
 def build(name, edits):

@@ -131,6 +131,14 @@ __attribute__((visibility("hidden"))) void hla_private_tile2_sum_avx512(ptrdiff_
     ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
     const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, float alpha, float beta);
 
+/* AVX2/FMA (tile256.c): the float32 tile where the AVX-512 one does not run, 6 x 16, with the same arguments
+ * (rows <= 6, w <= 16); and over the sum of two products, as hla_private_tile_sum_avx512. */
+__attribute__((visibility("hidden"))) void hla_private_tile_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
+    ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
+__attribute__((visibility("hidden"))) void hla_private_tile_sum_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars,
+    ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
+    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
+
 /* The kv sweeps of a multi-query step (Paths.stepByHead), for the unit's first thread (`follow` 0) or another
  * (`follow` 1).
  * First thread: the kv blocks are read from the state's blocks `kv` (the copy's layout), each row read there,
@@ -153,7 +161,7 @@ typedef struct {
 } hla_private_kv_from;
 
 /* The masked multi-head step kernel (Sources/CHLA/step_heads.h), compiled twice: `_avx512` (tile512.c; dk and dvp
- * multiples of 64, only where the CPU has AVX-512F: hla_private_avx512) and `_avx2` (step256.c; also multiples of 64).
+ * multiples of 64, only where the CPU has AVX-512F: hla_private_avx512) and `_avx2` (tile256.c; also multiples of 64).
  * `hla_private_hla3_heads` and its two siblings call the one hla_private_avx512 chooses: the caller checks dk and
  * dvp (`onStepKernel`). Both give the same bits.
  *

@@ -9,7 +9,8 @@ import CHLA
 /// the library's thread-local storage), takes no lock and runs on the calling thread.
 ///
 /// Tiles are 6 rows × one `Panel` (16 float32 or 8 float64 columns: two AVX registers), so the 6 × 2
-/// accumulators, the panel and a broadcast fill the 16 vector registers. On a CPU with AVX-512, float32 tiles are
+/// accumulators, the panel and a broadcast fill the 16 vector registers (float32's in C, Sources/CHLA/tile256.c;
+/// float64's in Swift, `tile(height:)`). On a CPU with AVX-512, float32 tiles are
 /// 8 rows × the same panel, one zmm register per row, or 8 rows × two adjacent panels where op(B) is read in place
 /// and has no B- or C-side structure (`avx512`: Sources/CHLA/tile512.c). They form the same sums in the same
 /// order, so the bits do not depend on the kernel (in triangular products the taller tile adds a few more
@@ -277,7 +278,10 @@ enum Gemm {
     /// bp + p·bs. Tiles of 1-2 and 3-4 rows (the last rows of a 32- or 64-row product) run with 2 or 4
     /// accumulator rows instead of 6; rows past `rows` repeat the last valid row of A and are not stored.
     /// `wide` (float32 only): the AVX-512 tile of up to 8 rows; w = 2·nr there is two full panels side by side
-    /// (the right one's row p at bp + p·bs + nr).
+    /// (the right one's row p at bp + p·bs + nr). Other float32 tiles run on the same tile as `tile(height:)`
+    /// written with AVX2 intrinsics (Sources/CHLA/tile256.c: the same bits; clang kept one of this Swift tile's
+    /// accumulators in the register it loads P into, two register moves per step of k, and the chunked forward
+    /// took 0.88-0.95 of its time on the C tile); float64 tiles run here.
     @inline(__always)
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
@@ -297,6 +301,14 @@ enum Gemm {
                 return hla_private_tile2_avx512(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, al, be)
             }
             return hla_private_tile_avx512(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, w, al, be)
+        }
+        if T.self == Float.self {
+            let al = unsafeBitCast(alpha, to: Float.self), be = unsafeBitCast(beta, to: Float.self)
+            if let s = s2 {
+                return hla_private_tile_sum_avx2(kb, float(a), ars, acs, float(bp), bs, s.kb, float(s.a), s.ars, s.acs,
+                                                 float(s.bp), s.bs, rows, float(c), ldc, w, al, be)
+            }
+            return hla_private_tile_avx2(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, w, al, be)
         }
         if rows > 4 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 6, then: s2) }
         else if rows > 2 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 4, then: s2) }

@@ -175,7 +175,7 @@ extension Operator {
 /// Whether a masked multi-head step of T runs on the step kernel (`heads` in Sources/CHLA/step_heads.h: the heads'
 /// products of the kv blocks as products on the register tiles, then one sweep of each head's block; the same bits
 /// as `stepHeadsPortable`): float32, dk and dvp multiples of 64, on AVX-512 (tile512.c, the next heads' product
-/// tiles fused into the sweeps) or AVX2 (step256.c, without AVX-512 or with HLA_SIMD=avx2; the AVX2 kernel against
+/// tiles fused into the sweeps) or AVX2 (tile256.c, without AVX-512 or with HLA_SIMD=avx2; the AVX2 kernel against
 /// the portable steps on the Zen 3 host without AVX-512: README, Speed, stop 45). On AVX-512, at d = 128 the
 /// earlier form of the kernel (which read the kv blocks in every head's sweep) was 11% slower than the portable
 /// steps (hla3, H = 16, Hkv = 2) and was kept at d = 64; this one measured alike there with several query heads per
