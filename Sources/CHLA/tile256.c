@@ -1,11 +1,12 @@
-/* The float32 register tile of the engine's dense products (Sources/HLA/Core/Gemm.swift) on AVX2/FMA, for CPUs
- * without AVX-512F (and under HLA_SIMD=avx2): 6 rows x one 16-column panel, two ymm registers per row; and, at the
- * end, the masked multi-head steps of hla3, hla2 and ahla (Sources/CHLA/step_heads.h) on ymm registers.
- * The tile is Gemm.tile's (which float64 products still run in Swift) written with intrinsics: the same sums in the
- * same order, stored as Gemm.store stores them, so the bits are the Swift tile's (and the AVX-512 tile's: tile512.c).
- * In Swift, clang kept one of the twelve accumulators in the register it loads B into and moved it out and back
- * (two register moves per step of k); the chunked forward on this tile took 0.88-0.95 of its time on the Swift tile
- * (Zen 3, ab.py, 15 rounds, one and two threads, d = 64 and 128; README, Speed).
+/* The register tiles of the engine's dense products (Sources/HLA/Core/Gemm.swift) on AVX2/FMA: float32 where the
+ * CPU has no AVX-512F (and under HLA_SIMD=avx2), float64 everywhere. 6 rows x one panel of two ymm registers (16
+ * float32 or 8 float64 columns), written once over the element type (Sources/CHLA/tile_avx2.h); and, at the end, the
+ * masked multi-head steps of hla3, hla2 and ahla (Sources/CHLA/step_heads.h) on ymm registers.
+ * The tile was Swift's until stop 46, with the same sums in the same order and the same stores: the same bits (and,
+ * in float32, the AVX-512 tile's: tile512.c). In Swift, clang kept one of the twelve accumulators in the register it
+ * loads half of P's row into and moved it out and back at every step of k (two register moves); the chunked forward
+ * took 0.88-0.96 of its time on this tile in float32 (Zen 3, ab.py, 15 rounds, one and two threads, d = 64 and 128;
+ * README, Speed).
  * The multi-head steps: all heads' products first, on this tile, then each head's W sweep in blocks of 64 columns
  * (eight accumulators, as Vec.rank1Project sweeps them), the kv blocks advanced in the sweeps that form head 0's
  * products (and, on a multi-query step's first thread, compared with and copied to the thread's copy in the same pass:
@@ -14,66 +15,55 @@
  * d = 64): 0.75-0.93 of the time at H = 64 with one or eight kv heads (README, Speed, stop 45).
  * The library requires AVX2 and FMA (`import hla` and the header say so); the target attribute only lets this file
  * compile without -mavx2. Every element is one fused multiply-add chain in order (FP_CONTRACT OFF: no other multiply
- * is fused; the partial-panel store is unfused, as in Swift). */
+ * is fused; the partial-panel store is unfused). */
 #pragma STDC FP_CONTRACT OFF
 #include <immintrin.h>
 #include "hla_private.h"
 
 #define HLA_AVX2 __attribute__((target("avx2,fma")))
 
-/* c[0..<w] = alpha * (x | y) + beta * c (beta = 0: c is not read), as Gemm.store. */
-static inline HLA_AVX2 __attribute__((always_inline)) void store(__m256 x, __m256 y, float *c, ptrdiff_t w,
-    float alpha, float beta) {
-    if (w == 16) {
-        if (alpha != 1) { const __m256 al = _mm256_set1_ps(alpha); x = _mm256_mul_ps(x, al); y = _mm256_mul_ps(y, al); }
-        if (beta != 0) {
-            const __m256 be = _mm256_set1_ps(beta);
-            x = _mm256_fmadd_ps(be, _mm256_loadu_ps(c), x);
-            y = _mm256_fmadd_ps(be, _mm256_loadu_ps(c + 8), y);
-        }
-        _mm256_storeu_ps(c, x); _mm256_storeu_ps(c + 8, y);
-        return;
-    }
-    float t[16];
-    _mm256_storeu_ps(t, x); _mm256_storeu_ps(t + 8, y);
-    if (beta == 0) { for (ptrdiff_t j = 0; j < w; j++) c[j] = alpha * t[j]; }
-    else { for (ptrdiff_t j = 0; j < w; j++) c[j] = alpha * t[j] + beta * c[j]; }
-}
-
-/* One segment of a tile's sum: kb steps of A (rows a + r*ars, step acs) times P (row p at bp + p*bs: 16 columns),
- * accumulated into x0..x5 (left 8 columns) and y0..y5 (right 8). Rows past `rows` repeat the last valid row. */
-#define ROWS(a, ars) \
-    const float *a0 = (a), *a1 = (a) + (rows > 1 ? 1 : rows - 1) * (ars), *a2 = (a) + (rows > 2 ? 2 : rows - 1) * (ars), \
-                *a3 = (a) + (rows > 3 ? 3 : rows - 1) * (ars), *a4 = (a) + (rows > 4 ? 4 : rows - 1) * (ars), \
-                *a5 = (a) + (rows > 5 ? 5 : rows - 1) * (ars); \
-    (void)a1; (void)a2; (void)a3; (void)a4; (void)a5;
-#define STEP(r) if (height > r) { const __m256 s = _mm256_set1_ps(a##r[o]); \
-    x##r = _mm256_fmadd_ps(s, b, x##r); y##r = _mm256_fmadd_ps(s, e, y##r); }
-#define SEGMENT(kb, a, ars, acs, bp, bs) { \
-    ROWS(a, ars) \
-    ptrdiff_t o = 0; const float *q = (bp); \
-    for (ptrdiff_t p = 0; p < (kb); p++, o += (acs), q += (bs)) { \
-        const __m256 b = _mm256_loadu_ps(q), e = _mm256_loadu_ps(q + 8); \
-        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) \
-    } }
-
-/* `height` (1-6, a constant after inlining) accumulator rows, rows <= height: the sum over segment 1, then over
- * segment 2 (kb2 = 0: none), one chain per element, stored once: 2 * height accumulators, the two halves of P's row
- * and a broadcast, within AVX2's 16 registers. */
-static inline HLA_AVX2 __attribute__((always_inline)) void tile(int height, ptrdiff_t kb, const float *a, ptrdiff_t ars,
-    ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2_, ptrdiff_t ars2, ptrdiff_t acs2,
-    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
-    __m256 x0 = _mm256_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0;
-    __m256 y0 = x0, y1 = x0, y2 = x0, y3 = x0, y4 = x0, y5 = x0;
-    SEGMENT(kb, a, ars, acs, bp, bs)
-    SEGMENT(kb2, a2_, ars2, acs2, bp2, bs2)
-#define PUT(r) if (height > r && rows > r) store(x##r, y##r, c + r * ldc, w, alpha, beta);
-    PUT(0) PUT(1) PUT(2) PUT(3) PUT(4) PUT(5)
-#undef PUT
-}
-#undef ROWS
-#undef STEP
-#undef SEGMENT
+#define TT float
+#define TV __m256
+#define TL 8
+#define TV_LOAD(p) _mm256_loadu_ps(p)
+#define TV_STORE(p, x) _mm256_storeu_ps(p, x)
+#define TV_SET1(s) _mm256_set1_ps(s)
+#define TV_ZERO() _mm256_setzero_ps()
+#define TV_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define TV_MUL(a, b) _mm256_mul_ps(a, b)
+#define TNAME(x) x##_f32
+#include "tile_avx2.h"
+#undef TT
+#undef TV
+#undef TL
+#undef TV_LOAD
+#undef TV_STORE
+#undef TV_SET1
+#undef TV_ZERO
+#undef TV_FMA
+#undef TV_MUL
+#undef TNAME
+#define TT double
+#define TV __m256d
+#define TL 4
+#define TV_LOAD(p) _mm256_loadu_pd(p)
+#define TV_STORE(p, x) _mm256_storeu_pd(p, x)
+#define TV_SET1(s) _mm256_set1_pd(s)
+#define TV_ZERO() _mm256_setzero_pd()
+#define TV_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#define TV_MUL(a, b) _mm256_mul_pd(a, b)
+#define TNAME(x) x##_f64
+#include "tile_avx2.h"
+#undef TT
+#undef TV
+#undef TL
+#undef TV_LOAD
+#undef TV_STORE
+#undef TV_SET1
+#undef TV_ZERO
+#undef TV_FMA
+#undef TV_MUL
+#undef TNAME
 
 /* Gemm's tiles: heights 2, 4 and 6, as Gemm.tile chooses them (a 1-, 3- or 5-row tile repeats a row). */
 #define BY_HEIGHT(f, ...) \
@@ -81,13 +71,24 @@ static inline HLA_AVX2 __attribute__((always_inline)) void tile(int height, ptrd
 
 HLA_AVX2 void hla_private_tile_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,
     const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
-    BY_HEIGHT(tile, kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, w, alpha, beta)
+    BY_HEIGHT(tile_f32, kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, w, alpha, beta)
 }
 
 HLA_AVX2 void hla_private_tile_sum_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
     const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2, const float *bp2,
     ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
-    BY_HEIGHT(tile, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
+    BY_HEIGHT(tile_f32, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
+}
+
+HLA_AVX2 void hla_private_dtile_avx2(ptrdiff_t kb, const double *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,
+    const double *bp, ptrdiff_t bs, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha, double beta) {
+    BY_HEIGHT(tile_f64, kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, w, alpha, beta)
+}
+
+HLA_AVX2 void hla_private_dtile_sum_avx2(ptrdiff_t kb, const double *a, ptrdiff_t ars, ptrdiff_t acs,
+    const double *bp, ptrdiff_t bs, ptrdiff_t kb2, const double *a2, ptrdiff_t ars2, ptrdiff_t acs2, const double *bp2,
+    ptrdiff_t bs2, ptrdiff_t rows, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha, double beta) {
+    BY_HEIGHT(tile_f64, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
 }
 #undef BY_HEIGHT
 
@@ -96,7 +97,7 @@ HLA_AVX2 void hla_private_tile_sum_avx2(ptrdiff_t kb, const float *a, ptrdiff_t 
  * the same bits). */
 static inline HLA_AVX2 __attribute__((always_inline)) void products(ptrdiff_t m, ptrdiff_t k, const float *A,
     const float *B, ptrdiff_t w, float *C) {
-#define ROWS_TILE(h) tile(h, k, A + i0 * k, k, 1, B + c0, w, 0, A, k, 1, B, w, h, C + i0 * w + c0, w, 16, 1, 0)
+#define ROWS_TILE(h) tile_f32(h, k, A + i0 * k, k, 1, B + c0, w, 0, A, k, 1, B, w, h, C + i0 * w + c0, w, 16, 1, 0)
     for (ptrdiff_t i0 = 0; i0 < m; i0 += 6) {
         const ptrdiff_t rows = m - i0 < 6 ? m - i0 : 6;
         for (ptrdiff_t c0 = 0; c0 < w; c0 += 16) {

@@ -7,8 +7,8 @@
  *
  * Same arithmetic as Gemm.tile: every C element is one fused multiply-add chain over k in order (only the exact-zero
  * terms at a triangular product's diagonal, which change no nonzero result, differ with the tile height; the 8 rows are
- * 8 independent chains, enough to cover the FMA latency on both ports), and the store applies alpha and beta as
- * Gemm.store does, so both kernels give the same bits (the partial-panel store is unfused, as in Swift: hence
+ * 8 independent chains, enough to cover the FMA latency on both ports), and the store applies alpha and beta as the
+ * AVX2 tile does (tile256.c), so both kernels give the same bits (the partial-panel store is unfused: hence
  * FP_CONTRACT OFF). */
 #pragma STDC FP_CONTRACT OFF
 #include <cpuid.h>

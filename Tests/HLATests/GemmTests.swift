@@ -100,40 +100,54 @@ final class GemmTests: XCTestCase {
         }
     }
 
-    /// The float32 AVX2 tile (Sources/CHLA/tile256.c, which `Gemm.tile` calls for Float) gives the bits of the Swift
-    /// tile it replaced (`tile(height:)`, float64's), for every row count, full and partial panels, α and β (β = 0: C
-    /// not read), strided A (both layouts), P rows apart by more than the panel, and with a second segment (gemm2's).
-    func testAVX2TileMatchesTheSwiftTile() {
+    /// The AVX2 register tiles (Sources/CHLA/tile256.c, float32 and float64) form each element as one fused
+    /// multiply-add chain over k in order from zero (the first segment's terms, then the second's), then store α·x
+    /// (+ β·C fused) on a full panel, α·x + β·C unfused on a partial one, C not read when β = 0: the bits of that
+    /// scalar chain (the Swift tile they replaced, and the AVX-512 tile), for every row count, full and partial
+    /// panels, α and β, both layouts of A, P's rows apart by more than the panel, with and without a second segment.
+    func tileMatchesTheScalarChain<T: HLAFloat>(_: T.Type) {
         var rng = SplitMix64(seed: 33)
-        let nr = Float.Panel.scalarCount
+        let nr = T.Panel.scalarCount
         for rows in 1...6 {
-            for w in [16, 11, 1] {
-                for (alpha, beta) in [(1, 0), (0.75, 0), (1, 1), (-1.25, 0.3), (1, -0.7)] as [(Float, Float)] {
+            for w in [nr, nr - 5, 1] {
+                for (alpha, beta) in [(1, 0), (0.75, 0), (1, 1), (-1.25, 0.3), (1, -0.7)] as [(T, T)] {
                     for transA in [false, true] {
                         for kb2 in [0, 7] {
                             let kb = 5 + rows, lda = 40, bs = nr + 3, ldc = 21
-                            let a = (0..<(lda * lda)).map { _ in Float(rng.normal()) }
-                            let p = (0..<(40 * bs)).map { _ in Float(rng.normal()) }
-                            let c0 = (0..<(8 * ldc)).map { _ in beta == 0 ? Float.nan : Float(rng.normal()) }
+                            let a = (0..<(lda * lda)).map { _ in T(rng.normal()) }
+                            let p = (0..<(40 * bs)).map { _ in T(rng.normal()) }
+                            let c0 = (0..<(8 * ldc)).map { _ in beta == 0 ? T.nan : T(rng.normal()) }
                             let ars = transA ? 1 : lda, acs = transA ? lda : 1
                             var want = c0, got = c0
+                            // the chain: A from a + 1, P from p + 2, C from c + 1; segment 2: A from a + 3, P's row 11
+                            for i in 0..<rows {
+                                for j in 0..<w {
+                                    var x: T = 0
+                                    for q in 0..<kb { x = x.addingProduct(a[1 + i * ars + q * acs], p[2 + q * bs + j]) }
+                                    for q in 0..<kb2 { x = x.addingProduct(a[3 + i * ars + q * acs], p[2 + (11 + q) * bs + j]) }
+                                    let at = 1 + i * ldc + j
+                                    if w == nr {
+                                        var y = alpha == 1 ? x : x * alpha
+                                        if beta != 0 { y = y.addingProduct(beta, want[at]) }
+                                        want[at] = y
+                                    } else {
+                                        want[at] = beta == 0 ? alpha * x : alpha * x + beta * want[at]
+                                    }
+                                }
+                            }
                             a.withUnsafeBufferPointer { pa in p.withUnsafeBufferPointer { pp in
                                 let A = pa.baseAddress!, P = pp.baseAddress!
-                                let s2: Gemm.Segment<Float>? = kb2 > 0
-                                    ? Gemm.Segment(kb: kb2, a: A + 3, ars: ars, acs: acs, bp: P + 11 * bs, bs: bs) : nil
-                                let height = rows > 4 ? 6 : rows > 2 ? 4 : 2
-                                want.withUnsafeMutableBufferPointer { pc in
-                                    Gemm.tile(kb, A + 1, ars, acs, rows, P + 2, bs, pc.baseAddress! + 1, ldc, w, alpha, beta,
-                                              height: height, then: s2)
-                                }
+                                let s2: Gemm.Segment<T>? = kb2 > 0
+                                    ? Gemm.Segment(kb: kb2, a: A + 3, ars: ars, acs: acs, bp: P + 2 + 11 * bs, bs: bs) : nil
                                 got.withUnsafeMutableBufferPointer { pc in
                                     Gemm.tile(kb, A + 1, ars, acs, rows, P + 2, bs, pc.baseAddress! + 1, ldc, w, alpha, beta,
                                               wide: false, then: s2)
                                 }
                             } }
                             for x in 0..<want.count {
-                                XCTAssertEqual(want[x].bitPattern, got[x].bitPattern,
-                                               "rows \(rows) w \(w) α \(alpha) β \(beta) transA \(transA) kb2 \(kb2) at \(x)")
+                                let same = withUnsafeBytes(of: want[x]) { u in withUnsafeBytes(of: got[x]) { u.elementsEqual($0) } }
+                                XCTAssertTrue(same,
+                                              "\(T.self) rows \(rows) w \(w) α \(alpha) β \(beta) transA \(transA) kb2 \(kb2) at \(x): \(got[x]) for \(want[x])")
                             }
                         }
                     }
@@ -141,6 +155,8 @@ final class GemmTests: XCTestCase {
             }
         }
     }
+    func testFloat32TileMatchesTheScalarChain() { tileMatchesTheScalarChain(Float.self) }
+    func testFloat64TileMatchesTheScalarChain() { tileMatchesTheScalarChain(Double.self) }
 
     /// Results depend only on the call's arguments: the same product on many threads at once is bit-identical.
     func testDeterministicAcrossThreads() {

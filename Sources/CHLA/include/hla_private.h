@@ -132,12 +132,20 @@ __attribute__((visibility("hidden"))) void hla_private_tile2_sum_avx512(ptrdiff_
     const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, float alpha, float beta);
 
 /* AVX2/FMA (tile256.c): the float32 tile where the AVX-512 one does not run, 6 x 16, with the same arguments
- * (rows <= 6, w <= 16); and over the sum of two products, as hla_private_tile_sum_avx512. */
+ * (rows <= 6, w <= 16); and over the sum of two products, as hla_private_tile_sum_avx512. The `dtile` pair: the
+ * float64 tile, 6 x 8 (w <= 8). */
 __attribute__((visibility("hidden"))) void hla_private_tile_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
     ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
 __attribute__((visibility("hidden"))) void hla_private_tile_sum_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars,
     ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
     const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
+__attribute__((visibility("hidden"))) void hla_private_dtile_avx2(ptrdiff_t kb, const double *a, ptrdiff_t ars,
+    ptrdiff_t acs, ptrdiff_t rows, const double *bp, ptrdiff_t bs, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha,
+    double beta);
+__attribute__((visibility("hidden"))) void hla_private_dtile_sum_avx2(ptrdiff_t kb, const double *a, ptrdiff_t ars,
+    ptrdiff_t acs, const double *bp, ptrdiff_t bs, ptrdiff_t kb2, const double *a2, ptrdiff_t ars2, ptrdiff_t acs2,
+    const double *bp2, ptrdiff_t bs2, ptrdiff_t rows, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha,
+    double beta);
 
 /* The kv sweeps of a multi-query step (Paths.stepByHead), for the unit's first thread (`follow` 0) or another
  * (`follow` 1).

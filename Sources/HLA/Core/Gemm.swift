@@ -9,8 +9,8 @@ import CHLA
 /// the library's thread-local storage), takes no lock and runs on the calling thread.
 ///
 /// Tiles are 6 rows × one `Panel` (16 float32 or 8 float64 columns: two AVX registers), so the 6 × 2
-/// accumulators, the panel and a broadcast fill the 16 vector registers (float32's in C, Sources/CHLA/tile256.c;
-/// float64's in Swift, `tile(height:)`). On a CPU with AVX-512, float32 tiles are
+/// accumulators, the panel and a broadcast fill the 16 vector registers (Sources/CHLA/tile256.c). On a CPU with
+/// AVX-512, float32 tiles are
 /// 8 rows × the same panel, one zmm register per row, or 8 rows × two adjacent panels where op(B) is read in place
 /// and has no B- or C-side structure (`avx512`: Sources/CHLA/tile512.c). They form the same sums in the same
 /// order, so the bits do not depend on the kernel (in triangular products the taller tile adds a few more
@@ -203,7 +203,7 @@ enum Gemm {
         let kb: Int, a: UnsafePointer<T>, ars: Int, acs: Int, bp: UnsafePointer<T>, bs: Int
     }
 
-    /// The float32 view of a pointer (T is Float wherever the AVX-512 tiles run).
+    /// The float32 view of a pointer (where T is Float).
     @inline(__always)
     static func float<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
         UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
@@ -211,6 +211,16 @@ enum Gemm {
     @inline(__always)
     static func float<T>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
         UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
+    }
+
+    /// The float64 view of a pointer (where T is Double).
+    @inline(__always)
+    static func double<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Double> {
+        UnsafeRawPointer(p).assumingMemoryBound(to: Double.self)
+    }
+    @inline(__always)
+    static func double<T>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Double> {
+        UnsafeMutableRawPointer(p).assumingMemoryBound(to: Double.self)
     }
 
     /// Rows of the row tile starting at i0 of an m-row product with `mr`-row tiles: `mr`, except that with 6-row
@@ -275,20 +285,28 @@ enum Gemm {
     }
 
     /// One register tile: C[rows × w] = α · A[rows × kb] · P[kb × nr] + β · C, where P's row p is at
-    /// bp + p·bs. Tiles of 1-2 and 3-4 rows (the last rows of a 32- or 64-row product) run with 2 or 4
-    /// accumulator rows instead of 6; rows past `rows` repeat the last valid row of A and are not stored.
-    /// `wide` (float32 only): the AVX-512 tile of up to 8 rows; w = 2·nr there is two full panels side by side
-    /// (the right one's row p at bp + p·bs + nr). Other float32 tiles run on the same tile as `tile(height:)`
-    /// written with AVX2 intrinsics (Sources/CHLA/tile256.c: the same bits; clang kept one of this Swift tile's
-    /// accumulators in the register it loads P into, two register moves per step of k, and the chunked forward
-    /// took 0.88-0.95 of its time on the C tile); float64 tiles run here.
+    /// bp + p·bs (Sources/CHLA). Tiles of 1-2 and 3-4 rows (the last rows of a 32- or 64-row product) run with 2 or 4
+    /// accumulator rows instead of 6 (AVX-512: 8); rows past `rows` repeat the last valid row of A and are not
+    /// stored. `wide` (float32 only): the AVX-512 tile of up to 8 rows; w = 2·nr there is two full panels side by
+    /// side (the right one's row p at bp + p·bs + nr). Otherwise the AVX2 tile of `T` (tile256.c), which was Swift
+    /// code here until stop 46: clang kept one of its accumulators in the register it loads half of P's row into,
+    /// two register moves per step of k, and the chunked forward took 0.88-0.96 of its time on the C tile (the
+    /// same bits).
     @inline(__always)
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
                                   _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
                                   wide: Bool, then s2: Segment<T>? = nil) {
+        if T.self == Double.self {
+            let al = unsafeBitCast(alpha, to: Double.self), be = unsafeBitCast(beta, to: Double.self)
+            if let s = s2 {
+                return hla_private_dtile_sum_avx2(kb, double(a), ars, acs, double(bp), bs, s.kb, double(s.a), s.ars,
+                                                  s.acs, double(s.bp), s.bs, rows, double(c), ldc, w, al, be)
+            }
+            return hla_private_dtile_avx2(kb, double(a), ars, acs, rows, double(bp), bs, double(c), ldc, w, al, be)
+        }
+        let al = unsafeBitCast(alpha, to: Float.self), be = unsafeBitCast(beta, to: Float.self)
         if wide {
-            let al = unsafeBitCast(alpha, to: Float.self), be = unsafeBitCast(beta, to: Float.self)
             if let s = s2 {
                 if w > T.Panel.scalarCount {
                     return hla_private_tile2_sum_avx512(kb, float(a), ars, acs, float(bp), bs, s.kb, float(s.a), s.ars, s.acs,
@@ -302,77 +320,10 @@ enum Gemm {
             }
             return hla_private_tile_avx512(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, w, al, be)
         }
-        if T.self == Float.self {
-            let al = unsafeBitCast(alpha, to: Float.self), be = unsafeBitCast(beta, to: Float.self)
-            if let s = s2 {
-                return hla_private_tile_sum_avx2(kb, float(a), ars, acs, float(bp), bs, s.kb, float(s.a), s.ars, s.acs,
-                                                 float(s.bp), s.bs, rows, float(c), ldc, w, al, be)
-            }
-            return hla_private_tile_avx2(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, w, al, be)
+        if let s = s2 {
+            return hla_private_tile_sum_avx2(kb, float(a), ars, acs, float(bp), bs, s.kb, float(s.a), s.ars, s.acs,
+                                             float(s.bp), s.bs, rows, float(c), ldc, w, al, be)
         }
-        if rows > 4 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 6, then: s2) }
-        else if rows > 2 { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 4, then: s2) }
-        else { tile(kb, a, ars, acs, rows, bp, bs, c, ldc, w, alpha, beta, height: 2, then: s2) }
-    }
-
-    /// The tile with `height` (2, 4 or 6, a constant at each call) accumulator rows, rows ≤ height.
-    @inline(__always)
-    static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
-                                  _ bp: UnsafePointer<T>, _ bs: Int,
-                                  _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
-                                  height: Int, then s2: Segment<T>? = nil) {
-        typealias V = T.Panel
-        var x0 = V(), x1 = V(), x2 = V(), x3 = V(), x4 = V(), x5 = V()
-        @inline(__always) func segment(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int,
-                                       _ bp: UnsafePointer<T>, _ bs: Int) {
-            let a0 = a
-            let a1 = a + min(1, rows - 1) * ars
-            let a2 = a + min(2, rows - 1) * ars
-            let a3 = a + min(3, rows - 1) * ars
-            let a4 = a + min(4, rows - 1) * ars
-            let a5 = a + min(5, rows - 1) * ars
-            var o = 0, q = 0
-            for _ in 0..<kb {
-                let bv = UnsafeRawPointer(bp + q).loadUnaligned(as: V.self)
-                x0.addProduct(a0[o], bv)
-                x1.addProduct(a1[o], bv)
-                if height > 2 {
-                    x2.addProduct(a2[o], bv)
-                    x3.addProduct(a3[o], bv)
-                }
-                if height > 4 {
-                    x4.addProduct(a4[o], bv)
-                    x5.addProduct(a5[o], bv)
-                }
-                o += acs
-                q += bs
-            }
-        }
-        segment(kb, a, ars, acs, bp, bs)
-        if let s = s2 { segment(s.kb, s.a, s.ars, s.acs, s.bp, s.bs) }
-        store(x0, c, w, alpha, beta)
-        if rows > 1 { store(x1, c + ldc, w, alpha, beta) }
-        if height > 2 {
-            if rows > 2 { store(x2, c + 2 * ldc, w, alpha, beta) }
-            if rows > 3 { store(x3, c + 3 * ldc, w, alpha, beta) }
-        }
-        if height > 4 {
-            if rows > 4 { store(x4, c + 4 * ldc, w, alpha, beta) }
-            if rows > 5 { store(x5, c + 5 * ldc, w, alpha, beta) }
-        }
-    }
-
-    /// c[0..<w] = α·x + β·c (β = 0: c is not read).
-    @inline(__always)
-    static func store<T: HLAFloat>(_ x: T.Panel, _ c: UnsafeMutablePointer<T>, _ w: Int, _ alpha: T, _ beta: T) {
-        if w == T.Panel.scalarCount {
-            var y = alpha == 1 ? x : x * alpha
-            if beta != 0 { y.addProduct(beta, UnsafeRawPointer(c).loadUnaligned(as: T.Panel.self)) }
-            UnsafeMutableRawPointer(c).storeBytes(of: y, as: T.Panel.self)
-        } else if beta == 0 {
-            for j in 0..<w { c[j] = alpha * x[j] }
-        } else {
-            for j in 0..<w { c[j] = alpha * x[j] + beta * c[j] }
-        }
+        hla_private_tile_avx2(kb, float(a), ars, acs, rows, float(bp), bs, float(c), ldc, w, al, be)
     }
 }
