@@ -33,16 +33,7 @@
 #define TV_MUL(a, b) _mm256_mul_ps(a, b)
 #define TNAME(x) x##_f32
 #include "tile_avx2.h"
-#undef TT
-#undef TV
-#undef TL
-#undef TV_LOAD
-#undef TV_STORE
-#undef TV_SET1
-#undef TV_ZERO
-#undef TV_FMA
-#undef TV_MUL
-#undef TNAME
+
 #define TT double
 #define TV __m256d
 #define TL 4
@@ -54,16 +45,6 @@
 #define TV_MUL(a, b) _mm256_mul_pd(a, b)
 #define TNAME(x) x##_f64
 #include "tile_avx2.h"
-#undef TT
-#undef TV
-#undef TL
-#undef TV_LOAD
-#undef TV_STORE
-#undef TV_SET1
-#undef TV_ZERO
-#undef TV_FMA
-#undef TV_MUL
-#undef TNAME
 
 /* Gemm's tiles: heights 2, 4 and 6, as Gemm.tile chooses them (a 1-, 3- or 5-row tile repeats a row). */
 #define BY_HEIGHT(f, ...) \

@@ -4,10 +4,10 @@
  *   TT, TV, TL               the element type, its register type and that register's lanes (a panel: 2·TL columns)
  *   TV_LOAD(p), TV_STORE(p, x), TV_SET1(s), TV_ZERO(), TV_FMA(a, b, c) (a·b + c, fused), TV_MUL(a, b)
  *   TNAME(x)                 the name of this type's x (store, tile)
- * and the defines stay for the includer to undefine. Every C element is one fused multiply-add chain over k in order
- * from zero (over the first segment's terms, then the second's), and the store applies α and β as Gemm.store did: a
- * full panel α·x (no multiply when α = 1), then β·C added fused; a partial one α·x + β·C unfused (FP_CONTRACT OFF in
- * the includer), C not read when β = 0. */
+ * which this file undefines at its end (so that it can be included again). Every C element is one fused multiply-add
+ * chain over k in order from zero (over the first segment's terms, then the second's), and the store applies α and β
+ * as the Swift tile's store did (Gemm.store, until stop 46): a full panel α·x (no multiply when α = 1), then β·C
+ * added fused; a partial one α·x + β·C unfused (FP_CONTRACT OFF in the includer), C not read when β = 0. */
 
 /* c[0..<w] = alpha * (x | y) + beta * c. */
 static inline HLA_AVX2 __attribute__((always_inline)) void TNAME(store)(TV x, TV y, TT *c, ptrdiff_t w, TT alpha,
@@ -63,3 +63,13 @@ static inline HLA_AVX2 __attribute__((always_inline)) void TNAME(tile)(int heigh
 #undef ROWS
 #undef STEP
 #undef SEGMENT
+#undef TT
+#undef TV
+#undef TL
+#undef TV_LOAD
+#undef TV_STORE
+#undef TV_SET1
+#undef TV_ZERO
+#undef TV_FMA
+#undef TV_MUL
+#undef TNAME
