@@ -32,6 +32,7 @@
 #define TV_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define TV_MUL(a, b) _mm256_mul_ps(a, b)
 #define TNAME(x) x##_f32
+#define TEXPORT(x) hla_private_##x##_avx2
 #include "tile_avx2.h"
 
 #define TT double
@@ -44,34 +45,8 @@
 #define TV_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #define TV_MUL(a, b) _mm256_mul_pd(a, b)
 #define TNAME(x) x##_f64
+#define TEXPORT(x) hla_private_d##x##_avx2
 #include "tile_avx2.h"
-
-/* Gemm's tiles: heights 2, 4 and 6, as Gemm.tile chooses them (a 1-, 3- or 5-row tile repeats a row). */
-#define BY_HEIGHT(f, ...) \
-    if (rows > 4) f(6, __VA_ARGS__); else if (rows > 2) f(4, __VA_ARGS__); else f(2, __VA_ARGS__);
-
-HLA_AVX2 void hla_private_tile_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,
-    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
-    BY_HEIGHT(tile_f32, kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, w, alpha, beta)
-}
-
-HLA_AVX2 void hla_private_tile_sum_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
-    const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2, const float *bp2,
-    ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta) {
-    BY_HEIGHT(tile_f32, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
-}
-
-HLA_AVX2 void hla_private_dtile_avx2(ptrdiff_t kb, const double *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,
-    const double *bp, ptrdiff_t bs, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha, double beta) {
-    BY_HEIGHT(tile_f64, kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, w, alpha, beta)
-}
-
-HLA_AVX2 void hla_private_dtile_sum_avx2(ptrdiff_t kb, const double *a, ptrdiff_t ars, ptrdiff_t acs,
-    const double *bp, ptrdiff_t bs, ptrdiff_t kb2, const double *a2, ptrdiff_t ars2, ptrdiff_t acs2, const double *bp2,
-    ptrdiff_t bs2, ptrdiff_t rows, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha, double beta) {
-    BY_HEIGHT(tile_f64, kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
-}
-#undef BY_HEIGHT
 
 /* The step kernel's products: C (m × w) = A (m × k) · B (k × w; w a multiple of 16), all three row-major and dense,
  * in tiles of up to 6 rows, each of exactly its rows (z = S q and y = Pᵀ q of Gemm's and Vec.gemvTMany's arithmetic:

@@ -4,6 +4,7 @@
  *   TT, TV, TL               the element type, its register type and that register's lanes (a panel: 2·TL columns)
  *   TV_LOAD(p), TV_STORE(p, x), TV_SET1(s), TV_ZERO(), TV_FMA(a, b, c) (a·b + c, fused), TV_MUL(a, b)
  *   TNAME(x)                 the name of this type's x (store, tile)
+ *   TEXPORT(x)               the name of this type's entry point x (tile, tile_sum: Gemm.tile calls them)
  * which this file undefines at its end (so that it can be included again). Every C element is one fused multiply-add
  * chain over k in order from zero (over the first segment's terms, then the second's), and the store applies α and β
  * as the Swift tile's store did (Gemm.store, until stop 46): a full panel α·x (no multiply when α = 1), then β·C
@@ -63,6 +64,23 @@ static inline HLA_AVX2 __attribute__((always_inline)) void TNAME(tile)(int heigh
 #undef ROWS
 #undef STEP
 #undef SEGMENT
+
+/* Gemm's tiles (hla_private.h): heights 2, 4 and 6, as Gemm.tile chooses them (a 1-, 3- or 5-row tile repeats a
+ * row); `tile_sum` over the sum of two products. */
+#define BY_HEIGHT(f, ...) \
+    if (rows > 4) f(6, __VA_ARGS__); else if (rows > 2) f(4, __VA_ARGS__); else f(2, __VA_ARGS__);
+
+HLA_AVX2 void TEXPORT(tile)(ptrdiff_t kb, const TT *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows, const TT *bp,
+    ptrdiff_t bs, TT *c, ptrdiff_t ldc, ptrdiff_t w, TT alpha, TT beta) {
+    BY_HEIGHT(TNAME(tile), kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, w, alpha, beta)
+}
+
+HLA_AVX2 void TEXPORT(tile_sum)(ptrdiff_t kb, const TT *a, ptrdiff_t ars, ptrdiff_t acs, const TT *bp, ptrdiff_t bs,
+    ptrdiff_t kb2, const TT *a2, ptrdiff_t ars2, ptrdiff_t acs2, const TT *bp2, ptrdiff_t bs2, ptrdiff_t rows, TT *c,
+    ptrdiff_t ldc, ptrdiff_t w, TT alpha, TT beta) {
+    BY_HEIGHT(TNAME(tile), kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
+}
+#undef BY_HEIGHT
 #undef TT
 #undef TV
 #undef TL
@@ -73,3 +91,4 @@ static inline HLA_AVX2 __attribute__((always_inline)) void TNAME(tile)(int heigh
 #undef TV_FMA
 #undef TV_MUL
 #undef TNAME
+#undef TEXPORT
