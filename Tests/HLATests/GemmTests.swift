@@ -145,9 +145,11 @@ final class GemmTests: XCTestCase {
                                 }
                             } }
                             for x in 0..<want.count {
-                                let same = withUnsafeBytes(of: want[x]) { u in withUnsafeBytes(of: got[x]) { u.elementsEqual($0) } }
-                                XCTAssertTrue(same,
-                                              "\(T.self) rows \(rows) w \(w) α \(alpha) β \(beta) transA \(transA) kb2 \(kb2) at \(x): \(got[x]) for \(want[x])")
+                                let same = withUnsafeBytes(of: want[x]) { u in
+                                    withUnsafeBytes(of: got[x]) { u.elementsEqual($0) }
+                                }
+                                XCTAssertTrue(same, "\(T.self) rows \(rows) w \(w) α \(alpha) β \(beta) transA \(transA) "
+                                              + "kb2 \(kb2) at \(x): \(got[x]) for \(want[x])")
                             }
                         }
                     }

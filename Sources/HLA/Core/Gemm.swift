@@ -8,18 +8,16 @@ import CHLA
 /// its buffer lock can be held across a host's fork). This kernel allocates nothing itself (its packing panel is
 /// the library's thread-local storage), takes no lock and runs on the calling thread.
 ///
-/// Tiles are 6 rows × one `Panel` (16 float32 or 8 float64 columns: two AVX registers), so the 6 × 2
-/// accumulators, the panel and a broadcast fill the 16 vector registers (Sources/CHLA/tile256.c). On a CPU with
-/// AVX-512, float32 tiles are
-/// 8 rows × the same panel, one zmm register per row, or 8 rows × two adjacent panels where op(B) is read in place
-/// and has no B- or C-side structure (`avx512`: Sources/CHLA/tile512.c). They form the same sums in the same
-/// order, so the bits do not depend on the kernel (in triangular products the taller tile adds a few more
-/// exact-zero terms at the diagonal, which change no nonzero result; chunks with non-finite inputs never reach
-/// them). op(B) is read in place when it is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or
-/// the last partial panel) a block of `Gemm.kc` rows is packed, zero-padded, into the thread's 8 KiB panel
-/// (Sources/CHLA/panel.c). Semantics are BLAS's: β = 0 never reads
-/// C; α = 0 or k = 0 gives β·C without reading A or B. Each C element is a fixed-order sum over k (in
-/// blocks of `kc` where op(B) is packed), so a call's results depend only on its arguments, never on
+/// Tiles are 6 rows × one `Panel` (16 float32 or 8 float64 columns: two AVX registers), so the 6 × 2 accumulators,
+/// the panel and a broadcast fill the 16 vector registers (Sources/CHLA/tile256.c). On a CPU with AVX-512, float32
+/// tiles are 8 rows × the same panel, one zmm register per row, or 8 rows × two adjacent panels where op(B) is read
+/// in place and has no B- or C-side structure (`avx512`: Sources/CHLA/tile512.c). They form the same sums in the same
+/// order, so the bits do not depend on the kernel (in triangular products the taller tile adds a few more exact-zero
+/// terms at the diagonal, which change no nonzero result; chunks with non-finite inputs never reach them). op(B) is
+/// read in place when it is row-major (no transpose) and the panel is full; otherwise (Bᵀ, or the last partial panel)
+/// a block of `Gemm.kc` rows is packed, zero-padded, into the thread's 8 KiB panel (Sources/CHLA/panel.c). Semantics
+/// are BLAS's: β = 0 never reads C; α = 0 or k = 0 gives β·C without reading A or B. Each C element is a fixed-order
+/// sum over k (in blocks of `kc` where op(B) is packed), so a call's results depend only on its arguments, never on
 /// the thread or on other calls.
 enum Gemm {
     /// Rows of a register tile (AVX2: 6; the float32 AVX-512 tile: `mr512`).
@@ -284,14 +282,14 @@ enum Gemm {
         }
     }
 
-    /// One register tile: C[rows × w] = α · A[rows × kb] · P[kb × nr] + β · C, where P's row p is at
-    /// bp + p·bs (Sources/CHLA). Tiles of 1-2 and 3-4 rows (the last rows of a 32- or 64-row product) run with 2 or 4
+    /// One register tile: C[rows × w] = α · A[rows × kb] · P[kb × nr] + β · C, where P's row p is at bp + p·bs
+    /// (Sources/CHLA). Tiles of 1-2 and 3-4 rows (the last rows of a 32- or 64-row product) run with 2 or 4
     /// accumulator rows instead of 6 (AVX-512: 8); rows past `rows` repeat the last valid row of A and are not
     /// stored. `wide` (float32 only): the AVX-512 tile of up to 8 rows; w = 2·nr there is two full panels side by
     /// side (the right one's row p at bp + p·bs + nr). Otherwise the AVX2 tile of `T` (tile256.c), which was Swift
-    /// code here until stop 46: clang kept one of its accumulators in the register it loads half of P's row into,
-    /// two register moves per step of k, and the chunked forward took 0.88-0.96 of its time on the C tile (the
-    /// same bits).
+    /// code here until stop 46: clang kept one of its accumulators in the register it loads half of P's row into, two
+    /// register moves per step of k, and the chunked forward took 0.88-0.96 of its time on the C tile (the same
+    /// bits).
     @inline(__always)
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
