@@ -63,6 +63,7 @@ test: test-builds all check-header test-swift test-c test-examples test-ggml tes
 test-swift: $(DEPS_STAMP)
 	$(SWIFT) test -c debug --parallel
 	HLA_SIMD=avx2 $(SWIFT) test -c debug --skip-build --parallel --filter 'GemmTests|StepHeadsKernelTests|SerialStepIdentityTests|StepKVCopiesTests'
+	HLA_SIMD=portable $(SWIFT) test -c debug --skip-build --parallel --filter 'GemmTests|SerialStepIdentityTests'
 
 test-c: lib
 	$(MAKE) -C Tests/c LIBDIR=$(LIBDIR)

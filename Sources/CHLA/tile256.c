@@ -48,6 +48,26 @@
 #define TEXPORT(x) hla_private_d##x##_avx2
 #include "tile_avx2.h"
 
+/* The portable tiles (a generic x86-64 build on a CPU without AVX2, or HLA_SIMD=portable): element by element, the
+ * same chain (fmaf, fma: fused, as the vector FMAs) from +0 and the same stores, so the same bits; slow, a fallback. */
+#define PORTABLE_TILE(TT, NAME, FMA, PANEL) \
+void NAME(ptrdiff_t kb, const TT *a, ptrdiff_t ars, ptrdiff_t acs, const TT *bp, ptrdiff_t bs, ptrdiff_t kb2, \
+    const TT *a2, ptrdiff_t ars2, ptrdiff_t acs2, const TT *bp2, ptrdiff_t bs2, ptrdiff_t rows, TT *c, ptrdiff_t ldc, \
+    ptrdiff_t w, TT alpha, TT beta) { \
+    for (ptrdiff_t i = 0; i < rows; i++) { \
+        for (ptrdiff_t j = 0; j < w; j++) { \
+            TT x = 0, *o = c + i * ldc + j; \
+            for (ptrdiff_t p = 0; p < kb; p++) x = FMA(a[i * ars + p * acs], bp[p * bs + j], x); \
+            for (ptrdiff_t p = 0; p < kb2; p++) x = FMA(a2[i * ars2 + p * acs2], bp2[p * bs2 + j], x); \
+            if (w == PANEL) { TT y = alpha == 1 ? x : x * alpha; if (beta != 0) y = FMA(beta, *o, y); *o = y; } \
+            else *o = beta == 0 ? alpha * x : alpha * x + beta * *o; \
+        } \
+    } \
+}
+PORTABLE_TILE(float, hla_private_tile_sum_portable, __builtin_fmaf, 16)
+PORTABLE_TILE(double, hla_private_dtile_sum_portable, __builtin_fma, 8)
+#undef PORTABLE_TILE
+
 /* The step kernel's products: C (m × w) = A (m × k) · B (k × w; w a multiple of 16), all three row-major and dense,
  * in tiles of up to 6 rows, each of exactly its rows (z = S q and y = Pᵀ q of Gemm's and Vec.gemvTMany's arithmetic:
  * the same bits). */

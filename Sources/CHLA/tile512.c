@@ -29,14 +29,27 @@ static int cpu_avx512(void) {
     return (lo & 0xE6) == 0xE6;
 }
 
-int hla_private_avx512;
+/* AVX2 and FMA, with the OS saving ymm state. */
+static int cpu_avx2(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_FMA)) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & bit_AVX2)) return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 0x6) == 0x6;
+}
+
+int hla_private_avx512, hla_private_avx2;
 
 /* Decided once, when the library is loaded: a lazily initialized Swift global would first be touched by
  * whichever threads run the first product, possibly in a forked child, where two pool threads racing its
- * one-time initialization were seen to spin forever (Tests/c/test_oom.c). */
+ * one-time initialization were seen to spin forever (Tests/c/test_oom.c). HLA_SIMD=portable keeps both off (the
+ * portable tiles and steps of a generic x86-64 build on a CPU without AVX2: a test of that path). */
 __attribute__((constructor)) static void choose_kernel(void) {
     const char *simd = getenv("HLA_SIMD");
-    hla_private_avx512 = cpu_avx512() && !(simd && strcmp(simd, "avx2") == 0);
+    const int portable = simd && strcmp(simd, "portable") == 0;
+    hla_private_avx2 = cpu_avx2() && !portable;
+    hla_private_avx512 = hla_private_avx2 && cpu_avx512() && !(simd && strcmp(simd, "avx2") == 0);
 }
 
 static inline HLA_AVX512 __attribute__((always_inline)) void store(__m512 x, float *c, ptrdiff_t w, float alpha, float beta) {

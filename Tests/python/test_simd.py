@@ -1,6 +1,6 @@
 """The float32 dense products run on an 8 x 16 AVX-512 register tile where the CPU has AVX-512F, and on the
 6 x 16 AVX2/FMA tiles otherwise or under HLA_SIMD=avx2 (Sources/HLA/Core/Gemm.swift, Sources/CHLA/tile512.c and
-tile256.c).
+tile256.c); without AVX2 (a generic x86-64 build) or under HLA_SIMD=portable, on a portable tile.
 Both sum every element in the same order, so every path of every operator must give the same bits either
 way: a child process hashes the outputs, final states and gradients of many configurations, once per kernel."""
 import hashlib
@@ -81,3 +81,10 @@ def test_avx512_and_avx2_tiles_give_the_same_bits():
     assert default == avx2
     # The hash sees a change of one input element in the last configuration (the comparison can fail).
     assert run(None, "perturb") != default
+
+
+def test_portable_tiles_and_steps_give_the_same_bits():
+    """HLA_SIMD=portable keeps the AVX2 (and AVX-512) tiles and step kernels off, as a generic x86-64 build
+    (`make HLA_TARGET_CPU=`) on a CPU without AVX2 does: the portable tile (fmaf/fma element by element) and the
+    portable steps must give the bits of the vector kernels everywhere."""
+    assert run("portable") == run(None)

@@ -117,6 +117,11 @@ static inline void hla_private_transpose8x8(const float *src, ptrdiff_t src_stri
  * P's row p at bp + p*bs, C's row i at c + i*ldc (beta = 0: C is not read). */
 __attribute__((visibility("hidden"))) extern int hla_private_avx512;
 static inline int hla_private_use_avx512(void) { return hla_private_avx512; }
+/* Nonzero where the CPU and the OS support AVX2 and FMA and HLA_SIMD is not "portable": the AVX2 tiles and step
+ * kernel (tile256.c) run only then; a generic x86-64 build (make HLA_TARGET_CPU=) elsewhere takes the portable tile
+ * (hla_private_tile_portable) and the portable steps. */
+__attribute__((visibility("hidden"))) extern int hla_private_avx2;
+static inline int hla_private_use_avx2(void) { return hla_private_avx2; }
 __attribute__((visibility("hidden"))) void hla_private_tile_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
     ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
 /* The same over two adjacent full panels (8 x 32): the right panel's row p at bp + p*bs + 16, C's at c + 16. */
@@ -143,6 +148,15 @@ __attribute__((visibility("hidden"))) void hla_private_dtile_avx2(ptrdiff_t kb, 
     ptrdiff_t acs, ptrdiff_t rows, const double *bp, ptrdiff_t bs, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha,
     double beta);
 __attribute__((visibility("hidden"))) void hla_private_dtile_sum_avx2(ptrdiff_t kb, const double *a, ptrdiff_t ars,
+    ptrdiff_t acs, const double *bp, ptrdiff_t bs, ptrdiff_t kb2, const double *a2, ptrdiff_t ars2, ptrdiff_t acs2,
+    const double *bp2, ptrdiff_t bs2, ptrdiff_t rows, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha,
+    double beta);
+/* The same tiles without vector instructions (tile256.c; any rows, w <= 16 float32 or 8 float64 columns): each
+ * element the same fused multiply-add chain (fmaf, fma) and the same stores, so the same bits. */
+__attribute__((visibility("hidden"))) void hla_private_tile_sum_portable(ptrdiff_t kb, const float *a, ptrdiff_t ars,
+    ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
+    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
+__attribute__((visibility("hidden"))) void hla_private_dtile_sum_portable(ptrdiff_t kb, const double *a, ptrdiff_t ars,
     ptrdiff_t acs, const double *bp, ptrdiff_t bs, ptrdiff_t kb2, const double *a2, ptrdiff_t ars2, ptrdiff_t acs2,
     const double *bp2, ptrdiff_t bs2, ptrdiff_t rows, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha,
     double beta);

@@ -28,6 +28,10 @@ enum Gemm {
     /// variable HLA_SIMD is not "avx2" (which keeps every product on the AVX2/FMA tiles: a comparison or a fallback).
     /// Decided when the library is loaded (Sources/CHLA/tile512.c).
     @inline(__always) static var avx512: Bool { hla_private_use_avx512() != 0 }
+    /// Whether the AVX2 tiles and step kernel run (Sources/CHLA/tile256.c): the CPU and the OS support AVX2 and FMA
+    /// and HLA_SIMD is not "portable". Otherwise (a generic x86-64 build, `make HLA_TARGET_CPU=`, on an older CPU) the
+    /// products take the portable tile (the same bits, slowly) and the steps the portable composition.
+    @inline(__always) static var avx2: Bool { hla_private_use_avx2() != 0 }
     /// Rows of op(B) packed per block (the thread's 8 KiB panel): the engine's products have k ≤ 128 at d ≤ 128 and
     /// the default chunk sizes, so one block holds all of k.
     static let kc = 128
@@ -295,6 +299,17 @@ enum Gemm {
                                   _ bp: UnsafePointer<T>, _ bs: Int,
                                   _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
                                   wide: Bool, then s2: Segment<T>? = nil) {
+        if !avx2 {
+            let s = s2 ?? Segment(kb: 0, a: a, ars: ars, acs: acs, bp: bp, bs: bs)
+            if T.self == Double.self {
+                return hla_private_dtile_sum_portable(kb, double(a), ars, acs, double(bp), bs, s.kb, double(s.a), s.ars,
+                                                      s.acs, double(s.bp), s.bs, rows, double(c), ldc, w,
+                                                      unsafeBitCast(alpha, to: Double.self), unsafeBitCast(beta, to: Double.self))
+            }
+            return hla_private_tile_sum_portable(kb, float(a), ars, acs, float(bp), bs, s.kb, float(s.a), s.ars, s.acs,
+                                                 float(s.bp), s.bs, rows, float(c), ldc, w,
+                                                 unsafeBitCast(alpha, to: Float.self), unsafeBitCast(beta, to: Float.self))
+        }
         if T.self == Double.self {
             let al = unsafeBitCast(alpha, to: Double.self), be = unsafeBitCast(beta, to: Double.self)
             if let s = s2 {

@@ -184,7 +184,7 @@ extension Operator {
 /// hla2 and ahla's `stepHeads` and by single-head steps (each adds its own conditions).
 @inline(__always)
 func onStepKernel<T: HLAFloat>(_ c: Config, _: T.Type) -> Bool {
-    c.masked && T.self == Float.self && c.dk % 64 == 0 && c.dvp % 64 == 0
+    c.masked && T.self == Float.self && c.dk % 64 == 0 && c.dvp % 64 == 0 && Gemm.avx2
 }
 
 /// Pointers to one unit of a state or summary: the kv blocks, and the per-query-head blocks of the
