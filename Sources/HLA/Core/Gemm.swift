@@ -24,9 +24,9 @@ enum Gemm {
     static let mr = 6
     static let mr512 = 8
 
-    /// Whether float32 products run on the AVX-512 tile: the CPU and the OS support AVX-512F and the environment
-    /// variable HLA_SIMD is not "avx2" (which keeps every product on the AVX2/FMA tiles: a comparison or a fallback).
-    /// Decided when the library is loaded (Sources/CHLA/tile512.c).
+    /// Whether float32 products run on the AVX-512 tile: the CPU and the OS support AVX-512F (and `avx2` holds) and
+    /// the environment variable HLA_SIMD is not "avx2" (which keeps every product on the AVX2/FMA tiles: a comparison
+    /// or a fallback) nor "portable". Decided when the library is loaded (Sources/CHLA/tile512.c).
     @inline(__always) static var avx512: Bool { hla_private_use_avx512() != 0 }
     /// Whether the AVX2 tiles and step kernel run (Sources/CHLA/tile256.c): the CPU and the OS support AVX2 and FMA
     /// and HLA_SIMD is not "portable". Otherwise (a generic x86-64 build, `make HLA_TARGET_CPU=`, on an older CPU) the
