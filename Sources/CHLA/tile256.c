@@ -48,6 +48,40 @@
 #define TEXPORT(x) hla_private_d##x##_avx2
 #include "tile_avx2.h"
 
+/* The narrow float32 tile: 8 rows x the left half of a panel (8 columns, one ymm register per row), for the diagonal
+ * blocks of a product whose C is wanted on and below the diagonal only (Gemm.gemm with .lowerC): rows j..j+7 of the
+ * panel starting at column j need columns j..j+7 at most, so a 6 x 16 tile there computes more than half of its
+ * elements above the diagonal. Each element the same chain as on the 6 x 16 tile and the same full-panel store (α·x,
+ * then β·C added fused; C not read when β = 0): the same bits. Eight accumulators keep both FMA pipes busy (the FMA
+ * latency is 4 cycles), one row of P and eight broadcasts per step of k. Rows past `rows` repeat the last valid row
+ * and are not stored. */
+HLA_AVX2 void hla_private_tile_narrow_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows,
+    const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta) {
+    const float *r[8];
+    for (int i = 0; i < 8; i++) r[i] = a + (i < rows ? i : rows - 1) * ars;
+    const float *a0 = r[0], *a1 = r[1], *a2 = r[2], *a3 = r[3], *a4 = r[4], *a5 = r[5], *a6 = r[6], *a7 = r[7];
+    __m256 x0 = _mm256_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0, x7 = x0;
+    ptrdiff_t o = 0;
+    for (ptrdiff_t p = 0; p < kb; p++, o += acs, bp += bs) {
+        const __m256 b = _mm256_loadu_ps(bp);
+        x0 = _mm256_fmadd_ps(_mm256_set1_ps(a0[o]), b, x0);
+        x1 = _mm256_fmadd_ps(_mm256_set1_ps(a1[o]), b, x1);
+        x2 = _mm256_fmadd_ps(_mm256_set1_ps(a2[o]), b, x2);
+        x3 = _mm256_fmadd_ps(_mm256_set1_ps(a3[o]), b, x3);
+        x4 = _mm256_fmadd_ps(_mm256_set1_ps(a4[o]), b, x4);
+        x5 = _mm256_fmadd_ps(_mm256_set1_ps(a5[o]), b, x5);
+        x6 = _mm256_fmadd_ps(_mm256_set1_ps(a6[o]), b, x6);
+        x7 = _mm256_fmadd_ps(_mm256_set1_ps(a7[o]), b, x7);
+    }
+    const __m256 xs[8] = {x0, x1, x2, x3, x4, x5, x6, x7};
+    for (ptrdiff_t i = 0; i < rows && i < 8; i++) {
+        __m256 y = xs[i];
+        if (alpha != 1) y = _mm256_mul_ps(y, _mm256_set1_ps(alpha));
+        if (beta != 0) y = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(c + i * ldc), y);
+        _mm256_storeu_ps(c + i * ldc, y);
+    }
+}
+
 /* The portable tiles (a generic x86-64 build on a CPU without AVX2, or HLA_SIMD=portable): element by element, the
  * same chain (fmaf, fma: fused, as the vector FMAs) from +0 and the same stores, so the same bits; slow, a fallback. */
 #define PORTABLE_TILE(TT, NAME, FMA, PANEL) \

@@ -151,6 +151,10 @@ __attribute__((visibility("hidden"))) void hla_private_dtile_sum_avx2(ptrdiff_t 
     ptrdiff_t acs, const double *bp, ptrdiff_t bs, ptrdiff_t kb2, const double *a2, ptrdiff_t ars2, ptrdiff_t acs2,
     const double *bp2, ptrdiff_t bs2, ptrdiff_t rows, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha,
     double beta);
+/* The narrow float32 tile (tile256.c): C[rows x 8] = alpha * A P + beta * C (rows <= 8; P's row p: 8 elements at
+ * bp + p * bs), the full-panel store of the 6 x 16 tile; Gemm.gemm's diagonal blocks under .lowerC. */
+__attribute__((visibility("hidden"))) void hla_private_tile_narrow_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars,
+    ptrdiff_t acs, ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
 /* The same tiles without vector instructions (tile256.c; any rows, w <= 16 float32 or 8 float64 columns): each
  * element the same fused multiply-add chain (fmaf, fma) and the same stores, so the same bits. */
 __attribute__((visibility("hidden"))) void hla_private_tile_sum_portable(ptrdiff_t kb, const float *a, ptrdiff_t ars,
