@@ -87,11 +87,12 @@ HLA_AVX2 void hla_private_tile_narrow_avx2(ptrdiff_t kb, const float *a, ptrdiff
 #define PORTABLE_TILE(TT, NAME, FMA, PANEL) \
 void NAME(ptrdiff_t kb, const TT *a, ptrdiff_t ars, ptrdiff_t acs, const TT *bp, ptrdiff_t bs, ptrdiff_t kb2, \
     const TT *a2, ptrdiff_t ars2, ptrdiff_t acs2, const TT *bp2, ptrdiff_t bs2, ptrdiff_t rows, TT *c, ptrdiff_t ldc, \
-    ptrdiff_t w, TT alpha, TT beta) { \
+    ptrdiff_t w, TT alpha, TT beta, TT *mid) { \
     for (ptrdiff_t i = 0; i < rows; i++) { \
         for (ptrdiff_t j = 0; j < w; j++) { \
             TT x = 0, *o = c + i * ldc + j; \
             for (ptrdiff_t p = 0; p < kb; p++) x = FMA(a[i * ars + p * acs], bp[p * bs + j], x); \
+            if (mid) mid[i * ldc + j] = x; \
             for (ptrdiff_t p = 0; p < kb2; p++) x = FMA(a2[i * ars2 + p * acs2], bp2[p * bs2 + j], x); \
             if (w == PANEL) { TT y = alpha == 1 ? x : x * alpha; if (beta != 0) y = FMA(beta, *o, y); *o = y; } \
             else *o = beta == 0 ? alpha * x : alpha * x + beta * *o; \
@@ -107,7 +108,7 @@ PORTABLE_TILE(double, hla_private_dtile_sum_portable, __builtin_fma, 8)
  * the same bits). */
 static inline HLA_AVX2 __attribute__((always_inline)) void products(ptrdiff_t m, ptrdiff_t k, const float *A,
     const float *B, ptrdiff_t w, float *C) {
-#define ROWS_TILE(h) tile_f32(h, k, A + i0 * k, k, 1, B + c0, w, 0, A, k, 1, B, w, h, C + i0 * w + c0, w, 16, 1, 0)
+#define ROWS_TILE(h) tile_f32(h, k, A + i0 * k, k, 1, B + c0, w, 0, A, k, 1, B, w, h, C + i0 * w + c0, w, 16, 1, 0, 0)
     for (ptrdiff_t i0 = 0; i0 < m; i0 += 6) {
         const ptrdiff_t rows = m - i0 < 6 ? m - i0 : 6;
         for (ptrdiff_t c0 = 0; c0 < w; c0 += 16) {

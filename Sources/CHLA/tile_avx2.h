@@ -48,17 +48,20 @@ static inline HLA_AVX2 __attribute__((always_inline)) void TNAME(store)(TV x, TV
 
 /* `height` (1-6, a constant after inlining) accumulator rows, rows <= height: the sum over segment 1, then over
  * segment 2 (kb2 = 0: none), stored once: 2 * height accumulators, P's row and a broadcast, within AVX2's 16
- * registers. */
+ * registers. `mid` (or NULL; leading dimension ldc): receives the sum over segment 1 alone, as a tile of segment 1
+ * with α = 1 and β = 0 would store it (the same bits). */
 static inline HLA_AVX2 __attribute__((always_inline)) void TNAME(tile)(int height, ptrdiff_t kb, const TT *a,
     ptrdiff_t ars, ptrdiff_t acs, const TT *bp, ptrdiff_t bs, ptrdiff_t kb2, const TT *a2_, ptrdiff_t ars2,
     ptrdiff_t acs2, const TT *bp2, ptrdiff_t bs2, ptrdiff_t rows, TT *c, ptrdiff_t ldc, ptrdiff_t w, TT alpha,
-    TT beta) {
+    TT beta, TT *mid) {
     TV x0 = TV_ZERO(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0;
     TV y0 = x0, y1 = x0, y2 = x0, y3 = x0, y4 = x0, y5 = x0;
     SEGMENT(kb, a, ars, acs, bp, bs)
+#define PUT(r, c, alpha, beta) if (height > r && rows > r) TNAME(store)(x##r, y##r, (c) + r * ldc, w, alpha, beta);
+    if (mid) { PUT(0, mid, 1, 0) PUT(1, mid, 1, 0) PUT(2, mid, 1, 0) PUT(3, mid, 1, 0) PUT(4, mid, 1, 0) PUT(5, mid, 1, 0) }
     SEGMENT(kb2, a2_, ars2, acs2, bp2, bs2)
-#define PUT(r) if (height > r && rows > r) TNAME(store)(x##r, y##r, c + r * ldc, w, alpha, beta);
-    PUT(0) PUT(1) PUT(2) PUT(3) PUT(4) PUT(5)
+    PUT(0, c, alpha, beta) PUT(1, c, alpha, beta) PUT(2, c, alpha, beta) PUT(3, c, alpha, beta) PUT(4, c, alpha, beta)
+    PUT(5, c, alpha, beta)
 #undef PUT
 }
 #undef ROWS
@@ -72,13 +75,20 @@ static inline HLA_AVX2 __attribute__((always_inline)) void TNAME(tile)(int heigh
 
 HLA_AVX2 void TEXPORT(tile)(ptrdiff_t kb, const TT *a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t rows, const TT *bp,
     ptrdiff_t bs, TT *c, ptrdiff_t ldc, ptrdiff_t w, TT alpha, TT beta) {
-    BY_HEIGHT(TNAME(tile), kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, w, alpha, beta)
+    BY_HEIGHT(TNAME(tile), kb, a, ars, acs, bp, bs, 0, a, ars, acs, bp, bs, rows, c, ldc, w, alpha, beta, 0)
 }
 
 HLA_AVX2 void TEXPORT(tile_sum)(ptrdiff_t kb, const TT *a, ptrdiff_t ars, ptrdiff_t acs, const TT *bp, ptrdiff_t bs,
     ptrdiff_t kb2, const TT *a2, ptrdiff_t ars2, ptrdiff_t acs2, const TT *bp2, ptrdiff_t bs2, ptrdiff_t rows, TT *c,
     ptrdiff_t ldc, ptrdiff_t w, TT alpha, TT beta) {
-    BY_HEIGHT(TNAME(tile), kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta)
+    BY_HEIGHT(TNAME(tile), kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta, 0)
+}
+
+/* `tile_sum` that also stores the sum over the first segment into `mid` (Gemm.gemm2's `mid`). */
+HLA_AVX2 void TEXPORT(tile_sum_mid)(ptrdiff_t kb, const TT *a, ptrdiff_t ars, ptrdiff_t acs, const TT *bp,
+    ptrdiff_t bs, ptrdiff_t kb2, const TT *a2, ptrdiff_t ars2, ptrdiff_t acs2, const TT *bp2, ptrdiff_t bs2,
+    ptrdiff_t rows, TT *c, ptrdiff_t ldc, ptrdiff_t w, TT alpha, TT beta, TT *mid) {
+    BY_HEIGHT(TNAME(tile), kb, a, ars, acs, bp, bs, kb2, a2, ars2, acs2, bp2, bs2, rows, c, ldc, w, alpha, beta, mid)
 }
 #undef BY_HEIGHT
 #undef TT

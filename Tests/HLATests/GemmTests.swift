@@ -277,4 +277,63 @@ final class GemmTests: XCTestCase {
             }
         }
     }
+
+    /// gemm2 with the triangular structure on op(A1) (`structure1`) and `mid`: C is one chain over A1's terms then
+    /// A2's where the call is fused (bit for bit the product of the concatenated operands) and, fused or not, the
+    /// same bits as without `mid`; `mid` holds exactly what `gemm` of A1 alone gives (β = 0, α = 1), the padding of
+    /// both untouched. The scan path relies on it (Y⁰ and Y of ahla and hla3 from one pass: ScanChunkTests).
+    func testGemm2FirstProductStructureAndMid() {
+        var rng = SplitMix64(seed: 23)
+        // (m, n, k2): fused; m % 6 = 1; fused with 4-row tiles at the end; too large to fuse; n not a whole panel
+        for (m, n, k2) in [(32, 64, 64), (37, 48, 17), (64, 32, 16), (64, 32, 128), (33, 20, 9)] {
+            for (t1, t2) in [(false, false), (true, false), (false, true)] {
+                for st in [[], [.lowerA], [.upperA]] as [Gemm.Structure] {
+                    let k1 = m, pad = 3, lda1 = m + pad, lda2 = (t2 ? m : k2) + pad, ldb = n + pad, ldc = n + 2
+                    var a1 = [Float](repeating: 0, count: m * lda1)
+                    for i in 0..<m { for p in 0..<k1 {
+                        let keep = st.contains(.lowerA) ? p <= i : st.contains(.upperA) ? p >= i : true
+                        a1[t1 ? p * lda1 + i : i * lda1 + p] = keep ? Float(rng.normal()) : 0
+                    } }
+                    let a2 = (0..<((t2 ? k2 : m) * lda2)).map { _ in Float(rng.normal()) }
+                    let b1 = (0..<(k1 * ldb)).map { _ in Float(rng.normal()) }
+                    let b2 = (0..<(k2 * ldb)).map { _ in Float(rng.normal()) }
+                    let c0 = (0..<(m * ldc)).map { _ in Float(rng.normal()) }
+                    var got = c0, mid = c0.map { -$0 }, plain = c0, first = c0
+                    let mid0 = mid
+                    Float.gemm2(m, n, 1, 0, &got, ldc, t1, k1, a1, lda1, b1, ldb, t2, k2, a2, lda2, b2, ldb,
+                                structure1: st, mid: &mid)
+                    Float.gemm2(m, n, 1, 0, &plain, ldc, t1, k1, a1, lda1, b1, ldb, t2, k2, a2, lda2, b2, ldb,
+                                structure1: st)
+                    Float.gemm(t1, false, m, n, k1, 1, a1, lda1, b1, ldb, 0, &first, ldc, structure: st)
+                    let k = k1 + k2
+                    var a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: k * n)
+                    for i in 0..<m {
+                        for p in 0..<k1 { a[i * k + p] = t1 ? a1[p * lda1 + i] : a1[i * lda1 + p] }
+                        for p in 0..<k2 { a[i * k + k1 + p] = t2 ? a2[p * lda2 + i] : a2[i * lda2 + p] }
+                    }
+                    for p in 0..<k1 { for j in 0..<n { b[p * n + j] = b1[p * ldb + j] } }
+                    for p in 0..<k2 { for j in 0..<n { b[(k1 + p) * n + j] = b2[p * ldb + j] } }
+                    var cat = c0
+                    Float.gemm(false, false, m, n, k, 1, a, k, b, n, 0, &cat, ldc)
+                    let fused = n % Float.Panel.scalarCount == 0 && m * k * 4 <= Gemm.fusedBytes
+                    let what = "m=\(m) n=\(n) k2=\(k2) t1=\(t1) t2=\(t2) \(st)"
+                    for i in 0..<m {
+                        for j in n..<ldc {
+                            XCTAssertEqual(got[i * ldc + j], c0[i * ldc + j], "wrote C's padding: " + what)
+                            XCTAssertEqual(mid[i * ldc + j], mid0[i * ldc + j], "wrote mid's padding: " + what)
+                        }
+                        for j in 0..<n {
+                            let x = i * ldc + j
+                            var want = 0.0
+                            for p in 0..<k { want += Double(a[i * k + p]) * Double(b[p * n + j]) }
+                            XCTAssertLessThanOrEqual(abs(Double(got[x]) - want), 1e-5 * Double(k).squareRoot() * max(1, abs(want)), what)
+                            XCTAssertEqual(got[x], plain[x], "mid changed C: " + what + " C[\(i)][\(j)]")
+                            XCTAssertEqual(mid[x], first[x], "mid is not gemm of A1: " + what + " [\(i)][\(j)]")
+                            if fused { XCTAssertEqual(got[x], cat[x], "not one chain: " + what + " C[\(i)][\(j)]") }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -155,15 +155,27 @@ __attribute__((visibility("hidden"))) void hla_private_dtile_sum_avx2(ptrdiff_t 
  * bp + p * bs), the full-panel store of the 6 x 16 tile; Gemm.gemm's diagonal blocks under .lowerC. */
 __attribute__((visibility("hidden"))) void hla_private_tile_narrow_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars,
     ptrdiff_t acs, ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
+/* The sum tiles that also store the sum over the first product alone into `mid` (leading dimension ldc), as a tile
+ * of that product with alpha = 1 and beta = 0 would (Gemm.gemm2's `mid`). */
+__attribute__((visibility("hidden"))) void hla_private_tile_sum_mid_avx2(ptrdiff_t kb, const float *a, ptrdiff_t ars,
+    ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
+    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta,
+    float *mid);
+__attribute__((visibility("hidden"))) void hla_private_dtile_sum_mid_avx2(ptrdiff_t kb, const double *a, ptrdiff_t ars,
+    ptrdiff_t acs, const double *bp, ptrdiff_t bs, ptrdiff_t kb2, const double *a2, ptrdiff_t ars2, ptrdiff_t acs2,
+    const double *bp2, ptrdiff_t bs2, ptrdiff_t rows, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha,
+    double beta, double *mid);
 /* The same tiles without vector instructions (tile256.c; any rows, w <= 16 float32 or 8 float64 columns): each
- * element the same fused multiply-add chain (fmaf, fma) and the same stores, so the same bits. */
+ * element the same fused multiply-add chain (fmaf, fma) and the same stores, so the same bits; `mid` (or NULL) as in
+ * the `_mid` tiles. */
 __attribute__((visibility("hidden"))) void hla_private_tile_sum_portable(ptrdiff_t kb, const float *a, ptrdiff_t ars,
     ptrdiff_t acs, const float *bp, ptrdiff_t bs, ptrdiff_t kb2, const float *a2, ptrdiff_t ars2, ptrdiff_t acs2,
-    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
+    const float *bp2, ptrdiff_t bs2, ptrdiff_t rows, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta,
+    float *mid);
 __attribute__((visibility("hidden"))) void hla_private_dtile_sum_portable(ptrdiff_t kb, const double *a, ptrdiff_t ars,
     ptrdiff_t acs, const double *bp, ptrdiff_t bs, ptrdiff_t kb2, const double *a2, ptrdiff_t ars2, ptrdiff_t acs2,
     const double *bp2, ptrdiff_t bs2, ptrdiff_t rows, double *c, ptrdiff_t ldc, ptrdiff_t w, double alpha,
-    double beta);
+    double beta, double *mid);
 
 /* The kv sweeps of a multi-query step (Paths.stepByHead), for the unit's first thread (`follow` 0) or another
  * (`follow` 1).

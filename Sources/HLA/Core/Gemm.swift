@@ -152,21 +152,27 @@ enum Gemm {
     /// op(A2) (square, k2 = m), as in `gemm`. Where n is not a multiple of the panel, where op(A1) and op(A2)
     /// together exceed `fusedBytes` (or k1, k2 or α is 0) it runs as `gemm` over A1 then `gemm` over A2 with β = 1
     /// (the same terms, C rounded in between): which of the two forms a call takes depends only on its shape,
-    /// never on the thread or the SIMD kernel.
+    /// never on the thread or the SIMD kernel. `structure1`: the same for op(A1) (square, k1 = m).
+    /// `mid` (m × n, leading dimension ldc; only with α = 1 and β = 0): also receives op(A1)·B1 alone, the bits
+    /// `gemm` of A1 with structure1 gives it, from the same tiles (so a caller needing both the first product and
+    /// the sum forms the first once); such calls run on the AVX2 tiles (the same bits as the AVX-512 ones).
     @inline(__always)
     static func gemm2<T: HLAFloat>(_ m: Int, _ n: Int, _ alpha: T, _ beta: T, _ c: UnsafeMutablePointer<T>, _ ldc: Int,
                                    _ transA1: Bool, _ k1: Int, _ a1: UnsafePointer<T>, _ lda1: Int,
                                    _ b1: UnsafePointer<T>, _ ldb1: Int,
                                    _ transA2: Bool, _ k2: Int, _ a2: UnsafePointer<T>, _ lda2: Int,
-                                   _ b2: UnsafePointer<T>, _ ldb2: Int, structure2: Structure = []) {
+                                   _ b2: UnsafePointer<T>, _ ldb2: Int, structure1: Structure = [],
+                                   structure2: Structure = [], mid: UnsafeMutablePointer<T>? = nil) {
         if m <= 0 || n <= 0 { return }
+        precondition(mid == nil || (alpha == 1 && beta == 0), "gemm2's mid needs alpha = 1 and beta = 0")
         let nr = T.Panel.scalarCount
         if n % nr != 0 || k1 <= 0 || k2 <= 0 || alpha == 0 || m * (k1 + k2) * MemoryLayout<T>.stride > fusedBytes {
-            gemm(transA1, false, m, n, k1, alpha, a1, lda1, b1, ldb1, beta, c, ldc)
+            gemm(transA1, false, m, n, k1, alpha, a1, lda1, b1, ldb1, beta, c, ldc, structure: structure1)
+            if let mid { for i in 0..<m { for j in 0..<n { mid[i * ldc + j] = c[i * ldc + j] } } }
             gemm(transA2, false, m, n, k2, alpha, a2, lda2, b2, ldb2, 1, c, ldc, structure: structure2)
             return
         }
-        let wide = T.self == Float.self && avx512, mr = wide ? mr512 : mr
+        let wide = T.self == Float.self && avx512 && mid == nil, mr = wide ? mr512 : mr
         let ars1 = transA1 ? 1 : lda1, acs1 = transA1 ? lda1 : 1
         let ars2 = transA2 ? 1 : lda2, acs2 = transA2 ? lda2 : 1
         let plan = hla_private_plan_get()
@@ -177,12 +183,12 @@ enum Gemm {
             var i0 = 0
             while i0 < m {
                 let rows = tileRows(m, i0, mr)
-                let (lo, hi) = kRange(k2, i0, rows, j0, w, structure2)
+                let (lo1, hi1) = kRange(k1, i0, rows, j0, w, structure1), (lo, hi) = kRange(k2, i0, rows, j0, w, structure2)
                 prefetchStep()
                 if w > nr { prefetchStep() }
                 let s2 = Segment(kb: hi - lo, a: a2 + i0 * ars2 + lo * acs2, ars: ars2, acs: acs2, bp: b2 + lo * ldb2 + j0, bs: ldb2)
-                tile(k1, a1 + i0 * ars1, ars1, acs1, rows, b1 + j0, ldb1, c + i0 * ldc + j0, ldc, w, alpha, beta,
-                     wide: wide, then: s2)
+                tile(hi1 - lo1, a1 + i0 * ars1 + lo1 * acs1, ars1, acs1, rows, b1 + lo1 * ldb1 + j0, ldb1, c + i0 * ldc + j0,
+                     ldc, w, alpha, beta, wide: wide, then: s2, mid: mid.map { $0 + i0 * ldc + j0 })
                 i0 += rows
             }
             j0 += w
@@ -317,17 +323,31 @@ enum Gemm {
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
                                   _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
-                                  wide: Bool, then s2: Segment<T>? = nil) {
+                                  wide: Bool, then s2: Segment<T>? = nil, mid: UnsafeMutablePointer<T>? = nil) {
         if !avx2 {
             let s = s2 ?? Segment(kb: 0, a: a, ars: ars, acs: acs, bp: bp, bs: bs)
             if T.self == Double.self {
                 return hla_private_dtile_sum_portable(kb, double(a), ars, acs, double(bp), bs, s.kb, double(s.a), s.ars,
                                                       s.acs, double(s.bp), s.bs, rows, double(c), ldc, w,
-                                                      unsafeBitCast(alpha, to: Double.self), unsafeBitCast(beta, to: Double.self))
+                                                      unsafeBitCast(alpha, to: Double.self), unsafeBitCast(beta, to: Double.self),
+                                                      mid.map { double($0) })
             }
             return hla_private_tile_sum_portable(kb, float(a), ars, acs, float(bp), bs, s.kb, float(s.a), s.ars, s.acs,
                                                  float(s.bp), s.bs, rows, float(c), ldc, w,
-                                                 unsafeBitCast(alpha, to: Float.self), unsafeBitCast(beta, to: Float.self))
+                                                 unsafeBitCast(alpha, to: Float.self), unsafeBitCast(beta, to: Float.self),
+                                                 mid.map { float($0) })
+        }
+        if let mid, let s = s2 {   // (never `wide`: gemm2 keeps such calls on these tiles)
+            if T.self == Double.self {
+                return hla_private_dtile_sum_mid_avx2(kb, double(a), ars, acs, double(bp), bs, s.kb, double(s.a), s.ars,
+                                                      s.acs, double(s.bp), s.bs, rows, double(c), ldc, w,
+                                                      unsafeBitCast(alpha, to: Double.self),
+                                                      unsafeBitCast(beta, to: Double.self), double(mid))
+            }
+            return hla_private_tile_sum_mid_avx2(kb, float(a), ars, acs, float(bp), bs, s.kb, float(s.a), s.ars, s.acs,
+                                                 float(s.bp), s.bs, rows, float(c), ldc, w,
+                                                 unsafeBitCast(alpha, to: Float.self), unsafeBitCast(beta, to: Float.self),
+                                                 float(mid))
         }
         if T.self == Double.self {
             let al = unsafeBitCast(alpha, to: Double.self), be = unsafeBitCast(beta, to: Double.self)

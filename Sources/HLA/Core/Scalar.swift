@@ -21,9 +21,10 @@ extension HLAFloat {
     static func gemm2(_ m: Int, _ n: Int, _ alpha: Self, _ beta: Self, _ c: UnsafeMutablePointer<Self>, _ ldc: Int,
                       _ transA1: Bool, _ k1: Int, _ a1: UnsafePointer<Self>, _ lda1: Int, _ b1: UnsafePointer<Self>, _ ldb1: Int,
                       _ transA2: Bool, _ k2: Int, _ a2: UnsafePointer<Self>, _ lda2: Int, _ b2: UnsafePointer<Self>, _ ldb2: Int,
-                      structure2: Gemm.Structure = []) {
+                      structure1: Gemm.Structure = [], structure2: Gemm.Structure = [],
+                      mid: UnsafeMutablePointer<Self>? = nil) {
         Gemm.gemm2(m, n, alpha, beta, c, ldc, transA1, k1, a1, lda1, b1, ldb1, transA2, k2, a2, lda2, b2, ldb2,
-                   structure2: structure2)
+                   structure1: structure1, structure2: structure2, mid: mid)
     }
 }
 

@@ -22,9 +22,8 @@ extension AHLA {
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)
             Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
             if c.masked {
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
-                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
+                let Qg = Mask.scaled(Qd, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }
+                T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 outputs(c, pw, n, st, Q: Qh, A: A, Y: Y, Qs: Qd, O: Oh)                // O
                 if !carryOut { continue }
                 let YG = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
@@ -80,9 +79,8 @@ extension AHLA {
                 let A = kj ?? As, Y = kj.map { $0 + n * n } ?? Ys
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
-                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
+                let Qg = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }           // as `chunk`
+                T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 if !carryOut { continue }
                 let YG = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, YG, dvp, gn, st, dvp)     // E

@@ -24,8 +24,9 @@ extension AHLA {
         }
     }
 
-    /// Masked: the summary's A ⊙ D and Y⁰ = (A ⊙ D) V are the chunk's; its Y is Y⁰ + diag(γ^τ) Q P0, the sum
-    /// the chunk's β = 1 product rounds once, so adding the two afterwards gives the same bits.
+    /// Masked: the summary's A ⊙ D and Y⁰ = (A ⊙ D) V are the chunk's; its Y = (A ⊙ D) V + (diag(γ^τ) Q) P0 is one
+    /// chain over the terms of Y⁰ then those of the carry's, so the tiles that form Y store Y⁰ on the way (gemm2's
+    /// `mid`): the same bits as the two calls.
     static func scanChunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ s: Unit<T>, n: Int,
                                        K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                        O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
@@ -42,12 +43,11 @@ extension AHLA {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j), ss = s.head(j)
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)
             Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
-            T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y0, dvp, structure: .lowerA)  // Y⁰ = (A ⊙ D) V
+            // Y⁰ = (A ⊙ D) V (`summarize`'s) and Y = Y⁰ + (diag(γ^τ) Q) P0 (`chunk`'s) from the same tiles
+            let Qg = Mask.scaled(Qs, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }
+            T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA, mid: Y0)
             T.gemm(true, false, dk, dvp, n, 1, Kd, dk, Y0, dvp, 0, ss, dvp)          // summary E = Kᵀ Γ Y⁰
             T.gemm(true, false, dk, dk, n, 1, K, dk, Qh, dk, 0, ss + dk * dvp, dk)  // summary R⁰ = Kᵀ Q
-            T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
-            Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-            Mask.axpby(Y, Y0, n * dvp, 1, 1)                                         // Y = diag(γ^τ) Q P0 + Y⁰
             outputs(c, pw, n, st, Q: Qh, A: A, Y: Y, Qs: Qs, O: Oh)                    // O (as `chunk`)
         }
     }

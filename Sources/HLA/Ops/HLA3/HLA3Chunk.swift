@@ -32,9 +32,8 @@ extension HLA3 {
                 T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
                 carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: X2)
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
-                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
+                let Qg = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }
+                T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T2, O: Oh)
                 if !carryOut { continue }
                 advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, T3: T3, X2: X2)
@@ -117,9 +116,8 @@ extension HLA3 {
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
                 if kj != nil { for x in 0..<(n * n) { A[x] = Ar[x] } }
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
-                T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
-                Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-                T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 1, Y, dvp, structure: .lowerA)    // Y
+                let Qg = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }           // as `chunk`
+                T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 if carryOut { advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, T3: T3, X2: X2) }
             } else {
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }

@@ -30,8 +30,8 @@ extension HLA3 {
         }
     }
 
-    /// Masked: the summary's Bᵗ and Y = (A ⊙ D_1) V are the chunk's (the chunk's Y is that plus
-    /// diag(γ^τ) Q P0, the sum its β = 1 product rounds once, so adding the two afterwards gives the same bits).
+    /// Masked: the summary's Bᵗ and Y⁰ = (A ⊙ D_1) V are the chunk's (the chunk's Y = (A ⊙ D_1) V + (diag(γ^τ) Q) P0
+    /// is one chain over Y⁰'s terms then the carry's, so the tiles that form Y store Y⁰ on the way: gemm2's `mid`).
     static func scanChunk<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ s: Unit<T>, n: Int,
                                        K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                        O: UnsafeMutablePointer<T>, scratch: inout Scratch<T>) {
@@ -54,13 +54,12 @@ extension HLA3 {
             Mask.upperDecay(Bt, n, n, pw, 1)                                         // Bᵗ
             T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
             Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D_1
-            T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y0, dvp, structure: .lowerA)  // Y⁰ = (A ⊙ D_1) V
+            // Y⁰ = (A ⊙ D_1) V (`summarize`'s) and Y = Y⁰ + (diag(γ^τ) Q) P0 (`chunk`'s) from the same tiles
+            let Qg = Mask.scaled(T3, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }
+            T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA, mid: Y0)
             summaryHead(c, pw, n, s.head(j), K: K, Q: Qh, Bt: Bt, Y: Y0, T2: T2, T3: T3)   // the summary's blocks
             // the outputs from the carry-in (as `chunk`)
             carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: T2)
-            T.gemm(false, false, n, dvp, dk, 1, Qh, dk, P0, dvp, 0, Y, dvp)
-            Mask.scaleRows(Y, n, dvp, dvp) { pw[$0 + 1] }
-            Mask.axpby(Y, Y0, n * dvp, 1, 1)                                         // Y = diag(γ^τ) Q P0 + Y⁰
             outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T3, O: Oh)
         }
     }
