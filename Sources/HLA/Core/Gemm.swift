@@ -318,7 +318,8 @@ enum Gemm {
     /// side (the right one's row p at bp + p·bs + nr). Otherwise the AVX2 tile of `T` (tile256.c), which was Swift
     /// code here until stop 46: clang kept one of its accumulators in the register it loads half of P's row into, two
     /// register moves per step of k, and the chunked forward took 0.88-0.96 of its time on the C tile (the same
-    /// bits).
+    /// bits). `then`: a second product summed in the same chain (gemm2); `mid` (with `then`, not `wide`): receives the
+    /// first product's sum alone, stored as α = 1, β = 0 would store it.
     @inline(__always)
     static func tile<T: HLAFloat>(_ kb: Int, _ a: UnsafePointer<T>, _ ars: Int, _ acs: Int, _ rows: Int,
                                   _ bp: UnsafePointer<T>, _ bs: Int,
