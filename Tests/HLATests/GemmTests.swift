@@ -224,6 +224,21 @@ final class GemmTests: XCTestCase {
         }
     }
 
+    /// gemm2's operands concatenated along k: A = [op(A1) | op(A2)] (m × (k1 + k2), row-major), B = [B1; B2]
+    /// ((k1 + k2) × n; B1 and B2 with leading dimension ldb).
+    func concatenation(_ m: Int, _ n: Int, _ t1: Bool, _ k1: Int, _ a1: [Float], _ lda1: Int, _ b1: [Float],
+                       _ t2: Bool, _ k2: Int, _ a2: [Float], _ lda2: Int, _ b2: [Float], _ ldb: Int) -> ([Float], [Float]) {
+        let k = k1 + k2
+        var a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: k * n)
+        for i in 0..<m {
+            for p in 0..<k1 { a[i * k + p] = t1 ? a1[p * lda1 + i] : a1[i * lda1 + p] }
+            for p in 0..<k2 { a[i * k + k1 + p] = t2 ? a2[p * lda2 + i] : a2[i * lda2 + p] }
+        }
+        for p in 0..<k1 { for j in 0..<n { b[p * n + j] = b1[p * ldb + j] } }
+        for p in 0..<k2 { for j in 0..<n { b[(k1 + p) * n + j] = b2[p * ldb + j] } }
+        return (a, b)
+    }
+
     /// gemm2: C = α (op(A1) B1 + op(A2) B2) + β C against the float64 loop, and bit for bit `gemm` over the two
     /// operands concatenated along k (one chain over A1's terms then A2's) where n is a multiple of the panel and A
     /// fits `fusedBytes`; the triangular structure of op(A2) skips only exact zeros; other shapes run as two
@@ -249,15 +264,7 @@ final class GemmTests: XCTestCase {
                     var got = c0
                     Float.gemm2(m, n, alpha, beta, &got, ldc, t1, k1, a1, lda1, b1, ldb, t2, k2, a2, lda2, b2, ldb,
                                 structure2: st)
-                    // the concatenation: A = [op(A1) | op(A2)] (m × (k1 + k2)), B = [B1; B2]
-                    let k = k1 + k2
-                    var a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: k * n)
-                    for i in 0..<m {
-                        for p in 0..<k1 { a[i * k + p] = t1 ? a1[p * lda1 + i] : a1[i * lda1 + p] }
-                        for p in 0..<k2 { a[i * k + k1 + p] = t2 ? a2[p * lda2 + i] : a2[i * lda2 + p] }
-                    }
-                    for p in 0..<k1 { for j in 0..<n { b[p * n + j] = b1[p * ldb + j] } }
-                    for p in 0..<k2 { for j in 0..<n { b[(k1 + p) * n + j] = b2[p * ldb + j] } }
+                    let (a, b) = concatenation(m, n, t1, k1, a1, lda1, b1, t2, k2, a2, lda2, b2, ldb), k = k1 + k2
                     var cat = c0
                     Float.gemm(false, false, m, n, k, alpha, a, k, b, n, beta, &cat, ldc)
                     let what = "m=\(m) n=\(n) k1=\(k1) t1=\(t1) t2=\(t2) \(st)"
@@ -305,14 +312,7 @@ final class GemmTests: XCTestCase {
                     Float.gemm2(m, n, 1, 0, &plain, ldc, t1, k1, a1, lda1, b1, ldb, t2, k2, a2, lda2, b2, ldb,
                                 structure1: st)
                     Float.gemm(t1, false, m, n, k1, 1, a1, lda1, b1, ldb, 0, &first, ldc, structure: st)
-                    let k = k1 + k2
-                    var a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: k * n)
-                    for i in 0..<m {
-                        for p in 0..<k1 { a[i * k + p] = t1 ? a1[p * lda1 + i] : a1[i * lda1 + p] }
-                        for p in 0..<k2 { a[i * k + k1 + p] = t2 ? a2[p * lda2 + i] : a2[i * lda2 + p] }
-                    }
-                    for p in 0..<k1 { for j in 0..<n { b[p * n + j] = b1[p * ldb + j] } }
-                    for p in 0..<k2 { for j in 0..<n { b[(k1 + p) * n + j] = b2[p * ldb + j] } }
+                    let (a, b) = concatenation(m, n, t1, k1, a1, lda1, b1, t2, k2, a2, lda2, b2, ldb), k = k1 + k2
                     var cat = c0
                     Float.gemm(false, false, m, n, k, 1, a, k, b, n, 0, &cat, ldc)
                     let fused = n % Float.Panel.scalarCount == 0 && m * k * 4 <= Gemm.fusedBytes
