@@ -3417,14 +3417,12 @@ static void test_backward(void)
  *     bad checkpoint tensors and sizes. (Per-tensor mutations: the E_FWDCK and E_BWDCK entries of
  *     section 7; checkpoint_every < 0 through every entry point: section 7's bad configurations.)       */
 
-/* The checkpoint stride for q of T tokens: chunk = cfg.chunk_size (at most 1024; automatic: 32 if
- * max(dk, dv) <= 96, else 64), chunks = ceil(T / chunk), every = cfg.checkpoint_every capped at chunks, or
- * (0, automatic) ceil(sqrt(chunks)); stride = chunk * every. (The library's automatic chunk counts dv + 1
- * when normalizing: the automatic cases here keep away from 96.) -1 when chunk * every exceeds INT64_MAX. */
+/* The checkpoint stride for q of T tokens: chunk = cfg.chunk_size (at most 1024; automatic: 32),
+ * chunks = ceil(T / chunk), every = cfg.checkpoint_every capped at chunks, or (0, automatic) ceil(sqrt(chunks));
+ * stride = chunk * every. -1 when chunk * every exceeds INT64_MAX. */
 static int64_t ck_chunk(const hla_config *c)
 {
-    const int64_t d = c->dk > c->dv ? c->dk : c->dv;
-    return c->chunk_size > 1024 ? 1024 : c->chunk_size > 0 ? c->chunk_size : d <= 96 ? 32 : 64;
+    return c->chunk_size > 1024 ? 1024 : c->chunk_size > 0 ? c->chunk_size : 32;
 }
 static int64_t ceil_sqrt(int64_t x) /* x >= 1, exact up to INT64_MAX */
 {

@@ -156,8 +156,8 @@ def test_combine_rejects_mismatch():
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("d, auto", [(64, 64), (128, 128), (100, 128), (96, 64)])
 def test_automatic_chunk_of_the_scan_path_and_summaries(op, d, auto):
-    """chunk_size None on the scan path and in summarize is twice the chunked path's automatic length
-    (docs/spec.md §1): 64 for head sizes up to 96, 128 above; the chunked path keeps 32 and 64."""
+    """chunk_size None on the scan path and in summarize is 64 for head sizes up to 96 and 128 above
+    (docs/spec.md §1); the chunked path's is 32 at every head size."""
     T = 2 * auto + 5
     q, k, v = cast(make(1, T, 2, 2, d, 8 if d == 100 else d, seed_of("autochunk", op, d)), np.float32)
     o = dict(op=op, scale=d ** -0.5)
@@ -167,4 +167,5 @@ def test_automatic_chunk_of_the_scan_path_and_summaries(op, d, auto):
     s = hla.summarize(q, k, v, **o)
     np.testing.assert_array_equal(s.array, hla.summarize(q, k, v, chunk_size=auto, **o).array)
     chunked, _ = hla.forward(q, k, v, path="chunked", **o)
-    np.testing.assert_array_equal(chunked, hla.forward(q, k, v, path="chunked", chunk_size=auto // 2, **o)[0])
+    np.testing.assert_array_equal(chunked, hla.forward(q, k, v, path="chunked", chunk_size=32, **o)[0])
+    assert not np.array_equal(chunked, hla.forward(q, k, v, path="chunked", chunk_size=64, **o)[0])
