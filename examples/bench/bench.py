@@ -431,7 +431,7 @@ def peak_section(R, a, peak2, peak1, zmm):
     R.p()
     R.p("Each operator at dk=dv=64 and 128, B=1 and B=8 (T such that one forward is roughly 0.1-0.5 s), "
         "timed at chunk 32 and 64 (interleaved, %d repetitions; libhla's automatic choice is 32; 64 above "
-        "head size 96 until stop 47); the faster chunk size is reported. GFLOP/s = 2 x the multiply-adds the "
+        "head size 96 before stop 48); the faster chunk size is reported. GFLOP/s = 2 x the multiply-adds the "
         "chunked algorithm must do (below) / time; %% of peak against the 2-thread FMA peak measured in this "
         "run (%.1f GFLOP/s; 1 thread %.1f). Median over repetitions, and best (the fastest repetition, i.e. "
         "min time). **Same round**: this machine's speed drifts by tens of percent within minutes (other tenants, "

@@ -9,7 +9,7 @@ enum Paths {
     /// Chunk length used when the configuration asks for the automatic choice: per token the chunked
     /// form costs O(n·d) in the n × n products and O(d²) in the carry, and the carry's d³/n terms are
     /// gone, so the shortest chunk that keeps the products efficient on the register tiles wins: 32 at every
-    /// head size. Until stop 47 it was 64 above head size 96, but 32 was the faster chunk at d = 128 in every
+    /// head size. Before stop 48 it was 64 above head size 96, but 32 was the faster chunk at d = 128 in every
     /// cell of the committed Zen 4 run (docs/benchmarks.md) and in 11 of 12 of two Zen 3 runs; interleaved on
     /// the Zen 3 host (two threads, 7 rounds): 0.87-0.90 of 64's time at B = 1, T = 8192, 0.92-0.95 at B = 8,
     /// T = 1024; the backward (B = 1, T = 4096) 0.96-1.01.
@@ -19,7 +19,7 @@ enum Paths {
     }
 
     /// The automatic chunk length of the scan path and of summaries: 64 for head sizes up to 96, 128 above (twice
-    /// the chunked path's until stop 47). Each chunk there
+    /// the chunked path's before stop 48). Each chunk there
     /// also forms its summary and combines it into the carry (O(d³) per chunk for hla3's W, O(d²·dv) for the
     /// others' full combines), which longer chunks spread over more tokens. Measured on the AMD EPYC VM (B=1,
     /// H=8, 2 threads, medians of 7 alternating calls): hla3's scan at d = 64 took 93 ms at chunk 64 against 108
