@@ -336,4 +336,38 @@ final class GemmTests: XCTestCase {
             }
         }
     }
+
+    /// gram: C = α Aᵀ (diag(w) A) + β C for a symmetric C computes C's lower half as `gemm` does (bit for bit) and
+    /// makes the upper half its mirror: C exactly symmetric, padding untouched. Float32 (the 8 × 8 block mirror for
+    /// n % 8 == 0, element by element otherwise) and float64; weights below 1 (decay), so the full product's upper
+    /// half would round differently from its lower.
+    func testGramIsTheLowerHalfMirrored() {
+        gramIsTheLowerHalfMirrored(Float.self)
+        gramIsTheLowerHalfMirrored(Double.self)
+    }
+
+    func gramIsTheLowerHalfMirrored<T: HLAFloat>(_: T.Type) {
+        var rng = SplitMix64(seed: 23)
+        for n in [1, 5, 8, 16, 24, 37, 64, 128] {
+            for (k, pad, beta) in [(32, 0, 0.0), (7, 3, 0.9), (64, 0, 0.5)] {
+                let ld = n + pad
+                let a = (0..<(k * ld)).map { _ in T(rng.normal()) }
+                var b = a
+                var w = T(1)
+                for p in 0..<k { for j in 0..<ld { b[p * ld + j] *= w }; w *= T(0.97) }
+                var c0 = [T](repeating: 0, count: n * ld)
+                for i in 0..<n { for j in 0...i { let x = T(rng.normal()); c0[i * ld + j] = x; c0[j * ld + i] = x } }
+                for i in 0..<n { for j in n..<ld { c0[i * ld + j] = T(rng.normal()) } }
+                var got = c0, lower = c0
+                T.gram(n, k, 0.75, a, ld, b, ld, T(beta), &got, ld)
+                T.gemm(true, false, n, n, k, 0.75, a, ld, b, ld, T(beta), &lower, ld)
+                let what = "\(T.self) n=\(n) k=\(k) pad=\(pad)"
+                for i in 0..<n {
+                    for j in 0...i { XCTAssertEqual(got[i * ld + j], lower[i * ld + j], what + " C[\(i)][\(j)]") }
+                    for j in (i + 1)..<max(n, i + 1) { XCTAssertEqual(got[i * ld + j], got[j * ld + i], what + " C[\(i)][\(j)]") }
+                    for j in n..<ld { XCTAssertEqual(got[i * ld + j], c0[i * ld + j], what + " padding") }
+                }
+            }
+        }
+    }
 }

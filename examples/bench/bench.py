@@ -501,7 +501,9 @@ def peak_section(R, a, peak2, peak1, zmm):
         "each over its nonzero part only: with the causal mask an n x n factor or result is triangular "
         "(diagonal included), so an n x n x d product with one triangular factor or a triangular result "
         "counts n(n+1)/2 · d, and the n x n x n product of two triangular factors kept on the lower triangle "
-        "(index triples i ≤ j ≤ t) counts n(n+1)(n+2)/6. The d x d carry products count in full; the "
+        "(index triples i ≤ j ≤ t) counts n(n+1)(n+2)/6. The d x d carry products count in full, but for the "
+        "symmetric S = K^T G K, which counts its lower half (dk(dk+1)/2 · n; since stop 48 libhla computes that "
+        "half and mirrors it, and the count stopped crediting the other half); the "
         "element-wise masks, decays and copies are not counted. Per query head [+ per kv head]:")
     R.p()
     for op in OPS:

@@ -29,7 +29,8 @@ OPS = ("hla2", "ahla", "hla3")
 # over its nonzero part only. With the causal mask an n x n operand or result is triangular (diagonal
 # included): a product n x n x d with a triangular factor or a triangular result is n(n+1)/2 * d
 # multiply-adds, and the n x n x n product of two triangular factors kept on the lower triangle
-# (i <= j <= t) is n(n+1)(n+2)/6. The d x d carry products are full.
+# (i <= j <= t) is n(n+1)(n+2)/6. The d x d carry products are full, but for the symmetric S = K^T G K
+# (a Gram matrix: its lower half, dk(dk+1)/2 * n; libhla computes that half and mirrors it, since stop 48).
 # ----------------------------------------------------------------------------------------------
 def tri2(n):
     return n * (n + 1) // 2
@@ -53,7 +54,7 @@ def gemm_list(op, n, dk, dv):
             ("B G V (B upper)", t2 * dv, None),
             ("U += K^T (B G V)", dk * dv * n, None),
             ("U += (Q S0)^T G2 V", dk * dv * n, None),
-            ("S += K^T G K", None, dk * dk * n),
+            ("S += K^T G K (symmetric: lower half)", None, tri2(dk) * n),
         ]
     if op == "ahla":
         return [
@@ -79,7 +80,7 @@ def gemm_list(op, n, dk, dv):
             ("B^t Y (B^t upper)", t2 * dv, None),
             ("W += K^T (B^t Y)", dk * dv * n, None),
             ("P += K^T G V", None, dk * dv * n),
-            ("S += K^T G K", None, dk * dk * n),
+            ("S += K^T G K (symmetric: lower half)", None, tri2(dk) * n),
         ]
     raise ValueError(op)
 
@@ -95,9 +96,9 @@ def macs_per_chunk(op, n, dk, dv, group=1):
 def macs_formula(op):
     """The closed form of macs_per_chunk per query head (group g), as text."""
     return {
-        "hla2": "n(n+1)(n+2)/6 + n(n+1)/2 (2 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk^2 per kv head]",
+        "hla2": "n(n+1)(n+2)/6 + n(n+1)/2 (2 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk(dk+1)/2 per kv head]",
         "ahla": "n(n+1)/2 (dk + 2 dv) + 3 n dk dv  [+ n dk dv per kv head]",
-        "hla3": "n(n+1)(n+2)/6 + n(n+1)/2 (2 dk + 3 dv) + n dk^2 + 4 n dk dv  [+ n dk dv + n dk^2 per kv head]",
+        "hla3": "n(n+1)(n+2)/6 + n(n+1)/2 (2 dk + 3 dv) + n dk^2 + 4 n dk dv  [+ n dk dv + n dk(dk+1)/2 per kv head]",
     }[op]
 
 

@@ -76,6 +76,23 @@ enum Mask {
             i += 8
         }
     }
+    /// C's strict upper half ← the mirror of its lower half (C[r][j] = C[j][r] for j > r; n × n, leading dimension
+    /// ld): copies only, so C is then exactly symmetric. Float32 with n % 8 == 0 by 8 × 8 register blocks.
+    @inline(__always)
+    static func mirrorLower<T: HLAFloat>(_ c: UnsafeMutablePointer<T>, _ n: Int, _ ld: Int) {
+        guard T.self == Float.self && n % 8 == 0 else {
+            for r in 0..<n { for j in (r + 1)..<max(n, r + 1) { c[r * ld + j] = c[j * ld + r] } }
+            return
+        }
+        let f = UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self)
+        var i = 0
+        while i < n {
+            for r in i..<(i + 8) { for j in (r + 1)..<(i + 8) { c[r * ld + j] = c[j * ld + r] } }   // diagonal block
+            var x = i + 8
+            while x < n { hla_private_transpose8x8(f + x * ld + i, ld, f + i * ld + x, ld); x += 8 }
+            i += 8
+        }
+    }
     /// Rows r of an n × cols matrix scaled by s(r).
     @inline(__always)
     static func scaleRows<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ n: Int, _ cols: Int, _ ld: Int, _ s: (Int) -> T) {

@@ -16,6 +16,16 @@ extension HLAFloat {
         Gemm.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, structure: structure)
     }
 
+    /// Symmetric C[n×n] = alpha · Aᵀ B + beta · C (A, B: k × n) for a symmetric Aᵀ B (a Gram matrix: B = diag(w) A)
+    /// and a symmetric C: the lower half by `gemm` (`.lowerC`, about half the multiply-adds), the upper half its
+    /// mirror, so C is exactly symmetric.
+    @inline(__always)
+    static func gram(_ n: Int, _ k: Int, _ alpha: Self, _ a: UnsafePointer<Self>, _ lda: Int,
+                     _ b: UnsafePointer<Self>, _ ldb: Int, _ beta: Self, _ c: UnsafeMutablePointer<Self>, _ ldc: Int) {
+        Gemm.gemm(true, false, n, n, k, alpha, a, lda, b, ldb, beta, c, ldc, structure: .lowerC)
+        Mask.mirrorLower(c, n, ldc)
+    }
+
     /// C[m×n] = alpha · (op(A1) · B1 + op(A2) · B2) + beta · C in one pass over C (`Gemm.gemm2`).
     @inline(__always)
     static func gemm2(_ m: Int, _ n: Int, _ alpha: Self, _ beta: Self, _ c: UnsafeMutablePointer<Self>, _ ldc: Int,
