@@ -489,3 +489,39 @@ def test_step_numpy_call_with_rows_equals_the_general_path(idx):
     with pytest.raises(ValueError, match="hla_step"):
         a.step(q, k, v, rows=np.array([2, 2], dtype=idx))
     assert not a._lock.locked()
+
+
+def symmetric_blocks(op, masked, summary, H, Hkv, dk, dv):
+    """(offset, dk) of each dk × dk block of a row that is symmetric by definition (docs/state-layout.md §2): S per
+    kv head (hla2, hla3); hla3 unmasked S^Q, and in a masked hla3 summary Q2, per query head."""
+    kvt = dk * dk + (dk * dv if op == "hla3" else 0)
+    blocks = [g * kvt for g in range(Hkv)]
+    if op == "hla3" and not masked:
+        blocks += [Hkv * kvt + h * dk * dk for h in range(H)]
+    if op == "hla3" and masked and summary:
+        per = 2 * dk * dv + 2 * dk * dk                      # W, Q2, X, Z
+        blocks += [Hkv * kvt + h * per + dk * dv for h in range(H)]
+    return blocks
+
+
+@pytest.mark.parametrize("op", ["hla2", "hla3"])
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("dk", [13, 24, 65])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_symmetric_blocks_are_exactly_symmetric(op, masked, dk, dtype):
+    """S (and hla3's S^Q and summary Q2) are symmetric bit for bit in the state every path leaves and in summaries,
+    with decay and inputs whose products round: the chunked and scan paths and summaries form the lower half and
+    mirror it, the step's rank-1 update rounds each element alike in its vector panels and scalar columns (dk = 13,
+    24 and 65 have scalar columns; 65 the one folded into the panels' sweep). docs/state-layout.md §4 states it."""
+    T, H, Hkv, dv = 77, 4, 2, 5
+    rng = np.random.default_rng(seed_of("symmetric", op, masked, dk))
+    q, k, v = (rng.standard_normal((1, T, h, d)).astype(dtype) for h, d in ((H, dk), (Hkv, dk), (Hkv, dv)))
+    o = dict(op=op, masked=masked, decay=0.9, scale=dk ** -0.5)
+    rows = {path: hla.forward(q, k, v, path=path, chunk_size=16, output_final_state=True, **o)[1].array[0]
+            for path in ("serial", "chunked", "scan")}
+    rows["summary"] = hla.summarize(q, k, v, chunk_size=16, **o).array[0]
+    for what, row in rows.items():
+        for at in symmetric_blocks(op, masked, what == "summary", H, Hkv, dk, dv):
+            m = row[at:at + dk * dk].reshape(dk, dk)
+            assert np.abs(m).max() > 0, (what, at)
+            np.testing.assert_array_equal(m, m.T, err_msg="%s block at %d" % (what, at))

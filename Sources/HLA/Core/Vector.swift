@@ -122,7 +122,9 @@ enum Vec {
         }
     }
 
-    /// M ← g·M + u wᵀ (rows × cols, leading dimension ld).
+    /// M ← g·M + u wᵀ (rows × cols, leading dimension ld). Every element, in the vector panels and the scalar
+    /// columns alike, is one fused multiply-add on g·M (u[r]·w[c] + g·M[r][c], rounded once after g·M), so with
+    /// u = w (S ← γS + k kᵀ) a symmetric M stays exactly symmetric. The same for `rank1Project` and `rank1Project2`.
     @inline(__always)
     static func rank1<T: HLAFloat>(_ m: UnsafeMutablePointer<T>, _ rows: Int, _ cols: Int, _ ld: Int, _ g: T,
                                    _ u: UnsafePointer<T>, _ w: UnsafePointer<T>) {
@@ -136,7 +138,7 @@ enum Vec {
                 while c + 16 <= cols { var x = load(row + c) * gv; x.addProduct(ur, load(w + c)); store(x, row + c); c += 16 }
             }
             let us = u[r]
-            while c < cols { row[c] = g * row[c] + us * w[c]; c += 1 }
+            while c < cols { row[c] = (g * row[c]).addingProduct(us, w[c]); c += 1 }   // the panels' fused form
         }
     }
 
@@ -174,7 +176,7 @@ enum Vec {
                     }
                     one(0, &a0); one(p, &a1); one(2 * p, &a2); one(3 * p, &a3)
                     if tail {
-                        let nv = g * row[4 * p] + ur * w[tc]
+                        let nv = (g * row[4 * p]).addingProduct(ur, w[tc])
                         row[4 * p] = nv
                         yt += (a * xr) * nv
                     }
@@ -233,7 +235,7 @@ enum Vec {
             let wc = w[c0]
             var row = m + c0
             for r in 0..<rows {
-                let nv = g * row[0] + u[r] * wc
+                let nv = (g * row[0]).addingProduct(u[r], wc)   // the panels' fused form (S stays exactly symmetric)
                 row[0] = nv
                 acc += (a * x[r]) * nv
                 row += ld
@@ -302,9 +304,9 @@ enum Vec {
             let wc1 = w1[c0], wc2 = w2[c0]
             var row = m + c0
             for r in 0..<rows {
-                let n1 = g * row[0] + u1[r] * wc1
+                let n1 = (g * row[0]).addingProduct(u1[r], wc1)
                 acc1 += (a * x1[r]) * n1
-                let n2 = g * n1 + u2[r] * wc2
+                let n2 = (g * n1).addingProduct(u2[r], wc2)
                 row[0] = n2
                 acc2 += (a * x2[r]) * n2
                 row += ld
