@@ -42,7 +42,7 @@ extension HLA2 {
             }
         }
         if !carryOut { return }
-        T.gram(dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S ← γⁿ S0 + Kᵀ Γ K
+        T.gram(dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                                     // S ← γⁿ S0 + Kᵀ Γ K
     }
 
     /// The outputs of query head j (queries Q, n × dk) from A = Q Kᵀ (masked: its lower half; left as A ⊙ D) and
@@ -134,6 +134,6 @@ extension HLA2 {
             }
         }
         if !carryOut { return }
-        T.gram(dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S ← γⁿ S0 + Kᵀ Γ K
+        T.gram(dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                                     // S ← γⁿ S0 + Kᵀ Γ K
     }
 }

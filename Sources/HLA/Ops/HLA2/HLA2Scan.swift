@@ -12,7 +12,7 @@ extension HLA2 {
         let Ks = scratch.take(n * dk), Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp)
         let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
-        T.gram(dk, n, 1, K, dk, Kd, dk, 0, u.kv, dk)                // S = Kᵀ Γ K
+        T.gram(dk, n, 1, K, dk, Kd, dk, 0, u.kv, dk)                                    // S = Kᵀ Γ K
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)
             T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, 0, st + cOffset(c), dvp)   // C = Qᵀ Γ V
@@ -42,7 +42,7 @@ extension HLA2 {
         let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), Qs = scratch.take(n * dk)
         let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
-        T.gram(dk, n, 1, K, dk, Kd, dk, 0, s.kv, dk)                // summary S = Kᵀ Γ K
+        T.gram(dk, n, 1, K, dk, Kd, dk, 0, s.kv, dk)                                    // summary S = Kᵀ Γ K
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, ss = s.head(j)
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower half

@@ -53,13 +53,13 @@ extension HLA3 {
                 T.gemm2(n, dvp, 1, 0, Oh, dvp, false, dk, X2g, dk, P0, dvp, false, n, M, n, V, dvp, structure2: .lowerA) // O
                 if !carryOut { continue }
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
-                T.gram(dk, n, 1, Qh, dk, QG, dk, gn, st, dk)       // S^Q
+                T.gram(dk, n, 1, Qh, dk, QG, dk, gn, st, dk)                            // S^Q
             }
         }
         if !carryOut { return }
         let KG = Mask.scaled(Kd, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }   // Γ K
         T.gemm(true, false, dk, dvp, n, 1, KG, dk, V, dvp, gn, P0, dvp)             // P
-        T.gram(dk, n, 1, K, dk, KG, dk, gn, S0, dk)                // S
+        T.gram(dk, n, 1, K, dk, KG, dk, gn, S0, dk)                                     // S
     }
 
     /// Masked: M ← [M + Q S0 Qᵀ diag(γ^u)] ⊙ D_3 for M = A Bᵗ (n × n, lower half wanted), leaving X1 = Q S0
@@ -121,12 +121,12 @@ extension HLA3 {
                 if carryOut { advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, T3: T3, X2: X2) }
             } else {
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
-                T.gram(dk, n, 1, Qh, dk, QG, dk, gn, st, dk)       // S^Q
+                T.gram(dk, n, 1, Qh, dk, QG, dk, gn, st, dk)                            // S^Q
             }
         }
         if !carryOut { return }
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, gn, P0, dvp)             // P
-        T.gram(dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                // S
+        T.gram(dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                                     // S
     }
 
     /// Masked: W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y, with S0 Qᵀ diag(·) Y formed as

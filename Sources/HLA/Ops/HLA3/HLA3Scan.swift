@@ -12,7 +12,7 @@ extension HLA3 {
         let A = scratch.take(n * n), Bt = scratch.take(n * n), Y = scratch.take(n * dvp)
         let T2 = scratch.take(n * max(dk, dvp)), T3 = scratch.take(n * max(dk, dvp)), Ks = scratch.take(n * dk)
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
-        T.gram(dk, n, 1, K, dk, Kd, dk, 0, u.kv, dk)               // S
+        T.gram(dk, n, 1, K, dk, Kd, dk, 0, u.kv, dk)                                    // S
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, u.kv + dk * dk, dvp)  // P
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)
@@ -25,7 +25,7 @@ extension HLA3 {
                 summaryHead(c, pw, n, st, K: K, Q: Qh, Bt: Bt, Y: Y, T2: T2, T3: T3)
             } else {
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
-                T.gram(dk, n, 1, Qh, dk, QG, dk, 0, st, dk)         // S^Q
+                T.gram(dk, n, 1, Qh, dk, QG, dk, 0, st, dk)                             // S^Q
             }
         }
     }
@@ -44,7 +44,7 @@ extension HLA3 {
         let T2 = scratch.take(n * d), T3 = scratch.take(n * d), Ks = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
-        T.gram(dk, n, 1, K, dk, Kd, dk, 0, s.kv, dk)               // summary S
+        T.gram(dk, n, 1, K, dk, Kd, dk, 0, s.kv, dk)                                    // summary S
         T.gemm(true, false, dk, dvp, n, 1, Kd, dk, V, dvp, 0, s.kv + dk * dk, dvp)  // summary P
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
@@ -76,7 +76,7 @@ extension HLA3 {
         T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, T3, dvp, structure: .upperA)
         T.gemm(true, false, dk, dvp, n, 1, K, dk, T3, dvp, 0, W, dvp)               // W
         let Qw = Mask.scaled(T2, Q, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
-        T.gram(dk, n, 1, Q, dk, Qw, dk, 0, Q2, dk)                 // Q2
+        T.gram(dk, n, 1, Q, dk, Qw, dk, 0, Q2, dk)                                      // Q2
         let Y1 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
         T.gemm(true, false, dk, dvp, n, 1, Q, dk, Y1, dvp, 0, X, dvp)               // X
         let Q1 = Mask.scaled(T2, Q, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
