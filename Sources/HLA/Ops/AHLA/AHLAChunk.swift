@@ -24,7 +24,7 @@ extension AHLA {
             if c.masked {
                 let Qg = Mask.scaled(Qd, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
-                outputs(c, pw, n, st, Q: Qh, A: A, Y: Y, Qs: Qd, O: Oh)                // O
+                outputs(c, n, st, Qg: Qg, A: A, Y: Y, O: Oh)                              // O
                 if !carryOut { continue }
                 let YG = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gemm(true, false, dk, dvp, n, 1, K, dk, YG, dvp, gn, st, dvp)     // E
@@ -47,14 +47,13 @@ extension AHLA {
         T.gemm(true, false, dk, dvp, n, 1, K, dk, VG, dvp, gn, P0, dvp)             // P
     }
 
-    /// Masked: O = (diag(γ^τ) Q) E0 + (A ⊙ D) Y in one pass over O (E0: the query head's block `st`; Qs: n × dk
-    /// scratch for the scaled Q). Shared by `chunk` and `scanChunk`.
+    /// Masked: O = (diag(γ^τ) Q) E0 + (A ⊙ D) Y in one pass over O (E0: the query head's block `st`; Qg: diag(γ^τ) Q,
+    /// the scaled queries Y's product read too). Shared by `chunk` and `scanChunk`.
     @inline(__always)
-    static func outputs<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafePointer<T>,
-                                     Q: UnsafePointer<T>, A: UnsafePointer<T>, Y: UnsafePointer<T>,
-                                     Qs: UnsafeMutablePointer<T>, O: UnsafeMutablePointer<T>) {
+    static func outputs<T: HLAFloat>(_ c: Config, _ n: Int, _ st: UnsafePointer<T>,
+                                     Qg: UnsafePointer<T>, A: UnsafePointer<T>, Y: UnsafePointer<T>,
+                                     O: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
-        let Qg = Mask.scaled(Qs, Q, n, dk, unit: pw.unit) { pw[$0 + 1] }
         T.gemm2(n, dvp, 1, 0, O, dvp, false, dk, Qg, dk, st, dvp, false, n, A, n, Y, dvp, structure2: .lowerA)
     }
 

@@ -48,7 +48,7 @@ extension AHLA {
             T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA, mid: Y0)
             T.gemm(true, false, dk, dvp, n, 1, Kd, dk, Y0, dvp, 0, ss, dvp)          // summary E = Kᵀ Γ Y⁰
             T.gemm(true, false, dk, dk, n, 1, K, dk, Qh, dk, 0, ss + dk * dvp, dk)  // summary R⁰ = Kᵀ Q
-            outputs(c, pw, n, st, Q: Qh, A: A, Y: Y, Qs: Qs, O: Oh)                    // O (as `chunk`)
+            outputs(c, n, st, Qg: Qg, A: A, Y: Y, O: Oh)                              // O (as `chunk`)
         }
     }
 
