@@ -30,9 +30,8 @@ extension HLA3 {
                 Mask.transpose(Bt, A, n, upper: true)
                 Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
                 T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
-                carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: X2)
+                let Qg = carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: X2)        // diag(γ^τ) Q, in X2
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
-                let Qg = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T2, O: Oh)
                 if !carryOut { continue }
@@ -63,16 +62,18 @@ extension HLA3 {
     }
 
     /// Masked: M ← [M + Q S0 Qᵀ diag(γ^u)] ⊙ D_3 for M = A Bᵗ (n × n, lower half wanted), leaving X1 = Q S0
-    /// (the carry reuses it); QU (n × dk): scratch. Shared by `chunk` and `scanChunk`.
+    /// (the carry reuses it). Returns diag(γ^u) Q (rows u = 1..n): QU (n × dk) holding it, or Q itself at decay 1;
+    /// Y's product reads the same scaled queries. Shared by `chunk` and `scanChunk`.
     @inline(__always)
     static func carryIntoM<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ S0: UnsafePointer<T>,
                                         Q: UnsafePointer<T>, M: UnsafeMutablePointer<T>,
-                                        X1: UnsafeMutablePointer<T>, QU: UnsafeMutablePointer<T>) {
+                                        X1: UnsafeMutablePointer<T>, QU: UnsafeMutablePointer<T>) -> UnsafePointer<T> {
         let dk = c.dk
         T.gemm(false, false, n, dk, dk, 1, Q, dk, S0, dk, 0, X1, dk)               // Q S0
         let Qu = Mask.scaled(QU, Q, n, dk, unit: pw.unit) { pw[$0 + 1] }           // diag(γ^u) Q
         T.gemm(false, true, n, n, dk, 1, X1, dk, Qu, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
         Mask.lowerDecay(M, n, n, pw, 3)
+        return Qu
     }
 
     /// Masked: O = (diag(γ^{3τ}) Q) W0 + M Y in one pass over O (W0: the query head's block `st`; M lower; Qs: n × dk

@@ -53,14 +53,12 @@ extension HLA3 {
             Mask.transpose(Bt, A, n, upper: true)
             Mask.upperDecay(Bt, n, n, pw, 1)                                         // Bᵗ
             T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
+            let Qg = carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: T3)   // M for the outputs (as `chunk`); diag(γ^τ) Q
             Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D_1
             // Y⁰ = (A ⊙ D_1) V (`summarize`'s) and Y = Y⁰ + (diag(γ^τ) Q) P0 (`chunk`'s) from the same tiles
-            let Qg = Mask.scaled(T3, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }
             T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA, mid: Y0)
             summaryHead(c, pw, n, s.head(j), K: K, Q: Qh, Bt: Bt, Y: Y0, T2: T2, T3: T3)   // the summary's blocks
-            // the outputs from the carry-in (as `chunk`)
-            carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: T2)
-            outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T3, O: Oh)
+            outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T3, O: Oh)                  // the outputs from the carry-in
         }
     }
 
