@@ -492,7 +492,7 @@ def test_step_numpy_call_with_rows_equals_the_general_path(idx):
 
 
 def symmetric_blocks(op, masked, summary, H, Hkv, dk, dv):
-    """(offset, dk) of each dk × dk block of a row that is symmetric by definition (docs/state-layout.md §2): S per
+    """The offsets of the dk × dk blocks of a row that are symmetric by definition (docs/state-layout.md §2): S per
     kv head (hla2, hla3); hla3 unmasked S^Q, and in a masked hla3 summary Q2, per query head."""
     kvt = dk * dk + (dk * dv if op == "hla3" else 0)
     blocks = [g * kvt for g in range(Hkv)]

@@ -19,9 +19,9 @@ enum Paths {
     }
 
     /// The automatic chunk length of the scan path and of summaries: 64 for head sizes up to 96, 128 above (twice
-    /// the chunked path's before stop 48). Each chunk there
-    /// also forms its summary and combines it into the carry (O(d³) per chunk for hla3's W, O(d²·dv) for the
-    /// others' full combines), which longer chunks spread over more tokens. Measured on the AMD EPYC VM (B=1,
+    /// the chunked path's before stop 48). Each chunk there also forms its summary and combines it into the carry
+    /// (O(d³) per chunk for hla3's W, O(d²·dv) for the others' full combines), which longer chunks spread over more
+    /// tokens. Measured on the AMD EPYC VM (B=1,
     /// H=8, 2 threads, medians of 7 alternating calls): hla3's scan at d = 64 took 93 ms at chunk 64 against 108
     /// at 32, at d = 128 184 against 195 at 64; ahla's 47 against 51 and 90 against 93; hla2's alike at d = 64
     /// (55 and 55) and 100 against 103 at d = 128 (the one case where the shorter chunk won); summaries of
