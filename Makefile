@@ -62,8 +62,8 @@ test: test-builds all check-header test-swift test-c test-examples test-ggml tes
 # them on one thread).
 test-swift: $(DEPS_STAMP)
 	$(SWIFT) test -c debug --parallel
-	HLA_SIMD=avx2 $(SWIFT) test -c debug --skip-build --parallel --filter 'GemmTests|StepHeadsKernelTests|SerialStepIdentityTests|StepKVCopiesTests'
-	HLA_SIMD=portable $(SWIFT) test -c debug --skip-build --parallel --filter 'GemmTests|SerialStepIdentityTests'
+	HLA_SIMD=avx2 $(SWIFT) test -c debug --skip-build --parallel --filter 'GemmTests|StepHeadsKernelTests|SerialStepIdentityTests|StepKVCopiesTests|TileWorkTests'
+	HLA_SIMD=portable $(SWIFT) test -c debug --skip-build --parallel --filter 'GemmTests|SerialStepIdentityTests|TileWorkTests'
 
 test-c: lib
 	$(MAKE) -C Tests/c LIBDIR=$(LIBDIR)

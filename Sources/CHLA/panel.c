@@ -8,3 +8,11 @@
 static _Thread_local _Alignas(64) unsigned char hla_panel[128 * 64];
 
 void *hla_private_panel(void) { return hla_panel; }
+
+/* The calling thread's count of the multiply-adds its register tiles performed (Gemm.tile and the narrow tile add to
+ * it in debug builds only): what a product computes, zero padding and the known zeros a tile cannot skip included,
+ * against what it must compute (Tests/HLATests/TileWorkTests.swift). */
+static _Thread_local long long hla_tile_macs;
+
+void hla_private_tile_macs_add(long long macs) { hla_tile_macs += macs; }
+long long hla_private_tile_macs_take(void) { long long x = hla_tile_macs; hla_tile_macs = 0; return x; }

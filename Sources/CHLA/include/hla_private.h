@@ -34,6 +34,10 @@ static inline void hla_private_plan_step(hla_private_plan *c) {
 }
 /* The calling thread's packing panel (panel.c): 128 x 64 bytes, 64-byte aligned, contents unspecified. */
 __attribute__((visibility("hidden"))) void *hla_private_panel(void);
+/* The calling thread's count of register-tile multiply-adds (panel.c; debug builds count, Gemm.swift): add, and read
+ * then reset. */
+__attribute__((visibility("hidden"))) void hla_private_tile_macs_add(long long macs);
+__attribute__((visibility("hidden"))) long long hla_private_tile_macs_take(void);
 /* Prefetch the cache lines of `bytes` bytes from `p` into L2 (a hint): the rows of a token the serial sweep
  * packs a few tokens ahead. Into L2 rather than L1: the step's own state traffic keeps L1's miss buffers busy,
  * and the prefetches queued behind it measured about 7% slower. */

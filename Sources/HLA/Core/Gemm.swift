@@ -91,6 +91,9 @@ enum Gemm {
                 let lo = max(kLo, p0), hi = min(kHi, p0 + kb)
                 prefetchStep()
                 if hi > lo {
+                    #if DEBUG
+                    hla_private_tile_macs_add(Int64((hi - lo) * 8 * 8))
+                    #endif
                     hla_private_tile_narrow_avx2(hi - lo, float(a + j0 * ars + lo * acs), ars, acs, 8,
                                                  float(bp + (lo - p0) * bs), bs, float(c + j0 * ldc + j0), ldc,
                                                  unsafeBitCast(alpha, to: Float.self),
@@ -325,6 +328,10 @@ enum Gemm {
                                   _ bp: UnsafePointer<T>, _ bs: Int,
                                   _ c: UnsafeMutablePointer<T>, _ ldc: Int, _ w: Int, _ alpha: T, _ beta: T,
                                   wide: Bool, then s2: Segment<T>? = nil, mid: UnsafeMutablePointer<T>? = nil) {
+        #if DEBUG
+        // the vector tiles compute whole panels (a partial one zero-padded); the portable tile exactly w columns
+        hla_private_tile_macs_add(Int64((kb + (s2?.kb ?? 0)) * rows * (avx2 ? max(w, T.Panel.scalarCount) : w)))
+        #endif
         if !avx2 {
             let s = s2 ?? Segment(kb: 0, a: a, ars: ars, acs: acs, bp: bp, bs: bs)
             if T.self == Double.self {
