@@ -4,8 +4,9 @@
 // n(n+1)/2 per column, the n × n × n product of two triangular factors n(n+1)(n+2)/6, S = Kᵀ Γ K its lower half), so
 // the ratio is what the tiles spend on zero padding, on the known zeros a whole tile cannot skip at the diagonal and on
 // the upper half of symmetric or triangular results; the benchmark's shares of the FMA peak are shares of the must-do
-// count. On the AVX2/FMA tiles (6 × 16, the 8 × 8 narrow tile on .lowerC diagonals) the ratio is pinned: a product
-// losing its structure (.lowerA, .upperB, .lowerC, `gram`) raises it by 3% or more. Below 1 would mean a kernel skips
+// count. On the AVX2/FMA tiles (6 × 16, the 8 × 8 narrow tile on .lowerC diagonals) the ratio is pinned 0.005 above
+// what it measured: a product losing its structure raises it past that (hla2 at d = 64, n = 32: .lowerA dropped from
+// W V +4.3%, .lowerC from A = Q Kᵀ +4.3%, S formed whole instead of by `gram` +8.8%). Below 1 would mean a kernel skips
 // terms it needs, or the count here is wrong. The AVX-512 tiles (8 rows) and the portable tile (no narrow tile) are
 // checked against looser bounds; `make test-swift` runs this file once more under HLA_SIMD=avx2.
 import CHLA
