@@ -89,7 +89,7 @@ final class TileWorkTests: XCTestCase {
         #endif
     }
 
-    /// The count itself: one product of known shape on each kind of tile.
+    /// The count itself: a dense product counts exactly m·n·k, a .lowerA one at least its nonzero terms (and is right).
     func testTheCountOfOneProduct() throws {
         #if !DEBUG
         throw XCTSkip("tiles are counted in debug builds only")
