@@ -19,20 +19,24 @@ final class CausalityTests: XCTestCase {
         (0..<3).map { t.forward(cfg, path: Int32($0)) } + [t.stepAll(cfg)]
     }
 
-    func run<E: Elem>(_ type: E.Type) {
+    /// (tensor, head index in it, value, column): q of head 1, k of kv head 0, v of kv head 1, q of head 2.
+    static let narrowCases = [("q", 1, Double.nan, 1), ("k", 0, Double.infinity, 2), ("v", 1, Double.nan, 0),
+                              ("q", 2, -Double.infinity, 1)]
+
+    func run<E: Elem>(_ type: E.Type, _ s: Shape? = nil, cases: [(String, Int, Double, Int)] = narrowCases) {
+        let s = s ?? self.s
         for op in allOps {
             for o in [Options(op: op, decay: 0.9, chunk: 4), Options(op: op, masked: false, normalize: true, decay: 1, chunk: 4),
                       Options(op: op, normalize: true, ridge: op == opHLA2 ? 0.25 : 0, chunk: 3)] {
                 let p = Problem(s, seed: 333).rounded(to: E.dtype)
                 let cfg = makeConfig(s, o)
                 let clean = outputs(Typed<E>(p), cfg)
-                // (tensor, head index in it, value): q of head 1, k of kv head 0, v of kv head 1
-                for (which, head, value) in [("q", 1, Double.nan), ("k", 0, Double.infinity), ("v", 1, Double.nan), ("q", 2, -Double.infinity)] {
+                for (which, head, value, col) in cases {
                     var d = p
                     switch which {
-                    case "q": d.q[((0 * s.T + bad) * s.H + head) * s.dk + 1] = value
-                    case "k": d.k[((0 * s.T + bad) * s.Hkv + head) * s.dk + 2] = value
-                    default: d.v[((0 * s.T + bad) * s.Hkv + head) * s.dv + 0] = value
+                    case "q": d.q[((0 * s.T + bad) * s.H + head) * s.dk + col] = value
+                    case "k": d.k[((0 * s.T + bad) * s.Hkv + head) * s.dk + col] = value
+                    default: d.v[((0 * s.T + bad) * s.Hkv + head) * s.dv + col] = value
                     }
                     // query heads the bad element may reach
                     let reach = which == "q" ? [head] : Array((head * s.group)..<((head + 1) * s.group))
@@ -46,7 +50,7 @@ final class CausalityTests: XCTestCase {
                             if mayChange { affected = affected || !dirty[path][i].isFinite || dirty[path][i] != clean[path][i]; continue }
                             if dirty[path][i].bitPattern != clean[path][i].bitPattern { leaks.append("b=\(b) t=\(t) h=\(h) x=\(x): \(dirty[path][i])") }
                         } } } }
-                        XCTAssertTrue(leaks.isEmpty, "\(which)[b=0, t=\(bad), head \(head)] = \(value) changed \(leaks.count) outputs it must not reach on path \(path) \(o), e.g. \(leaks.prefix(3))")
+                        XCTAssertTrue(leaks.isEmpty, "\(which)[b=0, t=\(bad), head \(head), column \(col)] = \(value) changed \(leaks.count) outputs it must not reach on path \(path) \(o), e.g. \(leaks.prefix(3))")
                         XCTAssertTrue(affected, "\(which) = \(value) changed nothing on path \(path) \(o) (the test would be vacuous)")
                     }
                 }
@@ -57,6 +61,17 @@ final class CausalityTests: XCTestCase {
     func testNonFiniteFloat64() { run(Double.self) }
     func testNonFiniteFloat32() { run(Float.self) }
     func testNonFiniteBFloat16() { run(BFloat16.self) }
+
+    /// Rows of 16 elements and more: the packing tests them 16 at a time (and the rest one by one), so the bad
+    /// element sits in a 16-wide part (columns 3, 9) and in the remainder (columns 16, 19) of rows of 20 and 17.
+    func testNonFiniteWideRows() {
+        let wide = Shape(B: 2, T: 11, H: 4, Hkv: 2, dk: 20, dv: 17)
+        let cases = [("q", 1, Double.nan, 3), ("k", 0, Double.infinity, 19), ("v", 1, Double.nan, 16),
+                     ("q", 2, -Double.infinity, 17), ("v", 0, Double.infinity, 9)]
+        run(Float.self, wide, cases: cases)
+        run(Double.self, wide, cases: cases)
+        run(Float16.self, wide, cases: cases)
+    }
 
     /// Packed sequences: a NaN in one sequence never reaches another.
     func testNonFinitePacked() {

@@ -146,33 +146,42 @@ struct Strided<T: HLAFloat> {
         raw.assumingMemoryBound(to: T.self) + offset(b, t, h)
     }
 
-    /// Copy rows t0..<t0+n of (b, h) into a dense n × ld block (first `d` columns), times `mul`.
-    @inline(__always)
-    func gather(_ b: Int, _ h: Int, _ t0: Int, _ n: Int, _ d: Int, into dst: UnsafeMutablePointer<T>, ld: Int, mul: T = 1) {
+    /// Copy rows t0..<t0+n of (b, h) into a dense n × ld block (first `d` columns), times `mul`. Returns whether
+    /// every element written is finite: the sum of each written x · 0 (0 for finite x, NaN otherwise), formed while
+    /// the rows pass through registers, so the chunked paths need no separate pass over the packed block.
+    @inline(__always) @discardableResult
+    func gather(_ b: Int, _ h: Int, _ t0: Int, _ n: Int, _ d: Int, into dst: UnsafeMutablePointer<T>, ld: Int,
+                mul: T = 1) -> Bool {
+        var acc = SIMD16<T>(repeating: 0), tail: T = 0
         switch elem {
         case .bfloat16:
             let p = raw.assumingMemoryBound(to: UInt16.self)
             for r in 0..<n {
                 let src = p + offset(b, t0 + r, h), row = dst + r * ld
-                for j in 0..<d { row[j] = T(Half.bf16ToFloat(src[j * sd])) * mul }
+                for j in 0..<d { let x = T(Half.bf16ToFloat(src[j * sd])) * mul; row[j] = x; tail += x * 0 }
             }
         case .float16:
             let p = raw.assumingMemoryBound(to: UInt16.self)
             for r in 0..<n {
                 let src = p + offset(b, t0 + r, h), row = dst + r * ld
-                for j in 0..<d { row[j] = T(Half.f16ToFloat(src[j * sd])) * mul }
+                for j in 0..<d { let x = T(Half.f16ToFloat(src[j * sd])) * mul; row[j] = x; tail += x * 0 }
             }
         default:
             let p = raw.assumingMemoryBound(to: T.self)
+            let d16 = sd == 1 ? d & ~15 : 0
             for r in 0..<n {
                 let src = p + offset(b, t0 + r, h), row = dst + r * ld
-                if sd == 1 {
-                    if mul == 1 { for j in 0..<d { row[j] = src[j] } } else { for j in 0..<d { row[j] = src[j] * mul } }
+                var j = 0
+                if mul == 1 {
+                    while j < d16 { let x = Vec.load(src + j); Vec.store(x, row + j); acc += x * 0; j += 16 }
                 } else {
-                    for j in 0..<d { row[j] = src[j * sd] * mul }
+                    let m = SIMD16<T>(repeating: mul)
+                    while j < d16 { let x = Vec.load(src + j) * m; Vec.store(x, row + j); acc += x * 0; j += 16 }
                 }
+                while j < d { let x = src[j * sd] * mul; row[j] = x; tail += x * 0; j += 1 }
             }
         }
+        return acc.sum() + tail == 0
     }
 
     /// Add rows t0..<t0+n of (b, h), first `d` elements, to the calling thread's prefetch plan (contiguous rows

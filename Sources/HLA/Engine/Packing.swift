@@ -19,26 +19,27 @@ struct IO<T: HLAFloat> {
     let out: Strided<T>?
 
     /// K (n × dk), V (n × dvp, ones column when normalizing), Q (group × n × dk, scaled) of tokens
-    /// t0..<t0+n of unit (b, g).
-    @inline(__always)
+    /// t0..<t0+n of unit (b, g). Returns whether every element packed is finite (`Paths.chunkOrSteps`' test).
+    @inline(__always) @discardableResult
     func pack(_ c: Config, b: Int, g: Int, t0: Int, n: Int,
               K: UnsafeMutablePointer<T>, V: UnsafeMutablePointer<T>, Q: UnsafeMutablePointer<T>,
-              next: NextUnit = .sweep) {
+              next: NextUnit = .sweep) -> Bool {
         let dk = c.dk, dv = c.dv, dvp = c.dvp, group = c.group
-        k.gather(b, g, t0, n, dk, into: K, ld: dk)
-        v.gather(b, g, t0, n, dv, into: V, ld: dvp)
+        var finite = k.gather(b, g, t0, n, dk, into: K, ld: dk)
+        finite = v.gather(b, g, t0, n, dv, into: V, ld: dvp) && finite
         if c.normalize { for r in 0..<n { V[r * dvp + dv] = 1 } }
         let s = T(c.scale)
-        for j in 0..<group { q.gather(b, g * group + j, t0, n, dk, into: Q + j * n * dk, ld: dk, mul: s) }
-        if case .keep = next { return }
+        for j in 0..<group { finite = q.gather(b, g * group + j, t0, n, dk, into: Q + j * n * dk, ld: dk, mul: s) && finite }
+        if case .keep = next { return finite }
         // The unit packed next: its rows are brought in while this one computes, a few lines between register
         // tiles (Gemm), since one burst of prefetches stalls as long as the reads it replaces.
         hla_private_plan_reset()
         switch next {
         case .sweep: if g + 1 < c.kvHeads { plan(c, b: b, g: g + 1, t0: t0, n: n) } else { plan(c, b: b, g: 0, t0: t0 + n, n: n) }
         case let .at(g1, t1, n1): plan(c, b: b, g: g1, t0: t1, n: n1)
-        case .none, .keep: return
+        case .none, .keep: break
         }
+        return finite
     }
 
     /// Add the input rows `pack` reads for tokens t0..<t0+n of unit (b, g) to the prefetch plan.

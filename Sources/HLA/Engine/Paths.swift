@@ -83,10 +83,11 @@ enum Paths {
                 share.sweep(w, band: sq, g0: g0, g1: g1, from: from, to: end, n0: n0) { g0, g1, t0, n in
                     for g in g0..<g1 {
                         let next = Bands.next(g, g0, g1, t0: t0, n: n, n0: n0, end: end)
-                        io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
+                        let finite = io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w),
+                                             next: next)
                         io.planOut(c, b: b, g: g, t0: t0, n: n)
                         var s = work.scratch(w)
-                        chunkOrSteps(op, c, pw, layout.unit(row, g: g), n: n, work: work, w: w, scratch: &s)
+                        chunkOrSteps(op, c, pw, layout.unit(row, g: g), n: n, work: work, w: w, finite: finite, scratch: &s)
                         io.unpack(c, b: b, g: g, t0: t0, n: n, O: work.O(w))
                     }
                     // (n0 < the plan's chunk only when every sequence is one chunk: no checkpoint then)
@@ -140,13 +141,14 @@ enum Paths {
     /// recomputes what it can reach — the outputs of the query heads it feeds from its token on, and their
     /// blocks of the carry — token by token through the streaming recurrence with the true inputs
     /// (docs/spec.md §4: a non-finite input at token t affects only outputs ≥ t of its sequence and heads).
+    /// `finite`: whether every packed input is finite, as `IO.pack` returned it.
     @inline(__always)
     static func chunkOrSteps<Op: Operator, T: HLAFloat>(_ op: Op.Type, _ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
-                                                        work: Work<T>, w: Int, carryOut: Bool = true,
+                                                        work: Work<T>, w: Int, finite: Bool, carryOut: Bool = true,
                                                         scratch: inout Scratch<T>) {
         let K = work.K(w), V = work.V(w), Q = work.Q(w), O = work.O(w)
         let dk = c.dk, dvp = c.dvp, group = u.group
-        if allFinite(K, n * dk) && allFinite(V, n * dvp) && allFinite(Q, group * n * dk) {
+        if finite {
             Op.chunk(c, pw, u, n: n, K: K, V: V, Q: Q, O: O, carryOut: carryOut, scratch: &scratch)
             return
         }
@@ -509,15 +511,16 @@ enum Paths {
                 }) { g0, g1, t0, n in
                     for g in g0..<g1 {
                         let next = Bands.next(g, g0, g1, t0: t0, n: n, n0: n0, end: end)
-                        io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w), next: next)
+                        let finite = io.pack(c, b: b, g: g, t0: t0, n: n, K: work.K(w), V: work.V(w), Q: work.Q(w),
+                                             next: next)
                         io.planOut(c, b: b, g: g, t0: t0, n: n)
                         // the chunk's outputs from its carry-in (the carry itself is left as it was) and its summary
                         let K = work.K(w), V = work.V(w), Q = work.Q(w), u = cur(g), s = summary(g)
                         var sc = work.scratch(w)
-                        if allFinite(K, n * c.dk) && allFinite(V, n * c.dvp) && allFinite(Q, c.group * n * c.dk) {
+                        if finite {
                             Op.scanChunk(c, pw, u, s, n: n, K: K, V: V, Q: Q, O: work.O(w), scratch: &sc)
                         } else {
-                            chunkOrSteps(op, c, pw, u, n: n, work: work, w: w, carryOut: false, scratch: &sc)
+                            chunkOrSteps(op, c, pw, u, n: n, work: work, w: w, finite: false, carryOut: false, scratch: &sc)
                             var s1 = work.scratch(w)
                             Op.summarize(c, pw, s, n: n, K: K, V: V, Q: Q, scratch: &s1)
                         }
