@@ -6,7 +6,8 @@
 // the upper half of symmetric or triangular results; the benchmark's shares of the FMA peak are shares of the must-do
 // count. On the AVX2/FMA tiles (6 × 16, the 8 × 8 narrow tile on .lowerC diagonals) the ratio is pinned 0.005 above
 // what it measured: a product losing its structure raises it past that (hla2 at d = 64, n = 32, from 1.050: .lowerA
-// dropped from W V 1.087, .lowerC from A = Q Kᵀ 1.084, S formed whole instead of by `gram` 1.128). Below 1 would mean
+// dropped from W V 1.087, .lowerC from A = Q Kᵀ 1.084, S formed whole instead of by `gram` 1.128; since the carry's
+// X = Bᵀ Γ K + Γ Q S0 of stop 50, from 1.061: .lowerA dropped from W V or from X 1.106). Below 1 would mean
 // a kernel skips terms it needs, or the count here is wrong. The portable tile (no narrow tile) is pinned the same
 // way, the AVX-512 tiles (8 rows) checked against a loose bound only; `make test-swift` runs this file once more
 // under HLA_SIMD=avx2 and HLA_SIMD=portable.
@@ -19,13 +20,13 @@ final class TileWorkTests: XCTestCase {
     static func mustDo(_ op: Int32, n: Int, dk: Int, dv: Int, group: Int) -> Int {
         let t2 = n * (n + 1) / 2, t3 = n * (n + 1) * (n + 2) / 6, s = dk * (dk + 1) / 2 * n
         switch op {
-        case opHLA2:   // A, W = (A⊙D)B, Q S0, (Q S0) Qᵀ, W V, Q U0, B Γ V, Kᵀ(B Γ V), (Q S0)ᵀ Γ² V; S
-            return group * (t2 * dk + t3 + n * dk * dk + t2 * dk + t2 * dv + n * dk * dv + t2 * dv + 2 * dk * dv * n) + s
+        case opHLA2:   // A, W = (A⊙D)B, Q S0, (Q S0) Qᵀ, W V, Q U0, X = Bᵀ Γ K (+ Γ Q S0), Xᵀ V; S
+            return group * (t2 * dk + t3 + n * dk * dk + t2 * dk + t2 * dv + n * dk * dv + t2 * dk + dk * dv * n) + s
         case opAHLA:   // A, Q P0, (A⊙D) V, Q E0, (A⊙D) Y, Kᵀ Γ Y; P
             return group * (t2 * dk + n * dv * dk + t2 * dv + n * dv * dk + t2 * dv + dk * dv * n) + dk * dv * n
-        default:       // A, M = A Bᵗ, Q S0, (Q S0) Qᵀ, Q P0, (A⊙D) V, Q W0, M Y, (Q S0)ᵀ Γ Y, Bᵗ Y, Kᵀ(Bᵗ Y); P, S
+        default:       // A, M = A Bᵗ, Q S0, (Q S0) Qᵀ, Q P0, (A⊙D) V, Q W0, M Y, X = Bᵗᵀ K (+ Q S0), Xᵀ Y; P, S
             return group * (t2 * dk + t3 + n * dk * dk + t2 * dk + n * dv * dk + t2 * dv + n * dv * dk + t2 * dv
-                            + dk * dv * n + t2 * dv + dk * dv * n) + dk * dv * n + s
+                            + t2 * dk + dk * dv * n) + dk * dv * n + s
         }
     }
 
@@ -56,11 +57,12 @@ final class TileWorkTests: XCTestCase {
         #if !DEBUG
         throw XCTSkip("tiles are counted in debug builds only")
         #else
-        // The largest ratio each operator may reach (measured here + 0.005): on the 6 × 16 AVX2 tiles at d = 64 (the
-        // library's forward counted alike: 1.050, 1.026-1.029, 1.040) and dk = 32, dv = 48; on the portable tile.
+        // The largest ratio each operator may reach (measured here + 0.005): on the 6 × 16 AVX2 tiles at d = 64 (hla2
+        // 1.061, ahla 1.029, hla3 1.047; the library's forward counted alike before stop 50's carry products: 1.050,
+        // 1.026-1.029, 1.040) and dk = 32, dv = 48; on the portable tile.
         let onAVX2 = Gemm.avx2 && !Gemm.avx512
-        let avx2Bound: [Int32: (Double, Double)] = [opHLA2: (1.055, 1.087), opAHLA: (1.035, 1.049), opHLA3: (1.045, 1.072)]
-        let portableBound: [Int32: (Double, Double)] = [opHLA2: (1.108, 1.161), opAHLA: (1.057, 1.075), opHLA3: (1.083, 1.123)]
+        let avx2Bound: [Int32: (Double, Double)] = [opHLA2: (1.066, 1.102), opAHLA: (1.035, 1.049), opHLA3: (1.052, 1.080)]
+        let portableBound: [Int32: (Double, Double)] = [opHLA2: (1.130, 1.195), opAHLA: (1.057, 1.075), opHLA3: (1.094, 1.138)]
         var cases = 0
         for op in allOps {
             for (dk, dv) in [(64, 64), (32, 48)] {

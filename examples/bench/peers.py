@@ -51,9 +51,8 @@ def gemm_list(op, n, dk, dv):
             ("W += (Q S0) Q^T (lower)", t2 * dk, None),
             ("O = W V (W lower)", t2 * dv, None),
             ("Q U0", n * dk * dv, None),
-            ("B G V (B upper)", t2 * dv, None),
-            ("U += K^T (B G V)", dk * dv * n, None),
-            ("U += (Q S0)^T G2 V", dk * dv * n, None),
+            ("X = B^T G K (B^T lower) + G (Q S0)", t2 * dk, None),
+            ("U += (G X)^T V", dk * dv * n, None),
             ("S += K^T G K (symmetric: lower half)", None, tri2(dk) * n),
         ]
     if op == "ahla":
@@ -76,9 +75,8 @@ def gemm_list(op, n, dk, dv):
             ("Y += (A.D1) V (A lower)", t2 * dv, None),
             ("Q W0", n * dv * dk, None),
             ("O += M Y (M lower)", t2 * dv, None),
-            ("W += (Q S0)^T G Y", dk * dv * n, None),
-            ("B^t Y (B^t upper)", t2 * dv, None),
-            ("W += K^T (B^t Y)", dk * dv * n, None),
+            ("X = B^tT K (B^tT lower) + (Q S0)", t2 * dk, None),
+            ("W += (G X)^T Y", dk * dv * n, None),
             ("P += K^T G V", None, dk * dv * n),
             ("S += K^T G K (symmetric: lower half)", None, tri2(dk) * n),
         ]
@@ -96,9 +94,9 @@ def macs_per_chunk(op, n, dk, dv, group=1):
 def macs_formula(op):
     """The closed form of macs_per_chunk per query head (group g), as text."""
     return {
-        "hla2": "n(n+1)(n+2)/6 + n(n+1)/2 (2 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk(dk+1)/2 per kv head]",
+        "hla2": "n(n+1)(n+2)/6 + n(n+1)/2 (3 dk + dv) + n dk^2 + 2 n dk dv  [+ n dk(dk+1)/2 per kv head]",
         "ahla": "n(n+1)/2 (dk + 2 dv) + 3 n dk dv  [+ n dk dv per kv head]",
-        "hla3": "n(n+1)(n+2)/6 + n(n+1)/2 (2 dk + 3 dv) + n dk^2 + 4 n dk dv  [+ n dk dv + n dk(dk+1)/2 per kv head]",
+        "hla3": "n(n+1)(n+2)/6 + n(n+1)/2 (3 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk dv + n dk(dk+1)/2 per kv head]",
     }[op]
 
 
@@ -190,8 +188,10 @@ def _hla2(Q, K, V, O, n, tri, triu):
         Oc = W @ Vc
         Oc += Qc @ U
         O[:, :, t0:t0 + m] = Oc
-        U += Kt @ (Bm @ Vc)
-        U += QS.swapaxes(-1, -2) @ Vc                 # S0 Q^T V = (Q S0)^T V, S0 symmetric
+        # U += K^T (B V) + (Q S0)^T V (S0 Q^T V = (Q S0)^T V, S0 symmetric), formed as (B^T K + Q S0)^T V
+        X = Bm.swapaxes(-1, -2) @ Kc
+        X += QS
+        U += X.swapaxes(-1, -2) @ Vc
         S += Kt @ Kc
 
 
@@ -237,8 +237,10 @@ def _hla3(Q, K, V, O, n, tri, triu):
         Oc = M @ Y
         Oc += Qc @ W
         O[:, :, t0:t0 + m] = Oc
-        W += QS.swapaxes(-1, -2) @ Y                  # S0 Q^T Y = (Q S0)^T Y
-        W += Kt @ (Bt @ Y)
+        # W += (Q S0)^T Y + K^T (B^t Y) (S0 Q^T Y = (Q S0)^T Y), formed as (B^t^T K + Q S0)^T Y
+        X = Bt.swapaxes(-1, -2) @ Kc
+        X += QS
+        W += X.swapaxes(-1, -2) @ Y
         P += Kt @ Vc
         S += Kt @ Kc
 
@@ -311,7 +313,7 @@ def _jax_chunk_body(op, L, Lt):
         QS = Qc @ S
         W = ((A * L) @ Bm + QS @ sw(Qc)) * L
         Oc = W @ Vc + Qc @ U
-        U = U + Kt @ (Bm @ Vc) + sw(QS) @ Vc
+        U = U + sw(sw(Bm) @ Kc + QS) @ Vc
         S = S + Kt @ Kc
         return (S, U), Oc
 
@@ -334,7 +336,7 @@ def _jax_chunk_body(op, L, Lt):
         M = (A @ Bt + QS @ sw(Qc)) * L
         Y = (A * L) @ Vc + Qc @ P
         Oc = M @ Y + Qc @ W
-        W = W + sw(QS) @ Y + Kt @ (Bt @ Y)
+        W = W + sw(sw(Bt) @ Kc + QS) @ Y
         return (S + Kt @ Kc, P + Kt @ Vc, W), Oc
 
     return {"hla2": hla2, "ahla": ahla, "hla3": hla3}[op]

@@ -6,7 +6,8 @@
 ///       + unmasked: diag(γ^τ) [diag(γ^τ) Q S0 C0 + (A ⊙ D) K C0]
 ///       + λ diag(γ^τ) Q C0.
 /// Carry: S ← γⁿ S0 + Kᵀ Γ K,  C ← γⁿ C0 + Qᵀ Γ V,  U ← γ²ⁿ U0 + γⁿ S0 (Qᵀ Γ V) + Kᵀ Γ B Γ V,
-/// with Γ = diag(γ^{n-i}); the middle term is formed as (diag(γ^τ) Q S0)ᵀ diag(γ^{2(n-τ)}) V, reusing the cross-term product.
+/// with Γ = diag(γ^{n-i}); U is formed as γ²ⁿ U0 + [Γ (Bᵀ Γ K + Γ QS)]ᵀ V with QS = diag(γ^τ) Q S0, the cross-term
+/// product (`advanceU`): one n × dk × dv product instead of two.
 extension HLA2 {
     static func chunkScratch(_ c: Config, n: Int) -> Int {
         Scratch<Double>.need([n * n, n * n, n * n, n * c.dk, n * c.dk, n * c.dk, n * c.dvp, n * c.dvp, n * c.dvp, n * c.dvp])
@@ -18,7 +19,7 @@ extension HLA2 {
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let A = scratch.take(n * n), B = scratch.take(n * n), W = scratch.take(n * n)
         let QS = scratch.take(n * dk), Ks = scratch.take(n * dk)
-        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), V2s = scratch.take(n * dvp), Qs = scratch.take(n * dk)
+        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), Qs = scratch.take(n * dk)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
         let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
@@ -31,12 +32,7 @@ extension HLA2 {
             outputs(c, pw, n, u, j, K: K, V: V, Q: Qh, A: A, B: B, W: W, QS: QS, Tm: Tm, Qs: Qs, O: Oh)
             // Carry of this head (uses the old S0).
             if !carryOut { continue }
-            if c.masked {
-                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Tm, dvp, structure: .upperA)  // B Γ V
-                Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
-                let V2 = Mask.scaled(V2s, V, n, dvp, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
-                advanceU(c, n, st, g2n, K: K, Z: Tm, QS: QS, V2: V2)
-            }
+            if c.masked { advanceU(c, pw, n, st, g2n, B: B, Kd: Kd, QS: QS, V: V, X: QS) }   // (QS is not read again)
             if !c.masked || lam != 0 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
             }
@@ -84,15 +80,22 @@ extension HLA2 {
         }
     }
 
-    /// Masked: U ← γ²ⁿ U0 + Kᵀ Z + QSᵀ V2 in one pass over U, with Z = Γ B Γ V and QS = diag(γ^τ) Q S0,
-    /// V2 = diag(γ^{2(n-τ)}) V: the middle term γⁿ S0 Qᵀ Γ V formed as (diag(γ^τ) Q S0)ᵀ diag(γ^{2(n-τ)}) V (S0
-    /// symmetric; τ = 1..n), reusing the cross-term product: n·dk·dv multiply-adds instead of dk²·dv. Shared by
-    /// `chunk` and `carry` (the same bits).
+    /// Masked: U ← γ²ⁿ U0 + Kᵀ Γ B Γ V + QSᵀ Γ² V (QS = diag(γ^τ) Q S0, the cross-term product; Γ = diag(γ^{n-τ}),
+    /// τ = 1..n), formed as U ← γ²ⁿ U0 + Xᵀ V with X = Γ (Bᵀ Kd + Γ QS), Kd = Γ K: Kᵀ Γ B Γ V = (Γ Bᵀ Γ K)ᵀ V, and the
+    /// middle term γⁿ S0 Qᵀ Γ V of the carry is (Γ² QS)ᵀ V (S0 symmetric). One n × dk × dv product and the
+    /// triangular n × n × dk one, where summing Kᵀ (Γ B Γ V) and QSᵀ (Γ² V) took the triangular n × n × dv one and
+    /// two n × dk × dv (hla2 at n = 32, dk = dv = 64: 18% of the chunk's multiply-adds fewer). X (n × dk): receives
+    /// X; it may be QS itself (overwritten). Shared by `chunk` and `carry` (the same bits).
     @inline(__always)
-    static func advanceU<T: HLAFloat>(_ c: Config, _ n: Int, _ st: UnsafeMutablePointer<T>, _ g2n: T,
-                                      K: UnsafePointer<T>, Z: UnsafePointer<T>, QS: UnsafePointer<T>, V2: UnsafePointer<T>) {
+    static func advanceU<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafeMutablePointer<T>, _ g2n: T,
+                                      B: UnsafePointer<T>, Kd: UnsafePointer<T>, QS: UnsafePointer<T>,
+                                      V: UnsafePointer<T>, X: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
-        T.gemm2(dk, dvp, 1, g2n, st, dvp, true, n, K, dk, Z, dvp, true, n, QS, dk, V2, dvp)
+        if X != UnsafeMutablePointer(mutating: QS) { for i in 0..<(n * dk) { X[i] = QS[i] } }
+        Mask.scaleRows(X, n, dk, dk) { pw[n - 1 - $0] }                           // Γ QS
+        T.gemm(true, false, n, dk, n, 1, B, n, Kd, dk, 1, X, dk, structure: .lowerA)   // + Bᵀ Γ K (Bᵀ lower)
+        Mask.scaleRows(X, n, dk, dk) { pw[n - 1 - $0] }                           // X
+        T.gemm(true, false, dk, dvp, n, 1, X, dk, V, dvp, g2n, st, dvp)         // U ← γ²ⁿ U0 + Xᵀ V
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: B, Γ₁ Q S0, Γ B Γ V).
@@ -108,8 +111,8 @@ extension HLA2 {
         if !carryOut && (keep == nil || keepSize(c, n: n) == 0) { return }   // nothing to keep
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let A = scratch.take(n * n), Bs = scratch.take(n * n)
-        let QSs = scratch.take(n * dk), Ks = scratch.take(n * dk)
-        let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), Zs = scratch.take(n * dvp)
+        let QSs = scratch.take(n * dk), Ks = scratch.take(n * dk), Xs = scratch.take(n * dk)
+        let Vs = scratch.take(n * dvp)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
         let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
@@ -118,16 +121,18 @@ extension HLA2 {
             let C0 = st + cOffset(c)
             if c.masked {
                 let kj = keep.map { $0 + j * keepHead(c, n: n) }
-                let B = kj ?? Bs, QS = kj.map { $0 + n * n } ?? QSs, Z = kj.map { $0 + n * n + n * dk } ?? Zs
+                let B = kj ?? Bs, QS = kj.map { $0 + n * n } ?? QSs
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower
                 Mask.transpose(B, A, n, upper: true)                                 // B = Aᵀ, upper
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)       // Q S0
                 Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                         // diag(γ^τ) Q S0
-                T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp, structure: .upperA)   // B Γ V
-                Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }
+                if let kj {                                                          // Z = Γ B Γ V, for the reverse
+                    let Z = kj + n * n + n * dk
+                    T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp, structure: .upperA)
+                    Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }
+                }
                 if !carryOut { continue }
-                let V2 = Mask.scaled(Tm, V, n, dvp, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
-                advanceU(c, n, st, g2n, K: K, Z: Z, QS: QS, V2: V2)
+                advanceU(c, pw, n, st, g2n, B: B, Kd: Kd, QS: QS, V: V, X: kj == nil ? QS : Xs)
             }
             if !c.masked || lam != 0 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V

@@ -18,7 +18,7 @@ extension HLA3 {
         let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
         let A = scratch.take(n * n), Bt = scratch.take(n * n), M = scratch.take(n * n)
         let Y = scratch.take(n * d), X1 = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
-        let T3 = scratch.take(n * d), Kd = scratch.take(n * dk)
+        let Kd = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
@@ -35,7 +35,7 @@ extension HLA3 {
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T2, O: Oh)
                 if !carryOut { continue }
-                advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, T3: T3, X2: X2)
+                advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, X: X1)          // (X1 is not read again)
             } else {
                 // each as one pass over its result: X1 = (diag(γ^τ) Q) S0 + (A ⊙ D_1) K,
                 // X2 = (diag(γ^τ) X1) S^Q_0 + M Q, O = (diag(γ^τ) X2) P0 + M V (T2: the scaled left factors)
@@ -101,7 +101,7 @@ extension HLA3 {
         let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
         let A = scratch.take(n * n), Bts = scratch.take(n * n)
         let Ys = scratch.take(n * d), X1s = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
-        let T3 = scratch.take(n * d), Ks = scratch.take(n * dk)
+        let Ks = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }    // Γ K
         for j in 0..<u.group {
@@ -119,7 +119,7 @@ extension HLA3 {
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
                 let Qg = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }           // as `chunk`
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
-                if carryOut { advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, T2: T2, T3: T3, X2: X2) }
+                if carryOut { advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, X: kj == nil ? X1 : X2) }
             } else {
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gram(dk, n, 1, Qh, dk, QG, dk, gn, st, dk)                            // S^Q
@@ -130,17 +130,20 @@ extension HLA3 {
         T.gram(dk, n, 1, K, dk, Kd, dk, gn, S0, dk)                                     // S
     }
 
-    /// Masked: W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y, with S0 Qᵀ diag(·) Y formed as
-    /// (Q S0)ᵀ diag(·) Y (S0 symmetric; X1 = Q S0), the two products in one pass over W. T2, T3 and X2: n × dvp
-    /// scratch. Shared by `chunk` and `carry`.
+    /// Masked: W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y, formed as W ← γ³ⁿ W0 + Xᵀ Y with
+    /// X = diag(γ^{3(n-u)}) (diag(γ^u) X1 + Bᵗᵀ K) (S0 symmetric; X1 = Q S0, rows u = 1..n): one n × dk × dv product
+    /// and the triangular n × n × dk one, where summing X1ᵀ (diag(·) Y) and Kᵀ (Bᵗ diag(·) Y) took the triangular
+    /// n × n × dv one and two n × dk × dv (at n = 32, dk = dv = 64: 13% of the chunk's multiply-adds fewer). X (n × dk):
+    /// receives X; it may be X1 itself (overwritten). Shared by `chunk` and `carry` (the same bits).
     @inline(__always)
     static func advanceW<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafeMutablePointer<T>,
                                       X1: UnsafePointer<T>, Y: UnsafePointer<T>, Bt: UnsafePointer<T>, K: UnsafePointer<T>,
-                                      T2: UnsafeMutablePointer<T>, T3: UnsafeMutablePointer<T>, X2: UnsafeMutablePointer<T>) {
+                                      X: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
-        let Y1 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
-        let Y3 = Mask.scaled(T3, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
-        T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, X2, dvp, structure: .upperA)   // Bᵗ diag(γ^{3(n-u)}) Y
-        T.gemm2(dk, dvp, 1, pw[3 * n], st, dvp, true, n, X1, dk, Y1, dvp, true, n, K, dk, X2, dvp)
+        if X != UnsafeMutablePointer(mutating: X1) { for i in 0..<(n * dk) { X[i] = X1[i] } }
+        Mask.scaleRows(X, n, dk, dk) { pw[$0 + 1] }                               // diag(γ^u) Q S0
+        T.gemm(true, false, n, dk, n, 1, Bt, n, K, dk, 1, X, dk, structure: .lowerA)   // + Bᵗᵀ K (Bᵗᵀ lower)
+        Mask.scaleRows(X, n, dk, dk) { pw[3 * (n - 1 - $0)] }                     // X
+        T.gemm(true, false, dk, dvp, n, 1, X, dk, Y, dvp, pw[3 * n], st, dvp)   // W ← γ³ⁿ W0 + Xᵀ Y
     }
 }
