@@ -32,7 +32,10 @@ extension HLA2 {
             outputs(c, pw, n, u, j, K: K, V: V, Q: Qh, A: A, B: B, W: W, QS: QS, Tm: Tm, Qs: Qs, O: Oh)
             // Carry of this head (uses the old S0).
             if !carryOut { continue }
-            if c.masked { advanceU(c, pw, n, st, g2n, B: B, Kd: Kd, QS: QS, V: V, X: QS) }   // (QS is not read again)
+            if c.masked {                                                            // (QS is not read again)
+                carryX(c, pw, n, B: B, Kd: Kd, QS: QS, X: QS)
+                advanceU(c, n, st, g2n, X: QS, V: V)
+            }
             if !c.masked || lam != 0 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
             }
@@ -84,23 +87,29 @@ extension HLA2 {
     /// τ = 1..n), formed as U ← γ²ⁿ U0 + Xᵀ V with X = Γ (Bᵀ Kd + Γ QS), Kd = Γ K: Kᵀ Γ B Γ V = (Γ Bᵀ Γ K)ᵀ V, and the
     /// middle term γⁿ S0 Qᵀ Γ V of the carry is (Γ² QS)ᵀ V (S0 symmetric). One n × dk × dv product and the
     /// triangular n × n × dk one, where summing Kᵀ (Γ B Γ V) and QSᵀ (Γ² V) took the triangular n × n × dv one and
-    /// two n × dk × dv (hla2 at n = 32, dk = dv = 64: 18% of the chunk's multiply-adds fewer). X (n × dk): receives
-    /// X; it may be QS itself (overwritten). Shared by `chunk` and `carry` (the same bits).
+    /// two n × dk × dv (hla2 at n = 32, dk = dv = 64: 18% of the chunk's multiply-adds fewer). Shared by `chunk` and
+    /// `carry` (the same bits).
     @inline(__always)
-    static func advanceU<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafeMutablePointer<T>, _ g2n: T,
-                                      B: UnsafePointer<T>, Kd: UnsafePointer<T>, QS: UnsafePointer<T>,
-                                      V: UnsafePointer<T>, X: UnsafeMutablePointer<T>) {
-        let dk = c.dk, dvp = c.dvp
+    static func advanceU<T: HLAFloat>(_ c: Config, _ n: Int, _ st: UnsafeMutablePointer<T>, _ g2n: T,
+                                      X: UnsafePointer<T>, V: UnsafePointer<T>) {
+        T.gemm(true, false, c.dk, c.dvp, n, 1, X, c.dk, V, c.dvp, g2n, st, c.dvp)   // U ← γ²ⁿ U0 + Xᵀ V
+    }
+
+    /// X = Γ (Bᵀ Kd + Γ QS) of `advanceU` (n × dk) into X, which may be QS itself (overwritten). `chunkBackward`
+    /// reads it back (`carry` keeps it).
+    @inline(__always)
+    static func carryX<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, B: UnsafePointer<T>, Kd: UnsafePointer<T>,
+                                    QS: UnsafePointer<T>, X: UnsafeMutablePointer<T>) {
+        let dk = c.dk
         if X != UnsafeMutablePointer(mutating: QS) { for i in 0..<(n * dk) { X[i] = QS[i] } }
         Mask.scaleRows(X, n, dk, dk) { pw[n - 1 - $0] }                           // Γ QS
         T.gemm(true, false, n, dk, n, 1, B, n, Kd, dk, 1, X, dk, structure: .lowerA)   // + Bᵀ Γ K (Bᵀ lower)
         Mask.scaleRows(X, n, dk, dk) { pw[n - 1 - $0] }                           // X
-        T.gemm(true, false, dk, dvp, n, 1, X, dk, V, dvp, g2n, st, dvp)         // U ← γ²ⁿ U0 + Xᵀ V
     }
 
-    /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: B, Γ₁ Q S0, Γ B Γ V).
+    /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: B, Γ₁ Q S0, X of `advanceU`).
     static func keepSize(_ c: Config, n: Int) -> Int { c.masked ? c.group * keepHead(c, n: n) : 0 }
-    @inline(__always) static func keepHead(_ c: Config, n: Int) -> Int { n * n + n * c.dk + n * c.dvp }
+    @inline(__always) static func keepHead(_ c: Config, n: Int) -> Int { n * n + 2 * n * c.dk }
 
     /// The carry update of `chunk` alone (no outputs), bit for bit the carry `chunk` leaves: the same products
     /// in the same order, minus those only the outputs need (A ⊙ D, W, W V, Q U0, the unmasked cross terms).
@@ -111,7 +120,7 @@ extension HLA2 {
         if !carryOut && (keep == nil || keepSize(c, n: n) == 0) { return }   // nothing to keep
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
         let A = scratch.take(n * n), Bs = scratch.take(n * n)
-        let QSs = scratch.take(n * dk), Ks = scratch.take(n * dk), Xs = scratch.take(n * dk)
+        let QSs = scratch.take(n * dk), Ks = scratch.take(n * dk)
         let Vs = scratch.take(n * dvp)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
         let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
@@ -126,13 +135,10 @@ extension HLA2 {
                 Mask.transpose(B, A, n, upper: true)                                 // B = Aᵀ, upper
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QS, dk)       // Q S0
                 Mask.scaleRows(QS, n, dk, dk) { pw[$0 + 1] }                         // diag(γ^τ) Q S0
-                if let kj {                                                          // Z = Γ B Γ V, for the reverse
-                    let Z = kj + n * n + n * dk
-                    T.gemm(false, false, n, dvp, n, 1, B, n, Vd, dvp, 0, Z, dvp, structure: .upperA)
-                    Mask.scaleRows(Z, n, dvp, dvp) { pw[n - 1 - $0] }
-                }
-                if !carryOut { continue }
-                advanceU(c, pw, n, st, g2n, B: B, Kd: Kd, QS: QS, V: V, X: kj == nil ? QS : Xs)
+                let X = kj.map { $0 + n * n + n * dk } ?? QS                           // (kept for the reverse)
+                carryX(c, pw, n, B: B, Kd: Kd, QS: QS, X: X)
+                if !carryOut { continue }                                            // (u is left as it was)
+                advanceU(c, n, st, g2n, X: X, V: V)
             }
             if !c.masked || lam != 0 {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V

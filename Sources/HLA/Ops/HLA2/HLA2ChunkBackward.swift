@@ -2,7 +2,8 @@
 /// dense n × n and n × d products. Forward (HLA2Chunk.swift), with A = Q Kᵀ, D[τ][i] = γ^{τ-i} (i ≤ τ),
 /// B = K Qᵀ (masked: i ≤ x only), AD = A ⊙ D, QS = Γ₁ Q S0, Γ_p = diag(γ^{pτ}), Γn = diag(γ^{n-τ}):
 ///   O  = [(AD B + QS Qᵀ + λ Q Qᵀ) ⊙ D] V + masked: Γ₂ Q U0 | unmasked: Γ₁ (QS + AD K) C0  + λ Γ₁ Q C0
-///   S1 = γⁿ S0 + Kᵀ Γn K,  C1 = γⁿ C0 + Qᵀ Γn V,  U1 = γ²ⁿ U0 + Kᵀ Γn B Γn V + QSᵀ Γn² V.
+///   S1 = γⁿ S0 + Kᵀ Γn K,  C1 = γⁿ C0 + Qᵀ Γn V,  U1 = γ²ⁿ U0 + Kᵀ Γn B Γn V + QSᵀ Γn² V = γ²ⁿ U0 + Xᵀ V
+///   with X = Γn (Bᵀ Γn K + Γn QS) (HLA2.advanceU).
 /// Given G = ∂L/∂O and the carry-out adjoints (dS1, dU1, dC1 in `d`), writes dQ, dK, dV of the chunk and
 /// replaces `d` by the carry-in adjoints (dS0, dU0, dC0). Each line below is the transpose of one product.
 extension HLA2: ChunkBackward {
@@ -13,7 +14,7 @@ extension HLA2: ChunkBackward {
     }
 
     /// `u`: carry-in (read only). `d`: adjoint of the carry-out in, of the carry-in out. G, dQ: group × n × (dvp, dk).
-    /// `kept`: what `carry` kept for this chunk (masked: B, Γ₁ Q S0 and Γn B Γn V per head).
+    /// `kept`: what `carry` kept for this chunk (masked: B, Γ₁ Q S0 and X per head).
     static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
                                            kept: UnsafePointer<T>,
                                            K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
@@ -25,12 +26,11 @@ extension HLA2: ChunkBackward {
         let dW = scratch.take(n * n), dAD = scratch.take(n * n), dB = scratch.take(n * n)
         let nd = n * max(dk, dvp)
         let QSs = scratch.take(nd), dQS = scratch.take(nd), T3 = scratch.take(nd), Kd = scratch.take(nd)
-        let Vd = scratch.take(nd), Vn2 = scratch.take(nd), Z = scratch.take(nd), dZ = scratch.take(nd)
+        let Vd = scratch.take(nd), Z = scratch.take(nd), dX = scratch.take(nd)
         let Tm = scratch.take(nd), G1 = scratch.take(nd), dSacc = scratch.take(dk * dk), dS2 = scratch.take(dk * dk)
         let S0 = u.kv, dS = d.kv
         let hasC = !c.masked || lam != 0
         Mask.scaledCopy(Vd, V, n, dvp) { pw[n - 1 - $0] }                             // Γn V
-        Mask.scaledCopy(Vn2, V, n, dvp) { pw[2 * (n - 1 - $0)] }                      // Γn² V
         Mask.scaledCopy(Kd, K, n, dk) { pw[n - 1 - $0] }                              // Γn K
         for x in 0..<(n * dk) { dK[x] = 0 }
         for x in 0..<(n * dvp) { dV[x] = 0 }
@@ -73,20 +73,19 @@ extension HLA2: ChunkBackward {
             }
             // carry-out adjoints first (they still hold dU1, dC1)
             if c.masked {
+                // U1 = γ²ⁿ U0 + Xᵀ V, X = Γn (Bᵀ Kd + Γn QS), Kd = Γn K
                 let dU = ds
-                let Z = kj + n * n + n * dk                                            // Z = Γn B Γn V (kept)
-                T.gemm(false, true, n, dk, dvp, 1, Z, dvp, dU, dvp, 1, dK, dk)       // dK += Z dU1ᵀ
-                T.gemm(false, false, n, dvp, dk, 1, K, dk, dU, dvp, 0, dZ, dvp)      // dZ = K dU1
-                Mask.scaleRows(dZ, n, dvp, dvp) { pw[n - 1 - $0] }                     // Γn dZ
-                T.gemm(false, true, n, n, dvp, 1, Vd, dvp, dZ, dvp, 1, dB, n,        // dBᵀ += Γn V (Γn dZ)ᵀ
+                let X = kj + n * n + n * dk                                            // X (kept)
+                T.gemm(false, true, n, dk, dvp, 1, V, dvp, dU, dvp, 0, dX, dk)       // dX = V dU1ᵀ
+                T.gemm(false, false, n, dvp, dk, 1, X, dk, dU, dvp, 1, dV, dvp)      // dV += X dU1
+                Mask.scaleRows(dX, n, dk, dk) { pw[n - 1 - $0] }                       // Γn dX
+                T.gemm(false, true, n, n, dk, 1, dX, dk, Kd, dk, 1, dB, n,           // dBᵀ += (Γn dX) Kdᵀ
                        structure: .lowerC)
-                T.gemm(true, false, n, dvp, n, 1, B, n, dZ, dvp, 0, Tm, dvp, structure: .lowerA)
-                Mask.scaleRows(Tm, n, dvp, dvp) { pw[n - 1 - $0] }
-                Mask.axpby(dV, Tm, n * dvp, 1, 1)                                      // dV += Γn Bᵀ Γn dZ
-                T.gemm(false, true, n, dk, dvp, 1, Vn2, dvp, dU, dvp, 1, dQS, dk)    // dQS += Γn² V dU1ᵀ
-                T.gemm(false, false, n, dvp, dk, 1, QS, dk, dU, dvp, 0, Tm, dvp)
-                Mask.scaleRows(Tm, n, dvp, dvp) { pw[2 * (n - 1 - $0)] }
-                Mask.axpby(dV, Tm, n * dvp, 1, 1)                                      // dV += Γn² QS dU1
+                T.gemm(false, false, n, dk, n, 1, B, n, dX, dk, 0, Tm, dk, structure: .upperA)   // B Γn dX
+                Mask.scaleRows(Tm, n, dk, dk) { pw[n - 1 - $0] }
+                Mask.axpby(dK, Tm, n * dk, 1, 1)                                       // dK += Γn B Γn dX
+                Mask.scaleRows(dX, n, dk, dk) { pw[n - 1 - $0] }
+                Mask.axpby(dQS, dX, n * dk, 1, 1)                                      // dQS += Γn² dX
             }
             if hasC {
                 T.gemm(false, true, n, dk, dvp, 1, Vd, dvp, dC, dvp, 1, dQh, dk)     // dQ += Γn V dC1ᵀ
