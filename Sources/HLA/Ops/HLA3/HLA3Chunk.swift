@@ -35,7 +35,8 @@ extension HLA3 {
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T2, O: Oh)
                 if !carryOut { continue }
-                advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, X: X1)          // (X1 is not read again)
+                carryX(c, pw, n, X1: X1, Bt: Bt, K: K, X: X1)                      // (X1 is not read again)
+                advanceW(c, pw, n, st, X: X1, Y: Y)
             } else {
                 // each as one pass over its result: X1 = (diag(γ^τ) Q) S0 + (A ⊙ D_1) K,
                 // X2 = (diag(γ^τ) X1) S^Q_0 + M Q, O = (diag(γ^τ) X2) P0 + M V (T2: the scaled left factors)
@@ -88,8 +89,9 @@ extension HLA3 {
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A = Q Kᵀ with its upper
-    /// half zeroed, Bᵗ, Q S0, Y).
-    static func keepSize(_ c: Config, n: Int) -> Int { c.masked ? c.group * (2 * n * n + n * c.dk + n * c.dvp) : 0 }
+    /// half zeroed, Bᵗ, Q S0, Y, X of `advanceW`).
+    static func keepSize(_ c: Config, n: Int) -> Int { c.masked ? c.group * keepHead(c, n: n) : 0 }
+    @inline(__always) static func keepHead(_ c: Config, n: Int) -> Int { 2 * n * n + 2 * n * c.dk + n * c.dvp }
 
     /// The carry update of `chunk` alone (no outputs), bit for bit the carry `chunk` leaves (masked: Y, Q S0,
     /// Bᵗ and W without M = A Bᵗ + Q S0 Qᵀ diag(γ^u), Q W0 and M Y; unmasked: S^Q, no n × n product).
@@ -100,14 +102,14 @@ extension HLA3 {
         if !carryOut && (keep == nil || keepSize(c, n: n) == 0) { return }   // nothing to keep
         let dk = c.dk, dvp = c.dvp, d = max(dk, dvp)
         let A = scratch.take(n * n), Bts = scratch.take(n * n)
-        let Ys = scratch.take(n * d), X1s = scratch.take(n * d), X2 = scratch.take(n * d), T2 = scratch.take(n * d)
+        let Ys = scratch.take(n * d), X1s = scratch.take(n * d), T2 = scratch.take(n * d)
         let Ks = scratch.take(n * dk)
         let S0 = u.kv, P0 = u.kv + dk * dk, gn = pw[n]
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }    // Γ K
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)
             if c.masked {
-                let kj = keep.map { $0 + j * (2 * n * n + n * dk + n * dvp) }
+                let kj = keep.map { $0 + j * keepHead(c, n: n) }
                 let Ar = kj ?? A, Bt = kj.map { $0 + n * n } ?? Bts
                 let X1 = kj.map { $0 + 2 * n * n } ?? X1s, Y = kj.map { $0 + 2 * n * n + n * dk } ?? Ys
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, Ar, n, structure: .lowerC)  // A = Q Kᵀ, lower half
@@ -119,7 +121,10 @@ extension HLA3 {
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
                 let Qg = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }           // as `chunk`
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
-                if carryOut { advanceW(c, pw, n, st, X1: X1, Y: Y, Bt: Bt, K: K, X: kj == nil ? X1 : X2) }
+                if kj == nil && !carryOut { continue }
+                let X = kj.map { $0 + 2 * n * n + n * dk + n * dvp } ?? X1                  // (kept for the reverse)
+                carryX(c, pw, n, X1: X1, Bt: Bt, K: K, X: X)
+                if carryOut { advanceW(c, pw, n, st, X: X, Y: Y) }
             } else {
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gram(dk, n, 1, Qh, dk, QG, dk, gn, st, dk)                            // S^Q
@@ -131,19 +136,25 @@ extension HLA3 {
     }
 
     /// Masked: W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y, formed as W ← γ³ⁿ W0 + Xᵀ Y with
-    /// X = diag(γ^{3(n-u)}) (diag(γ^u) X1 + Bᵗᵀ K) (S0 symmetric; X1 = Q S0, rows u = 1..n): one n × dk × dv product
-    /// and the triangular n × n × dk one, where summing X1ᵀ (diag(·) Y) and Kᵀ (Bᵗ diag(·) Y) took the triangular
-    /// n × n × dv one and two n × dk × dv (at n = 32, dk = dv = 64: 13% of the chunk's multiply-adds fewer). X (n × dk):
-    /// receives X; it may be X1 itself (overwritten). Shared by `chunk` and `carry` (the same bits).
+    /// X = diag(γ^{3(n-u)}) (diag(γ^u) X1 + Bᵗᵀ K) (S0 symmetric; X1 = Q S0, rows u = 1..n; `carryX`): one
+    /// n × dk × dv product and the triangular n × n × dk one, where summing X1ᵀ (diag(·) Y) and Kᵀ (Bᵗ diag(·) Y) took
+    /// the triangular n × n × dv one and two n × dk × dv (at n = 32, dk = dv = 64: 13% of the chunk's multiply-adds
+    /// fewer). Shared by `chunk` and `carry` (the same bits).
     @inline(__always)
     static func advanceW<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafeMutablePointer<T>,
-                                      X1: UnsafePointer<T>, Y: UnsafePointer<T>, Bt: UnsafePointer<T>, K: UnsafePointer<T>,
-                                      X: UnsafeMutablePointer<T>) {
-        let dk = c.dk, dvp = c.dvp
+                                      X: UnsafePointer<T>, Y: UnsafePointer<T>) {
+        T.gemm(true, false, c.dk, c.dvp, n, 1, X, c.dk, Y, c.dvp, pw[3 * n], st, c.dvp)   // W ← γ³ⁿ W0 + Xᵀ Y
+    }
+
+    /// X = diag(γ^{3(n-u)}) (diag(γ^u) X1 + Bᵗᵀ K) of `advanceW` (n × dk; row u before the outer scaling: S_u q_u)
+    /// into X, which may be X1 itself (overwritten). `chunkBackward` reads it back (`carry` keeps it).
+    @inline(__always)
+    static func carryX<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, X1: UnsafePointer<T>, Bt: UnsafePointer<T>,
+                                    K: UnsafePointer<T>, X: UnsafeMutablePointer<T>) {
+        let dk = c.dk
         if X != UnsafeMutablePointer(mutating: X1) { for i in 0..<(n * dk) { X[i] = X1[i] } }
         Mask.scaleRows(X, n, dk, dk) { pw[$0 + 1] }                               // diag(γ^u) Q S0
         T.gemm(true, false, n, dk, n, 1, Bt, n, K, dk, 1, X, dk, structure: .lowerA)   // + Bᵗᵀ K (Bᵗᵀ lower)
         Mask.scaleRows(X, n, dk, dk) { pw[3 * (n - 1 - $0)] }                     // X
-        T.gemm(true, false, dk, dvp, n, 1, X, dk, Y, dvp, pw[3 * n], st, dvp)   // W ← γ³ⁿ W0 + Xᵀ Y
     }
 }

@@ -2,7 +2,7 @@
 /// Forward (HLA3Chunk.swift), A = Q Kᵀ, D_p[τ][u] = γ^{p(τ-u)} (u ≤ τ), Bᵗ[a][u] = A[u][a] γ^{u-a} (a ≤ u),
 /// Γ_p = diag(γ^{pτ}), Γn = diag(γ^{n-τ}), Λa = diag(γ^{3(n-u)+u}), Λb = diag(γ^{3(n-u)}):
 ///   masked:   X1 = Q S0,  M = (A Bᵗ + X1 (Γ₁ Q)ᵀ) ⊙ D_3,  Y = (A ⊙ D_1) V + Γ₁ Q P0,  O = M Y + Γ₃ Q W0,
-///             W1 = γ³ⁿ W0 + X1ᵀ Λa Y + Kᵀ Bᵗ Λb Y;
+///             W1 = γ³ⁿ W0 + X1ᵀ Λa Y + Kᵀ Bᵗ Λb Y = γ³ⁿ W0 + Xᵀ Y,  X = Λb (Γ₁ X1 + Bᵗᵀ K) (HLA3.advanceW);
 ///   unmasked: X1 = Γ₁ Q S0 + (A ⊙ D_1) K,  Mx = (X1 Qᵀ) ⊙ D_1,  X2 = Γ₁ X1 S^Q_0 + Mx Q,
 ///             My = (X2 Kᵀ) ⊙ D_1,  O = Γ₁ X2 P0 + My V,  S^Q_1 = γⁿ S^Q_0 + Qᵀ Γn Q;
 ///   both:     S1 = γⁿ S0 + Kᵀ Γn K,  P1 = γⁿ P0 + Kᵀ Γn V.
@@ -14,7 +14,7 @@ extension HLA3: ChunkBackward {
                                      nd, nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk, c.dk * c.dvp, c.dk * c.dk])
     }
 
-    /// `kept`: what `carry` kept for this chunk (masked: A with its upper half zeroed, Bᵗ, Q S0, Y per head).
+    /// `kept`: what `carry` kept for this chunk (masked: A with its upper half zeroed, Bᵗ, Q S0, Y, X per head).
     static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
                                            kept: UnsafePointer<T>,
                                            K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
@@ -41,8 +41,9 @@ extension HLA3: ChunkBackward {
             if c.masked {
                 let W0 = st, dW = ds
                 // A (upper half zeroed), Bᵗ, X1 = Q S0 and Y = (A ⊙ D_1) V + Γ₁ Q P0 as `carry` kept them
-                let kj = kept + j * (2 * n * n + n * dk + n * dvp)
+                let kj = kept + j * keepHead(c, n: n)
                 let Ar = kj, Bt = kj + n * n, X1 = kj + 2 * n * n, Y = kj + 2 * n * n + n * dk
+                let X = Y + n * dvp                                                    // advanceW's X
                 Mask.scaledCopy(X2, Qh, n, dk) { pw[$0 + 1] }                          // X2 = Γ₁ Q
                 T.gemm(false, false, n, n, n, 1, Ar, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])
                 T.gemm(false, true, n, n, dk, 1, X1, dk, X2, dk, 1, M, n, structure: .lowerC)
@@ -51,18 +52,14 @@ extension HLA3: ChunkBackward {
                 Mask.lowerDecay(A, n, n, pw, 1)                                        // A ⊙ D_1
                 // O = M Y + Γ₃ Q W0;  W1 = γ³ⁿ W0 + X1ᵀ Λa Y + Kᵀ Bᵗ Λb Y
                 T.gemm(true, false, n, dvp, n, 1, M, n, Gh, dvp, 0, dY, dvp, structure: .upperA)  // dY = Mᵀ G
-                T.gemm(false, false, n, dvp, dk, 1, X1, dk, dW, dvp, 0, Tm, dvp)
-                Mask.scaleRows(Tm, n, dvp, dvp) { pw[3 * (n - 1 - $0) + $0 + 1] }
-                Mask.axpby(dY, Tm, n * dvp, 1, 1)                                      //    + Λa X1 dW1
-                T.gemm(false, false, n, dvp, dk, 1, K, dk, dW, dvp, 0, Tm2, dvp)     // K dW1
-                T.gemm(true, false, n, dvp, n, 1, Bt, n, Tm2, dvp, 0, Tm, dvp, structure: .lowerA)
-                Mask.scaleRows(Tm, n, dvp, dvp) { pw[3 * (n - 1 - $0)] }
-                Mask.axpby(dY, Tm, n * dvp, 1, 1)                                      //    + Λb Bᵗᵀ K dW1
-                Mask.scaledCopy(Tm, Y, n, dvp) { pw[3 * (n - 1 - $0)] }                // Λb Y
-                T.gemm(false, true, n, n, dvp, 1, Tm2, dvp, Tm, dvp, 0, dBt, n)      // dBᵗ = K dW1 (Λb Y)ᵀ
-                T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, dW, dvp, 0, Tm2, dk)     // Λb Y dW1ᵀ
-                T.gemm(false, false, n, dk, n, 1, Bt, n, Tm2, dk, 1, dK, dk, structure: .upperA)  // dK += Bᵗ Λb Y dW1ᵀ
-                Mask.scaledCopy(dX1, Tm2, n, dk) { pw[$0 + 1] }                        // dX1 = Λa Y dW1ᵀ = Γ₁ (Λb Y dW1ᵀ)
+                // (W1's two products as formed: W1 = γ³ⁿ W0 + Xᵀ Y, X = Λb (Γ₁ X1 + Bᵗᵀ K), Λa = Λb Γ₁)
+                T.gemm(false, false, n, dvp, dk, 1, X, dk, dW, dvp, 0, Tm, dvp)
+                Mask.axpby(dY, Tm, n * dvp, 1, 1)                                      //    + X dW1
+                T.gemm(false, true, n, dk, dvp, 1, Y, dvp, dW, dvp, 0, Tm2, dk)      // dX = Y dW1ᵀ
+                Mask.scaleRows(Tm2, n, dk, dk) { pw[3 * (n - 1 - $0)] }                // Λb dX = Λb Y dW1ᵀ
+                T.gemm(false, true, n, n, dk, 1, K, dk, Tm2, dk, 0, dBt, n)          // dBᵗ = K (Λb dX)ᵀ
+                T.gemm(false, false, n, dk, n, 1, Bt, n, Tm2, dk, 1, dK, dk, structure: .upperA)  // dK += Bᵗ Λb dX
+                Mask.scaledCopy(dX1, Tm2, n, dk) { pw[$0 + 1] }                        // dX1 = Γ₁ Λb dX
                 // dW0 (dW1 no longer needed)
                 Mask.scaledCopy(Tm, Gh, n, dvp) { pw[3 * ($0 + 1)] }                   // Γ₃ G
                 T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, W0, dvp, 0, dQh, dk)     // dQ = Γ₃ G W0ᵀ
