@@ -24,9 +24,9 @@ final class TileWorkTests: XCTestCase {
             return group * (t2 * dk + t3 + n * dk * dk + t2 * dk + t2 * dv + n * dk * dv + t2 * dk + dk * dv * n) + s
         case opAHLA:   // A, Q P0, (A⊙D) V, Q E0, (A⊙D) Y, Kᵀ Γ Y; P
             return group * (t2 * dk + n * dv * dk + t2 * dv + n * dv * dk + t2 * dv + dk * dv * n) + dk * dv * n
-        default:       // A, M = A Bᵗ, Q S0, (Q S0) Qᵀ, Q P0, (A⊙D) V, Q W0, M Y, X = Bᵗᵀ K (+ Q S0), Xᵀ Y; P, S
-            return group * (t2 * dk + t3 + n * dk * dk + t2 * dk + n * dv * dk + t2 * dv + n * dv * dk + t2 * dv
-                            + t2 * dk + dk * dv * n) + dk * dv * n + s
+        default:       // A, Q S0, Z = Bᵗᵀ K (+ Q S0), M = Q Zᵀ, Q P0, (A⊙D) V, Q W0, M Y, Zᵀ Y; P, S
+            return group * (t2 * dk + n * dk * dk + t2 * dk + t2 * dk + n * dv * dk + t2 * dv + n * dv * dk + t2 * dv
+                            + dk * dv * n) + dk * dv * n + s
         }
     }
 
@@ -58,11 +58,11 @@ final class TileWorkTests: XCTestCase {
         throw XCTSkip("tiles are counted in debug builds only")
         #else
         // The largest ratio each operator may reach (measured here + 0.005): on the 6 × 16 AVX2 tiles at d = 64 (hla2
-        // 1.061, ahla 1.029, hla3 1.047; the library's forward counted alike before stop 50's carry products: 1.050,
+        // 1.061, ahla 1.029, hla3 1.040; the library's forward counted alike before stop 50's carry products: 1.050,
         // 1.026-1.029, 1.040) and dk = 32, dv = 48; on the portable tile.
         let onAVX2 = Gemm.avx2 && !Gemm.avx512
-        let avx2Bound: [Int32: (Double, Double)] = [opHLA2: (1.066, 1.102), opAHLA: (1.035, 1.049), opHLA3: (1.052, 1.080)]
-        let portableBound: [Int32: (Double, Double)] = [opHLA2: (1.130, 1.195), opAHLA: (1.057, 1.075), opHLA3: (1.094, 1.138)]
+        let avx2Bound: [Int32: (Double, Double)] = [opHLA2: (1.066, 1.102), opAHLA: (1.035, 1.049), opHLA3: (1.045, 1.063)]
+        let portableBound: [Int32: (Double, Double)] = [opHLA2: (1.130, 1.195), opAHLA: (1.057, 1.075), opHLA3: (1.085, 1.116)]
         var cases = 0
         for op in allOps {
             for (dk, dv) in [(64, 64), (32, 48)] {

@@ -68,15 +68,14 @@ def gemm_list(op, n, dk, dv):
     if op == "hla3":
         return [
             ("A = Q K^T (lower)", t2 * dk, None),
-            ("M = A B^t (lower x upper -> lower)", t3, None),
             ("Q S0", n * dk * dk, None),
-            ("M += (Q S0) Q^T (lower)", t2 * dk, None),
+            ("Z = B^tT K (B^tT lower) + (Q S0)", t2 * dk, None),
+            ("M = Q Z^T (lower)", t2 * dk, None),
             ("Q P0", n * dv * dk, None),
             ("Y += (A.D1) V (A lower)", t2 * dv, None),
             ("Q W0", n * dv * dk, None),
             ("O += M Y (M lower)", t2 * dv, None),
-            ("X = B^tT K (B^tT lower) + (Q S0)", t2 * dk, None),
-            ("W += (G X)^T Y", dk * dv * n, None),
+            ("W += (G Z)^T Y", dk * dv * n, None),
             ("P += K^T G V", None, dk * dv * n),
             ("S += K^T G K (symmetric: lower half)", None, tri2(dk) * n),
         ]
@@ -96,7 +95,7 @@ def macs_formula(op):
     return {
         "hla2": "n(n+1)(n+2)/6 + n(n+1)/2 (3 dk + dv) + n dk^2 + 2 n dk dv  [+ n dk(dk+1)/2 per kv head]",
         "ahla": "n(n+1)/2 (dk + 2 dv) + 3 n dk dv  [+ n dk dv per kv head]",
-        "hla3": "n(n+1)(n+2)/6 + n(n+1)/2 (3 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk dv + n dk(dk+1)/2 per kv head]",
+        "hla3": "n(n+1)/2 (3 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk dv + n dk(dk+1)/2 per kv head]",
     }[op]
 
 
@@ -223,24 +222,19 @@ def _hla3(Q, K, V, O, n, tri, triu):
     W = _zeros(Q, (Hkv, g, dk, dv))                   # sum_u S_u q_u y_u^T
     for t0 in range(0, T, n):
         m = min(n, T - t0)
-        L, Lt = tri[:m, :m], triu[:m, :m]
+        L = tri[:m, :m]
         Qc, Kc, Vc = Q[:, :, t0:t0 + m], K[:, :, t0:t0 + m], V[:, :, t0:t0 + m]
-        Qt, Kt = Qc.swapaxes(-1, -2), Kc.swapaxes(-1, -2)
-        A = Qc @ Kt
-        Bt = A.swapaxes(-1, -2) * Lt                  # k_a . q_u, a <= u
-        M = A @ Bt
-        QS = Qc @ S
-        M += QS @ Qt
-        M *= L
-        Y = (A * L) @ Vc
+        Kt = Kc.swapaxes(-1, -2)
+        Al = (Qc @ Kt) * L                            # q_u . k_a, a <= u (= B^t transposed)
+        Z = Al @ Kc                                   # rows S_u q_u: Z = B^tT K + Q S0 (S0 symmetric)
+        Z += Qc @ S
+        M = (Qc @ Z.swapaxes(-1, -2)) * L             # q_t^T S_u q_u
+        Y = Al @ Vc
         Y += Qc @ P
         Oc = M @ Y
         Oc += Qc @ W
         O[:, :, t0:t0 + m] = Oc
-        # W += (Q S0)^T Y + K^T (B^t Y) (S0 Q^T Y = (Q S0)^T Y), formed as (B^t^T K + Q S0)^T Y
-        X = Bt.swapaxes(-1, -2) @ Kc
-        X += QS
-        W += X.swapaxes(-1, -2) @ Y
+        W += Z.swapaxes(-1, -2) @ Y                   # (Q S0)^T Y + K^T (B^t Y)
         P += Kt @ Vc
         S += Kt @ Kc
 
@@ -330,13 +324,12 @@ def _jax_chunk_body(op, L, Lt):
         S, P, W = carry
         Qc, Kc, Vc = x
         Kt = sw(Kc)
-        A = Qc @ Kt
-        Bt = sw(A) * Lt
-        QS = Qc @ S
-        M = (A @ Bt + QS @ sw(Qc)) * L
-        Y = (A * L) @ Vc + Qc @ P
+        Al = (Qc @ Kt) * L
+        Z = Al @ Kc + Qc @ S
+        M = (Qc @ sw(Z)) * L
+        Y = Al @ Vc + Qc @ P
         Oc = M @ Y + Qc @ W
-        W = W + sw(sw(Bt) @ Kc + QS) @ Y
+        W = W + sw(Z) @ Y
         return (S + Kt @ Kc, P + Kt @ Vc, W), Oc
 
     return {"hla2": hla2, "ahla": ahla, "hla3": hla3}[op]
@@ -427,19 +420,19 @@ def _scan_ahla(carry, Qc, Kc, Vc, L, Lt):
 def _scan_hla3(carry, Qc, Kc, Vc, L, Lt):
     S, P, W = carry                                   # sum k k^T;  sum k v^T;  sum_u S_u q_u y_u^T
     Qt, Kt = _sw(Qc), _sw(Kc)
-    A = Qc @ Kt
-    Bt = _sw(A) * Lt                                  # k_a . q_u, a <= u
-    Y0 = (A * L) @ Vc                                 # y_u of the chunk alone
+    Al = (Qc @ Kt) * L                                # q_u . k_a, a <= u (B^t transposed)
+    Y0 = Al @ Vc                                      # y_u of the chunk alone
+    R = Al @ Kc                                       # B^tT K: K^T B^t = R^T
     # summary (docs/hla3.md): S_B = K^T K, P_B = K^T V, W_B = K^T B^t Y0, Q2_B = Q^T Q, X_B = Q^T Y0,
     # Z_B = K^T B^t Q
     S_B = Kt @ Kc
     P_B = Kt @ Vc
-    W_B = Kt @ (Bt @ Y0)
+    W_B = _sw(R) @ Y0
     Q2_B = Qt @ Qc
     X_B = Qt @ Y0
-    Z_B = Kt @ (Bt @ Qc)
-    # outputs from the carry-in
-    M = (A @ Bt + (Qc @ S) @ Qt) * L
+    Z_B = _sw(R) @ Qc
+    # outputs from the carry-in: M[t][u] = q_t^T S_u q_u, S_u q_u the rows of Q S0 + R
+    M = (Qc @ _sw(Qc @ S + R)) * L
     Oc = M @ (Y0 + Qc @ P) + Qc @ W
     # combine: S = S_A + S_B, P = P_A + P_B, W = W_A + W_B + S_A (Q2_B P_A + X_B) + Z_B P_A
     return (S + S_B, P + P_B, W + W_B + S @ (Q2_B @ P + X_B) + Z_B @ P), Oc

@@ -24,18 +24,21 @@ extension HLA3 {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower half
             if c.masked {
-                // Bᵗ and the wanted (lower) part of A Bᵗ read only A's lower half: zero the rest, so the
-                // product may run its k-range to the tile's edge over exact zeros.
-                for r in 0..<n { for i in (r + 1)..<max(n, r + 1) { A[r * n + i] = 0 } }
-                Mask.transpose(Bt, A, n, upper: true)
+                // M from the rows S_u q_u (`stateQ`), which W's update reads too: M = (Q Zᵀ) ⊙ D_3 with
+                // Z = diag(γ^u) Q S0 + Bᵗᵀ K, one triangular n × n × dk product, where A Bᵗ + Q S0 Qᵀ diag(γ^u) took
+                // it and the n × n × n one (before stop 50).
+                Mask.transpose(Bt, A, n, upper: true)                                 // (reads A's lower half only)
                 Mask.upperDecay(Bt, n, n, pw, 1)                                     // Bᵗ
-                T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
-                let Qg = carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: X2)        // diag(γ^τ) Q, in X2
+                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)       // Q S0
+                stateQ(c, pw, n, Bt: Bt, K: K, X: X1)                                // Z, in X1
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, X1, dk, 0, M, n, structure: .lowerC)   // Q Zᵀ
+                Mask.lowerDecay(M, n, n, pw, 3)                                      // M
+                let Qg = Mask.scaled(X2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }     // diag(γ^τ) Q
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T2, O: Oh)
                 if !carryOut { continue }
-                carryX(c, pw, n, X1: X1, Bt: Bt, K: K, X: X1)                      // (X1 is not read again)
+                Mask.scaleRows(X1, n, dk, dk) { pw[3 * (n - 1 - $0)] }                // X of `carryX` (X1 not read again)
                 advanceW(c, pw, n, st, X: X1, Y: Y)
             } else {
                 // each as one pass over its result: X1 = (diag(γ^τ) Q) S0 + (A ⊙ D_1) K,
@@ -60,21 +63,6 @@ extension HLA3 {
         let KG = Mask.scaled(Kd, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }   // Γ K
         T.gemm(true, false, dk, dvp, n, 1, KG, dk, V, dvp, gn, P0, dvp)             // P
         T.gram(dk, n, 1, K, dk, KG, dk, gn, S0, dk)                                     // S
-    }
-
-    /// Masked: M ← [M + Q S0 Qᵀ diag(γ^u)] ⊙ D_3 for M = A Bᵗ (n × n, lower half wanted), leaving X1 = Q S0
-    /// (the carry reuses it). Returns diag(γ^u) Q (rows u = 1..n): QU (n × dk) holding it, or Q itself at decay 1;
-    /// Y's product reads the same scaled queries. Shared by `chunk` and `scanChunk`.
-    @inline(__always)
-    static func carryIntoM<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ S0: UnsafePointer<T>,
-                                        Q: UnsafePointer<T>, M: UnsafeMutablePointer<T>,
-                                        X1: UnsafeMutablePointer<T>, QU: UnsafeMutablePointer<T>) -> UnsafePointer<T> {
-        let dk = c.dk
-        T.gemm(false, false, n, dk, dk, 1, Q, dk, S0, dk, 0, X1, dk)               // Q S0
-        let Qu = Mask.scaled(QU, Q, n, dk, unit: pw.unit) { pw[$0 + 1] }           // diag(γ^u) Q
-        T.gemm(false, true, n, n, dk, 1, X1, dk, Qu, dk, 1, M, n, structure: .lowerC)  // + Q S0 Qᵀ diag(γ^u)
-        Mask.lowerDecay(M, n, n, pw, 3)
-        return Qu
     }
 
     /// Masked: O = (diag(γ^{3τ}) Q) W0 + M Y in one pass over O (W0: the query head's block `st`; M lower; Qs: n × dk
@@ -153,8 +141,17 @@ extension HLA3 {
                                     K: UnsafePointer<T>, X: UnsafeMutablePointer<T>) {
         let dk = c.dk
         if X != UnsafeMutablePointer(mutating: X1) { for i in 0..<(n * dk) { X[i] = X1[i] } }
+        stateQ(c, pw, n, Bt: Bt, K: K, X: X)
+        Mask.scaleRows(X, n, dk, dk) { pw[3 * (n - 1 - $0)] }                     // X
+    }
+
+    /// X ← diag(γ^u) X + Bᵗᵀ K for X = Q S0 (n × dk): row u becomes S_u q_u, the state at token u applied to its query
+    /// (S_u = γ^u S0 + Σ_{a ≤ u} γ^{u-a} k_a k_aᵀ). `chunk`'s M and both forms of W's update start from it.
+    @inline(__always)
+    static func stateQ<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, Bt: UnsafePointer<T>, K: UnsafePointer<T>,
+                                    X: UnsafeMutablePointer<T>) {
+        let dk = c.dk
         Mask.scaleRows(X, n, dk, dk) { pw[$0 + 1] }                               // diag(γ^u) Q S0
         T.gemm(true, false, n, dk, n, 1, Bt, n, K, dk, 1, X, dk, structure: .lowerA)   // + Bᵗᵀ K (Bᵗᵀ lower)
-        Mask.scaleRows(X, n, dk, dk) { pw[3 * (n - 1 - $0)] }                     // X
     }
 }

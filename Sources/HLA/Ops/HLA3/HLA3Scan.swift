@@ -22,7 +22,8 @@ extension HLA3 {
                 Mask.upperDecay(Bt, n, n, pw, 1)
                 Mask.lowerDecay(A, n, n, pw, 1)
                 T.gemm(false, false, n, dvp, n, 1, A, n, V, dvp, 0, Y, dvp, structure: .lowerA)  // Y = (A ⊙ D) V
-                summaryHead(c, pw, n, st, K: K, Q: Qh, Bt: Bt, Y: Y, T2: T2, T3: T3)
+                T.gemm(true, false, n, dk, n, 1, Bt, n, K, dk, 0, T3, dk, structure: .lowerA)    // R = Bᵗᵀ K
+                summaryHead(c, pw, n, st, R: T3, Q: Qh, Y: Y, T2: T2)
             } else {
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gram(dk, n, 1, Qh, dk, QG, dk, 0, st, dk)                             // S^Q
@@ -49,37 +50,43 @@ extension HLA3 {
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
             T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower half
-            for r in 0..<n { for i in (r + 1)..<max(n, r + 1) { A[r * n + i] = 0 } }
-            Mask.transpose(Bt, A, n, upper: true)
+            Mask.transpose(Bt, A, n, upper: true)                                     // (reads A's lower half only)
             Mask.upperDecay(Bt, n, n, pw, 1)                                         // Bᵗ
-            T.gemm(false, false, n, n, n, 1, A, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])  // A Bᵗ
-            let Qg = carryIntoM(c, pw, n, S0, Q: Qh, M: M, X1: X1, QU: T3)   // M for the outputs (as `chunk`); diag(γ^τ) Q
+            T.gemm(true, false, n, dk, n, 1, Bt, n, K, dk, 0, T2, dk, structure: .lowerA)    // R = Bᵗᵀ K
+            // M for the outputs as `chunk` forms it: (Q Zᵀ) ⊙ D_3, Z = diag(γ^u) Q S0 + R (`stateQ`: its tile adds
+            // the product to C once, round(C + R), as the sum here does)
+            T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, X1, dk)           // Q S0
+            Mask.scaleRows(X1, n, dk, dk) { pw[$0 + 1] }
+            Mask.axpby(X1, T2, n * dk, 1, 1)                                         // Z
+            T.gemm(false, true, n, n, dk, 1, Qh, dk, X1, dk, 0, M, n, structure: .lowerC)
+            Mask.lowerDecay(M, n, n, pw, 3)                                          // M
+            let Qg = Mask.scaled(T3, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }         // diag(γ^τ) Q
             Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D_1
             // Y⁰ = (A ⊙ D_1) V (`summarize`'s) and Y = Y⁰ + (diag(γ^τ) Q) P0 (`chunk`'s) from the same tiles
             T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA, mid: Y0)
-            summaryHead(c, pw, n, s.head(j), K: K, Q: Qh, Bt: Bt, Y: Y0, T2: T2, T3: T3)   // the summary's blocks
+            summaryHead(c, pw, n, s.head(j), R: T2, Q: Qh, Y: Y0, T2: T3)             // the summary's blocks
             outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T3, O: Oh)                  // the outputs from the carry-in
         }
     }
 
-    /// Masked: the query-head blocks W, Q2, X, Z of a chunk's summary into `st`, from Bᵗ and Y = (A ⊙ D_1) V.
-    /// T2 and T3: n × max(dk, dvp) scratch. Shared by `summarize` and `scanChunk`.
+    /// Masked: the query-head blocks W, Q2, X, Z of a chunk's summary into `st`, from R = Bᵗᵀ K (n × dk: Kᵀ Bᵗ = Rᵀ,
+    /// so W = Kᵀ Bᵗ diag(·) Y and Z = Kᵀ Bᵗ diag(·) Q are each one n × dk × d product; before stop 50 each also took a
+    /// triangular n × n × d one) and Y = (A ⊙ D_1) V. T2: n × max(dk, dvp) scratch. Shared by `summarize` and
+    /// `scanChunk`.
     @inline(__always)
     static func summaryHead<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ st: UnsafeMutablePointer<T>,
-                                         K: UnsafePointer<T>, Q: UnsafePointer<T>, Bt: UnsafePointer<T>,
-                                         Y: UnsafePointer<T>, T2: UnsafeMutablePointer<T>, T3: UnsafeMutablePointer<T>) {
+                                         R: UnsafePointer<T>, Q: UnsafePointer<T>, Y: UnsafePointer<T>,
+                                         T2: UnsafeMutablePointer<T>) {
         let dk = c.dk, dvp = c.dvp
         let W = st, Q2 = st + dk * dvp, X = Q2 + dk * dk, Z = X + dk * dvp
         let Y3 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0)] }
-        T.gemm(false, false, n, dvp, n, 1, Bt, n, Y3, dvp, 0, T3, dvp, structure: .upperA)
-        T.gemm(true, false, dk, dvp, n, 1, K, dk, T3, dvp, 0, W, dvp)               // W
+        T.gemm(true, false, dk, dvp, n, 1, R, dk, Y3, dvp, 0, W, dvp)               // W
         let Qw = Mask.scaled(T2, Q, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + 2 * ($0 + 1)] }
         T.gram(dk, n, 1, Q, dk, Qw, dk, 0, Q2, dk)                                      // Q2
         let Y1 = Mask.scaled(T2, Y, n, dvp, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
         T.gemm(true, false, dk, dvp, n, 1, Q, dk, Y1, dvp, 0, X, dvp)               // X
         let Q1 = Mask.scaled(T2, Q, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0) + $0 + 1] }
-        T.gemm(false, false, n, dk, n, 1, Bt, n, Q1, dk, 0, T3, dk, structure: .upperA)
-        T.gemm(true, false, dk, dk, n, 1, K, dk, T3, dk, 0, Z, dk)                  // Z
+        T.gemm(true, false, dk, dk, n, 1, R, dk, Q1, dk, 0, Z, dk)                  // Z
     }
 
     static func combine<T: HLAFloat>(_ c: Config, _ a: Unit<T>, nA: Int, _ b: Unit<T>, nB: Int, full: Bool,
