@@ -21,7 +21,8 @@ extension HLA2 {
         let QS = scratch.take(n * dk), Ks = scratch.take(n * dk)
         let Vs = scratch.take(n * dvp), Tm = scratch.take(n * dvp), Qs = scratch.take(n * dk)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
-        let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }                 // Γ V
+        let hasC = !c.masked || lam != 0                                                          // C is carried
+        let Vd = hasC ? Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] } : V      // Γ V (C's update)
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }                  // Γ K
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Oh = O + j * n * dvp, st = u.head(j)
@@ -36,7 +37,7 @@ extension HLA2 {
                 carryX(c, pw, n, B: B, Kd: Kd, QS: QS, X: QS)
                 advanceU(c, n, st, g2n, X: QS, V: V)
             }
-            if !c.masked || lam != 0 {
+            if hasC {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
             }
         }
@@ -123,7 +124,8 @@ extension HLA2 {
         let QSs = scratch.take(n * dk), Ks = scratch.take(n * dk)
         let Vs = scratch.take(n * dvp)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
-        let Vd = Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] }
+        let hasC = !c.masked || lam != 0
+        let Vd = hasC ? Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] } : V      // (C's update only)
         let Kd = Mask.scaled(Ks, K, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, st = u.head(j)
@@ -140,7 +142,7 @@ extension HLA2 {
                 if !carryOut { continue }                                            // (u is left as it was)
                 advanceU(c, n, st, g2n, X: X, V: V)
             }
-            if !c.masked || lam != 0 {
+            if hasC {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
             }
         }
