@@ -1,7 +1,7 @@
 /// hla3 chunked form. With A = Q Kᵀ, D_p[τ][u] = γ^{p(τ-u)} (u ≤ τ), Bᵗ[a][u] = (k_a·q_u) γ^{u-a} (a ≤ u),
 /// rows τ = 1..n:
 ///   masked:   Y = (A ⊙ D_1) V + diag(γ^τ) Q P0                         (y_u = P_uᵀ q_u)
-///             M = [A Bᵗ + Q S0 Qᵀ diag(γ^u)] ⊙ D_3,   O = M Y + diag(γ^{3τ}) Q W0,
+///             M = [A Bᵗ + Q S0 Qᵀ diag(γ^u)] ⊙ D_3 (formed from the rows S_u q_u: `stateQ`),   O = M Y + diag(γ^{3τ}) Q W0,
 ///             W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y;
 ///   unmasked: X1 = diag(γ^τ) Q S0 + (A ⊙ D_1) K,  X2 = diag(γ^τ) X1 S^Q_0 + ((X1 Qᵀ) ⊙ D_1) Q,
 ///             O = diag(γ^τ) X2 P0 + ((X2 Kᵀ) ⊙ D_1) V,  S^Q ← γⁿ S^Q_0 + Qᵀ Γ Q;
@@ -81,8 +81,8 @@ extension HLA3 {
     static func keepSize(_ c: Config, n: Int) -> Int { c.masked ? c.group * keepHead(c, n: n) : 0 }
     @inline(__always) static func keepHead(_ c: Config, n: Int) -> Int { 2 * n * n + 2 * n * c.dk + n * c.dvp }
 
-    /// The carry update of `chunk` alone (no outputs), bit for bit the carry `chunk` leaves (masked: Y, Q S0,
-    /// Bᵗ and W without M = A Bᵗ + Q S0 Qᵀ diag(γ^u), Q W0 and M Y; unmasked: S^Q, no n × n product).
+    /// The carry update of `chunk` alone (no outputs), bit for bit the carry `chunk` leaves (masked: Y, Q S0, Bᵗ,
+    /// X and W without M, Q W0 and M Y; unmasked: S^Q, no n × n product).
     /// `keep` (`keepSize` elements, or nil): receives the products `chunkBackward` would otherwise recompute.
     static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
@@ -146,7 +146,7 @@ extension HLA3 {
     }
 
     /// X ← diag(γ^u) X + Bᵗᵀ K for X = Q S0 (n × dk): row u becomes S_u q_u, the state at token u applied to its query
-    /// (S_u = γ^u S0 + Σ_{a ≤ u} γ^{u-a} k_a k_aᵀ). `chunk`'s M and both forms of W's update start from it.
+    /// (S_u = γ^u S0 + Σ_{a ≤ u} γ^{u-a} k_a k_aᵀ). `chunk`'s M and W's update (`carryX`) start from it.
     @inline(__always)
     static func stateQ<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, Bt: UnsafePointer<T>, K: UnsafePointer<T>,
                                     X: UnsafeMutablePointer<T>) {
