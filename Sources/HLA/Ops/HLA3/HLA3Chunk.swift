@@ -38,7 +38,7 @@ extension HLA3 {
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T2, O: Oh)
                 if !carryOut { continue }
-                Mask.scaleRows(X1, n, dk, dk) { pw[3 * (n - 1 - $0)] }                // X of `carryX` (X1 not read again)
+                xFromStateQ(c, pw, n, X: X1)                                         // X of `carryX` (X1 not read again)
                 advanceW(c, pw, n, st, X: X1, Y: Y)
             } else {
                 // each as one pass over its result: X1 = (diag(γ^τ) Q) S0 + (A ⊙ D_1) K,
@@ -109,7 +109,6 @@ extension HLA3 {
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
                 let Qg = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }           // as `chunk`
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
-                if kj == nil && !carryOut { continue }
                 let X = kj.map { $0 + 2 * n * n + n * dk + n * dvp } ?? X1                  // (kept for the reverse)
                 carryX(c, pw, n, X1: X1, Bt: Bt, K: K, X: X)
                 if carryOut { advanceW(c, pw, n, st, X: X, Y: Y) }
@@ -142,7 +141,13 @@ extension HLA3 {
         let dk = c.dk
         if X != UnsafeMutablePointer(mutating: X1) { for i in 0..<(n * dk) { X[i] = X1[i] } }
         stateQ(c, pw, n, Bt: Bt, K: K, X: X)
-        Mask.scaleRows(X, n, dk, dk) { pw[3 * (n - 1 - $0)] }                     // X
+        xFromStateQ(c, pw, n, X: X)
+    }
+
+    /// X ← diag(γ^{3(n-u)}) X: `carryX`'s X from `stateQ`'s rows (`chunk` forms M from those rows first).
+    @inline(__always)
+    static func xFromStateQ<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, X: UnsafeMutablePointer<T>) {
+        Mask.scaleRows(X, n, c.dk, c.dk) { pw[3 * (n - 1 - $0)] }
     }
 
     /// X ← diag(γ^u) X + Bᵗᵀ K for X = Q S0 (n × dk): row u becomes S_u q_u, the state at token u applied to its query
