@@ -29,10 +29,10 @@ static int cpu_avx512(void) {
     return (lo & 0xE6) == 0xE6;
 }
 
-/* AVX2 and FMA, with the OS saving ymm state. */
+/* AVX2, FMA and F16C (half.c; every CPU with AVX2 has it), with the OS saving ymm state. */
 static int cpu_avx2(void) {
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_FMA)) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_FMA) || !(c & bit_F16C)) return 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & bit_AVX2)) return 0;
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));

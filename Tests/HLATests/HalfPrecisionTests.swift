@@ -39,7 +39,9 @@ final class HalfPrecisionTests: XCTestCase {
         // (shape, chunk): grouped heads over T not a multiple of the chunk; one token; two automatic chunks
         let shapes: [(Shape, Int64)] = [(Shape(B: 2, T: 13, H: 4, Hkv: 2, dk: 5, dv: 3), 4),
                                         (Shape(B: 1, T: 1, H: 2, Hkv: 1, dk: 5, dv: 3), 4),
-                                        (Shape(B: 1, T: 35, H: 2, Hkv: 1, dk: 5, dv: 3), 0)]
+                                        (Shape(B: 1, T: 35, H: 2, Hkv: 1, dk: 5, dv: 3), 0),
+                                        // rows of 16 and more: the vector conversions of half.c and their tails
+                                        (Shape(B: 1, T: 7, H: 2, Hkv: 1, dk: 20, dv: 17), 4)]
         for o0 in optionGrid(op) {
             for (s, chunk) in shapes {
                 if s.T > 13 && (op == opHLA3 || o0.decay == 1) && !(o0.masked && !o0.normalize) { continue }  // keep the brute force cheap
@@ -155,6 +157,58 @@ final class HalfPrecisionTests: XCTestCase {
             // and a float32 output of the same inputs is finer than the half one
             let o32 = Typed<Float>(pr).forward(cfg, path: 0)
             XCTAssertGreaterThan(relErr(out, o32), 0)
+        }
+    }
+
+    /// The AVX2/F16C row conversions (Sources/CHLA/half.c) give `Half`'s bits: widening every 16-bit pattern (times
+    /// several `mul`, one that overflows), narrowing float32 patterns around every bfloat16 and float16 rounding
+    /// boundary (each top-16-bit pattern with low halves at and beside the ties of both types; NaN payloads, subnormals
+    /// and overflow included) and random ones; the finiteness flag with one non-finite value at each position of a row.
+    func testVectorConversionsMatchHalf() throws {
+        try XCTSkipIf(hla_private_use_avx2() == 0, "no AVX2 on this CPU (or HLA_SIMD=portable)")
+        let all = (0..<65536).map { UInt16($0) } + [0x3F80, 0x7F80, 1]   // + a 3-element tail
+        var got = [Float](repeating: 0, count: all.count)
+        for mul: Float in [1, 0.125, 3, 1e30] {
+            for bf in [true, false] {
+                let finite = bf ? hla_private_widen_bf16(all, &got, all.count, mul) : hla_private_widen_f16(all, &got, all.count, mul)
+                var anyBad = false
+                for (i, h) in all.enumerated() {
+                    let want = (bf ? Half.bf16ToFloat(h) : Half.f16ToFloat(h)) * mul
+                    anyBad = anyBad || !want.isFinite
+                    if got[i].bitPattern != want.bitPattern {
+                        XCTFail("widen \(bf ? "bf16" : "f16") \(h) × \(mul): \(got[i].bitPattern) ≠ \(want.bitPattern)"); return
+                    }
+                }
+                XCTAssertEqual(finite != 0, !anyBad)
+            }
+        }
+        // finiteness: one non-finite value (after mul) at each position of a 37-element row, the rest finite
+        for bf in [true, false] {
+            for bad: UInt16 in bf ? [0x7F80, 0xFFC1] : [0x7C00, 0xFE01] {
+                for pos in 0..<37 {
+                    var row = [UInt16](repeating: bf ? 0x3F80 : 0x3C00, count: 37)
+                    XCTAssertNotEqual(bf ? hla_private_widen_bf16(row, &got, 37, 2) : hla_private_widen_f16(row, &got, 37, 2), 0)
+                    row[pos] = bad
+                    XCTAssertEqual(bf ? hla_private_widen_bf16(row, &got, 37, 2) : hla_private_widen_f16(row, &got, 37, 2), 0, "\(bf) \(pos)")
+                }
+            }
+        }
+        // narrowing
+        var xs: [Float] = []
+        let lows: [UInt32] = [0, 1, 0x0FFF, 0x1000, 0x1001, 0x1FFF, 0x2000, 0x7FFF, 0x8000, 0x8001, 0xEFFF, 0xF000, 0xFFFF]
+        for hi in 0..<UInt32(65536) { for lo in lows { xs.append(Float(bitPattern: hi << 16 | lo)) } }
+        var rng = SplitMix64(seed: 51)
+        for _ in 0..<200_000 { xs.append(Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))) }
+        xs += [1, 2, 3, 4, 5]   // a tail
+        var out = [UInt16](repeating: 0, count: xs.count)
+        for mul: Float in [1, 0.5] {
+            for bf in [true, false] {
+                if bf { hla_private_narrow_bf16(xs, &out, xs.count, mul) } else { hla_private_narrow_f16(xs, &out, xs.count, mul) }
+                for (i, x) in xs.enumerated() {
+                    let want = bf ? Half.floatToBF16(x * mul) : Half.floatToF16(x * mul)
+                    if out[i] != want { XCTFail("narrow \(bf ? "bf16" : "f16") \(x.bitPattern) × \(mul): \(out[i]) ≠ \(want)"); return }
+                }
+            }
         }
     }
 

@@ -121,11 +121,18 @@ static inline void hla_private_transpose8x8(const float *src, ptrdiff_t src_stri
  * P's row p at bp + p*bs, C's row i at c + i*ldc (beta = 0: C is not read). */
 __attribute__((visibility("hidden"))) extern int hla_private_avx512;
 static inline int hla_private_use_avx512(void) { return hla_private_avx512; }
-/* Nonzero where the CPU and the OS support AVX2 and FMA and HLA_SIMD is not "portable": the AVX2 tiles and step
+/* Nonzero where the CPU and the OS support AVX2, FMA and F16C and HLA_SIMD is not "portable": the AVX2 tiles and step
  * kernel (tile256.c) run only then; a generic x86-64 build (make HLA_TARGET_CPU=) elsewhere takes the portable tile
  * (hla_private_tile_portable) and the portable steps. */
 __attribute__((visibility("hidden"))) extern int hla_private_avx2;
 static inline int hla_private_use_avx2(void) { return hla_private_avx2; }
+/* bfloat16 and float16 rows to and from float32 (half.c; only where hla_private_avx2 is set): widen n contiguous
+ * elements of src into dst times mul (returns nonzero when every written value is finite), or narrow src times mul
+ * into dst, rounded to nearest even; the bits of Half's element-by-element conversions (Sources/HLA/Core/DType.swift). */
+__attribute__((visibility("hidden"))) int hla_private_widen_bf16(const uint16_t *src, float *dst, ptrdiff_t n, float mul);
+__attribute__((visibility("hidden"))) int hla_private_widen_f16(const uint16_t *src, float *dst, ptrdiff_t n, float mul);
+__attribute__((visibility("hidden"))) void hla_private_narrow_bf16(const float *src, uint16_t *dst, ptrdiff_t n, float mul);
+__attribute__((visibility("hidden"))) void hla_private_narrow_f16(const float *src, uint16_t *dst, ptrdiff_t n, float mul);
 __attribute__((visibility("hidden"))) void hla_private_tile_avx512(ptrdiff_t kb, const float *a, ptrdiff_t ars, ptrdiff_t acs,
     ptrdiff_t rows, const float *bp, ptrdiff_t bs, float *c, ptrdiff_t ldc, ptrdiff_t w, float alpha, float beta);
 /* The same over two adjacent full panels (8 x 32): the right panel's row p at bp + p*bs + 16, C's at c + 16. */

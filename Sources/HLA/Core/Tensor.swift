@@ -153,6 +153,16 @@ struct Strided<T: HLAFloat> {
     func gather(_ b: Int, _ h: Int, _ t0: Int, _ n: Int, _ d: Int, into dst: UnsafeMutablePointer<T>, ld: Int,
                 mul: T = 1) -> Bool {
         var acc = SIMD16<T>(repeating: 0), tail: T = 0
+        if elem.size == 2 && sd == 1 && T.self == Float.self && Gemm.avx2 {
+            // Contiguous half rows: AVX2/F16C conversion (Sources/CHLA/half.c), the bits of the loops below.
+            let p = raw.assumingMemoryBound(to: UInt16.self), m = unsafeBitCast(mul, to: Float.self)
+            var finite: Int32 = 1
+            for r in 0..<n {
+                let src = p + offset(b, t0 + r, h), row = Gemm.float(dst + r * ld)
+                finite &= elem == .bfloat16 ? hla_private_widen_bf16(src, row, d, m) : hla_private_widen_f16(src, row, d, m)
+            }
+            return finite != 0
+        }
         switch elem {
         case .bfloat16:
             let p = raw.assumingMemoryBound(to: UInt16.self)
@@ -213,6 +223,12 @@ struct Strided<T: HLAFloat> {
     @inline(__always)
     func store(_ b: Int, _ t: Int, _ h: Int, _ src: UnsafePointer<T>, _ d: Int, mul: T = 1) {
         let o = offset(b, t, h)
+        if elem.size == 2 && sd == 1 && T.self == Float.self && Gemm.avx2 {
+            // Contiguous half rows: AVX2/F16C conversion (Sources/CHLA/half.c), the bits of the loops below.
+            let p = raw.assumingMemoryBound(to: UInt16.self) + o, s = Gemm.float(src), m = unsafeBitCast(mul, to: Float.self)
+            if elem == .bfloat16 { hla_private_narrow_bf16(s, p, d, m) } else { hla_private_narrow_f16(s, p, d, m) }
+            return
+        }
         switch elem {
         case .bfloat16:
             let p = raw.assumingMemoryBound(to: UInt16.self) + o
