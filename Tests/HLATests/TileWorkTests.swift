@@ -7,7 +7,8 @@
 // count. On the AVX2/FMA tiles (6 × 16, the 8 × 8 narrow tile on .lowerC diagonals) the ratio is pinned 0.005 above
 // what it measured: a product losing its structure raises it past that (hla2 at d = 64, n = 32, from 1.050: .lowerA
 // dropped from W V 1.087, .lowerC from A = Q Kᵀ 1.084, S formed whole instead of by `gram` 1.128; since the carry's
-// X = Bᵀ Γ K + Γ Q S0 of stop 50, from 1.061: .lowerA dropped from W V or from X 1.106). Below 1 would mean
+// X = Bᵀ Γ K + Γ Q S0 of stop 50, from 1.061: .lowerA dropped from W V or from X 1.106; since stop 51's
+// W = (Q Yᵀ) ⊙ D₂, from 1.052: .lowerA dropped from Y = (A ⊙ D) K 1.097, .lowerC from W 1.093). Below 1 would mean
 // a kernel skips terms it needs, or the count here is wrong. The portable tile (no narrow tile) is pinned the same
 // way, the AVX-512 tiles (8 rows) checked against a loose bound only; `make test-swift` runs this file once more
 // under HLA_SIMD=avx2 and HLA_SIMD=portable.
@@ -18,10 +19,10 @@ import XCTest
 final class TileWorkTests: XCTestCase {
     /// Multiply-adds one chunk (n tokens, masked, no ridge, dvp = dv) must do, per query head and per kv head.
     static func mustDo(_ op: Int32, n: Int, dk: Int, dv: Int, group: Int) -> Int {
-        let t2 = n * (n + 1) / 2, t3 = n * (n + 1) * (n + 2) / 6, s = dk * (dk + 1) / 2 * n
+        let t2 = n * (n + 1) / 2, s = dk * (dk + 1) / 2 * n
         switch op {
-        case opHLA2:   // A, W = (A⊙D)B, Q S0, (Q S0) Qᵀ, W V, Q U0, X = Bᵀ Γ K (+ Γ Q S0), Xᵀ V; S
-            return group * (t2 * dk + t3 + n * dk * dk + t2 * dk + t2 * dv + n * dk * dv + t2 * dk + dk * dv * n) + s
+        case opHLA2:   // A, Q S0, Y = (A⊙D) K (+ Q S0), W = Q Yᵀ, W V, Q U0, (Γ² Y)ᵀ V; S
+            return group * (t2 * dk + n * dk * dk + t2 * dk + t2 * dk + t2 * dv + n * dk * dv + dk * dv * n) + s
         case opAHLA:   // A, Q P0, (A⊙D) V, Q E0, (A⊙D) Y, Kᵀ Γ Y; P
             return group * (t2 * dk + n * dv * dk + t2 * dv + n * dv * dk + t2 * dv + dk * dv * n) + dk * dv * n
         default:       // A, Q S0, Z = Bᵗᵀ K (+ Q S0), M = Q Zᵀ, Q P0, (A⊙D) V, Q W0, M Y, Zᵀ Y; P, S
@@ -58,11 +59,11 @@ final class TileWorkTests: XCTestCase {
         throw XCTSkip("tiles are counted in debug builds only")
         #else
         // The largest ratio each operator may reach (measured here + 0.005): on the 6 × 16 AVX2 tiles at d = 64 (hla2
-        // 1.061, ahla 1.029, hla3 1.040; the library's forward counted alike before stop 50's carry products: 1.050,
-        // 1.026-1.029, 1.040) and dk = 32, dv = 48; on the portable tile.
+        // 1.052 since stop 51's W = (Q Yᵀ) ⊙ D₂, 1.061 before; ahla 1.029, hla3 1.040; the library's forward counted
+        // alike before stop 50's carry products: 1.050, 1.026-1.029, 1.040) and dk = 32, dv = 48; on the portable tile.
         let onAVX2 = Gemm.avx2 && !Gemm.avx512
-        let avx2Bound: [Int32: (Double, Double)] = [opHLA2: (1.066, 1.102), opAHLA: (1.035, 1.049), opHLA3: (1.045, 1.063)]
-        let portableBound: [Int32: (Double, Double)] = [opHLA2: (1.130, 1.195), opAHLA: (1.057, 1.075), opHLA3: (1.085, 1.116)]
+        let avx2Bound: [Int32: (Double, Double)] = [opHLA2: (1.057, 1.079), opAHLA: (1.035, 1.049), opHLA3: (1.045, 1.063)]
+        let portableBound: [Int32: (Double, Double)] = [opHLA2: (1.117, 1.161), opAHLA: (1.057, 1.075), opHLA3: (1.085, 1.116)]
         var cases = 0
         for op in allOps {
             for (dk, dv) in [(64, 64), (32, 48)] {

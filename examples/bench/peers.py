@@ -28,31 +28,26 @@ OPS = ("hla2", "ahla", "hla3")
 # head with `group` query heads: the dense products of <Op>Chunk.swift in source order, each counted
 # over its nonzero part only. With the causal mask an n x n operand or result is triangular (diagonal
 # included): a product n x n x d with a triangular factor or a triangular result is n(n+1)/2 * d
-# multiply-adds, and the n x n x n product of two triangular factors kept on the lower triangle
-# (i <= j <= t) is n(n+1)(n+2)/6. The d x d carry products are full, but for the symmetric S = K^T G K
+# multiply-adds (no product has two triangular factors since stop 51, when hla2's (A.D) B, n(n+1)(n+2)/6,
+# went). The d x d carry products are full, but for the symmetric S = K^T G K
 # (a Gram matrix: its lower half, dk(dk+1)/2 * n; libhla computes that half and mirrors it, since stop 48).
 # ----------------------------------------------------------------------------------------------
 def tri2(n):
     return n * (n + 1) // 2
 
 
-def tri3(n):
-    return n * (n + 1) * (n + 2) // 6
-
-
 def gemm_list(op, n, dk, dv):
     """[(label, per_query_head_macs or None, per_kv_head_macs or None)] of one chunk (must-do counts)."""
-    t2, t3 = tri2(n), tri3(n)
+    t2 = tri2(n)
     if op == "hla2":
         return [
             ("A = Q K^T (lower)", t2 * dk, None),
-            ("W = (A.D) B (lower x upper -> lower)", t3, None),
             ("Q S0", n * dk * dk, None),
-            ("W += (Q S0) Q^T (lower)", t2 * dk, None),
+            ("Y = (A.D) K (A lower) + (Q S0)", t2 * dk, None),
+            ("W = Q Y^T (lower)", t2 * dk, None),
             ("O = W V (W lower)", t2 * dv, None),
             ("Q U0", n * dk * dv, None),
-            ("X = B^T G K (B^T lower) + G (Q S0)", t2 * dk, None),
-            ("U += (G X)^T V", dk * dv * n, None),
+            ("U += (G^2 Y)^T V", dk * dv * n, None),
             ("S += K^T G K (symmetric: lower half)", None, tri2(dk) * n),
         ]
     if op == "ahla":
@@ -93,7 +88,7 @@ def macs_per_chunk(op, n, dk, dv, group=1):
 def macs_formula(op):
     """The closed form of macs_per_chunk per query head (group g), as text."""
     return {
-        "hla2": "n(n+1)(n+2)/6 + n(n+1)/2 (3 dk + dv) + n dk^2 + 2 n dk dv  [+ n dk(dk+1)/2 per kv head]",
+        "hla2": "n(n+1)/2 (3 dk + dv) + n dk^2 + 2 n dk dv  [+ n dk(dk+1)/2 per kv head]",
         "ahla": "n(n+1)/2 (dk + 2 dv) + 3 n dk dv  [+ n dk dv per kv head]",
         "hla3": "n(n+1)/2 (3 dk + 2 dv) + n dk^2 + 3 n dk dv  [+ n dk dv + n dk(dk+1)/2 per kv head]",
     }[op]
@@ -177,20 +172,18 @@ def _hla2(Q, K, V, O, n, tri, triu):
         m = min(n, T - t0)
         L, Lt = tri[:m, :m], triu[:m, :m]
         Qc, Kc, Vc = Q[:, :, t0:t0 + m], K[:, :, t0:t0 + m], V[:, :, t0:t0 + m]
-        Qt, Kt = Qc.swapaxes(-1, -2), Kc.swapaxes(-1, -2)
+        Kt = Kc.swapaxes(-1, -2)
         A = Qc @ Kt                                   # q_t . k_i
-        Bm = A.swapaxes(-1, -2) * Lt                  # k_i . q_j, i <= j
-        W = (A * L) @ Bm
-        QS = Qc @ S
-        W += QS @ Qt
+        # Y = (A.D) K + Q S0: row j is S_j q_j (S_j the state after token j), so W[t][j] = q_t^T S_j q_j
+        # (= ((A.D) B + Q S0 Q^T)[t][j] with B = K Q^T kept for i <= j) and U += sum_j S_j q_j v_j^T = Y^T V
+        Y = (A * L) @ Kc
+        Y += Qc @ S
+        W = Qc @ Y.swapaxes(-1, -2)
         W *= L
         Oc = W @ Vc
         Oc += Qc @ U
         O[:, :, t0:t0 + m] = Oc
-        # U += K^T (B V) + (Q S0)^T V (S0 Q^T V = (Q S0)^T V, S0 symmetric), formed as (B^T K + Q S0)^T V
-        X = Bm.swapaxes(-1, -2) @ Kc
-        X += QS
-        U += X.swapaxes(-1, -2) @ Vc
+        U += Y.swapaxes(-1, -2) @ Vc
         S += Kt @ Kc
 
 
@@ -302,12 +295,10 @@ def _jax_chunk_body(op, L, Lt):
         S, U = carry
         Qc, Kc, Vc = x
         Kt = sw(Kc)
-        A = Qc @ Kt
-        Bm = sw(A) * Lt
-        QS = Qc @ S
-        W = ((A * L) @ Bm + QS @ sw(Qc)) * L
+        Y = ((Qc @ Kt) * L) @ Kc + Qc @ S         # rows S_j q_j
+        W = (Qc @ sw(Y)) * L
         Oc = W @ Vc + Qc @ U
-        U = U + sw(sw(Bm) @ Kc + QS) @ Vc
+        U = U + sw(Y) @ Vc
         S = S + Kt @ Kc
         return (S, U), Oc
 
@@ -395,8 +386,8 @@ def _scan_hla2(carry, Qc, Kc, Vc, L, Lt):
     S_B = Kt @ Kc
     C_B = Qt @ Vc
     U_B = Kt @ (Bm @ Vc)
-    # outputs from the carry-in
-    W = ((A * L) @ Bm + (Qc @ S) @ Qt) * L
+    # outputs from the carry-in: W[t][j] = q_t^T S_j q_j, S_j q_j the rows of (A.D) K + Q S0
+    W = (Qc @ _sw((A * L) @ Kc + Qc @ S)) * L
     Oc = W @ Vc + Qc @ U
     # combine: S = S_A + S_B, U = U_A + U_B + S_A C_B
     return (S + S_B, U + U_B + S @ C_B), Oc

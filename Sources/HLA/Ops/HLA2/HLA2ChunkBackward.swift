@@ -3,7 +3,8 @@
 /// B = K Qᵀ (masked: i ≤ x only), AD = A ⊙ D, QS = Γ₁ Q S0, Γ_p = diag(γ^{pτ}), Γn = diag(γ^{n-τ}):
 ///   O  = [(AD B + QS Qᵀ + λ Q Qᵀ) ⊙ D] V + masked: Γ₂ Q U0 | unmasked: Γ₁ (QS + AD K) C0  + λ Γ₁ Q C0
 ///   S1 = γⁿ S0 + Kᵀ Γn K,  C1 = γⁿ C0 + Qᵀ Γn V,  U1 = γ²ⁿ U0 + Kᵀ Γn B Γn V + QSᵀ Γn² V = γ²ⁿ U0 + Xᵀ V
-///   with X = Γn (Bᵀ Γn K + Γn QS) (HLA2.advanceU).
+///   with X = Γn (Bᵀ Γn K + Γn QS) (HLA2.advanceU; the forward forms it as Γn² (AD K + QS), the same sum, and the
+///   outputs' W as (Q Yᵀ) ⊙ D₂ from Y = AD K + QS: the reverse below differentiates the index form's terms).
 /// Given G = ∂L/∂O and the carry-out adjoints (dS1, dU1, dC1 in `d`), writes dQ, dK, dV of the chunk and
 /// replaces `d` by the carry-in adjoints (dS0, dU0, dC0). Each line below is the transpose of one product.
 extension HLA2: ChunkBackward {
