@@ -1,5 +1,5 @@
 """examples/bench/ab.py, the in-process comparison of two libhla builds: it runs both builds' C loops
-(limits.c's hla_step loop and hla_forward call, dlopen'ed by path) alternately and reports whether their
+(limits.c's hla_step loop and hla_forward and hla_backward calls, dlopen'ed by path) alternately and reports whether their
 outputs are the same bits. Two copies of the build under test must give the same bits on every path, also
 with one of them loaded with HLA_SIMD=avx2 where the CPU has AVX-512 (each copy reads it when it is loaded):
 the claim of Sources/HLA/Core/Gemm.swift and README that the AVX-512 kernels (the tiles, the multi-head steps
@@ -20,7 +20,8 @@ import limits  # noqa: E402
 
 SPECS = ["step:hla3:8,1,16", "step:hla3:16,1,64", "step:hla3:8,2,64", "step:ahla:4,4,16", "step:ahla:16,1,64",
          "step:ahla:8,2,64", "step:hla2:16,1,64", "step:hla2:8,2,64",
-         "forward:hla2:2,50,2,16,16", "forward:hla3:1,40,2,16,16,scan", "forward:ahla:1,30,2,16,0,serial"]
+         "forward:hla2:2,50,2,16,16", "forward:hla3:1,40,2,16,16,scan", "forward:ahla:1,30,2,16,0,serial",
+         "backward:hla2:1,70,2,16", "backward:hla3:2,40,2,16", "backward:ahla:1,33,2,64"]
 
 
 def run_ab(old, new, *extra):

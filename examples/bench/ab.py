@@ -8,6 +8,8 @@ load one library). Each SPEC is one of
     step:OP:H,HKV,D              hla_step from a C loop (2,000 consecutive tokens per round; examples/bench/limits.c)
     forward:OP:B,T,H,D[,CHUNK[,PATH]]   one hla_forward call per round (float32, masked, H = Hkv; CHUNK 0 =
                                  automatic; PATH chunked, scan or serial)
+    backward:OP:B,T,H,D          one hla_backward call per round (float32, masked, H = Hkv, chunked path,
+                                 automatic chunk and checkpoints)
 Every round runs both builds once, in a random order, after a warm-up call of each. Printed per SPEC:
 whether the two builds' outputs (and, for steps, final states) are the same bits, each build's median and
 minimum time, and the median over rounds of new time / old time (the two times of a round ran back to
@@ -58,6 +60,19 @@ def forward_pair(libs, op, B, T, H, d, chunk, path, rounds):
     for r in runs:
         r()
     same = np.array_equal(runs[0].out, runs[1].out)
+    times = alternate(runs, rounds)
+    for r in runs:
+        r.close()
+    return same, times
+
+
+def backward_pair(libs, op, B, T, H, d, rounds):
+    rng = np.random.default_rng(0)
+    q, k, v, do = (rng.standard_normal((B, T, H, d), dtype=np.float32) for _ in range(4))
+    runs = [limits.CBackward(lib, op, q, k, v, do, d ** -0.5) for lib in libs]
+    for r in runs:
+        r()
+    same = all(np.array_equal(getattr(runs[0], g), getattr(runs[1], g)) for g in ("dq", "dk", "dv"))
     times = alternate(runs, rounds)
     for r in runs:
         r.close()
@@ -127,8 +142,12 @@ def main():
             path = nums[5] if len(nums) > 5 else "chunked"
             same, t = forward_pair(libs, op, B, T, H, d, chunk, path, a.rounds)
             unit, scale = "ms", 1e3
+        elif kind == "backward":
+            B, T, H, d = (int(x) for x in nums[:4])
+            same, t = backward_pair(libs, op, B, T, H, d, a.rounds)
+            unit, scale = "ms", 1e3
         else:
-            sys.exit("ab.py: unknown kind %r (step or forward)" % kind)
+            sys.exit("ab.py: unknown kind %r (step, forward or backward)" % kind)
         ratio = statistics.median(n / o for o, n in zip(t[0], t[1]))
         print("%-28s same bits: %-5s old med %.2f min %.2f %s | new med %.2f min %.2f %s | new/old per round %.3f"
               % (spec, same, statistics.median(t[0]) * scale, min(t[0]) * scale, unit,

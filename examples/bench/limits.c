@@ -386,6 +386,62 @@ double limits_forward_run(void *ctx) {
 
 void limits_forward_free(void *ctx) { free(ctx); }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* hla_backward from C (examples/bench/ab.py's backward spec)                                        */
+/* ------------------------------------------------------------------------------------------------ */
+typedef int (*backward_fn)(const ht_config *, int32_t, const ht_tensor *, const ht_tensor *, const ht_tensor *,
+                           const ht_tensor *, const ht_tensor *, const ht_tensor *, const ht_tensor *,
+                           const ht_tensor *, const ht_tensor *, const ht_tensor *, const ht_tensor *);
+
+typedef struct {
+    ht_config cfg;
+    backward_fn backward;
+    err_fn last_error;
+    ht_tensor tq, tk, tv, tdo, tdq, tdk, tdv;
+} backward_ctx;
+
+/* A context over caller memory (float32, C-contiguous): q, d_out, dq [B, T, H, d], k, v, dk, dv [B, T, H, d]
+ * (H = Hkv, dk = dv = d); masked, chunked path, automatic chunk, on the library at libpath. */
+void *limits_backward_new(const char *libpath, int op, int64_t B, int64_t T, int64_t H, int64_t d, double scale,
+                          const float *q, const float *k, const float *v, const float *dout, float *dq, float *dk,
+                          float *dv) {
+    backward_ctx *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    void *entry;
+    if (open_config(libpath, "hla_backward", &entry, &c->last_error, &c->cfg, op, H, H, d, d) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->backward = (backward_fn)entry;
+    c->cfg.scale = scale;
+    int64_t sh[4] = {B, T, H, d};
+    tensor(&c->tq, (void *)q, 4, sh);
+    tensor(&c->tk, (void *)k, 4, sh);
+    tensor(&c->tv, (void *)v, 4, sh);
+    tensor(&c->tdo, (void *)dout, 4, sh);
+    tensor(&c->tdq, dq, 4, sh);
+    tensor(&c->tdk, dk, 4, sh);
+    tensor(&c->tdv, dv, 4, sh);
+    return c;
+}
+
+/* One hla_backward call (chunked path, no initial state, no d_final); returns seconds, or -1 on an error. */
+double limits_backward_run(void *ctx) {
+    backward_ctx *c = ctx;
+    if (!c) return -1;
+    double t0 = now();
+    int st = c->backward(&c->cfg, 0, &c->tq, &c->tk, &c->tv, &c->tdo, &c->tdq, &c->tdk, &c->tdv, NULL, NULL, NULL,
+                         NULL);
+    double t = now() - t0;
+    if (st != 0) {
+        snprintf(step_err, sizeof step_err, "hla_backward: status %d: %s", st, c->last_error());
+        return -1;
+    }
+    return t;
+}
+
+void limits_backward_free(void *ctx) { free(ctx); }
+
 /* hla_state_elements of the masked configuration (op, H, Hkv, dk, dv) from the library at libpath; -1 on an
  * error (limits_step_error() names it). */
 int64_t limits_state_elements(const char *libpath, int op, int64_t H, int64_t Hkv, int64_t dk, int64_t dv) {

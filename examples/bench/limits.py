@@ -81,6 +81,12 @@ def build():
     lib.limits_forward_new.argtypes = [ctypes.c_char_p, I, I64, I64, I64, I64, I64, I64, D, I64, I, P, P, P, P]
     lib.limits_forward_run.restype = D
     lib.limits_forward_run.argtypes = [P]
+    lib.limits_backward_new.restype = P
+    lib.limits_backward_new.argtypes = [ctypes.c_char_p, I, I64, I64, I64, I64, D, P, P, P, P, P, P, P]
+    lib.limits_backward_run.restype = D
+    lib.limits_backward_run.argtypes = [P]
+    lib.limits_backward_free.restype = None
+    lib.limits_backward_free.argtypes = [P]
     lib.limits_forward_free.restype = None
     lib.limits_forward_free.argtypes = [P]
     lib.limits_state_elements.restype = I64
@@ -205,6 +211,37 @@ class CForward:
     def close(self):
         if self.ctx:
             self.lib.limits_forward_free(self.ctx)
+            self.ctx = None
+
+    def __del__(self):
+        self.close()
+
+
+class CBackward:
+    """One hla_backward call from C (chunked path, masked, automatic chunk) on the library at `libpath` over q, k,
+    v, d_out [B, T, H, d] (float32, H = Hkv), writing dq, dk, dv."""
+
+    def __init__(self, libpath, op, q, k, v, dout, scale):
+        self.lib = build()
+        self.q, self.k, self.v, self.dout = (np.ascontiguousarray(x, np.float32) for x in (q, k, v, dout))
+        B, T, H, d = self.q.shape
+        self.dq, self.dk, self.dv = (aligned((B, T, H, d)) for _ in range(3))
+        self.ctx = self.lib.limits_backward_new(libpath.encode(), CStep.OPS[op], B, T, H, d, scale, self.q.ctypes.data,
+                                                self.k.ctypes.data, self.v.ctypes.data, self.dout.ctypes.data,
+                                                self.dq.ctypes.data, self.dk.ctypes.data, self.dv.ctypes.data)
+        if not self.ctx:
+            raise RuntimeError("limits_backward_new: %s" % self.lib.limits_step_error().decode())
+
+    def __call__(self):
+        """Seconds for one hla_backward call."""
+        t = self.lib.limits_backward_run(self.ctx)
+        if t < 0:
+            raise RuntimeError(self.lib.limits_step_error().decode())
+        return t
+
+    def close(self):
+        if self.ctx:
+            self.lib.limits_backward_free(self.ctx)
             self.ctx = None
 
     def __del__(self):

@@ -90,19 +90,16 @@ extension HLA2 {
     }
 
     /// Y = (A ⊙ D) K + diag(γ^τ) Q S0 (rows S_τ q_τ) into Y (n × dk), from A = Q Kᵀ's lower half, which is left as
-    /// A ⊙ D. `qs`: diag(γ^τ) Q S0 already formed (`carry` keeps it), copied instead of formed again: the tile adds
-    /// its sum to Y's start in one rounding either way, so the bits are `chunk`'s (shared by both; `scanChunk` forms
-    /// the sum explicitly, round(QS + (A ⊙ D) K) all the same).
+    /// A ⊙ D. Shared by `chunk` and `carry` (the same bits; `scanChunk` forms the sum explicitly, round(QS + (A ⊙ D) K),
+    /// which is what the tile's store adds to Y's start in one rounding).
     @inline(__always)
     static func stateQ<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, _ S0: UnsafePointer<T>,
                                     A: UnsafeMutablePointer<T>, K: UnsafePointer<T>, Q: UnsafePointer<T>,
-                                    Y: UnsafeMutablePointer<T>, qs: UnsafePointer<T>? = nil) {
+                                    Y: UnsafeMutablePointer<T>) {
         let dk = c.dk
         Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
-        if let qs { Y.update(from: qs, count: n * dk) } else {
-            T.gemm(false, false, n, dk, dk, 1, Q, dk, S0, dk, 0, Y, dk)         // Q S0
-            Mask.scaleRows(Y, n, dk, dk) { pw[$0 + 1] }                          // diag(γ^τ) Q S0
-        }
+        T.gemm(false, false, n, dk, dk, 1, Q, dk, S0, dk, 0, Y, dk)             // Q S0
+        Mask.scaleRows(Y, n, dk, dk) { pw[$0 + 1] }                              // diag(γ^τ) Q S0
         T.gemm(false, false, n, dk, n, 1, A, n, K, dk, 1, Y, dk, structure: .lowerA)   // + (A ⊙ D) K
     }
 
@@ -115,27 +112,27 @@ extension HLA2 {
         T.gemm(true, false, c.dk, c.dvp, n, 1, X, c.dk, V, c.dvp, g2n, st, c.dvp)   // U ← γ²ⁿ U0 + Xᵀ V
     }
 
-    /// X = Γ² Y of `advanceU` (n × dk), in place of Y. `chunkBackward` reads it back (`carry` keeps it).
+    /// X = Γ² Y of `advanceU` (n × dk), in place of Y (`carry` keeps Y and scales a copy: the same bits).
     @inline(__always)
     static func carryX<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, X: UnsafeMutablePointer<T>) {
         Mask.scaleRows(X, n, c.dk, c.dk) { pw[2 * (n - 1 - $0)] }
     }
 
-    /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: B, Γ₁ Q S0, X of `advanceU`).
+    /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A ⊙ D and Y of `stateQ`).
     static func keepSize(_ c: Config, n: Int) -> Int { c.masked ? c.group * keepHead(c, n: n) : 0 }
-    @inline(__always) static func keepHead(_ c: Config, n: Int) -> Int { n * n + 2 * n * c.dk }
+    @inline(__always) static func keepHead(_ c: Config, n: Int) -> Int { n * n + n * c.dk }
 
     /// The carry update of `chunk` alone (no outputs), bit for bit the carry `chunk` leaves: the same products
     /// in the same order, minus those only the outputs need (W, W V, Q U0, the unmasked cross terms).
     /// `keep` (`keepSize` elements, or nil): receives the products `chunkBackward` would otherwise recompute
-    /// (B = K Qᵀ's upper half, Γ₁ Q S0 and X per query head).
+    /// (A ⊙ D and Y per query head).
     static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
                                    keep: UnsafeMutablePointer<T>?, carryOut: Bool, scratch: inout Scratch<T>) {
         if !carryOut && (keep == nil || keepSize(c, n: n) == 0) { return }   // nothing to keep
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge)
-        let A = scratch.take(n * n), Ys = scratch.take(n * dk), Ks = scratch.take(n * dk)
-        let Vs = scratch.take(n * dvp)
+        let As = scratch.take(n * n), Ys = scratch.take(n * dk), Ks = scratch.take(n * dk)
+        let Vs = scratch.take(n * dvp), Xs = scratch.take(n * dk)
         let S0 = u.kv, gn = pw[n], g2n = pw[2 * n]
         let hasC = !c.masked || lam != 0
         let Vd = hasC ? Mask.scaled(Vs, V, n, dvp, unit: pw.unit) { pw[n - 1 - $0] } : V      // (C's update only)
@@ -144,17 +141,14 @@ extension HLA2 {
             let C0 = st + cOffset(c)
             if c.masked {
                 let kj = keep.map { $0 + j * keepHead(c, n: n) }
-                let Y = kj.map { $0 + n * n + n * dk } ?? Ys                          // (X, kept for the reverse)
+                let A = kj ?? As, Y = kj.map { $0 + n * n } ?? Ys                      // (kept for the reverse)
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower
-                if let kj {
-                    Mask.transpose(kj, A, n, upper: true)                                // B = Aᵀ, upper
-                    T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, kj + n * n, dk)   // Γ₁ Q S0 (kept)
-                    Mask.scaleRows(kj + n * n, n, dk, dk) { pw[$0 + 1] }
-                }
-                stateQ(c, pw, n, S0, A: A, K: K, Q: Qh, Y: Y, qs: kj.map { UnsafePointer($0 + n * n) })
-                carryX(c, pw, n, X: Y)
+                stateQ(c, pw, n, S0, A: A, K: K, Q: Qh, Y: Y)                          // A ⊙ D, Y
                 if !carryOut { continue }                                            // (u is left as it was)
-                advanceU(c, n, st, g2n, X: Y, V: V)
+                if kj == nil { carryX(c, pw, n, X: Y); advanceU(c, n, st, g2n, X: Y, V: V) } else {
+                    let X = Mask.scaled(Xs, Y, n, dk, unit: pw.unit) { pw[2 * (n - 1 - $0)] }   // Γ² Y
+                    advanceU(c, n, st, g2n, X: X, V: V)
+                }
             }
             if hasC {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V

@@ -1,10 +1,10 @@
 /// hla2 chunked backward (docs/gradients.md §9): the reverse of `HLA2.chunk` for one chunk of n tokens, as
-/// dense n × n and n × d products. Forward (HLA2Chunk.swift), with A = Q Kᵀ, D[τ][i] = γ^{τ-i} (i ≤ τ),
-/// B = K Qᵀ (masked: i ≤ x only), AD = A ⊙ D, QS = Γ₁ Q S0, Γ_p = diag(γ^{pτ}), Γn = diag(γ^{n-τ}):
-///   O  = [(AD B + QS Qᵀ + λ Q Qᵀ) ⊙ D] V + masked: Γ₂ Q U0 | unmasked: Γ₁ (QS + AD K) C0  + λ Γ₁ Q C0
-///   S1 = γⁿ S0 + Kᵀ Γn K,  C1 = γⁿ C0 + Qᵀ Γn V,  U1 = γ²ⁿ U0 + Kᵀ Γn B Γn V + QSᵀ Γn² V = γ²ⁿ U0 + Xᵀ V
-///   with X = Γn (Bᵀ Γn K + Γn QS) (HLA2.advanceU; the forward forms it as Γn² (AD K + QS), the same sum, and the
-///   outputs' W as (Q Yᵀ) ⊙ D₂ from Y = AD K + QS: the reverse below differentiates the index form's terms).
+/// dense n × n and n × d products. Forward (HLA2Chunk.swift), with A = Q Kᵀ, D_p[τ][i] = γ^{p(τ-i)} (i ≤ τ; D = D_1),
+/// AD = A ⊙ D, QS = Γ₁ Q S0, Y = AD K + QS (rows S_τ q_τ), Γ_p = diag(γ^{pτ}), Γn = diag(γ^{n-τ}):
+///   masked:   O = [(Q Yᵀ) ⊙ D₂ + λ (Q Qᵀ) ⊙ D] V + Γ₂ Q U0 + λ Γ₁ Q C0,  U1 = γ²ⁿ U0 + (Γn² Y)ᵀ V
+///   unmasked: O = [(AD B + QS Qᵀ + λ Q Qᵀ) ⊙ D] V + Γ₁ (QS + AD K) C0 + λ Γ₁ Q C0  (B = K Qᵀ; the forward's
+///             (Y Qᵀ) ⊙ D and Γ₁ Y C0 are these sums regrouped, whose terms the reverse below transposes)
+///   S1 = γⁿ S0 + Kᵀ Γn K,  C1 = γⁿ C0 + Qᵀ Γn V.
 /// Given G = ∂L/∂O and the carry-out adjoints (dS1, dU1, dC1 in `d`), writes dQ, dK, dV of the chunk and
 /// replaces `d` by the carry-in adjoints (dS0, dU0, dC0). Each line below is the transpose of one product.
 extension HLA2: ChunkBackward {
@@ -15,7 +15,7 @@ extension HLA2: ChunkBackward {
     }
 
     /// `u`: carry-in (read only). `d`: adjoint of the carry-out in, of the carry-in out. G, dQ: group × n × (dvp, dk).
-    /// `kept`: what `carry` kept for this chunk (masked: B, Γ₁ Q S0 and X per head).
+    /// `kept`: what `carry` kept for this chunk (masked: AD and Y per head).
     static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
                                            kept: UnsafePointer<T>,
                                            K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
@@ -39,54 +39,67 @@ extension HLA2: ChunkBackward {
         for j in 0..<u.group {
             let Qh = Q + j * n * dk, Gh = G + j * n * dvp, dQh = dQ + j * n * dk
             let st = u.head(j), ds = d.head(j), C0 = st + cOffset(c), dC = ds + cOffset(c)
-            // the chunk's products: masked, B and QS as `carry` kept them; else recomputed
-            let B: UnsafePointer<T>, QS: UnsafePointer<T>
             let kj = kept + j * keepHead(c, n: n)
+            let QS = UnsafePointer(QSs)                                                // (unmasked: Γ₁ Q S0)
             if c.masked {
-                B = kj; QS = kj + n * n
-                Mask.transpose(A, kj, n, upper: false)                                 // A = Bᵀ (B upper: A lower)
+                // AD and Y as `carry` kept them; W = (Q Yᵀ) ⊙ D₂ + λ (Q Qᵀ) ⊙ D
+                let AD = kj, Y = kj + n * n, dY = dQS
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, Y, dk, 0, W, n, structure: .lowerC)
+                Mask.lowerDecay(W, n, n, pw, 2)
+                if lam != 0 {
+                    T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 0, Bs, n, structure: .lowerC)
+                    Mask.lowerDecay(Bs, n, n, pw, 1)
+                    Mask.axpby(W, Bs, n * n, 1, 1)
+                }
+                // O = W V
+                T.gemm(false, true, n, n, dvp, 1, Gh, dvp, V, dvp, 0, dW, n, structure: .lowerC)   // dW = G Vᵀ
+                T.gemm(true, false, n, dvp, n, 1, W, n, Gh, dvp, 1, dV, dvp, structure: .upperA)  // dV += Wᵀ G
+                if lam != 0 {                                                          // λ (Q Qᵀ) ⊙ D
+                    for x in 0..<(n * n) { Bs[x] = dW[x] }
+                    Mask.lowerDecay(Bs, n, n, pw, 1)
+                }
+                Mask.lowerDecay(dW, n, n, pw, 2)                                       // d(Q Yᵀ) = dW ⊙ D₂
+                T.gemm(false, false, n, dk, n, 1, dW, n, Y, dk, 0, dQh, dk, structure: .lowerA)   // dQ = dW Y
+                T.gemm(true, false, n, dk, n, 1, dW, n, Qh, dk, 0, dY, dk, structure: .upperA)    // dY = dWᵀ Q
+                if lam != 0 {
+                    T.gemm(false, false, n, dk, n, lam, Bs, n, Qh, dk, 1, dQh, dk, structure: .lowerA)  // + λ dWλ Q
+                    T.gemm(true, false, n, dk, n, lam, Bs, n, Qh, dk, 1, dQh, dk, structure: .upperA)   // + λ dWλᵀ Q
+                }
+                // U1 = γ²ⁿ U0 + Xᵀ V, X = Γn² Y
+                let dU = ds
+                let X = Mask.scaled(T3, Y, n, dk, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
+                T.gemm(false, true, n, dk, dvp, 1, V, dvp, dU, dvp, 0, dX, dk)       // dX = V dU1ᵀ
+                T.gemm(false, false, n, dvp, dk, 1, X, dk, dU, dvp, 1, dV, dvp)      // dV += X dU1
+                Mask.scaleRows(dX, n, dk, dk) { pw[2 * (n - 1 - $0)] }
+                Mask.axpby(dY, dX, n * dk, 1, 1)                                       // dY += Γn² dX
+                // Y = AD K + QS (dQS = dY)
+                T.gemm(false, true, n, n, dk, 1, dY, dk, K, dk, 0, dAD, n, structure: .lowerC)   // dAD = dY Kᵀ
+                T.gemm(true, false, n, dk, n, 1, AD, n, dY, dk, 1, dK, dk, structure: .upperA)   // dK += ADᵀ dY
             } else {
+                // the chunk's products, recomputed
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)             // A = Q Kᵀ
                 Mask.transpose(Bs, A, n, upper: false)                                 // B = Aᵀ
                 T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QSs, dk)
                 Mask.scaleRows(QSs, n, dk, dk) { pw[$0 + 1] }                          // QS = Γ₁ Q S0
-                B = UnsafePointer(Bs); QS = UnsafePointer(QSs)
-            }
-            Mask.lowerDecay(A, n, n, pw, 1)                                            // A ← AD
-            T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n,
-                   structure: c.masked ? [.lowerA, .upperB, .lowerC] : [.lowerA, .lowerC])
-            T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n, structure: .lowerC)
-            if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n, structure: .lowerC) }
-            Mask.lowerDecay(W, n, n, pw, 1)                                            // WD
-            // O = WD V
-            T.gemm(false, true, n, n, dvp, 1, Gh, dvp, V, dvp, 0, dW, n, structure: .lowerC)   // dWD = G Vᵀ
-            T.gemm(true, false, n, dvp, n, 1, W, n, Gh, dvp, 1, dV, dvp, structure: .upperA)  // dV += WDᵀ G
-            Mask.lowerDecay(dW, n, n, pw, 1)                                           // dW = dWD ⊙ D
-            // W = AD B + QS Qᵀ + λ Q Qᵀ
-            T.gemm(false, true, n, n, n, 1, dW, n, B, n, 0, dAD, n, structure: [.lowerA, .lowerC])  // dAD = dW Bᵀ
-            T.gemm(true, false, n, n, n, 1, dW, n, A, n, 0, dB, n,                             // dBᵀ = dWᵀ AD
-                   structure: c.masked ? [.upperA, .lowerC] : .upperA)
-            T.gemm(false, false, n, dk, n, 1, dW, n, Qh, dk, 0, dQS, dk, structure: .lowerA)  // dQS = dW Q
-            T.gemm(true, false, n, dk, n, 1, dW, n, QS, dk, 0, dQh, dk, structure: .upperA)   // dQ = dWᵀ QS
-            if lam != 0 {
-                T.gemm(false, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk, structure: .lowerA)  // + λ dW Q
-                T.gemm(true, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk, structure: .upperA)   // + λ dWᵀ Q
-            }
-            // carry-out adjoints first (they still hold dU1, dC1)
-            if c.masked {
-                // U1 = γ²ⁿ U0 + Xᵀ V, X = Γn (Bᵀ Kd + Γn QS), Kd = Γn K
-                let dU = ds
-                let X = kj + n * n + n * dk                                            // X (kept)
-                T.gemm(false, true, n, dk, dvp, 1, V, dvp, dU, dvp, 0, dX, dk)       // dX = V dU1ᵀ
-                T.gemm(false, false, n, dvp, dk, 1, X, dk, dU, dvp, 1, dV, dvp)      // dV += X dU1
-                Mask.scaleRows(dX, n, dk, dk) { pw[n - 1 - $0] }                       // Γn dX
-                T.gemm(false, true, n, n, dk, 1, dX, dk, Kd, dk, 1, dB, n,           // dBᵀ += (Γn dX) Kdᵀ
-                       structure: .lowerC)
-                T.gemm(false, false, n, dk, n, 1, B, n, dX, dk, 0, Tm, dk, structure: .upperA)   // B Γn dX
-                Mask.scaleRows(Tm, n, dk, dk) { pw[n - 1 - $0] }
-                Mask.axpby(dK, Tm, n * dk, 1, 1)                                       // dK += Γn B Γn dX
-                Mask.scaleRows(dX, n, dk, dk) { pw[n - 1 - $0] }
-                Mask.axpby(dQS, dX, n * dk, 1, 1)                                      // dQS += Γn² dX
+                let B = UnsafePointer(Bs)
+                Mask.lowerDecay(A, n, n, pw, 1)                                        // A ← AD
+                T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n, structure: [.lowerA, .lowerC])
+                T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n, structure: .lowerC)
+                if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n, structure: .lowerC) }
+                Mask.lowerDecay(W, n, n, pw, 1)                                        // WD
+                // O = WD V
+                T.gemm(false, true, n, n, dvp, 1, Gh, dvp, V, dvp, 0, dW, n, structure: .lowerC)   // dWD = G Vᵀ
+                T.gemm(true, false, n, dvp, n, 1, W, n, Gh, dvp, 1, dV, dvp, structure: .upperA)  // dV += WDᵀ G
+                Mask.lowerDecay(dW, n, n, pw, 1)                                       // dW = dWD ⊙ D
+                // W = AD B + QS Qᵀ + λ Q Qᵀ
+                T.gemm(false, true, n, n, n, 1, dW, n, B, n, 0, dAD, n, structure: [.lowerA, .lowerC])  // dAD = dW Bᵀ
+                T.gemm(true, false, n, n, n, 1, dW, n, A, n, 0, dB, n, structure: .upperA)   // dBᵀ = dWᵀ AD
+                T.gemm(false, false, n, dk, n, 1, dW, n, Qh, dk, 0, dQS, dk, structure: .lowerA)  // dQS = dW Q
+                T.gemm(true, false, n, dk, n, 1, dW, n, QS, dk, 0, dQh, dk, structure: .upperA)   // dQ = dWᵀ QS
+                if lam != 0 {
+                    T.gemm(false, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk, structure: .lowerA)  // + λ dW Q
+                    T.gemm(true, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk, structure: .upperA)   // + λ dWᵀ Q
+                }
             }
             if hasC {
                 T.gemm(false, true, n, dk, dvp, 1, Vd, dvp, dC, dvp, 1, dQh, dk)     // dQ += Γn V dC1ᵀ
@@ -122,9 +135,9 @@ extension HLA2: ChunkBackward {
             Mask.scaledCopy(T3, dQS, n, dk) { pw[$0 + 1] }
             T.gemm(false, true, n, dk, dk, 1, T3, dk, S0, dk, 1, dQh, dk)            // dQ += Γ₁ dQS S0ᵀ
             T.gemm(true, false, dk, dk, n, 1, Qh, dk, T3, dk, 1, dSacc, dk)          // dS0 += Qᵀ Γ₁ dQS
-            // AD = A ⊙ D and B = (Aᵀ ⊙ upper): dA = dAD ⊙ D + (dB ⊙ upper)ᵀ (dB holds dBᵀ)
+            // AD = A ⊙ D: dA = dAD ⊙ D; unmasked also + dBᵀ from B = Aᵀ (dB holds dBᵀ)
             Mask.lowerDecay(dAD, n, n, pw, 1)
-            for x in 0..<n { let hi = c.masked ? x + 1 : n; for i in 0..<hi { dAD[x * n + i] += dB[x * n + i] } }
+            if !c.masked { for x in 0..<n { for i in 0..<n { dAD[x * n + i] += dB[x * n + i] } } }
             T.gemm(false, false, n, dk, n, 1, dAD, n, K, dk, 1, dQh, dk,             // dQ += dA K (masked: dA lower)
                    structure: c.masked ? .lowerA : [])
             T.gemm(true, false, n, dk, n, 1, dAD, n, Qh, dk, 1, dK, dk,              // dK += dAᵀ Q
