@@ -2,8 +2,7 @@
 /// dense n × n and n × d products. Forward (HLA2Chunk.swift), with A = Q Kᵀ, D_p[τ][i] = γ^{p(τ-i)} (i ≤ τ; D = D_1),
 /// AD = A ⊙ D, QS = Γ₁ Q S0, Y = AD K + QS (rows S_τ q_τ), Γ_p = diag(γ^{pτ}), Γn = diag(γ^{n-τ}):
 ///   masked:   O = [(Q Yᵀ) ⊙ D₂ + λ (Q Qᵀ) ⊙ D] V + Γ₂ Q U0 + λ Γ₁ Q C0,  U1 = γ²ⁿ U0 + (Γn² Y)ᵀ V
-///   unmasked: O = [(AD B + QS Qᵀ + λ Q Qᵀ) ⊙ D] V + Γ₁ (QS + AD K) C0 + λ Γ₁ Q C0  (B = K Qᵀ; the forward's
-///             (Y Qᵀ) ⊙ D and Γ₁ Y C0 are these sums regrouped, whose terms the reverse below transposes)
+///   unmasked: O = [(Y Qᵀ + λ Q Qᵀ) ⊙ D] V + Γ₁ Y C0 + λ Γ₁ Q C0
 ///   S1 = γⁿ S0 + Kᵀ Γn K,  C1 = γⁿ C0 + Qᵀ Γn V.
 /// Given G = ∂L/∂O and the carry-out adjoints (dS1, dU1, dC1 in `d`), writes dQ, dK, dV of the chunk and
 /// replaces `d` by the carry-in adjoints (dS0, dU0, dC0). Each line below is the transpose of one product.
@@ -24,10 +23,10 @@ extension HLA2: ChunkBackward {
                                            scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp, lam = T(c.ridge), gn = pw[n], g2n = pw[2 * n]
         let A = scratch.take(n * n), Bs = scratch.take(n * n), W = scratch.take(n * n)
-        let dW = scratch.take(n * n), dAD = scratch.take(n * n), dB = scratch.take(n * n)
+        let dW = scratch.take(n * n), dAD = scratch.take(n * n)
         let nd = n * max(dk, dvp)
-        let QSs = scratch.take(nd), dQS = scratch.take(nd), T3 = scratch.take(nd), Kd = scratch.take(nd)
-        let Vd = scratch.take(nd), Z = scratch.take(nd), dX = scratch.take(nd)
+        let Ys = scratch.take(nd), dQS = scratch.take(nd), T3 = scratch.take(nd), Kd = scratch.take(nd)
+        let Vd = scratch.take(nd), dX = scratch.take(nd)
         let Tm = scratch.take(nd), G1 = scratch.take(nd), dSacc = scratch.take(dk * dk), dS2 = scratch.take(dk * dk)
         let S0 = u.kv, dS = d.kv
         let hasC = !c.masked || lam != 0
@@ -40,10 +39,15 @@ extension HLA2: ChunkBackward {
             let Qh = Q + j * n * dk, Gh = G + j * n * dvp, dQh = dQ + j * n * dk
             let st = u.head(j), ds = d.head(j), C0 = st + cOffset(c), dC = ds + cOffset(c)
             let kj = kept + j * keepHead(c, n: n)
-            let QS = UnsafePointer(QSs)                                                // (unmasked: Γ₁ Q S0)
+            // A ⊙ D and Y = AD K + QS: masked as `carry` kept them, unmasked formed again as `chunk` forms them
+            if !c.masked {
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower
+                stateQ(c, pw, n, S0, A: A, K: K, Q: Qh, Y: Ys)                       // A ← AD, Y
+            }
+            let AD = c.masked ? UnsafePointer(kj) : UnsafePointer(A), Y = c.masked ? kj + n * n : UnsafePointer(Ys)
+            let dY = dQS                                                               // (Y = AD K + QS: dQS = dY)
             if c.masked {
-                // AD and Y as `carry` kept them; W = (Q Yᵀ) ⊙ D₂ + λ (Q Qᵀ) ⊙ D
-                let AD = kj, Y = kj + n * n, dY = dQS
+                // W = (Q Yᵀ) ⊙ D₂ + λ (Q Qᵀ) ⊙ D
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, Y, dk, 0, W, n, structure: .lowerC)
                 Mask.lowerDecay(W, n, n, pw, 2)
                 if lam != 0 {
@@ -72,30 +76,17 @@ extension HLA2: ChunkBackward {
                 T.gemm(false, false, n, dvp, dk, 1, X, dk, dU, dvp, 1, dV, dvp)      // dV += X dU1
                 Mask.scaleRows(dX, n, dk, dk) { pw[2 * (n - 1 - $0)] }
                 Mask.axpby(dY, dX, n * dk, 1, 1)                                       // dY += Γn² dX
-                // Y = AD K + QS (dQS = dY)
-                T.gemm(false, true, n, n, dk, 1, dY, dk, K, dk, 0, dAD, n, structure: .lowerC)   // dAD = dY Kᵀ
-                T.gemm(true, false, n, dk, n, 1, AD, n, dY, dk, 1, dK, dk, structure: .upperA)   // dK += ADᵀ dY
             } else {
-                // the chunk's products, recomputed
-                T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)             // A = Q Kᵀ
-                Mask.transpose(Bs, A, n, upper: false)                                 // B = Aᵀ
-                T.gemm(false, false, n, dk, dk, 1, Qh, dk, S0, dk, 0, QSs, dk)
-                Mask.scaleRows(QSs, n, dk, dk) { pw[$0 + 1] }                          // QS = Γ₁ Q S0
-                let B = UnsafePointer(Bs)
-                Mask.lowerDecay(A, n, n, pw, 1)                                        // A ← AD
-                T.gemm(false, false, n, n, n, 1, A, n, B, n, 0, W, n, structure: [.lowerA, .lowerC])
-                T.gemm(false, true, n, n, dk, 1, QS, dk, Qh, dk, 1, W, n, structure: .lowerC)
+                // W = (Y Qᵀ + λ Q Qᵀ) ⊙ D
+                T.gemm(false, true, n, n, dk, 1, Y, dk, Qh, dk, 0, W, n, structure: .lowerC)
                 if lam != 0 { T.gemm(false, true, n, n, dk, lam, Qh, dk, Qh, dk, 1, W, n, structure: .lowerC) }
                 Mask.lowerDecay(W, n, n, pw, 1)                                        // WD
                 // O = WD V
                 T.gemm(false, true, n, n, dvp, 1, Gh, dvp, V, dvp, 0, dW, n, structure: .lowerC)   // dWD = G Vᵀ
                 T.gemm(true, false, n, dvp, n, 1, W, n, Gh, dvp, 1, dV, dvp, structure: .upperA)  // dV += WDᵀ G
                 Mask.lowerDecay(dW, n, n, pw, 1)                                       // dW = dWD ⊙ D
-                // W = AD B + QS Qᵀ + λ Q Qᵀ
-                T.gemm(false, true, n, n, n, 1, dW, n, B, n, 0, dAD, n, structure: [.lowerA, .lowerC])  // dAD = dW Bᵀ
-                T.gemm(true, false, n, n, n, 1, dW, n, A, n, 0, dB, n, structure: .upperA)   // dBᵀ = dWᵀ AD
-                T.gemm(false, false, n, dk, n, 1, dW, n, Qh, dk, 0, dQS, dk, structure: .lowerA)  // dQS = dW Q
-                T.gemm(true, false, n, dk, n, 1, dW, n, QS, dk, 0, dQh, dk, structure: .upperA)   // dQ = dWᵀ QS
+                T.gemm(false, false, n, dk, n, 1, dW, n, Qh, dk, 0, dY, dk, structure: .lowerA)   // dY = dW Q
+                T.gemm(true, false, n, dk, n, 1, dW, n, Y, dk, 0, dQh, dk, structure: .upperA)    // dQ = dWᵀ Y
                 if lam != 0 {
                     T.gemm(false, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk, structure: .lowerA)  // + λ dW Q
                     T.gemm(true, false, n, dk, n, lam, dW, n, Qh, dk, 1, dQh, dk, structure: .upperA)   // + λ dWᵀ Q
@@ -117,31 +108,26 @@ extension HLA2: ChunkBackward {
             if hasC {
                 Mask.scaledCopy(G1, Gh, n, dvp) { pw[$0 + 1] }                         // Γ₁ G
                 Mask.scale(dC, dk * dvp, gn)                                           // dC0 = γⁿ dC1 + …
-                if !c.masked {
-                    T.gemm(false, true, n, dk, dvp, 1, G1, dvp, C0, dvp, 1, dQS, dk) // dQS += Γ₁ G C0ᵀ
-                    T.gemm(true, false, dk, dvp, n, 1, QS, dk, G1, dvp, 1, dC, dvp)  // dC0 += QSᵀ Γ₁ G
-                    T.gemm(false, false, n, dvp, dk, 1, K, dk, C0, dvp, 0, Z, dvp)   // K C0
-                    T.gemm(false, true, n, n, dvp, 1, G1, dvp, Z, dvp, 1, dAD, n, structure: .lowerC)  // dAD += Γ₁ G (K C0)ᵀ
-                    T.gemm(true, false, n, dvp, n, 1, A, n, G1, dvp, 0, Tm, dvp, structure: .upperA)  // ADᵀ Γ₁ G
-                    T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, C0, dvp, 1, dK, dk)  // dK += ADᵀ Γ₁ G C0ᵀ
-                    T.gemm(true, false, dk, dvp, n, 1, K, dk, Tm, dvp, 1, dC, dvp)   // dC0 += Kᵀ ADᵀ Γ₁ G
+                if !c.masked {                                                         // Γ₁ Y C0
+                    T.gemm(false, true, n, dk, dvp, 1, G1, dvp, C0, dvp, 1, dY, dk)  // dY += Γ₁ G C0ᵀ
+                    T.gemm(true, false, dk, dvp, n, 1, Y, dk, G1, dvp, 1, dC, dvp)   // dC0 += Yᵀ Γ₁ G
                 }
                 if lam != 0 {
                     T.gemm(false, true, n, dk, dvp, lam, G1, dvp, C0, dvp, 1, dQh, dk)  // dQ += λ Γ₁ G C0ᵀ
                     T.gemm(true, false, dk, dvp, n, lam, Qh, dk, G1, dvp, 1, dC, dvp)   // dC0 += λ Qᵀ Γ₁ G
                 }
             }
+            // Y = AD K + QS
+            T.gemm(false, true, n, n, dk, 1, dY, dk, K, dk, 0, dAD, n, structure: .lowerC)   // dAD = dY Kᵀ
+            T.gemm(true, false, n, dk, n, 1, AD, n, dY, dk, 1, dK, dk, structure: .upperA)   // dK += ADᵀ dY
             // QS = Γ₁ Q S0
             Mask.scaledCopy(T3, dQS, n, dk) { pw[$0 + 1] }
             T.gemm(false, true, n, dk, dk, 1, T3, dk, S0, dk, 1, dQh, dk)            // dQ += Γ₁ dQS S0ᵀ
             T.gemm(true, false, dk, dk, n, 1, Qh, dk, T3, dk, 1, dSacc, dk)          // dS0 += Qᵀ Γ₁ dQS
-            // AD = A ⊙ D: dA = dAD ⊙ D; unmasked also + dBᵀ from B = Aᵀ (dB holds dBᵀ)
+            // AD = A ⊙ D (A's lower half): dA = dAD ⊙ D
             Mask.lowerDecay(dAD, n, n, pw, 1)
-            if !c.masked { for x in 0..<n { for i in 0..<n { dAD[x * n + i] += dB[x * n + i] } } }
-            T.gemm(false, false, n, dk, n, 1, dAD, n, K, dk, 1, dQh, dk,             // dQ += dA K (masked: dA lower)
-                   structure: c.masked ? .lowerA : [])
-            T.gemm(true, false, n, dk, n, 1, dAD, n, Qh, dk, 1, dK, dk,              // dK += dAᵀ Q
-                   structure: c.masked ? .upperA : [])
+            T.gemm(false, false, n, dk, n, 1, dAD, n, K, dk, 1, dQh, dk, structure: .lowerA)   // dQ += dA K
+            T.gemm(true, false, n, dk, n, 1, dAD, n, Qh, dk, 1, dK, dk, structure: .upperA)    // dK += dAᵀ Q
         }
         // S1 = γⁿ S0 + Kᵀ Γn K
         for a in 0..<dk { for b in 0..<dk { dS2[a * dk + b] = dS[a * dk + b] + dS[b * dk + a] } }
