@@ -182,12 +182,35 @@ class CStep:
         self.close()
 
 
-class CForward:
+class _CCall:
+    """One call of a limits.c context (`ctx`, made by a subclass) per __call__, timed in C: the subclass names its
+    run and free functions (RUN, FREE)."""
+    RUN = FREE = None
+    ctx = None
+
+    def __call__(self):
+        """Seconds for one call."""
+        t = getattr(self.lib, self.RUN)(self.ctx)
+        if t < 0:
+            raise RuntimeError(self.lib.limits_step_error().decode())
+        return t
+
+    def close(self):
+        if self.ctx:
+            getattr(self.lib, self.FREE)(self.ctx)
+            self.ctx = None
+
+    def __del__(self):
+        self.close()
+
+
+class CForward(_CCall):
     """One hla_forward call from C on the library at `libpath` over q [B, T, H, dk], k [B, T, Hkv, dk],
     v [B, T, Hkv, dv] (float32, C-contiguous; masked), writing `out` [B, T, H, dv]. path: "chunked",
     "serial" or "scan"; chunk 0 = automatic."""
 
     PATHS = {"chunked": 0, "serial": 1, "scan": 2}
+    RUN, FREE = "limits_forward_run", "limits_forward_free"
 
     def __init__(self, libpath, op, q, k, v, scale, chunk=0, path="chunked"):
         self.lib = build()
@@ -201,25 +224,12 @@ class CForward:
         if not self.ctx:
             raise RuntimeError("limits_forward_new: %s" % self.lib.limits_step_error().decode())
 
-    def __call__(self):
-        """Seconds for one hla_forward call."""
-        t = self.lib.limits_forward_run(self.ctx)
-        if t < 0:
-            raise RuntimeError(self.lib.limits_step_error().decode())
-        return t
 
-    def close(self):
-        if self.ctx:
-            self.lib.limits_forward_free(self.ctx)
-            self.ctx = None
-
-    def __del__(self):
-        self.close()
-
-
-class CBackward:
+class CBackward(_CCall):
     """One hla_backward call from C (chunked path, masked, automatic chunk) on the library at `libpath` over q, k,
     v, d_out [B, T, H, d] (float32, H = Hkv), writing dq, dk, dv."""
+
+    RUN, FREE = "limits_backward_run", "limits_backward_free"
 
     def __init__(self, libpath, op, q, k, v, dout, scale):
         self.lib = build()
@@ -231,21 +241,6 @@ class CBackward:
                                                 self.dq.ctypes.data, self.dk.ctypes.data, self.dv.ctypes.data)
         if not self.ctx:
             raise RuntimeError("limits_backward_new: %s" % self.lib.limits_step_error().decode())
-
-    def __call__(self):
-        """Seconds for one hla_backward call."""
-        t = self.lib.limits_backward_run(self.ctx)
-        if t < 0:
-            raise RuntimeError(self.lib.limits_step_error().decode())
-        return t
-
-    def close(self):
-        if self.ctx:
-            self.lib.limits_backward_free(self.ctx)
-            self.ctx = None
-
-    def __del__(self):
-        self.close()
 
 
 def loaded_libhla():

@@ -141,6 +141,10 @@ struct Strided<T: HLAFloat> {
         sd == 1 && ((elem == .float32 && T.self == Float.self) || (elem == .float64 && T.self == Double.self))
     }
 
+    /// Whether rows are contiguous bfloat16 or float16 read as float32 on the AVX2/F16C conversions
+    /// (Sources/CHLA/half.c: the bits of the element-by-element loops of `gather` and `store`).
+    var vectorHalf: Bool { elem.size == 2 && sd == 1 && T.self == Float.self && Gemm.avx2 }
+
     /// Row (b, t, h) in place; only where `dense`.
     @inline(__always) func row(_ b: Int, _ t: Int, _ h: Int) -> UnsafeMutablePointer<T> {
         raw.assumingMemoryBound(to: T.self) + offset(b, t, h)
@@ -153,8 +157,7 @@ struct Strided<T: HLAFloat> {
     func gather(_ b: Int, _ h: Int, _ t0: Int, _ n: Int, _ d: Int, into dst: UnsafeMutablePointer<T>, ld: Int,
                 mul: T = 1) -> Bool {
         var acc = SIMD16<T>(repeating: 0), tail: T = 0
-        if elem.size == 2 && sd == 1 && T.self == Float.self && Gemm.avx2 {
-            // Contiguous half rows: AVX2/F16C conversion (Sources/CHLA/half.c), the bits of the loops below.
+        if vectorHalf {
             let p = raw.assumingMemoryBound(to: UInt16.self), m = unsafeBitCast(mul, to: Float.self)
             var finite: Int32 = 1
             for r in 0..<n {
@@ -223,8 +226,7 @@ struct Strided<T: HLAFloat> {
     @inline(__always)
     func store(_ b: Int, _ t: Int, _ h: Int, _ src: UnsafePointer<T>, _ d: Int, mul: T = 1) {
         let o = offset(b, t, h)
-        if elem.size == 2 && sd == 1 && T.self == Float.self && Gemm.avx2 {
-            // Contiguous half rows: AVX2/F16C conversion (Sources/CHLA/half.c), the bits of the loops below.
+        if vectorHalf {
             let p = raw.assumingMemoryBound(to: UInt16.self) + o, s = Gemm.float(src), m = unsafeBitCast(mul, to: Float.self)
             if elem == .bfloat16 { hla_private_narrow_bf16(s, p, d, m) } else { hla_private_narrow_f16(s, p, d, m) }
             return

@@ -37,10 +37,7 @@ extension HLA2 {
             outputs(c, pw, n, u, j, V: V, Q: Qh, W: W, Wl: Wl, Y: Y, Tm: Tm, Qs: Qs, O: Oh)
             // Carry of this head (uses the old S0).
             if !carryOut { continue }
-            if c.masked {
-                carryX(c, pw, n, X: Y)                                               // (Y is not read again)
-                advanceU(c, n, st, g2n, X: Y, V: V)
-            }
+            if c.masked { advanceU(c, n, st, g2n, X: carryX(c, pw, n, Y: Y, into: Qs), V: V) }
             if hasC {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V
             }
@@ -112,10 +109,12 @@ extension HLA2 {
         T.gemm(true, false, c.dk, c.dvp, n, 1, X, c.dk, V, c.dvp, g2n, st, c.dvp)   // U ← γ²ⁿ U0 + Xᵀ V
     }
 
-    /// X = Γ² Y of `advanceU` (n × dk), in place of Y (`carry` keeps Y and scales a copy: the same bits).
+    /// X = Γ² Y of `advanceU` (n × dk) into `into`, or Y itself at decay 1. Shared by `chunk`, `carry`, the scan
+    /// summary (`summaryU`, from Y⁰) and `chunkBackward`.
     @inline(__always)
-    static func carryX<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, X: UnsafeMutablePointer<T>) {
-        Mask.scaleRows(X, n, c.dk, c.dk) { pw[2 * (n - 1 - $0)] }
+    static func carryX<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, Y: UnsafePointer<T>,
+                                    into: UnsafeMutablePointer<T>) -> UnsafePointer<T> {
+        Mask.scaled(into, Y, n, c.dk, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A ⊙ D and Y of `stateQ`).
@@ -145,10 +144,7 @@ extension HLA2 {
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n, structure: .lowerC)   // A = Q Kᵀ, lower
                 stateQ(c, pw, n, S0, A: A, K: K, Q: Qh, Y: Y)                          // A ⊙ D, Y
                 if !carryOut { continue }                                            // (u is left as it was)
-                if kj == nil { carryX(c, pw, n, X: Y); advanceU(c, n, st, g2n, X: Y, V: V) } else {
-                    let X = Mask.scaled(Xs, Y, n, dk, unit: pw.unit) { pw[2 * (n - 1 - $0)] }   // Γ² Y
-                    advanceU(c, n, st, g2n, X: X, V: V)
-                }
+                advanceU(c, n, st, g2n, X: carryX(c, pw, n, Y: Y, into: Xs), V: V)
             }
             if hasC {
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Vd, dvp, gn, C0, dvp)    // C ← γⁿ C0 + Qᵀ Γ V

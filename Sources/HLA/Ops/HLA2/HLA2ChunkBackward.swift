@@ -9,8 +9,8 @@
 extension HLA2: ChunkBackward {
     static func chunkBackwardScratch(_ c: Config, n: Int) -> Int {
         let nd = n * max(c.dk, c.dvp)
-        return Scratch<Double>.need([n * n, n * n, n * n, n * n, n * n, n * n,
-                                     nd, nd, nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk, c.dk * c.dk])
+        return Scratch<Double>.need([n * n, n * n, n * n, n * n, n * n,
+                                     nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk, c.dk * c.dk])
     }
 
     /// `u`: carry-in (read only). `d`: adjoint of the carry-out in, of the carry-in out. G, dQ: group × n × (dvp, dk).
@@ -71,7 +71,7 @@ extension HLA2: ChunkBackward {
                 }
                 // U1 = γ²ⁿ U0 + Xᵀ V, X = Γn² Y
                 let dU = ds
-                let X = Mask.scaled(T3, Y, n, dk, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
+                let X = carryX(c, pw, n, Y: Y, into: T3)
                 T.gemm(false, true, n, dk, dvp, 1, V, dvp, dU, dvp, 0, dX, dk)       // dX = V dU1ᵀ
                 T.gemm(false, false, n, dvp, dk, 1, X, dk, dU, dvp, 1, dV, dvp)      // dV += X dU1
                 Mask.scaleRows(dX, n, dk, dk) { pw[2 * (n - 1 - $0)] }

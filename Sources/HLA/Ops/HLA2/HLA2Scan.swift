@@ -33,8 +33,7 @@ extension HLA2 {
         let dk = c.dk, dvp = c.dvp
         Mask.lowerDecay(A, n, n, pw, 1)                                          // A ⊙ D
         T.gemm(false, false, n, dk, n, 1, A, n, K, dk, 0, Y0, dk, structure: .lowerA)  // Y⁰ = (A ⊙ D) K
-        let X = Mask.scaled(X0, Y0, n, dk, unit: pw.unit) { pw[2 * (n - 1 - $0)] }
-        T.gemm(true, false, dk, dvp, n, 1, X, dk, V, dvp, 0, st, dvp)               // U = (Γ² Y⁰)ᵀ V
+        T.gemm(true, false, dk, dvp, n, 1, carryX(c, pw, n, Y: Y0, into: X0), dk, V, dvp, 0, st, dvp)   // U = (Γ² Y⁰)ᵀ V
     }
 
     /// Masked: the chunk's outputs (as `chunk`) and its summary from the same A ⊙ D and Y⁰ = (A ⊙ D) K: the outputs'
