@@ -38,7 +38,7 @@ extension HLA3 {
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
                 outputs(c, pw, n, st, Q: Qh, M: M, Y: Y, Qs: T2, O: Oh)
                 if !carryOut { continue }
-                xFromStateQ(c, pw, n, X: X1)                                         // X of `carryX` (X1 not read again)
+                xFromStateQ(c, pw, n, X: X1)                                         // X of `advanceW` (X1 not read again)
                 advanceW(c, pw, n, st, X: X1, Y: Y)
             } else {
                 // each as one pass over its result: X1 = (diag(γ^τ) Q) S0 + (A ⊙ D_1) K,
@@ -77,12 +77,12 @@ extension HLA3 {
     }
 
     /// Elements `carry` keeps per chunk for `chunkBackward` (masked, per query head: A = Q Kᵀ with its upper
-    /// half zeroed, Bᵗ, Q S0, Y, X of `advanceW`).
+    /// half zeroed, Bᵗ, the rows Z of `stateQ`, Y).
     static func keepSize(_ c: Config, n: Int) -> Int { c.masked ? c.group * keepHead(c, n: n) : 0 }
-    @inline(__always) static func keepHead(_ c: Config, n: Int) -> Int { 2 * n * n + 2 * n * c.dk + n * c.dvp }
+    @inline(__always) static func keepHead(_ c: Config, n: Int) -> Int { 2 * n * n + n * c.dk + n * c.dvp }
 
     /// The carry update of `chunk` alone (no outputs), bit for bit the carry `chunk` leaves (masked: Y, Q S0, Bᵗ,
-    /// X and W without M, Q W0 and M Y; unmasked: S^Q, no n × n product).
+    /// Z, X and W without M, Q W0 and M Y; unmasked: S^Q, no n × n product).
     /// `keep` (`keepSize` elements, or nil): receives the products `chunkBackward` would otherwise recompute.
     static func carry<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, n: Int,
                                    K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
@@ -99,7 +99,7 @@ extension HLA3 {
             if c.masked {
                 let kj = keep.map { $0 + j * keepHead(c, n: n) }
                 let Ar = kj ?? A, Bt = kj.map { $0 + n * n } ?? Bts
-                let X1 = kj.map { $0 + 2 * n * n } ?? X1s, Y = kj.map { $0 + 2 * n * n + n * dk } ?? Ys
+                let X1 = kj.map { $0 + 2 * n * n } ?? X1s, Y = kj.map { $0 + 2 * n * n + n * dk } ?? Ys   // X1: Q S0, then Z
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, Ar, n, structure: .lowerC)  // A = Q Kᵀ, lower half
                 for r in 0..<n { for i in (r + 1)..<max(n, r + 1) { Ar[r * n + i] = 0 } }
                 Mask.transpose(Bt, Ar, n, upper: false)
@@ -109,9 +109,11 @@ extension HLA3 {
                 Mask.lowerDecay(A, n, n, pw, 1)                                      // A ⊙ D_1
                 let Qg = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[$0 + 1] }           // as `chunk`
                 T.gemm2(n, dvp, 1, 0, Y, dvp, false, n, A, n, V, dvp, false, dk, Qg, dk, P0, dvp, structure1: .lowerA)  // Y
-                let X = kj.map { $0 + 2 * n * n + n * dk + n * dvp } ?? X1                  // (kept for the reverse)
-                carryX(c, pw, n, X1: X1, Bt: Bt, K: K, X: X)
-                if carryOut { advanceW(c, pw, n, st, X: X, Y: Y) }
+                stateQ(c, pw, n, Bt: Bt, K: K, X: X1)                                // Z (kept for the reverse)
+                if carryOut {
+                    let X = Mask.scaled(T2, X1, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0)] }   // as `xFromStateQ`
+                    advanceW(c, pw, n, st, X: X, Y: Y)
+                }
             } else {
                 let QG = Mask.scaled(T2, Qh, n, dk, unit: pw.unit) { pw[n - 1 - $0] }
                 T.gram(dk, n, 1, Qh, dk, QG, dk, gn, st, dk)                            // S^Q
@@ -123,7 +125,7 @@ extension HLA3 {
     }
 
     /// Masked: W ← γ³ⁿ W0 + S0 Qᵀ diag(γ^{3(n-u)+u}) Y + Kᵀ Bᵗ diag(γ^{3(n-u)}) Y, formed as W ← γ³ⁿ W0 + Xᵀ Y with
-    /// X = diag(γ^{3(n-u)}) (diag(γ^u) X1 + Bᵗᵀ K) (S0 symmetric; X1 = Q S0, rows u = 1..n; `carryX`): one
+    /// X = diag(γ^{3(n-u)}) Z, Z = diag(γ^u) X1 + Bᵗᵀ K (S0 symmetric; X1 = Q S0, rows u = 1..n; `stateQ`): one
     /// n × dk × dv product and the triangular n × n × dk one, where summing X1ᵀ (diag(·) Y) and Kᵀ (Bᵗ diag(·) Y) took
     /// the triangular n × n × dv one and two n × dk × dv (at n = 32, dk = dv = 64: 13% of the chunk's multiply-adds
     /// fewer). Shared by `chunk` and `carry` (the same bits).
@@ -133,25 +135,15 @@ extension HLA3 {
         T.gemm(true, false, c.dk, c.dvp, n, 1, X, c.dk, Y, c.dvp, pw[3 * n], st, c.dvp)   // W ← γ³ⁿ W0 + Xᵀ Y
     }
 
-    /// X = diag(γ^{3(n-u)}) (diag(γ^u) X1 + Bᵗᵀ K) of `advanceW` (n × dk; row u before the outer scaling: S_u q_u)
-    /// into X, which may be X1 itself (overwritten). `chunkBackward` reads it back (`carry` keeps it).
-    @inline(__always)
-    static func carryX<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, X1: UnsafePointer<T>, Bt: UnsafePointer<T>,
-                                    K: UnsafePointer<T>, X: UnsafeMutablePointer<T>) {
-        let dk = c.dk
-        if X != UnsafeMutablePointer(mutating: X1) { for i in 0..<(n * dk) { X[i] = X1[i] } }
-        stateQ(c, pw, n, Bt: Bt, K: K, X: X)
-        xFromStateQ(c, pw, n, X: X)
-    }
-
-    /// X ← diag(γ^{3(n-u)}) X: `carryX`'s X from `stateQ`'s rows (`chunk` forms M from those rows first).
+    /// X ← diag(γ^{3(n-u)}) X: `advanceW`'s X from `stateQ`'s rows, in place (`chunk` forms M from those rows
+    /// first; `carry`, which keeps the rows for `chunkBackward`, scales a copy, the same products).
     @inline(__always)
     static func xFromStateQ<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, X: UnsafeMutablePointer<T>) {
         Mask.scaleRows(X, n, c.dk, c.dk) { pw[3 * (n - 1 - $0)] }
     }
 
     /// X ← diag(γ^u) X + Bᵗᵀ K for X = Q S0 (n × dk): row u becomes S_u q_u, the state at token u applied to its query
-    /// (S_u = γ^u S0 + Σ_{a ≤ u} γ^{u-a} k_a k_aᵀ). `chunk`'s M and W's update (`carryX`) start from it.
+    /// (S_u = γ^u S0 + Σ_{a ≤ u} γ^{u-a} k_a k_aᵀ). `chunk`'s M and W's update (`advanceW`) start from it.
     @inline(__always)
     static func stateQ<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ n: Int, Bt: UnsafePointer<T>, K: UnsafePointer<T>,
                                     X: UnsafeMutablePointer<T>) {

@@ -1,8 +1,8 @@
 /// hla3 chunked backward (docs/gradients.md §10): the reverse of `HLA3.chunk` for one chunk, as dense products.
 /// Forward (HLA3Chunk.swift), A = Q Kᵀ, D_p[τ][u] = γ^{p(τ-u)} (u ≤ τ), Bᵗ[a][u] = A[u][a] γ^{u-a} (a ≤ u),
-/// Γ_p = diag(γ^{pτ}), Γn = diag(γ^{n-τ}), Λa = diag(γ^{3(n-u)+u}), Λb = diag(γ^{3(n-u)}):
-///   masked:   X1 = Q S0,  M = (A Bᵗ + X1 (Γ₁ Q)ᵀ) ⊙ D_3,  Y = (A ⊙ D_1) V + Γ₁ Q P0,  O = M Y + Γ₃ Q W0,
-///             W1 = γ³ⁿ W0 + X1ᵀ Λa Y + Kᵀ Bᵗ Λb Y = γ³ⁿ W0 + Xᵀ Y,  X = Λb (Γ₁ X1 + Bᵗᵀ K) (HLA3.advanceW);
+/// Γ_p = diag(γ^{pτ}), Γn = diag(γ^{n-τ}), Λb = diag(γ^{3(n-u)}):
+///   masked:   Z = Γ₁ Q S0 + Bᵗᵀ K (rows S_u q_u),  M = (Q Zᵀ) ⊙ D_3,  Y = (A ⊙ D_1) V + Γ₁ Q P0,
+///             O = M Y + Γ₃ Q W0,  W1 = γ³ⁿ W0 + Xᵀ Y,  X = Λb Z (HLA3.stateQ, HLA3.advanceW);
 ///   unmasked: X1 = Γ₁ Q S0 + (A ⊙ D_1) K,  Mx = (X1 Qᵀ) ⊙ D_1,  X2 = Γ₁ X1 S^Q_0 + Mx Q,
 ///             My = (X2 Kᵀ) ⊙ D_1,  O = Γ₁ X2 P0 + My V,  S^Q_1 = γⁿ S^Q_0 + Qᵀ Γn Q;
 ///   both:     S1 = γⁿ S0 + Kᵀ Γn K,  P1 = γⁿ P0 + Kᵀ Γn V.
@@ -10,11 +10,11 @@
 extension HLA3: ChunkBackward {
     static func chunkBackwardScratch(_ c: Config, n: Int) -> Int {
         let nd = n * max(c.dk, c.dvp)
-        return Scratch<Double>.need([n * n, n * n, n * n, n * n, n * n, n * n,
-                                     nd, nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk, c.dk * c.dvp, c.dk * c.dk])
+        return Scratch<Double>.need([n * n, n * n, n * n, n * n, n * n,
+                                     nd, nd, nd, nd, nd, nd, nd, nd, c.dk * c.dk, c.dk * c.dvp, c.dk * c.dk])
     }
 
-    /// `kept`: what `carry` kept for this chunk (masked: A with its upper half zeroed, Bᵗ, Q S0, Y, X per head).
+    /// `kept`: what `carry` kept for this chunk (masked: A with its upper half zeroed, Bᵗ, Z, Y per head).
     static func chunkBackward<T: HLAFloat>(_ c: Config, _ pw: Powers<T>, _ u: Unit<T>, _ d: Unit<T>, n: Int,
                                            kept: UnsafePointer<T>,
                                            K: UnsafePointer<T>, V: UnsafePointer<T>, Q: UnsafePointer<T>,
@@ -23,7 +23,7 @@ extension HLA3: ChunkBackward {
                                            scratch: inout Scratch<T>) {
         let dk = c.dk, dvp = c.dvp, gn = pw[n], g3n = pw[3 * n]
         let A = scratch.take(n * n), Bts = scratch.take(n * n), M = scratch.take(n * n)
-        let dM = scratch.take(n * n), dA = scratch.take(n * n), dBt = scratch.take(n * n)
+        let dM = scratch.take(n * n), dA = scratch.take(n * n)
         let nd = n * max(dk, dvp)
         let dY = scratch.take(nd), X1s = scratch.take(nd), X2 = scratch.take(nd)
         let dX1 = scratch.take(nd), dX2 = scratch.take(nd), Tm = scratch.take(nd), Tm2 = scratch.take(nd)
@@ -40,51 +40,45 @@ extension HLA3: ChunkBackward {
             let st = u.head(j), ds = d.head(j)
             if c.masked {
                 let W0 = st, dW = ds
-                // A (upper half zeroed), Bᵗ, X1 = Q S0 and Y = (A ⊙ D_1) V + Γ₁ Q P0 as `carry` kept them
+                // A (upper half zeroed), Bᵗ, the rows Z = Γ₁ Q S0 + Bᵗᵀ K of `stateQ` and Y = (A ⊙ D_1) V + Γ₁ Q P0
+                // as `carry` kept them
                 let kj = kept + j * keepHead(c, n: n)
-                let Ar = kj, Bt = kj + n * n, X1 = kj + 2 * n * n, Y = kj + 2 * n * n + n * dk
-                let X = Y + n * dvp                                                    // advanceW's X
-                Mask.scaledCopy(X2, Qh, n, dk) { pw[$0 + 1] }                          // X2 = Γ₁ Q
-                T.gemm(false, false, n, n, n, 1, Ar, n, Bt, n, 0, M, n, structure: [.lowerA, .upperB, .lowerC])
-                T.gemm(false, true, n, n, dk, 1, X1, dk, X2, dk, 1, M, n, structure: .lowerC)
+                let Ar = kj, Bt = kj + n * n, Z = kj + 2 * n * n, Y = Z + n * dk
+                T.gemm(false, true, n, n, dk, 1, Qh, dk, Z, dk, 0, M, n, structure: .lowerC)   // Q Zᵀ
                 Mask.lowerDecay(M, n, n, pw, 3)                                        // M
                 for x in 0..<(n * n) { A[x] = Ar[x] }
                 Mask.lowerDecay(A, n, n, pw, 1)                                        // A ⊙ D_1
-                // O = M Y + Γ₃ Q W0;  W1 = γ³ⁿ W0 + X1ᵀ Λa Y + Kᵀ Bᵗ Λb Y
+                // O = M Y + Γ₃ Q W0;  W1 = γ³ⁿ W0 + Xᵀ Y, X = Λb Z
                 T.gemm(true, false, n, dvp, n, 1, M, n, Gh, dvp, 0, dY, dvp, structure: .upperA)  // dY = Mᵀ G
-                // (W1's two products as formed: W1 = γ³ⁿ W0 + Xᵀ Y, X = Λb (Γ₁ X1 + Bᵗᵀ K), Λa = Λb Γ₁)
+                let X = Mask.scaled(X2, Z, n, dk, unit: pw.unit) { pw[3 * (n - 1 - $0)] }     // X = Λb Z
                 T.gemm(false, false, n, dvp, dk, 1, X, dk, dW, dvp, 0, Tm, dvp)
                 Mask.axpby(dY, Tm, n * dvp, 1, 1)                                      //    + X dW1
-                T.gemm(false, true, n, dk, dvp, 1, Y, dvp, dW, dvp, 0, Tm2, dk)      // dX = Y dW1ᵀ
-                Mask.scaleRows(Tm2, n, dk, dk) { pw[3 * (n - 1 - $0)] }                // Λb dX = Λb Y dW1ᵀ
-                T.gemm(false, true, n, n, dk, 1, K, dk, Tm2, dk, 0, dBt, n)          // dBᵗ = K (Λb dX)ᵀ
-                T.gemm(false, false, n, dk, n, 1, Bt, n, Tm2, dk, 1, dK, dk, structure: .upperA)  // dK += Bᵗ Λb dX
-                Mask.scaledCopy(dX1, Tm2, n, dk) { pw[$0 + 1] }                        // dX1 = Γ₁ Λb dX
+                let dZ = Tm2
+                T.gemm(false, true, n, dk, dvp, 1, Y, dvp, dW, dvp, 0, dZ, dk)       // dX = Y dW1ᵀ
+                Mask.scaleRows(dZ, n, dk, dk) { pw[3 * (n - 1 - $0)] }                 // dZ = Λb dX (+ M's part below)
                 // dW0 (dW1 no longer needed)
                 Mask.scaledCopy(Tm, Gh, n, dvp) { pw[3 * ($0 + 1)] }                   // Γ₃ G
                 T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, W0, dvp, 0, dQh, dk)     // dQ = Γ₃ G W0ᵀ
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Tm, dvp, g3n, dW, dvp)    // dW0 = γ³ⁿ dW1 + Qᵀ Γ₃ G
-                // M = (A Bᵗ + X1 X2ᵀ) ⊙ D_3 (A raw in the product; A now holds A ⊙ D_1)
+                // M = (Q Zᵀ) ⊙ D_3
                 T.gemm(false, true, n, n, dvp, 1, Gh, dvp, Y, dvp, 0, dM, n, structure: .lowerC)  // dM = G Yᵀ
                 Mask.lowerDecay(dM, n, n, pw, 3)
-                T.gemm(false, true, n, n, n, 1, dM, n, Bt, n, 0, dA, n, structure: .lowerA)  // dA = dM Bᵗᵀ
-                T.gemm(true, false, n, n, n, 1, Ar, n, dM, n, 1, dBt, n, structure: .upperA)  // dBᵗ += Aᵀ dM
-                T.gemm(false, false, n, dk, n, 1, dM, n, X2, dk, 1, dX1, dk, structure: .lowerA)  // dX1 += dM X2
-                T.gemm(true, false, n, dk, n, 1, dM, n, X1, dk, 0, Tm, dk, structure: .upperA)  // dX2 = dMᵀ X1
-                Mask.scaleRows(Tm, n, dk, dk) { pw[$0 + 1] }
-                Mask.axpby(dQh, Tm, n * dk, 1, 1)                                      // dQ += Γ₁ dX2
-                T.gemm(false, true, n, dk, dk, 1, dX1, dk, S0, dk, 1, dQh, dk)       // dQ += dX1 S0ᵀ
-                T.gemm(true, false, dk, dk, n, 1, Qh, dk, dX1, dk, 1, dSacc, dk)     // dS0 += Qᵀ dX1
+                T.gemm(false, false, n, dk, n, 1, dM, n, Z, dk, 1, dQh, dk, structure: .lowerA)   // dQ += dM Z
+                T.gemm(true, false, n, dk, n, 1, dM, n, Qh, dk, 1, dZ, dk, structure: .upperA)    // dZ += dMᵀ Q
+                // Z = Γ₁ Q S0 + Bᵗᵀ K, Bᵗ[a][u] = A[u][a] γ^{u-a} (a ≤ u)
+                T.gemm(false, false, n, dk, n, 1, Bt, n, dZ, dk, 1, dK, dk, structure: .upperA)   // dK += Bᵗ dZ
+                T.gemm(false, true, n, n, dk, 1, dZ, dk, K, dk, 0, dA, n, structure: .lowerC)     // dBᵗᵀ = dZ Kᵀ
+                Mask.scaledCopy(dX1, dZ, n, dk) { pw[$0 + 1] }                         // Γ₁ dZ
+                T.gemm(false, true, n, dk, dk, 1, dX1, dk, S0, dk, 1, dQh, dk)       // dQ += Γ₁ dZ S0ᵀ
+                T.gemm(true, false, dk, dk, n, 1, Qh, dk, dX1, dk, 1, dSacc, dk)     // dS0 += Qᵀ Γ₁ dZ
                 // Y = (A ⊙ D_1) V + Γ₁ Q P0
-                T.gemm(false, true, n, n, dvp, 1, dY, dvp, V, dvp, 0, dM, n, structure: .lowerC)  // dAD1 = dY Vᵀ
+                T.gemm(false, true, n, n, dvp, 1, dY, dvp, V, dvp, 1, dA, n, structure: .lowerC)  //   + dY Vᵀ
                 T.gemm(true, false, n, dvp, n, 1, A, n, dY, dvp, 1, dV, dvp, structure: .upperA)  // dV += AD1ᵀ dY
                 Mask.scaledCopy(Tm, dY, n, dvp) { pw[$0 + 1] }                         // Γ₁ dY
                 T.gemm(false, true, n, dk, dvp, 1, Tm, dvp, P0, dvp, 1, dQh, dk)     // dQ += Γ₁ dY P0ᵀ
                 T.gemm(true, false, dk, dvp, n, 1, Qh, dk, Tm, dvp, 1, dPacc, dvp)   // dP0 += Qᵀ Γ₁ dY
-                // dA = dA_raw + dAD1 ⊙ D_1 + (dBᵗ ⊙ upper decay)ᵀ
-                Mask.lowerDecay(dM, n, n, pw, 1)
-                Mask.upperDecay(dBt, n, n, pw, 1)
-                for x in 0..<n { for a in 0..<n { dA[x * n + a] += dM[x * n + a] + dBt[a * n + x] } }
+                // dA = (dY Vᵀ + dBᵗᵀ) ⊙ D_1: A reaches Y as A ⊙ D_1 and Z through Bᵗ, the same decay transposed
+                Mask.lowerDecay(dA, n, n, pw, 1)
             } else {
                 let SQ0 = st, dSQ = ds, Bt = Bts, X1 = X1s
                 T.gemm(false, true, n, n, dk, 1, Qh, dk, K, dk, 0, A, n)             // A (raw)
