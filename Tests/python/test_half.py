@@ -98,6 +98,35 @@ def test_step_loop(op, name):
         row_close(final.array, st.array, 1e-4, "%s chunked vs streaming final state" % op)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "rows"])
+@pytest.mark.parametrize("name", HALF)
+@pytest.mark.parametrize("op", OPS)
+def test_step_bits_equal_float32_step(op, name, layout):
+    """A half step widens its tokens exactly and rounds each output once, so it is the float32 step on the
+    widened tokens, bit for bit: outputs equal that step's outputs rounded to the half type, and the states
+    are the same bytes (dk = 20 and dv = 17 take the conversions' vector loops and their tails; grouped heads;
+    strided tokens; row-indexed steps)."""
+    dt = half_dtype(name)
+    H2, HKV2, DK2, DV2, R = 6, 3, 20, 17, 3
+    (q, k, v), _, (q32, k32, v32) = rounded(draw(R, 9, H2, HKV2, DK2, DV2, seed_of("half-bits", op, name)), dt)
+    for opts in variants(op, DK2):
+        kw = config_kwargs(opts, H2, HKV2, DK2, DV2)
+        slots = R + 2 if layout == "rows" else R
+        rows = np.array([3, 0, 2], dtype=np.int64) if layout == "rows" else None
+        st, st32 = hla.State(batch=slots, dtype="float32", **kw), hla.State(batch=slots, dtype="float32", **kw)
+        for t in range(q.shape[1]):
+            x = [a[:, t] for a in (q, k, v)]
+            if layout == "strided":
+                x = [np.asfortranarray(a) for a in x]          # element stride R · H: the element-by-element loops
+                assert not x[0].flags.c_contiguous
+            o = st.step(*x, rows=rows)
+            o32 = st32.step(q32[:, t], k32[:, t], v32[:, t], rows=rows)
+            assert_half_out(o, dt, (R, H2, DV2))
+            np.testing.assert_array_equal(o.view(np.uint16), o32.astype(dt).view(np.uint16),
+                                          "%s %s t=%d %s" % (op, layout, t, opts_id(opts)))
+        assert st.array.tobytes() == st32.array.tobytes(), "%s %s state %s" % (op, layout, opts_id(opts))
+
+
 @pytest.mark.parametrize("name", HALF)
 @pytest.mark.parametrize("op", OPS)
 def test_prefill_then_step(op, name):
