@@ -460,7 +460,8 @@ def peak_section(R, a, peak2, peak1, zmm):
         "the peak the machine gave at that moment, where the column before it divides a median by the best trial "
         "of the whole run. The last column is the forward's median over the full-FMA rounds (its trial at %.0f%% "
         "of the run's 2-thread peak or more; at other times this VM's host gives the two threads about one core's "
-        "FMA throughput between them) against the run's peak, with their count. "
+        "FMA throughput between them; a full trial does not rule out other contention) against the run's peak, "
+        "with their count. "
         "**out=**: every round also runs both chunk sizes writing into one preallocated output (`out=`), "
         "shown for the chunk size reported. The other calls return a new output each (%d MiB at d=64, B=1), "
         "whose memory comes from `hla.output_pool` (a freed output's buffer, kept for the next output of its "
@@ -672,9 +673,9 @@ def step_section(R, a, backends, libpath, bw, peak2, zmm):
         "against that peak. **Full-FMA rounds**: every State.step and C loop runs right after a 2-thread FMA "
         "trial of its own (the best of 3 short trials of examples/bench/limits.c, about 15 ms, not timed with the "
         "loop). This VM's host at times gives the two threads one core's FMA throughput between them (2-thread "
-        "trials then read about half the peak, for milliseconds to seconds, while 1-thread trials and the 1-core "
-        "sweep stay as they were), and a step bound by its multiply-adds then cannot reach the limit whatever "
-        "the library does. The last columns give the trials' median and the loop's median share of the limit "
+        "trials then read about half the peak, for milliseconds to seconds, while 1-thread trials read the full "
+        "1-core peak), and a step bound by its multiply-adds then cannot reach the limit whatever the library "
+        "does; a full trial does not rule out other contention (the memory system, the caches). The last columns give the trials' median and the loop's median share of the limit "
         "over the rounds whose trial reached %.0f%% of the run's 2-thread peak, with their count. The targets' "
         "verdicts use the medians over all rounds. Load before: %s." % (a.reps, peak2, 100 * FULL, load()))
     R.p()
