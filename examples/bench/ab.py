@@ -13,10 +13,13 @@ load one library). Each SPEC is one of
 Every round runs both builds once, in a random order, after a warm-up call of each. Printed per SPEC:
 whether the two builds' outputs (and, for steps, final states) are the same bits, each build's median and
 minimum time, and the median over rounds of new time / old time (the two times of a round ran back to
-back, so slow drifts of the machine cancel in it). The pool threads of both libraries run in this
-process; HLA_NUM_THREADS applies to both.
+back, so slow drifts of the machine cancel in it) with its quartiles, the rounds in which NEW was faster and a
+two-sided sign test on that count (p: how often builds that differ in nothing would split the rounds as
+unevenly; on a busy host a ratio of 0.98 with p = 0.5 is noise). The pool threads of both libraries run in
+this process; HLA_NUM_THREADS applies to both.
 """
 import argparse
+import math
 import os
 import random
 import statistics
@@ -77,6 +80,21 @@ def backward_pair(libs, op, B, T, H, d, rounds):
     for r in runs:
         r.close()
     return same, times
+
+
+def quartiles(xs):
+    """The first and third quartiles of xs (sorted; statistics.quantiles' exclusive method, or xs' ends below 2)."""
+    if len(xs) < 2:
+        return xs[0], xs[-1]
+    q = statistics.quantiles(xs, n=4)
+    return q[0], q[2]
+
+
+def sign_test(k, n):
+    """Two-sided sign test: the chance of k or a count as far from n/2 among n fair coin flips (rounds where the
+    two builds take the same time count for neither and are rare with timed calls)."""
+    tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def alternate(fns, rounds):
@@ -148,10 +166,13 @@ def main():
             unit, scale = "ms", 1e3
         else:
             sys.exit("ab.py: unknown kind %r (step, forward or backward)" % kind)
-        ratio = statistics.median(n / o for o, n in zip(t[0], t[1]))
-        print("%-28s same bits: %-5s old med %.2f min %.2f %s | new med %.2f min %.2f %s | new/old per round %.3f"
+        ratios = sorted(n / o for o, n in zip(t[0], t[1]))
+        faster = sum(r < 1 for r in ratios)
+        print("%-28s same bits: %-5s old med %.2f min %.2f %s | new med %.2f min %.2f %s | new/old per round %.3f "
+              "(quartiles %.3f-%.3f; new faster in %d of %d rounds, sign test p = %.2g)"
               % (spec, same, statistics.median(t[0]) * scale, min(t[0]) * scale, unit,
-                 statistics.median(t[1]) * scale, min(t[1]) * scale, unit, ratio), flush=True)
+                 statistics.median(t[1]) * scale, min(t[1]) * scale, unit, statistics.median(ratios),
+                 *quartiles(ratios), faster, len(ratios), sign_test(faster, len(ratios))), flush=True)
 
 
 if __name__ == "__main__":
