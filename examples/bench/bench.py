@@ -189,6 +189,20 @@ def fma_trial(zmm):
     return max(limits.fma_peak(2, 3, zmm=zmm))
 
 
+def after_trial(fn, trials, zmm):
+    """A `selftimed` callable: a 2-thread FMA trial (appended to `trials`, in round order), then fn(), which returns
+    its own time in seconds (the trial is not timed with it)."""
+    def run():
+        trials.append(fma_trial(zmm))
+        return fn()
+    return selftimed(run)
+
+
+def full_rounds(times, trials, peak2):
+    """The times of the full-FMA rounds: those whose trial reached FULL of the run's 2-thread peak."""
+    return [t for t, p in zip(times, trials) if p >= FULL * peak2]
+
+
 def full_share(r, key):
     """r[key]'s median share of the limit over its full-FMA rounds, with their count ("n/a": none)."""
     if r[key + "_full"] is None:
@@ -481,20 +495,18 @@ def peak_section(R, a, peak2, peak1, zmm):
                 # each forward right after a 2-thread FMA trial of its own (not timed with it), in round order
                 trials = {key: [] for key in (32, 64, ("out", 32), ("out", 64))}
 
-                def timed(call, tr):
-                    def run():
-                        tr.append(fma_trial(zmm))
-                        t0 = time.perf_counter()
-                        call()
-                        return time.perf_counter() - t0
-                    return selftimed(run)
-                fns = {n: timed(lambda op=op, n=n, q=q, k=k, v=v: hla.forward(q, k, v, op=op, scale=s, chunk_size=n),
-                                trials[n])
+                def wall(call):
+                    t0 = time.perf_counter()
+                    call()
+                    return time.perf_counter() - t0
+                fns = {n: after_trial(lambda op=op, n=n, q=q, k=k, v=v:
+                                      wall(lambda: hla.forward(q, k, v, op=op, scale=s, chunk_size=n)), trials[n], zmm)
                        for n in (32, 64)}
                 for n in (32, 64):
-                    fns[("out", n)] = timed(lambda op=op, n=n, q=q, k=k, v=v, out=out:
-                                            hla.forward(q, k, v, op=op, scale=s, chunk_size=n, out=out),
-                                            trials[("out", n)])
+                    fns[("out", n)] = after_trial(lambda op=op, n=n, q=q, k=k, v=v, out=out:
+                                                  wall(lambda: hla.forward(q, k, v, op=op, scale=s, chunk_size=n,
+                                                                           out=out)),
+                                                  trials[("out", n)], zmm)
                 ts = interleaved_all(fns, a.reps)
                 tso = {n: ts.pop(("out", n)) for n in (32, 64)}
                 n = min(ts, key=lambda x: statistics.median(ts[x]))
@@ -502,7 +514,7 @@ def peak_section(R, a, peak2, peak1, zmm):
                 fl = peers.flops(op, B, T, H, H, d, d, n)
                 other = [x for x in ts if x != n][0]
                 same = statistics.median(fl / t / 1e9 / p for t, p in zip(ts[n], trials[n]))
-                full = [t for t, p in zip(ts[n], trials[n]) if p >= FULL * peak2]
+                full = full_rounds(ts[n], trials[n], peak2)
                 r = dict(d=d, B=B, T=T, n=n, tmed=tmed, tmin=tmin, gf_med=fl / tmed / 1e9, gf_best=fl / tmin / 1e9,
                          flops=fl, other=other, gf_other=peers.flops(op, B, T, H, H, d, d, other) / statistics.median(ts[other]) / 1e9,
                          same=same, fma_med=statistics.median(trials[n]),
@@ -714,20 +726,16 @@ def step_section(R, a, backends, libpath, bw, peak2, zmm):
             # timed apart from it: the FMA the machine gave both threads at that moment (`full` below).
             trials = {"step": [], "c": []}
 
-            def lib_loop(st=st, toks=toks, tr=trials["step"]):
-                tr.append(fma_trial(zmm))
+            def lib_loop(st=st, toks=toks):
                 step = st.step
                 t0 = time.perf_counter()
                 for t in toks:
                     step(*t)
                 return time.perf_counter() - t0
 
-            def c_loop(cst=cst, tr=trials["c"]):
-                tr.append(fma_trial(zmm))
-                return cst(N)
-
             qT, kT, vT = q[:, :Tser], k[:, :Tser], v[:, :Tser]
-            fns = {"step": selftimed(lib_loop), "c": selftimed(c_loop),
+            fns = {"step": after_trial(lib_loop, trials["step"], zmm),
+                   "c": after_trial(lambda cst=cst: cst(N), trials["c"], zmm),
                    "sweep": sweep_round, "sweep2": sweep2_round,
                    "serial": lambda op=op, qT=qT, kT=kT, vT=vT: hla.forward(qT, kT, vT, op=op, scale=s, path="serial")}
             pfns = step_peer_fns(backends, op, H, Hkv, d, s, q, k, v, Nnp)
@@ -761,7 +769,7 @@ def step_section(R, a, backends, libpath, bw, peak2, zmm):
             # host gave both threads a core's FMA each); the loop's median over those rounds against the limit
             for key in ("step", "c"):
                 tr = trials[key]
-                full = [t for t, p in zip(ts[key], tr) if p >= FULL * peak2]
+                full = full_rounds(ts[key], tr, peak2)
                 r[key + "_trial"] = statistics.median(tr)
                 r[key + "_nfull"] = len(full)
                 r[key + "_full"] = N * H / statistics.median(full) if full else None
