@@ -389,9 +389,12 @@ enum Paths {
             let j0 = p * c.group / parts, n = (p + 1) * c.group / parts - j0
             let K = kvBase + unit * kvWidth, V = K + c.dk
             let u = layout.unit(carry.row(b), g: g)
-            // The range's queries, requested before the kv sweeps below so they arrive meanwhile: a host's fresh
-            // token is in the other core's cache or beyond (hla2 and ahla at H = 64, Hkv = 1, d = 64: 0.95-0.97 of
-            // the step's time, hla3 0.95-1.0; `ab.py`).
+            // The range's queries, every line requested at once before the gather below reads them, so their
+            // misses overlap: a host's fresh token is in the other core's cache or beyond (hla2 and ahla at H = 64,
+            // Hkv = 1, d = 64: 0.95-0.97 of the step's time, hla3 0.95-1.0; `ab.py`, when a kv comparison ran
+            // between the requests and the gather). With nothing between them they still pay: without them 1.056
+            // (hla3), 1.035 (hla2), 1.025 (ahla) of the time, 21 rounds; into L1 instead of L2, or with the range's
+            // output rows requested for writing too, 1.014-1.045 (31 rounds).
             for j in 0..<n { io.q.prefetch(b, 0, g * c.group + j0 + j, c.dk) }
             let slot = reps.slot(w, unit)
             let copy = slot.pointee.base.unsafelyUnwrapped.bindMemory(to: T.self, capacity: layout.kvTotal)
