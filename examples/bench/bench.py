@@ -190,11 +190,14 @@ def fma_trial(zmm):
 
 
 def after_trial(fn, trials, zmm):
-    """A `selftimed` callable: a 2-thread FMA trial (appended to `trials`, in round order), then fn(), which returns
-    its own time in seconds (the trial is not timed with it)."""
+    """A `selftimed` callable: a 2-thread FMA trial (appended to `trials`, in round order), then fn() timed apart
+    from it, as `interleaved_all` times a callable (the wall time around it, or its own when it is `selftimed`)."""
     def run():
         trials.append(fma_trial(zmm))
-        return fn()
+        t0 = time.perf_counter()
+        r = fn()
+        t = time.perf_counter() - t0
+        return r if isinstance(fn, selftimed) else t
     return selftimed(run)
 
 
@@ -203,11 +206,15 @@ def full_rounds(times, trials, peak2):
     return [t for t, p in zip(times, trials) if p >= FULL * peak2]
 
 
+def fmt_full(share, n):
+    """A median share over the full-FMA rounds, with their count ("n/a": none, share None)."""
+    return "n/a (0)" if share is None else "%.0f%% (%d)" % (100 * share, n)
+
+
 def full_share(r, key):
     """r[key]'s median share of the limit over its full-FMA rounds, with their count ("n/a": none)."""
-    if r[key + "_full"] is None:
-        return "n/a (0)"
-    return "%.0f%% (%d)" % (100 * r[key + "_full"] / r["limit"], r[key + "_nfull"])
+    full = r[key + "_full"]
+    return fmt_full(None if full is None else full / r["limit"], r[key + "_nfull"])
 
 
 def best_np(tm, key="np"):
@@ -494,18 +501,12 @@ def peak_section(R, a, peak2, peak1, zmm):
             for op in OPS:
                 # each forward right after a 2-thread FMA trial of its own (not timed with it), in round order
                 trials = {key: [] for key in (32, 64, ("out", 32), ("out", 64))}
-
-                def wall(call):
-                    t0 = time.perf_counter()
-                    call()
-                    return time.perf_counter() - t0
                 fns = {n: after_trial(lambda op=op, n=n, q=q, k=k, v=v:
-                                      wall(lambda: hla.forward(q, k, v, op=op, scale=s, chunk_size=n)), trials[n], zmm)
+                                      hla.forward(q, k, v, op=op, scale=s, chunk_size=n), trials[n], zmm)
                        for n in (32, 64)}
                 for n in (32, 64):
                     fns[("out", n)] = after_trial(lambda op=op, n=n, q=q, k=k, v=v, out=out:
-                                                  wall(lambda: hla.forward(q, k, v, op=op, scale=s, chunk_size=n,
-                                                                           out=out)),
+                                                  hla.forward(q, k, v, op=op, scale=s, chunk_size=n, out=out),
                                                   trials[("out", n)], zmm)
                 ts = interleaved_all(fns, a.reps)
                 tso = {n: ts.pop(("out", n)) for n in (32, 64)}
@@ -530,7 +531,7 @@ def peak_section(R, a, peak2, peak1, zmm):
                                                                   100 * r["same_out"]),
                              "%.1f at chunk %d" % (r["gf_other"], other),
                              "%.1fk" % (peers.macs_per_chunk(op, n, d, d) / n / 1e3),
-                             "%.0f%% (%d)" % (100 * r["full"], r["nfull"]) if full else "n/a (0)"])
+                             fmt_full(r["full"], r["nfull"])])
             del q, k, v
     R.table(["op", "d", "B", "T", "chunk", "time median (best)", "GFLOP/s median (best)",
              "% of 2-thread peak median (best)", "same-round % of the 2-thread FMA trial, median (median trial GFLOP/s)",
@@ -728,14 +729,12 @@ def step_section(R, a, backends, libpath, bw, peak2, zmm):
 
             def lib_loop(st=st, toks=toks):
                 step = st.step
-                t0 = time.perf_counter()
                 for t in toks:
                     step(*t)
-                return time.perf_counter() - t0
 
             qT, kT, vT = q[:, :Tser], k[:, :Tser], v[:, :Tser]
             fns = {"step": after_trial(lib_loop, trials["step"], zmm),
-                   "c": after_trial(lambda cst=cst: cst(N), trials["c"], zmm),
+                   "c": after_trial(selftimed(lambda cst=cst: cst(N)), trials["c"], zmm),
                    "sweep": sweep_round, "sweep2": sweep2_round,
                    "serial": lambda op=op, qT=qT, kT=kT, vT=vT: hla.forward(qT, kT, vT, op=op, scale=s, path="serial")}
             pfns = step_peer_fns(backends, op, H, Hkv, d, s, q, k, v, Nnp)
@@ -765,7 +764,7 @@ def step_section(R, a, backends, libpath, bw, peak2, zmm):
             # same round: (N·H / step time) / (H / sweep time) per round
             for key in ("step", "c"):
                 r[key + "_same"] = statistics.median(sw * N / t for t, sw in zip(ts[key], ts["sweep"]))
-            # full: the rounds whose FMA trial just before the loop reached 90% of the run's 2-thread peak (the
+            # full: the rounds whose FMA trial just before the loop reached FULL of the run's 2-thread peak (the
             # host gave both threads a core's FMA each); the loop's median over those rounds against the limit
             for key in ("step", "c"):
                 tr = trials[key]
@@ -1272,7 +1271,7 @@ def main(argv=None):
                      "full-FMA rounds %s" % (
                          r["gf_med"], 100 * f, peak2, 100 * r["gf_best"] / peak2, 100 * r["same"],
                          100 * r["gf_out"] / peak2,
-                         "%.0f%% (%d)" % (100 * r["full"], r["nfull"]) if r["full"] is not None else "n/a (0)"),
+                         fmt_full(r["full"], r["nfull"])),
                      "%.2f of target" % (f / 0.7), "met" if f >= 0.7 else "NOT met"])
     for op in OPS:
         p = paths[op]
